@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny hand-made BabyLM dir, a prepared dir from it, and the real data path."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY_VOCAB = 320
+
+WORDS = ("the cat dog bird saw ran sat on a mat big small red blue who what is was it he she they we you "
+         "go went come came happy sad tree house mother father baby ball play plays played").split()
+
+
+def write_tiny_babylm(root: Path, *, lines: int = 400, seed: int = 0) -> tuple[Path, Path]:
+    """Two sources (aochildes, switchboard) per split of seeded pseudo-sentences; returns (train_dir, dev_dir)."""
+    rng = random.Random(seed)
+    dirs = []
+    for split, suffix in (("babylm_10M", "train"), ("babylm_dev", "dev")):
+        d = root / split
+        d.mkdir(parents=True)
+        for source in ("aochildes", "switchboard"):
+            text = "\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) + " ."
+                             for _ in range(lines))
+            (d / f"{source}.{suffix}").write_text(text + "\n")
+        dirs.append(d)
+    return dirs[0], dirs[1]
+
+
+def real_data_or_skip() -> Path:
+    if not (REAL_DATA / "babylm_10M").is_dir():
+        pytest.skip(f"real BabyLM data not found at {REAL_DATA} (the project's ../shared/data)")
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_babylm(tmp_path_factory) -> tuple[Path, Path]:
+    return write_tiny_babylm(tmp_path_factory.mktemp("babylm"))
+
+
+@pytest.fixture(scope="session")
+def prepared(tiny_babylm, tmp_path_factory) -> Path:
+    from bbl.data import prepare
+
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(*tiny_babylm, out, vocab_size=TINY_VOCAB, progress=False, log=lambda *_: None)
+    return out
