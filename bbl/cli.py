@@ -73,3 +73,32 @@ def data_verify(directory, as_json):
         click.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
     if any(r["status"] == "modified" for r in rows):
         sys.exit(1)
+
+
+def _train_options(f):
+    f = click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")(f)
+    f = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Override a config value, e.g. --set training.lr=1e-4 (repeatable).")(f)
+    f = click.option("--out", type=PathArg, required=True, help="Output dir (an HF model dir when done).")(f)
+    f = click.option("--data", type=PathArg, required=True, help="Prepared dir from `bbl prepare`.")(f)
+    return click.argument("config")(f)
+
+
+@main.command("train-teacher")
+@_train_options
+def train_teacher(config, data, out, overrides, resume):
+    """Train a teacher (preset name or YAML path) on the transformers Trainer."""
+    from bbl.config import load_config
+    from bbl.train import train_lm
+
+    train_lm(load_config(config, overrides), data, out, resume=resume, kind="teacher", log=click.echo)
+
+
+@main.command("train-student")
+@_train_options
+def train_student(config, data, out, overrides, resume):
+    """Train the student on hard labels only (the paper's no-distillation baseline)."""
+    from bbl.config import load_config
+    from bbl.train import train_lm
+
+    train_lm(load_config(config, overrides), data, out, resume=resume, kind="student_baseline", log=click.echo)

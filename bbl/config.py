@@ -1,0 +1,209 @@
+"""Typed run configs: dataclasses, YAML presets shipped in `bbl/presets/`, and `--set section.key=value` overrides.
+
+A config has three sections: `model` (architecture), `training` (Trainer settings) and `distill` (KD settings,
+read by `bbl distill` only). Unknown keys and wrong types are errors that list the valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from bbl.errors import BblError
+
+ARCHITECTURES = ("gpt2", "llama")
+
+
+@dataclass
+class ModelConfig:
+    architecture: str = "llama"
+    """`gpt2` (GPT2LMHeadModel) or `llama` (LlamaForCausalLM)."""
+    n_layer: int = 2
+    """Transformer blocks."""
+    n_head: int = 2
+    """Attention heads (LLaMA: also key/value heads, i.e. plain multi-head attention as in the paper)."""
+    hidden_size: int = 32
+    """Residual width (GPT-2 `n_embd`)."""
+    intermediate_size: int = 64
+    """MLP width (GPT-2 `n_inner`)."""
+    max_position_embeddings: int = 128
+    """Positions (GPT-2 `n_positions`): 128 for the paper's GPT-2, 256 for its LLaMAs."""
+    vocab_size: int | None = None
+    """Vocabulary; None takes the prepared tokenizer's. Set, it must equal it."""
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise BblError(f"model.architecture {self.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+        if self.hidden_size % self.n_head:
+            raise BblError(f"model.hidden_size {self.hidden_size} is not divisible by model.n_head {self.n_head}")
+
+
+@dataclass
+class TrainingConfig:
+    epochs: float = 1.0
+    """Passes over the training windows."""
+    batch_size: int = 8
+    """Global batch in windows per optimizer step (all devices and accumulation steps together)."""
+    micro_batch_size: int | None = None
+    """Windows per device per forward pass; None = batch_size / world size. Accumulation makes up the rest."""
+    lr: float = 3e-4
+    """Peak learning rate (AdamW)."""
+    lr_scheduler: str = "cosine"
+    """transformers scheduler name; the paper uses cosine."""
+    warmup_steps: int = 200
+    """Linear warm-up steps (the paper: 200 for every model)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (the paper: 0.1 for the student)."""
+    seq_len: int = 128
+    """Tokens per window."""
+    seed: int = 0
+    """Seed for initialisation, window order and the dev subset."""
+    dev_windows: int = 8192
+    """Size of the fixed random dev subset used for eval loss (capped at what the dev stream has)."""
+    max_train_windows: int | None = None
+    """Train on a fixed seeded subset of this many windows (CPU presets); None = every window."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides epochs; the schedule spans them)."""
+    eval_every_steps: int | None = None
+    """Also evaluate (and checkpoint) every N steps; evaluation always runs at each epoch end."""
+    logging_steps: int = 10
+    """Steps between metrics.jsonl lines."""
+    precision: str = "auto"
+    """auto (bf16 where supported, else fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16."""
+    report_to: list[str] = field(default_factory=list)
+    """Opt-in trackers for the Trainer, e.g. [tensorboard] or [wandb]."""
+    dataloader_workers: int = 0
+    """DataLoader worker processes."""
+    stop_after_steps: int | None = None
+    """Stop as if killed after this many steps, keeping checkpoints (to exercise --resume); None in real runs."""
+
+    def __post_init__(self):
+        if self.lr_scheduler not in ("cosine", "linear", "constant", "constant_with_warmup"):
+            raise BblError(f"training.lr_scheduler {self.lr_scheduler!r}: use cosine, linear or constant")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise BblError(f"training.precision {self.precision!r}: use auto, fp32, bf16 or fp16")
+        for name in ("batch_size", "seq_len", "logging_steps"):
+            if getattr(self, name) <= 0:
+                raise BblError(f"training.{name} must be positive, got {getattr(self, name)}")
+
+
+@dataclass
+class DistillConfig:
+    alpha: float = 0.5
+    """Weight of the hard-label CE; KD gets 1 - alpha (the paper: 0.5). L = alpha*CE + (1-alpha)*T^2*KD."""
+    temperature: float | None = None
+    """Softening temperature T; None takes the cache's (the paper: 2). Another value needs allow_retemper."""
+    allow_retemper: bool = False
+    """Accept a temperature other than the cache's, re-tempering the stored log-probs (see docs/distill.md)."""
+    kd_variant: str = "topk_tail"
+    """topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k)."""
+    reduction: str = "token_mean"
+    """token_mean (KL averaged over positions, like CE) or babyllama (summed over positions / batch, the
+    original code's nn.KLDivLoss(reduction='batchmean') on (B, S, V): ~S times the nominal weight)."""
+
+    def __post_init__(self):
+        if not 0.0 <= self.alpha <= 1.0:
+            raise BblError(f"distill.alpha {self.alpha} is outside [0, 1]")
+        if self.temperature is not None and self.temperature <= 0:
+            raise BblError(f"distill.temperature {self.temperature} must be > 0")
+        if self.kd_variant not in ("topk_tail", "topk_renorm"):
+            raise BblError(f"distill.kd_variant {self.kd_variant!r}: use topk_tail or topk_renorm")
+        if self.reduction not in ("token_mean", "babyllama"):
+            raise BblError(f"distill.reduction {self.reduction!r}: use token_mean or babyllama")
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+SECTIONS = {"model": ModelConfig, "training": TrainingConfig, "distill": DistillConfig}
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("bbl").joinpath("presets").iterdir() if p.name.endswith(".yaml"))
+
+
+def _coerce(value, annotation, key: str):
+    """Check/convert a YAML value against a field's type annotation."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise BblError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value]
+    if annotation is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:  # YAML 1.1 reads `1e-4` (no dot) as a string
+            return float(value)
+        except ValueError:
+            raise BblError(f"{key}: expected float, got {value!r}") from None
+    if annotation is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
+        raise BblError(f"{key}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def _build(raw: dict, source: str) -> Config:
+    unknown = set(raw) - {"name", *SECTIONS}
+    if unknown:
+        raise BblError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}; valid: name, {', '.join(SECTIONS)}")
+    kwargs = {"name": str(raw.get("name", "custom"))}
+    for section, cls in SECTIONS.items():
+        values = raw.get(section) or {}
+        hints = typing.get_type_hints(cls)
+        bad = set(values) - set(hints)
+        if bad:
+            raise BblError(f"{source}: unknown key(s) {', '.join(f'{section}.{b}' for b in sorted(bad))}; "
+                           f"valid {section} keys: {', '.join(hints)}")
+        kwargs[section] = cls(**{k: _coerce(v, hints[k], f"{source}: {section}.{k}") for k, v in values.items()})
+    return Config(**kwargs)
+
+
+def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a preset by name (see `preset_names()`) or a YAML file, then apply `section.key=value` overrides.
+
+    Raises:
+        BblError: unknown preset or file, malformed override, unknown key, wrong type or invalid value.
+    """
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise BblError(f"{path}: config file not found; pass a YAML path or a preset ({', '.join(preset_names())})")
+        raw, source = yaml.safe_load(path.read_text()) or {}, str(path)
+    else:
+        name = str(name_or_path)
+        if name not in preset_names():
+            raise BblError(f"unknown preset {name!r}; presets: {', '.join(preset_names())} (or a YAML path)")
+        raw = yaml.safe_load(resources.files("bbl").joinpath("presets", f"{name}.yaml").read_text())
+        source = f"preset {name}"
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        section, dot, sub = key.partition(".")
+        if not sep or not dot or section not in SECTIONS:
+            raise BblError(f"--set {item!r}: use section.key=value with section in {', '.join(SECTIONS)}")
+        raw.setdefault(section, {})
+        raw[section] = dict(raw[section] or {})
+        raw[section][sub] = yaml.safe_load(value)
+    return _build(raw, source)
