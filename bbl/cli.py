@@ -102,3 +102,95 @@ def train_student(config, data, out, overrides, resume):
     from bbl.train import train_lm
 
     train_lm(load_config(config, overrides), data, out, resume=resume, kind="student_baseline", log=click.echo)
+
+
+@main.command("dump-logits")
+@click.option("--teacher", "teachers", type=PathArg, multiple=True, required=True,
+              help="Teacher model dir (repeat for an ensemble; logits are averaged).")
+@click.option("--data", type=PathArg, required=True, help="Prepared dir the teachers were trained on.")
+@click.option("--topk", "top_k", type=int, default=64, show_default=True, help="Ids kept per position.")
+@click.option("--temperature", type=float, default=2.0, show_default=True, help="Softening temperature T.")
+@click.option("--out", type=PathArg, default=Path("cache/ensemble.zarr"), show_default=True, help="Zarr store.")
+@click.option("--split", default="train", show_default=True, help="Token stream to dump.")
+@click.option("--seq-len", type=int, default=128, show_default=True, help="Tokens per window (the student's).")
+@click.option("--max-windows", type=int, default=None,
+              help="Dump the fixed subset training.max_train_windows selects (same --seed); default all windows.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the window subset (training.seed).")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per teacher forward pass.")
+@click.option("--chunk-windows", type=int, default=64, show_default=True, help="Windows per Zarr chunk.")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
+@click.option("--overwrite", is_flag=True, help="Replace a cache of other settings at --out.")
+def dump_logits_cmd(teachers, data, top_k, temperature, out, split, seq_len, max_windows, seed, batch_size,
+                    chunk_windows, device, overwrite):
+    """Run the teachers once over every window; store the ensemble's top-k log-probs in Zarr.
+
+    Resumable: re-run the same command after an interruption. Under `torchrun --nproc_per_node N` each rank
+    writes its own chunks of the same store.
+    """
+    import torch
+
+    from bbl.dump import dump_logits
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dump_logits(list(teachers), data, out, top_k=top_k, temperature=temperature, split=split, seq_len=seq_len,
+                batch_size=batch_size, device=device, max_windows=max_windows, seed=seed,
+                chunk_windows=chunk_windows, overwrite=overwrite, log=click.echo)
+
+
+@main.group(cls=_Group)
+def cache():
+    """Inspect and verify logit caches."""
+
+
+@cache.command("info")
+@click.argument("path", type=PathArg)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def cache_info_cmd(path, as_json):
+    """What a cache holds: settings, teachers, size, bytes/token, top-k mass, completeness."""
+    from bbl.cache_tools import cache_info
+
+    info = cache_info(path)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    a = info["attributes"]
+    click.echo(f"{path}: {'complete' if info['complete'] else 'INCOMPLETE'} ({info['chunks_done']}/{info['chunks']} "
+               f"chunks), format v{a.get('format_version')}")
+    click.echo(f"  temperature {a['temperature']}, top_k {a['top_k']}, seq_len {a['seq_len']}, "
+               f"vocab {a['vocab_size']}, ensemble {a['ensemble']}")
+    for t in a.get("teachers", []):
+        click.echo(f"  teacher {t['architecture']} {t['parameters'] / 1e6:.1f}M {t['path']}")
+    click.echo(f"  tokenizer {a['tokenizer_fingerprint'][:16]}, train stream {a['train_stream_sha256'][:16]}")
+    click.echo(f"  {info['windows']:,} windows, {info['bytes']:,} bytes"
+               + (f", {info['bytes_per_token']:.1f} B/token" if "bytes_per_token" in info else ""))
+    if "topk_mass_mean" in info:
+        pct = ", ".join(f"p{k} {v:.3f}" for k, v in info["topk_mass_percentiles"].items())
+        click.echo(f"  top-k mass: mean {info['topk_mass_mean']:.4f} ({pct})")
+
+
+@cache.command("verify")
+@click.argument("path", type=PathArg)
+@click.option("--teacher", "teachers", type=PathArg, multiple=True,
+              help="Recompute a sample of windows with these teachers and compare.")
+@click.option("--sample", type=int, default=16, show_default=True, help="Windows to recompute.")
+@click.option("--max-kl", type=float, default=1e-3, show_default=True, help="Fail above this mean KL (nats).")
+def cache_verify_cmd(path, teachers, sample, max_kl):
+    """Check every chunk's checksum; with --teacher, the stored targets against a recomputation."""
+    from bbl.cache import CacheReader
+    from bbl.cache_tools import verify_against_teachers, verify_chunks
+
+    reader = CacheReader(path, allow_incomplete=True)
+    problems = verify_chunks(reader)
+    for p in problems:
+        click.echo(f"bad: {path}: {p}", err=True)
+    if not problems:
+        click.echo(f"checksums: all chunks of {path} OK")
+    ok = not problems and reader.attrs.get("complete")
+    if not reader.attrs.get("complete"):
+        click.echo(f"bad: {path}: not marked complete; re-run dump-logits to finish it", err=True)
+    if teachers:
+        r = verify_against_teachers(reader, list(teachers), sample=sample)
+        click.echo(f"fidelity over {r['windows_checked']} windows: max |log-prob error| "
+                   f"{r['max_abs_logprob_error']:.2e} nats, mean KL {r['mean_kl']:.2e} nats (max {r['max_kl']:.2e})")
+        ok = ok and r["mean_kl"] <= max_kl
+    sys.exit(0 if ok else 1)

@@ -83,3 +83,20 @@ def encode_lines(tokenizer, lines: list[str], *, batch_size: int = 8192) -> Iter
     for start in range(0, len(lines), batch_size):
         for enc in tokenizer.encode_batch(lines[start:start + batch_size], add_special_tokens=False):
             yield enc.ids
+
+
+def tokenizer_fingerprint(path: Path) -> str:
+    """sha256 of a tokenizer's canonical JSON (key order and whitespace ignored), to tell tokenizers apart.
+
+    Raises:
+        BblError: if `path` (a dir or a tokenizer.json) holds no tokenizer.json.
+    """
+    import hashlib
+    import json
+
+    path = Path(path)
+    file = path / TOKENIZER_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise BblError(f"{file}: no tokenizer found; a model dir must hold its {TOKENIZER_FILE}")
+    canonical = json.dumps(json.loads(file.read_text()), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -51,3 +51,25 @@ def prepared(tiny_babylm, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     prepare(*tiny_babylm, out, vocab_size=TINY_VOCAB, progress=False, log=lambda *_: None)
     return out
+
+
+def save_random_model(preset: str, prepared: Path, out: Path, *, seed: int = 0) -> Path:
+    """A randomly initialised model of `preset`, saved with the prepared tokenizer (an untrained teacher)."""
+    from transformers import AutoTokenizer
+
+    from bbl.config import load_config
+    from bbl.data import PreparedData
+    from bbl.models import build_model
+
+    data = PreparedData(prepared)
+    model = build_model(load_config(preset).model, data.vocab_size, seed=seed)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(data.tokenizer_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_teachers(prepared, tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("teachers")
+    return [save_random_model("llama-tiny", prepared, root / "llama", seed=1),
+            save_random_model("gpt2-tiny", prepared, root / "gpt2", seed=2)]

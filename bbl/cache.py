@@ -1,0 +1,307 @@
+"""The logit cache: a Zarr v3 group of the teacher ensemble's top-k soft targets (format: docs/cache-format.md).
+
+`CacheWriter` creates the store and writes whole chunks (crc32c on each, a per-chunk done flag, `complete` set
+last); `open_cache` opens it read-only, refusing incomplete stores; `CacheReader.read(start, stop)` and the
+chunk-aware `CacheDataset` feed distillation. Row n of every array is window `window_idx[n]` of the train
+stream; position s holds the ensemble's distribution for the token after `input_ids[n, :s+1]`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bbl.errors import BblError
+
+FORMAT_VERSION = 1
+ARRAYS = ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob")
+DEFAULT_CHUNK_WINDOWS = 64
+LOGPROB_STEP = 2.0 ** -8
+"""Stored log-probs are rounded to multiples of this (nats) before the fp16 cast: fp16's trailing mantissa
+bits below it are noise that costs bytes. Error <= 2^-9 nats per value; fidelity is measured in BENCHMARKS.md."""
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """uint16 for vocabularies up to 65,535 ids, else int32 (DESIGN.md, 'The cache')."""
+    return np.dtype(np.uint16) if vocab_size <= 65_535 else np.dtype(np.int32)
+
+
+def _compressors(level: int = 3):
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    return [BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle"), Crc32cCodec()]
+
+
+def _array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int) -> dict:
+    ids = id_dtype(vocab_size)
+    return {
+        "input_ids": ((n, seq_len), (chunk, seq_len), ids, 0),
+        "window_idx": ((n,), (chunk,), np.dtype(np.int64), -1),
+        "topk_ids": ((n, seq_len, top_k), (chunk, seq_len, top_k), ids, 0),
+        "topk_logprobs": ((n, seq_len, top_k), (chunk, seq_len, top_k), np.dtype(np.float16), 0.0),
+        "tail_logprob": ((n, seq_len), (chunk, seq_len), np.dtype(np.float32), 0.0),
+    }
+
+
+def _open_group(path, mode: str):
+    import zarr
+
+    if not _exists(path):
+        raise BblError(f"{path}: no logit cache there; run `bbl dump-logits --out {path}`")
+    return zarr.open_group(store=str(path) if isinstance(path, Path) else path, mode=mode)
+
+
+@dataclass
+class ChunkBatch:
+    """One chunk's worth of rows, numpy, ready to write."""
+
+    index: int
+    input_ids: np.ndarray
+    window_idx: np.ndarray
+    topk_ids: np.ndarray
+    topk_logprobs: np.ndarray
+    tail_logprob: np.ndarray
+
+
+class CacheWriter:
+    """Create or reopen a cache store and write it chunk by chunk.
+
+    Args:
+        path: a filesystem path (LocalStore) or any zarr store (e.g. `zarr.storage.MemoryStore()`).
+        attrs: provenance attributes (teachers, hashes, temperature, top_k, seq_len, vocab_size, ...).
+        num_windows: rows N. chunk_windows: rows per chunk.
+        overwrite: replace a store whose settings differ; without it such a store is refused.
+    Raises:
+        BblError: the path holds a cache of other settings and overwrite is False; top_k > vocab_size.
+    """
+
+    def __init__(self, path, *, attrs: dict, num_windows: int, chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
+                 overwrite: bool = False, create: bool = True):
+        import zarr
+
+        self.path = path
+        seq_len, top_k, vocab = attrs["seq_len"], attrs["top_k"], attrs["vocab_size"]
+        if top_k > vocab:
+            raise BblError(f"--topk {top_k} exceeds the vocabulary ({vocab}); use --topk <= {vocab}")
+        self.settings = {k: attrs[k] for k in _SETTING_KEYS if k in attrs}
+        self.settings.update(num_windows=num_windows, chunk_windows=chunk_windows)
+        self.num_chunks = -(-num_windows // chunk_windows)
+        self.chunk_windows = chunk_windows
+        existing = None
+        if not overwrite and _exists(path):
+            existing = zarr.open_group(store=str(path) if isinstance(path, Path) else path, mode="r+")
+            old = existing.attrs.get("settings")
+            if old != json.loads(json.dumps(self.settings)):
+                raise BblError(f"{path}: holds a cache of other settings ({_diff(old, self.settings)}); "
+                               f"pass --overwrite to replace it or choose another --out")
+        if existing is not None:
+            self.group = existing
+        elif not create:
+            raise BblError(f"{path}: no cache to resume")
+        else:
+            self.group = zarr.open_group(store=str(path) if isinstance(path, Path) else path, mode="w")
+            for name, (shape, chunks, dtype, fill) in _array_specs(num_windows, seq_len, top_k, vocab,
+                                                                   chunk_windows).items():
+                self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
+                                        compressors=_compressors())
+            self.group.create_array("chunk_done", shape=(self.num_chunks,), chunks=(1,), dtype=bool,
+                                    fill_value=False, compressors=None)
+            self.group.attrs.update({**attrs, "format_version": FORMAT_VERSION, "settings": self.settings,
+                                     "chunk_windows": chunk_windows, "complete": False})
+
+    def done_chunks(self) -> np.ndarray:
+        """(num_chunks,) bool: which chunks are durably written."""
+        return np.asarray(self.group["chunk_done"][:])
+
+    def write_chunk(self, batch: ChunkBatch) -> None:
+        """Write one whole chunk of every array, then mark it done (so a crash never marks a partial chunk)."""
+        start = batch.index * self.chunk_windows
+        stop = start + len(batch.window_idx)
+        for name in ARRAYS:
+            self.group[name][start:stop] = getattr(batch, name)
+        self.group["chunk_done"][batch.index] = True
+
+    def finalize(self, extra_attrs: dict | None = None) -> None:
+        """Set `complete` (and summary attributes) once every chunk is done.
+
+        Raises:
+            BblError: if any chunk is missing.
+        """
+        done = self.done_chunks()
+        if not done.all():
+            raise BblError(f"{self.path}: {int((~done).sum())} chunk(s) not written; re-run dump-logits to resume")
+        self.group.attrs.update({**(extra_attrs or {}), "complete": True})
+
+
+_SETTING_KEYS = ("format_version", "temperature", "top_k", "seq_len", "vocab_size", "ensemble", "teachers_fingerprint",
+                 "tokenizer_fingerprint", "train_stream_sha256", "window_selection", "logprob_step")
+
+
+def _exists(path) -> bool:
+    if isinstance(path, Path | str):
+        return (Path(path) / "zarr.json").is_file()
+    import zarr
+
+    try:
+        zarr.open_group(store=path, mode="r")
+        return True
+    except Exception:
+        return False
+
+
+def _diff(old, new) -> str:
+    if not isinstance(old, dict):
+        return "not a bbl cache"
+    keys = [k for k in set(old) | set(new) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(keys)[:4])
+
+
+class CacheReader:
+    """A complete cache, opened read-only.
+
+    Raises:
+        BblError: the path holds no cache, or the cache is not complete (unless `allow_incomplete`).
+    """
+
+    def __init__(self, path, *, allow_incomplete: bool = False):
+        self.path = path
+        self.group = _open_group(path, "r")
+        self.attrs = dict(self.group.attrs)
+        if "format_version" not in self.attrs:
+            raise BblError(f"{path}: not a bbl logit cache (no format_version attribute)")
+        if not self.attrs.get("complete") and not allow_incomplete:
+            raise BblError(f"{path}: cache is incomplete (dump interrupted?); re-run `bbl dump-logits` to finish it")
+        self.arrays = {name: self.group[name] for name in ARRAYS}
+        self.num_windows = self.arrays["input_ids"].shape[0]
+        self.seq_len, self.top_k = self.attrs["seq_len"], self.attrs["top_k"]
+        self.temperature = float(self.attrs["temperature"])
+        self.vocab_size = int(self.attrs["vocab_size"])
+        self.chunk_windows = int(self.attrs["chunk_windows"])
+        self.num_chunks = -(-self.num_windows // self.chunk_windows)
+
+    def __len__(self) -> int:
+        return self.num_windows
+
+    def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Rows [start, stop) of every array (contiguous reads are the fast path)."""
+        return {name: arr[start:stop] for name, arr in self.arrays.items()}
+
+    def read_chunk(self, c: int) -> dict[str, np.ndarray]:
+        start = c * self.chunk_windows
+        return self.read(start, min(start + self.chunk_windows, self.num_windows))
+
+    def validate(self, *, tokenizer_fingerprint: str | None = None, train_stream_sha256: str | None = None,
+                 seq_len: int | None = None, temperature: float | None = None, allow_retemper: bool = False,
+                 vocab_size: int | None = None) -> None:
+        """Refuse a cache that does not match the student run.
+
+        Raises:
+            BblError: tokenizer, token stream, seq_len, vocab or temperature differ (temperature only without
+                `allow_retemper`).
+        """
+        p = self.path
+        checks = [
+            ("tokenizer", tokenizer_fingerprint, self.attrs.get("tokenizer_fingerprint"),
+             "dump the cache with teachers trained on this prepared data"),
+            ("token stream", train_stream_sha256, self.attrs.get("train_stream_sha256"),
+             "dump the cache from the same prepared --data"),
+            ("seq_len", seq_len, self.seq_len, "set training.seq_len to the cache's"),
+            ("vocab_size", vocab_size, self.vocab_size, "use a student with the cache's tokenizer"),
+        ]
+        for what, want, have, fix in checks:
+            if want is not None and want != have:
+                raise BblError(f"{p}: cache {what} differs from the run's ({have!r} vs {want!r}); {fix}")
+        if temperature is not None and abs(temperature - self.temperature) > 1e-9 and not allow_retemper:
+            raise BblError(f"{p}: cache was written at temperature {self.temperature}, the run asks {temperature}; "
+                           f"drop distill.temperature or set distill.allow_retemper=true")
+
+
+def open_cache(path, **kw) -> CacheReader:
+    """Open a complete cache for reading (see `CacheReader`)."""
+    return CacheReader(path, **kw)
+
+
+def shuffled_order(num_windows: int, chunk_windows: int, *, seed: int, epoch: int,
+                   buffer_chunks: int = 16) -> np.ndarray:
+    """A per-epoch window order that reads each compressed chunk once.
+
+    Chunks are visited in a seeded random order; windows of each group of `buffer_chunks` consecutive (in that
+    order) chunks are shuffled together. So every window appears once per epoch, the order depends only on
+    (seed, epoch), and any window can land anywhere within its group of buffer_chunks x chunk_windows windows
+    (1,024 with the defaults), while a batch mixes windows of up to `buffer_chunks` random chunks.
+    """
+    rng = np.random.default_rng([seed, epoch, 7])
+    chunks = rng.permutation(-(-num_windows // chunk_windows))
+    order = []
+    for g in range(0, len(chunks), buffer_chunks):
+        rows = np.concatenate([np.arange(c * chunk_windows, min((c + 1) * chunk_windows, num_windows))
+                               for c in chunks[g:g + buffer_chunks]])
+        order.append(rng.permutation(rows))
+    return np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
+
+
+class ChunkShuffleSampler:
+    """Sampler over cache rows in `shuffled_order`; the Trainer's `set_epoch` picks the epoch."""
+
+    def __init__(self, num_windows: int, chunk_windows: int, *, seed: int, buffer_chunks: int = 16):
+        self.n, self.chunk, self.seed, self.buffer, self.epoch = num_windows, chunk_windows, seed, buffer_chunks, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(shuffled_order(self.n, self.chunk, seed=self.seed, epoch=self.epoch,
+                                   buffer_chunks=self.buffer).tolist())
+
+
+class CacheDataset:
+    """Map-style dataset over a cache: item i is row i (input_ids, labels, topk_ids, topk_logprobs, tail_logprob).
+
+    Decoded chunks are kept in a small LRU (`buffer_chunks` of them), so the `ChunkShuffleSampler` order decodes
+    each chunk once per epoch. Ids come out int64, log-probs float32.
+    """
+
+    def __init__(self, reader: CacheReader, *, seed: int = 0, buffer_chunks: int = 16):
+        self.reader, self.seed, self.buffer_chunks = reader, seed, buffer_chunks
+        self._chunks: OrderedDict[int, dict] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def sampler(self) -> ChunkShuffleSampler:
+        return ChunkShuffleSampler(len(self.reader), self.reader.chunk_windows, seed=self.seed,
+                                   buffer_chunks=self.buffer_chunks)
+
+    def _chunk(self, c: int) -> dict:
+        if c in self._chunks:
+            self._chunks.move_to_end(c)
+        else:
+            self._chunks[c] = self.reader.read_chunk(c)
+            if len(self._chunks) > self.buffer_chunks + 1:
+                self._chunks.popitem(last=False)
+        return self._chunks[c]
+
+    def rows(self, i: int) -> dict[str, np.ndarray]:
+        c, r = divmod(int(i), self.reader.chunk_windows)
+        chunk = self._chunk(c)
+        return {k: v[r] for k, v in chunk.items()}
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        row = self.rows(i)
+        ids = torch.from_numpy(row["input_ids"].astype(np.int64))
+        return {
+            "input_ids": ids,
+            "labels": ids.clone(),
+            "topk_ids": torch.from_numpy(row["topk_ids"].astype(np.int64)),
+            "topk_logprobs": torch.from_numpy(row["topk_logprobs"].astype(np.float32)),
+            "tail_logprob": torch.from_numpy(row["tail_logprob"].astype(np.float32)),
+        }

@@ -1,0 +1,117 @@
+"""`bbl cache info` and `bbl cache verify`: what a cache holds, its integrity, and its fidelity to the teachers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from bbl.cache import CacheReader
+from bbl.errors import BblError
+
+
+def store_bytes(path) -> int:
+    """Bytes on disk of a local store (or held by an in-memory store)."""
+    if isinstance(path, str | Path):
+        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+    data = getattr(path, "_store_dict", {})
+    return sum(len(v) for v in data.values())
+
+
+def topk_mass(tail_logprob: np.ndarray) -> np.ndarray:
+    """Probability mass the top k cover, 1 - exp(tail_logprob), per position."""
+    return -np.expm1(tail_logprob.astype(np.float64))
+
+
+def cache_stats(reader: CacheReader, *, sample_chunks: int | None = None, seed: int = 0) -> dict:
+    """Sizes and top-k coverage of a cache (coverage from every chunk, or a seeded sample of chunks)."""
+    chunks = np.arange(reader.num_chunks)
+    if sample_chunks is not None and sample_chunks < len(chunks):
+        chunks = np.sort(np.random.default_rng(seed).choice(chunks, sample_chunks, replace=False))
+    cw = reader.chunk_windows
+    tails = np.concatenate([reader.arrays["tail_logprob"][c * cw:(c + 1) * cw].ravel() for c in chunks])
+    mass = topk_mass(tails)
+    tokens = reader.num_windows * reader.seq_len
+    nbytes = store_bytes(reader.path)
+    return {
+        "windows": reader.num_windows, "tokens": tokens, "bytes": nbytes,
+        "bytes_per_token": nbytes / max(tokens, 1), "mean_tail_mass": float(1 - mass.mean()),
+        "topk_mass_mean": float(mass.mean()),
+        "topk_mass_percentiles": {str(p): float(np.percentile(mass, p)) for p in (1, 5, 25, 50, 75, 95)},
+    }
+
+
+def cache_info(path) -> dict:
+    """Attributes, sizes and top-k coverage; works on incomplete caches (reported as such)."""
+    reader = CacheReader(path, allow_incomplete=True)
+    done = np.asarray(reader.group["chunk_done"][:])
+    attrs = {k: v for k, v in reader.attrs.items() if k not in ("settings", "summary")}
+    stats = cache_stats(reader) if done.all() else {"windows": reader.num_windows, "bytes": store_bytes(path)}
+    return {"path": str(path), "attributes": attrs, "complete": bool(reader.attrs.get("complete")),
+            "chunks_done": int(done.sum()), "chunks": int(done.size), **stats}
+
+
+def verify_chunks(reader: CacheReader) -> list[str]:
+    """Decode every chunk of every array (crc32c is checked on decode); returns one problem string per bad chunk."""
+    problems = []
+    for name, arr in reader.arrays.items():
+        step = arr.chunks[0]
+        for c in range(-(-arr.shape[0] // step)):
+            try:
+                arr[c * step:(c + 1) * step]
+            except Exception as e:  # the codec raises on a checksum mismatch or a truncated chunk
+                problems.append(f"{name} chunk {c} (rows {c * step}-{min((c + 1) * step, arr.shape[0]) - 1}): "
+                                f"{type(e).__name__}: {str(e)[:120]}")
+    done = np.asarray(reader.group["chunk_done"][:])
+    problems += [f"chunk {c} never finished writing" for c in np.flatnonzero(~done)]
+    return problems
+
+
+def coarse_kl(exact_logprobs_at_ids, exact_tail, stored_logprobs, stored_tail) -> np.ndarray:
+    """KL(exact ‖ stored) of the (k+1)-outcome distributions {top-k ids, rest}, per position (nats).
+
+    Args: (..., K) and (...) float arrays of log-probabilities; -inf tails (K == V) contribute 0.
+    """
+    pe, ps = exact_logprobs_at_ids.astype(np.float64), stored_logprobs.astype(np.float64)
+    te, ts = exact_tail.astype(np.float64), stored_tail.astype(np.float64)
+    kl = (np.exp(pe) * (pe - ps)).sum(-1)
+    with np.errstate(invalid="ignore"):
+        tail = np.where(np.isneginf(te), 0.0, np.exp(te) * (te - np.where(np.isneginf(ts), -1e30, ts)))
+    return kl + tail
+
+
+def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sample: int = 16, seed: int = 0,
+                            device: str = "cpu") -> dict:
+    """Recompute `sample` random windows with the teachers; max |log-prob error| and mean coarse KL.
+
+    Raises:
+        BblError: the teachers' tokenizer differs from the cache's.
+    """
+    import torch
+
+    from bbl.dump import ensemble_topk, load_teachers
+
+    teachers, infos = load_teachers(teacher_dirs, device)
+    if infos[0]["tokenizer_fingerprint"] != reader.attrs.get("tokenizer_fingerprint"):
+        raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from the cache's; pass the cache's teachers")
+    rows = np.sort(np.random.default_rng(seed).choice(reader.num_windows, min(sample, reader.num_windows),
+                                                      replace=False))
+    max_err, kls = 0.0, []
+    with torch.inference_mode():
+        for r in rows:
+            row = reader.read(int(r), int(r) + 1)
+            ids = torch.from_numpy(row["input_ids"].astype(np.int64)).to(device)
+            logits = [m(input_ids=ids).logits.float() for m in teachers]
+            mean = torch.stack(logits).mean(0) / reader.temperature
+            logp = torch.log_softmax(mean, -1).cpu().numpy()[0]
+            stored_ids = row["topk_ids"][0].astype(np.int64)
+            exact_at = np.take_along_axis(logp, stored_ids, -1)
+            _, _, exact_tail = ensemble_topk(logits, temperature=reader.temperature, top_k=reader.top_k)
+            # the tail must be the mass outside the *stored* ids: identical to the recomputed top-k unless ties
+            stored_lp = row["topk_logprobs"][0].astype(np.float32)
+            max_err = max(max_err, float(np.abs(exact_at - stored_lp).max()))
+            kls.append(coarse_kl(exact_at, exact_tail.cpu().numpy()[0], stored_lp, row["tail_logprob"][0]))
+    kl = np.concatenate(kls)
+    return {"windows_checked": len(rows), "max_abs_logprob_error": max_err, "mean_kl": float(kl.mean()),
+            "max_kl": float(kl.max())}

@@ -1,0 +1,236 @@
+"""`bbl dump-logits`: run the teachers once over every training window and write the ensemble's top-k to Zarr.
+
+Per chunk of windows: each teacher's logits (fp32) → logit mean (the paper's ensemble) → divide by the
+temperature → top-k ids and log-probs, plus the log of the tail mass by logsumexp over the other ids. A writer
+thread compresses and writes while the next chunk is computed. Resumable (per-chunk done flags) and sharded by
+rank under torchrun (rank r writes chunks r, r + world, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bbl import __version__
+from bbl.cache import DEFAULT_CHUNK_WINDOWS, LOGPROB_STEP, CacheReader, CacheWriter, ChunkBatch
+from bbl.data import PreparedData, sha256_file
+from bbl.errors import BblError
+from bbl.windows import TokenWindows, window_subset
+
+
+def ensemble_topk(teacher_logits: list, *, temperature: float, top_k: int):
+    """Top-k of the logit-mean ensemble softened at `temperature` (Baby Llama, Section 3.2).
+
+    Args:
+        teacher_logits: list of (B, S, V) float tensors, one per teacher.
+        temperature: T > 0; p_T = softmax(mean_logits / T).
+        top_k: K <= V.
+    Returns:
+        topk_ids (B, S, K) int64, sorted by decreasing probability; topk_logprobs (B, S, K) float32, log p_T in
+        nats; tail_logprob (B, S) float32, log of the mass outside the top k computed as a logsumexp over the
+        other V - K logits (-inf when K == V).
+    """
+    import torch
+
+    mean = torch.stack([t.float() for t in teacher_logits]).mean(0) / temperature
+    log_z = torch.logsumexp(mean, dim=-1, keepdim=True)
+    top_vals, top_ids = mean.topk(top_k, dim=-1)
+    rest = mean.scatter(-1, top_ids, float("-inf"))
+    tail = (torch.logsumexp(rest, dim=-1, keepdim=True) - log_z).squeeze(-1)
+    return top_ids, top_vals - log_z, tail
+
+
+def _quantize_logprobs(logprobs: np.ndarray) -> np.ndarray:
+    return (np.round(logprobs / LOGPROB_STEP) * LOGPROB_STEP).astype(np.float16)
+
+
+def load_teachers(teacher_dirs: list[Path], device: str):
+    """Load teacher checkpoints (eval mode) and their provenance.
+
+    Raises:
+        BblError: a dir is not a model dir, the teachers' tokenizers differ, or a model's vocab differs from
+            its tokenizer's.
+    """
+    from transformers import AutoModelForCausalLM
+
+    from bbl.models import count_parameters
+    from bbl.tokenizer import load_tokenizer, tokenizer_fingerprint
+
+    teachers, infos = [], []
+    for d in map(Path, teacher_dirs):
+        if not (d / "config.json").is_file():
+            raise BblError(f"{d}: not a model dir (no config.json); pass a dir written by `bbl train-teacher`")
+        fp = tokenizer_fingerprint(d)
+        model = AutoModelForCausalLM.from_pretrained(str(d)).to(device).eval()
+        vocab = load_tokenizer(d).get_vocab_size()
+        if model.config.vocab_size != vocab:
+            raise BblError(f"{d}: model vocab {model.config.vocab_size} != tokenizer vocab {vocab}; retrain the teacher")
+        weights = sorted(d.glob("*.safetensors")) or sorted(d.glob("*.bin"))
+        infos.append({"path": str(d.resolve()), "architecture": model.config.model_type,
+                      "parameters": count_parameters(model), "tokenizer_fingerprint": fp,
+                      "weights_sha256": {w.name: sha256_file(w) for w in weights}})
+        teachers.append(model)
+    fps = {i["tokenizer_fingerprint"] for i in infos}
+    if len(fps) > 1:
+        names = ", ".join(f"{i['path']} ({i['tokenizer_fingerprint'][:12]})" for i in infos)
+        raise BblError(f"teachers use different tokenizers: {names}; train every teacher on the same prepared data")
+    return teachers, infos
+
+
+def _dist_info() -> tuple[int, int]:
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _barrier():
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 64, temperature: float = 2.0,
+                split: str = "train", seq_len: int = 128, batch_size: int = 16, device: str = "cpu",
+                max_windows: int | None = None, seed: int = 0, chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
+                overwrite: bool = False, progress: bool = True, log=print) -> dict:
+    """Dump the ensemble's top-k soft targets of every window of `split` into the cache at `out`.
+
+    `max_windows`/`seed` select the same fixed window subset `training.max_train_windows`/`training.seed` do.
+    Returns the summary dict (windows, tokens, bytes, bytes_per_token, mean_tail_mass, seconds).
+
+    Raises:
+        BblError: bad teachers (see `load_teachers`), teachers not trained on this data's tokenizer,
+            top_k > vocab, temperature <= 0, out holding a cache of other settings, NaN/inf logits (names the
+            window), disk full (store left resumable, not complete).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from bbl.tokenizer import tokenizer_fingerprint
+
+    if temperature <= 0:
+        raise BblError(f"--temperature {temperature} must be > 0")
+    rank, world = _dist_info()
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    data = PreparedData(data_dir, check_hashes=True)
+    data_fp = tokenizer_fingerprint(data.tokenizer_dir)
+    teachers, infos = load_teachers(teacher_dirs, device)
+    if infos[0]["tokenizer_fingerprint"] != data_fp:
+        raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from {data.tokenizer_dir}; "
+                       f"pass the --data the teachers were trained on")
+    if top_k > data.vocab_size:
+        raise BblError(f"--topk {top_k} exceeds the vocabulary ({data.vocab_size}); use --topk <= {data.vocab_size}")
+    stream = data.stream(split)
+    indices = window_subset(len(stream) // seq_len, max_windows, seed=seed)
+    windows = TokenWindows(stream, seq_len, indices)
+    n = len(windows)
+    attrs = {
+        "temperature": float(temperature), "top_k": int(top_k), "seq_len": int(seq_len),
+        "vocab_size": int(data.vocab_size), "ensemble": "logit_mean", "teachers": infos,
+        "teachers_fingerprint": sorted(w for i in infos for w in i["weights_sha256"].values()),
+        "tokenizer_fingerprint": data_fp, "tokenizer_sha256": data.tokenizer_sha256,
+        "train_stream_sha256": data.stream_sha256(split), "split": split,
+        "window_selection": {"max_windows": max_windows, "seed": seed}, "logprob_step": LOGPROB_STEP,
+        "bbl_version": __version__, "data_dir": str(Path(data_dir).resolve()),
+    }
+    out = Path(out) if isinstance(out, str) else out
+    if rank == 0:
+        writer = CacheWriter(out, attrs=attrs, num_windows=n, chunk_windows=chunk_windows, overwrite=overwrite)
+    _barrier()
+    if rank != 0:
+        writer = CacheWriter(out, attrs=attrs, num_windows=n, chunk_windows=chunk_windows, create=False)
+    done = writer.done_chunks()
+    todo = [c for c in range(writer.num_chunks) if c % world == rank and not done[c]]
+    if rank == 0 and done.any():
+        log(f"resuming {out}: {int(done.sum())}/{writer.num_chunks} chunks already written")
+
+    errors: list[BaseException] = []
+    q: queue.Queue = queue.Queue(maxsize=3)
+    kill_after = int(os.environ.get("BBL_DEBUG_KILL_AFTER_CHUNKS", "0"))  # test hook: SIGKILL after N chunks
+
+    def write_loop():
+        written = 0
+        while (item := q.get()) is not None:
+            if errors:
+                continue
+            try:
+                writer.write_chunk(item)
+                written += 1
+                if kill_after and written >= kill_after:
+                    os.kill(os.getpid(), 9)
+            except OSError as e:
+                errors.append(BblError(f"{out}: write failed at chunk {item.index} ({e.strerror or e}); free disk "
+                                       f"space and re-run the same command to resume (the cache is not complete)"))
+            except BaseException as e:  # surfaced in the main thread
+                errors.append(e)
+
+    thread = threading.Thread(target=write_loop, name="bbl-cache-writer", daemon=True)
+    thread.start()
+    t0 = time.perf_counter()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+    bar = tqdm(total=len(todo) * chunk_windows, unit="win", desc=f"dump rank {rank}" if world > 1 else "dump",
+               disable=not progress, smoothing=0.1)
+    try:
+        with torch.inference_mode():
+            for c in todo:
+                if errors:
+                    break
+                rows = range(c * chunk_windows, min((c + 1) * chunk_windows, n))
+                ids_np = np.stack([windows.window(i) for i in rows])
+                parts = []
+                for b in range(0, len(rows), batch_size):
+                    ids = torch.from_numpy(ids_np[b:b + batch_size]).to(device)
+                    logits = []
+                    for model, info in zip(teachers, infos, strict=True):
+                        with autocast:
+                            lg = model(input_ids=ids).logits.float()
+                        bad = ~torch.isfinite(lg).flatten(1).all(1)
+                        if bad.any():
+                            w = int(indices[rows[b] + int(bad.nonzero()[0])])
+                            raise BblError(f"{info['path']}: NaN/inf logits on {split} window {w}; the teacher "
+                                           f"checkpoint is broken, retrain or pick an earlier checkpoint")
+                        logits.append(lg)
+                    parts.append([t.cpu() for t in ensemble_topk(logits, temperature=temperature, top_k=top_k)])
+                top_ids, top_lp, tail = (torch.cat(p).numpy() for p in zip(*parts, strict=True))
+                q.put(ChunkBatch(index=c, input_ids=ids_np.astype(writer.group["input_ids"].dtype),
+                                 window_idx=indices[rows.start:rows.stop].astype(np.int64),
+                                 topk_ids=top_ids.astype(writer.group["topk_ids"].dtype),
+                                 topk_logprobs=_quantize_logprobs(top_lp), tail_logprob=tail.astype(np.float32)))
+                bar.update(len(rows))
+    finally:
+        q.put(None)
+        thread.join()
+        bar.close()
+    if errors:
+        raise errors[0]
+    _barrier()
+    summary = {}
+    if rank == 0:
+        seconds = time.perf_counter() - t0
+        from bbl.cache_tools import cache_stats
+
+        writer.finalize()
+        summary = cache_stats(CacheReader(out), sample_chunks=8)
+        summary["seconds"] = round(seconds, 2)
+        summary["windows_per_s"] = round(len(todo) * chunk_windows / max(seconds, 1e-9), 1)
+        writer.group.attrs.update({"summary": summary})
+        log(f"dumped {out}: {summary['windows']:,} windows, {summary['tokens']:,} tokens, "
+            f"{summary['bytes']:,} bytes ({summary['bytes_per_token']:.1f} B/token), "
+            f"mean tail mass {summary['mean_tail_mass']:.4f}, {seconds:.1f}s")
+    if world > 1:
+        import torch.distributed as dist
+
+        _barrier()
+        dist.destroy_process_group()
+    return summary
