@@ -194,3 +194,21 @@ def cache_verify_cmd(path, teachers, sample, max_kl):
                    f"{r['max_abs_logprob_error']:.2e} nats, mean KL {r['mean_kl']:.2e} nats (max {r['max_kl']:.2e})")
         ok = ok and r["mean_kl"] <= max_kl
     sys.exit(0 if ok else 1)
+
+
+@main.command("distill")
+@_train_options
+@click.option("--cache", "cache_path", type=PathArg, default=None, help="Logit cache from `bbl dump-logits`.")
+@click.option("--teacher", "teachers", type=PathArg, multiple=True,
+              help="Online reference instead of --cache: keep these teachers resident (full-vocab KL).")
+def distill_cmd(config, data, out, overrides, resume, cache_path, teachers):
+    """Distill the student from cached soft targets: L = alpha*CE + (1-alpha)*T^2*KD.
+
+    Defaults follow the paper (alpha 0.5, T from the cache); KD variant and reduction are config keys:
+    --set distill.kd_variant=topk_renorm, --set distill.reduction=babyllama (the original code's scaling).
+    """
+    from bbl.config import load_config
+    from bbl.distill import distill
+
+    distill(load_config(config, overrides), data, out, cache_path=cache_path, teacher_dirs=teachers, resume=resume,
+            log=click.echo)

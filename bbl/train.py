@@ -193,7 +193,7 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
     Raises:
         BblError: prepared data missing, vocab mismatch, indivisible batch, resume with another config.
     """
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, default_data_collator
 
     from bbl.models import build_model, count_parameters
 
@@ -226,7 +226,7 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
             f"{world_size()} proc; {len(dev):,} dev windows" + (f"; resuming {resume_from}" if resume_from else ""))
     trainer_cls = make_window_trainer(trainer_base)
     trainer = trainer_cls(model=model, args=args, train_dataset=train, eval_dataset=dev, processing_class=tokenizer,
-                          callbacks=_callbacks(out, cfg), **(trainer_kwargs or {}))
+                          data_collator=default_data_collator, callbacks=_callbacks(out, cfg), **(trainer_kwargs or {}))
     result = trainer.train(resume_from_checkpoint=resume_from)
     stopped_early = bool(cfg.training.stop_after_steps) and trainer.state.global_step < trainer.state.max_steps
     if is_main_process():

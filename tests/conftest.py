@@ -73,3 +73,19 @@ def tiny_teachers(prepared, tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("teachers")
     return [save_random_model("llama-tiny", prepared, root / "llama", seed=1),
             save_random_model("gpt2-tiny", prepared, root / "gpt2", seed=2)]
+
+
+@pytest.fixture(scope="session")
+def trained_cache(prepared, tmp_path_factory):
+    """Two tiny teachers trained for a few epochs on the tiny data, and their top-16 cache at T = 2."""
+    from bbl.config import load_config
+    from bbl.dump import dump_logits
+    from bbl.train import train_lm
+
+    root = tmp_path_factory.mktemp("trained")
+    teachers = [train_lm(load_config(p, ["training.epochs=3", "training.max_train_windows=null"]), prepared,
+                         root / p, log=lambda *_: None) for p in ("llama-tiny", "gpt2-tiny")]
+    cache = root / "ensemble.zarr"
+    dump_logits(teachers, prepared, cache, top_k=16, temperature=2.0, seq_len=32, chunk_windows=8, progress=False,
+                log=lambda *_: None)
+    return teachers, cache

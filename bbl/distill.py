@@ -1,0 +1,110 @@
+"""`bbl distill`: train the student with L = alpha*CE + (1-alpha)*T^2*KD on the transformers Trainer.
+
+Cached (default): input ids and soft targets stream from the Zarr cache in its chunk-shuffled order; the
+teachers are never loaded. Online (`--teacher DIR ...`, no cache): the teachers stay resident and the KD term is
+the full-vocabulary KL to their logit-mean ensemble, exactly the original method; it exists to prove the
+cache right and to measure what the cache saves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bbl.config import Config
+from bbl.errors import BblError
+
+
+def make_distill_trainer():
+    """A Trainer whose `compute_loss` adds the KD term (cached or online) and logs ce_loss / kd_loss."""
+    import torch
+    from transformers import Trainer
+
+    from bbl.losses import distillation_loss, full_kl, reduce_kd, retemper, topk_renorm_kl, topk_tail_kl
+
+    kd_functions = {"topk_tail": topk_tail_kl, "topk_renorm": topk_renorm_kl}
+
+    class DistillTrainer(Trainer):
+        # compute_loss returns a per-micro-batch mean; the Trainer divides by the accumulation steps.
+        loss_is_scaled_for_ga = False
+
+        def __init__(self, *args, distill=None, temperature: float = 2.0, cache_temperature: float | None = None,
+                     teachers=None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.distill, self.temperature, self.cache_temperature = distill, temperature, cache_temperature
+            self.teachers = [t.to(self.args.device).eval() for t in teachers or []]
+            self._parts: dict[str, list[float]] = {"ce_loss": [], "kd_loss": []}
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob") if k in inputs}
+            outputs = model(input_ids=inputs["input_ids"], labels=inputs["labels"])
+            ce = outputs.loss
+            if not model.training or (not targets and not self.teachers):
+                return (ce, outputs) if return_outputs else ce  # eval: the student's own dev CE
+            temperature = self.temperature
+            if self.teachers:
+                with torch.no_grad():
+                    teacher = torch.stack([t(input_ids=inputs["input_ids"]).logits.float()
+                                           for t in self.teachers]).mean(0)
+                kl = full_kl(outputs.logits, teacher, temperature)
+            else:
+                top, tail = targets["topk_logprobs"], targets["tail_logprob"]
+                if self.cache_temperature is not None and abs(self.cache_temperature - temperature) > 1e-9:
+                    top, tail = retemper(top, tail, from_temperature=self.cache_temperature,
+                                         to_temperature=temperature)
+                kl = kd_functions[self.distill.kd_variant](outputs.logits, targets["topk_ids"], top, tail, temperature)
+            kd = reduce_kd(kl, self.distill.reduction)
+            loss = distillation_loss(ce, kd, alpha=self.distill.alpha, temperature=temperature)
+            self._parts["ce_loss"].append(float(ce.detach()))
+            self._parts["kd_loss"].append(float(kd.detach()))
+            return (loss, outputs) if return_outputs else loss
+
+        def log(self, logs, start_time=None):
+            if "loss" in logs and self._parts["ce_loss"]:
+                for k, v in self._parts.items():
+                    logs[k] = sum(v) / len(v)
+                    v.clear()
+            super().log(logs, start_time)
+
+    return DistillTrainer
+
+
+def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_dirs=(), resume: bool = False,
+            log=print) -> Path:
+    """Distill `cfg`'s student from a cache (or, with `teacher_dirs` and no cache, from resident teachers).
+
+    Raises:
+        BblError: neither or both of cache and teachers; cache incomplete or not matching the prepared data,
+            tokenizer, seq_len, vocab or temperature (see `CacheReader.validate`); plus `train_lm`'s errors.
+    """
+    from bbl.cache import CacheDataset, open_cache
+    from bbl.data import PreparedData
+    from bbl.tokenizer import tokenizer_fingerprint
+    from bbl.train import train_lm
+
+    if bool(cache_path) == bool(teacher_dirs):
+        raise BblError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
+    data = PreparedData(data_dir)
+    d = cfg.distill
+    kwargs: dict = {"distill": d}
+    if cache_path:
+        reader = open_cache(cache_path)
+        reader.validate(tokenizer_fingerprint=tokenizer_fingerprint(data.tokenizer_dir),
+                        train_stream_sha256=data.stream_sha256("train"), seq_len=cfg.training.seq_len,
+                        temperature=d.temperature, allow_retemper=d.allow_retemper, vocab_size=data.vocab_size)
+        dataset = CacheDataset(reader, seed=cfg.training.seed)
+        kwargs.update(temperature=d.temperature or reader.temperature, cache_temperature=reader.temperature)
+        provenance = {"distill_mode": "cached", "cache": str(cache_path), "cache_temperature": reader.temperature,
+                      "cache_top_k": reader.top_k}
+    else:
+        from bbl.dump import load_teachers
+
+        teachers, infos = load_teachers(list(teacher_dirs), "cpu")
+        if infos[0]["tokenizer_fingerprint"] != tokenizer_fingerprint(data.tokenizer_dir):
+            raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from {data.tokenizer_dir}")
+        dataset = None  # the same windows and order as plain training
+        kwargs.update(temperature=d.temperature or 2.0, teachers=teachers)
+        provenance = {"distill_mode": "online", "teachers": infos}
+    provenance.update(alpha=d.alpha, temperature=kwargs["temperature"], kd_variant=d.kd_variant,
+                      reduction=d.reduction)
+    return train_lm(cfg, data_dir, out, resume=resume, kind="student_distilled", train_dataset=dataset,
+                    trainer_base=make_distill_trainer(), trainer_kwargs=kwargs, provenance=provenance, log=log)

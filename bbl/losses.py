@@ -1,0 +1,125 @@
+"""Distillation losses as pure tensor functions (fp32 inside, whatever the input dtype).
+
+p = teacher, q = student, both softened at the temperature T. Per-position KLs return (B, S); `reduce_kd`
+turns them into a scalar the way bbl (`token_mean`) or the original Baby Llama code (`babyllama`) does, and
+`distillation_loss` combines CE and KD as in the paper: L = alpha * CE + (1 - alpha) * T^2 * KD.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Fill for masked-out logits: exp() of it is 0 like -inf, but a logsumexp over a row of only masked entries
+# (K == V) stays finite, so its backward pass gives 0 rather than NaN.
+MASKED = -1e30
+
+
+def _check(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature):
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    b, s, v = student_logits.shape
+    if topk_ids.shape[:2] != (b, s) or topk_logprobs.shape != topk_ids.shape or tail_logprob.shape != (b, s):
+        raise ValueError(f"shapes disagree: student {tuple(student_logits.shape)}, topk_ids {tuple(topk_ids.shape)}, "
+                         f"topk_logprobs {tuple(topk_logprobs.shape)}, tail_logprob {tuple(tail_logprob.shape)}")
+    if topk_ids.numel() and (int(topk_ids.min()) < 0 or int(topk_ids.max()) >= v):
+        raise ValueError(f"topk_ids outside [0, {v})")
+
+
+def _xlogx_term(log_p: torch.Tensor, log_p_minus_log_q: torch.Tensor) -> torch.Tensor:
+    """p * (log p - log q), with 0 where p == 0 (log p = -inf), never NaN."""
+    zero = torch.isneginf(log_p)
+    return torch.where(zero, torch.zeros_like(log_p), log_p.exp() * torch.where(zero, 0.0, log_p_minus_log_q))
+
+
+def topk_tail_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature):
+    """KL(p ‖ q) between the teacher's and student's (k+1)-outcome coarsenings at one temperature.
+
+    The outcomes are the k cached ids and "any other id". By the data-processing inequality this is a lower
+    bound of the full-vocabulary KL, and equals it when K == V (tail_logprob = -inf). DESIGN.md, "The cache".
+
+    Args:
+        student_logits: (B, S, V) float, raw student logits.
+        topk_ids: (B, S, K) int64, teacher's top-k token ids.
+        topk_logprobs: (B, S, K) float, teacher log p_T of those ids (nats).
+        tail_logprob: (B, S) float, teacher log of the mass outside the top k (nats; -inf for none).
+        temperature: T > 0; the student is softened as softmax(logits / T).
+    Returns:
+        (B, S) float32 KL per position, in nats.
+    Raises:
+        ValueError: if shapes disagree, an id is outside [0, V), or T <= 0.
+    """
+    _check(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature)
+    log_q = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_q_top = log_q.gather(-1, topk_ids)
+    log_q_tail = torch.logsumexp(log_q.scatter(-1, topk_ids, MASKED), dim=-1)
+    log_p_top, log_p_tail = topk_logprobs.float(), tail_logprob.float()
+    top = _xlogx_term(log_p_top, log_p_top - log_q_top).sum(-1)
+    tail = _xlogx_term(log_p_tail, log_p_tail - log_q_tail)
+    return top + tail
+
+
+def topk_renorm_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature):
+    """Σ_{i∈I} p̃_i (log p̃_i − log q_i) with the teacher renormalised over its top k (p̃ = p / Σ_I p).
+
+    What most top-k distillation tools compute; the student keeps its full-vocabulary softmax. Ignores the tail.
+    Same arguments, returns and errors as `topk_tail_kl`.
+    """
+    _check(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature)
+    log_q_top = torch.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, topk_ids)
+    log_p = topk_logprobs.float()
+    log_p = log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
+    return _xlogx_term(log_p, log_p - log_q_top).sum(-1)
+
+
+def full_kl(student_logits, teacher_logits, temperature):
+    """Full-vocabulary KL(p_T ‖ q_T) per position, p from `teacher_logits` (the online reference).
+
+    Args:
+        student_logits, teacher_logits: (B, S, V) float raw logits (teacher: the ensemble's logit mean).
+        temperature: T > 0.
+    Returns:
+        (B, S) float32, nats.
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    log_q = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return _xlogx_term(log_p, log_p - log_q).sum(-1)
+
+
+def reduce_kd(kl: torch.Tensor, reduction: str = "token_mean") -> torch.Tensor:
+    """Scalar KD term from per-position KLs (B, S).
+
+    `token_mean`: mean over all B*S positions, on the same per-token scale as the CE.
+    `babyllama`: sum over positions / B, which is exactly `nn.KLDivLoss(reduction="batchmean")` applied to
+    (B, S, V) tensors in the original Baby Llama code (batchmean divides by input.size(0) = B only), so the KD
+    term weighs ~S times its nominal weight against the per-token CE.
+    """
+    if reduction == "token_mean":
+        return kl.mean()
+    if reduction == "babyllama":
+        return kl.sum() / kl.shape[0]
+    raise ValueError(f"unknown reduction {reduction!r}; use token_mean or babyllama")
+
+
+def distillation_loss(ce_loss, kd_loss, *, alpha: float, temperature: float):
+    """L = alpha * CE + (1 - alpha) * T^2 * KD (Baby Llama, Section 3.2; Hinton et al. 2015 for the T^2).
+
+    alpha is the weight of the hard-label CE (the paper: 0.5).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    return alpha * ce_loss + (1.0 - alpha) * temperature ** 2 * kd_loss
+
+
+def retemper(topk_logprobs, tail_logprob, *, from_temperature: float, to_temperature: float):
+    """Re-soften cached (k+1)-outcome log-probs from one temperature to another.
+
+    log p_T'(i) = (T / T') log p_T(i) - log Z over the k ids and the tail treated as one outcome. Exact for the
+    k ids' ratios; the tail is approximated as a single token (its inner spread is not stored), so prefer
+    dumping a cache at the temperature you train with. Returns (topk_logprobs, tail_logprob), float32.
+    """
+    scale = from_temperature / to_temperature
+    top, tail = topk_logprobs.float() * scale, tail_logprob.float() * scale
+    log_z = torch.logsumexp(torch.cat([top, tail.unsqueeze(-1)], dim=-1), dim=-1)
+    return top - log_z.unsqueeze(-1), tail - log_z

@@ -1,0 +1,120 @@
+"""`bbl distill`: cached and online KD on the Trainer, logging, alpha = 1, resume, torchrun, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bbl.config import DistillConfig, load_config
+from bbl.distill import distill
+from bbl.errors import BblError
+
+
+def quiet(*_):
+    pass
+
+
+def student(*overrides):
+    return load_config("student-tiny", ["training.max_train_windows=null", *overrides])
+
+
+def logged(out, key):
+    return [r[key] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if key in r]
+
+
+def test_distill_lowers_ce_and_kd(trained_cache, prepared, tmp_path):
+    _, cache = trained_cache
+    out = distill(student("training.epochs=3", "training.logging_steps=4"), prepared, tmp_path / "s",
+                  cache_path=cache, log=quiet)
+    ce, kd = logged(out, "ce_loss"), logged(out, "kd_loss")
+    assert len(ce) >= 4
+    assert ce[-1] < ce[0] and kd[-1] < kd[0]
+    run = json.loads((out / "bbl_run.json").read_text())
+    assert run["distill_mode"] == "cached" and run["temperature"] == 2.0 and run["complete"]
+    assert logged(out, "eval_loss")  # the student's own dev CE, for best-checkpoint selection
+
+
+def test_alpha_one_loss_is_the_plain_ce(trained_cache, prepared, tmp_path):
+    from transformers import TrainingArguments
+
+    from bbl.cache import CacheDataset, open_cache
+    from bbl.distill import make_distill_trainer
+    from bbl.models import build_model
+
+    _, cache = trained_cache
+    ds = CacheDataset(open_cache(cache))
+    batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ds[0]}
+    model = build_model(student().model, 320, seed=0).train()
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = make_distill_trainer()(model=model, args=args, distill=DistillConfig(alpha=1.0), temperature=2.0,
+                                     cache_temperature=2.0)
+    loss = trainer.compute_loss(model, dict(batch))
+    plain = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
+    torch.testing.assert_close(loss, plain)
+    trainer.distill = DistillConfig(alpha=0.5)
+    assert trainer.compute_loss(model, dict(batch)) > 0.5 * plain  # the KD term now counts
+
+
+def test_online_reference_runs_and_logs_kd(trained_cache, prepared, tmp_path):
+    teachers, _ = trained_cache
+    out = distill(student("training.max_steps=4", "training.logging_steps=2"), prepared, tmp_path / "on",
+                  teacher_dirs=teachers, log=quiet)
+    assert all(k > 0 for k in logged(out, "kd_loss"))
+    assert json.loads((out / "bbl_run.json").read_text())["distill_mode"] == "online"
+
+
+def test_distill_resume_equals_straight(trained_cache, prepared, tmp_path):
+    _, cache = trained_cache
+    o = ["training.max_steps=8", "training.eval_every_steps=4"]
+    a = distill(student(*o), prepared, tmp_path / "a", cache_path=cache, log=quiet)
+    distill(student(*o, "training.stop_after_steps=4"), prepared, tmp_path / "b", cache_path=cache, log=quiet)
+    b = distill(student(*o), prepared, tmp_path / "b", cache_path=cache, resume=True, log=quiet)
+    wa = load_file(a / "checkpoints" / "checkpoint-8" / "model.safetensors")
+    wb = load_file(b / "checkpoints" / "checkpoint-8" / "model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-6)
+
+
+def test_torchrun_two_process_distill(trained_cache, prepared, tmp_path):
+    _, cache = trained_cache
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+           "-m", "bbl", "distill", "student-tiny", "--data", str(prepared), "--out", str(tmp_path / "ddp"),
+           "--cache", str(cache), "--set", "training.max_steps=4"]
+    r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads((tmp_path / "ddp" / "bbl_run.json").read_text())["global_step"] == 4
+
+
+def test_bad_inputs_fail_before_training(trained_cache, prepared, tmp_path):
+    import zarr
+
+    teachers, cache = trained_cache
+    with pytest.raises(BblError, match="seq_len"):
+        distill(student("training.seq_len=64"), prepared, tmp_path / "x", cache_path=cache, log=quiet)
+    with pytest.raises(BblError, match="temperature"):
+        distill(student("distill.temperature=1.0"), prepared, tmp_path / "x", cache_path=cache, log=quiet)
+    with pytest.raises(BblError, match="alpha"):
+        student("distill.alpha=-0.1")
+    with pytest.raises(BblError, match="> 0"):
+        student("distill.temperature=0")
+    with pytest.raises(BblError, match="exactly one"):
+        distill(student(), prepared, tmp_path / "x", cache_path=cache, teacher_dirs=teachers, log=quiet)
+    import shutil
+
+    broken = tmp_path / "incomplete.zarr"
+    shutil.copytree(cache, broken)
+    zarr.open_group(str(broken), mode="r+").attrs["complete"] = False
+    with pytest.raises(BblError, match="incomplete"):
+        distill(student(), prepared, tmp_path / "x", cache_path=broken, log=quiet)
+    zarr.open_group(str(broken), mode="r+").attrs.update({"complete": True, "tokenizer_fingerprint": "0" * 64})
+    with pytest.raises(BblError, match="tokenizer"):
+        distill(student(), prepared, tmp_path / "x", cache_path=broken, log=quiet)
+    zarr.open_group(str(broken), mode="r+").attrs.update({"tokenizer_fingerprint": zarr.open_group(
+        str(cache), mode="r").attrs["tokenizer_fingerprint"], "train_stream_sha256": "1" * 64})
+    with pytest.raises(BblError, match="token stream"):
+        distill(student(), prepared, tmp_path / "x", cache_path=broken, log=quiet)
+    assert not (tmp_path / "x" / "checkpoints").exists()
