@@ -212,3 +212,45 @@ def distill_cmd(config, data, out, overrides, resume, cache_path, teachers):
 
     distill(load_config(config, overrides), data, out, cache_path=cache_path, teacher_dirs=teachers, resume=resume,
             log=click.echo)
+
+
+@main.command("eval")
+@click.argument("model_dirs", nargs=-1, type=PathArg)
+@click.option("--ensemble", "ensembles", multiple=True, metavar="DIR,DIR",
+              help="Evaluate the logit-mean ensemble of these models as one model (repeatable).")
+@click.option("--tasks", default="blimp,supplement,perplexity", show_default=True, help="Comma-separated tasks.")
+@click.option("--blimp-dir", type=PathArg, default=None, help="Dir of BLiMP *.jsonl (default: ../shared/data/...).")
+@click.option("--supplement-dir", type=PathArg, default=None, help="Dir of the BabyLM supplement *.jsonl.")
+@click.option("--data", type=PathArg, default=None, help="Prepared dir, for dev perplexity.")
+@click.option("--out", type=PathArg, default=Path("results"), show_default=True, help="Output dir.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Sentences per forward pass.")
+@click.option("--max-pairs", type=int, default=None, help="Score only the first N pairs of each task file.")
+@click.option("--seq-len", type=int, default=128, show_default=True, help="Dev window length for perplexity.")
+@click.option("--dev-windows", type=int, default=8192, show_default=True, help="Dev subset size (as in training).")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
+def eval_cmd(model_dirs, ensembles, tasks, blimp_dir, supplement_dir, data, out, batch_size, max_pairs, seq_len,
+             dev_windows, device):
+    """Score models zero-shot on BLiMP and the supplement, and dev perplexity; write JSON, a table and a plot."""
+    import torch
+
+    from bbl.evaluate import run_eval
+
+    task_list = [t.strip() for t in tasks.split(",") if t.strip()]
+    blimp_dir = blimp_dir or _default_data("blimp_filtered")
+    supplement_dir = supplement_dir or _default_data("supplement_filtered")
+    if not model_dirs and not ensembles:
+        raise BblError("no model: pass MODEL_DIR ... and/or --ensemble DIR,DIR")
+    results = run_eval(list(model_dirs), ensembles=[[Path(p) for p in e.split(",")] for e in ensembles],
+                       tasks=task_list, blimp_dir=blimp_dir, supplement_dir=supplement_dir, data_dir=data, out=out,
+                       batch_size=batch_size, device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                       max_pairs=max_pairs, seq_len=seq_len, dev_windows=dev_windows, log=click.echo)
+    click.echo((Path(out) / "results.md").read_text())
+    click.echo(f"wrote {len(results)} result file(s), results.md and blimp.png to {out}")
+
+
+def _default_data(name: str) -> Path:
+    """../shared/data/NAME next to the working dir, if present (the project's dev data), else NAME."""
+    for base in (Path("../shared/data"), Path("data")):
+        if (base / name).is_dir():
+            return base / name
+    return Path(name)
