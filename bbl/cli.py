@@ -254,3 +254,21 @@ def _default_data(name: str) -> Path:
         if (base / name).is_dir():
             return base / name
     return Path(name)
+
+
+@main.command("pipeline")
+@click.option("--preset", type=click.Choice(["tiny", "cpu", "paper"]), default="cpu", show_default=True,
+              help="tiny: seconds (tests); cpu: <= 15 min on 2 cores; paper: the paper's models (GPU).")
+@click.option("--data", type=PathArg, required=True, help="BabyLM dir holding babylm_10M/ and babylm_dev/.")
+@click.option("--workdir", type=PathArg, required=True, help="Where every stage writes (e.g. runs/demo).")
+@click.option("--blimp-dir", type=PathArg, default=None, help="BLiMP *.jsonl dir (default: DATA/blimp_filtered).")
+@click.option("--supplement-dir", type=PathArg, default=None,
+              help="Supplement *.jsonl dir (default: DATA/supplement_filtered).")
+@click.option("--nproc", type=int, default=1, show_default=True, help="Processes per training/dump stage (torchrun).")
+@click.option("--until", default=None, help="Stop after this stage (prepare, teacher-gpt2, ..., eval).")
+def pipeline_cmd(preset, data, workdir, blimp_dir, supplement_dir, nproc, until):
+    """Run the whole experiment: prepare, teachers, dump, distill, baseline, eval. Resumable."""
+    from bbl.pipeline import run_pipeline
+
+    run_pipeline(preset, data, workdir, until=until, nproc=nproc, blimp_dir=blimp_dir, supplement_dir=supplement_dir,
+                 log=click.echo)
