@@ -19,10 +19,13 @@ from bbl.errors import BblError
 
 FORMAT_VERSION = 1
 ARRAYS = ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob")
-DEFAULT_CHUNK_WINDOWS = 64
-LOGPROB_STEP = 2.0 ** -8
-"""Stored log-probs are rounded to multiples of this (nats) before the fp16 cast: fp16's trailing mantissa
-bits below it are noise that costs bytes. Error <= 2^-9 nats per value; fidelity is measured in BENCHMARKS.md."""
+DEFAULT_CHUNK_WINDOWS = 256
+LOGPROB_STEP = 2.0 ** -6
+"""Stored log-probs are float16 values rounded to multiples of this (nats): error <= 2^-7 nats per value; the
+zeroed low mantissa bits compress away under bit-shuffle. Fidelity is measured in BENCHMARKS.md."""
+TOPK_ORDER = "id_ascending"
+"""Within a position the k ids are stored in increasing id order (their log-probs alongside): neighbouring
+positions share most of their top-k set, so sorted ids compress ~7x better than probability order."""
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
@@ -30,10 +33,16 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65_535 else np.dtype(np.int32)
 
 
-def _compressors(level: int = 3):
+DEFAULT_CODEC = {"cname": "zstd", "clevel": 3}
+"""Blosc settings of every data array (compared with alternatives in BENCHMARKS.md); the shuffle is per array."""
+SHUFFLE = {"input_ids": "shuffle", "window_idx": "shuffle", "topk_ids": "shuffle", "topk_logprobs": "bitshuffle",
+           "tail_logprob": "bitshuffle"}
+
+
+def _compressors(name: str, codec: dict | None = None):
     from zarr.codecs import BloscCodec, Crc32cCodec
 
-    return [BloscCodec(cname="zstd", clevel=level, shuffle="bitshuffle"), Crc32cCodec()]
+    return [BloscCodec(**{**DEFAULT_CODEC, "shuffle": SHUFFLE[name], **(codec or {})}), Crc32cCodec()]
 
 
 def _array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int) -> dict:
@@ -75,12 +84,13 @@ class CacheWriter:
         attrs: provenance attributes (teachers, hashes, temperature, top_k, seq_len, vocab_size, ...).
         num_windows: rows N. chunk_windows: rows per chunk.
         overwrite: replace a store whose settings differ; without it such a store is refused.
+        codec: Blosc settings overriding `DEFAULT_CODEC` (for layout experiments).
     Raises:
         BblError: the path holds a cache of other settings and overwrite is False; top_k > vocab_size.
     """
 
     def __init__(self, path, *, attrs: dict, num_windows: int, chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
-                 overwrite: bool = False, create: bool = True):
+                 overwrite: bool = False, create: bool = True, codec: dict | None = None):
         import zarr
 
         self.path = path
@@ -107,7 +117,7 @@ class CacheWriter:
             for name, (shape, chunks, dtype, fill) in _array_specs(num_windows, seq_len, top_k, vocab,
                                                                    chunk_windows).items():
                 self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
-                                        compressors=_compressors())
+                                        compressors=_compressors(name, codec))
             self.group.create_array("chunk_done", shape=(self.num_chunks,), chunks=(1,), dtype=bool,
                                     fill_value=False, compressors=None)
             self.group.attrs.update({**attrs, "format_version": FORMAT_VERSION, "settings": self.settings,
@@ -138,7 +148,7 @@ class CacheWriter:
 
 
 _SETTING_KEYS = ("format_version", "temperature", "top_k", "seq_len", "vocab_size", "ensemble", "teachers_fingerprint",
-                 "tokenizer_fingerprint", "train_stream_sha256", "window_selection", "logprob_step")
+                 "tokenizer_fingerprint", "train_stream_sha256", "window_selection", "logprob_step", "topk_order")
 
 
 def _exists(path) -> bool:

@@ -117,7 +117,7 @@ def train_student(config, data, out, overrides, resume):
               help="Dump the fixed subset training.max_train_windows selects (same --seed); default all windows.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the window subset (training.seed).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per teacher forward pass.")
-@click.option("--chunk-windows", type=int, default=64, show_default=True, help="Windows per Zarr chunk.")
+@click.option("--chunk-windows", type=int, default=256, show_default=True, help="Windows per Zarr chunk.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
 @click.option("--overwrite", is_flag=True, help="Replace a cache of other settings at --out.")
 def dump_logits_cmd(teachers, data, top_k, temperature, out, split, seq_len, max_windows, seed, batch_size,

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bbl import __version__
-from bbl.cache import DEFAULT_CHUNK_WINDOWS, LOGPROB_STEP, CacheReader, CacheWriter, ChunkBatch
+from bbl.cache import DEFAULT_CHUNK_WINDOWS, LOGPROB_STEP, TOPK_ORDER, CacheReader, CacheWriter, ChunkBatch
 from bbl.data import PreparedData, sha256_file
 from bbl.errors import BblError
 from bbl.windows import TokenWindows, window_subset
@@ -38,16 +38,27 @@ def ensemble_topk(teacher_logits: list, *, temperature: float, top_k: int):
     """
     import torch
 
-    mean = torch.stack([t.float() for t in teacher_logits]).mean(0) / temperature
+    total = teacher_logits[0].float()
+    for t in teacher_logits[1:]:
+        total = total + t.float()  # a new tensor: the callers' logits are never modified
+    scale = len(teacher_logits) * temperature
+    mean = total.div_(scale) if len(teacher_logits) > 1 else total / scale  # logit mean / T, ours to modify
     log_z = torch.logsumexp(mean, dim=-1, keepdim=True)
     top_vals, top_ids = mean.topk(top_k, dim=-1)
-    rest = mean.scatter(-1, top_ids, float("-inf"))
+    rest = mean.scatter_(-1, top_ids, float("-inf"))
     tail = (torch.logsumexp(rest, dim=-1, keepdim=True) - log_z).squeeze(-1)
     return top_ids, top_vals - log_z, tail
 
 
-def _quantize_logprobs(logprobs: np.ndarray) -> np.ndarray:
-    return (np.round(logprobs / LOGPROB_STEP) * LOGPROB_STEP).astype(np.float16)
+def sort_by_id(topk_ids: np.ndarray, topk_logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder each position's k entries by increasing id (the cache's `TOPK_ORDER`, which compresses best)."""
+    order = np.argsort(topk_ids, axis=-1, kind="stable")
+    return np.take_along_axis(topk_ids, order, -1), np.take_along_axis(topk_logprobs, order, -1)
+
+
+def _quantize_logprobs(logprobs: np.ndarray, step: float = LOGPROB_STEP) -> np.ndarray:
+    """Round to multiples of `step` (what the store's FixedScaleOffset filter keeps), as float16."""
+    return (np.round(logprobs / step) * step).astype(np.float16)
 
 
 def load_teachers(teacher_dirs: list[Path], device: str):
@@ -142,6 +153,7 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
         "tokenizer_fingerprint": data_fp, "tokenizer_sha256": data.tokenizer_sha256,
         "train_stream_sha256": data.stream_sha256(split), "split": split,
         "window_selection": {"max_windows": max_windows, "seed": seed}, "logprob_step": LOGPROB_STEP,
+        "topk_order": TOPK_ORDER,
         "bbl_version": __version__, "data_dir": str(Path(data_dir).resolve()),
     }
     out = Path(out) if isinstance(out, str) else out
@@ -203,6 +215,7 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
                         logits.append(lg)
                     parts.append([t.cpu() for t in ensemble_topk(logits, temperature=temperature, top_k=top_k)])
                 top_ids, top_lp, tail = (torch.cat(p).numpy() for p in zip(*parts, strict=True))
+                top_ids, top_lp = sort_by_id(top_ids, top_lp)
                 q.put(ChunkBatch(index=c, input_ids=ids_np.astype(writer.group["input_ids"].dtype),
                                  window_idx=indices[rows.start:rows.stop].astype(np.int64),
                                  topk_ids=top_ids.astype(writer.group["topk_ids"].dtype),

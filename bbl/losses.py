@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import torch
 
-# Fill for masked-out logits: exp() of it is 0 like -inf, but a logsumexp over a row of only masked entries
-# (K == V) stays finite, so its backward pass gives 0 rather than NaN.
-MASKED = -1e30
-
 
 def _check(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature):
     if temperature <= 0:
@@ -49,13 +45,42 @@ def topk_tail_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, temperat
         ValueError: if shapes disagree, an id is outside [0, V), or T <= 0.
     """
     _check(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature)
-    log_q = torch.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_q_top = log_q.gather(-1, topk_ids)
-    log_q_tail = torch.logsumexp(log_q.scatter(-1, topk_ids, MASKED), dim=-1)
+    log_q_top = _student_top_logprobs(student_logits, topk_ids, temperature)
+    # q's tail mass from the K top probabilities in float64 (exact to ~1e-16), instead of a second pass over V.
+    q_tail = (1.0 - log_q_top.double().exp().sum(-1)).clamp_min(1e-300)
+    log_q_tail = q_tail.log().float()
     log_p_top, log_p_tail = topk_logprobs.float(), tail_logprob.float()
     top = _xlogx_term(log_p_top, log_p_top - log_q_top).sum(-1)
     tail = _xlogx_term(log_p_tail, log_p_tail - log_q_tail)
     return top + tail
+
+
+def _student_top_logprobs(student_logits, topk_ids, temperature):
+    """log q_T at the top-k ids (B, S, K), through `_TopLogSoftmax` (two passes over V forward, two backward)."""
+    return _TopLogSoftmax.apply(student_logits, topk_ids, float(temperature))
+
+
+class _TopLogSoftmax(torch.autograd.Function):
+    """y = log_softmax(z / T).gather(ids), with a hand-fused backward.
+
+    dy/dz: (scatter(g) - softmax(z/T) * sum(g)) / T. Autograd's generic path (div, log_softmax, gather, and
+    their backwards) makes ~6 full (B, S, V) passes; this makes 4, the KD loss's main cost on small students.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, ids, temperature):
+        log_q = torch.log_softmax(logits.float() / temperature, dim=-1)
+        ctx.save_for_backward(log_q, ids)
+        ctx.temperature, ctx.in_dtype = temperature, logits.dtype
+        return log_q.gather(-1, ids)
+
+    @staticmethod
+    def backward(ctx, grad_top):
+        log_q, ids = ctx.saved_tensors
+        scale = grad_top / ctx.temperature
+        grad = torch.exp(log_q).mul_(-scale.sum(-1, keepdim=True))
+        grad.scatter_add_(-1, ids, scale)
+        return grad.to(ctx.in_dtype), None, None
 
 
 def topk_renorm_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature):
@@ -65,7 +90,7 @@ def topk_renorm_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, temper
     Same arguments, returns and errors as `topk_tail_kl`.
     """
     _check(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature)
-    log_q_top = torch.log_softmax(student_logits.float() / temperature, dim=-1).gather(-1, topk_ids)
+    log_q_top = _student_top_logprobs(student_logits, topk_ids, temperature)
     log_p = topk_logprobs.float()
     log_p = log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
     return _xlogx_term(log_p, log_p - log_q_top).sum(-1)

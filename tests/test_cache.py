@@ -59,8 +59,8 @@ def test_k_equals_v_stores_the_exact_softmax_with_an_empty_tail(tiny_teachers, p
     stored = np.full_like(exact, np.nan)
     np.put_along_axis(stored, row["topk_ids"].astype(np.int64), row["topk_logprobs"].astype(np.float32), -1)
     assert not np.isnan(stored).any()  # every id stored once
-    np.testing.assert_allclose(stored, exact, atol=6e-3)  # fp16 + 2^-8 grid
-    np.testing.assert_allclose(np.exp(stored).sum(-1), 1.0, atol=2e-3)
+    np.testing.assert_allclose(stored, exact, atol=1e-2)  # fp16 on the 2^-6 grid
+    np.testing.assert_allclose(np.exp(stored).sum(-1), 1.0, atol=1e-2)
 
 
 def test_position_s_predicts_token_s_plus_1(tiny_teachers, prepared, tmp_path):
@@ -74,8 +74,10 @@ def test_position_s_predicts_token_s_plus_1(tiny_teachers, prepared, tmp_path):
         prefix = torch.from_numpy(row["input_ids"][:, :s + 1].astype(np.int64))
         with torch.no_grad():
             logp = torch.log_softmax(model(input_ids=prefix).logits[0, -1], -1)
-        assert int(logp.argmax()) == int(row["topk_ids"][0, s, 0])
-        assert abs(float(logp.max()) - float(row["topk_logprobs"][0, s, 0])) < 5e-3
+        best = int(row["topk_logprobs"][0, s].argmax())
+        assert int(logp.argmax()) == int(row["topk_ids"][0, s, best])
+        assert abs(float(logp.max()) - float(row["topk_logprobs"][0, s, best])) < 1e-2
+        assert (np.diff(row["topk_ids"][0, s].astype(np.int64)) > 0).all()  # stored in increasing id order
     from bbl.data import PreparedData
 
     stream = PreparedData(prepared).stream("train")
@@ -139,7 +141,7 @@ def test_flipped_byte_is_caught_by_verify(tiny_teachers, prepared, tmp_path):
 def test_verify_against_teachers_reports_tiny_error(tiny_teachers, prepared, tmp_path):
     dump(tiny_teachers, prepared, tmp_path / "c.zarr")
     r = verify_against_teachers(CacheReader(tmp_path / "c.zarr"), tiny_teachers, sample=4)
-    assert r["max_abs_logprob_error"] < 5e-3 and abs(r["mean_kl"]) < 1e-4
+    assert r["max_abs_logprob_error"] <= 2.0 ** -7 + 1e-3 and abs(r["mean_kl"]) < 1e-4
 
 
 @pytest.mark.parametrize("store", ["memory", "local"])
@@ -196,3 +198,28 @@ def test_shuffled_order_is_a_seeded_permutation_per_epoch():
     # windows of one group come from buffer_chunks chunks only
     first = shuffled_order(1000, 64, seed=0, epoch=0, buffer_chunks=2)[:128]
     assert len({int(i) // 64 for i in first}) == 2
+
+
+def test_disk_full_leaves_a_resumable_incomplete_store(tiny_teachers, prepared, tmp_path, monkeypatch):
+    import errno
+
+    real = CacheWriter.write_chunk
+    calls = {"n": 0}
+
+    def failing(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, batch)
+
+    monkeypatch.setattr(CacheWriter, "write_chunk", failing)
+    with pytest.raises(BblError, match="No space left on device.*resume"):
+        dump(tiny_teachers, prepared, tmp_path / "c.zarr")
+    with pytest.raises(BblError, match="incomplete"):
+        CacheReader(tmp_path / "c.zarr")
+    monkeypatch.setattr(CacheWriter, "write_chunk", real)
+    dump(tiny_teachers, prepared, tmp_path / "c.zarr")
+    dump(tiny_teachers, prepared, tmp_path / "ref.zarr")
+    a, b = arrays(tmp_path / "c.zarr"), arrays(tmp_path / "ref.zarr")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)

@@ -52,11 +52,11 @@ def test_topk_tail_at_k_equals_v_is_the_full_kl_with_equal_gradients(temperature
     (g2,) = torch.autograd.grad(reduce_kd(online), student)
     assert torch.isfinite(g1).all()
     torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-7)
-    # fp16 storage (the cache's dtype) on the 2^-8 grid stays close
+    # fp16 storage (the cache's dtype) on the 2^-6 grid stays close
     from bbl.dump import _quantize_logprobs
 
     lp16 = torch.from_numpy(_quantize_logprobs(lp.numpy()).astype("float32"))
-    torch.testing.assert_close(topk_tail_kl(student, ids, lp16, tail, temperature), online, rtol=0, atol=5e-3)
+    torch.testing.assert_close(topk_tail_kl(student, ids, lp16, tail, temperature), online, rtol=2e-2, atol=1e-3)
 
 
 def test_topk_tail_is_a_lower_bound_of_the_full_kl():

@@ -1,0 +1,37 @@
+"""BLiMP scoring speed (pairs/s) for the CPU-preset student and a teacher from `make demo`.
+
+Usage: python benchmarks/bench_eval.py --workdir runs/demo [--pairs 200] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from bbl.blimp import load_pairs, score_pairs, task_files
+from bbl.evaluate import load_model
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workdir", type=Path, default=Path("runs/demo"))
+    ap.add_argument("--blimp-dir", type=Path, default=Path("../shared/data/blimp_filtered"))
+    ap.add_argument("--pairs", type=int, default=20, help="pairs per paradigm file")
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    rows = [r for f in task_files(args.blimp_dir) for r in load_pairs(f, max_pairs=args.pairs)]
+    print(f"BLiMP scoring, {len(rows)} pairs ({args.pairs} per paradigm), batch 64, median of {args.reps}")
+    for name in ("student/distilled", "teachers/gpt2", "teachers/llama"):
+        model, tok, info = load_model(args.workdir / name, "cpu")
+        times = []
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            score_pairs([model], tok, rows, batch_size=64)
+            times.append(time.perf_counter() - t0)
+        print(f"| {name} | {info['parameters'] / 1e6:.2f}M | {len(rows) / statistics.median(times):,.0f} pairs/s |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""`bbl pipeline --preset tiny` end to end on the real data, and a pipeline stopped between stages."""
+
+import json
+
+import pytest
+
+from bbl.errors import BblError
+from bbl.pipeline import run_pipeline
+
+from .conftest import real_data_or_skip
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_end_to_end_then_resume_skips_finished_stages(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bbl.cache import open_cache
+
+    data = real_data_or_skip()
+    w = tmp_path / "run"
+    logs = []
+    run_pipeline("tiny", data, w, until="teacher-gpt2", log=logs.append)
+    assert (w / "teachers" / "gpt2" / "bbl_run.json").is_file()
+    assert not (w / "teachers" / "llama").exists()
+    logs.clear()
+    state = run_pipeline("tiny", data, w, log=logs.append)
+    assert any("prepare: up to date, skipped" in line for line in logs)
+    assert any("teacher-gpt2: up to date, skipped" in line for line in logs)
+    assert any("teacher-llama: done" in line for line in logs)
+    assert set(state["stages"]) == {"prepare", "teacher-gpt2", "teacher-llama", "dump-logits", "distill", "baseline",
+                                    "eval"}
+    for d in ("teachers/gpt2", "teachers/llama", "student/distilled", "student/baseline"):
+        AutoModelForCausalLM.from_pretrained(w / d)
+        AutoTokenizer.from_pretrained(w / d)
+    assert open_cache(w / "cache" / "ensemble.zarr").top_k == 64
+    results = json.loads((w / "results.json").read_text())
+    assert {r["model"] for r in results} == {"gpt2", "llama", "distilled", "baseline", "ensemble(gpt2+llama)"}
+    assert all(0 <= r["tasks"]["blimp"]["overall"] <= 1 for r in results)
+    assert "| stage |" in (w / "results.md").read_text() and (w / "blimp.png").stat().st_size > 0
+    logs.clear()
+    run_pipeline("tiny", data, w, log=logs.append)
+    assert sum("up to date, skipped" in line for line in logs) == 7
+
+
+def test_pipeline_bad_input(tmp_path):
+    with pytest.raises(BblError, match="babylm_10M"):
+        run_pipeline("tiny", tmp_path, tmp_path / "w")
+    data = real_data_or_skip()
+    with pytest.raises(BblError, match="not a stage"):
+        run_pipeline("tiny", data, tmp_path / "w", until="nope")
