@@ -63,8 +63,8 @@ def _student_top_logprobs(student_logits, topk_ids, temperature):
 class _TopLogSoftmax(torch.autograd.Function):
     """y = log_softmax(z / T).gather(ids), with a hand-fused backward.
 
-    dy/dz: (scatter(g) - softmax(z/T) * sum(g)) / T. Autograd's generic path (div, log_softmax, gather, and
-    their backwards) makes ~6 full (B, S, V) passes; this makes 4, the KD loss's main cost on small students.
+    dy/dz = (scatter(g) - softmax(z/T) * sum(g)) / T, computed in place from the saved log-softmax: 4 passes
+    over (B, S, V) in all, where autograd's generic path (div, log_softmax, gather and their backwards) makes ~8.
     """
 
     @staticmethod
