@@ -28,7 +28,8 @@ class _Group(click.Group):
             sys.exit(1)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120,
+                                         "terminal_width": 120})
 @click.version_option(__version__, prog_name="bbl")
 def main():
     """bbl — Baby Llama as a tool: train teachers, cache their top-k soft targets in Zarr, distill a student."""
@@ -230,7 +231,7 @@ def distill_cmd(config, data, out, overrides, resume, cache_path, teachers):
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
 def eval_cmd(model_dirs, ensembles, tasks, blimp_dir, supplement_dir, data, out, batch_size, max_pairs, seq_len,
              dev_windows, device):
-    """Score models zero-shot on BLiMP and the supplement, and dev perplexity; write JSON, a table and a plot."""
+    """Score models on BLiMP, the supplement and dev perplexity; write JSON, a table and a plot."""
     import torch
 
     from bbl.evaluate import run_eval
