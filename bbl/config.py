@@ -100,7 +100,7 @@ class DistillConfig:
     temperature: float | None = None
     """Softening temperature T; None takes the cache's (the paper: 2). Another value needs allow_retemper."""
     allow_retemper: bool = False
-    """Accept a temperature other than the cache's, re-tempering the stored log-probs (see docs/distill.md)."""
+    """Accept a temperature other than the cache's, re-tempering the stored log-probs (`bbl.losses.retemper`)."""
     kd_variant: str = "topk_tail"
     """topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k)."""
     reduction: str = "token_mean"

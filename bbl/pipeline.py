@@ -115,13 +115,13 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     return stages
 
 
-def _run(stage: Stage, env: dict) -> tuple[int, float, float]:
+def _run(stage: Stage, env: dict, extra: list[str]) -> tuple[int, float, float]:
     """Run one stage as a child; (exit code, seconds, peak RSS in MiB of the child tree's largest process)."""
     launcher = [sys.executable, "-m", "bbl"]
     if stage.nproc > 1:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(stage.nproc), "-m", "bbl"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen([*launcher, *stage.argv], env=env)
+    proc = subprocess.Popen([*launcher, *stage.argv, *extra], env=env)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss / 1024
@@ -151,14 +151,15 @@ def run_pipeline(preset: str, data: Path, workdir: Path, *, until: str | None = 
         if record.get("fingerprint") == fp and _complete(stage.output):
             log(f"[pipeline] {stage.name}: up to date, skipped")
         else:
+            extra = []
             if stage.name == "dump-logits" and record.get("fingerprint") not in (None, fp):
-                stage.argv.append("--overwrite")  # teachers changed: the old cache is stale
-            log(f"[pipeline] {stage.name}: bbl {' '.join(stage.argv)}")
-            code, seconds, rss = _run(stage, env)
+                extra = ["--overwrite"]  # teachers changed: the old cache is stale
+            log(f"[pipeline] {stage.name}: bbl {' '.join(stage.argv + extra)}")
+            code, seconds, rss = _run(stage, env, extra)
             if code != 0:
                 raise BblError(f"stage {stage.name} failed (exit {code}); fix the error above and re-run the same "
                                f"`bbl pipeline` command to continue from this stage")
-            state["stages"][stage.name] = {"fingerprint": _fingerprint(stage), "seconds": round(seconds, 1),
+            state["stages"][stage.name] = {"fingerprint": fp, "seconds": round(seconds, 1),
                                            "peak_rss_mib": round(rss, 1)}
             state_path.write_text(json.dumps(state, indent=2) + "\n")
             log(f"[pipeline] {stage.name}: done in {seconds:.1f}s, peak RSS {rss:.0f} MiB")
