@@ -159,15 +159,21 @@ def make_window_trainer(base=None):
     return WindowTrainer
 
 
-def _check_out_dir(out: Path, cfg: Config, resume: bool) -> str | None:
-    """The checkpoint to resume from (or None). Refuses to mix configs or to overwrite without --resume."""
+def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData) -> str | None:
+    """The checkpoint to resume from (or None). Refuses to mix configs or data, or to overwrite without --resume."""
     from transformers.trainer_utils import get_last_checkpoint
+
+    from bbl.tokenizer import tokenizer_fingerprint
 
     ckpt_dir = out / "checkpoints"
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
     saved = out / CONFIG_FILE
     if last and not resume:
         raise BblError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it or choose another --out")
+    if last and (Path(last) / "tokenizer.json").is_file() and \
+            tokenizer_fingerprint(Path(last)) != tokenizer_fingerprint(data.tokenizer_dir):
+        raise BblError(f"{last}: checkpoint was trained with another tokenizer than {data.tokenizer_dir}; "
+                       f"resume with the --data it was trained on, or choose another --out")
     if last and saved.is_file():
         import yaml
 
@@ -206,7 +212,7 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
         raise BblError(f"training.seq_len {cfg.training.seq_len} exceeds model.max_position_embeddings "
                        f"{cfg.model.max_position_embeddings}")
     out = Path(out)
-    resume_from = _check_out_dir(out, cfg, resume)
+    resume_from = _check_out_dir(out, cfg, resume, data)
     args = training_arguments(cfg, out)
     train, dev = load_windows(cfg, data)
     if train_dataset is not None:

@@ -126,3 +126,14 @@ def test_torchrun_two_processes_on_cpu(prepared, tmp_path):
     run = json.loads((out / "bbl_run.json").read_text())
     assert run["complete"] and run["global_step"] == 8  # 64 windows / global batch 8, split over 2 ranks
     assert (out / "model.safetensors").is_file()
+
+
+def test_resume_with_data_from_another_tokenizer_is_an_error(prepared, tiny_babylm, tmp_path):
+    from bbl.data import prepare
+
+    other = tmp_path / "other"
+    prepare(*tiny_babylm, other, vocab_size=300, progress=False, log=quiet)
+    cfg = load_config(PRESET, ["training.max_steps=4", "training.stop_after_steps=2"])
+    train_lm(cfg, prepared, tmp_path / "o", log=quiet)
+    with pytest.raises(BblError, match="another tokenizer"):
+        train_lm(cfg, other, tmp_path / "o", resume=True, log=quiet)
