@@ -193,6 +193,7 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
     bar = tqdm(total=len(todo) * chunk_windows, unit="win", desc=f"dump rank {rank}" if world > 1 else "dump",
                disable=not progress, smoothing=0.1)
+    dumped = 0
     try:
         with torch.inference_mode():
             for c in todo:
@@ -221,6 +222,7 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
                                  topk_ids=top_ids.astype(writer.group["topk_ids"].dtype),
                                  topk_logprobs=_quantize_logprobs(top_lp), tail_logprob=tail.astype(np.float32)))
                 bar.update(len(rows))
+                dumped += len(rows)
     finally:
         q.put(None)
         thread.join()
@@ -236,7 +238,7 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
         writer.finalize()
         summary = cache_stats(CacheReader(out), sample_chunks=8)
         summary["seconds"] = round(seconds, 2)
-        summary["windows_per_s"] = round(len(todo) * chunk_windows / max(seconds, 1e-9), 1)
+        summary["windows_per_s"] = round(dumped / max(seconds, 1e-9), 1)  # rank 0's own windows
         writer.group.attrs.update({"summary": summary})
         log(f"dumped {out}: {summary['windows']:,} windows, {summary['tokens']:,} tokens, "
             f"{summary['bytes']:,} bytes ({summary['bytes_per_token']:.1f} B/token), "
