@@ -35,7 +35,7 @@ def test_paper_presets_match_the_papers_training_settings():
     assert (s.training.epochs, s.training.batch_size, s.training.lr, s.training.weight_decay) == (6, 32, 3e-4, 0.1)
     for c in (g, lm, s):
         assert (c.training.lr_scheduler, c.training.warmup_steps, c.training.seq_len) == ("cosine", 200, 128)
-    assert (s.distill.alpha, s.distill.reduction) == (0.5, "token_mean")
+    assert (s.distill.alpha, s.distill.reduction) == (0.5, "babyllama")  # the original code's KD scaling
 
 
 def test_config_validation_lists_valid_keys():
