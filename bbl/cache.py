@@ -56,12 +56,17 @@ def _array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int) 
     }
 
 
+def _store(path):
+    """What zarr.open_group takes for `path`: a filesystem path as str, any zarr store as is."""
+    return str(path) if isinstance(path, Path | str) else path
+
+
 def _open_group(path, mode: str):
     import zarr
 
     if not _exists(path):
         raise BblError(f"{path}: no logit cache there; run `bbl dump-logits --out {path}`")
-    return zarr.open_group(store=str(path) if isinstance(path, Path) else path, mode=mode)
+    return zarr.open_group(store=_store(path), mode=mode)
 
 
 @dataclass
@@ -103,7 +108,7 @@ class CacheWriter:
         self.chunk_windows = chunk_windows
         existing = None
         if not overwrite and _exists(path):
-            existing = zarr.open_group(store=str(path) if isinstance(path, Path) else path, mode="r+")
+            existing = zarr.open_group(store=_store(path), mode="r+")
             old = existing.attrs.get("settings")
             if old != json.loads(json.dumps(self.settings)):
                 raise BblError(f"{path}: holds a cache of other settings ({_diff(old, self.settings)}); "
@@ -113,7 +118,7 @@ class CacheWriter:
         elif not create:
             raise BblError(f"{path}: no cache to resume")
         else:
-            self.group = zarr.open_group(store=str(path) if isinstance(path, Path) else path, mode="w")
+            self.group = zarr.open_group(store=_store(path), mode="w")
             for name, (shape, chunks, dtype, fill) in _array_specs(num_windows, seq_len, top_k, vocab,
                                                                    chunk_windows).items():
                 self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,

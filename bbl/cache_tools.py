@@ -90,7 +90,7 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
     """
     import torch
 
-    from bbl.dump import ensemble_topk, load_teachers
+    from bbl.dump import load_teachers
 
     teachers, infos = load_teachers(teacher_dirs, device)
     if infos[0]["tokenizer_fingerprint"] != reader.attrs.get("tokenizer_fingerprint"):
@@ -102,16 +102,15 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
         for r in rows:
             row = reader.read(int(r), int(r) + 1)
             ids = torch.from_numpy(row["input_ids"].astype(np.int64)).to(device)
-            logits = [m(input_ids=ids).logits.float() for m in teachers]
-            mean = torch.stack(logits).mean(0) / reader.temperature
-            logp = torch.log_softmax(mean, -1).cpu().numpy()[0]
-            stored_ids = row["topk_ids"][0].astype(np.int64)
-            exact_at = np.take_along_axis(logp, stored_ids, -1)
-            _, _, exact_tail = ensemble_topk(logits, temperature=reader.temperature, top_k=reader.top_k)
-            # the tail must be the mass outside the *stored* ids: identical to the recomputed top-k unless ties
+            mean = torch.stack([m(input_ids=ids).logits.float() for m in teachers]).mean(0) / reader.temperature
+            logp = torch.log_softmax(mean, -1)[0]
+            stored_ids = torch.from_numpy(row["topk_ids"][0].astype(np.int64)).to(logp.device)
+            exact_at = logp.gather(-1, stored_ids).cpu().numpy()
+            # exact mass outside the *stored* ids, by logsumexp over the rest, as the dump computes it
+            exact_tail = torch.logsumexp(logp.scatter(-1, stored_ids, float("-inf")), -1).cpu().numpy()
             stored_lp = row["topk_logprobs"][0].astype(np.float32)
             max_err = max(max_err, float(np.abs(exact_at - stored_lp).max()))
-            kls.append(coarse_kl(exact_at, exact_tail.cpu().numpy()[0], stored_lp, row["tail_logprob"][0]))
+            kls.append(coarse_kl(exact_at, exact_tail, stored_lp, row["tail_logprob"][0]))
     kl = np.concatenate(kls)
     return {"windows_checked": len(rows), "max_abs_logprob_error": max_err, "mean_kl": float(kl.mean()),
             "max_kl": float(kl.max())}

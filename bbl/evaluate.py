@@ -103,7 +103,7 @@ def evaluate_models(models, tokenizer, *, tasks, blimp_dir=None, supplement_dir=
 def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), tasks=TASKS, blimp_dir=None,
              supplement_dir=None, data_dir=None, out: Path, batch_size: int = 64, device: str = "cpu",
              max_pairs: int | None = None, seq_len: int = 128, dev_windows: int = 8192, progress: bool = True,
-             names: dict | None = None, log=print) -> list[dict]:
+             log=print) -> list[dict]:
     """Evaluate models and ensembles, write JSON per model, `results.md` and `blimp.png`; returns the results.
 
     Raises:
@@ -126,9 +126,8 @@ def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), tasks=
             loaded[key] = load_model(d, device)
         return loaded[key]
 
-    jobs = [([d], (names or {}).get(str(d), Path(d).name)) for d in model_dirs]
-    jobs += [(list(members), (names or {}).get(",".join(map(str, members)),
-                              "ensemble(" + "+".join(Path(m).name for m in members) + ")")) for members in ensembles]
+    jobs = [([d], Path(d).name) for d in model_dirs]
+    jobs += [(list(members), "ensemble(" + "+".join(Path(m).name for m in members) + ")") for members in ensembles]
     for members, name in jobs:
         parts = [get(m) for m in members]
         if len({p[2]["tokenizer_fingerprint"] for p in parts}) > 1:

@@ -41,13 +41,15 @@ class Stage:
 
 
 def _complete(output: Path) -> bool:
-    if (output / "bbl_run.json").is_file():
-        return bool(json.loads((output / "bbl_run.json").read_text()).get("complete"))
-    if (output / "zarr.json").is_file():
-        return bool(json.loads((output / "zarr.json").read_text()).get("attributes", {}).get("complete"))
-    if output.suffix == ".json" or output.name == "manifest.json":
-        return output.is_file()
-    return (output / "results.json").is_file()
+    """Whether a stage's output is whole: its marker file exists and, for runs and caches, says complete."""
+    marker = _marker(output)
+    if not marker.is_file():
+        return False
+    if marker.name == "bbl_run.json":
+        return bool(json.loads(marker.read_text()).get("complete"))
+    if marker.name == "zarr.json":
+        return bool(json.loads(marker.read_text()).get("attributes", {}).get("complete"))
+    return True  # manifest.json (prepare) and results.json (eval) are written last
 
 
 def _marker(output: Path) -> Path:
