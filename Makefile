@@ -5,7 +5,7 @@ PY ?= python3
 DATA ?= $(firstword $(wildcard ../shared/data) data)
 WORKDIR ?= runs/demo
 
-.PHONY: install test lint demo
+.PHONY: install test lint demo study
 
 install:
 	@# CPU machines get the CPU build of torch first, so the GPU range in pyproject.toml pulls nothing more.
@@ -20,3 +20,6 @@ lint:
 
 demo:
 	HF_HUB_OFFLINE=1 $(PY) -m bbl pipeline --preset cpu --data $(DATA) --workdir $(WORKDIR)
+
+study:  # the paper's comparison at CPU scale over 3 seeds (`bbl study`; ~2 h on 2 cores, see README)
+	HF_HUB_OFFLINE=1 $(PY) -m bbl pipeline --preset cpu-study --data $(DATA) --workdir runs/study

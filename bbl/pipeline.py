@@ -12,12 +12,11 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bbl.child import run_bbl
 from bbl.errors import BblError
 
 PRESETS = {
@@ -27,6 +26,11 @@ PRESETS = {
             "max_pairs": 100, "dump_batch": 32},
     "paper": {"teachers": {"gpt2": "gpt2-705m", "llama": "llama-360m"}, "student": "llama-58m",
               "max_pairs": None, "dump_batch": 64},
+    # The paper's comparison at CPU scale over seeds (issue 10, README "The CPU study"): a CPU-sized vocabulary,
+    # teachers trained 8 epochs, the student arms run by `bbl study`; every BLiMP and supplement pair is scored.
+    "cpu-study": {"teachers": {"gpt2": "gpt2-study", "llama": "llama-study"}, "student": "student-study",
+                  "max_pairs": None, "dump_batch": 32, "vocab_size": 4096, "temperature": 1.0,
+                  "study": {"seeds": 3, "caches": {"t2": 2.0}}},
 }
 STATE_FILE = "pipeline_state.json"
 
@@ -49,11 +53,11 @@ def _complete(output: Path) -> bool:
         return bool(json.loads(marker.read_text()).get("complete"))
     if marker.name == "zarr.json":
         return bool(json.loads(marker.read_text()).get("attributes", {}).get("complete"))
-    return True  # manifest.json (prepare) and results.json (eval) are written last
+    return True  # manifest.json (prepare), results.json (eval) and study.json (study) are written last
 
 
 def _marker(output: Path) -> Path:
-    for name in ("bbl_run.json", "zarr.json", "manifest.json", "results.json"):
+    for name in ("bbl_run.json", "zarr.json", "manifest.json", "results.json", "study.json"):
         if (output / name).is_file():
             return output / name
     return output
@@ -87,46 +91,60 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     teachers = {k: w / "teachers" / k for k in p["teachers"]}
     cache = w / "cache" / "ensemble.zarr"
     distilled, baseline = w / "student" / "distilled", w / "student" / "baseline"
-    stages = [Stage("prepare", ["prepare", "--train-dir", str(data / "babylm_10M"), "--dev-dir",
-                                str(data / "babylm_dev"), "--out", str(prepared)], prepared / "manifest.json")]
+    prep = ["prepare", "--train-dir", str(data / "babylm_10M"), "--dev-dir", str(data / "babylm_dev"), "--out",
+            str(prepared)]
+    if p.get("vocab_size"):
+        prep += ["--vocab-size", str(p["vocab_size"])]
+    stages = [Stage("prepare", prep, prepared / "manifest.json")]
     for key, cfg in p["teachers"].items():
         stages.append(Stage(f"teacher-{key}", ["train-teacher", cfg, "--data", str(prepared), "--out",
                                                str(teachers[key]), "--resume"], teachers[key], [prepared], nproc))
-    dump = ["dump-logits", *[a for d in teachers.values() for a in ("--teacher", str(d))], "--data", str(prepared),
-            "--topk", "64", "--temperature", "2.0", "--out", str(cache), "--seq-len", str(t.seq_len),
-            "--seed", str(t.seed), "--batch-size", str(p["dump_batch"])]
-    if t.max_train_windows:
-        dump += ["--max-windows", str(t.max_train_windows)]
-    stages.append(Stage("dump-logits", dump, cache, list(teachers.values()), nproc))
+    data_seed = t.seed if t.data_seed is None else t.data_seed
+
+    def dump_stage(name: str, out: Path, temperature: float) -> Stage:
+        argv = ["dump-logits", *[a for d in teachers.values() for a in ("--teacher", str(d))], "--data",
+                str(prepared), "--topk", "64", "--temperature", str(temperature), "--out", str(out), "--seq-len",
+                str(t.seq_len), "--seed", str(data_seed), "--batch-size", str(p["dump_batch"])]
+        if t.max_train_windows:
+            argv += ["--max-windows", str(t.max_train_windows)]
+        return Stage(name, argv, out, list(teachers.values()), nproc)
+
+    stages.append(dump_stage("dump-logits", cache, p.get("temperature", 2.0)))
+    task_dirs = []
+    for flag, given, name in (("--blimp-dir", blimp_dir, "blimp_filtered"),
+                              ("--supplement-dir", supplement_dir, "supplement_filtered")):
+        task_dir = given or (data / name if (data / name).is_dir() else None)
+        if task_dir is None:
+            raise BblError(f"{data}: no {name}/ inside; pass {flag} (the BabyLM evaluation pipeline's filtered data)")
+        task_dirs += [flag, str(task_dir)]
+    if "study" in p:
+        study = p["study"]
+        arms = []
+        for key, temperature in study.get("caches", {}).items():
+            extra = w / "cache" / f"ensemble-{key}.zarr"
+            stages.append(dump_stage(f"dump-logits-{key}", extra, temperature))
+            arms += ["--arm", f"cached-{key}:--cache {extra}"]
+        for arm in study.get("arms", []):
+            arms += ["--arm", arm]
+        argv = ["study", p["student"], "--data", str(prepared), "--workdir", str(w / "study"), "--cache", str(cache),
+                *[a for d in teachers.values() for a in ("--teacher", str(d))], "--seeds", str(study["seeds"]),
+                *arms, *task_dirs]
+        if p["max_pairs"]:
+            argv += ["--max-pairs", str(p["max_pairs"])]
+        caches = [s.output for s in stages if s.name.startswith("dump-logits")]
+        stages.append(Stage("study", argv, w / "study", caches))
+        return stages
     stages.append(Stage("distill", ["distill", p["student"], "--cache", str(cache), "--data", str(prepared),
                                     "--out", str(distilled), "--resume"], distilled, [cache], nproc))
     stages.append(Stage("baseline", ["train-student", p["student"], "--data", str(prepared), "--out", str(baseline),
                                      "--resume"], baseline, [prepared], nproc))
     ev = ["eval", *map(str, teachers.values()), str(distilled), str(baseline), "--ensemble",
           ",".join(map(str, teachers.values())), "--data", str(prepared), "--out", str(w / "eval"),
-          "--seq-len", str(t.seq_len), "--dev-windows", str(t.dev_windows)]
+          "--seq-len", str(t.seq_len), "--dev-windows", str(t.dev_windows), *task_dirs]
     if p["max_pairs"]:
         ev += ["--max-pairs", str(p["max_pairs"])]
-    for flag, given, name in (("--blimp-dir", blimp_dir, "blimp_filtered"),
-                              ("--supplement-dir", supplement_dir, "supplement_filtered")):
-        task_dir = given or (data / name if (data / name).is_dir() else None)
-        if task_dir is None:
-            raise BblError(f"{data}: no {name}/ inside; pass {flag} (the BabyLM evaluation pipeline's filtered data)")
-        ev += [flag, str(task_dir)]
     stages.append(Stage("eval", ev, w / "eval", [*teachers.values(), distilled, baseline]))
     return stages
-
-
-def _run(stage: Stage, env: dict, extra: list[str]) -> tuple[int, float, float]:
-    """Run one stage as a child; (exit code, seconds, peak RSS in MiB of the child tree's largest process)."""
-    launcher = [sys.executable, "-m", "bbl"]
-    if stage.nproc > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(stage.nproc), "-m", "bbl"]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([*launcher, *stage.argv, *extra], env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, time.perf_counter() - t0, usage.ru_maxrss / 1024
 
 
 def run_pipeline(preset: str, data: Path, workdir: Path, *, until: str | None = None, nproc: int = 1,
@@ -157,7 +175,7 @@ def run_pipeline(preset: str, data: Path, workdir: Path, *, until: str | None = 
             if stage.name == "dump-logits" and record.get("fingerprint") not in (None, fp):
                 extra = ["--overwrite"]  # teachers changed: the old cache is stale
             log(f"[pipeline] {stage.name}: bbl {' '.join(stage.argv + extra)}")
-            code, seconds, rss = _run(stage, env, extra)
+            code, seconds, rss = run_bbl(stage.argv + extra, env=env, nproc=stage.nproc)
             if code != 0:
                 raise BblError(f"stage {stage.name} failed (exit {code}); fix the error above and re-run the same "
                                f"`bbl pipeline` command to continue from this stage")
@@ -168,13 +186,16 @@ def run_pipeline(preset: str, data: Path, workdir: Path, *, until: str | None = 
         if stage.name == until:
             log(f"[pipeline] stopped after {until} (--until); re-run without --until to continue")
             return state
-    for name in ("results.md", "results.json", "blimp.png"):
-        shutil.copy(workdir / "eval" / name, workdir / name)
+    last = stages[-1].output
+    names = ("study.md", "study.json", "curves.png") if stages[-1].name == "study" else \
+        ("results.md", "results.json", "blimp.png")
+    for name in names:
+        shutil.copy(last / name, workdir / name)
     summary = stage_table(state)
-    with open(workdir / "results.md", "a") as f:
+    with open(workdir / names[0], "a") as f:
         f.write("\n" + summary)
     log(f"[pipeline] all stages done in {time.perf_counter() - t_all:.1f}s this run\n{summary}")
-    log(f"[pipeline] results: {workdir / 'results.md'}, {workdir / 'results.json'}, {workdir / 'blimp.png'}")
+    log(f"[pipeline] results: {', '.join(str(workdir / n) for n in names)}")
     return state
 
 

@@ -65,10 +65,11 @@ def load_windows(cfg: Config, data: PreparedData) -> tuple[TokenWindows, TokenWi
     train_stream, dev_stream = data.stream("train"), data.stream("dev")
     n_train = len(train_stream) // t.seq_len
     n_dev = len(dev_stream) // t.seq_len
+    data_seed = t.seed if t.data_seed is None else t.data_seed
     if n_train == 0 or n_dev == 0:
         raise BblError(f"{data.path}: fewer than seq_len={t.seq_len} tokens in train or dev; prepare more text")
-    train = TokenWindows(train_stream, t.seq_len, window_subset(n_train, t.max_train_windows, seed=t.seed))
-    dev = TokenWindows(dev_stream, t.seq_len, window_subset(n_dev, t.dev_windows, seed=t.seed + 1))
+    train = TokenWindows(train_stream, t.seq_len, window_subset(n_train, t.max_train_windows, seed=data_seed))
+    dev = TokenWindows(dev_stream, t.seq_len, window_subset(n_dev, t.dev_windows, seed=data_seed + 1))
     return train, dev
 
 

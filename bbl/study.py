@@ -1,0 +1,250 @@
+"""`bbl study`: the paper's comparison over seeds, from one prepared dir, one cache and its teachers.
+
+Arms: `baseline` (plain CE, `train-student`), `cached` (`distill --cache`), `online` (`distill --teacher ...`:
+teachers resident, full-vocabulary KL at the cache's temperature) and any `--arm NAME:OPTIONS`. Seed s means the
+same initialisation and window order in every arm, and `training.data_seed` keeps the windows fixed across
+seeds, so arms are compared per seed (paired). Each run is a child `bbl` process (wall time, peak RSS), scored by
+`bbl eval` on BLiMP and the supplement. Writes study.json, study.md and curves.png; a re-run skips what is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bbl.child import run_bbl
+from bbl.errors import BblError
+from bbl.stats import mean_std, paired_interval
+
+STATE_FILE = "study_state.json"
+METRICS = ("best_dev_ce", "blimp", "supplement")
+ARM_HELP = ("NAME:OPTIONS, OPTIONS among --set SECTION.KEY=VALUE, --cache PATH, --online, --baseline; e.g. "
+            "--arm 'renorm:--set distill.kd_variant=topk_renorm'")
+
+
+@dataclass
+class Arm:
+    """One way of training the student: `mode` baseline | cached | online, plus config overrides."""
+
+    name: str
+    mode: str
+    cache: Path | None = None
+    overrides: list[str] = field(default_factory=list)
+
+
+def parse_arm(spec: str, *, default_cache: Path | None) -> Arm:
+    """An `--arm NAME:OPTIONS` spec as an `Arm` (cached from the study's cache unless it says otherwise).
+
+    Raises:
+        BblError: malformed spec, unknown option, or a cached arm with no cache.
+    """
+    name, sep, rest = spec.partition(":")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise BblError(f"--arm {spec!r}: use {ARM_HELP}")
+    arm = Arm(name, "cached", default_cache)
+    tokens = shlex.split(rest)
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token in ("--set", "--cache") and i + 1 < len(tokens):
+            if token == "--set":
+                arm.overrides.append(tokens[i + 1])
+            else:
+                arm.cache = Path(tokens[i + 1])
+            i += 2
+        elif token in ("--online", "--baseline"):
+            arm.mode = token[2:]
+            i += 1
+        else:
+            raise BblError(f"--arm {spec!r}: unexpected {token!r}; use {ARM_HELP}")
+    if arm.mode == "cached" and arm.cache is None:
+        raise BblError(f"--arm {spec!r}: a cached arm needs a cache; give the study --cache or the arm --cache PATH")
+    return arm
+
+
+def run_argv(arm: Arm, config: str, data_dir: Path, out: Path, seed: int, overrides: list[str],
+             teachers: list[Path]) -> list[str]:
+    """The `bbl` argument list of one (arm, seed) run."""
+    sets = [a for o in [*overrides, *arm.overrides, f"training.seed={seed}"] for a in ("--set", o)]
+    common = [config, "--data", str(data_dir), "--out", str(out), "--resume", *sets]
+    if arm.mode == "baseline":
+        return ["train-student", *common]
+    if arm.mode == "online":
+        return ["distill", *common, *[a for t in teachers for a in ("--teacher", str(t))]]
+    return ["distill", *common, "--cache", str(arm.cache)]
+
+
+def _fingerprint(argv: list[str], arm: Arm) -> str:
+    h = hashlib.sha256(json.dumps(argv).encode())
+    if arm.cache is not None and (arm.cache / "zarr.json").is_file():
+        h.update((arm.cache / "zarr.json").read_bytes())
+    return h.hexdigest()
+
+
+def _eval_argv(model_dir: Path, out: Path, blimp_dir: Path, supplement_dir: Path, max_pairs: int | None) -> list[str]:
+    argv = ["eval", str(model_dir), "--tasks", "blimp,supplement", "--out", str(out), "--blimp-dir", str(blimp_dir),
+            "--supplement-dir", str(supplement_dir), "--batch-size", "256"]  # small models: fewer, larger batches
+    return argv + (["--max-pairs", str(max_pairs)] if max_pairs else [])
+
+
+def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None = None, teachers=(), seeds: int = 3,
+              arm_specs=(), overrides=(), blimp_dir: Path, supplement_dir: Path, max_pairs: int | None = None,
+              log=print) -> dict:
+    """Train and score every arm over `seeds` seeds, then write study.json, study.md, curves.png; returns the study.
+
+    Raises:
+        BblError: bad config, data, cache, arm or task dirs (checked before anything is written); a run that
+            fails (named, with the command to reproduce it).
+    """
+    from bbl.blimp import task_files
+    from bbl.cache import open_cache
+    from bbl.config import load_config
+    from bbl.data import PreparedData
+
+    if seeds < 1:
+        raise BblError(f"--seeds {seeds} must be >= 1")
+    cfg = load_config(config, list(overrides))
+    PreparedData(data_dir)
+    teachers = [Path(t) for t in teachers]
+    arms = [Arm("baseline", "baseline")]
+    temperature = cfg.distill.temperature
+    if cache is not None:
+        temperature = temperature or open_cache(cache).temperature
+        arms.append(Arm("cached", "cached", Path(cache)))
+    if teachers:
+        arms.append(Arm("online", "online", overrides=[f"distill.temperature={temperature or 2.0}"]))
+    arms += [parse_arm(s, default_cache=Path(cache) if cache else None) for s in arm_specs]
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise BblError(f"--arm: arm names must be unique, got {', '.join(names)}")
+    overrides = list(overrides)
+    data_seed = cfg.training.data_seed
+    if data_seed is None:  # fix the windows and the dev subset across seeds, so that seeds are paired
+        data_seed = open_cache(cache).attrs.get("window_selection", {}).get("seed", 0) if cache else 0
+        overrides.append(f"training.data_seed={data_seed}")
+    for arm in arms:
+        if arm.mode == "online" and not teachers:
+            raise BblError(f"--arm {arm.name}: an online arm needs the study's --teacher DIR ...")
+        if arm.cache is not None:
+            selection = open_cache(arm.cache).attrs.get("window_selection", {})  # complete, no missing chunk
+            want = (cfg.training.max_train_windows, data_seed if cfg.training.max_train_windows else None)
+            if (selection.get("max_windows"), selection.get("seed") if selection.get("max_windows") else None) != want:
+                raise BblError(f"{arm.cache}: dumped for max_windows {selection.get('max_windows')}, seed "
+                               f"{selection.get('seed')}, the student trains on max_train_windows "
+                               f"{cfg.training.max_train_windows}, data_seed {data_seed}: arms would see other windows; "
+                               f"--set training.max_train_windows=... training.data_seed=... to match the cache")
+    task_files(blimp_dir), task_files(supplement_dir)
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    state_path = workdir / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"runs": {}}
+    jobs = [(arm, seed) for seed in range(seeds) for arm in arms]  # seed-major: a partial study stays balanced
+    t0 = time.perf_counter()
+    for i, (arm, seed) in enumerate(jobs, 1):
+        out = workdir / "runs" / arm.name / f"seed{seed}"
+        key = f"{arm.name}/seed{seed}"
+        _run_once(state, state_path, key, run_argv(arm, config, data_dir, out, seed, overrides, teachers),
+                  arm, out, f"[study {i}/{len(jobs)}] {key}", log)
+        _eval_once(state, state_path, key, out, _eval_argv(out, out / "eval", blimp_dir, supplement_dir, max_pairs),
+                   f"[study {i}/{len(jobs)}] {key} eval", log)
+    for t in teachers:
+        out = workdir / "teachers" / t.name
+        _eval_once(state, state_path, f"teacher/{t.name}", t, _eval_argv(t, out, blimp_dir, supplement_dir, max_pairs),
+                   f"[study] teacher {t.name} eval", log, eval_dir=out)
+    from bbl.study_report import write_study
+
+    study = collect(workdir, arms, seeds, teachers, state)
+    study.update(config=config, overrides=list(overrides), data=str(Path(data_dir).resolve()),
+                 cache=str(cache) if cache else None, max_pairs_per_file=max_pairs,
+                 date=time.strftime("%Y-%m-%d"), seconds_this_run=round(time.perf_counter() - t0, 1))
+    write_study(study, workdir)
+    log(f"[study] wrote {workdir / 'study.md'}, study.json, curves.png")
+    return study
+
+
+def _run_once(state, state_path, key, argv, arm, out, label, log):
+    """Run one training unless it is recorded done with the same command; a changed command starts afresh."""
+    fp = _fingerprint(argv, arm)
+    record = state["runs"].get(key, {})
+    run_file = out / "bbl_run.json"
+    if record.get("fingerprint") == fp and run_file.is_file() and json.loads(run_file.read_text()).get("complete"):
+        log(f"{label}: done earlier, skipped")
+        return
+    if record.get("fingerprint") not in (None, fp) and out.exists():
+        shutil.rmtree(out)  # the arm's options changed: its old checkpoints are of another run
+    log(f"{label}: bbl {shlex.join(argv)}")
+    code, seconds, rss = run_bbl(argv)
+    if code != 0:
+        raise BblError(f"{key} failed (exit {code}); fix the error above and re-run the same `bbl study` command "
+                       f"to continue (reproduce alone: bbl {shlex.join(argv)})")
+    state["runs"][key] = {"fingerprint": fp, "seconds": round(seconds, 1), "peak_rss_mib": round(rss, 1)}
+    state_path.write_text(json.dumps(state, indent=2) + "\n")
+    log(f"{label}: done in {seconds:.1f}s, peak RSS {rss:.0f} MiB")
+
+
+def _eval_once(state, state_path, key, model_dir, argv, label, log, eval_dir=None):
+    eval_dir = eval_dir or model_dir / "eval"
+    result = eval_dir / f"{Path(model_dir).name}.json"
+    fp = hashlib.sha256(json.dumps(argv).encode() + (Path(model_dir) / "bbl_run.json").read_bytes()
+                        if (Path(model_dir) / "bbl_run.json").is_file() else json.dumps(argv).encode()).hexdigest()
+    record = state.setdefault("evals", {}).get(key, {})
+    if record.get("fingerprint") == fp and result.is_file():
+        log(f"{label}: done earlier, skipped")
+        return
+    code, seconds, _ = run_bbl(argv)
+    if code != 0:
+        raise BblError(f"{key}: eval failed (exit {code}); re-run the same `bbl study` command to continue")
+    state["evals"][key] = {"fingerprint": fp, "seconds": round(seconds, 1)}
+    state_path.write_text(json.dumps(state, indent=2) + "\n")
+    log(f"{label}: done in {seconds:.1f}s")
+
+
+def _eval_numbers(path: Path) -> dict:
+    tasks = json.loads(path.read_text())["tasks"]
+    return {"blimp": tasks["blimp"]["overall"], "supplement": tasks["supplement"]["overall"],
+            "blimp_pairs": tasks["blimp"].get("pairs"), "supplement_pairs": tasks["supplement"].get("pairs")}
+
+
+def dev_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(optimizer step, dev CE) of every evaluation of a run, from its metrics.jsonl."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    curve = {int(r["step"]): float(r["eval_loss"]) for r in rows if "eval_loss" in r}
+    return sorted(curve.items())
+
+
+def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], state: dict) -> dict:
+    """Per-run numbers, per-arm mean/std, paired differences to the baseline, and mean dev curves."""
+    out = {"seeds": list(range(seeds)), "arms": {}, "teachers": {}}
+    for arm in arms:
+        runs = []
+        for seed in range(seeds):
+            d = workdir / "runs" / arm.name / f"seed{seed}"
+            run = json.loads((d / "bbl_run.json").read_text())
+            runs.append({"seed": seed, "best_dev_ce": run["best_eval_loss"], "global_step": run["global_step"],
+                         "parameters": run.get("parameters"),
+                         **_eval_numbers(d / "eval" / f"{d.name}.json"),
+                         **{k: state["runs"].get(f"{arm.name}/seed{seed}", {}).get(k) for k in
+                            ("seconds", "peak_rss_mib")},
+                         "curve": dev_curve(d)})
+        summary = {m: dict(zip(("mean", "std"), mean_std([r[m] for r in runs]), strict=True)) for m in METRICS}
+        out["arms"][arm.name] = {"mode": arm.mode, "cache": str(arm.cache) if arm.cache else None,
+                                 "overrides": arm.overrides, "runs": runs, **summary}
+    base = out["arms"]["baseline"]["runs"]
+    for arm in out["arms"].values():
+        arm["vs_baseline"] = {m: paired_interval([r[m] for r in arm["runs"]], [r[m] for r in base]) for m in METRICS}
+        steps = sorted({s for r in arm["runs"] for s, _ in r["curve"]})
+        arm["mean_curve"] = [(s, sum(v for r in arm["runs"] for t, v in r["curve"] if t == s)
+                              / sum(1 for r in arm["runs"] for t, _ in r["curve"] if t == s)) for s in steps]
+    for t in teachers:
+        run = json.loads((t / "bbl_run.json").read_text()) if (t / "bbl_run.json").is_file() else {}
+        out["teachers"][t.name] = {"path": str(t), "best_dev_ce": run.get("best_eval_loss"),
+                                   "parameters": run.get("parameters"),
+                                   **_eval_numbers(workdir / "teachers" / t.name / f"{t.name}.json")}
+    return out
