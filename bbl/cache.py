@@ -1,8 +1,9 @@
 """The logit cache: a Zarr v3 group of the teacher ensemble's top-k soft targets (format: docs/cache-format.md).
 
-`CacheWriter` creates the store and writes whole chunks (crc32c on each, a per-chunk done flag, `complete` set
-last); `open_cache` opens it read-only, refusing incomplete stores; `CacheReader.read(start, stop)` and the
-chunk-aware `CacheDataset` feed distillation. Row n of every array is window `window_idx[n]` of the train
+`CacheWriter` creates the store and writes whole chunks (crc32c on each, every chunk stored even when it equals
+the fill value, a per-chunk done flag, `complete` set last); `open_cache` opens it read-only, refusing incomplete
+stores and stores with a missing chunk (zarr would read it as fill values); `CacheReader.read(start, stop)` turns a
+corrupt chunk into one `BblError` line; the chunk-aware `CacheDataset` feeds distillation. Row n of every array is window `window_idx[n]` of the train
 stream; position s holds the ensemble's distribution for the token after `input_ids[n, :s+1]`.
 """
 
@@ -33,6 +34,8 @@ def id_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 65_535 else np.dtype(np.int32)
 
 
+WRITE_CONFIG = {"array.write_empty_chunks": True}
+"""zarr config while writing: store every chunk, so a missing chunk key is detectable as damage."""
 DEFAULT_CODEC = {"cname": "zstd", "clevel": 3}
 """Blosc settings of every data array (compared with alternatives in BENCHMARKS.md); the shuffle is per array."""
 SHUFFLE = {"input_ids": "shuffle", "window_idx": "shuffle", "topk_ids": "shuffle", "topk_logprobs": "bitshuffle",
@@ -133,12 +136,19 @@ class CacheWriter:
         return np.asarray(self.group["chunk_done"][:])
 
     def write_chunk(self, batch: ChunkBatch) -> None:
-        """Write one whole chunk of every array, then mark it done (so a crash never marks a partial chunk)."""
+        """Write one whole chunk of every array, then mark it done (so a crash never marks a partial chunk).
+
+        Every chunk is stored, even one equal to the fill value (`write_empty_chunks`), so an absent chunk key
+        always means damage, never "all fill".
+        """
+        import zarr
+
         start = batch.index * self.chunk_windows
         stop = start + len(batch.window_idx)
-        for name in ARRAYS:
-            self.group[name][start:stop] = getattr(batch, name)
-        self.group["chunk_done"][batch.index] = True
+        with zarr.config.set(WRITE_CONFIG):
+            for name in ARRAYS:
+                self.group[name][start:stop] = getattr(batch, name)
+            self.group["chunk_done"][batch.index] = True
 
     def finalize(self, extra_attrs: dict | None = None) -> None:
         """Set `complete` (and summary attributes) once every chunk is done.
@@ -152,7 +162,7 @@ class CacheWriter:
         self.group.attrs.update({**(extra_attrs or {}), "complete": True})
 
 
-_SETTING_KEYS = ("format_version", "temperature", "top_k", "seq_len", "vocab_size", "ensemble", "teachers_fingerprint",
+_SETTING_KEYS = ("temperature", "top_k", "seq_len", "vocab_size", "ensemble", "teachers_fingerprint",
                  "tokenizer_fingerprint", "train_stream_sha256", "window_selection", "logprob_step", "topk_order")
 
 
@@ -197,13 +207,59 @@ class CacheReader:
         self.vocab_size = int(self.attrs["vocab_size"])
         self.chunk_windows = int(self.attrs["chunk_windows"])
         self.num_chunks = -(-self.num_windows // self.chunk_windows)
+        self.missing = missing_chunks(self)
+        if self.missing and not allow_incomplete:
+            raise BblError(damage_message(path, self.missing, self.attrs))
 
     def __len__(self) -> int:
         return self.num_windows
 
+    def rows_of(self, c: int) -> tuple[int, int]:
+        """(first, last) row of chunk `c`, inclusive."""
+        return c * self.chunk_windows, min((c + 1) * self.chunk_windows, self.num_windows) - 1
+
+    def read_array(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of one array.
+
+        Raises:
+            BblError: a chunk in the range fails its crc32c or cannot be decoded (one line naming the array, the
+                chunk, its rows and the repair command).
+        """
+        arr = self.arrays[name]
+        try:
+            return arr[start:stop]
+        except Exception:  # the crc32c codec or the decompressor raises on a damaged chunk: find which one
+            for c in range(start // self.chunk_windows, -(-stop // self.chunk_windows)):
+                first, last = self.rows_of(c)
+                try:
+                    arr[first:last + 1]
+                except Exception as e:
+                    problem = ChunkProblem(name, c, (first, last), "corrupt", f"{type(e).__name__}: {e}")
+                    raise BblError(damage_message(self.path, [problem], self.attrs)) from None
+            raise
+
     def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Rows [start, stop) of every array (contiguous reads are the fast path)."""
-        return {name: arr[start:stop] for name, arr in self.arrays.items()}
+        """Rows [start, stop) of every array (contiguous reads are the fast path). Raises as `read_array`."""
+        return {name: self.read_array(name, start, stop) for name in self.arrays}
+
+    def scan(self, *, progress: bool = False) -> list[ChunkProblem]:
+        """Decode every chunk of every array (crc32c checked on decode): missing, corrupt and unfinished chunks."""
+        from tqdm.auto import tqdm
+
+        problems = list(self.missing)
+        known = {(p.array, p.chunk) for p in problems}
+        for c in tqdm(range(self.num_chunks), desc="scan", unit="chunk", disable=not progress):
+            first, last = self.rows_of(c)
+            for name, arr in self.arrays.items():
+                if (name, c) in known:
+                    continue
+                try:
+                    arr[first:last + 1]
+                except Exception as e:
+                    problems.append(ChunkProblem(name, c, (first, last), "corrupt", f"{type(e).__name__}: {e}"))
+        done = np.asarray(self.group["chunk_done"][:])
+        problems += [ChunkProblem("chunk_done", int(c), self.rows_of(int(c)), "unfinished") for c in np.flatnonzero(~done)]
+        return problems
 
     def read_chunk(self, c: int) -> dict[str, np.ndarray]:
         start = c * self.chunk_windows
@@ -235,6 +291,56 @@ class CacheReader:
                            f"drop distill.temperature or set distill.allow_retemper=true")
 
 
+@dataclass(frozen=True)
+class ChunkProblem:
+    """A damaged chunk: `kind` is missing (no chunk key), corrupt (checksum/decode error) or unfinished."""
+
+    array: str
+    chunk: int
+    rows: tuple[int, int]
+    kind: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        what = {"missing": "is missing", "corrupt": "is corrupt (checksum mismatch or undecodable)",
+                "unfinished": "was never finished writing"}[self.kind]
+        return f"{self.array} chunk {self.chunk} (rows {self.rows[0]}-{self.rows[1]}) {what}"
+
+
+def missing_chunks(reader: CacheReader) -> list[ChunkProblem]:
+    """Chunks of the data arrays whose key is absent from the store (one listing of the store).
+
+    Zarr reads an absent chunk as the fill value, so this is what keeps a deleted chunk from reading as zeros.
+    """
+    from zarr.core.sync import sync
+
+    async def _keys(store, prefix):
+        return {k async for k in store.list_prefix(prefix)}
+
+    root = reader.group.store_path.path
+    prefix = f"{root}/" if root else ""
+    keys = sync(_keys(reader.group.store, prefix))
+    problems = []
+    for name, arr in reader.arrays.items():
+        extra = (0,) * (arr.ndim - 1)
+        for c in range(arr.cdata_shape[0]):
+            if f"{prefix}{arr.path}/{arr.metadata.encode_chunk_key((c, *extra))}" not in keys:
+                problems.append(ChunkProblem(name, c, reader.rows_of(c), "missing"))
+    return problems
+
+
+def repair_command(path, attrs: dict) -> str:
+    """The `bbl cache repair` command line for a cache, with the teachers it records."""
+    teachers = " ".join(f"--teacher {t['path']}" for t in attrs.get("teachers", [])) or "--teacher DIR ..."
+    return f"bbl cache repair {path} {teachers}"
+
+
+def damage_message(path, problems: list[ChunkProblem], attrs: dict) -> str:
+    """One line: the first damaged chunk, how many more, and the repair command."""
+    more = f" (and {len(problems) - 1} more damaged chunk(s))" if len(problems) > 1 else ""
+    return f"{path}: {problems[0]}{more}; run `{repair_command(path, attrs)}` to recompute it"
+
+
 def open_cache(path, **kw) -> CacheReader:
     """Open a complete cache for reading (see `CacheReader`)."""
     return CacheReader(path, **kw)
@@ -248,7 +354,15 @@ def shuffled_order(num_windows: int, chunk_windows: int, *, seed: int, epoch: in
     order) chunks are shuffled together. So every window appears once per epoch, the order depends only on
     (seed, epoch), and any window can land anywhere within its group of buffer_chunks x chunk_windows windows
     (1,024 with the defaults), while a batch mixes windows of up to `buffer_chunks` random chunks.
+
+    When every chunk fits in one group (num_chunks <= buffer_chunks) the order is exactly `window_permutation(n,
+    seed, epoch)`, the order plain training uses: a cached student and a plain one of the same seed then see the
+    same windows in the same order (a paired comparison, `bbl study`).
     """
+    from bbl.windows import window_permutation
+
+    if -(-num_windows // chunk_windows) <= buffer_chunks:
+        return window_permutation(num_windows, seed=seed, epoch=epoch)
     rng = np.random.default_rng([seed, epoch, 7])
     chunks = rng.permutation(-(-num_windows // chunk_windows))
     order = []

@@ -30,7 +30,7 @@ def cache_stats(reader: CacheReader, *, sample_chunks: int | None = None, seed: 
     if sample_chunks is not None and sample_chunks < len(chunks):
         chunks = np.sort(np.random.default_rng(seed).choice(chunks, sample_chunks, replace=False))
     cw = reader.chunk_windows
-    tails = np.concatenate([reader.arrays["tail_logprob"][c * cw:(c + 1) * cw].ravel() for c in chunks])
+    tails = np.concatenate([reader.read_array("tail_logprob", c * cw, (c + 1) * cw).ravel() for c in chunks])
     mass = topk_mass(tails)
     tokens = reader.num_windows * reader.seq_len
     nbytes = store_bytes(reader.path)
@@ -47,57 +47,69 @@ def cache_info(path) -> dict:
     reader = CacheReader(path, allow_incomplete=True)
     done = np.asarray(reader.group["chunk_done"][:])
     attrs = {k: v for k, v in reader.attrs.items() if k not in ("settings", "summary")}
-    stats = cache_stats(reader) if done.all() else {"windows": reader.num_windows, "bytes": store_bytes(path)}
+    whole = done.all() and not reader.missing
+    stats = cache_stats(reader) if whole else {"windows": reader.num_windows, "bytes": store_bytes(path)}
     return {"path": str(path), "attributes": attrs, "complete": bool(reader.attrs.get("complete")),
-            "chunks_done": int(done.sum()), "chunks": int(done.size), **stats}
+            "chunks_done": int(done.sum()), "chunks": int(done.size),
+            "damaged_chunks": [str(p) for p in reader.missing], **stats}
 
 
 def verify_chunks(reader: CacheReader) -> list[str]:
-    """Decode every chunk of every array (crc32c is checked on decode); returns one problem string per bad chunk."""
-    problems = []
-    for name, arr in reader.arrays.items():
-        step = arr.chunks[0]
-        for c in range(-(-arr.shape[0] // step)):
-            try:
-                arr[c * step:(c + 1) * step]
-            except Exception as e:  # the codec raises on a checksum mismatch or a truncated chunk
-                problems.append(f"{name} chunk {c} (rows {c * step}-{min((c + 1) * step, arr.shape[0]) - 1}): "
-                                f"{type(e).__name__}: {str(e)[:120]}")
-    done = np.asarray(reader.group["chunk_done"][:])
-    problems += [f"chunk {c} never finished writing" for c in np.flatnonzero(~done)]
-    return problems
+    """Decode every chunk of every array (crc32c is checked on decode); one problem string per missing, corrupt
+    or unfinished chunk."""
+    return [str(p) for p in reader.scan()]
+
+
+def _coarse_logprobs(logprobs_at_ids: np.ndarray, tail: np.ndarray) -> np.ndarray:
+    """(..., K+1) float64 log-probabilities of {top-k ids, rest}, renormalised to sum to exactly 1."""
+    lp = np.concatenate([logprobs_at_ids.astype(np.float64), tail.astype(np.float64)[..., None]], -1)
+    top = lp.max(-1, keepdims=True)
+    return lp - (top + np.log(np.exp(lp - top).sum(-1, keepdims=True)))
 
 
 def coarse_kl(exact_logprobs_at_ids, exact_tail, stored_logprobs, stored_tail) -> np.ndarray:
-    """KL(exact ‖ stored) of the (k+1)-outcome distributions {top-k ids, rest}, per position (nats).
+    """KL(exact ‖ stored) of the (k+1)-outcome distributions {top-k ids, rest}, per position (nats, >= 0).
+
+    Both sides are renormalised over their k+1 outcomes first: the stored log-probs are rounded (float16 on the
+    `LOGPROB_STEP` grid), so they do not sum to exactly 1, and a "KL" against an unnormalised vector can be
+    negative. After renormalising this is a true KL between distributions, hence never negative (float64 rounding
+    below 1e-15 is clipped at 0). The mass the rounding adds or removes is reported by `mass_defect`.
 
     Args: (..., K) and (...) float arrays of log-probabilities; -inf tails (K == V) contribute 0.
     """
-    pe, ps = exact_logprobs_at_ids.astype(np.float64), stored_logprobs.astype(np.float64)
-    te, ts = exact_tail.astype(np.float64), stored_tail.astype(np.float64)
-    kl = (np.exp(pe) * (pe - ps)).sum(-1)
+    pe = _coarse_logprobs(exact_logprobs_at_ids, exact_tail)
+    ps = _coarse_logprobs(stored_logprobs, stored_tail)
     with np.errstate(invalid="ignore"):
-        tail = np.where(np.isneginf(te), 0.0, np.exp(te) * (te - np.where(np.isneginf(ts), -1e30, ts)))
-    return kl + tail
+        terms = np.where(np.isneginf(pe), 0.0, np.exp(pe) * (pe - np.where(np.isneginf(ps), -1e30, ps)))
+    return np.maximum(terms.sum(-1), 0.0)
+
+
+def mass_defect(stored_logprobs, stored_tail) -> np.ndarray:
+    """|1 - (Σ stored top-k probabilities + stored tail mass)| per position: what quantisation adds or removes."""
+    lp = np.concatenate([stored_logprobs.astype(np.float64), stored_tail.astype(np.float64)[..., None]], -1)
+    return np.abs(1.0 - np.exp(lp).sum(-1))
 
 
 def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sample: int = 16, seed: int = 0,
                             device: str = "cpu") -> dict:
-    """Recompute `sample` random windows with the teachers; max |log-prob error| and mean coarse KL.
+    """Recompute `sample` random windows with the teachers and compare with what the cache stores.
+
+    Returns windows_checked, max_abs_logprob_error (nats, over the stored top-k ids), mean_kl / max_kl
+    (`coarse_kl`, nats, never negative) and mean / max mass_defect (`mass_defect`).
 
     Raises:
         BblError: the teachers' tokenizer differs from the cache's.
     """
     import torch
 
-    from bbl.dump import load_teachers
+    from bbl.teachers import load_teachers
 
     teachers, infos = load_teachers(teacher_dirs, device)
     if infos[0]["tokenizer_fingerprint"] != reader.attrs.get("tokenizer_fingerprint"):
         raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from the cache's; pass the cache's teachers")
     rows = np.sort(np.random.default_rng(seed).choice(reader.num_windows, min(sample, reader.num_windows),
                                                       replace=False))
-    max_err, kls = 0.0, []
+    max_err, kls, defects = 0.0, [], []
     with torch.inference_mode():
         for r in rows:
             row = reader.read(int(r), int(r) + 1)
@@ -111,6 +123,8 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
             stored_lp = row["topk_logprobs"][0].astype(np.float32)
             max_err = max(max_err, float(np.abs(exact_at - stored_lp).max()))
             kls.append(coarse_kl(exact_at, exact_tail, stored_lp, row["tail_logprob"][0]))
-    kl = np.concatenate(kls)
+            defects.append(mass_defect(stored_lp, row["tail_logprob"][0]))
+    kl, defect = np.concatenate(kls), np.concatenate(defects)
     return {"windows_checked": len(rows), "max_abs_logprob_error": max_err, "mean_kl": float(kl.mean()),
-            "max_kl": float(kl.max())}
+            "max_kl": float(kl.max()), "mean_mass_defect": float(defect.mean()),
+            "max_mass_defect": float(defect.max())}

@@ -15,10 +15,14 @@ from bbl import __version__
 from bbl.errors import BblError
 
 PathArg = click.Path(path_type=Path)
+Positive = click.IntRange(min=1)
+"""Counts (windows, batches, pairs, processes): an integer >= 1."""
+PositiveFloat = click.FloatRange(min=0, min_open=True)
 
 
 class _Group(click.Group):
-    """Turns a BblError anywhere below into a one-line `error: ...` and exit status 1."""
+    """Turns a BblError anywhere below, and click's usage errors (a bad option value, a missing option), into
+    one line `error: ...` naming the option and the fix, and exit status 1; nothing has been written by then."""
 
     def invoke(self, ctx):
         try:
@@ -26,6 +30,21 @@ class _Group(click.Group):
         except BblError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(1)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        except click.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            click.echo(f"error: {e.format_message()}{where}", err=True)
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(code if isinstance(code, int) else 0)
+        return code
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120,
@@ -39,7 +58,8 @@ def main():
 @click.option("--train-dir", type=PathArg, required=True, help="BabyLM train dir with *.train files (babylm_10M/).")
 @click.option("--dev-dir", type=PathArg, required=True, help="BabyLM dev dir with *.dev files (babylm_dev/).")
 @click.option("--out", type=PathArg, required=True, help="Output dir for cleaned text, tokenizer, streams.")
-@click.option("--vocab-size", type=int, default=16000, show_default=True, help="BPE vocabulary size.")
+@click.option("--vocab-size", type=click.IntRange(min=259), default=16000, show_default=True,
+              help="BPE vocabulary size (>= 259: the 256 byte tokens and 3 specials).")
 @click.option("--force", is_flag=True, help="Redo every step even when the outputs match the inputs.")
 def prepare(train_dir, dev_dir, out, vocab_size, force):
     """Clean BabyLM text, train the BPE tokenizer, encode token streams."""
@@ -109,16 +129,20 @@ def train_student(config, data, out, overrides, resume):
 @click.option("--teacher", "teachers", type=PathArg, multiple=True, required=True,
               help="Teacher model dir (repeat for an ensemble; logits are averaged).")
 @click.option("--data", type=PathArg, required=True, help="Prepared dir the teachers were trained on.")
-@click.option("--topk", "top_k", type=int, default=64, show_default=True, help="Ids kept per position.")
-@click.option("--temperature", type=float, default=2.0, show_default=True, help="Softening temperature T.")
+@click.option("--topk", "top_k", type=Positive, default=64, show_default=True,
+              help="Ids kept per position, in [1, vocab size].")
+@click.option("--temperature", type=PositiveFloat, default=2.0, show_default=True,
+              help="Softening temperature T > 0 (the paper: 2).")
 @click.option("--out", type=PathArg, default=Path("cache/ensemble.zarr"), show_default=True, help="Zarr store.")
 @click.option("--split", default="train", show_default=True, help="Token stream to dump.")
-@click.option("--seq-len", type=int, default=128, show_default=True, help="Tokens per window (the student's).")
-@click.option("--max-windows", type=int, default=None,
+@click.option("--seq-len", type=Positive, default=128, show_default=True,
+              help="Tokens per window (the student's); at most every teacher's positions.")
+@click.option("--max-windows", type=Positive, default=None,
               help="Dump the fixed subset training.max_train_windows selects (same --seed); default all windows.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the window subset (training.seed).")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Windows per teacher forward pass.")
-@click.option("--chunk-windows", type=int, default=256, show_default=True, help="Windows per Zarr chunk.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the window subset (the student's training.data_seed, else training.seed).")
+@click.option("--batch-size", type=Positive, default=16, show_default=True, help="Windows per teacher forward pass.")
+@click.option("--chunk-windows", type=Positive, default=256, show_default=True, help="Windows per Zarr chunk.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
 @click.option("--overwrite", is_flag=True, help="Replace a cache of other settings at --out.")
 def dump_logits_cmd(teachers, data, top_k, temperature, out, split, seq_len, max_windows, seed, batch_size,
@@ -173,28 +197,52 @@ def cache_info_cmd(path, as_json):
 @click.argument("path", type=PathArg)
 @click.option("--teacher", "teachers", type=PathArg, multiple=True,
               help="Recompute a sample of windows with these teachers and compare.")
-@click.option("--sample", type=int, default=16, show_default=True, help="Windows to recompute.")
-@click.option("--max-kl", type=float, default=1e-3, show_default=True, help="Fail above this mean KL (nats).")
+@click.option("--sample", type=Positive, default=16, show_default=True, help="Windows to recompute.")
+@click.option("--max-kl", type=click.FloatRange(min=0), default=1e-3, show_default=True,
+              help="Fail above this mean KL (nats).")
 def cache_verify_cmd(path, teachers, sample, max_kl):
-    """Check every chunk's checksum; with --teacher, the stored targets against a recomputation."""
-    from bbl.cache import CacheReader
-    from bbl.cache_tools import verify_against_teachers, verify_chunks
+    """Every chunk present and passing its crc32c; with --teacher, the stored targets against a recomputation.
+
+    Exits 1 naming each missing, corrupt or unfinished chunk (fix: `bbl cache repair`).
+    """
+    from bbl.cache import CacheReader, repair_command
+    from bbl.cache_tools import verify_against_teachers
 
     reader = CacheReader(path, allow_incomplete=True)
-    problems = verify_chunks(reader)
+    problems = reader.scan(progress=True)
     for p in problems:
         click.echo(f"bad: {path}: {p}", err=True)
-    if not problems:
-        click.echo(f"checksums: all chunks of {path} OK")
+    if problems:
+        click.echo(f"fix: {repair_command(path, reader.attrs)}", err=True)
+    else:
+        click.echo(f"chunks: all {reader.num_chunks} chunks of every array of {path} present, checksums OK")
     ok = not problems and reader.attrs.get("complete")
     if not reader.attrs.get("complete"):
         click.echo(f"bad: {path}: not marked complete; re-run dump-logits to finish it", err=True)
-    if teachers:
+    if teachers and not problems:
         r = verify_against_teachers(reader, list(teachers), sample=sample)
         click.echo(f"fidelity over {r['windows_checked']} windows: max |log-prob error| "
-                   f"{r['max_abs_logprob_error']:.2e} nats, mean KL {r['mean_kl']:.2e} nats (max {r['max_kl']:.2e})")
+                   f"{r['max_abs_logprob_error']:.2e} nats, KL after renormalising the k+1 outcomes: mean "
+                   f"{r['mean_kl']:.2e} nats (max {r['max_kl']:.2e}), mass defect mean {r['mean_mass_defect']:.2e} "
+                   f"(max {r['max_mass_defect']:.2e})")
         ok = ok and r["mean_kl"] <= max_kl
     sys.exit(0 if ok else 1)
+
+
+@cache.command("repair")
+@click.argument("path", type=PathArg)
+@click.option("--teacher", "teachers", type=PathArg, multiple=True, required=True,
+              help="The teachers the cache was dumped with (checked by weights sha256; repeat for each).")
+@click.option("--data", type=PathArg, default=None, help="Prepared dir of the dump (default: the one it records).")
+@click.option("--device", default="cpu", show_default=True,
+              help="Where the teachers run; the dump's device gives a byte-identical repair.")
+def cache_repair_cmd(path, teachers, data, device):
+    """Recompute exactly the missing, corrupt or unfinished chunks of a cache; an intact cache is left untouched."""
+    from bbl.repair import repair_cache
+
+    r = repair_cache(path, list(teachers), data_dir=data, device=device, log=click.echo)
+    if r["repaired"]:
+        click.echo(f"repaired {len(r['repaired'])} chunk(s) of {path}; `bbl cache verify {path}` passes")
 
 
 @main.command("distill")
@@ -224,10 +272,10 @@ def distill_cmd(config, data, out, overrides, resume, cache_path, teachers):
 @click.option("--supplement-dir", type=PathArg, default=None, help="Dir of the BabyLM supplement *.jsonl.")
 @click.option("--data", type=PathArg, default=None, help="Prepared dir, for dev perplexity.")
 @click.option("--out", type=PathArg, default=Path("results"), show_default=True, help="Output dir.")
-@click.option("--batch-size", type=int, default=64, show_default=True, help="Sentences per forward pass.")
-@click.option("--max-pairs", type=int, default=None, help="Score only the first N pairs of each task file.")
-@click.option("--seq-len", type=int, default=128, show_default=True, help="Dev window length for perplexity.")
-@click.option("--dev-windows", type=int, default=8192, show_default=True, help="Dev subset size (as in training).")
+@click.option("--batch-size", type=Positive, default=64, show_default=True, help="Sentences per forward pass.")
+@click.option("--max-pairs", type=Positive, default=None, help="Score only the first N pairs of each task file.")
+@click.option("--seq-len", type=Positive, default=128, show_default=True, help="Dev window length for perplexity.")
+@click.option("--dev-windows", type=Positive, default=8192, show_default=True, help="Dev subset size (as in training).")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
 def eval_cmd(model_dirs, ensembles, tasks, blimp_dir, supplement_dir, data, out, batch_size, max_pairs, seq_len,
              dev_windows, device):
@@ -257,15 +305,50 @@ def _default_data(name: str) -> Path:
     return Path(name)
 
 
+@main.command("study")
+@click.argument("config")
+@click.option("--data", type=PathArg, required=True, help="Prepared dir from `bbl prepare` (the teachers' and cache's).")
+@click.option("--workdir", type=PathArg, required=True, help="Where runs, evals and study.md/json/curves.png go.")
+@click.option("--cache", "cache_path", type=PathArg, default=None, help="Logit cache: adds the `cached` arm.")
+@click.option("--teacher", "teachers", type=PathArg, multiple=True,
+              help="The cache's teachers: adds the `online` arm (teachers resident) and their BLiMP rows.")
+@click.option("--seeds", type=Positive, default=3, show_default=True, help="Seeds 0..N-1, run for every arm.")
+@click.option("--arm", "arm_specs", multiple=True, metavar="NAME:OPTIONS",
+              help="An extra arm: --set SECTION.KEY=VALUE, --cache PATH, --online or --baseline; a cached distill "
+                   "unless said otherwise, e.g. --arm 'renorm:--set distill.kd_variant=topk_renorm' (repeatable).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override for every arm.")
+@click.option("--blimp-dir", type=PathArg, default=None, help="BLiMP *.jsonl dir (default: ../shared/data/...).")
+@click.option("--supplement-dir", type=PathArg, default=None, help="Supplement *.jsonl dir.")
+@click.option("--max-pairs", type=Positive, default=None,
+              help="Score only the first N pairs per file (tests; a reported study scores every pair).")
+def study_cmd(config, data, workdir, cache_path, teachers, seeds, arm_specs, overrides, blimp_dir, supplement_dir,
+              max_pairs):
+    """Train the student arms over several seeds and report them side by side with paired 95% intervals.
+
+    Arms: baseline (plain CE), cached (with --cache), online (with --teacher) and every --arm. Seed s is the same
+    init and window order in every arm. Writes WORKDIR/study.md, study.json, curves.png; re-run to resume.
+    """
+    from bbl.study import run_study
+
+    study = run_study(config, data, workdir, cache=cache_path, teachers=teachers, seeds=seeds, arm_specs=arm_specs,
+                      overrides=overrides, blimp_dir=blimp_dir or _default_data("blimp_filtered"),
+                      supplement_dir=supplement_dir or _default_data("supplement_filtered"), max_pairs=max_pairs,
+                      log=click.echo)
+    from bbl.study_report import study_table
+
+    click.echo(study_table(study))
+
+
 @main.command("pipeline")
-@click.option("--preset", type=click.Choice(["tiny", "cpu", "paper"]), default="cpu", show_default=True,
-              help="tiny: seconds (tests); cpu: <= 15 min on 2 cores; paper: the paper's models (GPU).")
+@click.option("--preset", type=click.Choice(["tiny", "cpu", "cpu-study", "paper"]), default="cpu", show_default=True,
+              help="tiny: seconds (tests); cpu: <= 15 min on 2 cores; cpu-study: the paper's comparison over 3 "
+                   "seeds on 2 cores (`bbl study`); paper: the paper's models (GPU).")
 @click.option("--data", type=PathArg, required=True, help="BabyLM dir holding babylm_10M/ and babylm_dev/.")
 @click.option("--workdir", type=PathArg, required=True, help="Where every stage writes (e.g. runs/demo).")
 @click.option("--blimp-dir", type=PathArg, default=None, help="BLiMP *.jsonl dir (default: DATA/blimp_filtered).")
 @click.option("--supplement-dir", type=PathArg, default=None,
               help="Supplement *.jsonl dir (default: DATA/supplement_filtered).")
-@click.option("--nproc", type=int, default=1, show_default=True, help="Processes per training/dump stage (torchrun).")
+@click.option("--nproc", type=Positive, default=1, show_default=True, help="Processes per training/dump stage (torchrun).")
 @click.option("--until", default=None, help="Stop after this stage (prepare, teacher-gpt2, ..., eval).")
 def pipeline_cmd(preset, data, workdir, blimp_dir, supplement_dir, nproc, until):
     """Run the whole experiment: prepare, teachers, dump, distill, baseline, eval. Resumable."""

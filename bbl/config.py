@@ -38,6 +38,11 @@ class ModelConfig:
     """Vocabulary; None takes the prepared tokenizer's. Set, it must equal it."""
 
     def __post_init__(self):
+        for name in ("n_layer", "n_head", "hidden_size", "intermediate_size", "max_position_embeddings"):
+            if getattr(self, name) <= 0:
+                raise BblError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+        if self.vocab_size is not None and self.vocab_size <= 0:
+            raise BblError(f"model.vocab_size must be >= 1 (or null), got {self.vocab_size}")
         if self.architecture not in ARCHITECTURES:
             raise BblError(f"model.architecture {self.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
         if self.hidden_size % self.n_head:
@@ -63,7 +68,10 @@ class TrainingConfig:
     seq_len: int = 128
     """Tokens per window."""
     seed: int = 0
-    """Seed for initialisation, window order and the dev subset."""
+    """Seed for initialisation and window order (and, unless data_seed is set, the data subsets)."""
+    data_seed: int | None = None
+    """Seed of the `max_train_windows` subset and the dev subset; None = `seed`. Fixing it lets runs of several
+    seeds see the same windows, so a comparison over seeds is paired (`bbl study` sets it)."""
     dev_windows: int = 8192
     """Size of the fixed random dev subset used for eval loss (capped at what the dev stream has)."""
     max_train_windows: int | None = None
@@ -88,6 +96,18 @@ class TrainingConfig:
             raise BblError(f"training.lr_scheduler {self.lr_scheduler!r}: use cosine, linear or constant")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise BblError(f"training.precision {self.precision!r}: use auto, fp32, bf16 or fp16")
+        if self.epochs <= 0 or self.lr <= 0:
+            raise BblError(f"training.epochs ({self.epochs}) and training.lr ({self.lr}) must be > 0")
+        for name in ("warmup_steps", "weight_decay", "dataloader_workers", "seed"):
+            if getattr(self, name) < 0:
+                raise BblError(f"training.{name} must be >= 0, got {getattr(self, name)}")
+        if self.data_seed is not None and self.data_seed < 0:
+            raise BblError(f"training.data_seed must be >= 0 (or null), got {self.data_seed}")
+        for name in ("micro_batch_size", "dev_windows", "max_train_windows", "max_steps", "eval_every_steps",
+                     "stop_after_steps"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise BblError(f"training.{name} must be >= 1 (or null), got {value}")
         for name in ("batch_size", "seq_len", "logging_steps"):
             if getattr(self, name) <= 0:
                 raise BblError(f"training.{name} must be positive, got {getattr(self, name)}")

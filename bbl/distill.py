@@ -91,14 +91,19 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
         reader.validate(tokenizer_fingerprint=tokenizer_fingerprint(data.tokenizer_dir),
                         train_stream_sha256=data.stream_sha256("train"), seq_len=cfg.training.seq_len,
                         temperature=d.temperature, allow_retemper=d.allow_retemper, vocab_size=data.vocab_size)
+        damaged = reader.scan()  # decode every chunk once (crc32c) so damage stops the run before its first step
+        if damaged:
+            from bbl.cache import damage_message
+
+            raise BblError(damage_message(cache_path, damaged, reader.attrs))
         dataset = CacheDataset(reader, seed=cfg.training.seed)
         kwargs.update(temperature=d.temperature or reader.temperature, cache_temperature=reader.temperature)
         provenance = {"distill_mode": "cached", "cache": str(cache_path), "cache_temperature": reader.temperature,
                       "cache_top_k": reader.top_k}
     else:
-        from bbl.dump import load_teachers
+        from bbl.teachers import load_teachers
 
-        teachers, infos = load_teachers(list(teacher_dirs), "cpu")
+        teachers, infos = load_teachers(list(teacher_dirs), "cpu", seq_len=cfg.training.seq_len)
         if infos[0]["tokenizer_fingerprint"] != tokenizer_fingerprint(data.tokenizer_dir):
             raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from {data.tokenizer_dir}")
         dataset = None  # the same windows and order as plain training

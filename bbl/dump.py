@@ -19,35 +19,12 @@ import numpy as np
 
 from bbl import __version__
 from bbl.cache import DEFAULT_CHUNK_WINDOWS, LOGPROB_STEP, TOPK_ORDER, CacheReader, CacheWriter, ChunkBatch
-from bbl.data import PreparedData, sha256_file
+from bbl.data import PreparedData
 from bbl.errors import BblError
+from bbl.teachers import ensemble_topk, load_teachers
 from bbl.windows import TokenWindows, window_subset
 
-
-def ensemble_topk(teacher_logits: list, *, temperature: float, top_k: int):
-    """Top-k of the logit-mean ensemble softened at `temperature` (Baby Llama, Section 3.2).
-
-    Args:
-        teacher_logits: list of (B, S, V) float tensors, one per teacher.
-        temperature: T > 0; p_T = softmax(mean_logits / T).
-        top_k: K <= V.
-    Returns:
-        topk_ids (B, S, K) int64, sorted by decreasing probability; topk_logprobs (B, S, K) float32, log p_T in
-        nats; tail_logprob (B, S) float32, log of the mass outside the top k computed as a logsumexp over the
-        other V - K logits (-inf when K == V).
-    """
-    import torch
-
-    total = teacher_logits[0].float()
-    for t in teacher_logits[1:]:
-        total = total + t.float()  # a new tensor: the callers' logits are never modified
-    scale = len(teacher_logits) * temperature
-    mean = total.div_(scale) if len(teacher_logits) > 1 else total / scale  # logit mean / T, ours to modify
-    log_z = torch.logsumexp(mean, dim=-1, keepdim=True)
-    top_vals, top_ids = mean.topk(top_k, dim=-1)
-    rest = mean.scatter_(-1, top_ids, float("-inf"))
-    tail = (torch.logsumexp(rest, dim=-1, keepdim=True) - log_z).squeeze(-1)
-    return top_ids, top_vals - log_z, tail
+__all__ = ["ChunkComputer", "dump_logits", "ensemble_topk", "load_teachers", "sort_by_id"]
 
 
 def sort_by_id(topk_ids: np.ndarray, topk_logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,37 +38,71 @@ def _quantize_logprobs(logprobs: np.ndarray, step: float = LOGPROB_STEP) -> np.n
     return (np.round(logprobs / step) * step).astype(np.float16)
 
 
-def load_teachers(teacher_dirs: list[Path], device: str):
-    """Load teacher checkpoints (eval mode) and their provenance.
+class ChunkComputer:
+    """Computes one chunk of the cache: the teachers' forward passes, the ensemble's top-k and the stored form.
+
+    Deterministic for a given (teachers, windows, batch_size, device): `bbl cache repair` recomputes a damaged
+    chunk with the batch size and device recorded by the dump, so the repaired store equals a clean one.
+    """
+
+    def __init__(self, teachers, infos, windows: TokenWindows, *, top_k: int, temperature: float, batch_size: int,
+                 chunk_windows: int, device: str, id_dtype, split: str = "train"):
+        self.teachers, self.infos, self.windows = teachers, infos, windows
+        self.top_k, self.temperature, self.batch_size = top_k, temperature, batch_size
+        self.chunk_windows, self.device, self.id_dtype, self.split = chunk_windows, device, id_dtype, split
+
+    def rows(self, c: int) -> range:
+        return range(c * self.chunk_windows, min((c + 1) * self.chunk_windows, len(self.windows)))
+
+    def compute(self, c: int) -> ChunkBatch:
+        """Chunk `c` as a `ChunkBatch` (ids sorted by id, log-probs on the `LOGPROB_STEP` grid).
+
+        Raises:
+            BblError: a teacher produced NaN/inf logits (names the teacher and the window).
+        """
+        import torch
+
+        rows = self.rows(c)
+        cuda = self.device.startswith("cuda")
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        ids_np = np.stack([self.windows.window(i) for i in rows])
+        parts = []
+        with torch.inference_mode():
+            for b in range(0, len(rows), self.batch_size):
+                ids = torch.from_numpy(ids_np[b:b + self.batch_size]).to(self.device)
+                logits = []
+                for model, info in zip(self.teachers, self.infos, strict=True):
+                    with autocast:
+                        lg = model(input_ids=ids).logits.float()
+                    bad = ~torch.isfinite(lg).flatten(1).all(1)
+                    if bad.any():
+                        w = int(self.windows.indices[rows[b] + int(bad.nonzero()[0])])
+                        raise BblError(f"{info['path']}: NaN/inf logits on {self.split} window {w}; the teacher "
+                                       f"checkpoint is broken, retrain or pick an earlier checkpoint")
+                    logits.append(lg)
+                parts.append([t.cpu() for t in ensemble_topk(logits, temperature=self.temperature,
+                                                             top_k=self.top_k)])
+        top_ids, top_lp, tail = (torch.cat(p).numpy() for p in zip(*parts, strict=True))
+        top_ids, top_lp = sort_by_id(top_ids, top_lp)
+        return ChunkBatch(index=c, input_ids=ids_np.astype(self.id_dtype),
+                          window_idx=self.windows.indices[rows.start:rows.stop].astype(np.int64),
+                          topk_ids=top_ids.astype(self.id_dtype), topk_logprobs=_quantize_logprobs(top_lp),
+                          tail_logprob=tail.astype(np.float32))
+
+
+def check_dump_args(*, top_k: int, temperature: float, seq_len: int, batch_size: int,
+                    max_windows: int | None = None, chunk_windows: int = DEFAULT_CHUNK_WINDOWS) -> None:
+    """Range checks of dump-logits' numeric options, before anything is read or written.
 
     Raises:
-        BblError: a dir is not a model dir, the teachers' tokenizers differ, or a model's vocab differs from
-            its tokenizer's.
+        BblError: naming the option and its valid range.
     """
-    from transformers import AutoModelForCausalLM
-
-    from bbl.models import count_parameters
-    from bbl.tokenizer import load_tokenizer, tokenizer_fingerprint
-
-    teachers, infos = [], []
-    for d in map(Path, teacher_dirs):
-        if not (d / "config.json").is_file():
-            raise BblError(f"{d}: not a model dir (no config.json); pass a dir written by `bbl train-teacher`")
-        fp = tokenizer_fingerprint(d)
-        model = AutoModelForCausalLM.from_pretrained(str(d)).to(device).eval()
-        vocab = load_tokenizer(d).get_vocab_size()
-        if model.config.vocab_size != vocab:
-            raise BblError(f"{d}: model vocab {model.config.vocab_size} != tokenizer vocab {vocab}; retrain the teacher")
-        weights = sorted(d.glob("*.safetensors")) or sorted(d.glob("*.bin"))
-        infos.append({"path": str(d.resolve()), "architecture": model.config.model_type,
-                      "parameters": count_parameters(model), "tokenizer_fingerprint": fp,
-                      "weights_sha256": {w.name: sha256_file(w) for w in weights}})
-        teachers.append(model)
-    fps = {i["tokenizer_fingerprint"] for i in infos}
-    if len(fps) > 1:
-        names = ", ".join(f"{i['path']} ({i['tokenizer_fingerprint'][:12]})" for i in infos)
-        raise BblError(f"teachers use different tokenizers: {names}; train every teacher on the same prepared data")
-    return teachers, infos
+    for option, value in (("--topk", top_k), ("--seq-len", seq_len), ("--batch-size", batch_size),
+                          ("--chunk-windows", chunk_windows), ("--max-windows", max_windows)):
+        if value is not None and value < 1:
+            raise BblError(f"{option} {value} must be >= 1")
+    if not temperature > 0:
+        raise BblError(f"--temperature {temperature} must be > 0")
 
 
 def _dist_info() -> tuple[int, int]:
@@ -119,13 +130,12 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
             top_k > vocab, temperature <= 0, out holding a cache of other settings, NaN/inf logits (names the
             window), disk full (store left resumable, not complete).
     """
-    import torch
     from tqdm.auto import tqdm
 
     from bbl.tokenizer import tokenizer_fingerprint
 
-    if temperature <= 0:
-        raise BblError(f"--temperature {temperature} must be > 0")
+    check_dump_args(top_k=top_k, temperature=temperature, seq_len=seq_len, batch_size=batch_size,
+                    max_windows=max_windows, chunk_windows=chunk_windows)
     rank, world = _dist_info()
     if world > 1:
         import torch.distributed as dist
@@ -136,7 +146,7 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     data = PreparedData(data_dir, check_hashes=True)
     data_fp = tokenizer_fingerprint(data.tokenizer_dir)
-    teachers, infos = load_teachers(teacher_dirs, device)
+    teachers, infos = load_teachers(teacher_dirs, device, seq_len=seq_len)
     if infos[0]["tokenizer_fingerprint"] != data_fp:
         raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from {data.tokenizer_dir}; "
                        f"pass the --data the teachers were trained on")
@@ -146,6 +156,8 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
     indices = window_subset(len(stream) // seq_len, max_windows, seed=seed)
     windows = TokenWindows(stream, seq_len, indices)
     n = len(windows)
+    if n == 0:
+        raise BblError(f"{data.path}: the {split} stream has fewer than --seq-len {seq_len} tokens; prepare more text")
     attrs = {
         "temperature": float(temperature), "top_k": int(top_k), "seq_len": int(seq_len),
         "vocab_size": int(data.vocab_size), "ensemble": "logit_mean", "teachers": infos,
@@ -153,7 +165,7 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
         "tokenizer_fingerprint": data_fp, "tokenizer_sha256": data.tokenizer_sha256,
         "train_stream_sha256": data.stream_sha256(split), "split": split,
         "window_selection": {"max_windows": max_windows, "seed": seed}, "logprob_step": LOGPROB_STEP,
-        "topk_order": TOPK_ORDER,
+        "topk_order": TOPK_ORDER, "dump_batch_size": int(batch_size), "dump_device": str(device).split(":")[0],
         "bbl_version": __version__, "data_dir": str(Path(data_dir).resolve()),
     }
     out = Path(out) if isinstance(out, str) else out
@@ -190,39 +202,20 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
     thread = threading.Thread(target=write_loop, name="bbl-cache-writer", daemon=True)
     thread.start()
     t0 = time.perf_counter()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else contextlib.nullcontext()
+    computer = ChunkComputer(teachers, infos, windows, top_k=top_k, temperature=temperature, batch_size=batch_size,
+                             chunk_windows=chunk_windows, device=device, id_dtype=writer.group["topk_ids"].dtype,
+                             split=split)
     bar = tqdm(total=len(todo) * chunk_windows, unit="win", desc=f"dump rank {rank}" if world > 1 else "dump",
                disable=not progress, smoothing=0.1)
     dumped = 0
     try:
-        with torch.inference_mode():
-            for c in todo:
-                if errors:
-                    break
-                rows = range(c * chunk_windows, min((c + 1) * chunk_windows, n))
-                ids_np = np.stack([windows.window(i) for i in rows])
-                parts = []
-                for b in range(0, len(rows), batch_size):
-                    ids = torch.from_numpy(ids_np[b:b + batch_size]).to(device)
-                    logits = []
-                    for model, info in zip(teachers, infos, strict=True):
-                        with autocast:
-                            lg = model(input_ids=ids).logits.float()
-                        bad = ~torch.isfinite(lg).flatten(1).all(1)
-                        if bad.any():
-                            w = int(indices[rows[b] + int(bad.nonzero()[0])])
-                            raise BblError(f"{info['path']}: NaN/inf logits on {split} window {w}; the teacher "
-                                           f"checkpoint is broken, retrain or pick an earlier checkpoint")
-                        logits.append(lg)
-                    parts.append([t.cpu() for t in ensemble_topk(logits, temperature=temperature, top_k=top_k)])
-                top_ids, top_lp, tail = (torch.cat(p).numpy() for p in zip(*parts, strict=True))
-                top_ids, top_lp = sort_by_id(top_ids, top_lp)
-                q.put(ChunkBatch(index=c, input_ids=ids_np.astype(writer.group["input_ids"].dtype),
-                                 window_idx=indices[rows.start:rows.stop].astype(np.int64),
-                                 topk_ids=top_ids.astype(writer.group["topk_ids"].dtype),
-                                 topk_logprobs=_quantize_logprobs(top_lp), tail_logprob=tail.astype(np.float32)))
-                bar.update(len(rows))
-                dumped += len(rows)
+        for c in todo:
+            if errors:
+                break
+            batch = computer.compute(c)
+            q.put(batch)
+            bar.update(len(batch.window_idx))
+            dumped += len(batch.window_idx)
     finally:
         q.put(None)
         thread.join()

@@ -11,8 +11,9 @@ import zarr
 
 from bbl.cache import CacheReader, CacheWriter, ChunkBatch, shuffled_order
 from bbl.cache_tools import verify_against_teachers, verify_chunks
-from bbl.dump import dump_logits, ensemble_topk
+from bbl.dump import dump_logits
 from bbl.errors import BblError
+from bbl.teachers import ensemble_topk
 
 from .conftest import TINY_VOCAB, save_random_model
 

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from bbl.dump import ensemble_topk
 from bbl.losses import distillation_loss, full_kl, reduce_kd, retemper, topk_renorm_kl, topk_tail_kl
+from bbl.teachers import ensemble_topk
 
 
 def test_topk_tail_hand_computed():

@@ -1,0 +1,193 @@
+"""A cache that cannot silently lie: missing, corrupt and truncated chunks are named by every reader and fixed by
+`bbl cache repair`; every bad numeric option is one `error:` line, exit 1, with nothing written."""
+
+import numpy as np
+import pytest
+import zarr
+from click.testing import CliRunner
+
+from bbl.cache import CacheReader, CacheWriter, ChunkBatch
+from bbl.cache_tools import coarse_kl, mass_defect
+from bbl.cli import main
+from bbl.dump import dump_logits
+from bbl.errors import BblError
+
+SEQ = 32
+
+
+def dump(teachers, prepared, out, **kw):
+    kw = {"top_k": 8, "seq_len": SEQ, "chunk_windows": 4, "batch_size": 2, "max_windows": 24, "progress": False,
+          "log": lambda *_: None, **kw}
+    return dump_logits(teachers, prepared, out, **kw)
+
+
+def arrays(path):
+    g = zarr.open_group(str(path), mode="r")
+    return {k: g[k][:] for k in ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob", "chunk_done")}
+
+
+def chunk_file(path, array="topk_logprobs", c=2):
+    rest = {"window_idx": (), "input_ids": ("0",), "tail_logprob": ("0",)}.get(array, ("0", "0"))
+    return path.joinpath(array, "c", str(c), *rest)
+
+
+def damage(path, fault):
+    f = chunk_file(path)
+    if fault == "missing":
+        f.unlink()
+    elif fault == "flipped":
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        f.write_bytes(bytes(data))
+    else:  # truncated: the copy that stopped half-way
+        f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
+
+
+def run(args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def error_lines(res):
+    return [line for line in res.output.splitlines() if line.startswith("error:")]
+
+
+@pytest.fixture(scope="module")
+def clean_cache(tiny_teachers, prepared, tmp_path_factory):
+    path = tmp_path_factory.mktemp("clean") / "c.zarr"
+    dump(tiny_teachers, prepared, path)
+    return path
+
+
+@pytest.mark.parametrize("fault", ["missing", "flipped", "truncated"])
+def test_damaged_chunk_is_named_by_verify_and_distill_and_repaired_to_a_clean_dump(
+        fault, clean_cache, tiny_teachers, prepared, tmp_path):
+    import shutil
+
+    path = tmp_path / "c.zarr"
+    shutil.copytree(clean_cache, path)
+    damage(path, fault)
+    res = run(["cache", "verify", path])
+    assert res.exit_code == 1
+    assert "topk_logprobs chunk 2 (rows 8-11)" in res.output and "bbl cache repair" in res.output
+    if fault == "missing":  # opening alone refuses it: zarr would read the absent chunk as zeros
+        with pytest.raises(BblError, match="topk_logprobs chunk 2 .* is missing"):
+            CacheReader(path)
+    out = tmp_path / "student"
+    res = run(["distill", "student-tiny", "--cache", path, "--data", prepared, "--out", out])
+    assert res.exit_code == 1
+    assert len(error_lines(res)) == 1 and "topk_logprobs chunk 2 (rows 8-11)" in error_lines(res)[0]
+    assert "Traceback" not in res.output
+    assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()  # not a single step
+    res = run(["cache", "repair", path, "--teacher", tiny_teachers[1], "--teacher", tiny_teachers[0]])
+    assert res.exit_code == 0, res.output
+    assert "repaired chunk 2" in res.output
+    a, b = arrays(clean_cache), arrays(path)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert chunk_file(path).read_bytes() == chunk_file(clean_cache).read_bytes()  # byte-identical, not only equal
+    assert run(["cache", "verify", path]).exit_code == 0
+
+
+def test_repair_leaves_an_intact_cache_untouched_and_refuses_other_teachers(
+        clean_cache, tiny_teachers, prepared, tmp_path):
+    import shutil
+
+    from .conftest import save_random_model
+
+    path = tmp_path / "c.zarr"
+    shutil.copytree(clean_cache, path)
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in path.rglob("*") if p.is_file()}
+    res = run(["cache", "repair", path, "--teacher", tiny_teachers[0], "--teacher", tiny_teachers[1]])
+    assert res.exit_code == 0 and "nothing to repair" in res.output
+    assert before == {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in path.rglob("*") if p.is_file()}
+    chunk_file(path).unlink()
+    other = save_random_model("llama-tiny", prepared, tmp_path / "other", seed=7)
+    res = run(["cache", "repair", path, "--teacher", other, "--teacher", tiny_teachers[1]])
+    assert res.exit_code == 1 and "weights differ" in error_lines(res)[0]
+    assert not chunk_file(path).exists()
+
+
+def test_an_all_fill_chunk_is_stored_so_absence_always_means_damage(tmp_path):
+    attrs = {"temperature": 1.0, "top_k": 2, "seq_len": 3, "vocab_size": 10, "ensemble": "logit_mean"}
+    w = CacheWriter(tmp_path / "c.zarr", attrs=attrs, num_windows=2, chunk_windows=2)
+    zeros = ChunkBatch(0, np.zeros((2, 3), np.uint16), np.arange(2), np.zeros((2, 3, 2), np.uint16),
+                       np.zeros((2, 3, 2), np.float16), np.zeros((2, 3), np.float32))  # every array at its fill
+    w.write_chunk(zeros)
+    w.finalize()
+    for name in ("input_ids", "topk_ids", "topk_logprobs", "tail_logprob"):
+        assert chunk_file(tmp_path / "c.zarr", name, 0).is_file(), name
+    assert CacheReader(tmp_path / "c.zarr").scan() == []
+
+
+def test_cache_info_reports_damage_instead_of_statistics_of_zeros(clean_cache, tmp_path):
+    import shutil
+
+    path = tmp_path / "c.zarr"
+    shutil.copytree(clean_cache, path)
+    chunk_file(path, "tail_logprob", 1).unlink()
+    res = run(["cache", "info", path, "--json"])
+    assert res.exit_code == 0
+    assert "tail_logprob chunk 1 (rows 4-7) is missing" in res.output and "topk_mass_mean" not in res.output
+
+
+def test_fidelity_kl_is_never_negative_and_zero_for_identical_targets():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(500, 40)) * 3
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    top = np.sort(np.argsort(-logp, -1)[:, :8], -1)
+    exact = np.take_along_axis(logp, top, -1)
+    tail = np.log(1 - np.exp(exact).sum(-1))
+    stored = (np.round(exact / 2 ** -6) * 2 ** -6).astype(np.float16)  # the cache's rounding
+    kl = coarse_kl(exact, tail, stored, tail.astype(np.float32))
+    assert (kl >= 0).all() and 0 < kl.mean() < 1e-4
+    assert mass_defect(stored, tail).max() > 0  # rounding does not keep the mass at exactly 1 ...
+    np.testing.assert_allclose(coarse_kl(exact, tail, exact, tail), 0, atol=1e-15)  # ... the KL sees through it
+
+
+BAD_ARGS = [  # (argv after `bbl`, the option the error must name)
+    (["prepare", "--train-dir", "T", "--dev-dir", "D", "--out", "{out}", "--vocab-size", "0"], "--vocab-size"),
+    (["train-teacher", "llama-tiny", "--data", "{prepared}", "--out", "{out}", "--set", "training.batch_size=0"],
+     "training.batch_size"),
+    (["train-student", "student-tiny", "--data", "{prepared}", "--out", "{out}", "--set", "training.lr=-1"],
+     "training.lr"),
+    (["train-student", "student-tiny", "--data", "{prepared}", "--out", "{out}", "--set", "training.seed=-1"],
+     "training.seed"),
+    (["train-student", "student-tiny", "--data", "{prepared}", "--out", "{out}", "--set", "model.n_layer=0"],
+     "model.n_layer"),
+    (["distill", "student-tiny", "--cache", "{cache}", "--data", "{prepared}", "--out", "{out}", "--set",
+      "distill.alpha=1.5"], "distill.alpha"),
+    (["distill", "student-tiny", "--cache", "{cache}", "--data", "{prepared}", "--out", "{out}", "--set",
+      "distill.temperature=0"], "distill.temperature"),
+    (["distill", "student-tiny", "--cache", "{cache}", "--data", "{prepared}", "--out", "{out}", "--set",
+      "training.max_train_windows=0"], "training.max_train_windows"),
+    *[(["dump-logits", "--teacher", "{teacher}", "--data", "{prepared}", "--out", "{out}", *extra], option)
+      for extra, option in [(["--topk", "0"], "--topk"), (["--topk", "-3"], "--topk"), (["--topk", "100000"], "--topk"),
+                            (["--batch-size", "0"], "--batch-size"), (["--seq-len", "4096"], "--seq-len"),
+                            (["--seq-len", "0"], "--seq-len"), (["--temperature", "0"], "--temperature"),
+                            (["--temperature", "-1"], "--temperature"), (["--max-windows", "0"], "--max-windows"),
+                            (["--chunk-windows", "0"], "--chunk-windows"), (["--seed", "-1"], "--seed")]],
+    (["cache", "verify", "{cache}", "--sample", "0"], "--sample"),
+    (["cache", "verify", "{cache}", "--max-kl", "-1"], "--max-kl"),
+    (["eval", "{teacher}", "--batch-size", "0", "--out", "{out}"], "--batch-size"),
+    (["eval", "{teacher}", "--max-pairs", "0", "--out", "{out}"], "--max-pairs"),
+    (["eval", "{teacher}", "--dev-windows", "0", "--out", "{out}"], "--dev-windows"),
+    (["pipeline", "--preset", "tiny", "--data", "D", "--workdir", "{out}", "--nproc", "0"], "--nproc"),
+    (["pipeline", "--preset", "huge", "--data", "D", "--workdir", "{out}"], "--preset"),
+    (["study", "student-tiny", "--data", "{prepared}", "--workdir", "{out}", "--cache", "{cache}", "--seeds", "0"],
+     "--seeds"),
+    (["study", "student-tiny", "--data", "{prepared}", "--workdir", "{out}", "--cache", "{cache}", "--arm", "x"],
+     "--arm"),
+]
+
+
+@pytest.mark.parametrize("argv,option", BAD_ARGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_ARGS])
+def test_bad_argument_is_one_error_line_exit_1_and_nothing_written(argv, option, clean_cache, tiny_teachers, prepared,
+                                                                   tmp_path):
+    out = tmp_path / "out"
+    fill = {"{out}": out, "{prepared}": prepared, "{cache}": clean_cache, "{teacher}": tiny_teachers[0]}
+    res = run([fill.get(a, a) for a in argv])
+    assert res.exit_code == 1, res.output
+    errors = error_lines(res)
+    assert len(errors) == 1 and option in errors[0], res.output
+    assert "Traceback" not in res.output
+    assert list(tmp_path.iterdir()) == []  # not even an empty --out

@@ -1,0 +1,139 @@
+"""`bbl study`: every arm over 2 seeds on the tiny presets, its outputs, resume; the interval arithmetic; the
+pairing (same seed = same window order in cached and plain training); the study presets' proportions."""
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+
+from bbl.errors import BblError
+from bbl.stats import mean_std, paired_interval, t975
+from bbl.study import parse_arm, run_study
+
+from .conftest import WORDS
+
+
+def test_paired_interval_on_hand_made_numbers():
+    r = paired_interval([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])
+    assert (r["n"], r["mean"], r["std"]) == (3, 2.0, 1.0)
+    half = 4.303 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
+    assert r["ci95"] == pytest.approx([2.0 - half, 2.0 + half])
+    r = paired_interval([5.0, 5.5], [4.0, 4.0])  # differences 1.0, 1.5: sd = 0.3536, t(0.975, 1) = 12.706
+    assert r["ci95"] == pytest.approx([1.25 - 12.706 * 0.25, 1.25 + 12.706 * 0.25], abs=1e-9)
+    assert paired_interval([1.0], [0.5])["ci95"] is None
+    assert mean_std([2.0, 4.0]) == (3.0, pytest.approx(math.sqrt(2)))
+    assert t975(40) == pytest.approx(2.0211, abs=1e-4) and t975(1000) == pytest.approx(1.9623, abs=1e-4)
+    with pytest.raises(ValueError):
+        paired_interval([1.0], [1.0, 2.0])
+
+
+def test_arm_specs_parse_or_fail_with_the_syntax():
+    from pathlib import Path
+
+    arm = parse_arm("renorm:--set distill.kd_variant=topk_renorm --set distill.alpha=0.3", default_cache=Path("c.zarr"))
+    assert arm.mode == "cached" and arm.overrides == ["distill.kd_variant=topk_renorm", "distill.alpha=0.3"]
+    assert arm.cache == Path("c.zarr")
+    assert parse_arm("t2:--cache other.zarr", default_cache=Path("c.zarr")).cache == Path("other.zarr")
+    assert parse_arm("plain2:--baseline --set training.lr=1e-3", default_cache=None).mode == "baseline"
+    for bad in ("noseparator", "x:--frobnicate", "bad name:--online"):
+        with pytest.raises(BblError, match="--arm"):
+            parse_arm(bad, default_cache=None)
+    with pytest.raises(BblError, match="needs a cache"):
+        parse_arm("x:--set distill.alpha=0.1", default_cache=None)
+
+
+def test_cached_and_plain_runs_of_one_seed_see_the_same_window_order():
+    from bbl.cache import shuffled_order
+    from bbl.windows import window_permutation
+
+    for epoch in range(3):
+        assert shuffled_order(3072, 256, seed=4, epoch=epoch).tolist() == \
+            window_permutation(3072, seed=4, epoch=epoch).tolist()
+
+
+def test_study_presets_keep_teachers_larger_than_the_student():
+    from bbl.config import load_config
+    from bbl.models import build_model, count_parameters
+
+    def params(preset):
+        return count_parameters(build_model(load_config(preset).model, 4096, device="meta"))
+
+    student, gpt2, llama = params("student-study"), params("gpt2-study"), params("llama-study")
+    assert 1.5e6 < student < 2.5e6
+    assert gpt2 >= 2 * student and llama >= 3.5 * student
+    for p in ("student-study", "gpt2-study", "llama-study"):
+        t = load_config(p).training
+        assert (t.data_seed, t.max_train_windows, t.dev_windows) == (0, 3072, 512)  # one fixed subset for all
+
+
+def write_tasks(root):
+    """Hand-made minimal-pair files: 2 BLiMP paradigms, 1 supplement file, 4 pairs each."""
+    rng = random.Random(0)
+    for sub, files in (("blimp", ("p1", "p2")), ("supplement", ("s1",))):
+        d = root / sub
+        d.mkdir()
+        for f in files:
+            rows = []
+            for _ in range(4):
+                words = [rng.choice(WORDS) for _ in range(5)]
+                rows.append({"sentence_good": " ".join(words) + " .", "sentence_bad": " ".join(words[::-1]) + " .",
+                             "UID": f, "linguistics_term": "t"})
+            (d / f"{f}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return root / "blimp", root / "supplement"
+
+
+@pytest.mark.slow
+def test_tiny_study_two_seeds_every_arm_then_resume(trained_cache, prepared, tmp_path):
+    teachers, cache = trained_cache
+    blimp, supplement = write_tasks(tmp_path)
+    w = tmp_path / "study"
+    logs = []
+    kw = {"cache": cache, "teachers": teachers, "seeds": 2, "arm_specs": ["renorm:--set distill.kd_variant=topk_renorm"],
+          "overrides": ["training.max_train_windows=null"], "blimp_dir": blimp, "supplement_dir": supplement}
+    study = run_study("student-tiny", prepared, w, log=logs.append, **kw)
+    assert set(study["arms"]) == {"baseline", "cached", "online", "renorm"}
+    for name, arm in study["arms"].items():
+        assert [r["seed"] for r in arm["runs"]] == [0, 1]
+        for r in arm["runs"]:
+            assert r["best_dev_ce"] > 0 and 0 <= r["blimp"] <= 1 and 0 <= r["supplement"] <= 1 and r["curve"]
+        d = arm["vs_baseline"]["best_dev_ce"]
+        diffs = [a["best_dev_ce"] - b["best_dev_ce"] for a, b in zip(arm["runs"], study["arms"]["baseline"]["runs"],
+                                                                      strict=True)]
+        assert d["mean"] == pytest.approx(np.mean(diffs))
+        assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
+        if name == "baseline":
+            assert d["ci95"] == [0.0, 0.0]
+    runs = study["arms"]["cached"]["runs"]
+    assert runs[0]["best_dev_ce"] != runs[1]["best_dev_ce"]  # seeds differ ...
+    base0 = json.loads((w / "runs" / "baseline" / "seed0" / "bbl_run.json").read_text())
+    cached0 = json.loads((w / "runs" / "cached" / "seed0" / "bbl_run.json").read_text())
+    assert base0["config"]["training"]["data_seed"] == cached0["config"]["training"]["data_seed"] == 0  # ... data not
+    assert cached0["distill_mode"] == "cached"
+    online0 = json.loads((w / "runs" / "online" / "seed0" / "bbl_run.json").read_text())
+    assert online0["distill_mode"] == "online" and online0["temperature"] == 2.0  # the cache's temperature
+    assert set(study["teachers"]) == {t.name for t in teachers}
+    saved = json.loads((w / "study.json").read_text())
+    assert saved["arms"]["cached"]["best_dev_ce"]["mean"] == pytest.approx(np.mean([r["best_dev_ce"] for r in runs]))
+    md = (w / "study.md").read_text()
+    assert "| cached | 2 |" in md and "| renorm | 2 |" in md and "teacher" in md
+    assert (w / "curves.png").stat().st_size > 1000
+    # a re-run skips everything; a lost run (as if the study was killed during it) is redone alone
+    logs.clear()
+    import shutil
+
+    shutil.rmtree(w / "runs" / "renorm" / "seed1")
+    run_study("student-tiny", prepared, w, log=logs.append, **kw)
+    redone = [line for line in logs if "bbl " in line and ": bbl " in line]
+    assert len(redone) == 1 and "renorm/seed1" in redone[0]
+    assert sum("done earlier, skipped" in line for line in logs) == 2 * 4 * 2 + 2 - 2
+
+
+def test_study_refuses_a_cache_of_other_windows_before_writing(trained_cache, prepared, tmp_path):
+    teachers, cache = trained_cache
+    blimp, supplement = write_tasks(tmp_path)
+    with pytest.raises(BblError, match="other windows"):
+        run_study("student-tiny", prepared, tmp_path / "w", cache=cache, seeds=2, blimp_dir=blimp,
+                  supplement_dir=supplement)  # student-tiny trains on 64 windows, the cache holds all
+    assert not (tmp_path / "w").exists()
