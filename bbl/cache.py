@@ -2,9 +2,9 @@
 
 `CacheWriter` creates the store and writes whole chunks (crc32c on each, every chunk stored even when it equals
 the fill value, a per-chunk done flag, `complete` set last); `open_cache` opens it read-only, refusing incomplete
-stores and stores with a missing chunk (zarr would read it as fill values); `CacheReader.read(start, stop)` turns a
-corrupt chunk into one `BblError` line; the chunk-aware `CacheDataset` feeds distillation. Row n of every array is window `window_idx[n]` of the train
-stream; position s holds the ensemble's distribution for the token after `input_ids[n, :s+1]`.
+stores and stores with a missing chunk (zarr would read it as fill values); `CacheReader.read(start, stop)` turns
+a corrupt chunk into one `BblError` line; the chunk-aware `CacheDataset` feeds distillation. Row n of every array
+is window `window_idx[n]` of the train stream; position s holds the ensemble's distribution for the token after `input_ids[n, :s+1]`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bbl.cache_integrity import ChunkProblem, damage_message, missing_chunks
 from bbl.errors import BblError
 
 FORMAT_VERSION = 1
@@ -289,56 +290,6 @@ class CacheReader:
         if temperature is not None and abs(temperature - self.temperature) > 1e-9 and not allow_retemper:
             raise BblError(f"{p}: cache was written at temperature {self.temperature}, the run asks {temperature}; "
                            f"drop distill.temperature or set distill.allow_retemper=true")
-
-
-@dataclass(frozen=True)
-class ChunkProblem:
-    """A damaged chunk: `kind` is missing (no chunk key), corrupt (checksum/decode error) or unfinished."""
-
-    array: str
-    chunk: int
-    rows: tuple[int, int]
-    kind: str
-    detail: str = ""
-
-    def __str__(self) -> str:
-        what = {"missing": "is missing", "corrupt": "is corrupt (checksum mismatch or undecodable)",
-                "unfinished": "was never finished writing"}[self.kind]
-        return f"{self.array} chunk {self.chunk} (rows {self.rows[0]}-{self.rows[1]}) {what}"
-
-
-def missing_chunks(reader: CacheReader) -> list[ChunkProblem]:
-    """Chunks of the data arrays whose key is absent from the store (one listing of the store).
-
-    Zarr reads an absent chunk as the fill value, so this is what keeps a deleted chunk from reading as zeros.
-    """
-    from zarr.core.sync import sync
-
-    async def _keys(store, prefix):
-        return {k async for k in store.list_prefix(prefix)}
-
-    root = reader.group.store_path.path
-    prefix = f"{root}/" if root else ""
-    keys = sync(_keys(reader.group.store, prefix))
-    problems = []
-    for name, arr in reader.arrays.items():
-        extra = (0,) * (arr.ndim - 1)
-        for c in range(arr.cdata_shape[0]):
-            if f"{prefix}{arr.path}/{arr.metadata.encode_chunk_key((c, *extra))}" not in keys:
-                problems.append(ChunkProblem(name, c, reader.rows_of(c), "missing"))
-    return problems
-
-
-def repair_command(path, attrs: dict) -> str:
-    """The `bbl cache repair` command line for a cache, with the teachers it records."""
-    teachers = " ".join(f"--teacher {t['path']}" for t in attrs.get("teachers", [])) or "--teacher DIR ..."
-    return f"bbl cache repair {path} {teachers}"
-
-
-def damage_message(path, problems: list[ChunkProblem], attrs: dict) -> str:
-    """One line: the first damaged chunk, how many more, and the repair command."""
-    more = f" (and {len(problems) - 1} more damaged chunk(s))" if len(problems) > 1 else ""
-    return f"{path}: {problems[0]}{more}; run `{repair_command(path, attrs)}` to recompute it"
 
 
 def open_cache(path, **kw) -> CacheReader:

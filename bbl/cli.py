@@ -164,7 +164,7 @@ def dump_logits_cmd(teachers, data, top_k, temperature, out, split, seq_len, max
 
 @main.group(cls=_Group)
 def cache():
-    """Inspect and verify logit caches."""
+    """Inspect, verify and repair logit caches."""
 
 
 @cache.command("info")
@@ -205,7 +205,8 @@ def cache_verify_cmd(path, teachers, sample, max_kl):
 
     Exits 1 naming each missing, corrupt or unfinished chunk (fix: `bbl cache repair`).
     """
-    from bbl.cache import CacheReader, repair_command
+    from bbl.cache import CacheReader
+    from bbl.cache_integrity import repair_command
     from bbl.cache_tools import verify_against_teachers
 
     reader = CacheReader(path, allow_incomplete=True)

@@ -93,7 +93,7 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
                         temperature=d.temperature, allow_retemper=d.allow_retemper, vocab_size=data.vocab_size)
         damaged = reader.scan()  # decode every chunk once (crc32c) so damage stops the run before its first step
         if damaged:
-            from bbl.cache import damage_message
+            from bbl.cache_integrity import damage_message
 
             raise BblError(damage_message(cache_path, damaged, reader.attrs))
         dataset = CacheDataset(reader, seed=cfg.training.seed)

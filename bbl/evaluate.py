@@ -115,6 +115,8 @@ def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), tasks=
     if bad:
         raise BblError(f"unknown task(s) {', '.join(bad)}; use {', '.join(TASKS)}")
     data = PreparedData(data_dir) if data_dir else None
+    for d in [*model_dirs, *[m for e in ensembles for m in e]]:
+        _check_model_dir(Path(d), seq_len if "perplexity" in tasks else None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -144,6 +146,22 @@ def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), tasks=
         results.append(record)
     write_report(results, out)
     return results
+
+
+def _check_model_dir(d: Path, seq_len: int | None) -> None:
+    """Before anything is written: a model dir with a tokenizer, whose positions hold `seq_len` dev tokens.
+
+    Raises:
+        BblError: naming the dir (or --seq-len) and the fix.
+    """
+    if not (d / "config.json").is_file():
+        raise BblError(f"{d}: not a model dir (no config.json); pass a dir written by bbl or save_pretrained")
+    if not (d / "tokenizer.json").is_file():
+        raise BblError(f"{d}: no tokenizer (tokenizer.json) in the model dir; save the tokenizer with the model")
+    config = json.loads((d / "config.json").read_text())
+    positions = config.get("max_position_embeddings") or config.get("n_positions")
+    if seq_len is not None and positions and seq_len > positions:
+        raise BblError(f"--seq-len {seq_len} exceeds the {positions} positions of {d}; use --seq-len <= {positions}")
 
 
 def _safe(name: str) -> str:

@@ -171,6 +171,8 @@ BAD_ARGS = [  # (argv after `bbl`, the option the error must name)
     (["eval", "{teacher}", "--batch-size", "0", "--out", "{out}"], "--batch-size"),
     (["eval", "{teacher}", "--max-pairs", "0", "--out", "{out}"], "--max-pairs"),
     (["eval", "{teacher}", "--dev-windows", "0", "--out", "{out}"], "--dev-windows"),
+    (["eval", "{teacher}", "--seq-len", "4096", "--data", "{prepared}", "--out", "{out}"], "--seq-len"),
+    (["eval", "{out}", "--out", "{out}"], "config.json"),
     (["pipeline", "--preset", "tiny", "--data", "D", "--workdir", "{out}", "--nproc", "0"], "--nproc"),
     (["pipeline", "--preset", "huge", "--data", "D", "--workdir", "{out}"], "--preset"),
     (["study", "student-tiny", "--data", "{prepared}", "--workdir", "{out}", "--cache", "{cache}", "--seeds", "0"],
