@@ -137,3 +137,19 @@ def test_study_refuses_a_cache_of_other_windows_before_writing(trained_cache, pr
         run_study("student-tiny", prepared, tmp_path / "w", cache=cache, seeds=2, blimp_dir=blimp,
                   supplement_dir=supplement)  # student-tiny trains on 64 windows, the cache holds all
     assert not (tmp_path / "w").exists()
+
+
+def test_data_seed_fixes_the_windows_across_seeds(prepared):
+    from bbl.config import load_config
+    from bbl.data import PreparedData
+    from bbl.train import load_windows
+
+    data = PreparedData(prepared)
+
+    def windows(*overrides):
+        train, dev = load_windows(load_config("student-tiny", ["training.max_train_windows=16",
+                                                               "training.dev_windows=8", *overrides]), data)
+        return train.indices.tolist(), dev.indices.tolist()
+
+    assert windows("training.seed=0", "training.data_seed=0") == windows("training.seed=1", "training.data_seed=0")
+    assert windows("training.seed=0") != windows("training.seed=1")  # without it, the seed picks the subsets too
