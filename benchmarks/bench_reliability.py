@@ -2,6 +2,7 @@
 
 Usage (any prepared dir; teachers are random tiny models built here, their quality does not matter):
     python benchmarks/bench_reliability.py --data runs/study/prepared [--kills 10] [--cache CACHE] [--json]
+    python benchmarks/bench_reliability.py --cache runs/study/cache/ensemble.zarr --open-cost-only
 Dumps 1,024 windows of 32 tokens in 32 chunks, then: SIGKILLs a re-run of the same dump at random moments until
 at least --kills kills have landed and the dump finished, and compares it with an uninterrupted dump; injects
 each chunk fault and records what `cache verify`, `distill` and `cache repair` do; with --cache, times opening a
@@ -163,13 +164,21 @@ def open_cost(cache: Path, reps: int) -> dict:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, required=True, help="a prepared dir (bbl prepare)")
+    ap.add_argument("--data", type=Path, help="a prepared dir (bbl prepare); required unless --open-cost-only")
     ap.add_argument("--kills", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", type=Path, default=None, help="a real cache to time the open-time check on")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--open-cost-only", action="store_true", help="only time opening and scanning --cache")
     args = ap.parse_args()
+    if args.open_cost_only:
+        o = open_cost(args.cache, args.reps)
+        print(json.dumps(o, indent=2) if args.json else
+              f"open {o['cache']} ({o['windows']} windows, {o['chunks']} chunks): {1e3 * o['open_s_with_check']:.1f} "
+              f"ms with the missing-chunk check, {1e3 * o['open_s_without_check']:.1f} ms without; full scan "
+              f"{o['scan_s']:.2f} s ({o['scan_windows_per_s']:,.0f} windows/s)")
+        return
     root = Path(tempfile.mkdtemp(prefix="bbl-faults-"))
     try:
         teachers = make_teachers(args.data, root)
