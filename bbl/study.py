@@ -145,8 +145,12 @@ def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None 
     workdir.mkdir(parents=True, exist_ok=True)
     state_path = workdir / STATE_FILE
     state = json.loads(state_path.read_text()) if state_path.is_file() else {"runs": {}}
-    jobs = [(arm, seed) for seed in range(seeds) for arm in arms]  # seed-major: a partial study stays balanced
     t0 = time.perf_counter()
+    for t in teachers:  # first: a study stopped part-way still has its reference rows
+        out = workdir / "teachers" / t.name
+        _eval_once(state, state_path, f"teacher/{t.name}", t, _eval_argv(t, out, blimp_dir, supplement_dir, max_pairs),
+                   f"[study] teacher {t.name} eval", log, eval_dir=out)
+    jobs = [(arm, seed) for seed in range(seeds) for arm in arms]  # seed-major: a partial study stays balanced
     for i, (arm, seed) in enumerate(jobs, 1):
         out = workdir / "runs" / arm.name / f"seed{seed}"
         key = f"{arm.name}/seed{seed}"
@@ -154,10 +158,6 @@ def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None 
                   arm, out, f"[study {i}/{len(jobs)}] {key}", log)
         _eval_once(state, state_path, key, out, _eval_argv(out, out / "eval", blimp_dir, supplement_dir, max_pairs),
                    f"[study {i}/{len(jobs)}] {key} eval", log)
-    for t in teachers:
-        out = workdir / "teachers" / t.name
-        _eval_once(state, state_path, f"teacher/{t.name}", t, _eval_argv(t, out, blimp_dir, supplement_dir, max_pairs),
-                   f"[study] teacher {t.name} eval", log, eval_dir=out)
     from bbl.study_report import write_study
 
     study = collect(workdir, arms, seeds, teachers, state)
