@@ -16,7 +16,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,15 +137,12 @@ def fault_rows(teachers, prepared, root: Path, clean: Path) -> list[dict]:
 
 
 def open_cost(cache: Path, reps: int) -> dict:
+    from bench_cache import median_time  # this script's folder is on sys.path when run as a script
+
     import bbl.cache as bc
 
     def timed(fn):
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
+        return median_time(fn, reps)
 
     with_check = timed(lambda: bc.CacheReader(cache))
     real = bc.missing_chunks
