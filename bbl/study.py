@@ -114,8 +114,9 @@ def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None 
     teachers = [Path(t) for t in teachers]
     arms = [Arm("baseline", "baseline")]
     temperature = cfg.distill.temperature
-    if cache is not None:
-        temperature = temperature or open_cache(cache).temperature
+    study_cache = open_cache(cache) if cache is not None else None  # opened once: each open lists the store
+    if study_cache is not None:
+        temperature = temperature or study_cache.temperature
         arms.append(Arm("cached", "cached", Path(cache)))
     if teachers:
         arms.append(Arm("online", "online", overrides=[f"distill.temperature={temperature or 2.0}"]))
@@ -126,13 +127,14 @@ def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None 
     overrides = list(overrides)
     data_seed = cfg.training.data_seed
     if data_seed is None:  # fix the windows and the dev subset across seeds, so that seeds are paired
-        data_seed = open_cache(cache).attrs.get("window_selection", {}).get("seed", 0) if cache else 0
+        data_seed = study_cache.attrs.get("window_selection", {}).get("seed", 0) if study_cache else 0
         overrides.append(f"training.data_seed={data_seed}")
     for arm in arms:
         if arm.mode == "online" and not teachers:
             raise BblError(f"--arm {arm.name}: an online arm needs the study's --teacher DIR ...")
         if arm.cache is not None:
-            selection = open_cache(arm.cache).attrs.get("window_selection", {})  # complete, no missing chunk
+            reader = study_cache if study_cache and arm.cache == Path(cache) else open_cache(arm.cache)
+            selection = reader.attrs.get("window_selection", {})  # opened: complete, no missing chunk
             want = (cfg.training.max_train_windows, data_seed if cfg.training.max_train_windows else None)
             if (selection.get("max_windows"), selection.get("seed") if selection.get("max_windows") else None) != want:
                 raise BblError(f"{arm.cache}: dumped for max_windows {selection.get('max_windows')}, seed "
@@ -192,8 +194,8 @@ def _run_once(state, state_path, key, argv, arm, out, label, log):
 def _eval_once(state, state_path, key, model_dir, argv, label, log, eval_dir=None):
     eval_dir = eval_dir or model_dir / "eval"
     result = eval_dir / f"{Path(model_dir).name}.json"
-    fp = hashlib.sha256(json.dumps(argv).encode() + (Path(model_dir) / "bbl_run.json").read_bytes()
-                        if (Path(model_dir) / "bbl_run.json").is_file() else json.dumps(argv).encode()).hexdigest()
+    run_file = Path(model_dir) / "bbl_run.json"  # a retrained model invalidates its eval
+    fp = hashlib.sha256(json.dumps(argv).encode() + (run_file.read_bytes() if run_file.is_file() else b"")).hexdigest()
     record = state.setdefault("evals", {}).get(key, {})
     if record.get("fingerprint") == fp and result.is_file():
         log(f"{label}: done earlier, skipped")
