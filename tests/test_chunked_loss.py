@@ -52,7 +52,7 @@ def test_values_and_gradients_equal_the_unfused_losses(kind, temperature, reduct
     torch.testing.assert_close(ce, ref_ce.detach(), rtol=1e-5, atol=1e-6)
     if kind is not None:
         torch.testing.assert_close(kd_value, ref_kd.detach(), rtol=1e-5, atol=1e-6)
-    for got, want in zip(grads, ref_grads):
+    for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
 
 
@@ -131,3 +131,32 @@ def test_hf_models_chunked_equals_the_models_own_loss(architecture):
     torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-6)
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def _tiny_models():
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(1)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=V, n_positions=16, n_embd=16, n_layer=2, n_head=2, bos_token_id=0,
+                                      eos_token_id=1)).eval()
+    llama = LlamaForCausalLM(LlamaConfig(vocab_size=V, hidden_size=24, intermediate_size=32, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=16,
+                                         bos_token_id=0, eos_token_id=1)).eval()
+    return [gpt2, llama]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_dump_ensemble_from_hidden_states_equals_the_logits_path(temperature):
+    """The dump's chunked ensemble (hidden states, heads of different widths) equals `ensemble_topk` on logits."""
+    from bbl.teachers import ensemble_topk, ensemble_topk_from_hidden, teacher_forward
+
+    models = _tiny_models()
+    ids = torch.randint(0, V, (B, S))
+    with torch.inference_mode():
+        ref = ensemble_topk([m(input_ids=ids).logits for m in models], temperature=temperature, top_k=K)
+        hidden, heads = zip(*(teacher_forward(m, ids) for m in models), strict=True)
+        got = ensemble_topk_from_hidden(list(hidden), list(heads), temperature=temperature, top_k=K, chunk_rows=5)
+    assert all(h.shape[-1] != V for h in hidden)  # hidden states, not logits
+    assert torch.equal(got[0], ref[0])
+    torch.testing.assert_close(got[1], ref[1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got[2], ref[2], rtol=1e-5, atol=1e-6)
