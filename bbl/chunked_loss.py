@@ -168,7 +168,11 @@ class _ChunkedHeadLoss(torch.autograd.Function):
 
 
 def _passes(hidden, weight, target, tensors, spec: _Spec, *, want_grad: bool):
-    """One pass over row chunks: (loss, Σ CE, Σ KL, grad_hidden | None, grad_weight | None), sums in fp32."""
+    """One pass over row chunks: (loss, Σ CE, Σ KL, grad_hidden | None, grad_weight | None), sums in fp32.
+
+    Per chunk the (c, V) work is: the projection, one logsumexp, one exp into a buffer that becomes the gradient
+    in place (shared by CE and KD at T = 1), and K-wide gathers and scatters; the backward's two matmuls follow.
+    """
     topk_ids, topk_logprobs, tail_logprob, teacher_logits = tensors
     n = hidden.shape[0]
     w32 = weight.float()
@@ -176,7 +180,6 @@ def _passes(hidden, weight, target, tensors, spec: _Spec, *, want_grad: bool):
     kl_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
     grad_hidden = torch.empty_like(hidden) if want_grad else None
     grad_weight = torch.zeros_like(w32) if want_grad else None
-    t = spec.temperature
     for r0 in range(0, n, spec.chunk_rows):
         r1 = min(n, r0 + spec.chunk_rows)
         h = hidden[r0:r1].float()
@@ -185,25 +188,19 @@ def _passes(hidden, weight, target, tensors, spec: _Spec, *, want_grad: bool):
         valid = tgt != IGNORE_INDEX
         safe = torch.where(valid, tgt, 0).unsqueeze(-1)
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-        ce_rows = (lse - logits.gather(-1, safe)).squeeze(-1)
-        ce_sum += (ce_rows * valid).sum()
-        if spec.kind is not None:
-            if t == 1.0:
-                log_q = logits - lse
-            else:
-                log_q = torch.log_softmax(logits / t, dim=-1)
-            kl_rows, g_kd = _kd_rows(spec.kind, log_q, t, topk_ids, topk_logprobs, tail_logprob, teacher_logits,
-                                     r0, r1, want_grad)
+        ce_sum += ((lse - logits.gather(-1, safe)).squeeze(-1) * valid).sum()
+        row_ce = (valid.float() * spec.ce_weight).unsqueeze(-1)  # d loss / d CE row
+        if spec.kind is None:
+            dz = logits.sub_(lse).exp_().mul_(row_ce) if want_grad else None
+        else:
+            targets = {"topk_ids": topk_ids, "topk_logprobs": topk_logprobs, "tail_logprob": tail_logprob,
+                       "teacher_logits": teacher_logits}
+            kl_rows, dz = _kd_chunk(spec, logits, lse, {k: v[r0:r1] for k, v in targets.items() if v is not None},
+                                    row_ce, want_grad)
             kl_sum += kl_rows.sum()
         if not want_grad:
             continue
-        # CE gradient: softmax(z) - onehot, on counted rows, scaled by the CE's weight.
-        row_ce = (valid.float() * spec.ce_weight).unsqueeze(-1)
-        if spec.kind is None:
-            dz = torch.exp(logits - lse).mul_(row_ce)
-        else:
-            dz = torch.exp(logits - lse).mul_(row_ce).add_(g_kd, alpha=spec.kd_weight)
-        dz.scatter_add_(-1, safe, -row_ce)
+        dz.scatter_add_(-1, safe, -row_ce)  # the CE's "- onehot(label)"
         grad_hidden[r0:r1] = (dz @ w32).to(hidden.dtype)
         grad_weight.addmm_(dz.T, h)
     loss = spec.ce_weight * ce_sum + spec.kd_weight * kl_sum
@@ -217,38 +214,51 @@ def _xlogx(log_p, diff):
     return torch.where(zero, torch.zeros_like(log_p), log_p.exp() * torch.where(zero, 0.0, diff))
 
 
-def _kd_rows(kind, log_q, t, topk_ids, topk_logprobs, tail_logprob, teacher_logits, r0, r1, want_grad):
-    """Per-row KL (c,) and, if wanted, d KL / d logits (c, V), for one chunk. Same values as `bbl.losses`."""
+def _kd_chunk(spec: _Spec, logits, lse, tg: dict, row_ce, want_grad: bool):
+    """Per-row KL (c,) of one chunk and, if wanted, d loss / d logits of CE and KD together except the CE's
+    "- onehot" (c, V), built in place over `logits`. Same values as `bbl.losses`."""
+    t, kind = spec.temperature, spec.kind
+    lse_t = lse if t == 1.0 else torch.logsumexp(logits / t, dim=-1, keepdim=True)
+    scale = spec.kd_weight / t  # d loss / d (q - r) per unit of the KD's logit gradient
     if kind == "full":
-        log_p = torch.log_softmax(teacher_logits[r0:r1].float() / t, dim=-1)
+        log_p = torch.log_softmax(tg["teacher_logits"].float() / t, dim=-1)
+        log_q = logits / t - lse_t
         kl = _xlogx(log_p, log_p - log_q).sum(-1)
         if not want_grad:
             return kl, None
-        return kl, log_q.exp().sub_(log_p.exp()).div_(t)
-    ids = topk_ids[r0:r1].long()
-    log_p_top = topk_logprobs[r0:r1].float()
-    log_q_top = log_q.gather(-1, ids)
+        q = log_q.exp_()
+        dz = _ce_softmax_plus(logits, lse, row_ce, q, t, lse_t, scale)
+        return kl, dz.sub_(log_p.exp_().mul_(scale))
+    ids = tg["topk_ids"].long()
+    log_p_top = tg["topk_logprobs"].float()
+    log_q_top = logits.gather(-1, ids) / t - lse_t
     if kind == "topk_tail":
-        q_top = log_q_top.double().exp()
-        q_tail = (1.0 - q_top.sum(-1)).clamp_min(1e-300)
-        log_p_tail = tail_logprob[r0:r1].float()
+        q_top64 = log_q_top.double().exp()
+        q_tail = (1.0 - q_top64.sum(-1)).clamp_min(1e-300)
+        log_p_tail = tg["tail_logprob"].float()
         kl = _xlogx(log_p_top, log_p_top - log_q_top).sum(-1) + _xlogx(log_p_tail, log_p_tail - q_tail.log().float())
         if not want_grad:
             return kl, None
         # The cached masses need not sum to 1 exactly (fp16 rounding), so keep the general form: with
-        # P = Σ_I p + p_tail, d KL / d z_j = q_j (P - p_tail / q_tail) off I and q_i P - p_i on I.
+        # P = Σ_I p + p_tail, d KL / d z_j = (q_j (P - p_tail / q_tail)) / T off I and (q_i P - p_i) / T on I.
         p_top, p_tail = log_p_top.exp(), log_p_tail.double().exp()
-        total = (p_top.double().sum(-1) + p_tail).unsqueeze(-1)
-        off = (total - (p_tail / q_tail).unsqueeze(-1)).float()
-        q = log_q.exp()
-        g = q * off
-        g.scatter_(-1, ids, q.gather(-1, ids) * total.float() - p_top)
-        return kl, g.div_(t)
-    # topk_renorm
+        ratio = p_tail / q_tail
+        off = (p_top.double().sum(-1) + p_tail - ratio).float().unsqueeze(-1)
+        dz = _ce_softmax_plus(logits, lse, row_ce, None, t, lse_t, scale * off)
+        q_top = q_top64.float()
+        return kl, dz.scatter_add_(-1, ids, (q_top * ratio.float().unsqueeze(-1) - p_top) * scale)
+    # topk_renorm: d KL / d z = (q - p~) / T with p~ the teacher renormalised over its k ids
     log_p = log_p_top - torch.logsumexp(log_p_top, dim=-1, keepdim=True)
     kl = _xlogx(log_p, log_p - log_q_top).sum(-1)
     if not want_grad:
         return kl, None
-    g = log_q.exp()
-    g.scatter_add_(-1, ids, -log_p.exp())
-    return kl, g.div_(t)
+    dz = _ce_softmax_plus(logits, lse, row_ce, None, t, lse_t, scale)
+    return kl, dz.scatter_add_(-1, ids, log_p.exp().mul_(-scale))
+
+
+def _ce_softmax_plus(logits, lse, row_ce, q, t, lse_t, coef):
+    """softmax(z) * row_ce + q_T * coef, (c, V), in place over `logits` (q_T = softmax(z / T), shared at T = 1)."""
+    if t == 1.0:
+        return logits.sub_(lse).exp_().mul_(row_ce + coef)
+    q = q if q is not None else (logits / t).sub_(lse_t).exp_()
+    return logits.sub_(lse).exp_().mul_(row_ce).add_(q.mul_(coef))
