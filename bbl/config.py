@@ -90,10 +90,17 @@ class TrainingConfig:
     """DataLoader worker processes."""
     stop_after_steps: int | None = None
     """Stop as if killed after this many steps, keeping checkpoints (to exercise --resume); None in real runs."""
+    loss_impl: str = "chunked"
+    """chunked: the LM head, CE and KD computed a chunk of rows at a time, never holding the (B, S, V) logits
+    (`bbl.chunked_loss`; equal values and gradients); hf: the model's own logits and loss (the reference)."""
+    loss_chunk_rows: int | None = None
+    """Rows per chunk of the chunked loss; None = about 16 MiB of fp32 logits per chunk."""
 
     def __post_init__(self):
         if self.lr_scheduler not in ("cosine", "linear", "constant", "constant_with_warmup"):
             raise BblError(f"training.lr_scheduler {self.lr_scheduler!r}: use cosine, linear or constant")
+        if self.loss_impl not in ("chunked", "hf"):
+            raise BblError(f"training.loss_impl {self.loss_impl!r}: use chunked or hf")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise BblError(f"training.precision {self.precision!r}: use auto, fp32, bf16 or fp16")
         if self.epochs <= 0 or self.lr <= 0:
@@ -104,7 +111,7 @@ class TrainingConfig:
         if self.data_seed is not None and self.data_seed < 0:
             raise BblError(f"training.data_seed must be >= 0 (or null), got {self.data_seed}")
         for name in ("micro_batch_size", "dev_windows", "max_train_windows", "max_steps", "eval_every_steps",
-                     "stop_after_steps"):
+                     "stop_after_steps", "loss_chunk_rows"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise BblError(f"training.{name} must be >= 1 (or null), got {value}")

@@ -17,45 +17,60 @@ from bbl.errors import BblError
 def make_distill_trainer():
     """A Trainer whose `compute_loss` adds the KD term (cached or online) and logs ce_loss / kd_loss."""
     import torch
-    from transformers import Trainer
 
+    from bbl.chunked_loss import KDTargets, chunked_head_loss
     from bbl.losses import distillation_loss, full_kl, reduce_kd, retemper, topk_renorm_kl, topk_tail_kl
+    from bbl.trainer_loss import make_loss_trainer
 
     kd_functions = {"topk_tail": topk_tail_kl, "topk_renorm": topk_renorm_kl}
 
-    class DistillTrainer(Trainer):
-        # compute_loss returns a per-micro-batch mean; the Trainer divides by the accumulation steps.
-        loss_is_scaled_for_ga = False
-
+    class DistillTrainer(make_loss_trainer()):
         def __init__(self, *args, distill=None, temperature: float = 2.0, cache_temperature: float | None = None,
                      teachers=None, **kwargs):
             super().__init__(*args, **kwargs)
+            self.loss_is_scaled_for_ga = False  # both paths return a per-micro-batch mean
             self.distill, self.temperature, self.cache_temperature = distill, temperature, cache_temperature
             self.teachers = [t.to(self.args.device).eval() for t in teachers or []]
             self._parts: dict[str, list[float]] = {"ce_loss": [], "kd_loss": []}
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob") if k in inputs}
-            outputs = model(input_ids=inputs["input_ids"], labels=inputs["labels"])
-            ce = outputs.loss
-            if not model.training or (not targets and not self.teachers):
-                return (ce, outputs) if return_outputs else ce  # eval: the student's own dev CE
-            temperature = self.temperature
+        def _teacher_targets(self, input_ids, targets):
+            """The KD targets at the training temperature: the teachers' logit mean, or the (re-tempered) cache."""
             if self.teachers:
                 with torch.no_grad():
-                    teacher = torch.stack([t(input_ids=inputs["input_ids"]).logits.float()
-                                           for t in self.teachers]).mean(0)
-                kl = full_kl(outputs.logits, teacher, temperature)
-            else:
-                top, tail = targets["topk_logprobs"], targets["tail_logprob"]
-                if self.cache_temperature is not None and abs(self.cache_temperature - temperature) > 1e-9:
-                    top, tail = retemper(top, tail, from_temperature=self.cache_temperature,
-                                         to_temperature=temperature)
-                kl = kd_functions[self.distill.kd_variant](outputs.logits, targets["topk_ids"], top, tail, temperature)
-            kd = reduce_kd(kl, self.distill.reduction)
-            loss = distillation_loss(ce, kd, alpha=self.distill.alpha, temperature=temperature)
-            self._parts["ce_loss"].append(float(ce.detach()))
-            self._parts["kd_loss"].append(float(kd.detach()))
+                    logits = torch.stack([t(input_ids=input_ids).logits.float() for t in self.teachers]).mean(0)
+                return KDTargets("full", teacher_logits=logits)
+            top, tail = targets["topk_logprobs"], targets["tail_logprob"]
+            if self.cache_temperature is not None and abs(self.cache_temperature - self.temperature) > 1e-9:
+                top, tail = retemper(top, tail, from_temperature=self.cache_temperature,
+                                     to_temperature=self.temperature)
+            return KDTargets(self.distill.kd_variant, topk_ids=targets["topk_ids"], topk_logprobs=top,
+                             tail_logprob=tail)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob") if k in inputs}
+            distilling = model.training and (targets or self.teachers)
+            if self.loss_impl == "chunked":
+                outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"])
+                kd = self._teacher_targets(inputs["input_ids"], targets) if distilling else None
+                loss, ce, kd_value = chunked_head_loss(
+                    hidden, weight, inputs["labels"], kd=kd, alpha=self.distill.alpha, temperature=self.temperature,
+                    reduction=self.distill.reduction, chunk_rows=self.loss_chunk_rows)
+            else:  # the reference: the model's (B, S, V) logits and the unfused losses
+                outputs = model(input_ids=inputs["input_ids"], labels=inputs["labels"])
+                loss = ce = outputs.loss
+                if distilling:
+                    kd_targets = self._teacher_targets(inputs["input_ids"], targets)
+                    if kd_targets.kind == "full":
+                        kl = full_kl(outputs.logits, kd_targets.teacher_logits, self.temperature)
+                    else:
+                        kl = kd_functions[kd_targets.kind](outputs.logits, kd_targets.topk_ids,
+                                                           kd_targets.topk_logprobs, kd_targets.tail_logprob,
+                                                           self.temperature)
+                    kd_value = reduce_kd(kl, self.distill.reduction)
+                    loss = distillation_loss(ce, kd_value, alpha=self.distill.alpha, temperature=self.temperature)
+            if distilling:
+                self._parts["ce_loss"].append(float(ce.detach()))
+                self._parts["kd_loss"].append(float(kd_value.detach()))
             return (loss, outputs) if return_outputs else loss
 
         def log(self, logs, start_time=None):

@@ -1,7 +1,9 @@
 """`bbl dump-logits`: run the teachers once over every training window and write the ensemble's top-k to Zarr.
 
 Per chunk of windows: each teacher's logits (fp32) → logit mean (the paper's ensemble) → divide by the
-temperature → top-k ids and log-probs, plus the log of the tail mass by logsumexp over the other ids. A writer
+temperature → top-k ids and log-probs, plus the log of the tail mass by logsumexp over the other ids. For GPT-2
+and LLaMA teachers the logits are never materialised per teacher: their last hidden states go through
+`ensemble_topk_from_hidden`, which projects, sums and reduces a chunk of positions at a time. A writer
 thread compresses and writes while the next chunk is computed. Resumable (per-chunk done flags) and sharded by
 rank under torchrun (rank r writes chunks r, r + world, ...).
 """
@@ -21,7 +23,7 @@ from bbl import __version__
 from bbl.cache import DEFAULT_CHUNK_WINDOWS, LOGPROB_STEP, TOPK_ORDER, CacheReader, CacheWriter, ChunkBatch
 from bbl.data import PreparedData
 from bbl.errors import BblError
-from bbl.teachers import ensemble_topk, load_teachers
+from bbl.teachers import ensemble_topk, ensemble_topk_from_hidden, load_teachers, teacher_forward
 from bbl.windows import TokenWindows, window_subset
 
 __all__ = ["ChunkComputer", "dump_logits", "ensemble_topk", "load_teachers", "sort_by_id"]
@@ -50,6 +52,13 @@ class ChunkComputer:
         self.teachers, self.infos, self.windows = teachers, infos, windows
         self.top_k, self.temperature, self.batch_size = top_k, temperature, batch_size
         self.chunk_windows, self.device, self.id_dtype, self.split = chunk_windows, device, id_dtype, split
+        import torch
+
+        for model, info in zip(teachers, infos, strict=True):  # the chunked path checks hidden states, not logits
+            head = model.get_output_embeddings()
+            if head is not None and not bool(torch.isfinite(head.weight).all()):
+                raise BblError(f"{info['path']}: NaN/inf logits on every {split} window (the LM head weight is not "
+                               f"finite); the teacher checkpoint is broken, retrain or pick an earlier checkpoint")
 
     def rows(self, c: int) -> range:
         return range(c * self.chunk_windows, min((c + 1) * self.chunk_windows, len(self.windows)))
@@ -70,18 +79,25 @@ class ChunkComputer:
         with torch.inference_mode():
             for b in range(0, len(rows), self.batch_size):
                 ids = torch.from_numpy(ids_np[b:b + self.batch_size]).to(self.device)
-                logits = []
+                outputs, heads = [], []
                 for model, info in zip(self.teachers, self.infos, strict=True):
                     with autocast:
-                        lg = model(input_ids=ids).logits.float()
-                    bad = ~torch.isfinite(lg).flatten(1).all(1)
+                        out, head = teacher_forward(model, ids)
+                    bad = ~torch.isfinite(out).flatten(1).all(1)
                     if bad.any():
                         w = int(self.windows.indices[rows[b] + int(bad.nonzero()[0])])
                         raise BblError(f"{info['path']}: NaN/inf logits on {self.split} window {w}; the teacher "
                                        f"checkpoint is broken, retrain or pick an earlier checkpoint")
-                    logits.append(lg)
-                parts.append([t.cpu() for t in ensemble_topk(logits, temperature=self.temperature,
-                                                             top_k=self.top_k)])
+                    outputs.append(out)
+                    heads.append(head)
+                with autocast:
+                    if all(h is not None for h in heads):  # chunked: no (B, S, V) tensor per teacher
+                        top = ensemble_topk_from_hidden(outputs, heads, temperature=self.temperature,
+                                                        top_k=self.top_k)
+                    else:
+                        top = ensemble_topk([o.float() for o in outputs], temperature=self.temperature,
+                                            top_k=self.top_k)
+                parts.append([t.cpu() for t in top])
         top_ids, top_lp, tail = (torch.cat(p).numpy() for p in zip(*parts, strict=True))
         top_ids, top_lp = sort_by_id(top_ids, top_lp)
         return ChunkBatch(index=c, input_ids=ids_np.astype(self.id_dtype),

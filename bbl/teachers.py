@@ -24,18 +24,82 @@ def ensemble_topk(teacher_logits: list, *, temperature: float, top_k: int):
         nats; tail_logprob (B, S) float32, log of the mass outside the top k computed as a logsumexp over the
         other V - K logits (-inf when K == V).
     """
-    import torch
-
     total = teacher_logits[0].float()
     for t in teacher_logits[1:]:
         total = total + t.float()  # a new tensor: the callers' logits are never modified
     scale = len(teacher_logits) * temperature
     mean = total.div_(scale) if len(teacher_logits) > 1 else total / scale  # logit mean / T, ours to modify
+    return _topk_of_scaled_mean(mean, top_k)
+
+
+def _topk_of_scaled_mean(mean, top_k: int):
+    """(top ids, top log-probs, tail log-prob) of softmax(mean) over the last dim; overwrites `mean`."""
+    import torch
+
     log_z = torch.logsumexp(mean, dim=-1, keepdim=True)
     top_vals, top_ids = mean.topk(top_k, dim=-1)
     rest = mean.scatter_(-1, top_ids, float("-inf"))
     tail = (torch.logsumexp(rest, dim=-1, keepdim=True) - log_z).squeeze(-1)
     return top_ids, top_vals - log_z, tail
+
+
+def ensemble_topk_from_hidden(hiddens: list, heads: list, *, temperature: float, top_k: int,
+                              chunk_rows: int | None = None):
+    """`ensemble_topk` from the teachers' last hidden states, a chunk of positions at a time (issue 11).
+
+    Each chunk's logits are accumulated in place over the teachers (never one (B, S, V) tensor per teacher), then
+    divided by n * T, and its top-k and the two logsumexps are taken while the chunk is in cache. Equal to
+    `ensemble_topk` on the teachers' logits up to fp32 rounding of the sums.
+
+    Args:
+        hiddens: one (B, S, H_t) float tensor per teacher, the hidden states after its final norm.
+        heads: the teachers' LM heads (`nn.Linear` (V, H_t), bias allowed), in the same order.
+        temperature, top_k: as `ensemble_topk`.
+        chunk_rows: positions per chunk (default: about 16 MiB of fp32 logits).
+    Returns:
+        As `ensemble_topk`: topk_ids (B, S, K) int64, topk_logprobs (B, S, K) float32, tail_logprob (B, S) float32.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from bbl.chunked_loss import default_chunk_rows
+
+    b, s = hiddens[0].shape[:2]
+    n = b * s
+    flat = [h.reshape(n, -1) for h in hiddens]
+    v = heads[0].weight.shape[0]
+    step = chunk_rows or default_chunk_rows(v)
+    scale = len(heads) * temperature
+    out_ids = torch.empty(n, top_k, dtype=torch.long, device=flat[0].device)
+    out_lp = torch.empty(n, top_k, dtype=torch.float32, device=flat[0].device)
+    out_tail = torch.empty(n, dtype=torch.float32, device=flat[0].device)
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        acc = F.linear(flat[0][r0:r1], heads[0].weight, heads[0].bias).float()
+        for h, head in zip(flat[1:], heads[1:], strict=True):
+            acc += F.linear(h[r0:r1], head.weight, head.bias).float()
+        ids, lp, tail = _topk_of_scaled_mean(acc.div_(scale), top_k)
+        out_ids[r0:r1], out_lp[r0:r1], out_tail[r0:r1] = ids, lp, tail
+    return out_ids.view(b, s, top_k), out_lp.view(b, s, top_k), out_tail.view(b, s)
+
+
+# Architectures whose logits are exactly lm_head(last hidden state) (no soft-capping or logit scale), so the dump
+# may project their hidden states itself, a chunk at a time.
+PLAIN_HEAD_ARCHITECTURES = ("gpt2", "llama")
+
+
+def teacher_forward(model, input_ids):
+    """(hidden (B, S, H) after the final norm, LM head) for a plain-head architecture, else ((B, S, V) logits, None).
+
+    The hidden path asks the model for no logits at all (`logits_to_keep` = no position).
+    """
+    import torch
+
+    if model.config.model_type in PLAIN_HEAD_ARCHITECTURES:
+        none = torch.empty(0, dtype=torch.long, device=input_ids.device)
+        out = model(input_ids=input_ids, output_hidden_states=True, logits_to_keep=none)
+        return out.hidden_states[-1], model.get_output_embeddings()
+    return model(input_ids=input_ids).logits, None
 
 
 def max_positions(model) -> int:

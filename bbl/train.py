@@ -147,9 +147,9 @@ def training_arguments(cfg: Config, out: Path):
 
 def make_window_trainer(base=None):
     """A Trainer subclass whose train order is `EpochPermutationSampler` (a new seeded permutation per epoch)."""
-    from transformers import Trainer
+    from bbl.trainer_loss import make_loss_trainer
 
-    base = base or Trainer
+    base = base or make_loss_trainer()
 
     class WindowTrainer(base):
         def _get_train_sampler(self, train_dataset=None):
@@ -179,8 +179,9 @@ def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData) -> 
         import yaml
 
         old, new = yaml.safe_load(saved.read_text()), cfg.to_dict()
-        for d in (old, new):
-            d["training"].pop("stop_after_steps", None)
+        for d in (old, new):  # settings that change neither the math nor the data may differ on resume
+            for key in ("stop_after_steps", "loss_impl", "loss_chunk_rows"):
+                d["training"].pop(key, None)
         diff = [f"{s}.{k}" for s in new for k in (new[s] if isinstance(new[s], dict) else {})
                 if isinstance(old.get(s), dict) and old[s].get(k) != new[s][k]]
         if diff:
@@ -233,7 +234,8 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
             f"{world_size()} proc; {len(dev):,} dev windows" + (f"; resuming {resume_from}" if resume_from else ""))
     trainer_cls = make_window_trainer(trainer_base)
     trainer = trainer_cls(model=model, args=args, train_dataset=train, eval_dataset=dev, processing_class=tokenizer,
-                          data_collator=default_data_collator, callbacks=_callbacks(out, cfg), **(trainer_kwargs or {}))
+                          data_collator=default_data_collator, callbacks=_callbacks(out, cfg), loss_impl=cfg.training.loss_impl,
+                          loss_chunk_rows=cfg.training.loss_chunk_rows, **(trainer_kwargs or {}))
     result = trainer.train(resume_from_checkpoint=resume_from)
     stopped_early = bool(cfg.training.stop_after_steps) and trainer.state.global_step < trainer.state.max_steps
     if is_main_process():
