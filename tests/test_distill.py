@@ -59,6 +59,45 @@ def test_alpha_one_loss_is_the_plain_ce(trained_cache, prepared, tmp_path):
     assert trainer.compute_loss(model, dict(batch)) > 0.5 * plain  # the KD term now counts
 
 
+@pytest.mark.parametrize("mode", ["plain", "cached", "online", "eval"])
+def test_chunked_trainer_loss_and_gradients_equal_the_hf_path(mode, trained_cache, prepared, tmp_path):
+    """`loss_impl: chunked` (the default) and `hf` give the Trainer the same loss and the same parameter gradients."""
+    from transformers import TrainingArguments
+
+    from bbl.cache import CacheDataset, open_cache
+    from bbl.distill import make_distill_trainer
+    from bbl.dump import load_teachers
+    from bbl.models import build_model
+    from bbl.trainer_loss import make_loss_trainer
+
+    teacher_dirs, cache = trained_cache
+    ds = CacheDataset(open_cache(cache))
+    batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ds[0]}
+    if mode in ("plain", "online", "eval"):
+        batch = {k: batch[k] for k in ("input_ids", "labels")}
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    results = {}
+    for impl in ("hf", "chunked"):
+        model = build_model(student().model, 320, seed=0)
+        model.train(mode != "eval")
+        kw = {"loss_impl": impl, "loss_chunk_rows": 24}
+        if mode == "plain":
+            trainer = make_loss_trainer()(model=model, args=args, **kw)
+        else:
+            teachers = load_teachers(teacher_dirs, "cpu")[0] if mode == "online" else None
+            trainer = make_distill_trainer()(model=model, args=args, distill=DistillConfig(alpha=0.5),
+                                             temperature=2.0, cache_temperature=2.0, teachers=teachers, **kw)
+        loss = trainer.compute_loss(model, dict(batch))
+        if mode == "eval":
+            results[impl] = (loss.detach(), {})
+            continue
+        loss.backward()
+        results[impl] = (loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()})
+    torch.testing.assert_close(results["chunked"][0], results["hf"][0], rtol=1e-5, atol=1e-6)
+    for name, grad in results["hf"][1].items():
+        torch.testing.assert_close(results["chunked"][1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_online_reference_runs_and_logs_kd(trained_cache, prepared, tmp_path):
     teachers, _ = trained_cache
     out = distill(student("training.max_steps=4", "training.logging_steps=2"), prepared, tmp_path / "on",
