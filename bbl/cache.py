@@ -18,6 +18,7 @@ import numpy as np
 
 from bbl.cache_integrity import ChunkProblem, damage_message, missing_chunks
 from bbl.errors import BblError
+from bbl.stores import has_zarr_group, zarr_store
 
 FORMAT_VERSION = 1
 ARRAYS = ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob")
@@ -60,9 +61,10 @@ def _array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int) 
     }
 
 
-def _store(path):
-    """What zarr.open_group takes for `path`: a filesystem path as str, any zarr store as is."""
-    return str(path) if isinstance(path, Path | str) else path
+def _store(path, mode: str = "r+"):
+    """What zarr.open_group takes for `path`: a local path as str, an fsspec URL as an `FsspecStore`, a store as
+    is (`bbl.stores`)."""
+    return zarr_store(path, read_only=mode == "r")
 
 
 def _open_group(path, mode: str):
@@ -70,7 +72,7 @@ def _open_group(path, mode: str):
 
     if not _exists(path):
         raise BblError(f"{path}: no logit cache there; run `bbl dump-logits --out {path}`")
-    return zarr.open_group(store=_store(path), mode=mode)
+    return zarr.open_group(store=_store(path, mode), mode=mode)
 
 
 @dataclass
@@ -122,7 +124,7 @@ class CacheWriter:
         elif not create:
             raise BblError(f"{path}: no cache to resume")
         else:
-            self.group = zarr.open_group(store=_store(path), mode="w")
+            self.group = zarr.open_group(store=_store(path, "w"), mode="w")
             for name, (shape, chunks, dtype, fill) in _array_specs(num_windows, seq_len, top_k, vocab,
                                                                    chunk_windows).items():
                 self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
@@ -169,7 +171,7 @@ _SETTING_KEYS = ("temperature", "top_k", "seq_len", "vocab_size", "ensemble", "t
 
 def _exists(path) -> bool:
     if isinstance(path, Path | str):
-        return (Path(path) / "zarr.json").is_file()
+        return has_zarr_group(path)
     import zarr
 
     try:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from bbl.cache import CacheReader
 from bbl.errors import BblError
+from bbl.stores import location_bytes
 
 
 def store_bytes(path) -> int:
-    """Bytes on disk of a local store (or held by an in-memory store)."""
+    """Bytes stored by a cache at a local path or fsspec URL (or held by an in-memory store)."""
     if isinstance(path, str | Path):
-        return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+        return location_bytes(path)
     data = getattr(path, "_store_dict", {})
     return sum(len(v) for v in data.values())
 

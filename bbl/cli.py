@@ -15,6 +15,20 @@ from bbl import __version__
 from bbl.errors import BblError
 
 PathArg = click.Path(path_type=Path)
+
+
+class _CacheLocation(click.ParamType):
+    """A cache's place: a local path, or any fsspec URL (s3://bucket/name.zarr, gs://..., memory://...)."""
+
+    name = "PATH|URL"
+
+    def convert(self, value, param, ctx):
+        from bbl.stores import cache_location
+
+        return cache_location(value)
+
+
+CacheArg = _CacheLocation()
 Positive = click.IntRange(min=1)
 """Counts (windows, batches, pairs, processes): an integer >= 1."""
 PositiveFloat = click.FloatRange(min=0, min_open=True)
@@ -60,12 +74,16 @@ def main():
 @click.option("--out", type=PathArg, required=True, help="Output dir for cleaned text, tokenizer, streams.")
 @click.option("--vocab-size", type=click.IntRange(min=259), default=16000, show_default=True,
               help="BPE vocabulary size (>= 259: the 256 byte tokens and 3 specials).")
+@click.option("--tokenizer", "tokenizer_dir", type=PathArg, default=None,
+              help="Encode with this existing HF tokenizer dir (a pretrained teacher's; needs tokenizer.json) "
+                   "instead of training one; --vocab-size is then ignored.")
 @click.option("--force", is_flag=True, help="Redo every step even when the outputs match the inputs.")
-def prepare(train_dir, dev_dir, out, vocab_size, force):
+def prepare(train_dir, dev_dir, out, vocab_size, force, tokenizer_dir):
     """Clean BabyLM text, train the BPE tokenizer, encode token streams."""
     from bbl.data import prepare as run_prepare
 
-    manifest = run_prepare(train_dir, dev_dir, out, vocab_size=vocab_size, force=force, log=click.echo)
+    manifest = run_prepare(train_dir, dev_dir, out, vocab_size=vocab_size, force=force, tokenizer_dir=tokenizer_dir,
+                           log=click.echo)
     t = manifest["totals"]
     click.echo(f"prepared {out}: train {t['train']['words']:,} words -> {t['train']['tokens']:,} tokens "
                f"({t['train']['tokens_per_word']} tokens/word), dev {t['dev']['tokens']:,} tokens, "
@@ -133,7 +151,9 @@ def train_student(config, data, out, overrides, resume):
               help="Ids kept per position, in [1, vocab size].")
 @click.option("--temperature", type=PositiveFloat, default=2.0, show_default=True,
               help="Softening temperature T > 0 (the paper: 2).")
-@click.option("--out", type=PathArg, default=Path("cache/ensemble.zarr"), show_default=True, help="Zarr store.")
+@click.option("--out", type=CacheArg, default=Path("cache/ensemble.zarr"), show_default=True,
+              help="Zarr store: a local path or an fsspec URL (s3://bucket/name.zarr; credentials and endpoint from "
+                   "the environment, e.g. AWS_ENDPOINT_URL).")
 @click.option("--split", default="train", show_default=True, help="Token stream to dump.")
 @click.option("--seq-len", type=Positive, default=128, show_default=True,
               help="Tokens per window (the student's); at most every teacher's positions.")
@@ -168,7 +188,7 @@ def cache():
 
 
 @cache.command("info")
-@click.argument("path", type=PathArg)
+@click.argument("path", type=CacheArg)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def cache_info_cmd(path, as_json):
     """What a cache holds: settings, teachers, size, bytes/token, top-k mass, completeness."""
@@ -194,7 +214,7 @@ def cache_info_cmd(path, as_json):
 
 
 @cache.command("verify")
-@click.argument("path", type=PathArg)
+@click.argument("path", type=CacheArg)
 @click.option("--teacher", "teachers", type=PathArg, multiple=True,
               help="Recompute a sample of windows with these teachers and compare.")
 @click.option("--sample", type=Positive, default=16, show_default=True, help="Windows to recompute.")
@@ -231,7 +251,7 @@ def cache_verify_cmd(path, teachers, sample, max_kl):
 
 
 @cache.command("repair")
-@click.argument("path", type=PathArg)
+@click.argument("path", type=CacheArg)
 @click.option("--teacher", "teachers", type=PathArg, multiple=True, required=True,
               help="The teachers the cache was dumped with (checked by weights sha256; repeat for each).")
 @click.option("--data", type=PathArg, default=None, help="Prepared dir of the dump (default: the one it records).")
@@ -248,7 +268,8 @@ def cache_repair_cmd(path, teachers, data, device):
 
 @main.command("distill")
 @_train_options
-@click.option("--cache", "cache_path", type=PathArg, default=None, help="Logit cache from `bbl dump-logits`.")
+@click.option("--cache", "cache_path", type=CacheArg, default=None,
+              help="Logit cache from `bbl dump-logits` (a path or an fsspec URL such as s3://bucket/name.zarr).")
 @click.option("--teacher", "teachers", type=PathArg, multiple=True,
               help="Online reference instead of --cache: keep these teachers resident (full-vocab KL).")
 def distill_cmd(config, data, out, overrides, resume, cache_path, teachers):

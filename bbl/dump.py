@@ -23,6 +23,7 @@ from bbl import __version__
 from bbl.cache import DEFAULT_CHUNK_WINDOWS, LOGPROB_STEP, TOPK_ORDER, CacheReader, CacheWriter, ChunkBatch
 from bbl.data import PreparedData
 from bbl.errors import BblError
+from bbl.stores import cache_location
 from bbl.teachers import ensemble_topk, ensemble_topk_from_hidden, load_teachers, teacher_forward
 from bbl.windows import TokenWindows, window_subset
 
@@ -184,7 +185,7 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
         "topk_order": TOPK_ORDER, "dump_batch_size": int(batch_size), "dump_device": str(device).split(":")[0],
         "bbl_version": __version__, "data_dir": str(Path(data_dir).resolve()),
     }
-    out = Path(out) if isinstance(out, str) else out
+    out = cache_location(out)
     if rank == 0:
         writer = CacheWriter(out, attrs=attrs, num_windows=n, chunk_windows=chunk_windows, overwrite=overwrite)
     _barrier()

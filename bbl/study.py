@@ -21,6 +21,7 @@ from pathlib import Path
 from bbl.child import run_bbl
 from bbl.errors import BblError
 from bbl.stats import mean_std, paired_interval
+from bbl.stores import cache_location, group_json
 
 STATE_FILE = "study_state.json"
 METRICS = ("best_dev_ce", "blimp", "supplement")
@@ -34,7 +35,7 @@ class Arm:
 
     name: str
     mode: str
-    cache: Path | None = None
+    cache: Path | str | None = None  # a local path or an fsspec URL
     overrides: list[str] = field(default_factory=list)
 
 
@@ -56,7 +57,7 @@ def parse_arm(spec: str, *, default_cache: Path | None) -> Arm:
             if token == "--set":
                 arm.overrides.append(tokens[i + 1])
             else:
-                arm.cache = Path(tokens[i + 1])
+                arm.cache = cache_location(tokens[i + 1])
             i += 2
         elif token in ("--online", "--baseline"):
             arm.mode = token[2:]
@@ -82,8 +83,8 @@ def run_argv(arm: Arm, config: str, data_dir: Path, out: Path, seed: int, overri
 
 def _fingerprint(argv: list[str], arm: Arm) -> str:
     h = hashlib.sha256(json.dumps(argv).encode())
-    if arm.cache is not None and (arm.cache / "zarr.json").is_file():
-        h.update((arm.cache / "zarr.json").read_bytes())
+    if arm.cache is not None and (meta := group_json(arm.cache)) is not None:
+        h.update(meta)
     return h.hexdigest()
 
 
@@ -117,10 +118,10 @@ def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None 
     study_cache = open_cache(cache) if cache is not None else None  # opened once: each open lists the store
     if study_cache is not None:
         temperature = temperature or study_cache.temperature
-        arms.append(Arm("cached", "cached", Path(cache)))
+        arms.append(Arm("cached", "cached", cache_location(cache)))
     if teachers:
         arms.append(Arm("online", "online", overrides=[f"distill.temperature={temperature or 2.0}"]))
-    arms += [parse_arm(s, default_cache=Path(cache) if cache else None) for s in arm_specs]
+    arms += [parse_arm(s, default_cache=cache_location(cache) if cache else None) for s in arm_specs]
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise BblError(f"--arm: arm names must be unique, got {', '.join(names)}")
@@ -133,7 +134,7 @@ def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None 
         if arm.mode == "online" and not teachers:
             raise BblError(f"--arm {arm.name}: an online arm needs the study's --teacher DIR ...")
         if arm.cache is not None:
-            reader = study_cache if study_cache and arm.cache == Path(cache) else open_cache(arm.cache)
+            reader = study_cache if study_cache and arm.cache == cache_location(cache) else open_cache(arm.cache)
             selection = reader.attrs.get("window_selection", {})  # opened: complete, no missing chunk
             want = (cfg.training.max_train_windows, data_seed if cfg.training.max_train_windows else None)
             if (selection.get("max_windows"), selection.get("seed") if selection.get("max_windows") else None) != want:
