@@ -331,7 +331,8 @@ def _default_data(name: str) -> Path:
 @click.argument("config")
 @click.option("--data", type=PathArg, required=True, help="Prepared dir from `bbl prepare` (the teachers' and cache's).")
 @click.option("--workdir", type=PathArg, required=True, help="Where runs, evals and study.md/json/curves.png go.")
-@click.option("--cache", "cache_path", type=PathArg, default=None, help="Logit cache: adds the `cached` arm.")
+@click.option("--cache", "cache_path", type=CacheArg, default=None,
+              help="Logit cache (path or fsspec URL): adds the `cached` arm.")
 @click.option("--teacher", "teachers", type=PathArg, multiple=True,
               help="The cache's teachers: adds the `online` arm (teachers resident) and their BLiMP rows.")
 @click.option("--seeds", type=Positive, default=3, show_default=True, help="Seeds 0..N-1, run for every arm.")

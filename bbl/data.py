@@ -90,17 +90,41 @@ def _load_json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _inputs_fingerprint(files: dict[str, list[Path]], vocab_size: int) -> dict:
-    return {
+def _inputs_fingerprint(files: dict[str, list[Path]], vocab_size: int, tokenizer_sha256: str | None = None) -> dict:
+    fp = {
         "files": {split: {p.name: sha256_file(p) for p in ps} for split, ps in files.items()},
         "vocab_size": vocab_size,
         "cleaning_version": CLEANING_VERSION,
     }
+    if tokenizer_sha256:  # an existing tokenizer (`--tokenizer`) replaces the trained one
+        fp.update(vocab_size=None, tokenizer_sha256=tokenizer_sha256)
+    return fp
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _given_tokenizer(tokenizer_dir: Path) -> Path:
+    """The `tokenizer.json` of an existing HF tokenizer dir (a teacher's), checked before anything is written.
+
+    Raises:
+        BblError: no such dir or no fast-tokenizer file in it.
+    """
+    file = Path(tokenizer_dir) / "tokenizer.json"
+    if not file.is_file():
+        raise BblError(f"{tokenizer_dir}: no tokenizer.json (a fast tokenizer); save one with "
+                       f"AutoTokenizer.from_pretrained(...).save_pretrained(DIR) and pass that --tokenizer")
+    return file
 
 
 def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 16000, force: bool = False,
-            progress: bool = True, log=print) -> dict:
+            tokenizer_dir: Path | None = None, progress: bool = True, log=print) -> dict:
     """Run the whole preparation; returns the manifest dict.
+
+    With `tokenizer_dir` (an HF tokenizer dir holding tokenizer.json, e.g. a pretrained teacher's), the corpus is
+    encoded with that tokenizer, copied byte for byte into OUT/tokenizer, instead of training one (`vocab_size`
+    is then ignored); any HF causal LM with that tokenizer is a valid `--teacher`. Streams (and caches) are int32
+    when the vocabulary exceeds 65,536 ids.
 
     Each step (clean, tokenizer, encode) is skipped when its recorded input fingerprint matches; `force` redoes
     them all. The manifest is written last, so an interrupted run leaves no dir a later stage accepts.
@@ -115,8 +139,9 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
 
     out = Path(out)
     files = {"train": find_split_files(train_dir, "train"), "dev": find_split_files(dev_dir, "dev")}
+    given = _given_tokenizer(tokenizer_dir) if tokenizer_dir is not None else None
     texts = {split: {p: read_text(p) for p in ps} for split, ps in files.items()}  # validates every file first
-    fingerprint = _inputs_fingerprint(files, vocab_size)
+    fingerprint = _inputs_fingerprint(files, vocab_size, sha256_file(given) if given else None)
 
     state = _load_json(out / STATE) or {}
     if state and state.get("inputs") != fingerprint and not force:
@@ -153,7 +178,15 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
     # 2. Tokenizer, on the cleaned train split only.
     tok_dir = out / "tokenizer"
     tok_file = tok_dir / "tokenizer.json"
-    if done.get("tokenizer") != (tok_file.is_file() and sha256_file(tok_file)):
+    if given is not None and done.get("tokenizer") != (tok_file.is_file() and sha256_file(tok_file)):
+        shutil.rmtree(tok_dir, ignore_errors=True)
+        tok_dir.mkdir(parents=True)
+        for name in TOKENIZER_FILES:
+            if (given.parent / name).is_file():
+                shutil.copyfile(given.parent / name, tok_dir / name)
+        log(f"tokenizer: {given.parent} (given, {load_tokenizer(tok_dir).get_vocab_size():,} ids)")
+        mark("tokenizer", sha256_file(tok_file))
+    elif done.get("tokenizer") != (tok_file.is_file() and sha256_file(tok_file)):
         shutil.rmtree(tok_dir, ignore_errors=True)
         train_texts = [dst.read_text() for _, dst in cleaned["train"]]
         blocks = (block for t in train_texts for block in _blocks(t))
@@ -207,7 +240,8 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
         "dtype": dtype.name,
         "vocab_size": tokenizer.get_vocab_size(),
         "streams": {split: {"path": f"{split}.npy", "sha256": h} for split, h in stream_hashes.items()},
-        "tokenizer": {"path": "tokenizer/tokenizer.json", "sha256": sha256_file(tok_file)},
+        "tokenizer": {"path": "tokenizer/tokenizer.json", "sha256": sha256_file(tok_file),
+                      "source": str(Path(tokenizer_dir).resolve()) if tokenizer_dir else "trained"},
         "inputs": fingerprint,
     }
     _atomic_write_json(out / MANIFEST, manifest)
