@@ -23,7 +23,7 @@ PRESETS = {
     "tiny": {"teachers": {"gpt2": "gpt2-tiny", "llama": "llama-tiny"}, "student": "student-tiny",
              "max_pairs": 5, "dump_batch": 16},
     "cpu": {"teachers": {"gpt2": "gpt2-cpu", "llama": "llama-cpu"}, "student": "student-cpu",
-            "max_pairs": 100, "dump_batch": 32, "vocab_size": 4096, "temperature": 1.0},
+            "max_pairs": 40, "dump_batch": 32, "vocab_size": 4096, "temperature": 1.0},
     "paper": {"teachers": {"gpt2": "gpt2-705m", "llama": "llama-360m"}, "student": "llama-58m",
               "max_pairs": None, "dump_batch": 64},
     # The paper's comparison at CPU scale over seeds (issue 10, README "The CPU study"): a CPU-sized vocabulary,
