@@ -1,13 +1,14 @@
 """Cache benchmarks: dump vs forward-only throughput, bytes/token and fidelity per layout, reader windows/s.
 
 Usage (after `make demo`, which leaves trained CPU teachers in runs/demo):
-    python benchmarks/bench_cache.py --workdir runs/demo [--windows 512] [--reps 3]
+    python benchmarks/bench_cache.py --workdir runs/demo [--windows 512] [--reps 3] [--dump-only] [--json F]
 Prints a markdown report; ratios are measured side by side in one run, medians over --reps.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import tempfile
@@ -54,6 +55,8 @@ def main():
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--paper-teachers", type=int, default=0, metavar="N",
                     help="only measure dump / forward with random-weight paper-sized teachers on N windows")
+    ap.add_argument("--dump-only", action="store_true", help="stop after the dump / forward figure")
+    ap.add_argument("--json", type=Path, default=None, help="also write the dump / forward figures to this file")
     args = ap.parse_args()
     if args.paper_teachers:
         return paper_scale(args)
@@ -91,6 +94,12 @@ def main():
     print("## Dump throughput\n")
     print("| forward-only (windows/s) | dump (windows/s) | dump / forward |\n|---:|---:|---:|")
     print(f"| {fwd:.1f} | {dmp:.1f} | **{dmp / fwd:.3f}** |\n")
+    if args.json:
+        args.json.write_text(json.dumps({"windows": n, "reps": args.reps, "forward_windows_per_s": fwd,
+                                         "dump_windows_per_s": dmp, "dump_over_forward": dmp / fwd}, indent=2) + "\n")
+    if args.dump_only:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     print("(dump time includes loading the teachers and finalizing the store, ~1 s per run.)\n")
 
     # 2. exact (fp32) targets once, then each layout: bytes/token, fidelity, read speeds
@@ -174,6 +183,9 @@ def paper_scale(args):
         t_fwd.append(median_time(forward_only, 1))
         t_dump.append(median_time(dump, 1))
     f, d = statistics.median(t_fwd), statistics.median(t_dump)
+    if args.json:
+        args.json.write_text(json.dumps({"windows": n, "reps": args.reps, "forward_s": f, "dump_s": d,
+                                         "dump_over_forward": f / d, "teachers": "paper-sized, random"}) + "\n")
     print(f"paper-sized teachers (random weights), {n} windows, CPU: forward-only {f:.1f}s, dump {d:.1f}s "
           f"(incl. loading 1.07B parameters from disk), dump/forward throughput {f / d:.3f}")
     shutil.rmtree(tmp, ignore_errors=True)
