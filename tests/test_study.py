@@ -68,6 +68,28 @@ def test_study_presets_keep_teachers_larger_than_the_student():
         assert (t.data_seed, t.max_train_windows, t.dev_windows) == (0, 3072, 512)  # one fixed subset for all
 
 
+def test_demo_presets_are_the_rescaled_ones():
+    """`make demo` (pipeline preset cpu): vocabulary 4,096 and T = 1, the study's student, teachers well past it."""
+    from bbl.config import load_config
+    from bbl.models import build_model, count_parameters
+    from bbl.pipeline import PRESETS
+
+    def params(preset):
+        return count_parameters(build_model(load_config(preset).model, 4096, device="meta"))
+
+    assert (PRESETS["cpu"]["vocab_size"], PRESETS["cpu"]["temperature"]) == (4096, 1.0)
+    assert load_config("student-cpu").model == load_config("student-study").model
+    student, gpt2, llama = params("student-cpu"), params("gpt2-cpu"), params("llama-cpu")
+    assert gpt2 >= 1.7 * student and llama >= 3 * student
+    embeddings = 2 * 4096 * load_config("student-cpu").model.hidden_size  # untied input and output tables
+    assert embeddings / student < 0.6
+    for p in ("student-cpu", "gpt2-cpu", "llama-cpu"):
+        t = load_config(p).training
+        assert (t.data_seed, t.max_train_windows, t.dev_windows) == (0, 3072, 256)
+    assert load_config("gpt2-cpu").training.epochs == load_config("llama-cpu").training.epochs == 2
+    assert load_config("student-cpu").training.epochs == 1
+
+
 def write_tasks(root):
     """Hand-made minimal-pair files: 2 BLiMP paradigms, 1 supplement file, 4 pairs each."""
     rng = random.Random(0)
