@@ -56,12 +56,27 @@ def zarr_store(location, *, read_only: bool = False):
     return location
 
 
+def _unreachable(url: str, e: Exception) -> BblError:
+    scheme = url.split("://", 1)[0]
+    hint = ("check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and AWS_ENDPOINT_URL"
+            if scheme in ("s3", "s3a") else "check the backend's credentials and endpoint")
+    return BblError(f"{url}: cannot reach the store ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                    f"{hint}")
+
+
 def has_zarr_group(location) -> bool:
-    """Whether a zarr v3 group (its `zarr.json`) exists at a local path or URL."""
+    """Whether a zarr v3 group (its `zarr.json`) exists at a local path or URL.
+
+    Raises:
+        BblError: the URL's store cannot be reached (credentials, endpoint, network), in one line.
+    """
     if is_url(location):
         fs, root = _filesystem(location)
-        fs.invalidate_cache()
-        return fs.exists(f"{root.rstrip('/')}/zarr.json")
+        try:
+            fs.invalidate_cache()
+            return fs.exists(f"{root.rstrip('/')}/zarr.json")
+        except Exception as e:  # botocore/aiohttp errors have no common base; all mean "unreachable" here
+            raise _unreachable(location, e) from e
     return (Path(location) / "zarr.json").is_file()
 
 

@@ -149,3 +149,15 @@ def test_a_url_without_its_backend_or_bucket_is_one_error_line(bucket, tiny_teac
     assert res.exit_code == 1 and res.output.startswith("error: s3://bbl/nothing-here.zarr: no logit cache there")
     res = CliRunner().invoke(main, ["cache", "info", "nosuchscheme://x/y.zarr"])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "nosuchscheme" in res.output, res.output
+
+
+def test_missing_credentials_are_one_error_line(bucket, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
+               AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"],
+               AWS_DEFAULT_REGION="us-east-1")
+    r = subprocess.run([sys.executable, "-m", "bbl", "cache", "info", "s3://bbl/direct.zarr"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stdout + r.stderr
+    assert lines[0].startswith("error: s3://bbl/direct.zarr: cannot reach the store (NoCredentialsError")
