@@ -35,9 +35,13 @@ IGNORE_INDEX = -100
 KD_KINDS = ("topk_tail", "topk_renorm", "full")
 
 
-def default_chunk_rows(vocab_size: int, budget_elements: int = 1 << 22) -> int:
-    """Rows per chunk so one (rows, V) fp32 buffer holds about `budget_elements` (16 MiB); at least 64."""
-    return max(64, budget_elements // max(1, vocab_size))
+def default_chunk_rows(vocab_size: int, budget_elements: int = 1 << 24, max_rows: int = 1024) -> int:
+    """Rows per chunk: 1,024, fewer when one (rows, V) fp32 buffer would pass `budget_elements` (64 MiB); >= 64.
+
+    Measured on a 2-core CPU (BENCHMARKS.md, "The chunked loss"): 1,024 rows was the fastest of 128...4,096 for
+    both (H 128, V 4,096) and (H 512, V 16,000).
+    """
+    return max(64, min(max_rows, budget_elements // max(1, vocab_size)))
 
 
 @dataclass

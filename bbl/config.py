@@ -94,7 +94,7 @@ class TrainingConfig:
     """chunked: the LM head, CE and KD computed a chunk of rows at a time, never holding the (B, S, V) logits
     (`bbl.chunked_loss`; equal values and gradients); hf: the model's own logits and loss (the reference)."""
     loss_chunk_rows: int | None = None
-    """Rows per chunk of the chunked loss; None = about 16 MiB of fp32 logits per chunk."""
+    """Rows per chunk of the chunked loss; None = `bbl.chunked_loss.default_chunk_rows` (1,024, fewer for V > 16,384)."""
 
     def __post_init__(self):
         if self.lr_scheduler not in ("cosine", "linear", "constant", "constant_with_warmup"):

@@ -55,7 +55,7 @@ def ensemble_topk_from_hidden(hiddens: list, heads: list, *, temperature: float,
         hiddens: one (B, S, H_t) float tensor per teacher, the hidden states after its final norm.
         heads: the teachers' LM heads (`nn.Linear` (V, H_t), bias allowed), in the same order.
         temperature, top_k: as `ensemble_topk`.
-        chunk_rows: positions per chunk (default: about 16 MiB of fp32 logits).
+        chunk_rows: positions per chunk (default: `bbl.chunked_loss.default_chunk_rows`).
     Returns:
         As `ensemble_topk`: topk_ids (B, S, K) int64, topk_logprobs (B, S, K) float32, tail_logprob (B, S) float32.
     """
