@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bbl.losses import _xlogx_term
+
 IGNORE_INDEX = -100
 KD_KINDS = ("topk_tail", "topk_renorm", "full")
 
@@ -177,7 +179,8 @@ def _passes(hidden, weight, target, tensors, spec: _Spec, *, want_grad: bool):
     Per chunk the (c, V) work is: the projection, one logsumexp, one exp into a buffer that becomes the gradient
     in place (shared by CE and KD at T = 1), and K-wide gathers and scatters; the backward's two matmuls follow.
     """
-    topk_ids, topk_logprobs, tail_logprob, teacher_logits = tensors
+    targets = {k: v for k, v in zip(("topk_ids", "topk_logprobs", "tail_logprob", "teacher_logits"), tensors,
+                                    strict=True) if v is not None}
     n = hidden.shape[0]
     w32 = weight.float()
     ce_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -197,10 +200,8 @@ def _passes(hidden, weight, target, tensors, spec: _Spec, *, want_grad: bool):
         if spec.kind is None:
             dz = logits.sub_(lse).exp_().mul_(row_ce) if want_grad else None
         else:
-            targets = {"topk_ids": topk_ids, "topk_logprobs": topk_logprobs, "tail_logprob": tail_logprob,
-                       "teacher_logits": teacher_logits}
-            kl_rows, dz = _kd_chunk(spec, logits, lse, {k: v[r0:r1] for k, v in targets.items() if v is not None},
-                                    row_ce, want_grad)
+            kl_rows, dz = _kd_chunk(spec, logits, lse, {k: v[r0:r1] for k, v in targets.items()}, row_ce,
+                                    want_grad)
             kl_sum += kl_rows.sum()
         if not want_grad:
             continue
@@ -213,11 +214,6 @@ def _passes(hidden, weight, target, tensors, spec: _Spec, *, want_grad: bool):
     return loss, ce_sum, kl_sum, grad_hidden, grad_weight
 
 
-def _xlogx(log_p, diff):
-    zero = torch.isneginf(log_p)
-    return torch.where(zero, torch.zeros_like(log_p), log_p.exp() * torch.where(zero, 0.0, diff))
-
-
 def _kd_chunk(spec: _Spec, logits, lse, tg: dict, row_ce, want_grad: bool):
     """Per-row KL (c,) of one chunk and, if wanted, d loss / d logits of CE and KD together except the CE's
     "- onehot" (c, V), built in place over `logits`. Same values as `bbl.losses`."""
@@ -227,7 +223,7 @@ def _kd_chunk(spec: _Spec, logits, lse, tg: dict, row_ce, want_grad: bool):
     if kind == "full":
         log_p = torch.log_softmax(tg["teacher_logits"].float() / t, dim=-1)
         log_q = logits / t - lse_t
-        kl = _xlogx(log_p, log_p - log_q).sum(-1)
+        kl = _xlogx_term(log_p, log_p - log_q).sum(-1)
         if not want_grad:
             return kl, None
         q = log_q.exp_()
@@ -240,7 +236,7 @@ def _kd_chunk(spec: _Spec, logits, lse, tg: dict, row_ce, want_grad: bool):
         q_top64 = log_q_top.double().exp()
         q_tail = (1.0 - q_top64.sum(-1)).clamp_min(1e-300)
         log_p_tail = tg["tail_logprob"].float()
-        kl = _xlogx(log_p_top, log_p_top - log_q_top).sum(-1) + _xlogx(log_p_tail, log_p_tail - q_tail.log().float())
+        kl = _xlogx_term(log_p_top, log_p_top - log_q_top).sum(-1) + _xlogx_term(log_p_tail, log_p_tail - q_tail.log().float())
         if not want_grad:
             return kl, None
         # The cached masses need not sum to 1 exactly (fp16 rounding), so keep the general form: with
@@ -253,7 +249,7 @@ def _kd_chunk(spec: _Spec, logits, lse, tg: dict, row_ce, want_grad: bool):
         return kl, dz.scatter_add_(-1, ids, (q_top * ratio.float().unsqueeze(-1) - p_top) * scale)
     # topk_renorm: d KL / d z = (q - p~) / T with p~ the teacher renormalised over its k ids
     log_p = log_p_top - torch.logsumexp(log_p_top, dim=-1, keepdim=True)
-    kl = _xlogx(log_p, log_p - log_q_top).sum(-1)
+    kl = _xlogx_term(log_p, log_p - log_q_top).sum(-1)
     if not want_grad:
         return kl, None
     dz = _ce_softmax_plus(logits, lse, row_ce, None, t, lse_t, scale)
