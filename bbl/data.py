@@ -178,23 +178,22 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
     # 2. Tokenizer, on the cleaned train split only.
     tok_dir = out / "tokenizer"
     tok_file = tok_dir / "tokenizer.json"
-    if given is not None and done.get("tokenizer") != (tok_file.is_file() and sha256_file(tok_file)):
-        shutil.rmtree(tok_dir, ignore_errors=True)
-        tok_dir.mkdir(parents=True)
-        for name in TOKENIZER_FILES:
-            if (given.parent / name).is_file():
-                shutil.copyfile(given.parent / name, tok_dir / name)
-        log(f"tokenizer: {given.parent} (given, {load_tokenizer(tok_dir).get_vocab_size():,} ids)")
-        mark("tokenizer", sha256_file(tok_file))
-    elif done.get("tokenizer") != (tok_file.is_file() and sha256_file(tok_file)):
-        shutil.rmtree(tok_dir, ignore_errors=True)
-        train_texts = [dst.read_text() for _, dst in cleaned["train"]]
-        blocks = (block for t in train_texts for block in _blocks(t))
-        tok = train_tokenizer(blocks, vocab_size=vocab_size, show_progress=progress, source=str(train_dir))
-        save_tokenizer(tok, tok_dir)
-        mark("tokenizer", sha256_file(tok_file))
-    else:
+    if done.get("tokenizer") == (tok_file.is_file() and sha256_file(tok_file)):
         log("tokenizer: up to date")
+    else:
+        shutil.rmtree(tok_dir, ignore_errors=True)
+        if given is not None:  # `--tokenizer`: the given one, byte for byte
+            tok_dir.mkdir(parents=True)
+            for name in TOKENIZER_FILES:
+                if (given.parent / name).is_file():
+                    shutil.copyfile(given.parent / name, tok_dir / name)
+            log(f"tokenizer: {given.parent} (given, {load_tokenizer(tok_dir).get_vocab_size():,} ids)")
+        else:
+            train_texts = [dst.read_text() for _, dst in cleaned["train"]]
+            blocks = (block for t in train_texts for block in _blocks(t))
+            tok = train_tokenizer(blocks, vocab_size=vocab_size, show_progress=progress, source=str(train_dir))
+            save_tokenizer(tok, tok_dir)
+        mark("tokenizer", sha256_file(tok_file))
     tokenizer = load_tokenizer(tok_dir)
     dtype = stream_dtype(tokenizer.get_vocab_size())
 

@@ -40,6 +40,16 @@ def build_model(cfg: ModelConfig, vocab_size: int, *, device: str | None = None,
         return AutoModelForCausalLM.from_config(config)
 
 
+def forward_without_logits(model, input_ids):
+    """Run a transformers causal LM for its last hidden states only: `logits_to_keep` selects no position, so the
+    (B, S, V) logits are never computed. Returns the model's output; `.hidden_states[-1]` is (B, S, H) after the
+    final norm (transformers ties it to `last_hidden_state`). Used by the chunked loss and the chunked dump."""
+    import torch
+
+    none = torch.empty(0, dtype=torch.long, device=input_ids.device)
+    return model(input_ids=input_ids, output_hidden_states=True, logits_to_keep=none)
+
+
 def count_parameters(model) -> int:
     """Unique parameters (tied embeddings counted once)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

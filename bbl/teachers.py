@@ -91,14 +91,12 @@ PLAIN_HEAD_ARCHITECTURES = ("gpt2", "llama")
 def teacher_forward(model, input_ids):
     """(hidden (B, S, H) after the final norm, LM head) for a plain-head architecture, else ((B, S, V) logits, None).
 
-    The hidden path asks the model for no logits at all (`logits_to_keep` = no position).
+    The hidden path asks the model for no logits at all (`bbl.models.forward_without_logits`).
     """
-    import torch
+    from bbl.models import forward_without_logits
 
     if model.config.model_type in PLAIN_HEAD_ARCHITECTURES:
-        none = torch.empty(0, dtype=torch.long, device=input_ids.device)
-        out = model(input_ids=input_ids, output_hidden_states=True, logits_to_keep=none)
-        return out.hidden_states[-1], model.get_output_embeddings()
+        return forward_without_logits(model, input_ids).hidden_states[-1], model.get_output_embeddings()
     return model(input_ids=input_ids).logits, None
 
 

@@ -234,8 +234,9 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
             f"{world_size()} proc; {len(dev):,} dev windows" + (f"; resuming {resume_from}" if resume_from else ""))
     trainer_cls = make_window_trainer(trainer_base)
     trainer = trainer_cls(model=model, args=args, train_dataset=train, eval_dataset=dev, processing_class=tokenizer,
-                          data_collator=default_data_collator, callbacks=_callbacks(out, cfg), loss_impl=cfg.training.loss_impl,
-                          loss_chunk_rows=cfg.training.loss_chunk_rows, **(trainer_kwargs or {}))
+                          data_collator=default_data_collator, callbacks=_callbacks(out, cfg),
+                          loss_impl=cfg.training.loss_impl, loss_chunk_rows=cfg.training.loss_chunk_rows,
+                          **(trainer_kwargs or {}))
     result = trainer.train(resume_from_checkpoint=resume_from)
     stopped_early = bool(cfg.training.stop_after_steps) and trainer.state.global_step < trainer.state.max_steps
     if is_main_process():

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 def make_loss_trainer():
     """A `Trainer` subclass taking `loss_impl` ("chunked" | "hf") and `loss_chunk_rows` keyword arguments."""
-    import torch
     from transformers import Trainer
 
     from bbl.chunked_loss import chunked_head_loss
+    from bbl.models import forward_without_logits
 
     class LossTrainer(Trainer):
         def __init__(self, *args, loss_impl: str = "chunked", loss_chunk_rows: int | None = None, **kwargs):
@@ -30,8 +30,7 @@ def make_loss_trainer():
 
         def student_hidden(self, model, input_ids):
             """(outputs, hidden (B, S, H) after the final norm, head weight (V, H)) without the (B, S, V) logits."""
-            none = torch.empty(0, dtype=torch.long, device=input_ids.device)
-            outputs = model(input_ids=input_ids, output_hidden_states=True, logits_to_keep=none)
+            outputs = forward_without_logits(model, input_ids)
             head = self.accelerator.unwrap_model(model).get_output_embeddings()
             if getattr(head, "bias", None) is not None:
                 raise ValueError("the chunked loss supports LM heads without bias (GPT-2, LLaMA); use loss_impl: hf")

@@ -31,7 +31,7 @@ from bbl.config import load_config
 from bbl.data import PreparedData
 from bbl.dump import load_teachers
 from bbl.losses import distillation_loss, reduce_kd, topk_tail_kl
-from bbl.models import build_model
+from bbl.models import build_model, forward_without_logits
 
 MODES = ("hf-plain", "hf-cached", "plain", "cached", "online")
 
@@ -66,7 +66,7 @@ def step(mode, model, opt, batch, teachers, temperature, alpha=0.5):
                                         temperature))
             loss = distillation_loss(out.loss, kd, alpha=alpha, temperature=temperature)
     else:  # what bbl trains with: hidden states only, chunked head + CE + KD
-        out = model(input_ids=ids, output_hidden_states=True, logits_to_keep=torch.empty(0, dtype=torch.long))
+        out = forward_without_logits(model, ids)
         kd = None
         if mode == "cached":
             kd = KDTargets("topk_tail", batch["topk_ids"], batch["topk_logprobs"], batch["tail_logprob"])
