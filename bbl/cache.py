@@ -22,6 +22,18 @@ from bbl.stores import has_zarr_group, zarr_store
 
 FORMAT_VERSION = 1
 ARRAYS = ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob")
+"""The arrays of a top-k cache (`targets` "topk", the default and the only kind before issue 15)."""
+TARGET_KINDS = ("topk", "sampled", "hybrid")
+"""What a cache stores per position (attribute `targets`; DESIGN.md "The cache", docs/cache-format.md):
+topk: the k most probable ids, their log-probs and the tail's log mass; sampled: `num_samples` ids drawn with
+replacement from p_T (Anshumann et al. 2025); hybrid: topk's arrays plus `num_samples` ids drawn from the tail
+renormalised."""
+
+
+def target_arrays(targets: str = "topk") -> tuple[str, ...]:
+    """The data arrays a cache of kind `targets` holds, in write order."""
+    return {"topk": ARRAYS, "sampled": ("input_ids", "window_idx", "sample_ids"),
+            "hybrid": (*ARRAYS, "sample_ids")}[targets]
 DEFAULT_CHUNK_WINDOWS = 256
 LOGPROB_STEP = 2.0 ** -6
 """Stored log-probs are float16 values rounded to multiples of this (nats): error <= 2^-7 nats per value; the
@@ -41,7 +53,7 @@ WRITE_CONFIG = {"array.write_empty_chunks": True}
 DEFAULT_CODEC = {"cname": "zstd", "clevel": 3}
 """Blosc settings of every data array (compared with alternatives in BENCHMARKS.md); the shuffle is per array."""
 SHUFFLE = {"input_ids": "shuffle", "window_idx": "shuffle", "topk_ids": "shuffle", "topk_logprobs": "bitshuffle",
-           "tail_logprob": "bitshuffle"}
+           "tail_logprob": "bitshuffle", "sample_ids": "shuffle"}
 
 
 def _compressors(name: str, codec: dict | None = None):
@@ -50,15 +62,18 @@ def _compressors(name: str, codec: dict | None = None):
     return [BloscCodec(**{**DEFAULT_CODEC, "shuffle": SHUFFLE[name], **(codec or {})}), Crc32cCodec()]
 
 
-def _array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int) -> dict:
+def _array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int, *, targets: str = "topk",
+                 num_samples: int = 0) -> dict:
     ids = id_dtype(vocab_size)
-    return {
+    specs = {
         "input_ids": ((n, seq_len), (chunk, seq_len), ids, 0),
         "window_idx": ((n,), (chunk,), np.dtype(np.int64), -1),
         "topk_ids": ((n, seq_len, top_k), (chunk, seq_len, top_k), ids, 0),
         "topk_logprobs": ((n, seq_len, top_k), (chunk, seq_len, top_k), np.dtype(np.float16), 0.0),
         "tail_logprob": ((n, seq_len), (chunk, seq_len), np.dtype(np.float32), 0.0),
+        "sample_ids": ((n, seq_len, num_samples), (chunk, seq_len, num_samples), ids, 0),
     }
+    return {name: specs[name] for name in target_arrays(targets)}
 
 
 def _store(path, mode: str = "r+"):
@@ -77,14 +92,15 @@ def _open_group(path, mode: str):
 
 @dataclass
 class ChunkBatch:
-    """One chunk's worth of rows, numpy, ready to write."""
+    """One chunk's worth of rows, numpy, ready to write (the arrays of its cache's kind; the others None)."""
 
     index: int
     input_ids: np.ndarray
     window_idx: np.ndarray
-    topk_ids: np.ndarray
-    topk_logprobs: np.ndarray
-    tail_logprob: np.ndarray
+    topk_ids: np.ndarray | None = None
+    topk_logprobs: np.ndarray | None = None
+    tail_logprob: np.ndarray | None = None
+    sample_ids: np.ndarray | None = None
 
 
 class CacheWriter:
@@ -108,6 +124,12 @@ class CacheWriter:
         seq_len, top_k, vocab = attrs["seq_len"], attrs["top_k"], attrs["vocab_size"]
         if top_k > vocab:
             raise BblError(f"--topk {top_k} exceeds the vocabulary ({vocab}); use --topk <= {vocab}")
+        self.targets, num_samples = attrs.get("targets", "topk"), int(attrs.get("num_samples", 0))
+        if self.targets not in TARGET_KINDS:
+            raise BblError(f"--targets {self.targets!r}: use one of {', '.join(TARGET_KINDS)}")
+        if self.targets != "topk" and num_samples < 1:
+            raise BblError(f"--samples {num_samples}: a {self.targets} cache needs --samples >= 1")
+        self.arrays = target_arrays(self.targets)
         self.settings = {k: attrs[k] for k in _SETTING_KEYS if k in attrs}
         self.settings.update(num_windows=num_windows, chunk_windows=chunk_windows)
         self.num_chunks = -(-num_windows // chunk_windows)
@@ -125,8 +147,9 @@ class CacheWriter:
             raise BblError(f"{path}: no cache to resume")
         else:
             self.group = zarr.open_group(store=_store(path, "w"), mode="w")
-            for name, (shape, chunks, dtype, fill) in _array_specs(num_windows, seq_len, top_k, vocab,
-                                                                   chunk_windows).items():
+            for name, (shape, chunks, dtype, fill) in _array_specs(num_windows, seq_len, top_k, vocab, chunk_windows,
+                                                                   targets=self.targets,
+                                                                   num_samples=num_samples).items():
                 self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
                                         compressors=_compressors(name, codec))
             self.group.create_array("chunk_done", shape=(self.num_chunks,), chunks=(1,), dtype=bool,
@@ -149,7 +172,7 @@ class CacheWriter:
         start = batch.index * self.chunk_windows
         stop = start + len(batch.window_idx)
         with zarr.config.set(WRITE_CONFIG):
-            for name in ARRAYS:
+            for name in self.arrays:
                 self.group[name][start:stop] = getattr(batch, name)
             self.group["chunk_done"][batch.index] = True
 
@@ -166,7 +189,8 @@ class CacheWriter:
 
 
 _SETTING_KEYS = ("temperature", "top_k", "seq_len", "vocab_size", "ensemble", "teachers_fingerprint",
-                 "tokenizer_fingerprint", "train_stream_sha256", "window_selection", "logprob_step", "topk_order")
+                 "tokenizer_fingerprint", "train_stream_sha256", "window_selection", "logprob_step", "topk_order",
+                 "targets", "num_samples", "sample_seed")
 
 
 def _exists(path) -> bool:
@@ -203,7 +227,11 @@ class CacheReader:
             raise BblError(f"{path}: not a bbl logit cache (no format_version attribute)")
         if not self.attrs.get("complete") and not allow_incomplete:
             raise BblError(f"{path}: cache is incomplete (dump interrupted?); re-run `bbl dump-logits` to finish it")
-        self.arrays = {name: self.group[name] for name in ARRAYS}
+        self.targets = self.attrs.get("targets", "topk")
+        if self.targets not in TARGET_KINDS:
+            raise BblError(f"{path}: unknown targets kind {self.targets!r} (written by a newer bbl?); upgrade bbl")
+        self.num_samples = int(self.attrs.get("num_samples", 0))
+        self.arrays = {name: self.group[name] for name in target_arrays(self.targets)}
         self.num_windows = self.arrays["input_ids"].shape[0]
         self.seq_len, self.top_k = self.attrs["seq_len"], self.attrs["top_k"]
         self.temperature = float(self.attrs["temperature"])
@@ -344,7 +372,8 @@ class ChunkShuffleSampler:
 
 
 class CacheDataset:
-    """Map-style dataset over a cache: item i is row i (input_ids, labels, topk_ids, topk_logprobs, tail_logprob).
+    """Map-style dataset over a cache: item i is row i (input_ids, labels and the cache's target arrays:
+    topk_ids, topk_logprobs, tail_logprob and/or sample_ids).
 
     Decoded chunks are kept in a small LRU (`buffer_chunks` of them), so the `ChunkShuffleSampler` order decodes
     each chunk once per epoch. Ids come out int64, log-probs float32.
@@ -380,10 +409,11 @@ class CacheDataset:
 
         row = self.rows(i)
         ids = torch.from_numpy(row["input_ids"].astype(np.int64))
-        return {
-            "input_ids": ids,
-            "labels": ids.clone(),
-            "topk_ids": torch.from_numpy(row["topk_ids"].astype(np.int64)),
-            "topk_logprobs": torch.from_numpy(row["topk_logprobs"].astype(np.float32)),
-            "tail_logprob": torch.from_numpy(row["tail_logprob"].astype(np.float32)),
-        }
+        item = {"input_ids": ids, "labels": ids.clone()}
+        for name in ("topk_ids", "sample_ids"):
+            if name in row:
+                item[name] = torch.from_numpy(row[name].astype(np.int64))
+        for name in ("topk_logprobs", "tail_logprob"):
+            if name in row:
+                item[name] = torch.from_numpy(row[name].astype(np.float32))
+        return item

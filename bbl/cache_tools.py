@@ -24,22 +24,32 @@ def topk_mass(tail_logprob: np.ndarray) -> np.ndarray:
     return -np.expm1(tail_logprob.astype(np.float64))
 
 
+def distinct_per_position(sample_ids: np.ndarray) -> np.ndarray:
+    """Distinct ids among each position's draws (..., N) sorted ascending, as the cache stores them."""
+    return 1 + (np.diff(sample_ids.astype(np.int64), axis=-1) != 0).sum(-1)
+
+
 def cache_stats(reader: CacheReader, *, sample_chunks: int | None = None, seed: int = 0) -> dict:
-    """Sizes and top-k coverage of a cache (coverage from every chunk, or a seeded sample of chunks)."""
+    """Sizes and coverage of a cache, from every chunk or a seeded sample of chunks: the top-k mass (top-k and
+    hybrid caches) and the distinct ids among the draws per position (sampled and hybrid caches)."""
     chunks = np.arange(reader.num_chunks)
     if sample_chunks is not None and sample_chunks < len(chunks):
         chunks = np.sort(np.random.default_rng(seed).choice(chunks, sample_chunks, replace=False))
     cw = reader.chunk_windows
-    tails = np.concatenate([reader.read_array("tail_logprob", c * cw, (c + 1) * cw).ravel() for c in chunks])
-    mass = topk_mass(tails)
     tokens = reader.num_windows * reader.seq_len
     nbytes = store_bytes(reader.path)
-    return {
-        "windows": reader.num_windows, "tokens": tokens, "bytes": nbytes,
-        "bytes_per_token": nbytes / max(tokens, 1), "mean_tail_mass": float(1 - mass.mean()),
-        "topk_mass_mean": float(mass.mean()),
-        "topk_mass_percentiles": {str(p): float(np.percentile(mass, p)) for p in (1, 5, 25, 50, 75, 95)},
-    }
+    stats = {"windows": reader.num_windows, "tokens": tokens, "bytes": nbytes, "bytes_per_token": nbytes / max(tokens, 1),
+             "targets": reader.targets}
+    if "tail_logprob" in reader.arrays:
+        tails = np.concatenate([reader.read_array("tail_logprob", c * cw, (c + 1) * cw).ravel() for c in chunks])
+        mass = topk_mass(tails)
+        stats.update({"mean_tail_mass": float(1 - mass.mean()), "topk_mass_mean": float(mass.mean()),
+                      "topk_mass_percentiles": {str(p): float(np.percentile(mass, p)) for p in (1, 5, 25, 50, 75, 95)}})
+    if "sample_ids" in reader.arrays:
+        distinct = np.concatenate([distinct_per_position(reader.read_array("sample_ids", c * cw, (c + 1) * cw)).ravel()
+                                   for c in chunks])
+        stats.update({"num_samples": reader.num_samples, "distinct_sampled_ids_mean": float(distinct.mean())})
+    return stats
 
 
 def cache_info(path) -> dict:
@@ -94,8 +104,10 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
                             device: str = "cpu") -> dict:
     """Recompute `sample` random windows with the teachers and compare with what the cache stores.
 
-    Returns windows_checked, max_abs_logprob_error (nats, over the stored top-k ids), mean_kl / max_kl
-    (`coarse_kl`, nats, never negative) and mean / max mass_defect (`mass_defect`).
+    Returns windows_checked and, for top-k and hybrid caches, max_abs_logprob_error (nats, over the stored top-k
+    ids), mean_kl / max_kl (`coarse_kl`, nats, never negative) and mean / max mass_defect (`mass_defect`); for
+    sampled and hybrid caches, `draws_z` (`draws_check`: are the stored draws distributed as the teachers' p_T?)
+    and mean_total_variation (½ Σ |p_T - r| between the teachers' p_T and the target r the loss uses).
 
     Raises:
         BblError: the teachers' tokenizer differs from the cache's.
@@ -109,13 +121,17 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
         raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from the cache's; pass the cache's teachers")
     rows = np.sort(np.random.default_rng(seed).choice(reader.num_windows, min(sample, reader.num_windows),
                                                       replace=False))
-    max_err, kls, defects = 0.0, [], []
+    max_err, kls, defects, probs, stored = 0.0, [], [], [], []
     with torch.inference_mode():
         for r in rows:
             row = reader.read(int(r), int(r) + 1)
             ids = torch.from_numpy(row["input_ids"].astype(np.int64)).to(device)
             mean = torch.stack([m(input_ids=ids).logits.float() for m in teachers]).mean(0) / reader.temperature
             logp = torch.log_softmax(mean, -1)[0]
+            probs.append(logp.exp().cpu().numpy())
+            stored.append({k: v[0] for k, v in row.items() if k != "window_idx"})
+            if "topk_ids" not in row:
+                continue
             stored_ids = torch.from_numpy(row["topk_ids"][0].astype(np.int64)).to(logp.device)
             exact_at = logp.gather(-1, stored_ids).cpu().numpy()
             # exact mass outside the *stored* ids, by logsumexp over the rest, as the dump computes it
@@ -124,7 +140,63 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
             max_err = max(max_err, float(np.abs(exact_at - stored_lp).max()))
             kls.append(coarse_kl(exact_at, exact_tail, stored_lp, row["tail_logprob"][0]))
             defects.append(mass_defect(stored_lp, row["tail_logprob"][0]))
-    kl, defect = np.concatenate(kls), np.concatenate(defects)
-    return {"windows_checked": len(rows), "max_abs_logprob_error": max_err, "mean_kl": float(kl.mean()),
-            "max_kl": float(kl.max()), "mean_mass_defect": float(defect.mean()),
-            "max_mass_defect": float(defect.max())}
+    out: dict = {"windows_checked": len(rows)}
+    if kls:
+        kl, defect = np.concatenate(kls), np.concatenate(defects)
+        out.update({"max_abs_logprob_error": max_err, "mean_kl": float(kl.mean()), "max_kl": float(kl.max()),
+                    "mean_mass_defect": float(defect.mean()), "max_mass_defect": float(defect.max())})
+    if "sample_ids" in reader.arrays:
+        p = np.concatenate(probs).astype(np.float64)  # (positions, V)
+        rows_ = {k: np.concatenate([s[k] for s in stored]) for k in stored[0]}
+        out.update(draws_check(p, rows_))
+        out["mean_total_variation"] = float(total_variation(p, rows_).mean())
+    return out
+
+
+def target_distribution(rows: dict, vocab_size: int) -> np.ndarray:
+    """(positions, V) float64: the distribution r the KD loss pulls a sampled or hybrid cache's student toward.
+
+    sampled: c_i / N on the drawn ids; hybrid: exp(top-k log-probs) on the k ids plus tail mass * c_j / N on the
+    drawn tail ids; top-k: the k ids' probabilities and nothing elsewhere (the tail is one lumped outcome, its
+    shape inside the vocabulary is the student's own). Rows: the cache's arrays, flattened to positions.
+    """
+    n = len(rows["input_ids"].reshape(-1))
+    r = np.zeros((n, vocab_size))
+    at = np.arange(n)[:, None]
+    if "topk_ids" in rows:
+        np.add.at(r, (at, rows["topk_ids"].reshape(n, -1).astype(np.int64)),
+                  np.exp(rows["topk_logprobs"].reshape(n, -1).astype(np.float64)))
+    if "sample_ids" in rows:
+        draws = rows["sample_ids"].reshape(n, -1).astype(np.int64)
+        mass = np.exp(rows["tail_logprob"].reshape(n, 1).astype(np.float64)) if "topk_ids" in rows else 1.0
+        np.add.at(r, (at, draws), np.broadcast_to(mass / draws.shape[1], draws.shape))
+    return r
+
+
+def total_variation(p: np.ndarray, rows: dict) -> np.ndarray:
+    """½ Σ_i |p_i - r_i| per position between the teachers' p_T (positions, V) and `target_distribution`."""
+    return 0.5 * np.abs(p - target_distribution(rows, p.shape[-1])).sum(-1)
+
+
+def draws_check(p: np.ndarray, rows: dict) -> dict:
+    """Are the stored draws distributed as p_T says? A z-score of the mass the distinct drawn ids cover.
+
+    Per position the distinct ids among N draws from a distribution d cover X = Σ_i d_i 1[i drawn], whose
+    expectation is Σ_i d_i (1 - (1 - d_i)^N) exactly; d = p_T (sampled) or the renormalised tail (hybrid). The
+    mean of X - E[X] over the checked positions divided by its standard error is ~N(0, 1) for honest draws and
+    far from 0 for draws from another distribution (say uniform, or another temperature). Returns draws_z and
+    the mean covered and expected masses.
+    """
+    n = p.shape[0]
+    d = p.copy()
+    if "topk_ids" in rows:
+        np.put_along_axis(d, rows["topk_ids"].reshape(n, -1).astype(np.int64), 0.0, axis=-1)
+        d /= np.maximum(d.sum(-1, keepdims=True), 1e-300)
+    draws = rows["sample_ids"].reshape(n, -1).astype(np.int64)
+    drawn = np.zeros_like(d, dtype=bool)
+    np.put_along_axis(drawn, draws, True, axis=-1)
+    covered = (d * drawn).sum(-1)
+    expected = (d * -np.expm1(draws.shape[1] * np.log1p(-np.minimum(d, 1 - 1e-12)))).sum(-1)
+    dev = covered - expected
+    z = dev.mean() / max(dev.std(ddof=1) / np.sqrt(n), 1e-12) if n > 1 else 0.0
+    return {"draws_z": float(z), "mean_covered_mass": float(covered.mean()), "mean_expected_mass": float(expected.mean())}

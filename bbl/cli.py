@@ -147,8 +147,14 @@ def train_student(config, data, out, overrides, resume):
 @click.option("--teacher", "teachers", type=PathArg, multiple=True, required=True,
               help="Teacher model dir (repeat for an ensemble; logits are averaged).")
 @click.option("--data", type=PathArg, required=True, help="Prepared dir the teachers were trained on.")
+@click.option("--targets", type=click.Choice(["topk", "sampled", "hybrid"]), default="topk", show_default=True,
+              help="What to store per position: topk (the k most probable ids, their log-probs, the tail mass); "
+                   "sampled (--samples ids drawn from p_T, Anshumann et al. 2025); hybrid (the top k plus --samples "
+                   "draws from the tail). Read with distill.kd_variant=topk_tail|sampled|hybrid.")
 @click.option("--topk", "top_k", type=Positive, default=64, show_default=True,
-              help="Ids kept per position, in [1, vocab size].")
+              help="Ids kept per position, in [1, vocab size] (topk and hybrid).")
+@click.option("--samples", "num_samples", type=Positive, default=None,
+              help="Ids drawn with replacement per position (sampled and hybrid; 1..255), seeded by --seed.")
 @click.option("--temperature", type=PositiveFloat, default=2.0, show_default=True,
               help="Softening temperature T > 0 (the paper: 2).")
 @click.option("--out", type=CacheArg, default=Path("cache/ensemble.zarr"), show_default=True,
@@ -165,21 +171,30 @@ def train_student(config, data, out, overrides, resume):
 @click.option("--chunk-windows", type=Positive, default=256, show_default=True, help="Windows per Zarr chunk.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
 @click.option("--overwrite", is_flag=True, help="Replace a cache of other settings at --out.")
-def dump_logits_cmd(teachers, data, top_k, temperature, out, split, seq_len, max_windows, seed, batch_size,
-                    chunk_windows, device, overwrite):
-    """Run the teachers once over every window; store the ensemble's top-k log-probs in Zarr.
+def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, out, split, seq_len, max_windows, seed,
+                    batch_size, chunk_windows, device, overwrite):
+    """Run the teachers once over every window; store the ensemble's soft targets (top-k log-probs, or sampled
+    ids, or both) in Zarr.
 
-    Resumable: re-run the same command after an interruption. Under `torchrun --nproc_per_node N` each rank
-    writes its own chunks of the same store.
+    Resumable: re-run the same command after an interruption (draws are seeded per chunk, so the store is
+    byte-identical to an uninterrupted dump). Under `torchrun --nproc_per_node N` each rank writes its own chunks
+    of the same store.
     """
     import torch
 
-    from bbl.dump import dump_logits
+    from bbl.dump import check_dump_args, dump_logits
+
+    if targets == "sampled" and click.get_current_context().get_parameter_source("top_k").name == "COMMANDLINE":
+        raise BblError(f"--topk {top_k} does not apply to --targets sampled (it stores draws only); drop --topk "
+                       f"or use --targets hybrid")
+    check_dump_args(top_k=top_k, temperature=temperature, seq_len=seq_len, batch_size=batch_size,
+                    max_windows=max_windows, chunk_windows=chunk_windows, targets=targets, num_samples=num_samples)
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dump_logits(list(teachers), data, out, top_k=top_k, temperature=temperature, split=split, seq_len=seq_len,
                 batch_size=batch_size, device=device, max_windows=max_windows, seed=seed,
-                chunk_windows=chunk_windows, overwrite=overwrite, log=click.echo)
+                chunk_windows=chunk_windows, overwrite=overwrite, targets=targets, num_samples=num_samples,
+                log=click.echo)
 
 
 @main.group(cls=_Group)
@@ -201,7 +216,10 @@ def cache_info_cmd(path, as_json):
     a = info["attributes"]
     click.echo(f"{path}: {'complete' if info['complete'] else 'INCOMPLETE'} ({info['chunks_done']}/{info['chunks']} "
                f"chunks), format v{a.get('format_version')}")
-    click.echo(f"  temperature {a['temperature']}, top_k {a['top_k']}, seq_len {a['seq_len']}, "
+    kind = a.get("targets", "topk")
+    what = {"topk": f"top_k {a['top_k']} + tail mass", "sampled": f"{a.get('num_samples')} draws from p_T",
+            "hybrid": f"top_k {a['top_k']} + {a.get('num_samples')} draws from the tail"}[kind]
+    click.echo(f"  targets {kind} ({what}), temperature {a['temperature']}, seq_len {a['seq_len']}, "
                f"vocab {a['vocab_size']}, ensemble {a['ensemble']}")
     for t in a.get("teachers", []):
         click.echo(f"  teacher {t['architecture']} {t['parameters'] / 1e6:.1f}M {t['path']}")
@@ -211,6 +229,14 @@ def cache_info_cmd(path, as_json):
     if "topk_mass_mean" in info:
         pct = ", ".join(f"p{k} {v:.3f}" for k, v in info["topk_mass_percentiles"].items())
         click.echo(f"  top-k mass: mean {info['topk_mass_mean']:.4f} ({pct})")
+    if "distinct_sampled_ids_mean" in info:
+        click.echo(f"  draws: {info['num_samples']} per position, {info['distinct_sampled_ids_mean']:.2f} distinct ids "
+                   f"on average")
+
+
+MAX_DRAWS_Z = 5.0
+"""`cache verify --teacher` fails a sampled/hybrid cache whose draws' coverage z-score passes this (honest draws:
+|z| > 5 with probability ~6e-7)."""
 
 
 @cache.command("verify")
@@ -242,11 +268,17 @@ def cache_verify_cmd(path, teachers, sample, max_kl):
         click.echo(f"bad: {path}: not marked complete; re-run dump-logits to finish it", err=True)
     if teachers and not problems:
         r = verify_against_teachers(reader, list(teachers), sample=sample)
-        click.echo(f"fidelity over {r['windows_checked']} windows: max |log-prob error| "
-                   f"{r['max_abs_logprob_error']:.2e} nats, KL after renormalising the k+1 outcomes: mean "
-                   f"{r['mean_kl']:.2e} nats (max {r['max_kl']:.2e}), mass defect mean {r['mean_mass_defect']:.2e} "
-                   f"(max {r['max_mass_defect']:.2e})")
-        ok = ok and r["mean_kl"] <= max_kl
+        if "mean_kl" in r:
+            click.echo(f"fidelity over {r['windows_checked']} windows: max |log-prob error| "
+                       f"{r['max_abs_logprob_error']:.2e} nats, KL after renormalising the k+1 outcomes: mean "
+                       f"{r['mean_kl']:.2e} nats (max {r['max_kl']:.2e}), mass defect mean "
+                       f"{r['mean_mass_defect']:.2e} (max {r['max_mass_defect']:.2e})")
+            ok = ok and r["mean_kl"] <= max_kl
+        if "draws_z" in r:
+            click.echo(f"draws over {r['windows_checked']} windows: distinct drawn ids cover {r['mean_covered_mass']:.4f} "
+                       f"of the mass (honest draws: {r['mean_expected_mass']:.4f}, z = {r['draws_z']:+.2f}; fails "
+                       f"beyond |z| > {MAX_DRAWS_Z:g}); total variation to p_T {r['mean_total_variation']:.4f}")
+            ok = ok and abs(r["draws_z"]) <= MAX_DRAWS_Z
     sys.exit(0 if ok else 1)
 
 

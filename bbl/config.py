@@ -120,6 +120,12 @@ class TrainingConfig:
                 raise BblError(f"training.{name} must be positive, got {getattr(self, name)}")
 
 
+KD_VARIANTS = ("topk_tail", "topk_renorm", "sampled", "hybrid")
+KD_VARIANTS_OF_CACHE = {"topk": ("topk_tail", "topk_renorm"), "sampled": ("sampled",),
+                        "hybrid": ("hybrid", "topk_tail", "topk_renorm")}
+"""Which `distill.kd_variant` reads which cache kind (`bbl.cache.TARGET_KINDS`); a hybrid cache holds a top-k one."""
+
+
 @dataclass
 class DistillConfig:
     alpha: float = 0.5
@@ -129,7 +135,9 @@ class DistillConfig:
     allow_retemper: bool = False
     """Accept a temperature other than the cache's, re-tempering the stored log-probs (`bbl.losses.retemper`)."""
     kd_variant: str = "topk_tail"
-    """topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k)."""
+    """topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k), for
+    top-k and hybrid caches; sampled (a sampled cache, `bbl.losses.sampled_kl`); hybrid (a hybrid cache,
+    `bbl.losses.hybrid_kl`). A cache of another kind is refused with one line."""
     reduction: str = "token_mean"
     """token_mean (KL averaged over positions, like CE) or babyllama (summed over positions / batch, the
     original code's nn.KLDivLoss(reduction='batchmean') on (B, S, V): ~S times the nominal weight)."""
@@ -139,8 +147,8 @@ class DistillConfig:
             raise BblError(f"distill.alpha {self.alpha} is outside [0, 1]")
         if self.temperature is not None and self.temperature <= 0:
             raise BblError(f"distill.temperature {self.temperature} must be > 0")
-        if self.kd_variant not in ("topk_tail", "topk_renorm"):
-            raise BblError(f"distill.kd_variant {self.kd_variant!r}: use topk_tail or topk_renorm")
+        if self.kd_variant not in KD_VARIANTS:
+            raise BblError(f"distill.kd_variant {self.kd_variant!r}: use one of {', '.join(KD_VARIANTS)}")
         if self.reduction not in ("token_mean", "babyllama"):
             raise BblError(f"distill.reduction {self.reduction!r}: use token_mean or babyllama")
 

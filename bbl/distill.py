@@ -19,7 +19,16 @@ def make_distill_trainer():
     import torch
 
     from bbl.chunked_loss import KDTargets, chunked_head_loss
-    from bbl.losses import distillation_loss, full_kl, reduce_kd, retemper, topk_renorm_kl, topk_tail_kl
+    from bbl.losses import (
+        distillation_loss,
+        full_kl,
+        hybrid_targets,
+        reduce_kd,
+        retemper,
+        sampled_logprobs,
+        topk_renorm_kl,
+        topk_tail_kl,
+    )
     from bbl.trainer_loss import make_loss_trainer
 
     kd_functions = {"topk_tail": topk_tail_kl, "topk_renorm": topk_renorm_kl}
@@ -39,15 +48,24 @@ def make_distill_trainer():
                 with torch.no_grad():
                     logits = torch.stack([t(input_ids=input_ids).logits.float() for t in self.teachers]).mean(0)
                 return KDTargets("full", teacher_logits=logits)
+            variant = self.distill.kd_variant
+            if variant == "sampled":  # the drawn ids' empirical distribution, nothing lumped (bbl.losses.sampled_kl)
+                ids = targets["sample_ids"]
+                return KDTargets("topk_tail", topk_ids=ids, topk_logprobs=sampled_logprobs(ids),
+                                 tail_logprob=torch.full(ids.shape[:2], float("-inf"), device=ids.device))
+            if variant == "hybrid":  # the exact top k plus the tail's draws (bbl.losses.hybrid_kl)
+                ids, top, tail = hybrid_targets(targets["topk_ids"], targets["topk_logprobs"],
+                                                targets["tail_logprob"], targets["sample_ids"])
+                return KDTargets("topk_tail", topk_ids=ids, topk_logprobs=top, tail_logprob=tail)
             top, tail = targets["topk_logprobs"], targets["tail_logprob"]
             if self.cache_temperature is not None and abs(self.cache_temperature - self.temperature) > 1e-9:
                 top, tail = retemper(top, tail, from_temperature=self.cache_temperature,
                                      to_temperature=self.temperature)
-            return KDTargets(self.distill.kd_variant, topk_ids=targets["topk_ids"], topk_logprobs=top,
-                             tail_logprob=tail)
+            return KDTargets(variant, topk_ids=targets["topk_ids"], topk_logprobs=top, tail_logprob=tail)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob") if k in inputs}
+            targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob", "sample_ids")
+                       if k in inputs}
             distilling = model.training and (targets or self.teachers)
             if self.loss_impl == "chunked":
                 outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"])
@@ -62,7 +80,7 @@ def make_distill_trainer():
                     kd_targets = self._teacher_targets(inputs["input_ids"], targets)
                     if kd_targets.kind == "full":
                         kl = full_kl(outputs.logits, kd_targets.teacher_logits, self.temperature)
-                    else:
+                    else:  # sampled / hybrid arrive as topk_tail targets (sampled_kl / hybrid_kl's own reduction)
                         kl = kd_functions[kd_targets.kind](outputs.logits, kd_targets.topk_ids,
                                                            kd_targets.topk_logprobs, kd_targets.tail_logprob,
                                                            self.temperature)
@@ -89,9 +107,11 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
 
     Raises:
         BblError: neither or both of cache and teachers; cache incomplete or not matching the prepared data,
-            tokenizer, seq_len, vocab or temperature (see `CacheReader.validate`); plus `train_lm`'s errors.
+            tokenizer, seq_len, vocab or temperature (see `CacheReader.validate`); a cache whose targets kind
+            `distill.kd_variant` does not read (`bbl.config.KD_VARIANTS_OF_CACHE`); plus `train_lm`'s errors.
     """
     from bbl.cache import CacheDataset, open_cache
+    from bbl.config import KD_VARIANTS_OF_CACHE
     from bbl.data import PreparedData
     from bbl.tokenizer import tokenizer_fingerprint
     from bbl.train import train_lm
@@ -103,6 +123,14 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     kwargs: dict = {"distill": d}
     if cache_path:
         reader = open_cache(cache_path)
+        if d.kd_variant not in KD_VARIANTS_OF_CACHE[reader.targets]:
+            fits = " or ".join(KD_VARIANTS_OF_CACHE[reader.targets])
+            raise BblError(f"{cache_path}: holds {reader.targets} targets, which distill.kd_variant={d.kd_variant} "
+                           f"does not read; set distill.kd_variant={fits} or dump a cache with --targets "
+                           f"{'topk' if d.kd_variant.startswith('topk') else d.kd_variant}")
+        if reader.targets != "topk" and d.temperature is not None and abs(d.temperature - reader.temperature) > 1e-9:
+            raise BblError(f"{cache_path}: {reader.targets} targets were drawn at temperature {reader.temperature} "
+                           f"and cannot be re-tempered; drop distill.temperature or dump at {d.temperature}")
         reader.validate(tokenizer_fingerprint=tokenizer_fingerprint(data.tokenizer_dir),
                         train_stream_sha256=data.stream_sha256("train"), seq_len=cfg.training.seq_len,
                         temperature=d.temperature, allow_retemper=d.allow_retemper, vocab_size=data.vocab_size)
@@ -114,7 +142,8 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
         dataset = CacheDataset(reader, seed=cfg.training.seed)
         kwargs.update(temperature=d.temperature or reader.temperature, cache_temperature=reader.temperature)
         provenance = {"distill_mode": "cached", "cache": str(cache_path), "cache_temperature": reader.temperature,
-                      "cache_top_k": reader.top_k}
+                      "cache_top_k": reader.top_k, "cache_targets": reader.targets,
+                      "cache_num_samples": reader.num_samples}
     else:
         from bbl.teachers import load_teachers
 

@@ -24,7 +24,13 @@ from bbl.cache import DEFAULT_CHUNK_WINDOWS, LOGPROB_STEP, TOPK_ORDER, CacheRead
 from bbl.data import PreparedData
 from bbl.errors import BblError
 from bbl.stores import cache_location
-from bbl.teachers import ensemble_topk, ensemble_topk_from_hidden, load_teachers, teacher_forward
+from bbl.teachers import (
+    ensemble_targets,
+    ensemble_targets_from_hidden,
+    ensemble_topk,
+    load_teachers,
+    teacher_forward,
+)
 from bbl.windows import TokenWindows, window_subset
 
 __all__ = ["ChunkComputer", "dump_logits", "ensemble_topk", "load_teachers", "sort_by_id"]
@@ -49,9 +55,11 @@ class ChunkComputer:
     """
 
     def __init__(self, teachers, infos, windows: TokenWindows, *, top_k: int, temperature: float, batch_size: int,
-                 chunk_windows: int, device: str, id_dtype, split: str = "train"):
+                 chunk_windows: int, device: str, id_dtype, split: str = "train", targets: str = "topk",
+                 num_samples: int = 0, sample_seed: int = 0):
         self.teachers, self.infos, self.windows = teachers, infos, windows
         self.top_k, self.temperature, self.batch_size = top_k, temperature, batch_size
+        self.targets, self.num_samples, self.sample_seed = targets, num_samples, sample_seed
         self.chunk_windows, self.device, self.id_dtype, self.split = chunk_windows, device, id_dtype, split
         import torch
 
@@ -63,6 +71,14 @@ class ChunkComputer:
 
     def rows(self, c: int) -> range:
         return range(c * self.chunk_windows, min((c + 1) * self.chunk_windows, len(self.windows)))
+
+    def generator(self, c: int):
+        """The draws' generator of chunk `c`: seeded by (sample_seed, c) alone, so any rank, a resumed dump and a
+        repair draw the same ids for that chunk."""
+        import torch
+
+        seed = int(np.random.SeedSequence([self.sample_seed, c]).generate_state(1, np.uint64)[0] >> 1)
+        return torch.Generator(device=self.device).manual_seed(seed)
 
     def compute(self, c: int) -> ChunkBatch:
         """Chunk `c` as a `ChunkBatch` (ids sorted by id, log-probs on the `LOGPROB_STEP` grid).
@@ -76,6 +92,8 @@ class ChunkComputer:
         cuda = self.device.startswith("cuda")
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
         ids_np = np.stack([self.windows.window(i) for i in rows])
+        kind = {"targets": self.targets, "top_k": self.top_k, "num_samples": self.num_samples,
+                "generator": self.generator(c) if self.targets != "topk" else None}
         parts = []
         with torch.inference_mode():
             for b in range(0, len(rows), self.batch_size):
@@ -93,29 +111,43 @@ class ChunkComputer:
                     heads.append(head)
                 with autocast:
                     if all(h is not None for h in heads):  # chunked: no (B, S, V) tensor per teacher
-                        top = ensemble_topk_from_hidden(outputs, heads, temperature=self.temperature,
-                                                        top_k=self.top_k)
+                        out = ensemble_targets_from_hidden(outputs, heads, temperature=self.temperature, **kind)
                     else:
-                        top = ensemble_topk([o.float() for o in outputs], temperature=self.temperature,
-                                            top_k=self.top_k)
-                parts.append([t.cpu() for t in top])
-        top_ids, top_lp, tail = (torch.cat(p).numpy() for p in zip(*parts, strict=True))
-        top_ids, top_lp = sort_by_id(top_ids, top_lp)
-        return ChunkBatch(index=c, input_ids=ids_np.astype(self.id_dtype),
-                          window_idx=self.windows.indices[rows.start:rows.stop].astype(np.int64),
-                          topk_ids=top_ids.astype(self.id_dtype), topk_logprobs=_quantize_logprobs(top_lp),
-                          tail_logprob=tail.astype(np.float32))
+                        out = ensemble_targets([o.float() for o in outputs], temperature=self.temperature, **kind)
+                parts.append({k: t.cpu() for k, t in out.items()})
+        arrays = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+        batch = ChunkBatch(index=c, input_ids=ids_np.astype(self.id_dtype),
+                           window_idx=self.windows.indices[rows.start:rows.stop].astype(np.int64))
+        if "topk_ids" in arrays:
+            top_ids, top_lp = sort_by_id(arrays["topk_ids"], arrays["topk_logprobs"])
+            batch.topk_ids, batch.topk_logprobs = top_ids.astype(self.id_dtype), _quantize_logprobs(top_lp)
+            batch.tail_logprob = arrays["tail_logprob"].astype(np.float32)
+        if "sample_ids" in arrays:
+            batch.sample_ids = arrays["sample_ids"].astype(self.id_dtype)
+        return batch
 
 
 def check_dump_args(*, top_k: int, temperature: float, seq_len: int, batch_size: int,
-                    max_windows: int | None = None, chunk_windows: int = DEFAULT_CHUNK_WINDOWS) -> None:
-    """Range checks of dump-logits' numeric options, before anything is read or written.
+                    max_windows: int | None = None, chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
+                    targets: str = "topk", num_samples: int | None = None) -> None:
+    """Range checks of dump-logits' options, before anything is read or written.
 
     Raises:
-        BblError: naming the option and its valid range.
+        BblError: naming the option and its valid range (or the `--targets` kind it needs).
     """
+    from bbl.cache import TARGET_KINDS
+
+    if targets not in TARGET_KINDS:
+        raise BblError(f"--targets {targets!r}: use one of {', '.join(TARGET_KINDS)}")
+    if targets == "topk" and num_samples:
+        raise BblError(f"--samples {num_samples} applies to --targets sampled or hybrid; drop it or pick one")
+    if targets != "topk" and not num_samples:
+        raise BblError(f"--targets {targets} needs --samples S >= 1 (ids drawn per position, e.g. 12)")
+    if num_samples is not None and num_samples > 255:
+        raise BblError(f"--samples {num_samples} must be <= 255")
     for option, value in (("--topk", top_k), ("--seq-len", seq_len), ("--batch-size", batch_size),
-                          ("--chunk-windows", chunk_windows), ("--max-windows", max_windows)):
+                          ("--chunk-windows", chunk_windows), ("--max-windows", max_windows),
+                          ("--samples", num_samples)):
         if value is not None and value < 1:
             raise BblError(f"{option} {value} must be >= 1")
     if not temperature > 0:
@@ -136,9 +168,13 @@ def _barrier():
 def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 64, temperature: float = 2.0,
                 split: str = "train", seq_len: int = 128, batch_size: int = 16, device: str = "cpu",
                 max_windows: int | None = None, seed: int = 0, chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
-                overwrite: bool = False, progress: bool = True, log=print) -> dict:
-    """Dump the ensemble's top-k soft targets of every window of `split` into the cache at `out`.
+                overwrite: bool = False, progress: bool = True, targets: str = "topk",
+                num_samples: int | None = None, log=print) -> dict:
+    """Dump the ensemble's soft targets of every window of `split` into the cache at `out`.
 
+    `targets` is the kind stored (`bbl.cache.TARGET_KINDS`): topk (top_k ids, log-probs, tail mass), sampled
+    (`num_samples` ids drawn from p_T per position; top_k unused) or hybrid (both: top_k exact plus
+    `num_samples` draws from the tail). Draws are seeded by (`seed`, chunk), so a resumed dump is byte-identical.
     `max_windows`/`seed` select the same fixed window subset `training.max_train_windows`/`training.seed` do.
     Returns the summary dict (windows, tokens, bytes, bytes_per_token, mean_tail_mass, seconds).
 
@@ -152,7 +188,9 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
     from bbl.tokenizer import tokenizer_fingerprint
 
     check_dump_args(top_k=top_k, temperature=temperature, seq_len=seq_len, batch_size=batch_size,
-                    max_windows=max_windows, chunk_windows=chunk_windows)
+                    max_windows=max_windows, chunk_windows=chunk_windows, targets=targets, num_samples=num_samples)
+    if targets == "sampled":
+        top_k = 0
     rank, world = _dist_info()
     if world > 1:
         import torch.distributed as dist
@@ -167,7 +205,7 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
     if infos[0]["tokenizer_fingerprint"] != data_fp:
         raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from {data.tokenizer_dir}; "
                        f"pass the --data the teachers were trained on")
-    if top_k > data.vocab_size:
+    if top_k > data.vocab_size and targets != "sampled":
         raise BblError(f"--topk {top_k} exceeds the vocabulary ({data.vocab_size}); use --topk <= {data.vocab_size}")
     stream = data.stream(split)
     indices = window_subset(len(stream) // seq_len, max_windows, seed=seed)
@@ -185,6 +223,8 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
         "topk_order": TOPK_ORDER, "dump_batch_size": int(batch_size), "dump_device": str(device).split(":")[0],
         "bbl_version": __version__, "data_dir": str(Path(data_dir).resolve()),
     }
+    if targets != "topk":  # a top-k cache keeps exactly the attributes it had before issue 15
+        attrs.update(targets=targets, num_samples=int(num_samples), sample_seed=int(seed))
     out = cache_location(out)
     if rank == 0:
         writer = CacheWriter(out, attrs=attrs, num_windows=n, chunk_windows=chunk_windows, overwrite=overwrite)
@@ -220,8 +260,8 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
     thread.start()
     t0 = time.perf_counter()
     computer = ChunkComputer(teachers, infos, windows, top_k=top_k, temperature=temperature, batch_size=batch_size,
-                             chunk_windows=chunk_windows, device=device, id_dtype=writer.group["topk_ids"].dtype,
-                             split=split)
+                             chunk_windows=chunk_windows, device=device, id_dtype=writer.group["input_ids"].dtype,
+                             split=split, targets=targets, num_samples=num_samples or 0, sample_seed=seed)
     bar = tqdm(total=len(todo) * chunk_windows, unit="win", desc=f"dump rank {rank}" if world > 1 else "dump",
                disable=not progress, smoothing=0.1)
     dumped = 0
@@ -250,9 +290,9 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
         summary["seconds"] = round(seconds, 2)
         summary["windows_per_s"] = round(dumped / max(seconds, 1e-9), 1)  # rank 0's own windows
         writer.group.attrs.update({"summary": summary})
+        tail = f", mean tail mass {summary['mean_tail_mass']:.4f}" if "mean_tail_mass" in summary else ""
         log(f"dumped {out}: {summary['windows']:,} windows, {summary['tokens']:,} tokens, "
-            f"{summary['bytes']:,} bytes ({summary['bytes_per_token']:.1f} B/token), "
-            f"mean tail mass {summary['mean_tail_mass']:.4f}, {seconds:.1f}s")
+            f"{summary['bytes']:,} bytes ({summary['bytes_per_token']:.1f} B/token){tail}, {seconds:.1f}s")
     if world > 1:
         import torch.distributed as dist
 

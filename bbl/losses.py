@@ -96,6 +96,70 @@ def topk_renorm_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, temper
     return _xlogx_term(log_p, log_p - log_q_top).sum(-1)
 
 
+def sampled_logprobs(sample_ids: torch.Tensor, log_mass: torch.Tensor | None = None) -> torch.Tensor:
+    """Log of the empirical target each slot of `sample_ids` carries: log(m * c_i / S) at the first slot holding
+    id i (c_i its count among the S draws), -inf at its repeats (so each id is counted once).
+
+    Args:
+        sample_ids: (B, S, N) int64, N ids drawn with replacement per position (the cache's `sample_ids`).
+        log_mass: (B, S) float, log of the mass the draws stand for (hybrid: the tail's); None for 1 (sampled).
+    Returns:
+        (B, S, N) float32; exp sums to m over each position's slots.
+    """
+    n = sample_ids.shape[-1]
+    equal = sample_ids.unsqueeze(-1) == sample_ids.unsqueeze(-2)  # (B, S, N, N)
+    counts = equal.sum(-1)
+    first = ~equal.tril(-1).any(-1)  # no equal id in an earlier slot
+    log_p = torch.where(first, (counts.double() / n).log(), float("-inf")).float()
+    return log_p if log_mass is None else log_p + log_mass.float().unsqueeze(-1)
+
+
+def sampled_kl(student_logits, sample_ids, temperature):
+    """KL(p̂ ‖ q) to the empirical distribution p̂ of N ids drawn from the teacher's p_T (sparse logit sampling).
+
+    Anshumann et al. 2025 ("Sparse Logit Sampling: Accelerating Knowledge Distillation in LLMs", Section 3, the
+    random-sampling KD estimator with the teacher itself as the proposal, so every draw weighs 1 / N): p̂_i =
+    c_i / N with E[p̂_i] = p_i, and the gradient (q - p̂) / T is an unbiased estimate of the full KL's (q - p) / T
+    (tested in tests/test_sparse_targets.py). Its value is not an unbiased estimate of KL(p ‖ q) (the Σ p̂ log p̂
+    term), only its gradient is. Computed as `topk_tail_kl` over the distinct drawn ids with no tail.
+
+    Args:
+        student_logits: (B, S, V) float raw logits. sample_ids: (B, S, N) int64 in [0, V). temperature: T > 0.
+    Returns:
+        (B, S) float32 KL per position, nats.
+    """
+    log_p = sampled_logprobs(sample_ids)
+    no_tail = torch.full(sample_ids.shape[:2], float("-inf"), device=log_p.device)
+    return topk_tail_kl(student_logits, sample_ids, log_p, no_tail, temperature)
+
+
+def hybrid_targets(topk_ids, topk_logprobs, tail_logprob, sample_ids):
+    """The hybrid cache's targets as (ids (B, S, K + N), log-probs (B, S, K + N), tail (B, S)) for `topk_tail_kl`.
+
+    The k ids keep their exact log-probs; the tail's mass is spread over the N ids drawn from the tail
+    renormalised, m * c_j / N each (`sampled_logprobs`), so nothing is lumped (tail -inf). With N == 0 the
+    tail stays one lumped outcome: exactly the top-k cache's targets.
+    """
+    if sample_ids.shape[-1] == 0:
+        return topk_ids, topk_logprobs, tail_logprob
+    ids = torch.cat([topk_ids, sample_ids], dim=-1)
+    log_p = torch.cat([topk_logprobs.float(), sampled_logprobs(sample_ids, tail_logprob)], dim=-1)
+    return ids, log_p, torch.full_like(tail_logprob, float("-inf"), dtype=torch.float32)
+
+
+def hybrid_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, sample_ids, temperature):
+    """KL to the hybrid target: the exact top k plus N draws from the renormalised tail carrying its mass.
+
+    Unbiased like `sampled_kl` in the tail (E[m c_j / N] = p_j for every tail id j), exact on the top k; equals
+    `topk_tail_kl` when N == 0 and the full-vocabulary KL when K == V (no tail mass). Anshumann et al. 2025
+    discuss top-k plus sampling as a variant; this form is bbl's (issue 15).
+
+    Args: as `topk_tail_kl`, plus sample_ids (B, S, N) int64 ids drawn from the tail. Returns (B, S) float32, nats.
+    """
+    return topk_tail_kl(student_logits, *hybrid_targets(topk_ids, topk_logprobs, tail_logprob, sample_ids),
+                        temperature)
+
+
 def full_kl(student_logits, teacher_logits, temperature):
     """Full-vocabulary KL(p_T ‖ q_T) per position, p from `teacher_logits` (the online reference).
 

@@ -84,7 +84,9 @@ def repair_cache(path, teacher_dirs: list[Path], *, data_dir: Path | None = None
                          create=False)
     computer = ChunkComputer(teachers, infos, windows, top_k=reader.top_k, temperature=reader.temperature,
                              batch_size=int(attrs.get("dump_batch_size", 16)), chunk_windows=reader.chunk_windows,
-                             device=device, id_dtype=reader.arrays["topk_ids"].dtype, split=split)
+                             device=device, id_dtype=reader.arrays["input_ids"].dtype, split=split,
+                             targets=reader.targets, num_samples=reader.num_samples,
+                             sample_seed=int(attrs.get("sample_seed", 0)))
     for c in chunks:
         writer.write_chunk(computer.compute(c))
         log(f"repaired chunk {c} (rows {reader.rows_of(c)[0]}-{reader.rows_of(c)[1]})")

@@ -24,40 +24,97 @@ def ensemble_topk(teacher_logits: list, *, temperature: float, top_k: int):
         nats; tail_logprob (B, S) float32, log of the mass outside the top k computed as a logsumexp over the
         other V - K logits (-inf when K == V).
     """
+    t = ensemble_targets(teacher_logits, temperature=temperature, top_k=top_k)
+    return t["topk_ids"], t["topk_logprobs"], t["tail_logprob"]
+
+
+def ensemble_targets(teacher_logits: list, *, temperature: float, targets: str = "topk", top_k: int = 0,
+                     num_samples: int = 0, generator=None) -> dict:
+    """The cache's soft targets of the logit-mean ensemble at `temperature` (`sparse_targets` of its p_T).
+
+    Args: teacher_logits: list of (B, S, V) float tensors; the rest as `sparse_targets`.
+    Returns: as `sparse_targets`, shaped (B, S, ...).
+    """
     total = teacher_logits[0].float()
     for t in teacher_logits[1:]:
         total = total + t.float()  # a new tensor: the callers' logits are never modified
     scale = len(teacher_logits) * temperature
     mean = total.div_(scale) if len(teacher_logits) > 1 else total / scale  # logit mean / T, ours to modify
-    return _topk_of_scaled_mean(mean, top_k)
+    b, s, v = mean.shape
+    out = sparse_targets(mean.reshape(b * s, v), targets=targets, top_k=top_k, num_samples=num_samples,
+                         generator=generator)
+    return {k: x.reshape(b, s, *x.shape[1:]) for k, x in out.items()}
 
 
-def _topk_of_scaled_mean(mean, top_k: int):
-    """(top ids, top log-probs, tail log-prob) of softmax(mean) over the last dim; overwrites `mean`."""
+def sparse_targets(scaled_mean, *, targets: str = "topk", top_k: int = 0, num_samples: int = 0,
+                   generator=None) -> dict:
+    """One kind of the cache's targets from rows of logits already divided by T; overwrites `scaled_mean`.
+
+    Kinds (issue 15; Anshumann et al. 2025, "Sparse Logit Sampling", Section 3, for the sampled estimator):
+    - topk: topk_ids (n, K) int64 by decreasing probability, topk_logprobs (n, K) float32 log p_T, tail_logprob
+      (n,) float32 log of the mass outside the top k (-inf when K == V).
+    - sampled: sample_ids (n, S) int64, S ids drawn with replacement from p_T (so id i appears c_i times with
+      E[c_i / S] = p_T(i)), sorted ascending.
+    - hybrid: topk's three arrays plus sample_ids (n, S) drawn with replacement from the tail renormalised,
+      p_T(j) / tail mass for j outside the top k, sorted ascending (all 0 when K == V: there is no tail).
+
+    Args:
+        scaled_mean: (n, V) float32, the ensemble's logit mean / T.
+        generator: the `torch.Generator` the draws use (seeded per cache chunk by the dump, so a resumed or
+            repaired chunk is byte-identical).
+    """
     import torch
 
-    log_z = torch.logsumexp(mean, dim=-1, keepdim=True)
-    top_vals, top_ids = mean.topk(top_k, dim=-1)
-    rest = mean.scatter_(-1, top_ids, float("-inf"))
+    if targets == "sampled":
+        probs = torch.softmax(scaled_mean, dim=-1)
+        return {"sample_ids": _draw(probs, num_samples, generator)}
+    log_z = torch.logsumexp(scaled_mean, dim=-1, keepdim=True)
+    top_vals, top_ids = scaled_mean.topk(top_k, dim=-1)
+    rest = scaled_mean.scatter_(-1, top_ids, float("-inf"))
     tail = (torch.logsumexp(rest, dim=-1, keepdim=True) - log_z).squeeze(-1)
-    return top_ids, top_vals - log_z, tail
+    out = {"topk_ids": top_ids, "topk_logprobs": top_vals - log_z, "tail_logprob": tail}
+    if targets == "hybrid":
+        if top_k == scaled_mean.shape[-1] or num_samples == 0:  # no tail to draw from, or no draws
+            out["sample_ids"] = torch.zeros(rest.shape[0], num_samples, dtype=torch.long, device=rest.device)
+        else:
+            out["sample_ids"] = _draw(torch.softmax(rest, dim=-1), num_samples, generator)
+    return out
+
+
+def _draw(probs, num_samples: int, generator):
+    """(n, S) ids drawn with replacement from each row of `probs`, sorted ascending (they compress best so)."""
+    import torch
+
+    return torch.multinomial(probs, num_samples, replacement=True, generator=generator).sort(dim=-1).values
 
 
 def ensemble_topk_from_hidden(hiddens: list, heads: list, *, temperature: float, top_k: int,
                               chunk_rows: int | None = None):
     """`ensemble_topk` from the teachers' last hidden states, a chunk of positions at a time (issue 11).
 
+    Returns the tuple `ensemble_topk` returns; see `ensemble_targets_from_hidden`.
+    """
+    t = ensemble_targets_from_hidden(hiddens, heads, temperature=temperature, top_k=top_k, chunk_rows=chunk_rows)
+    return t["topk_ids"], t["topk_logprobs"], t["tail_logprob"]
+
+
+def ensemble_targets_from_hidden(hiddens: list, heads: list, *, temperature: float, targets: str = "topk",
+                                 top_k: int = 0, num_samples: int = 0, generator=None,
+                                 chunk_rows: int | None = None) -> dict:
+    """`ensemble_targets` from the teachers' last hidden states, a chunk of positions at a time (issue 11).
+
     Each chunk's logits are accumulated in place over the teachers (never one (B, S, V) tensor per teacher), then
-    divided by n * T, and its top-k and the two logsumexps are taken while the chunk is in cache. Equal to
-    `ensemble_topk` on the teachers' logits up to fp32 rounding of the sums.
+    divided by n * T, and its targets (top-k and the two logsumexps, and/or the draws) are taken while the chunk
+    is in cache. Equal to `ensemble_targets` on the teachers' logits up to fp32 rounding of the sums (the draws
+    are equal too when the rows are: one generator, consumed row chunk by row chunk in order).
 
     Args:
         hiddens: one (B, S, H_t) float tensor per teacher, the hidden states after its final norm.
         heads: the teachers' LM heads (`nn.Linear` (V, H_t), bias allowed), in the same order.
-        temperature, top_k: as `ensemble_topk`.
+        temperature, targets, top_k, num_samples, generator: as `ensemble_targets`.
         chunk_rows: positions per chunk (default: `bbl.chunked_loss.default_chunk_rows`).
     Returns:
-        As `ensemble_topk`: topk_ids (B, S, K) int64, topk_logprobs (B, S, K) float32, tail_logprob (B, S) float32.
+        As `sparse_targets`, shaped (B, S, ...).
     """
     import torch
     import torch.nn.functional as F
@@ -70,17 +127,15 @@ def ensemble_topk_from_hidden(hiddens: list, heads: list, *, temperature: float,
     v = heads[0].weight.shape[0]
     step = chunk_rows or default_chunk_rows(v)
     scale = len(heads) * temperature
-    out_ids = torch.empty(n, top_k, dtype=torch.long, device=flat[0].device)
-    out_lp = torch.empty(n, top_k, dtype=torch.float32, device=flat[0].device)
-    out_tail = torch.empty(n, dtype=torch.float32, device=flat[0].device)
+    parts = []
     for r0 in range(0, n, step):
         r1 = min(n, r0 + step)
         acc = F.linear(flat[0][r0:r1], heads[0].weight, heads[0].bias).float()
         for h, head in zip(flat[1:], heads[1:], strict=True):
             acc += F.linear(h[r0:r1], head.weight, head.bias).float()
-        ids, lp, tail = _topk_of_scaled_mean(acc.div_(scale), top_k)
-        out_ids[r0:r1], out_lp[r0:r1], out_tail[r0:r1] = ids, lp, tail
-    return out_ids.view(b, s, top_k), out_lp.view(b, s, top_k), out_tail.view(b, s)
+        parts.append(sparse_targets(acc.div_(scale), targets=targets, top_k=top_k, num_samples=num_samples,
+                                    generator=generator))
+    return {k: torch.cat([p[k] for p in parts]).reshape(b, s, *parts[0][k].shape[1:]) for k in parts[0]}
 
 
 # Architectures whose logits are exactly lm_head(last hidden state) (no soft-capping or logit scale), so the dump
