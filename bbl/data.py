@@ -21,6 +21,7 @@ import numpy as np
 
 from bbl import __version__
 from bbl.cleaning import CLEANERS, clean_generic
+from bbl.corpus import SOURCE_ALIASES, Source, cleaner_of, read_sources
 from bbl.errors import BblError
 
 MANIFEST = "manifest.json"
@@ -66,21 +67,6 @@ def read_text(path: Path) -> str:
                        f"re-encode the file as UTF-8 (e.g. iconv -t UTF-8)") from None
 
 
-def find_split_files(directory: Path, suffix: str) -> list[Path]:
-    """Sorted `*.{suffix}` files of a BabyLM split dir.
-
-    Raises:
-        BblError: if the dir is missing or holds no such file.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise BblError(f"{directory}: directory not found; pass the BabyLM dir holding the *.{suffix} files")
-    files = sorted(directory.glob(f"*.{suffix}"))
-    if not files:
-        raise BblError(f"{directory}: no *.{suffix} files; pass the BabyLM dir (e.g. babylm_10M/ for train)")
-    return files
-
-
 def _atomic_write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
@@ -91,9 +77,10 @@ def _load_json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _inputs_fingerprint(files: dict[str, list[Path]], vocab_size: int, tokenizer_sha256: str | None = None) -> dict:
+def _inputs_fingerprint(sources: dict[str, list], vocab_size: int, tokenizer_sha256: str | None = None) -> dict:
     fp = {
-        "files": {split: {p.name: sha256_file(p) for p in ps} for split, ps in files.items()},
+        "files": {split: {s.label: "+".join(sha256_file(p) for p in s.paths) for s in ss}
+                  for split, ss in sources.items()},
         "vocab_size": vocab_size,
         "cleaning_version": CLEANING_VERSION,
     }
@@ -139,9 +126,9 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
     from bbl.tokenizer import encode_lines_with_word_starts, load_tokenizer, save_tokenizer, train_tokenizer
 
     out = Path(out)
-    files = {"train": find_split_files(train_dir, "train"), "dev": find_split_files(dev_dir, "dev")}
     given = _given_tokenizer(tokenizer_dir) if tokenizer_dir is not None else None
-    texts = {split: {p: read_text(p) for p in ps} for split, ps in files.items()}  # validates every file first
+    # every layout (bbl.corpus), read and validated before anything is written
+    files = {"train": read_sources(train_dir, "train"), "dev": read_sources(dev_dir, "dev")}
     fingerprint = _inputs_fingerprint(files, vocab_size, sha256_file(given) if given else None)
 
     state = _load_json(out / STATE) or {}
@@ -161,17 +148,19 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
 
     # 1. Clean: one output file per source and split.
     clean_dir = out / "clean"
-    cleaned: dict[str, list[tuple[Path, Path]]] = {}
-    for split, ps in files.items():
-        cleaned[split] = [(p, clean_dir / split / f"{p.stem}.txt") for p in ps]
+    cleaned: dict[str, list[tuple[Source, Path]]] = {}
+    for split, ss in files.items():
+        cleaned[split] = [(src, clean_dir / split / f"{src.name}.txt") for src in ss]
     if not done.get("clean") or not all(c.is_file() for pairs in cleaned.values() for _, c in pairs):
         shutil.rmtree(clean_dir, ignore_errors=True)
         items = [(split, src, dst) for split, pairs in cleaned.items() for src, dst in pairs]
-        for split, src, dst in tqdm(items, desc="clean", unit="file", disable=not progress):
-            if src.stem not in CLEANERS:
-                log(f"warning: {src}: unknown BabyLM source {src.stem!r}; generic cleaning only")
+        for _split, src, dst in tqdm(items, desc="clean", unit="file", disable=not progress):
+            cleaner = cleaner_of(src.name)
+            if cleaner is None:
+                log(f"warning: {src.paths[0]}: unknown BabyLM source {src.name!r}; generic cleaning only (known: "
+                    f"{', '.join([*CLEANERS, *SOURCE_ALIASES])})")
             dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_text(CLEANERS.get(src.stem, clean_generic)(texts[split][src]))
+            dst.write_text(CLEANERS.get(cleaner, clean_generic)(src.text))
         mark("clean", True)
     else:
         log("clean: up to date")
@@ -221,8 +210,9 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
             starts = np.concatenate([w for _, w in encoded]) if encoded else np.zeros(0, dtype=np.uint8)
             parts.append(ids)
             start_parts.append(starts)
-            records.append({"split": split, "source": src.stem, "path": str(src), "git_sha1": git_blob_sha1(src),
-                            "words": len(texts[split][src].split()), "words_clean": len(text.split()),
+            records.append({"split": split, "source": src.name, "cleaner": cleaner_of(src.name) or "generic",
+                            "path": ", ".join(map(str, src.paths)), "git_sha1": git_blob_sha1(src.paths[0]),
+                            "words": len(src.text.split()), "words_clean": len(text.split()),
                             "words_in_stream": int(starts.sum(dtype=np.int64)), "tokens": len(ids)})
         digests = []
         for path, arrays, empty in ((npy, parts, dtype), (starts_npy, start_parts, np.uint8)):

@@ -67,7 +67,9 @@ def words_per_step(words: np.ndarray, orders: Iterator[np.ndarray], batch_size: 
 
     `orders` yields each epoch's order of dataset rows (the train sampler's); a step consumes the next
     `batch_size` rows of its epoch (the last step of an epoch may take fewer, as the Trainer's DataLoader does).
-    Under DDP the ranks' micro-batches of one step are consecutive slices of that order, so the count is the same.
+    Under DDP the ranks' micro-batches of one step are consecutive slices of that order, so the count is the same
+    (tested with 2 processes). When an epoch's windows do not fill whole micro-batches on every rank, accelerate
+    repeats a few of the epoch's first windows to even them out; those repeats are not counted.
     """
     steps: list[np.ndarray] = []
     total, done = 0, 0
