@@ -97,19 +97,33 @@ def data():
 
 @data.command("verify")
 @click.argument("directory", type=PathArg)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON rows instead of a table.")
-def data_verify(directory, as_json):
-    """Compare DIRECTORY (holding babylm_10M/, babylm_dev/, babylm_test/) with the official SHA-1s."""
-    from bbl.verify_data import verify_babylm_dir
+@click.option("--manifest", "manifests", type=PathArg, multiple=True,
+              help="Another release's manifest ('<git blob sha1> <path>' lines, named by the file's stem); repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON ({releases, release, files}) instead of a table.")
+def data_verify(directory, manifests, as_json):
+    """Which BabyLM release DIRECTORY holds (by content), then its files against that release's SHA-1s.
 
-    rows = verify_babylm_dir(directory)
+    The 2023 release ships (babylm_10M/, babylm_dev/, babylm_test/); pass others with --manifest. Exits 1 when
+    a file of the release is present but modified.
+    """
+    from bbl.verify_data import identify_release, release_manifests, verify_babylm_dir
+
+    releases = release_manifests(manifests)
+    if not Path(directory).is_dir():
+        raise BblError(f"{directory}: directory not found; pass the dir that holds the release's split dirs")
+    ranking = identify_release(directory, releases)
+    best = ranking[0]["release"] if ranking[0]["identical"] else "babylm-2023"
+    rows = verify_babylm_dir(directory, releases[best])
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps({"releases": ranking, "release": best, "files": rows}, indent=2))
     else:
         for r in rows:
             click.echo(f"{r['split']:<12} {r['source']:<18} {r['status']}")
         counts = {s: sum(r["status"] == s for r in rows) for s in ("identical", "modified", "missing")}
         click.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
+        top = ranking[0]
+        click.echo(f"release: {top['release']} ({top['identical']} of its {top['files']} files here, byte for byte)"
+                   if top["identical"] else f"release: none of {', '.join(releases)} (no file identical)")
     if any(r["status"] == "modified" for r in rows):
         sys.exit(1)
 

@@ -93,6 +93,16 @@ class TrainingConfig:
     loss_impl: str = "chunked"
     """chunked: the LM head, CE and KD computed a chunk of rows at a time, never holding the (B, S, V) logits
     (`bbl.chunked_loss`; equal values and gradients); hf: the model's own logits and loss (the reference)."""
+    word_checkpoints: str | list[int] | None = None
+    """Save an HF model dir with tokenizer at OUT/word_checkpoints/chck_{N}M each time the words seen reach N:
+    `babylm` (every 1M words to 10M, then every 10M to 100M: the BabyLM 2025-2026 submission checkpoints) or a
+    list of word counts (names: `bbl.words.checkpoint_name`). Words are counted exactly (`bbl.words`)."""
+    max_words_seen: int | None = None
+    """Refuse to start a run that would see more words than this, its teachers' training words included (the
+    BabyLM rules count helper models' data; e.g. 100000000 for strict-small's 10 epochs of 10M words)."""
+    max_epochs_seen: float | None = None
+    """Refuse to start a run that would pass over its training windows more than this many times (the BabyLM
+    2025-2026 rules: at most 10)."""
     loss_chunk_rows: int | None = None
     """Rows per chunk of the chunked loss; None = `bbl.chunked_loss.default_chunk_rows` (1,024, fewer for V > 16,384)."""
 
@@ -110,8 +120,13 @@ class TrainingConfig:
                 raise BblError(f"training.{name} must be >= 0, got {getattr(self, name)}")
         if self.data_seed is not None and self.data_seed < 0:
             raise BblError(f"training.data_seed must be >= 0 (or null), got {self.data_seed}")
+        from bbl.words import parse_word_checkpoints
+
+        parse_word_checkpoints(self.word_checkpoints)
+        if self.max_epochs_seen is not None and self.max_epochs_seen <= 0:
+            raise BblError(f"training.max_epochs_seen must be > 0 (or null), got {self.max_epochs_seen}")
         for name in ("micro_batch_size", "dev_windows", "max_train_windows", "max_steps", "eval_every_steps",
-                     "stop_after_steps", "loss_chunk_rows"):
+                     "stop_after_steps", "loss_chunk_rows", "max_words_seen"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise BblError(f"training.{name} must be >= 1 (or null), got {value}")
@@ -181,7 +196,12 @@ def _coerce(value, annotation, key: str):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        for option in inner[:-1]:  # the first type the value fits, e.g. str | list[int]
+            try:
+                return _coerce(value, option, key)
+            except BblError:
+                pass
+        return _coerce(value, inner[-1], key)
     if origin is list:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]

@@ -4,6 +4,7 @@ Layout of a prepared dir OUT:
     OUT/clean/{train,dev}/<source>.txt   cleaned text, one file per BabyLM source
     OUT/tokenizer/                       Hugging Face tokenizer dir (tokenizer.json, bos/eos/pad set)
     OUT/train.npy, OUT/dev.npy           1-D token streams (uint16 if vocab <= 65,536, else int32)
+    OUT/train.word_starts.npy, ...       words starting in each token (uint8; `bbl.words`), for words seen
     OUT/manifest.json                    words/tokens per file, totals, dtype, vocab, sha256 of every artifact
 `manifest.json` is written last and atomically: a dir without one is not a prepared dir.
 """
@@ -20,6 +21,7 @@ import numpy as np
 
 from bbl import __version__
 from bbl.cleaning import CLEANERS, clean_generic
+from bbl.corpus import SOURCE_ALIASES, Source, cleaner_of, read_sources
 from bbl.errors import BblError
 
 MANIFEST = "manifest.json"
@@ -65,21 +67,6 @@ def read_text(path: Path) -> str:
                        f"re-encode the file as UTF-8 (e.g. iconv -t UTF-8)") from None
 
 
-def find_split_files(directory: Path, suffix: str) -> list[Path]:
-    """Sorted `*.{suffix}` files of a BabyLM split dir.
-
-    Raises:
-        BblError: if the dir is missing or holds no such file.
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise BblError(f"{directory}: directory not found; pass the BabyLM dir holding the *.{suffix} files")
-    files = sorted(directory.glob(f"*.{suffix}"))
-    if not files:
-        raise BblError(f"{directory}: no *.{suffix} files; pass the BabyLM dir (e.g. babylm_10M/ for train)")
-    return files
-
-
 def _atomic_write_json(path: Path, obj) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
@@ -90,9 +77,10 @@ def _load_json(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _inputs_fingerprint(files: dict[str, list[Path]], vocab_size: int, tokenizer_sha256: str | None = None) -> dict:
+def _inputs_fingerprint(sources: dict[str, list], vocab_size: int, tokenizer_sha256: str | None = None) -> dict:
     fp = {
-        "files": {split: {p.name: sha256_file(p) for p in ps} for split, ps in files.items()},
+        "files": {split: {s.label: "+".join(sha256_file(p) for p in s.paths) for s in ss}
+                  for split, ss in sources.items()},
         "vocab_size": vocab_size,
         "cleaning_version": CLEANING_VERSION,
     }
@@ -135,12 +123,12 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
     """
     from tqdm.auto import tqdm
 
-    from bbl.tokenizer import encode_lines, load_tokenizer, save_tokenizer, train_tokenizer
+    from bbl.tokenizer import encode_lines_with_word_starts, load_tokenizer, save_tokenizer, train_tokenizer
 
     out = Path(out)
-    files = {"train": find_split_files(train_dir, "train"), "dev": find_split_files(dev_dir, "dev")}
     given = _given_tokenizer(tokenizer_dir) if tokenizer_dir is not None else None
-    texts = {split: {p: read_text(p) for p in ps} for split, ps in files.items()}  # validates every file first
+    # every layout (bbl.corpus), read and validated before anything is written
+    files = {"train": read_sources(train_dir, "train"), "dev": read_sources(dev_dir, "dev")}
     fingerprint = _inputs_fingerprint(files, vocab_size, sha256_file(given) if given else None)
 
     state = _load_json(out / STATE) or {}
@@ -160,17 +148,19 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
 
     # 1. Clean: one output file per source and split.
     clean_dir = out / "clean"
-    cleaned: dict[str, list[tuple[Path, Path]]] = {}
-    for split, ps in files.items():
-        cleaned[split] = [(p, clean_dir / split / f"{p.stem}.txt") for p in ps]
+    cleaned: dict[str, list[tuple[Source, Path]]] = {}
+    for split, ss in files.items():
+        cleaned[split] = [(src, clean_dir / split / f"{src.name}.txt") for src in ss]
     if not done.get("clean") or not all(c.is_file() for pairs in cleaned.values() for _, c in pairs):
         shutil.rmtree(clean_dir, ignore_errors=True)
         items = [(split, src, dst) for split, pairs in cleaned.items() for src, dst in pairs]
-        for split, src, dst in tqdm(items, desc="clean", unit="file", disable=not progress):
-            if src.stem not in CLEANERS:
-                log(f"warning: {src}: unknown BabyLM source {src.stem!r}; generic cleaning only")
+        for _split, src, dst in tqdm(items, desc="clean", unit="file", disable=not progress):
+            cleaner = cleaner_of(src.name)
+            if cleaner is None:
+                log(f"warning: {src.paths[0]}: unknown BabyLM source {src.name!r}; generic cleaning only (known: "
+                    f"{', '.join([*CLEANERS, *SOURCE_ALIASES])})")
             dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.write_text(CLEANERS.get(src.stem, clean_generic)(texts[split][src]))
+            dst.write_text(CLEANERS.get(cleaner, clean_generic)(src.text))
         mark("clean", True)
     else:
         log("clean: up to date")
@@ -199,39 +189,47 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
 
     # 3. Encode each split into one flat stream.
     per_file: list[dict] = []
-    stream_hashes = {}
+    stream_hashes, word_start_hashes = {}, {}
     for split, pairs in cleaned.items():
-        npy = out / f"{split}.npy"
+        npy, starts_npy = out / f"{split}.npy", out / f"{split}.word_starts.npy"
         key = f"encode_{split}"
         record = done.get(key)
-        if record and npy.is_file() and record["sha256"] == sha256_file(npy):
+        if record and npy.is_file() and record["sha256"] == sha256_file(npy) and starts_npy.is_file() and \
+                record.get("word_starts_sha256") == sha256_file(starts_npy):
             log(f"encode {split}: up to date")
             per_file += record["files"]
             stream_hashes[split] = record["sha256"]
+            word_start_hashes[split] = record["word_starts_sha256"]
             continue
-        parts, records = [], []
+        parts, start_parts, records = [], [], []
         for src, dst in tqdm(pairs, desc=f"encode {split}", unit="file", disable=not progress):
             text = dst.read_text()
             lines = text.splitlines(keepends=True)
-            ids = [i for line_ids in encode_lines(tokenizer, lines) for i in line_ids]
-            parts.append(np.asarray(ids, dtype=dtype))
-            records.append({"split": split, "source": src.stem, "path": str(src), "git_sha1": git_blob_sha1(src),
-                            "words": len(texts[split][src].split()), "words_clean": len(text.split()),
-                            "tokens": len(ids)})
-        stream = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-        tmp = out / f"{split}.tmp.npy"
-        np.save(tmp, stream)
-        os.replace(tmp, npy)
-        digest = sha256_file(npy)
-        mark(key, {"sha256": digest, "files": records})
+            encoded = list(encode_lines_with_word_starts(tokenizer, lines))
+            ids = np.asarray([i for line_ids, _ in encoded for i in line_ids], dtype=dtype)
+            starts = np.concatenate([w for _, w in encoded]) if encoded else np.zeros(0, dtype=np.uint8)
+            parts.append(ids)
+            start_parts.append(starts)
+            records.append({"split": split, "source": src.name, "cleaner": cleaner_of(src.name) or "generic",
+                            "path": ", ".join(map(str, src.paths)), "git_sha1": git_blob_sha1(src.paths[0]),
+                            "words": len(src.text.split()), "words_clean": len(text.split()),
+                            "words_in_stream": int(starts.sum(dtype=np.int64)), "tokens": len(ids)})
+        digests = []
+        for path, arrays, empty in ((npy, parts, dtype), (starts_npy, start_parts, np.uint8)):
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, np.concatenate(arrays) if arrays else np.zeros(0, dtype=empty))
+            os.replace(tmp, path)
+            digests.append(sha256_file(path))
+        mark(key, {"sha256": digests[0], "word_starts_sha256": digests[1], "files": records})
         per_file += records
-        stream_hashes[split] = digest
+        stream_hashes[split], word_start_hashes[split] = digests
 
     totals = {}
     for split in files:
         rows = [r for r in per_file if r["split"] == split]
         words, tokens = sum(r["words"] for r in rows), sum(r["tokens"] for r in rows)
-        totals[split] = {"words": words, "tokens": tokens, "tokens_per_word": round(tokens / max(words, 1), 4)}
+        totals[split] = {"words": words, "tokens": tokens, "tokens_per_word": round(tokens / max(words, 1), 4),
+                         "words_in_stream": sum(r.get("words_in_stream", 0) for r in rows)}
     manifest = {
         "bbl_version": __version__,
         "files": per_file,
@@ -239,6 +237,8 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
         "dtype": dtype.name,
         "vocab_size": tokenizer.get_vocab_size(),
         "streams": {split: {"path": f"{split}.npy", "sha256": h} for split, h in stream_hashes.items()},
+        "word_starts": {split: {"path": f"{split}.word_starts.npy", "sha256": h}
+                        for split, h in word_start_hashes.items()},
         "tokenizer": {"path": "tokenizer/tokenizer.json", "sha256": sha256_file(tok_file),
                       "source": str(Path(tokenizer_dir).resolve()) if tokenizer_dir else "trained"},
         "inputs": fingerprint,
@@ -284,3 +284,15 @@ class PreparedData:
 
     def stream_sha256(self, split: str) -> str:
         return self.manifest["streams"][split]["sha256"]
+
+    def word_starts(self, split: str) -> np.ndarray:
+        """(tokens,) uint8: the words starting in each token of the split's stream (`bbl.words`), memory-mapped.
+
+        Raises:
+            BblError: a dir prepared before bbl counted words (re-run prepare; its streams stay identical).
+        """
+        entry = self.manifest.get("word_starts", {}).get(split)
+        if entry is None:
+            raise BblError(f"{self.path}: prepared by a bbl that did not count words; re-run `bbl prepare` with the "
+                           f"same arguments and --out {self.path} (the token streams stay identical)")
+        return np.load(self.path / entry["path"], mmap_mode="r")

@@ -37,8 +37,9 @@ def load_model(model_dir: Path, device: str):
         raise BblError(f"{d}: no tokenizer (tokenizer.json) in the model dir; save the tokenizer with the model")
     model = AutoModelForCausalLM.from_pretrained(str(d)).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(d))
+    run = json.loads((d / "bbl_run.json").read_text()) if (d / "bbl_run.json").is_file() else {}
     info = {"path": str(d.resolve()), "parameters": count_parameters(model), "architecture": model.config.model_type,
-            "tokenizer_fingerprint": tokenizer_fingerprint(d)}
+            "tokenizer_fingerprint": tokenizer_fingerprint(d), "ledger": run.get("ledger")}
     return model, tokenizer, info
 
 
@@ -141,11 +142,25 @@ def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), tasks=
         record = {"model": name, "paths": [p[2]["path"] for p in parts],
                   "parameters": sum(p[2]["parameters"] for p in parts), "ensemble": len(parts) > 1,
                   "tokenizer_fingerprint": parts[0][2]["tokenizer_fingerprint"],
-                  "dev_stream_sha256": data.stream_sha256("dev") if data else None, "tasks": r}
+                  "dev_stream_sha256": data.stream_sha256("dev") if data else None, "tasks": r,
+                  **budget_of([p[2].get("ledger") for p in parts])}
         (out / f"{_safe(name)}.json").write_text(json.dumps(record, indent=2) + "\n")
         results.append(record)
     write_report(results, out)
     return results
+
+
+def budget_of(ledgers: list[dict | None]) -> dict:
+    """words_seen and words_seen_with_teachers of a model (an ensemble: the sum over its members), None where a
+    member has no ledger (not trained by bbl, or before bbl counted words)."""
+
+    def total(key):
+        values = [(led or {}).get(key) for led in ledgers]
+        return None if any(v is None for v in values) else int(sum(values))
+
+    with_teachers = [(led or {}).get("words_seen_with_teachers", (led or {}).get("words_seen")) for led in ledgers]
+    return {"words_seen": total("words_seen"),
+            "words_seen_with_teachers": None if any(v is None for v in with_teachers) else int(sum(with_teachers))}
 
 
 def _check_model_dir(d: Path, seq_len: int | None) -> None:

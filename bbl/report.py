@@ -29,9 +29,16 @@ def markdown_table(results: list[dict]) -> str:
     if any(ppl):
         rows.append(("dev perplexity", [f"{p['perplexity']:.1f}" if p else "" for p in ppl]))
     rows.append(("parameters (M)", [f"{r['parameters'] / 1e6:.2f}" for r in results]))
+    if any(r.get("words_seen") is not None for r in results):  # the BabyLM budget line (issue 13)
+        rows.append(("words seen (M)", [_millions(r.get("words_seen")) for r in results]))
+        rows.append(("words seen incl. teachers (M)", [_millions(r.get("words_seen_with_teachers")) for r in results]))
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     lines += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows]
     return "\n".join(lines) + "\n"
+
+
+def _millions(words: int | None) -> str:
+    return "n/a" if words is None else f"{words / 1e6:.3f}"
 
 
 def plot_blimp(results: list[dict], path: Path) -> Path | None:

@@ -230,8 +230,10 @@ def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], st
         for seed in range(seeds):
             d = workdir / "runs" / arm.name / f"seed{seed}"
             run = json.loads((d / "bbl_run.json").read_text())
+            ledger = run.get("ledger") or {}
             runs.append({"seed": seed, "best_dev_ce": run["best_eval_loss"], "global_step": run["global_step"],
-                         "parameters": run.get("parameters"),
+                         "parameters": run.get("parameters"), "words_seen": ledger.get("words_seen"),
+                         "words_seen_with_teachers": ledger.get("words_seen_with_teachers", ledger.get("words_seen")),
                          **_eval_numbers(d / "eval" / f"{d.name}.json"),
                          **{k: state["runs"].get(f"{arm.name}/seed{seed}", {}).get(k) for k in
                             ("seconds", "peak_rss_mib")},
@@ -249,5 +251,6 @@ def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], st
         run = json.loads((t / "bbl_run.json").read_text()) if (t / "bbl_run.json").is_file() else {}
         out["teachers"][t.name] = {"path": str(t), "best_dev_ce": run.get("best_eval_loss"),
                                    "parameters": run.get("parameters"),
+                                   "words_seen": (run.get("ledger") or {}).get("words_seen"),
                                    **_eval_numbers(workdir / "teachers" / t.name / f"{t.name}.json")}
     return out

@@ -43,6 +43,23 @@ def study_table(study: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def budget_table(study: dict) -> str:
+    """Markdown: words seen per run by each arm's model, and with its teachers (the BabyLM budget; issue 13)."""
+
+    def words(values):
+        values = [v for v in values if v is not None]
+        return f"{values[0] / 1e6:.3f}" if values and len(set(values)) == 1 else \
+            (f"{min(values) / 1e6:.3f}-{max(values) / 1e6:.3f}" if values else "n/a")
+
+    lines = ["| model | words seen per run (M) | incl. teachers (M) |", "|---|---:|---:|"]
+    for name, arm in study["arms"].items():
+        lines.append(f"| {name} | {words([r.get('words_seen') for r in arm['runs']])} | "
+                     f"{words([r.get('words_seen_with_teachers') for r in arm['runs']])} |")
+    for name, t in study.get("teachers", {}).items():
+        lines.append(f"| teacher {name} | {words([t.get('words_seen')])} | {words([t.get('words_seen')])} |")
+    return "\n".join(lines) + "\n"
+
+
 def per_seed_table(study: dict) -> str:
     """Markdown: every run's best dev CE, BLiMP and supplement (the numbers behind the means)."""
     lines = ["| arm | seed | best dev CE | BLiMP (%) | supplement (%) | steps | wall (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -90,5 +107,7 @@ def write_study(study: dict, workdir: Path) -> None:
             f"* marks a 95% interval that excludes 0. BLiMP is the mean over paradigms"
             + (f" (first {study['max_pairs_per_file']} pairs per file)" if study.get("max_pairs_per_file")
                else " (every pair)") + ".\n\n")
-    (workdir / "study.md").write_text(head + study_table(study) + "\n## Every run\n\n" + per_seed_table(study))
+    (workdir / "study.md").write_text(head + study_table(study) + "\n## Words seen (the BabyLM budget)\n\n"
+                                      "n/a: a run made before bbl counted words.\n\n" + budget_table(study)
+                                      + "\n## Every run\n\n" + per_seed_table(study))
     plot_curves(study, workdir / "curves.png")

@@ -85,6 +85,16 @@ def encode_lines(tokenizer, lines: list[str], *, batch_size: int = 8192) -> Iter
             yield enc.ids
 
 
+def encode_lines_with_word_starts(tokenizer, lines: list[str], *, batch_size: int = 8192):
+    """As `encode_lines`, yielding (ids, word starts per token (uint8)) per line (`bbl.words`)."""
+    from bbl.words import word_starts_of_encodings
+
+    for start in range(0, len(lines), batch_size):
+        batch = lines[start:start + batch_size]
+        encodings = tokenizer.encode_batch(batch, add_special_tokens=False)
+        yield from zip((e.ids for e in encodings), word_starts_of_encodings(batch, encodings), strict=True)
+
+
 def tokenizer_fingerprint(path: Path) -> str:
     """sha256 of a tokenizer's canonical JSON (key order and whitespace ignored), to tell tokenizers apart.
 

@@ -16,6 +16,7 @@ from bbl import __version__
 from bbl.config import Config
 from bbl.data import PreparedData
 from bbl.errors import BblError
+from bbl.ledger import check_budget, final_ledger, plan_words, word_callbacks
 from bbl.windows import EpochPermutationSampler, TokenWindows, window_subset
 
 RUN_FILE = "bbl_run.json"
@@ -145,8 +146,14 @@ def training_arguments(cfg: Config, out: Path):
     )
 
 
+def train_sampler(dataset, seed: int):
+    """The train order of `dataset`: its own `sampler()` (the cache's chunk shuffle) or `EpochPermutationSampler`."""
+    sampler = getattr(dataset, "sampler", None)
+    return sampler() if callable(sampler) else EpochPermutationSampler(len(dataset), seed=seed)
+
+
 def make_window_trainer(base=None):
-    """A Trainer subclass whose train order is `EpochPermutationSampler` (a new seeded permutation per epoch)."""
+    """A Trainer subclass whose train order is `train_sampler` (a new seeded permutation per epoch)."""
     from bbl.trainer_loss import make_loss_trainer
 
     base = base or make_loss_trainer()
@@ -154,8 +161,7 @@ def make_window_trainer(base=None):
     class WindowTrainer(base):
         def _get_train_sampler(self, train_dataset=None):
             ds = train_dataset if train_dataset is not None else self.train_dataset
-            sampler = getattr(ds, "sampler", None)
-            return sampler() if callable(sampler) else EpochPermutationSampler(len(ds), seed=self.args.seed)
+            return train_sampler(ds, self.args.seed)
 
     return WindowTrainer
 
@@ -219,6 +225,8 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
     train, dev = load_windows(cfg, data)
     if train_dataset is not None:
         train = train_dataset
+    ledger = plan_words(cfg, data, train, teachers=(provenance or {}).get("teacher_ledgers", []))
+    check_budget(cfg, ledger)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         cfg.save(out / CONFIG_FILE)
@@ -234,7 +242,8 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
             f"{world_size()} proc; {len(dev):,} dev windows" + (f"; resuming {resume_from}" if resume_from else ""))
     trainer_cls = make_window_trainer(trainer_base)
     trainer = trainer_cls(model=model, args=args, train_dataset=train, eval_dataset=dev, processing_class=tokenizer,
-                          data_collator=default_data_collator, callbacks=_callbacks(out, cfg),
+                          data_collator=default_data_collator,
+                          callbacks=_callbacks(out, cfg) + word_callbacks(cfg, out, ledger, tokenizer),
                           loss_impl=cfg.training.loss_impl, loss_chunk_rows=cfg.training.loss_chunk_rows,
                           **(trainer_kwargs or {}))
     result = trainer.train(resume_from_checkpoint=resume_from)
@@ -249,7 +258,8 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
             "global_step": trainer.state.global_step, "best_eval_loss": trainer.state.best_metric,
             "best_checkpoint": trainer.state.best_model_checkpoint, "train_runtime_s": result.metrics.get("train_runtime"),
             "train_tokens": trainer.state.global_step * cfg.training.batch_size * cfg.training.seq_len,
-            "complete": not stopped_early, **(provenance or {}),
+            "complete": not stopped_early, **{k: v for k, v in (provenance or {}).items() if k != "teacher_ledgers"},
+            "ledger": final_ledger(ledger, trainer.state.global_step),
         }
         tmp = out / (RUN_FILE + ".tmp")
         tmp.write_text(json.dumps(run, indent=2) + "\n")

@@ -37,6 +37,11 @@ def test_tiny_pipeline_end_to_end_then_resume_skips_finished_stages(tmp_path):
     assert {r["model"] for r in results} == {"gpt2", "llama", "distilled", "baseline", "ensemble(gpt2+llama)"}
     assert all(0 <= r["tasks"]["blimp"]["overall"] <= 1 for r in results)
     assert "| stage |" in (w / "results.md").read_text() and (w / "blimp.png").stat().st_size > 0
+    by_model = {r["model"]: r for r in results}  # the budget line: words seen, with the teachers' for the student
+    teachers = by_model["gpt2"]["words_seen"] + by_model["llama"]["words_seen"]
+    assert by_model["distilled"]["words_seen_with_teachers"] == by_model["distilled"]["words_seen"] + teachers
+    assert by_model["ensemble(gpt2+llama)"]["words_seen"] == teachers
+    assert "| words seen incl. teachers (M) |" in (w / "results.md").read_text()
     logs.clear()
     run_pipeline("tiny", data, w, log=logs.append)
     assert sum("up to date, skipped" in line for line in logs) == 7

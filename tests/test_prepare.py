@@ -144,7 +144,9 @@ def test_prepared_data_refuses_unprepared_dir(tmp_path):
 def test_data_verify_reports_each_file(tmp_path):
     root = real_data_or_skip()
     r = run_cli("data", "verify", root, "--json")
-    rows = {(x["split"], x["source"]): x["status"] for x in json.loads(r.output)}
+    report = json.loads(r.output)
+    assert report["release"] == "babylm-2023" and report["releases"][0]["identical"] == 8  # 4 sources x train/dev
+    rows = {(x["split"], x["source"]): x["status"] for x in report["files"]}
     assert len(rows) == 30
     assert rows[("babylm_10M", "cbt")] == "identical"
     assert rows[("babylm_10M", "wikipedia")] == "missing"
@@ -153,7 +155,7 @@ def test_data_verify_reports_each_file(tmp_path):
     (copy / "cbt.train").write_text((root / "babylm_10M" / "cbt.train").read_text() + "x")
     r = run_cli("data", "verify", tmp_path, "--json")
     assert r.exit_code == 1
-    rows = {(x["split"], x["source"]): x["status"] for x in json.loads(r.output)}
+    rows = {(x["split"], x["source"]): x["status"] for x in json.loads(r.output)["files"]}
     assert rows[("babylm_10M", "cbt")] == "modified"
 
 

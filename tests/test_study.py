@@ -140,6 +140,13 @@ def test_tiny_study_two_seeds_every_arm_then_resume(trained_cache, prepared, tmp
     assert saved["arms"]["cached"]["best_dev_ce"]["mean"] == pytest.approx(np.mean([r["best_dev_ce"] for r in runs]))
     md = (w / "study.md").read_text()
     assert "| cached | 2 |" in md and "| renorm | 2 |" in md and "teacher" in md
+    # the budget line: the distilled arms' words include their teachers', the baseline's do not
+    base_words = study["arms"]["baseline"]["runs"][0]["words_seen"]
+    runs_words = study["arms"]["cached"]["runs"][0]
+    teacher_words = sum(json.loads((t / "bbl_run.json").read_text())["ledger"]["words_seen"] for t in teachers)
+    assert base_words == runs_words["words_seen"] > 0  # same windows, same steps
+    assert runs_words["words_seen_with_teachers"] == base_words + teacher_words
+    assert "## Words seen (the BabyLM budget)" in md and f"| {(base_words + teacher_words) / 1e6:.3f} |" in md
     assert (w / "curves.png").stat().st_size > 1000
     # a re-run skips everything; a lost run (as if the study was killed during it) is redone alone
     logs.clear()
