@@ -38,21 +38,26 @@ def word_starts_of_encodings(texts: list[str], encodings) -> list[np.ndarray]:
     """Per text, the words starting in each of its tokens ((tokens,) uint8), from the tokenizer's char offsets.
 
     A word start is given to the last token whose span begins at or before it (tokens sharing one offset, as
-    byte-level pieces of one character do, get it once). Raises BblError past 255 word starts in one token.
+    byte-level pieces of one character do, get it once). Vectorised over the batch: the texts are joined, their
+    token offsets shifted to match, and every word start is placed with one `searchsorted` (tokens cover every
+    non-space character, so a word start always finds a token of its own text). Raises BblError past 255 word
+    starts in one token.
     """
-    out = []
-    for text, enc in zip(texts, encodings, strict=True):
-        starts = np.fromiter((s for s, _ in enc.offsets), dtype=np.int64, count=len(enc.offsets))
-        counts = np.zeros(len(starts), dtype=np.int64)
-        words = word_start_positions(text)
-        if len(words) and len(starts):
-            owner = np.searchsorted(starts, words, side="right") - 1
-            np.add.at(counts, np.maximum(owner, 0), 1)
-        if counts.size and counts.max() > 255:
-            raise BblError(f"a token of {text[:40]!r}... holds {counts.max()} word starts (> 255); use a tokenizer "
-                           f"whose tokens do not span that many words")
-        out.append(counts.astype(np.uint8))
-    return out
+    if not texts:
+        return []
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    text_base = np.cumsum(lengths) - lengths  # where each text starts in the joined string
+    n_tokens = np.fromiter((len(e.offsets) for e in encodings), dtype=np.int64, count=len(encodings))
+    starts = np.fromiter((s for e in encodings for s, _ in e.offsets), dtype=np.int64, count=int(n_tokens.sum()))
+    starts += np.repeat(text_base, n_tokens)
+    words = word_start_positions("".join(texts))
+    counts = np.zeros(len(starts), dtype=np.int64)
+    if len(words) and len(starts):
+        np.add.at(counts, np.maximum(np.searchsorted(starts, words, side="right") - 1, 0), 1)
+    if counts.size and counts.max() > 255:
+        raise BblError(f"a token holds {counts.max()} word starts (> 255); use a tokenizer whose tokens do not span "
+                       f"that many words")
+    return np.split(counts.astype(np.uint8), np.cumsum(n_tokens)[:-1])
 
 
 def window_words(word_starts: np.ndarray, seq_len: int, indices: np.ndarray) -> np.ndarray:
