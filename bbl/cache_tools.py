@@ -121,15 +121,17 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
         raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from the cache's; pass the cache's teachers")
     rows = np.sort(np.random.default_rng(seed).choice(reader.num_windows, min(sample, reader.num_windows),
                                                       replace=False))
-    max_err, kls, defects, probs, stored = 0.0, [], [], [], []
+    max_err, kls, defects, coverage, tvs = 0.0, [], [], [], []
     with torch.inference_mode():
         for r in rows:
             row = reader.read(int(r), int(r) + 1)
             ids = torch.from_numpy(row["input_ids"].astype(np.int64)).to(device)
             mean = torch.stack([m(input_ids=ids).logits.float() for m in teachers]).mean(0) / reader.temperature
             logp = torch.log_softmax(mean, -1)[0]
-            probs.append(logp.exp().cpu().numpy())
-            stored.append({k: v[0] for k, v in row.items() if k != "window_idx"})
+            if "sample_ids" in row:  # one window's (S, V) p_T at a time, never all windows' at once
+                p, flat = logp.exp().double().cpu().numpy(), {k: v[0] for k, v in row.items() if k != "window_idx"}
+                coverage.append(drawn_coverage(p, flat))
+                tvs.append(total_variation(p, flat))
             if "topk_ids" not in row:
                 continue
             stored_ids = torch.from_numpy(row["topk_ids"][0].astype(np.int64)).to(logp.device)
@@ -145,11 +147,9 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
         kl, defect = np.concatenate(kls), np.concatenate(defects)
         out.update({"max_abs_logprob_error": max_err, "mean_kl": float(kl.mean()), "max_kl": float(kl.max()),
                     "mean_mass_defect": float(defect.mean()), "max_mass_defect": float(defect.max())})
-    if "sample_ids" in reader.arrays:
-        p = np.concatenate(probs).astype(np.float64)  # (positions, V)
-        rows_ = {k: np.concatenate([s[k] for s in stored]) for k in stored[0]}
-        out.update(draws_check(p, rows_))
-        out["mean_total_variation"] = float(total_variation(p, rows_).mean())
+    if coverage:
+        out.update(coverage_z(np.concatenate([c for c, _ in coverage]), np.concatenate([e for _, e in coverage])))
+        out["mean_total_variation"] = float(np.concatenate(tvs).mean())
     return out
 
 
@@ -185,8 +185,21 @@ def draws_check(p: np.ndarray, rows: dict) -> dict:
     expectation is Σ_i d_i (1 - (1 - d_i)^N) exactly; d = p_T (sampled) or the renormalised tail (hybrid). The
     mean of X - E[X] over the checked positions divided by its standard error is ~N(0, 1) for honest draws and
     far from 0 for draws from another distribution (say uniform, or another temperature). Returns draws_z and
-    the mean covered and expected masses.
+    the mean covered and expected masses (`coverage_z` of `drawn_coverage`).
     """
+    return coverage_z(*drawn_coverage(p, rows))
+
+
+def coverage_z(covered: np.ndarray, expected: np.ndarray) -> dict:
+    """`draws_check`'s result from per-position covered and expected masses."""
+    n = len(covered)
+    dev = covered - expected
+    z = dev.mean() / max(dev.std(ddof=1) / np.sqrt(n), 1e-12) if n > 1 else 0.0
+    return {"draws_z": float(z), "mean_covered_mass": float(covered.mean()), "mean_expected_mass": float(expected.mean())}
+
+
+def drawn_coverage(p: np.ndarray, rows: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per position (covered, expected): the mass of d the distinct drawn ids cover, and its expectation."""
     n = p.shape[0]
     d = p.copy()
     if "topk_ids" in rows:
@@ -197,6 +210,4 @@ def draws_check(p: np.ndarray, rows: dict) -> dict:
     np.put_along_axis(drawn, draws, True, axis=-1)
     covered = (d * drawn).sum(-1)
     expected = (d * -np.expm1(draws.shape[1] * np.log1p(-np.minimum(d, 1 - 1e-12)))).sum(-1)
-    dev = covered - expected
-    z = dev.mean() / max(dev.std(ddof=1) / np.sqrt(n), 1e-12) if n > 1 else 0.0
-    return {"draws_z": float(z), "mean_covered_mass": float(covered.mean()), "mean_expected_mass": float(expected.mean())}
+    return covered, expected
