@@ -205,7 +205,7 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, *, top_k: int = 6
     if infos[0]["tokenizer_fingerprint"] != data_fp:
         raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from {data.tokenizer_dir}; "
                        f"pass the --data the teachers were trained on")
-    if top_k > data.vocab_size and targets != "sampled":
+    if top_k > data.vocab_size:
         raise BblError(f"--topk {top_k} exceeds the vocabulary ({data.vocab_size}); use --topk <= {data.vocab_size}")
     stream = data.stream(split)
     indices = window_subset(len(stream) // seq_len, max_windows, seed=seed)

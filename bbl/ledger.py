@@ -100,7 +100,6 @@ def plan_words(cfg, data, dataset, *, teachers=(), world: int | None = None) -> 
 
     rows_at_step = words_per_step(np.ones(rows, dtype=np.int64), orders(), t.batch_size, steps)
     words_at_step = words_per_step(words, orders(), t.batch_size, steps) if words is not None else None
-    sampler.set_epoch(0)
     return WordPlan(rows=rows, seq_len=t.seq_len, batch_size=t.batch_size, steps=steps, words_at_step=words_at_step,
                     rows_at_step=rows_at_step, corpus_words=None if words is None else int(words.sum()),
                     teachers=list(teachers), checkpoints=parse_word_checkpoints(t.word_checkpoints))
