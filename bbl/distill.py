@@ -25,7 +25,7 @@ def make_distill_trainer():
         hybrid_targets,
         reduce_kd,
         retemper,
-        sampled_logprobs,
+        sampled_targets,
         topk_renorm_kl,
         topk_tail_kl,
     )
@@ -49,13 +49,10 @@ def make_distill_trainer():
                     logits = torch.stack([t(input_ids=input_ids).logits.float() for t in self.teachers]).mean(0)
                 return KDTargets("full", teacher_logits=logits)
             variant = self.distill.kd_variant
-            if variant == "sampled":  # the drawn ids' empirical distribution, nothing lumped (bbl.losses.sampled_kl)
-                ids = targets["sample_ids"]
-                return KDTargets("topk_tail", topk_ids=ids, topk_logprobs=sampled_logprobs(ids),
-                                 tail_logprob=torch.full(ids.shape[:2], float("-inf"), device=ids.device))
-            if variant == "hybrid":  # the exact top k plus the tail's draws (bbl.losses.hybrid_kl)
-                ids, top, tail = hybrid_targets(targets["topk_ids"], targets["topk_logprobs"],
-                                                targets["tail_logprob"], targets["sample_ids"])
+            if variant in ("sampled", "hybrid"):  # exact-target forms of topk_tail (bbl.losses.sampled_kl, hybrid_kl)
+                ids, top, tail = (sampled_targets(targets["sample_ids"]) if variant == "sampled" else
+                                  hybrid_targets(targets["topk_ids"], targets["topk_logprobs"],
+                                                 targets["tail_logprob"], targets["sample_ids"]))
                 return KDTargets("topk_tail", topk_ids=ids, topk_logprobs=top, tail_logprob=tail)
             top, tail = targets["topk_logprobs"], targets["tail_logprob"]
             if self.cache_temperature is not None and abs(self.cache_temperature - self.temperature) > 1e-9:

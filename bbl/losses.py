@@ -128,9 +128,14 @@ def sampled_kl(student_logits, sample_ids, temperature):
     Returns:
         (B, S) float32 KL per position, nats.
     """
+    return topk_tail_kl(student_logits, *sampled_targets(sample_ids), temperature)
+
+
+def sampled_targets(sample_ids):
+    """The sampled cache's targets as (ids (B, S, N), log-probs (B, S, N), tail (B, S) = -inf) for `topk_tail_kl`:
+    the draws' empirical distribution (`sampled_logprobs`), nothing lumped."""
     log_p = sampled_logprobs(sample_ids)
-    no_tail = torch.full(sample_ids.shape[:2], float("-inf"), device=log_p.device)
-    return topk_tail_kl(student_logits, sample_ids, log_p, no_tail, temperature)
+    return sample_ids, log_p, torch.full(sample_ids.shape[:2], float("-inf"), device=log_p.device)
 
 
 def hybrid_targets(topk_ids, topk_logprobs, tail_logprob, sample_ids):
