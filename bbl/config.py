@@ -17,12 +17,64 @@ import yaml
 
 from bbl.errors import BblError
 
-ARCHITECTURES = ("gpt2", "llama")
+Architecture = typing.Literal["gpt2", "llama"]
+LRScheduler = typing.Literal["cosine", "linear", "constant", "constant_with_warmup"]
+Precision = typing.Literal["auto", "fp32", "bf16", "fp16"]
+LossImpl = typing.Literal["chunked", "hf"]
+TargetKind = typing.Literal["topk", "sampled", "hybrid"]
+"""What a cache stores per position (attribute `targets`; docs/cache-format.md): topk: the k most probable ids,
+their log-probs and the tail's log mass; sampled: `num_samples` ids drawn with replacement from p_T (Anshumann et
+al. 2025); hybrid: topk's arrays plus `num_samples` ids drawn from the tail renormalised."""
+KDVariant = typing.Literal["topk_tail", "topk_renorm", "sampled", "hybrid"]
+Reduction = typing.Literal["token_mean", "babyllama"]
+
+ARCHITECTURES = typing.get_args(Architecture)
+TARGET_KINDS = typing.get_args(TargetKind)
+KD_VARIANTS = typing.get_args(KDVariant)
+REDUCTIONS = typing.get_args(Reduction)
+PAPER_TEMPERATURE = 2.0
+"""The softening temperature of Baby Llama (Section 3.2): dump-logits' default, and online distillation's when
+neither the config nor a cache gives one."""
+BABYLM_CHECKPOINTS = tuple([n * 1_000_000 for n in range(1, 10)] + [n * 10_000_000 for n in range(1, 11)])
+"""The BabyLM 2025-2026 submission checkpoints: every 1M words up to 10M, then every 10M up to 100M."""
+
+
+def check_literals(obj, section: str) -> None:
+    """Refuse a dataclass field whose value is not one of its `Literal` annotation's choices.
+
+    Raises:
+        BblError: naming `section.field`, the value and the choices.
+    """
+    for name, hint in typing.get_type_hints(type(obj)).items():
+        if typing.get_origin(hint) is typing.Literal and getattr(obj, name) not in typing.get_args(hint):
+            raise BblError(f"{section}.{name} {getattr(obj, name)!r}: use one of {', '.join(typing.get_args(hint))}")
+
+
+def parse_word_checkpoints(value) -> tuple[int, ...]:
+    """`training.word_checkpoints`: null, "babylm" (`BABYLM_CHECKPOINTS`) or a list of positive word counts.
+
+    Raises:
+        BblError: anything else, naming the key and the accepted values.
+    """
+    if value is None:
+        return ()
+    if value == "babylm":
+        return BABYLM_CHECKPOINTS
+    if isinstance(value, str):  # --set training.word_checkpoints=1000000,2000000
+        try:
+            value = [int(v) for v in value.split(",") if v.strip()]
+        except ValueError:
+            pass
+    if isinstance(value, list | tuple) and value and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                                                          for v in value):
+        return tuple(sorted(set(value)))
+    raise BblError(f"training.word_checkpoints {value!r}: use babylm or a list of positive word counts, "
+                   f"e.g. [1000000, 2000000]")
 
 
 @dataclass
 class ModelConfig:
-    architecture: str = "llama"
+    architecture: Architecture = "llama"
     """`gpt2` (GPT2LMHeadModel) or `llama` (LlamaForCausalLM)."""
     n_layer: int = 2
     """Transformer blocks."""
@@ -43,8 +95,7 @@ class ModelConfig:
                 raise BblError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.vocab_size is not None and self.vocab_size <= 0:
             raise BblError(f"model.vocab_size must be >= 1 (or null), got {self.vocab_size}")
-        if self.architecture not in ARCHITECTURES:
-            raise BblError(f"model.architecture {self.architecture!r} is not one of {', '.join(ARCHITECTURES)}")
+        check_literals(self, "model")
         if self.hidden_size % self.n_head:
             raise BblError(f"model.hidden_size {self.hidden_size} is not divisible by model.n_head {self.n_head}")
 
@@ -59,7 +110,7 @@ class TrainingConfig:
     """Windows per device per forward pass; None = batch_size / world size. Accumulation makes up the rest."""
     lr: float = 3e-4
     """Peak learning rate (AdamW)."""
-    lr_scheduler: str = "cosine"
+    lr_scheduler: LRScheduler = "cosine"
     """transformers scheduler name; the paper uses cosine."""
     warmup_steps: int = 200
     """Linear warm-up steps (the paper: 200 for every model)."""
@@ -82,7 +133,7 @@ class TrainingConfig:
     """Also evaluate (and checkpoint) every N steps; evaluation always runs at each epoch end."""
     logging_steps: int = 10
     """Steps between metrics.jsonl lines."""
-    precision: str = "auto"
+    precision: Precision = "auto"
     """auto (bf16 where supported, else fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16."""
     report_to: list[str] = field(default_factory=list)
     """Opt-in trackers for the Trainer, e.g. [tensorboard] or [wandb]."""
@@ -90,7 +141,7 @@ class TrainingConfig:
     """DataLoader worker processes."""
     stop_after_steps: int | None = None
     """Stop as if killed after this many steps, keeping checkpoints (to exercise --resume); None in real runs."""
-    loss_impl: str = "chunked"
+    loss_impl: LossImpl = "chunked"
     """chunked: the LM head, CE and KD computed a chunk of rows at a time, never holding the (B, S, V) logits
     (`bbl.chunked_loss`; equal values and gradients); hf: the model's own logits and loss (the reference)."""
     word_checkpoints: str | list[int] | None = None
@@ -107,12 +158,7 @@ class TrainingConfig:
     """Rows per chunk of the chunked loss; None = `bbl.chunked_loss.default_chunk_rows` (1,024, fewer for V > 16,384)."""
 
     def __post_init__(self):
-        if self.lr_scheduler not in ("cosine", "linear", "constant", "constant_with_warmup"):
-            raise BblError(f"training.lr_scheduler {self.lr_scheduler!r}: use cosine, linear or constant")
-        if self.loss_impl not in ("chunked", "hf"):
-            raise BblError(f"training.loss_impl {self.loss_impl!r}: use chunked or hf")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise BblError(f"training.precision {self.precision!r}: use auto, fp32, bf16 or fp16")
+        check_literals(self, "training")
         if self.epochs <= 0 or self.lr <= 0:
             raise BblError(f"training.epochs ({self.epochs}) and training.lr ({self.lr}) must be > 0")
         for name in ("warmup_steps", "weight_decay", "dataloader_workers", "seed"):
@@ -120,8 +166,6 @@ class TrainingConfig:
                 raise BblError(f"training.{name} must be >= 0, got {getattr(self, name)}")
         if self.data_seed is not None and self.data_seed < 0:
             raise BblError(f"training.data_seed must be >= 0 (or null), got {self.data_seed}")
-        from bbl.words import parse_word_checkpoints
-
         parse_word_checkpoints(self.word_checkpoints)
         if self.max_epochs_seen is not None and self.max_epochs_seen <= 0:
             raise BblError(f"training.max_epochs_seen must be > 0 (or null), got {self.max_epochs_seen}")
@@ -135,10 +179,9 @@ class TrainingConfig:
                 raise BblError(f"training.{name} must be positive, got {getattr(self, name)}")
 
 
-KD_VARIANTS = ("topk_tail", "topk_renorm", "sampled", "hybrid")
 KD_VARIANTS_OF_CACHE = {"topk": ("topk_tail", "topk_renorm"), "sampled": ("sampled",),
                         "hybrid": ("hybrid", "topk_tail", "topk_renorm")}
-"""Which `distill.kd_variant` reads which cache kind (`bbl.cache.TARGET_KINDS`); a hybrid cache holds a top-k one."""
+"""Which `distill.kd_variant` reads which cache kind (`TARGET_KINDS`); a hybrid cache holds a top-k one."""
 
 
 @dataclass
@@ -149,11 +192,11 @@ class DistillConfig:
     """Softening temperature T; None takes the cache's (the paper: 2). Another value needs allow_retemper."""
     allow_retemper: bool = False
     """Accept a temperature other than the cache's, re-tempering the stored log-probs (`bbl.losses.retemper`)."""
-    kd_variant: str = "topk_tail"
+    kd_variant: KDVariant = "topk_tail"
     """topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k), for
     top-k and hybrid caches; sampled (a sampled cache, `bbl.losses.sampled_kl`); hybrid (a hybrid cache,
     `bbl.losses.hybrid_kl`). A cache of another kind is refused with one line."""
-    reduction: str = "token_mean"
+    reduction: Reduction = "token_mean"
     """token_mean (KL averaged over positions, like CE) or babyllama (summed over positions / batch, the
     original code's nn.KLDivLoss(reduction='batchmean') on (B, S, V): ~S times the nominal weight)."""
 
@@ -162,10 +205,7 @@ class DistillConfig:
             raise BblError(f"distill.alpha {self.alpha} is outside [0, 1]")
         if self.temperature is not None and self.temperature <= 0:
             raise BblError(f"distill.temperature {self.temperature} must be > 0")
-        if self.kd_variant not in KD_VARIANTS:
-            raise BblError(f"distill.kd_variant {self.kd_variant!r}: use one of {', '.join(KD_VARIANTS)}")
-        if self.reduction not in ("token_mean", "babyllama"):
-            raise BblError(f"distill.reduction {self.reduction!r}: use token_mean or babyllama")
+        check_literals(self, "distill")
 
 
 @dataclass
@@ -192,6 +232,10 @@ def preset_names() -> list[str]:
 def _coerce(value, annotation, key: str):
     """Check/convert a YAML value against a field's type annotation."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        if value not in args:
+            raise BblError(f"{key} {value!r}: use one of {', '.join(map(str, args))}")
+        return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

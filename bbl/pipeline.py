@@ -2,116 +2,130 @@
 
 prepare → train both teachers → dump the ensemble's top-k at T into WORKDIR/cache/ensemble.zarr → distill the
 student from the cache → train the same student without distillation → evaluate everything → results.md/json
-and the plot. A stage whose recorded inputs match and whose output is complete is skipped; a killed stage
-resumes from its own checkpoints. Each stage runs as a child process so its wall time and peak RSS are exact.
+and the plot. Presets are YAML files in `bbl/presets/pipelines/` (`PipelinePreset`). Stages run through the
+study's resumable runner (`bbl.study.runner`): a stage whose recorded inputs match and whose output is complete is
+skipped; a killed stage resumes from its own checkpoints; each runs as a child process, so its wall time and peak
+RSS are exact.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 
-from bbl.child import run_bbl
-from bbl.errors import BblError
+import yaml
 
-PRESETS = {
-    "tiny": {"teachers": {"gpt2": "gpt2-tiny", "llama": "llama-tiny"}, "student": "student-tiny",
-             "max_pairs": 5, "dump_batch": 16},
-    "cpu": {"teachers": {"gpt2": "gpt2-cpu", "llama": "llama-cpu"}, "student": "student-cpu",
-            "max_pairs": 40, "dump_batch": 32, "vocab_size": 4096, "temperature": 1.0},
-    "paper": {"teachers": {"gpt2": "gpt2-705m", "llama": "llama-360m"}, "student": "llama-58m",
-              "max_pairs": None, "dump_batch": 64},
-    # The paper's comparison at CPU scale over seeds (issue 10, README "The CPU study"): a CPU-sized vocabulary,
-    # teachers trained 8 epochs, a T = 1 cache, the student arms (baseline, cached, online) run by `bbl study`;
-    # every BLiMP and supplement pair is scored. "caches": {"t2": 2.0} would add a T = 2 dump and its arm
-    # (+~13 min; measured on one seed in the README).
-    "cpu-study": {"teachers": {"gpt2": "gpt2-study", "llama": "llama-study"}, "student": "student-study",
-                  "max_pairs": None, "dump_batch": 32, "vocab_size": 4096, "temperature": 1.0,
-                  "study": {"seeds": 3}},
-}
+from bbl.cache.format import DEFAULT_TOP_K
+from bbl.config import PAPER_TEMPERATURE, load_config
+from bbl.errors import BblError
+from bbl.study.runner import Runner, Step
+
 STATE_FILE = "pipeline_state.json"
 
 
 @dataclass
-class Stage:
+class StudySettings:
+    """A pipeline that ends in `bbl study` instead of distill + baseline + eval."""
+
+    seeds: int = 3
+    """Seeds 0..N-1 of every arm."""
+    caches: dict[str, float] = field(default_factory=dict)
+    """Extra caches {name: temperature}, each dumped and added as the arm `cached-NAME`."""
+    arms: list[str] = field(default_factory=list)
+    """Extra `--arm NAME:OPTIONS` specs."""
+
+
+@dataclass
+class PipelinePreset:
+    """A pipeline preset (`bbl/presets/pipelines/NAME.yaml`): which model presets play which part, and the dump."""
+
     name: str
-    argv: list[str]
-    output: Path
-    upstream: list[Path] = field(default_factory=list)
-    nproc: int = 1
+    teachers: dict[str, str]
+    """{key: model preset}: each teacher is trained into WORKDIR/teachers/KEY."""
+    student: str
+    """The student's model preset (distilled and baseline)."""
+    max_pairs: int | None = None
+    """BLiMP / supplement pairs scored per file; None = every pair."""
+    vocab_size: int | None = None
+    """`bbl prepare --vocab-size`; None = prepare's default (16,000, the paper's)."""
+    top_k: int = DEFAULT_TOP_K
+    """`dump-logits --topk`."""
+    temperature: float = PAPER_TEMPERATURE
+    """`dump-logits --temperature`."""
+    dump_batch_size: int = 16
+    """`dump-logits --batch-size`."""
+    study: StudySettings | None = None
 
 
-def _complete(output: Path) -> bool:
-    """Whether a stage's output is whole: its marker file exists and, for runs and caches, says complete."""
-    marker = _marker(output)
-    if not marker.is_file():
-        return False
-    if marker.name == "bbl_run.json":
-        return bool(json.loads(marker.read_text()).get("complete"))
-    if marker.name == "zarr.json":
-        return bool(json.loads(marker.read_text()).get("attributes", {}).get("complete"))
-    return True  # manifest.json (prepare), results.json (eval) and study.json (study) are written last
+def pipeline_preset_names() -> list[str]:
+    """The shipped pipeline presets."""
+    return sorted(p.name[:-5] for p in resources.files("bbl").joinpath("presets", "pipelines").iterdir()
+                  if p.name.endswith(".yaml"))
 
 
-def _marker(output: Path) -> Path:
-    for name in ("bbl_run.json", "zarr.json", "manifest.json", "results.json", "study.json"):
-        if (output / name).is_file():
-            return output / name
-    return output
+def load_pipeline_preset(name: str) -> PipelinePreset:
+    """A shipped pipeline preset by name.
 
-
-def _fingerprint(stage: Stage) -> str:
-    h = hashlib.sha256(json.dumps(stage.argv).encode())
-    for up in stage.upstream:
-        marker = _marker(up)
-        if marker.is_file():
-            h.update(hashlib.sha256(marker.read_bytes()).digest())
-    return h.hexdigest()
+    Raises:
+        BblError: unknown preset, or a preset file with unknown keys.
+    """
+    if name not in pipeline_preset_names():
+        raise BblError(f"unknown pipeline preset {name!r}; use {', '.join(pipeline_preset_names())}")
+    raw = yaml.safe_load(resources.files("bbl").joinpath("presets", "pipelines", f"{name}.yaml").read_text()) or {}
+    known = {f.name for f in dataclasses.fields(PipelinePreset)} - {"name"}
+    study_known = {f.name for f in dataclasses.fields(StudySettings)}
+    bad = set(raw) - known | (set(raw.get("study") or {}) - study_known)
+    if bad:
+        raise BblError(f"pipeline preset {name}: unknown key(s) {', '.join(sorted(bad))}; valid: {', '.join(sorted(known))}")
+    study = raw.pop("study", None)
+    return PipelinePreset(name=name, **raw, study=None if study is None else StudySettings(**study))
 
 
 def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blimp_dir: Path | None = None,
-                 supplement_dir: Path | None = None) -> list[Stage]:
-    """The ordered stages of a preset (see PRESETS); commands are `python -m bbl ...` argument lists."""
-    from bbl.config import load_config
+                 supplement_dir: Path | None = None) -> list[Step]:
+    """The ordered stages of a preset (`load_pipeline_preset`); commands are `python -m bbl ...` argument lists.
 
-    if preset not in PRESETS:
-        raise BblError(f"unknown pipeline preset {preset!r}; use {', '.join(PRESETS)}")
-    p = PRESETS[preset]
+    Raises:
+        BblError: unknown preset; `data` without babylm_10M/, babylm_dev/ or the task dirs.
+    """
+    p = load_pipeline_preset(preset)
     data, w = Path(data), Path(workdir)
     for split in ("babylm_10M", "babylm_dev"):
         if not (data / split).is_dir():
             raise BblError(f"{data}: no {split}/ inside; pass --data the BabyLM dir holding babylm_10M/ and "
                            f"babylm_dev/ (see README, 'Data')")
-    student_cfg = load_config(p["student"])
+    student_cfg = load_config(p.student)
     t = student_cfg.training
     prepared = w / "prepared"
-    teachers = {k: w / "teachers" / k for k in p["teachers"]}
+    teachers = {k: w / "teachers" / k for k in p.teachers}
     cache = w / "cache" / "ensemble.zarr"
     distilled, baseline = w / "student" / "distilled", w / "student" / "baseline"
     prep = ["prepare", "--train-dir", str(data / "babylm_10M"), "--dev-dir", str(data / "babylm_dev"), "--out",
             str(prepared)]
-    if p.get("vocab_size"):
-        prep += ["--vocab-size", str(p["vocab_size"])]
-    stages = [Stage("prepare", prep, prepared / "manifest.json")]
-    for key, cfg in p["teachers"].items():
-        stages.append(Stage(f"teacher-{key}", ["train-teacher", cfg, "--data", str(prepared), "--out",
+    if p.vocab_size:
+        prep += ["--vocab-size", str(p.vocab_size)]
+    stages = [stage("prepare", prep, prepared)]
+    for key, cfg in p.teachers.items():
+        stages.append(stage(f"teacher-{key}", ["train-teacher", cfg, "--data", str(prepared), "--out",
                                                str(teachers[key]), "--resume"], teachers[key], [prepared], nproc))
     data_seed = t.seed if t.data_seed is None else t.data_seed
 
-    def dump_stage(name: str, out: Path, temperature: float) -> Stage:
+    def dump_stage(name: str, out: Path, temperature: float) -> Step:
         argv = ["dump-logits", *[a for d in teachers.values() for a in ("--teacher", str(d))], "--data",
-                str(prepared), "--topk", "64", "--temperature", str(temperature), "--out", str(out), "--seq-len",
-                str(t.seq_len), "--seed", str(data_seed), "--batch-size", str(p["dump_batch"])]
+                str(prepared), "--topk", str(p.top_k), "--temperature", str(temperature), "--out", str(out),
+                "--seq-len", str(t.seq_len), "--seed", str(data_seed), "--batch-size", str(p.dump_batch_size)]
         if t.max_train_windows:
             argv += ["--max-windows", str(t.max_train_windows)]
-        return Stage(name, argv, out, list(teachers.values()), nproc)
+        step = stage(name, argv, out, list(teachers.values()), nproc)
+        step.on_stale = "overwrite"  # teachers changed: the old cache is stale
+        return step
 
-    stages.append(dump_stage("dump-logits", cache, p.get("temperature", 2.0)))
+    stages.append(dump_stage("dump-logits", cache, p.temperature))
     task_dirs = []
     for flag, given, name in (("--blimp-dir", blimp_dir, "blimp_filtered"),
                               ("--supplement-dir", supplement_dir, "supplement_filtered")):
@@ -119,86 +133,76 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
         if task_dir is None:
             raise BblError(f"{data}: no {name}/ inside; pass {flag} (the BabyLM evaluation pipeline's filtered data)")
         task_dirs += [flag, str(task_dir)]
-    if "study" in p:
-        study = p["study"]
+    if p.study is not None:
         arms = []
-        for key, temperature in study.get("caches", {}).items():
+        for key, temperature in p.study.caches.items():
             extra = w / "cache" / f"ensemble-{key}.zarr"
             stages.append(dump_stage(f"dump-logits-{key}", extra, temperature))
             arms += ["--arm", f"cached-{key}:--cache {extra}"]
-        for arm in study.get("arms", []):
+        for arm in p.study.arms:
             arms += ["--arm", arm]
-        argv = ["study", p["student"], "--data", str(prepared), "--workdir", str(w / "study"), "--cache", str(cache),
-                *[a for d in teachers.values() for a in ("--teacher", str(d))], "--seeds", str(study["seeds"]),
+        argv = ["study", p.student, "--data", str(prepared), "--workdir", str(w / "study"), "--cache", str(cache),
+                *[a for d in teachers.values() for a in ("--teacher", str(d))], "--seeds", str(p.study.seeds),
                 *arms, *task_dirs]
-        if p["max_pairs"]:
-            argv += ["--max-pairs", str(p["max_pairs"])]
-        caches = [s.output for s in stages if s.name.startswith("dump-logits")]
-        stages.append(Stage("study", argv, w / "study", caches))
+        if p.max_pairs:
+            argv += ["--max-pairs", str(p.max_pairs)]
+        caches = [s.output for s in stages if s.key.startswith("dump-logits")]
+        stages.append(stage("study", argv, w / "study", caches))
         return stages
-    stages.append(Stage("distill", ["distill", p["student"], "--cache", str(cache), "--data", str(prepared),
+    stages.append(stage("distill", ["distill", p.student, "--cache", str(cache), "--data", str(prepared),
                                     "--out", str(distilled), "--resume"], distilled, [cache], nproc))
-    stages.append(Stage("baseline", ["train-student", p["student"], "--data", str(prepared), "--out", str(baseline),
+    stages.append(stage("baseline", ["train-student", p.student, "--data", str(prepared), "--out", str(baseline),
                                      "--resume"], baseline, [prepared], nproc))
     ev = ["eval", *map(str, teachers.values()), str(distilled), str(baseline), "--ensemble",
           ",".join(map(str, teachers.values())), "--data", str(prepared), "--out", str(w / "eval"),
           "--seq-len", str(t.seq_len), "--dev-windows", str(t.dev_windows), *task_dirs]
-    if p["max_pairs"]:
-        ev += ["--max-pairs", str(p["max_pairs"])]
-    stages.append(Stage("eval", ev, w / "eval", [*teachers.values(), distilled, baseline]))
+    if p.max_pairs:
+        ev += ["--max-pairs", str(p.max_pairs)]
+    stages.append(stage("eval", ev, w / "eval", [*teachers.values(), distilled, baseline]))
     return stages
+
+
+def stage(name: str, argv: list[str], output: Path, upstream: list[Path] = (), nproc: int = 1) -> Step:
+    """A pipeline stage: a `Step` whose fingerprint folds in its upstream outputs' completion markers."""
+    return Step(name, argv, output, upstream=list(upstream), section="stages",
+                label=f"[pipeline] {name}", nproc=nproc,
+                failure_hint="re-run the same `bbl pipeline` command to continue from this stage")
 
 
 def run_pipeline(preset: str, data: Path, workdir: Path, *, until: str | None = None, nproc: int = 1,
                  blimp_dir: Path | None = None, supplement_dir: Path | None = None, log=print) -> dict:
-    """Run (or continue) the pipeline; returns the state dict (per stage: seconds, peak RSS, skipped).
+    """Run (or continue) the pipeline; returns the state dict (per stage: seconds, peak RSS).
 
     Raises:
         BblError: bad preset or data dir, unknown --until stage, or a stage that fails (named, with its exit code).
     """
     workdir = Path(workdir)
     stages = build_stages(preset, data, workdir, nproc=nproc, blimp_dir=blimp_dir, supplement_dir=supplement_dir)
-    if until and until not in [s.name for s in stages]:
-        raise BblError(f"--until {until!r}: not a stage; stages: {', '.join(s.name for s in stages)}")
+    if until and until not in [s.key for s in stages]:
+        raise BblError(f"--until {until!r}: not a stage; stages: {', '.join(s.key for s in stages)}")
     workdir.mkdir(parents=True, exist_ok=True)
-    state_path = workdir / STATE_FILE
-    state = json.loads(state_path.read_text()) if state_path.is_file() else {"preset": preset, "stages": {}}
-    if state.get("preset") != preset:
-        raise BblError(f"{workdir}: holds a '{state.get('preset')}' pipeline; use another --workdir for '{preset}'")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    runner = Runner(workdir / STATE_FILE, {"preset": preset, "stages": {}}, env=env, log=log)
+    if runner.state.get("preset") != preset:
+        raise BblError(f"{workdir}: holds a '{runner.state.get('preset')}' pipeline; use another --workdir for "
+                       f"'{preset}'")
     t_all = time.perf_counter()
-    for stage in stages:
-        fp = _fingerprint(stage)
-        record = state["stages"].get(stage.name, {})
-        if record.get("fingerprint") == fp and _complete(stage.output):
-            log(f"[pipeline] {stage.name}: up to date, skipped")
-        else:
-            extra = []
-            if stage.name == "dump-logits" and record.get("fingerprint") not in (None, fp):
-                extra = ["--overwrite"]  # teachers changed: the old cache is stale
-            log(f"[pipeline] {stage.name}: bbl {' '.join(stage.argv + extra)}")
-            code, seconds, rss = run_bbl(stage.argv + extra, env=env, nproc=stage.nproc)
-            if code != 0:
-                raise BblError(f"stage {stage.name} failed (exit {code}); fix the error above and re-run the same "
-                               f"`bbl pipeline` command to continue from this stage")
-            state["stages"][stage.name] = {"fingerprint": fp, "seconds": round(seconds, 1),
-                                           "peak_rss_mib": round(rss, 1)}
-            state_path.write_text(json.dumps(state, indent=2) + "\n")
-            log(f"[pipeline] {stage.name}: done in {seconds:.1f}s, peak RSS {rss:.0f} MiB")
-        if stage.name == until:
+    for step in stages:
+        runner.run(step)
+        if step.key == until:
             log(f"[pipeline] stopped after {until} (--until); re-run without --until to continue")
-            return state
+            return runner.state
     last = stages[-1].output
-    names = ("study.md", "study.json", "curves.png") if stages[-1].name == "study" else \
+    names = ("study.md", "study.json", "curves.png") if stages[-1].key == "study" else \
         ("results.md", "results.json", "blimp.png")
     for name in names:
         shutil.copy(last / name, workdir / name)
-    summary = stage_table(state)
+    summary = stage_table(runner.state)
     with open(workdir / names[0], "a") as f:
         f.write("\n" + summary)
     log(f"[pipeline] all stages done in {time.perf_counter() - t_all:.1f}s this run\n{summary}")
     log(f"[pipeline] results: {', '.join(str(workdir / n) for n in names)}")
-    return state
+    return runner.state
 
 
 def stage_table(state: dict) -> str:

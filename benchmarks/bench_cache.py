@@ -19,10 +19,14 @@ import numpy as np
 import torch
 
 from bbl.cache import CacheDataset, CacheReader, CacheWriter, ChunkBatch, shuffled_order
-from bbl.cache_tools import coarse_kl, store_bytes, topk_mass
-from bbl.data import PreparedData
-from bbl.dump import _quantize_logprobs, dump_logits, ensemble_topk, load_teachers, sort_by_id
-from bbl.windows import TokenWindows, window_subset
+from bbl.cache.dump import dump_logits
+from bbl.cache.format import DumpConfig, quantize_logprobs, sort_by_id
+from bbl.cache.inspect import store_bytes, topk_mass
+from bbl.cache.verify import coarse_kl
+from bbl.data.prepared import PreparedData
+from bbl.data.windows import TokenWindows, window_subset
+from bbl.models.ensemble import ensemble_topk
+from bbl.models.teachers import load_teachers
 
 # name: (blosc codec override for every array or None for the per-array default, log-prob grid step or None for
 # plain fp16, ids sorted by id (True) or by probability, windows per chunk)
@@ -83,8 +87,7 @@ def main():
     def dump():
         out = tmp / "dump.zarr"
         shutil.rmtree(out, ignore_errors=True)
-        dump_logits(teacher_dirs, w / "prepared", out, top_k=args.topk, temperature=args.temperature, seq_len=128,
-                    batch_size=32, max_windows=n, seed=0, progress=False, log=lambda *_: None)
+        dump_logits(teacher_dirs, w / "prepared", out, DumpConfig(top_k=args.topk, temperature=args.temperature, seq_len=128, batch_size=32, max_windows=n, seed=0), progress=False, log=lambda *_: None)
 
     t_fwd, t_dump = [], []
     for _ in range(args.reps):  # interleaved, so drift hits both
@@ -119,7 +122,7 @@ def main():
         path = tmp / f"layout{li}.zarr"
         writer = CacheWriter(path, attrs=attrs, num_windows=n, chunk_windows=chunk, codec=codec)
         ids_l, lp_exact = sort_by_id(top_ids, top_lp) if by_id else (top_ids, top_lp)
-        lp = _quantize_logprobs(lp_exact, step) if step else lp_exact.astype(np.float16)
+        lp = quantize_logprobs(lp_exact, step) if step else lp_exact.astype(np.float16)
         for c in range(-(-n // chunk)):
             s = slice(c * chunk, min((c + 1) * chunk, n))
             writer.write_chunk(ChunkBatch(c, ids_all[s].numpy().astype(np.uint16), np.arange(s.start, s.stop),
@@ -151,7 +154,7 @@ def paper_scale(args):
     from transformers import AutoTokenizer
 
     from bbl.config import load_config
-    from bbl.models import build_model
+    from bbl.models.build import build_model
 
     data = PreparedData(args.workdir / "prepared")
     tmp = Path(tempfile.mkdtemp(prefix="bbl-paper-"))
@@ -174,9 +177,7 @@ def paper_scale(args):
     def dump():
         out = tmp / "dump.zarr"
         shutil.rmtree(out, ignore_errors=True)
-        dump_logits(dirs, args.workdir / "prepared", out, top_k=args.topk, temperature=args.temperature,
-                    seq_len=128, batch_size=n, chunk_windows=n, max_windows=n, seed=0, progress=False,
-                    log=lambda *_: None)
+        dump_logits(dirs, args.workdir / "prepared", out, DumpConfig(top_k=args.topk, temperature=args.temperature, seq_len=128, batch_size=n, chunk_windows=n, max_windows=n, seed=0), progress=False, log=lambda *_: None)
 
     t_fwd, t_dump = [], []
     for _ in range(args.reps):

@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 from bbl.cache import CacheDataset, open_cache, shuffled_order
-from bbl.chunked_loss import KDTargets, chunked_head_loss
 from bbl.config import load_config
-from bbl.data import PreparedData
-from bbl.dump import load_teachers
+from bbl.data.prepared import PreparedData
 from bbl.losses import distillation_loss, reduce_kd, topk_tail_kl
-from bbl.models import build_model, forward_without_logits
+from bbl.losses.chunked import KDTargets, chunked_head_loss
+from bbl.models.build import build_model, forward_without_logits
+from bbl.models.teachers import load_teachers
 
 MODES = ("hf-plain", "hf-cached", "plain", "cached", "online")
 

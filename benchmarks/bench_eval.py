@@ -10,8 +10,8 @@ import statistics
 import time
 from pathlib import Path
 
-from bbl.blimp import load_pairs, score_pairs, task_files
-from bbl.evaluate import load_model
+from bbl.evaluate.run import load_model
+from bbl.evaluate.zero_shot import load_pairs, score_pairs, task_files
 
 
 def main():

@@ -77,7 +77,8 @@ def main():
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     server = start_s3()
-    from bbl.dump import dump_logits
+    from bbl.cache.dump import dump_logits
+    from bbl.cache.format import DumpConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="bbl-s3bench-"))
     w = args.workdir
@@ -89,9 +90,7 @@ def main():
 
     def dump(out):
         t0 = time.perf_counter()
-        dump_logits(teachers, w / "prepared", out, top_k=attrs["top_k"], temperature=attrs["temperature"],
-                    seq_len=attrs["seq_len"], batch_size=32, max_windows=n, seed=0, overwrite=True, progress=False,
-                    log=lambda *_: None)
+        dump_logits(teachers, w / "prepared", out, DumpConfig(top_k=attrs["top_k"], temperature=attrs["temperature"], seq_len=attrs["seq_len"], batch_size=32, max_windows=n, seed=0), overwrite=True, progress=False, log=lambda *_: None)
         return time.perf_counter() - t0
 
     res = {"read_local": [], "read_s3": [], "dump_local": [], "dump_s3": []}

@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from bbl.cleaning import CLEANERS, clean_generic
-from bbl.corpus import cleaner_of, read_sources
-from bbl.data import prepare
-from bbl.tokenizer import encode_lines, encode_lines_with_word_starts, load_tokenizer
+from bbl.data.cleaning import CLEANERS, clean_generic, cleaner_of
+from bbl.data.corpus import read_sources
+from bbl.data.prepare import prepare
+from bbl.data.tokenizer import encode_lines, encode_lines_with_word_starts, load_tokenizer
 
 
 def main():

@@ -37,8 +37,8 @@ def make_teachers(prepared: Path, root: Path) -> list[Path]:
     from transformers import AutoTokenizer
 
     from bbl.config import load_config
-    from bbl.data import PreparedData
-    from bbl.models import build_model
+    from bbl.data.prepared import PreparedData
+    from bbl.models.build import build_model
 
     data = PreparedData(prepared)
     dirs = []

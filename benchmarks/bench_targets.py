@@ -26,8 +26,11 @@ import numpy as np
 import torch
 
 from bbl.cache import CacheReader
-from bbl.cache_tools import store_bytes, target_distribution
-from bbl.dump import dump_logits, load_teachers
+from bbl.cache.dump import dump_logits
+from bbl.cache.format import DumpConfig
+from bbl.cache.inspect import store_bytes
+from bbl.cache.verify import target_distribution
+from bbl.models.teachers import load_teachers
 
 
 def parse_config(spec: str) -> dict:
@@ -93,9 +96,9 @@ def main():
             cfg = parse_config(spec)
             out = Path(tmp) / f"c{i}.zarr"
             t0 = time.perf_counter()
-            dump_logits(teacher_dirs, args.workdir / "prepared", out, temperature=args.temperature,
-                        seq_len=args.seq_len, max_windows=args.windows, progress=False, log=lambda *_: None,
-                        **{"top_k": 64, **cfg})
+            config = DumpConfig(temperature=args.temperature, seq_len=args.seq_len, max_windows=args.windows,
+                                **{"top_k": None if cfg.get("targets") == "sampled" else 64, **cfg})
+            dump_logits(teacher_dirs, args.workdir / "prepared", out, config, progress=False, log=lambda *_: None)
             seconds = time.perf_counter() - t0
             reader = CacheReader(out)
             tokens = reader.num_windows * reader.seq_len

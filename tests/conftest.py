@@ -46,7 +46,7 @@ def tiny_babylm(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def prepared(tiny_babylm, tmp_path_factory) -> Path:
-    from bbl.data import prepare
+    from bbl.data.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared")
     prepare(*tiny_babylm, out, vocab_size=TINY_VOCAB, progress=False, log=lambda *_: None)
@@ -58,8 +58,8 @@ def save_random_model(preset: str, prepared: Path, out: Path, *, seed: int = 0) 
     from transformers import AutoTokenizer
 
     from bbl.config import load_config
-    from bbl.data import PreparedData
-    from bbl.models import build_model
+    from bbl.data.prepared import PreparedData
+    from bbl.models.build import build_model
 
     data = PreparedData(prepared)
     model = build_model(load_config(preset).model, data.vocab_size, seed=seed)
@@ -78,14 +78,14 @@ def tiny_teachers(prepared, tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="session")
 def trained_cache(prepared, tmp_path_factory):
     """Two tiny teachers trained for a few epochs on the tiny data, and their top-16 cache at T = 2."""
+    from bbl.cache.dump import dump_logits
+    from bbl.cache.format import DumpConfig
     from bbl.config import load_config
-    from bbl.dump import dump_logits
-    from bbl.train import train_lm
+    from bbl.train.recipe import train_lm
 
     root = tmp_path_factory.mktemp("trained")
     teachers = [train_lm(load_config(p, ["training.epochs=3", "training.max_train_windows=null"]), prepared,
                          root / p, log=lambda *_: None) for p in ("llama-tiny", "gpt2-tiny")]
     cache = root / "ensemble.zarr"
-    dump_logits(teachers, prepared, cache, top_k=16, temperature=2.0, seq_len=32, chunk_windows=8, progress=False,
-                log=lambda *_: None)
+    dump_logits(teachers, prepared, cache, DumpConfig(top_k=16, temperature=2.0, seq_len=32, chunk_windows=8), progress=False, log=lambda *_: None)
     return teachers, cache

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bbl.cache.dump import dump_logits
+from bbl.cache.format import DumpConfig
 from bbl.cli import main
-from bbl.data import PreparedData, prepare
-from bbl.dump import dump_logits
+from bbl.data.prepare import prepare
+from bbl.data.prepared import PreparedData
 from bbl.errors import BblError
 from tests.conftest import WORDS
 
@@ -64,8 +66,7 @@ def test_prepare_with_a_given_tokenizer_writes_int32_streams(byo):
 def test_a_pretrained_style_teacher_dumps_int32_ids_and_the_student_distills(byo, tmp_path):
     prepared, teacher = byo
     cache = tmp_path / "c.zarr"
-    dump_logits([teacher], prepared, cache, top_k=8, temperature=1.0, seq_len=32, chunk_windows=8, progress=False,
-                log=lambda *_: None)
+    dump_logits([teacher], prepared, cache, DumpConfig(top_k=8, temperature=1.0, seq_len=32, chunk_windows=8), progress=False, log=lambda *_: None)
     import zarr
 
     ids = zarr.open_group(str(cache), mode="r")["topk_ids"][:]
@@ -82,8 +83,7 @@ def test_a_pretrained_style_teacher_dumps_int32_ids_and_the_student_distills(byo
 def test_a_teacher_with_another_tokenizer_is_refused(byo, tiny_teachers, tmp_path):
     prepared, _ = byo
     with pytest.raises(BblError, match="teacher tokenizer differs"):
-        dump_logits(tiny_teachers, prepared, tmp_path / "x.zarr", top_k=8, seq_len=32, progress=False,
-                    log=lambda *_: None)
+        dump_logits(tiny_teachers, prepared, tmp_path / "x.zarr", DumpConfig(top_k=8, seq_len=32), progress=False, log=lambda *_: None)
     assert not (tmp_path / "x.zarr").exists()
 
 

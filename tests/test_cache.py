@@ -10,29 +10,12 @@ import torch
 import zarr
 
 from bbl.cache import CacheReader, CacheWriter, ChunkBatch, shuffled_order
-from bbl.cache_tools import verify_against_teachers, verify_chunks
-from bbl.dump import dump_logits
+from bbl.cache.verify import verify_against_teachers, verify_chunks
 from bbl.errors import BblError
-from bbl.teachers import ensemble_topk
+from bbl.models.ensemble import ensemble_topk
 
 from .conftest import TINY_VOCAB, save_random_model
-
-SEQ = 32
-
-
-def quiet(*_):
-    pass
-
-
-def dump(teachers, prepared, out, **kw):
-    kw = {"top_k": 8, "seq_len": SEQ, "chunk_windows": 4, "batch_size": 2, "max_windows": 24, "progress": False,
-          "log": quiet, **kw}
-    return dump_logits(teachers, prepared, out, **kw)
-
-
-def arrays(path):
-    g = zarr.open_group(str(path), mode="r")
-    return {k: g[k][:] for k in ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob", "chunk_done")}
+from .helpers import KILL_WINDOWS, SEQ, arrays, dump, free_port, sigkill_after_chunks
 
 
 def test_ensemble_is_the_logit_mean_softened_at_temperature():
@@ -79,27 +62,25 @@ def test_position_s_predicts_token_s_plus_1(tiny_teachers, prepared, tmp_path):
         assert int(logp.argmax()) == int(row["topk_ids"][0, s, best])
         assert abs(float(logp.max()) - float(row["topk_logprobs"][0, s, best])) < 1e-2
         assert (np.diff(row["topk_ids"][0, s].astype(np.int64)) > 0).all()  # stored in increasing id order
-    from bbl.data import PreparedData
+    from bbl.data.prepared import PreparedData
 
     stream = PreparedData(prepared).stream("train")
     w = int(row["window_idx"][0])
     assert row["input_ids"][0].tolist() == stream[w * SEQ:(w + 1) * SEQ].tolist()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_dump_then_resume_equals_uninterrupted(tiny_teachers, prepared, tmp_path):
-    dump(tiny_teachers, prepared, tmp_path / "straight.zarr")
+    dump(tiny_teachers, prepared, tmp_path / "straight.zarr", max_windows=KILL_WINDOWS)
     cmd = [sys.executable, "-m", "bbl", "dump-logits", "--teacher", str(tiny_teachers[0]), "--teacher",
            str(tiny_teachers[1]), "--data", str(prepared), "--out", str(tmp_path / "killed.zarr"), "--topk", "8",
-           "--seq-len", str(SEQ), "--chunk-windows", "4", "--batch-size", "2", "--max-windows", "24"]
-    env = {**os.environ, "BBL_DEBUG_KILL_AFTER_CHUNKS": "2"}
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == -9, r.stderr[-2000:]
+           "--seq-len", str(SEQ), "--chunk-windows", "4", "--batch-size", "2", "--max-windows", str(KILL_WINDOWS)]
+    sigkill_after_chunks(cmd, tmp_path / "killed.zarr")
     with pytest.raises(BblError, match="incomplete"):
         CacheReader(tmp_path / "killed.zarr")
     done = arrays(tmp_path / "killed.zarr")["chunk_done"]
     assert 0 < done.sum() < len(done)
-    env.pop("BBL_DEBUG_KILL_AFTER_CHUNKS")
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming" in r.stdout
     a, b = arrays(tmp_path / "straight.zarr"), arrays(tmp_path / "killed.zarr")
@@ -107,9 +88,10 @@ def test_sigkill_mid_dump_then_resume_equals_uninterrupted(tiny_teachers, prepar
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+@pytest.mark.slow
 def test_two_rank_dump_equals_one_rank(tiny_teachers, prepared, tmp_path):
     dump(tiny_teachers, prepared, tmp_path / "one.zarr")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "bbl", "dump-logits", "--teacher", str(tiny_teachers[0]), "--teacher", str(tiny_teachers[1]),
            "--data", str(prepared), "--out", str(tmp_path / "two.zarr"), "--topk", "8", "--seq-len", str(SEQ),
            "--chunk-windows", "4", "--batch-size", "2", "--max-windows", "24", "--device", "cpu"]

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from bbl.chunked_loss import KDTargets, chunked_head_loss
 from bbl.losses import distillation_loss, full_kl, reduce_kd, topk_renorm_kl, topk_tail_kl
+from bbl.losses.chunked import KDTargets, chunked_head_loss
 
 B, S, H, V, K = 3, 7, 16, 50, 5
 
@@ -148,7 +148,8 @@ def _tiny_models():
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_dump_ensemble_from_hidden_states_equals_the_logits_path(temperature):
     """The dump's chunked ensemble (hidden states, heads of different widths) equals `ensemble_topk` on logits."""
-    from bbl.teachers import ensemble_topk, ensemble_topk_from_hidden, teacher_forward
+    from bbl.models.ensemble import ensemble_topk, ensemble_topk_from_hidden
+    from bbl.models.teachers import teacher_forward
 
     models = _tiny_models()
     ids = torch.randint(0, V, (B, S))

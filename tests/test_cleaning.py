@@ -1,10 +1,9 @@
-"""Each source's cleaner on hand-written snippets of its known defects."""
-
-import warnings
+"""Each source's cleaner on hand-written snippets of its known defects, through `clean_source`: the function
+`bbl prepare` runs on every source (2024 aliases included)."""
 
 import pytest
 
-from bbl.cleaning import CLEANERS, clean_text
+from bbl.data.cleaning import CLEANERS, SOURCE_ALIASES, clean_source
 
 BABYLM_2023_SOURCES = {"aochildes", "bnc_spoken", "cbt", "children_stories", "gutenberg", "open_subtitles", "qed",
                        "simple_wikipedia", "switchboard", "wikipedia"}
@@ -30,15 +29,22 @@ def test_every_babylm_2023_source_has_a_cleaner():
      "Career\nHe scored 1,000 runs in a well-known match."),
 ])
 def test_cleaner_fixes_known_defects(source, raw, expected):
-    assert clean_text(source, raw) == expected
+    warnings = []
+    assert clean_source(source, raw, warn=warnings.append) == expected
+    assert warnings == []  # a known source is cleaned silently
+
+
+@pytest.mark.parametrize("alias", sorted(SOURCE_ALIASES))
+def test_2024_source_names_get_the_cleaner_of_their_2023_corpus(alias):
+    raw = "= = = History = = =\nwhat 's the matter ?\n"
+    assert clean_source(alias, raw, warn=pytest.fail) == CLEANERS[SOURCE_ALIASES[alias]](raw)
 
 
 def test_unknown_source_gets_generic_cleaning_and_a_warning_naming_the_file():
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert clean_text("mystery", "a  b .", filename="x/mystery.train") == "a b."
-    assert any("x/mystery.train" in str(w.message) for w in caught)
+    warnings = []
+    assert clean_source("mystery", "a  b .", where="x/mystery.train", warn=warnings.append) == "a b."
+    assert len(warnings) == 1 and "x/mystery.train" in warnings[0] and "mystery" in warnings[0]
 
 
 def test_qed_leaves_mixed_case_lines_alone():
-    assert clean_text("qed", "Hello World, lovely day.") == "Hello World, lovely day."
+    assert clean_source("qed", "Hello World, lovely day.") == "Hello World, lovely day."

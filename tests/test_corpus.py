@@ -8,7 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from bbl.cli import main
-from bbl.data import PreparedData, git_blob_sha1, prepare
+from bbl.data.prepare import prepare
+from bbl.data.prepared import PreparedData
+from bbl.io import git_blob_sha1
 
 from .conftest import WORDS
 

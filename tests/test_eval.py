@@ -7,16 +7,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from bbl.blimp import blimp_accuracy, load_pairs, score_pairs, sentence_logprobs
 from bbl.cli import main
 from bbl.errors import BblError
-from bbl.evaluate import dev_perplexity, load_model, run_eval
+from bbl.evaluate.run import EvalConfig, dev_perplexity, load_model, run_eval
+from bbl.evaluate.zero_shot import blimp_accuracy, load_pairs, score_pairs, sentence_logprobs
 
 from .conftest import REAL_DATA, real_data_or_skip
-
-
-def quiet(*_):
-    pass
+from .helpers import quiet
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +88,9 @@ def test_outputs_json_table_and_plot(trained_cache, prepared, tmp_path):
     supp = tmp_path / "supp"
     supp.mkdir()
     write_jsonl(supp / "turns.jsonl", [{"sentence_good": "A: hi?\nB: yes.", "sentence_bad": "A: hi?\nB: the."}])
-    res = run_eval([a], ensembles=[[a, b]], blimp_dir=blimp, supplement_dir=supp, data_dir=prepared,
-                   out=tmp_path / "out", seq_len=32, dev_windows=8, progress=False, log=quiet)
+    config = EvalConfig(blimp_dir=blimp, supplement_dir=supp, seq_len=32, dev_windows=8)
+    res = run_eval([a], ensembles=[[a, b]], config=config, data_dir=prepared, out=tmp_path / "out", progress=False,
+                   log=quiet)
     assert [r["model"] for r in res] == ["llama-tiny", "ensemble(llama-tiny+gpt2-tiny)"]
     record = json.loads((tmp_path / "out" / "llama-tiny.json").read_text())
     assert set(record) >= {"model", "paths", "parameters", "tokenizer_fingerprint", "dev_stream_sha256", "tasks"}
@@ -106,7 +104,7 @@ def test_outputs_json_table_and_plot(trained_cache, prepared, tmp_path):
 
 
 def test_perplexity_matches_the_trainers_eval_loss(trained_cache, prepared):
-    from bbl.data import PreparedData
+    from bbl.data.prepared import PreparedData
 
     teacher_dir = trained_cache[0][0]
     model, _, _ = load_model(teacher_dir, "cpu")
@@ -145,5 +143,15 @@ def test_real_blimp_paradigm_file(teacher, tmp_path):
     path = REAL_DATA / "blimp_filtered" / "anaphor_number_agreement.jsonl"
     rows = load_pairs(path, max_pairs=50)
     assert rows[0]["UID"] == "anaphor_number_agreement"
-    acc = blimp_accuracy({"anaphor_number_agreement": (rows, score_pairs([model], tok, rows))})
-    assert 0.0 <= acc["overall"] <= 1.0 and acc["pairs"] == 50
+    verdicts = score_pairs([model], tok, rows)
+
+    def alone(sentence):  # one sentence, no batch or padding: sum of log p(token | BOS, tokens before it)
+        ids = [tok.bos_token_id, *tok(sentence, add_special_tokens=False)["input_ids"]]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), -1)
+        return sum(float(logp[i, ids[i + 1]]) for i in range(len(ids) - 1))
+
+    by_hand = [alone(r["sentence_good"]) > alone(r["sentence_bad"]) for r in rows]
+    assert verdicts.tolist() == by_hand
+    acc = blimp_accuracy({"anaphor_number_agreement": (rows, verdicts)})
+    assert acc["overall"] == pytest.approx(sum(by_hand) / len(rows)) and acc["pairs"] == len(rows) == 50

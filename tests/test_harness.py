@@ -8,11 +8,13 @@ from .conftest import REAL_DATA, save_random_model
 
 lm_eval = pytest.importorskip("lm_eval", reason="pip install 'bbl[harness]' for the lm-evaluation-harness parity test")
 
+
+pytestmark = pytest.mark.slow  # the real lm-evaluation-harness
 FILES = ("anaphor_gender_agreement", "determiner_noun_agreement_1", "regular_plural_subject_verb_agreement_1")
 
 
 def _pairs():
-    from bbl.blimp import load_pairs
+    from bbl.evaluate.zero_shot import load_pairs
 
     if not (REAL_DATA / "blimp_filtered").is_dir():
         pytest.skip(f"real BLiMP data not found at {REAL_DATA}")
@@ -31,7 +33,7 @@ def test_bbl_eval_and_lm_eval_harness_agree_pair_by_pair(tiny_model, prepared, t
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bbl.blimp import score_pairs, sentence_logprobs
+    from bbl.evaluate.zero_shot import score_pairs, sentence_logprobs
 
     rows = _pairs()
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
@@ -57,7 +59,7 @@ def test_a_random_model_agrees_too(prepared, tmp_path):
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from bbl.blimp import score_pairs
+    from bbl.evaluate.zero_shot import score_pairs
 
     path = save_random_model("gpt2-tiny", prepared, tmp_path / "gpt2", seed=7)
     rows = _pairs()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bbl.losses import distillation_loss, full_kl, reduce_kd, retemper, topk_renorm_kl, topk_tail_kl
-from bbl.teachers import ensemble_topk
+from bbl.models.ensemble import ensemble_topk
 
 
 def test_topk_tail_hand_computed():
@@ -53,9 +53,9 @@ def test_topk_tail_at_k_equals_v_is_the_full_kl_with_equal_gradients(temperature
     assert torch.isfinite(g1).all()
     torch.testing.assert_close(g1, g2, rtol=1e-4, atol=1e-7)
     # fp16 storage (the cache's dtype) on the 2^-6 grid stays close
-    from bbl.dump import _quantize_logprobs
+    from bbl.cache.format import quantize_logprobs
 
-    lp16 = torch.from_numpy(_quantize_logprobs(lp.numpy()).astype("float32"))
+    lp16 = torch.from_numpy(quantize_logprobs(lp.numpy()).astype("float32"))
     torch.testing.assert_close(topk_tail_kl(student, ids, lp16, tail, temperature), online, rtol=2e-2, atol=1e-3)
 
 

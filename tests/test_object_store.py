@@ -10,17 +10,17 @@ import sys
 
 import numpy as np
 import pytest
-import zarr
 from click.testing import CliRunner
 
 from bbl.cache import CacheReader
 from bbl.cli import main
-from bbl.dump import dump_logits
 
+from .helpers import SEQ, arrays, dump, free_port, sigkill_after_chunks
+
+pytestmark = pytest.mark.slow  # a real S3-compatible server (moto) and subprocess dumps
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
 
-SEQ = 32
 ARRAYS = ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob", "chunk_done")
 DUMP_ARGS = ["--topk", "8", "--seq-len", str(SEQ), "--chunk-windows", "4", "--batch-size", "2", "--max-windows",
              "24", "--device", "cpu"]
@@ -50,32 +50,23 @@ def bucket():
             os.environ[k] = v
 
 
-def dump(teachers, prepared, out, **kw):
-    kw = {"top_k": 8, "seq_len": SEQ, "chunk_windows": 4, "batch_size": 2, "max_windows": 24, "progress": False,
-          "log": lambda *_: None, **kw}
-    return dump_logits(teachers, prepared, out, **kw)
-
-
-def arrays(location):
-    from bbl.stores import zarr_store
-
-    g = zarr.open_group(store=zarr_store(location, read_only=True), mode="r")
-    return {k: g[k][:] for k in ARRAYS}
-
-
 def assert_same(a, b):
     for k in ARRAYS:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def cli_dump(teachers, prepared, out, env=None, nproc=1):
+def cli_dump_argv(teachers, prepared, out, nproc=1) -> list[str]:
     head = [sys.executable, "-m", "bbl"] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", "29557",
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port()),
         "-m", "bbl"]
     cmd = [*head, "dump-logits", "--teacher", str(teachers[0]), "--teacher", str(teachers[1]), "--data",
            str(prepared), "--out", out, *DUMP_ARGS]
-    return subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, capture_output=True,
-                          text=True, timeout=300)
+    return cmd
+
+
+def cli_dump(teachers, prepared, out, nproc=1):
+    return subprocess.run(cli_dump_argv(teachers, prepared, out, nproc), env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +92,7 @@ def test_dump_to_s3_equals_a_local_dump_and_verifies(bucket, tiny_teachers, prep
 
 def test_killed_dump_on_s3_resumes_to_the_same_store(bucket, tiny_teachers, prepared, local_cache):
     url = "s3://bbl/killed.zarr"
-    r = cli_dump(tiny_teachers, prepared, url, env={"BBL_DEBUG_KILL_AFTER_CHUNKS": "2"})
-    assert r.returncode == -9, r.stderr[-2000:]
+    sigkill_after_chunks(cli_dump_argv(tiny_teachers, prepared, url), url)
     done = CacheReader(url, allow_incomplete=True).attrs
     assert not done["complete"]
     r = cli_dump(tiny_teachers, prepared, url)

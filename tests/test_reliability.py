@@ -3,27 +3,12 @@
 
 import numpy as np
 import pytest
-import zarr
-from click.testing import CliRunner
 
 from bbl.cache import CacheReader, CacheWriter, ChunkBatch
-from bbl.cache_tools import coarse_kl, mass_defect
-from bbl.cli import main
-from bbl.dump import dump_logits
+from bbl.cache.verify import coarse_kl, mass_defect
 from bbl.errors import BblError
 
-SEQ = 32
-
-
-def dump(teachers, prepared, out, **kw):
-    kw = {"top_k": 8, "seq_len": SEQ, "chunk_windows": 4, "batch_size": 2, "max_windows": 24, "progress": False,
-          "log": lambda *_: None, **kw}
-    return dump_logits(teachers, prepared, out, **kw)
-
-
-def arrays(path):
-    g = zarr.open_group(str(path), mode="r")
-    return {k: g[k][:] for k in ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob", "chunk_done")}
+from .helpers import arrays, dump, error_lines, run
 
 
 def chunk_file(path, array="topk_logprobs", c=2):
@@ -41,14 +26,6 @@ def damage(path, fault):
         f.write_bytes(bytes(data))
     else:  # truncated: the copy that stopped half-way
         f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])
-
-
-def run(args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def error_lines(res):
-    return [line for line in res.output.splitlines() if line.startswith("error:")]
 
 
 @pytest.fixture(scope="module")

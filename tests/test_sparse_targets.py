@@ -1,7 +1,6 @@
 """Sampled and hybrid sparse soft targets (issue 15): the estimators' math, the dump, the cache kinds and the
 losses that read them."""
 
-import os
 import subprocess
 import sys
 
@@ -11,18 +10,12 @@ import torch
 import zarr
 
 from bbl.cache import CacheReader
-from bbl.cache_tools import draws_check, verify_against_teachers
-from bbl.chunked_loss import KDTargets, chunked_head_loss
+from bbl.cache.verify import draws_check, verify_against_teachers
 from bbl.losses import full_kl, hybrid_kl, hybrid_targets, sampled_kl, sampled_logprobs, topk_tail_kl
-from bbl.teachers import ensemble_targets, ensemble_targets_from_hidden, sparse_targets
+from bbl.losses.chunked import KDTargets, chunked_head_loss
+from bbl.models.ensemble import ensemble_targets, ensemble_targets_from_hidden, sparse_targets
 
-from .test_reliability import SEQ, dump, error_lines, run
-
-
-def arrays(path):
-    g = zarr.open_group(str(path), mode="r")
-    return {k: g[k][:] for k in g.array_keys()}
-
+from .helpers import SEQ, arrays, dump, error_lines, run, sigkill_after_chunks
 
 # ---------------------------------------------------------------- the estimators
 
@@ -211,6 +204,7 @@ def test_cli_info_and_verify_describe_each_kind(sparse_caches, tiny_teachers):
     assert "fidelity over" in res.output and "draws over" in res.output
 
 
+@pytest.mark.slow
 def test_a_killed_sampled_dump_resumes_byte_identical_and_a_lost_chunk_is_repaired(
         sparse_caches, tiny_teachers, prepared, tmp_path):
     path = tmp_path / "s.zarr"
@@ -218,8 +212,7 @@ def test_a_killed_sampled_dump_resumes_byte_identical_and_a_lost_chunk_is_repair
             str(tiny_teachers[1]), "--data", str(prepared), "--out", str(path), "--targets", "sampled", "--samples",
             "12", "--seq-len", str(SEQ), "--chunk-windows", "4", "--batch-size", "2", "--max-windows", "24",
             "--device", "cpu"]
-    killed = subprocess.run(argv, env={**os.environ, "BBL_DEBUG_KILL_AFTER_CHUNKS": "3"}, capture_output=True)
-    assert killed.returncode == -9
+    sigkill_after_chunks(argv, path)
     assert not zarr.open_group(str(path), mode="r")["chunk_done"][:].all()
     assert subprocess.run(argv, capture_output=True).returncode == 0
     want, got = arrays(sparse_caches["sampled"]), arrays(path)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from bbl.errors import BblError
-from bbl.stats import mean_std, paired_interval, t975
-from bbl.study import parse_arm, run_study
+from bbl.study.arms import parse_arm
+from bbl.study.run import run_study
+from bbl.study.stats import mean_std, paired_interval, t975
 
 from .conftest import WORDS
 
@@ -46,7 +47,7 @@ def test_arm_specs_parse_or_fail_with_the_syntax():
 
 def test_cached_and_plain_runs_of_one_seed_see_the_same_window_order():
     from bbl.cache import shuffled_order
-    from bbl.windows import window_permutation
+    from bbl.data.windows import window_permutation
 
     for epoch in range(3):
         assert shuffled_order(3072, 256, seed=4, epoch=epoch).tolist() == \
@@ -55,7 +56,7 @@ def test_cached_and_plain_runs_of_one_seed_see_the_same_window_order():
 
 def test_study_presets_keep_teachers_larger_than_the_student():
     from bbl.config import load_config
-    from bbl.models import build_model, count_parameters
+    from bbl.models.build import build_model, count_parameters
 
     def params(preset):
         return count_parameters(build_model(load_config(preset).model, 4096, device="meta"))
@@ -71,13 +72,14 @@ def test_study_presets_keep_teachers_larger_than_the_student():
 def test_demo_presets_are_the_rescaled_ones():
     """`make demo` (pipeline preset cpu): vocabulary 4,096 and T = 1, the study's student, teachers well past it."""
     from bbl.config import load_config
-    from bbl.models import build_model, count_parameters
-    from bbl.pipeline import PRESETS
+    from bbl.models.build import build_model, count_parameters
+    from bbl.pipeline import load_pipeline_preset
 
     def params(preset):
         return count_parameters(build_model(load_config(preset).model, 4096, device="meta"))
 
-    assert (PRESETS["cpu"]["vocab_size"], PRESETS["cpu"]["temperature"]) == (4096, 1.0)
+    demo = load_pipeline_preset("cpu")
+    assert (demo.vocab_size, demo.temperature, demo.student) == (4096, 1.0, "student-cpu")
     assert load_config("student-cpu").model == load_config("student-study").model
     student, gpt2, llama = params("student-cpu"), params("gpt2-cpu"), params("llama-cpu")
     assert gpt2 >= 1.7 * student and llama >= 3 * student
@@ -90,6 +92,9 @@ def test_demo_presets_are_the_rescaled_ones():
     assert load_config("student-cpu").training.epochs == 1
 
 
+PAIRS_PER_FILE = 4
+
+
 def write_tasks(root):
     """Hand-made minimal-pair files: 2 BLiMP paradigms, 1 supplement file, 4 pairs each."""
     rng = random.Random(0)
@@ -98,7 +103,7 @@ def write_tasks(root):
         d.mkdir()
         for f in files:
             rows = []
-            for _ in range(4):
+            for _ in range(PAIRS_PER_FILE):
                 words = [rng.choice(WORDS) for _ in range(5)]
                 rows.append({"sentence_good": " ".join(words) + " .", "sentence_bad": " ".join(words[::-1]) + " .",
                              "UID": f, "linguistics_term": "t"})
@@ -116,17 +121,20 @@ def test_tiny_study_two_seeds_every_arm_then_resume(trained_cache, prepared, tmp
           "overrides": ["training.max_train_windows=null"], "blimp_dir": blimp, "supplement_dir": supplement}
     study = run_study("student-tiny", prepared, w, log=logs.append, **kw)
     assert set(study["arms"]) == {"baseline", "cached", "online", "renorm"}
-    for name, arm in study["arms"].items():
+    n_files = {"blimp": len(list(blimp.glob("*.jsonl"))), "supplement": len(list(supplement.glob("*.jsonl")))}
+    for arm in study["arms"].values():
         assert [r["seed"] for r in arm["runs"]] == [0, 1]
         for r in arm["runs"]:
-            assert r["best_dev_ce"] > 0 and 0 <= r["blimp"] <= 1 and 0 <= r["supplement"] <= 1 and r["curve"]
+            assert r["best_dev_ce"] == pytest.approx(min(ce for _, ce in r["curve"]), rel=1e-6)  # best eval
+            for task in ("blimp", "supplement"):  # a mean over files of k/4 correct pairs: a multiple of 1/(4n)
+                assert r[f"{task}_pairs"] == PAIRS_PER_FILE * n_files[task]
+                assert r[task] * r[f"{task}_pairs"] == pytest.approx(round(r[task] * r[f"{task}_pairs"]), abs=1e-9)
         d = arm["vs_baseline"]["best_dev_ce"]
         diffs = [a["best_dev_ce"] - b["best_dev_ce"] for a, b in zip(arm["runs"], study["arms"]["baseline"]["runs"],
                                                                       strict=True)]
         assert d["mean"] == pytest.approx(np.mean(diffs))
-        assert d["ci95"][0] <= d["mean"] <= d["ci95"][1]
-        if name == "baseline":
-            assert d["ci95"] == [0.0, 0.0]
+        half = 12.706 * np.std(diffs, ddof=1) / np.sqrt(2)  # t(0.975, 1 df) x the standard error of 2 paired diffs
+        assert d["ci95"] == pytest.approx([np.mean(diffs) - half, np.mean(diffs) + half], abs=1e-12)
     runs = study["arms"]["cached"]["runs"]
     assert runs[0]["best_dev_ce"] != runs[1]["best_dev_ce"]  # seeds differ ...
     base0 = json.loads((w / "runs" / "baseline" / "seed0" / "bbl_run.json").read_text())
@@ -154,9 +162,11 @@ def test_tiny_study_two_seeds_every_arm_then_resume(trained_cache, prepared, tmp
 
     shutil.rmtree(w / "runs" / "renorm" / "seed1")
     run_study("student-tiny", prepared, w, log=logs.append, **kw)
-    redone = [line for line in logs if "bbl " in line and ": bbl " in line]
-    assert len(redone) == 1 and "renorm/seed1" in redone[0]
-    assert sum("done earlier, skipped" in line for line in logs) == 2 * 4 * 2 + 2 - 2
+    redone = [line for line in logs if ": bbl " in line]
+    assert len(redone) == 2 and all("renorm/seed1" in line for line in redone)  # its training, then its eval
+    assert "bbl distill" in redone[0] and "bbl eval" in redone[1]
+    steps = len(study["arms"]) * kw["seeds"] * 2 + len(teachers)  # a training and an eval per run; teacher evals
+    assert sum("up to date, skipped" in line for line in logs) == steps - len(redone)
 
 
 def test_study_refuses_a_cache_of_other_windows_before_writing(trained_cache, prepared, tmp_path):
@@ -170,8 +180,8 @@ def test_study_refuses_a_cache_of_other_windows_before_writing(trained_cache, pr
 
 def test_data_seed_fixes_the_windows_across_seeds(prepared):
     from bbl.config import load_config
-    from bbl.data import PreparedData
-    from bbl.train import load_windows
+    from bbl.data.prepared import PreparedData
+    from bbl.train.batching import load_windows
 
     data = PreparedData(prepared)
 

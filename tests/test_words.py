@@ -11,32 +11,28 @@ import pytest
 from click.testing import CliRunner
 
 from bbl.cli import main
-from bbl.config import load_config
-from bbl.data import PreparedData
-from bbl.errors import BblError
-from bbl.ledger import plan_words
-from bbl.train import load_windows, train_lm
-from bbl.words import (
-    _WHITESPACE,
-    BABYLM_CHECKPOINTS,
+from bbl.config import BABYLM_CHECKPOINTS, load_config, parse_word_checkpoints
+from bbl.data.prepared import PreparedData
+from bbl.data.words import (
+    WHITESPACE,
     checkpoint_name,
-    parse_word_checkpoints,
     window_words,
     word_start_positions,
     word_starts_of_encodings,
     words_per_step,
 )
+from bbl.errors import BblError
+from bbl.train.batching import load_windows
+from bbl.train.ledger import plan_words
+from bbl.train.recipe import train_lm
 
-
-def quiet(*_):
-    pass
-
+from .helpers import free_port, quiet
 
 # ---------------------------------------------------------------- counting
 
 
 def test_whitespace_is_exactly_what_str_split_splits_on():
-    assert set(_WHITESPACE.tolist()) == {c for c in range(0x110000) if chr(c).isspace()}
+    assert set(WHITESPACE.tolist()) == {c for c in range(0x110000) if chr(c).isspace()}
 
 
 @pytest.mark.parametrize("text", ["the cat sat", "  lead and trail  ", "tab\there\nnew line", "", "   ",
@@ -148,6 +144,7 @@ def test_a_resumed_run_saves_the_same_checkpoints_as_a_straight_one(prepared, tm
             np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_saves_the_same_checkpoints(prepared, tmp_path):
     targets, _ = _targets(prepared, OVERRIDES)
     straight = train_lm(load_config("llama-tiny", [*OVERRIDES, f"training.word_checkpoints={targets}"]), prepared,
@@ -155,7 +152,7 @@ def test_two_process_torchrun_saves_the_same_checkpoints(prepared, tmp_path):
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     sets = [a for o in [*OVERRIDES, f"training.word_checkpoints={','.join(map(str, targets))}"] for a in ("--set", o)]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "bbl", "train-teacher", "llama-tiny", "--data", str(prepared), "--out", str(out), *sets]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -165,7 +162,7 @@ def test_two_process_torchrun_saves_the_same_checkpoints(prepared, tmp_path):
 
 
 def test_the_distilled_students_ledger_carries_its_teachers(trained_cache, prepared, tmp_path):
-    from bbl.distill import distill
+    from bbl.distill.recipe import distill
 
     teachers, cache = trained_cache
     out = distill(load_config("student-tiny", ["training.max_steps=2"]), prepared, tmp_path / "s", cache_path=cache,

@@ -1,0 +1,106 @@
+"""Reading a logit cache for training: the chunk-aware shuffle order, its sampler and the map-style dataset.
+
+Exported by `bbl.cache`; rows are read through a `bbl.cache.reader.CacheReader`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bbl.data.windows import window_permutation
+
+if TYPE_CHECKING:
+    from bbl.cache.reader import CacheReader
+
+
+def shuffled_order(num_windows: int, chunk_windows: int, *, seed: int, epoch: int,
+                   buffer_chunks: int = 16) -> np.ndarray:
+    """A per-epoch window order that reads each compressed chunk once.
+
+    Chunks are visited in a seeded random order; windows of each group of `buffer_chunks` consecutive (in that
+    order) chunks are shuffled together. So every window appears once per epoch, the order depends only on
+    (seed, epoch), and any window can land anywhere within its group of buffer_chunks x chunk_windows windows
+    (1,024 with the defaults), while a batch mixes windows of up to `buffer_chunks` random chunks.
+
+    When every chunk fits in one group (num_chunks <= buffer_chunks) the order is exactly `window_permutation(n,
+    seed, epoch)`, the order plain training uses: a cached student and a plain one of the same seed then see the
+    same windows in the same order (a paired comparison, `bbl study`).
+    """
+    if -(-num_windows // chunk_windows) <= buffer_chunks:
+        return window_permutation(num_windows, seed=seed, epoch=epoch)
+    rng = np.random.default_rng([seed, epoch, 7])
+    chunks = rng.permutation(-(-num_windows // chunk_windows))
+    order = []
+    for g in range(0, len(chunks), buffer_chunks):
+        rows = np.concatenate([np.arange(c * chunk_windows, min((c + 1) * chunk_windows, num_windows))
+                               for c in chunks[g:g + buffer_chunks]])
+        order.append(rng.permutation(rows))
+    return np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
+
+
+class ChunkShuffleSampler:
+    """Sampler over cache rows in `shuffled_order`; the Trainer's `set_epoch` picks the epoch."""
+
+    def __init__(self, num_windows: int, chunk_windows: int, *, seed: int, buffer_chunks: int = 16):
+        self.n, self.chunk, self.seed, self.buffer, self.epoch = num_windows, chunk_windows, seed, buffer_chunks, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(shuffled_order(self.n, self.chunk, seed=self.seed, epoch=self.epoch,
+                                   buffer_chunks=self.buffer).tolist())
+
+
+class CacheDataset:
+    """Map-style dataset over a cache: item i is row i (input_ids, labels and the cache's target arrays:
+    topk_ids, topk_logprobs, tail_logprob and/or sample_ids).
+
+    Decoded chunks are kept in a small LRU (`buffer_chunks` of them), so the `ChunkShuffleSampler` order decodes
+    each chunk once per epoch. Ids come out int64, log-probs float32.
+    """
+
+    def __init__(self, reader: CacheReader, *, seed: int = 0, buffer_chunks: int = 16):
+        self.reader, self.seed, self.buffer_chunks = reader, seed, buffer_chunks
+        self._chunks: OrderedDict[int, dict] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def sampler(self) -> ChunkShuffleSampler:
+        return ChunkShuffleSampler(len(self.reader), self.reader.chunk_windows, seed=self.seed,
+                                   buffer_chunks=self.buffer_chunks)
+
+    def _chunk(self, c: int) -> dict:
+        if c in self._chunks:
+            self._chunks.move_to_end(c)
+        else:
+            self._chunks[c] = self.reader.read_chunk(c)
+            if len(self._chunks) > self.buffer_chunks + 1:
+                self._chunks.popitem(last=False)
+        return self._chunks[c]
+
+    def rows(self, i: int) -> dict[str, np.ndarray]:
+        c, r = divmod(int(i), self.reader.chunk_windows)
+        chunk = self._chunk(c)
+        return {k: v[r] for k, v in chunk.items()}
+
+    def __getitem__(self, i: int) -> dict:
+        import torch
+
+        row = self.rows(i)
+        ids = torch.from_numpy(row["input_ids"].astype(np.int64))
+        item = {"input_ids": ids, "labels": ids.clone()}
+        for name in ("topk_ids", "sample_ids"):
+            if name in row:
+                item[name] = torch.from_numpy(row[name].astype(np.int64))
+        for name in ("topk_logprobs", "tail_logprob"):
+            if name in row:
+                item[name] = torch.from_numpy(row[name].astype(np.float32))
+        return item

@@ -1,0 +1,248 @@
+"""`bbl dump-logits`: run the teachers once over every training window and write the ensemble's soft targets to
+Zarr.
+
+Per chunk of windows: each teacher's logits (fp32) → logit mean (the paper's ensemble, `bbl.models.ensemble`) →
+divide by the temperature → top-k ids and log-probs, plus the log of the tail mass by logsumexp over the other ids
+(and/or ids drawn from p_T). For GPT-2 and LLaMA teachers the logits are never materialised per teacher: their
+last hidden states go through `ensemble_targets_from_hidden`, a chunk of positions at a time. A writer thread
+compresses and writes while the next chunk is computed. Resumable (per-chunk done flags) and sharded by rank
+under torchrun (rank r writes chunks r, r + world, ...). The settings are a `bbl.cache.format.DumpConfig`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bbl import __version__
+from bbl.cache.format import LOGPROB_STEP, TOPK_ORDER, ChunkBatch, DumpConfig, quantize_logprobs, sort_by_id
+from bbl.cache.inspect import cache_stats
+from bbl.cache.reader import CacheReader
+from bbl.cache.store import cache_location
+from bbl.cache.writer import CacheWriter
+from bbl.data.prepared import PreparedData
+from bbl.data.tokenizer import check_same_tokenizer
+from bbl.data.windows import TokenWindows, select_train_windows
+from bbl.errors import BblError
+from bbl.models.ensemble import ensemble_targets, ensemble_targets_from_hidden
+from bbl.models.teachers import load_teachers, teacher_forward
+from bbl.runtime import barrier, finish_distributed, init_distributed, rank, world_size
+
+
+class ChunkComputer:
+    """Computes one chunk of the cache: the teachers' forward passes, the ensemble's targets and the stored form.
+
+    Deterministic for a given (teachers, windows, `DumpConfig`, device): `bbl cache repair` recomputes a damaged
+    chunk with the config and device recorded by the dump, so the repaired store equals a clean one.
+    """
+
+    def __init__(self, teachers, infos, windows: TokenWindows, config: DumpConfig, *, device: str, id_dtype):
+        self.teachers, self.infos, self.windows, self.config = teachers, infos, windows, config
+        self.device, self.id_dtype = device, id_dtype
+        import torch
+
+        for model, info in zip(teachers, infos, strict=True):  # the chunked path checks hidden states, not logits
+            head = model.get_output_embeddings()
+            if head is not None and not bool(torch.isfinite(head.weight).all()):
+                raise BblError(f"{info['path']}: NaN/inf logits on every {config.split} window (the LM head weight "
+                               f"is not finite); the teacher checkpoint is broken, retrain or pick an earlier checkpoint")
+
+    def rows(self, c: int) -> range:
+        return range(c * self.config.chunk_windows, min((c + 1) * self.config.chunk_windows, len(self.windows)))
+
+    def generator(self, c: int):
+        """The draws' generator of chunk `c`: seeded by (sample_seed, c) alone, so any rank, a resumed dump and a
+        repair draw the same ids for that chunk."""
+        import torch
+
+        seed = int(np.random.SeedSequence([self.config.seed, c]).generate_state(1, np.uint64)[0] >> 1)
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def compute(self, c: int) -> ChunkBatch:
+        """Chunk `c` as a `ChunkBatch` (ids sorted by id, log-probs on the `LOGPROB_STEP` grid).
+
+        Raises:
+            BblError: a teacher produced NaN/inf logits (names the teacher and the window).
+        """
+        import torch
+
+        rows = self.rows(c)
+        cuda = self.device.startswith("cuda")
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        ids_np = np.stack([self.windows.window(i) for i in rows])
+        cfg = self.config
+        kind = {"targets": cfg.targets, "top_k": cfg.top_k, "num_samples": cfg.num_samples,
+                "generator": self.generator(c) if cfg.targets != "topk" else None}
+        parts = []
+        with torch.inference_mode():
+            for b in range(0, len(rows), self.config.batch_size):
+                ids = torch.from_numpy(ids_np[b:b + self.config.batch_size]).to(self.device)
+                outputs, heads = [], []
+                for model, info in zip(self.teachers, self.infos, strict=True):
+                    with autocast:
+                        out, head = teacher_forward(model, ids)
+                    bad = ~torch.isfinite(out).flatten(1).all(1)
+                    if bad.any():
+                        w = int(self.windows.indices[rows[b] + int(bad.nonzero()[0])])
+                        raise BblError(f"{info['path']}: NaN/inf logits on {cfg.split} window {w}; the teacher "
+                                       f"checkpoint is broken, retrain or pick an earlier checkpoint")
+                    outputs.append(out)
+                    heads.append(head)
+                with autocast:
+                    if all(h is not None for h in heads):  # chunked: no (B, S, V) tensor per teacher
+                        out = ensemble_targets_from_hidden(outputs, heads, temperature=cfg.temperature, **kind)
+                    else:
+                        out = ensemble_targets([o.float() for o in outputs], temperature=cfg.temperature, **kind)
+                parts.append({k: t.cpu() for k, t in out.items()})
+        arrays = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+        batch = ChunkBatch(index=c, input_ids=ids_np.astype(self.id_dtype),
+                           window_idx=self.windows.indices[rows.start:rows.stop].astype(np.int64))
+        if "topk_ids" in arrays:
+            top_ids, top_lp = sort_by_id(arrays["topk_ids"], arrays["topk_logprobs"])
+            batch.topk_ids, batch.topk_logprobs = top_ids.astype(self.id_dtype), quantize_logprobs(top_lp)
+            batch.tail_logprob = arrays["tail_logprob"].astype(np.float32)
+        if "sample_ids" in arrays:
+            batch.sample_ids = arrays["sample_ids"].astype(self.id_dtype)
+        return batch
+
+
+def dump_attrs(config: DumpConfig, data: PreparedData, infos: list[dict], *, device: str, data_dir: Path) -> dict:
+    """The cache's attributes: the dump's settings (`dump_config` and the keys every reader uses), its teachers,
+    and the hashes of the data it was computed from (docs/cache-format.md)."""
+    attrs = {
+        "temperature": float(config.temperature), "top_k": int(config.top_k), "seq_len": int(config.seq_len),
+        "vocab_size": int(data.vocab_size), "ensemble": "logit_mean", "teachers": infos,
+        "teachers_fingerprint": sorted(w for i in infos for w in i["weights_sha256"].values()),
+        "tokenizer_fingerprint": data.tokenizer_fingerprint(), "tokenizer_sha256": data.tokenizer_sha256,
+        "train_stream_sha256": data.stream_sha256(config.split), "split": config.split,
+        "window_selection": {"max_windows": config.max_windows, "seed": config.seed}, "logprob_step": LOGPROB_STEP,
+        "topk_order": TOPK_ORDER, "dump_batch_size": int(config.batch_size), "dump_device": str(device).split(":")[0],
+        "bbl_version": __version__, "data_dir": str(Path(data_dir).resolve()), "dump_config": config.to_dict(),
+    }
+    if config.targets != "topk":  # a top-k cache keeps exactly the settings it had before issue 15
+        attrs.update(targets=config.targets, num_samples=int(config.num_samples), sample_seed=int(config.seed))
+    return attrs
+
+
+def dump_windows(data: PreparedData, config: DumpConfig) -> TokenWindows:
+    """The windows a dump covers (`select_train_windows`: the same rule as the student's `max_train_windows`).
+
+    Raises:
+        BblError: the stream holds no full window.
+    """
+    windows = select_train_windows(data.stream(config.split), config.seq_len, config.max_windows, seed=config.seed)
+    if len(windows) == 0:
+        raise BblError(f"{data.path}: the {config.split} stream has fewer than --seq-len {config.seq_len} tokens; "
+                       f"prepare more text")
+    return windows
+
+
+def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, config: DumpConfig | None = None, *,
+                device: str = "cpu", overwrite: bool = False, progress: bool = True, log=print) -> dict:
+    """Dump the ensemble's soft targets of every window of `config.split` into the cache at `out`.
+
+    `config.targets` is the kind stored: topk (top_k ids, log-probs, tail mass), sampled (`num_samples` ids drawn
+    from p_T per position) or hybrid (both: top_k exact plus `num_samples` draws from the tail). Draws are seeded
+    by (`seed`, chunk), so a resumed dump is byte-identical. `max_windows`/`seed` select the same fixed window
+    subset `training.max_train_windows`/`training.data_seed` do. Returns the summary dict (windows, tokens, bytes,
+    bytes_per_token, mean_tail_mass, seconds) on rank 0, {} on the others.
+
+    Raises:
+        BblError: bad teachers (see `load_teachers`), teachers not trained on this data's tokenizer,
+            top_k > vocab, out holding a cache of other settings, NaN/inf logits (names the window), disk full
+            (store left resumable, not complete).
+    """
+    config = config or DumpConfig()
+    device = init_distributed(device)
+    data = PreparedData(data_dir, check_hashes=True)
+    teachers, infos = load_teachers(teacher_dirs, device, seq_len=config.seq_len)
+    check_same_tokenizer(infos[0]["tokenizer_fingerprint"], data.tokenizer_fingerprint(),
+                         subject=f"{teacher_dirs[0]}: teacher", reference=data.tokenizer_dir,
+                         fix="pass the --data the teachers were trained on")
+    if config.top_k > data.vocab_size:
+        raise BblError(f"--topk {config.top_k} exceeds the vocabulary ({data.vocab_size}); use --topk <= "
+                       f"{data.vocab_size}")
+    windows = dump_windows(data, config)
+    attrs = dump_attrs(config, data, infos, device=device, data_dir=data_dir)
+    out = cache_location(out)
+    if rank() == 0:
+        writer = CacheWriter(out, attrs=attrs, num_windows=len(windows), chunk_windows=config.chunk_windows,
+                             overwrite=overwrite)
+    barrier()
+    if rank() != 0:
+        writer = CacheWriter(out, attrs=attrs, num_windows=len(windows), chunk_windows=config.chunk_windows,
+                             create=False)
+    done = writer.done_chunks()
+    todo = [c for c in range(writer.num_chunks) if c % world_size() == rank() and not done[c]]
+    if rank() == 0 and done.any():
+        log(f"resuming {out}: {int(done.sum())}/{writer.num_chunks} chunks already written")
+    computer = ChunkComputer(teachers, infos, windows, config, device=device, id_dtype=writer.group["input_ids"].dtype)
+    t0 = time.perf_counter()
+    dumped = _compute_and_write(computer, writer, todo, out, progress=progress)
+    barrier()
+    summary = {}
+    if rank() == 0:
+        seconds = time.perf_counter() - t0
+        writer.finalize()
+        summary = cache_stats(CacheReader(out), sample_chunks=8)
+        summary["seconds"] = round(seconds, 2)
+        summary["windows_per_s"] = round(dumped / max(seconds, 1e-9), 1)  # rank 0's own windows
+        writer.group.attrs.update({"summary": summary})
+        tail = f", mean tail mass {summary['mean_tail_mass']:.4f}" if "mean_tail_mass" in summary else ""
+        log(f"dumped {out}: {summary['windows']:,} windows, {summary['tokens']:,} tokens, "
+            f"{summary['bytes']:,} bytes ({summary['bytes_per_token']:.1f} B/token){tail}, {seconds:.1f}s")
+    if world_size() > 1:
+        finish_distributed()
+    return summary
+
+
+def _compute_and_write(computer: ChunkComputer, writer: CacheWriter, todo: list[int], out, *, progress: bool) -> int:
+    """Compute the chunks `todo` in order while a writer thread compresses and writes the previous ones; returns
+    the windows dumped.
+
+    Raises:
+        BblError: a write failed (disk full: the store is left resumable), or what computing a chunk raised.
+    """
+    from tqdm.auto import tqdm
+
+    errors: list[BaseException] = []
+    q: queue.Queue = queue.Queue(maxsize=3)
+
+    def write_loop():
+        while (item := q.get()) is not None:
+            if errors:
+                continue
+            try:
+                writer.write_chunk(item)
+            except OSError as e:
+                errors.append(BblError(f"{out}: write failed at chunk {item.index} ({e.strerror or e}); free disk "
+                                       f"space and re-run the same command to resume (the cache is not complete)"))
+            except BaseException as e:  # surfaced in the main thread
+                errors.append(e)
+
+    thread = threading.Thread(target=write_loop, name="bbl-cache-writer", daemon=True)
+    thread.start()
+    world = world_size()
+    bar = tqdm(total=len(todo) * computer.config.chunk_windows, unit="win", smoothing=0.1, disable=not progress,
+               desc=f"dump rank {rank()}" if world > 1 else "dump")
+    dumped = 0
+    try:
+        for c in todo:
+            if errors:
+                break
+            batch = computer.compute(c)
+            q.put(batch)
+            bar.update(len(batch.window_idx))
+            dumped += len(batch.window_idx)
+    finally:
+        q.put(None)
+        thread.join()
+        bar.close()
+    if errors:
+        raise errors[0]
+    return dumped

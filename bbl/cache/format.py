@@ -1,0 +1,173 @@
+"""The logit cache's format (docs/cache-format.md): its arrays per target kind, their dtypes, chunking and codecs,
+the stored form of the targets (ids sorted by id, log-probs on a grid), and the dump's settings (`DumpConfig`),
+recorded in the cache's attributes so `bbl cache repair` recomputes a chunk exactly as the dump wrote it.
+
+Row n of every array is window `window_idx[n]` of the train stream; position s holds the ensemble's distribution
+for the token after `input_ids[n, :s+1]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from bbl.config import PAPER_TEMPERATURE, TARGET_KINDS, TargetKind
+from bbl.errors import BblError
+
+FORMAT_VERSION = 1
+ARRAYS = ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob")
+"""The arrays of a top-k cache (`targets` "topk", the default and the only kind before issue 15)."""
+
+
+def target_arrays(targets: TargetKind = "topk") -> tuple[str, ...]:
+    """The data arrays a cache of kind `targets` holds, in write order."""
+    return {"topk": ARRAYS, "sampled": ("input_ids", "window_idx", "sample_ids"),
+            "hybrid": (*ARRAYS, "sample_ids")}[targets]
+DEFAULT_CHUNK_WINDOWS = 256
+LOGPROB_STEP = 2.0 ** -6
+"""Stored log-probs are float16 values rounded to multiples of this (nats): error <= 2^-7 nats per value; the
+zeroed low mantissa bits compress away under bit-shuffle. Fidelity is measured in BENCHMARKS.md."""
+TOPK_ORDER = "id_ascending"
+"""Within a position the k ids are stored in increasing id order (their log-probs alongside): neighbouring
+positions share most of their top-k set, so sorted ids compress ~7x better than probability order."""
+
+
+def id_dtype(vocab_size: int) -> np.dtype:
+    """uint16 for vocabularies up to 65,535 ids, else int32 (DESIGN.md, 'The cache')."""
+    return np.dtype(np.uint16) if vocab_size <= 65_535 else np.dtype(np.int32)
+
+
+WRITE_CONFIG = {"array.write_empty_chunks": True}
+"""zarr config while writing: store every chunk, so a missing chunk key is detectable as damage."""
+DEFAULT_CODEC = {"cname": "zstd", "clevel": 3}
+"""Blosc settings of every data array (compared with alternatives in BENCHMARKS.md); the shuffle is per array."""
+SHUFFLE = {"input_ids": "shuffle", "window_idx": "shuffle", "topk_ids": "shuffle", "topk_logprobs": "bitshuffle",
+           "tail_logprob": "bitshuffle", "sample_ids": "shuffle"}
+
+
+def compressors(name: str, codec: dict | None = None):
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    return [BloscCodec(**{**DEFAULT_CODEC, "shuffle": SHUFFLE[name], **(codec or {})}), Crc32cCodec()]
+
+
+def array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int, *, targets: TargetKind = "topk",
+                 num_samples: int = 0) -> dict:
+    ids = id_dtype(vocab_size)
+    specs = {
+        "input_ids": ((n, seq_len), (chunk, seq_len), ids, 0),
+        "window_idx": ((n,), (chunk,), np.dtype(np.int64), -1),
+        "topk_ids": ((n, seq_len, top_k), (chunk, seq_len, top_k), ids, 0),
+        "topk_logprobs": ((n, seq_len, top_k), (chunk, seq_len, top_k), np.dtype(np.float16), 0.0),
+        "tail_logprob": ((n, seq_len), (chunk, seq_len), np.dtype(np.float32), 0.0),
+        "sample_ids": ((n, seq_len, num_samples), (chunk, seq_len, num_samples), ids, 0),
+    }
+    return {name: specs[name] for name in target_arrays(targets)}
+
+
+@dataclass
+class ChunkBatch:
+    """One chunk's worth of rows, numpy, ready to write (the arrays of its cache's kind; the others None)."""
+
+    index: int
+    input_ids: np.ndarray
+    window_idx: np.ndarray
+    topk_ids: np.ndarray | None = None
+    topk_logprobs: np.ndarray | None = None
+    tail_logprob: np.ndarray | None = None
+    sample_ids: np.ndarray | None = None
+
+
+SETTING_KEYS = ("temperature", "top_k", "seq_len", "vocab_size", "ensemble", "teachers_fingerprint",
+                 "tokenizer_fingerprint", "train_stream_sha256", "window_selection", "logprob_step", "topk_order",
+                 "targets", "num_samples", "sample_seed")
+
+
+
+
+def sort_by_id(topk_ids: np.ndarray, topk_logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder each position's k entries by increasing id (the cache's `TOPK_ORDER`, which compresses best)."""
+    order = np.argsort(topk_ids, axis=-1, kind="stable")
+    return np.take_along_axis(topk_ids, order, -1), np.take_along_axis(topk_logprobs, order, -1)
+
+
+def quantize_logprobs(logprobs: np.ndarray, step: float = LOGPROB_STEP) -> np.ndarray:
+    """Round to multiples of `step` (nats) as float16: what the cache stores (error <= step / 2 per value)."""
+    return (np.round(logprobs / step) * step).astype(np.float16)
+
+
+MAX_SAMPLES = 255
+DEFAULT_TOP_K = 64
+
+
+@dataclass
+class DumpConfig:
+    """The settings of one dump: what is stored per position and over which windows (`bbl dump-logits`).
+
+    Recorded whole in the cache's `dump_config` attribute; `from_attrs` reads it back (or, for a cache written
+    before it was recorded, rebuilds it from the older attributes), so `bbl cache repair` recomputes a chunk with
+    exactly the dump's settings. Invalid values raise `BblError` naming the dump-logits option.
+    """
+
+    targets: TargetKind = "topk"
+    """topk, sampled or hybrid (`bbl.config.TargetKind`)."""
+    top_k: int | None = None
+    """Ids kept per position (topk, hybrid); None = 64 (`DEFAULT_TOP_K`); 0 for a sampled cache (which refuses
+    any other value: it stores draws only)."""
+    num_samples: int = 0
+    """Ids drawn with replacement per position (sampled, hybrid), 1..255; 0 for a top-k cache."""
+    temperature: float = PAPER_TEMPERATURE
+    """Softening temperature T > 0 of the ensemble's p_T (the paper: 2)."""
+    split: str = "train"
+    """Token stream of the prepared dir to dump."""
+    seq_len: int = 128
+    """Tokens per window (the student's)."""
+    batch_size: int = 16
+    """Windows per teacher forward pass (part of what makes a chunk's bits: repair reuses it)."""
+    max_windows: int | None = None
+    """The fixed subset `training.max_train_windows` selects (same seed); None = every window."""
+    seed: int = 0
+    """Seed of the window subset and of the draws (per chunk)."""
+    chunk_windows: int = DEFAULT_CHUNK_WINDOWS
+    """Windows per Zarr chunk."""
+
+    def __post_init__(self):
+        if self.targets not in TARGET_KINDS:
+            raise BblError(f"--targets {self.targets!r}: use one of {', '.join(TARGET_KINDS)}")
+        if self.targets == "sampled" and self.top_k:
+            raise BblError(f"--topk {self.top_k} does not apply to --targets sampled (it stores draws only); drop "
+                           f"--topk or use --targets hybrid")
+        self.top_k = 0 if self.targets == "sampled" else (DEFAULT_TOP_K if self.top_k is None else self.top_k)
+        if self.targets == "topk" and self.num_samples:
+            raise BblError(f"--samples {self.num_samples} applies to --targets sampled or hybrid; drop it or pick one")
+        if self.targets != "topk" and not self.num_samples:
+            raise BblError(f"--targets {self.targets} needs --samples S >= 1 (ids drawn per position, e.g. 12)")
+        if self.num_samples > MAX_SAMPLES:
+            raise BblError(f"--samples {self.num_samples} must be <= {MAX_SAMPLES}")
+        for option, value in (("--topk", self.top_k), ("--seq-len", self.seq_len), ("--batch-size", self.batch_size),
+                              ("--chunk-windows", self.chunk_windows), ("--max-windows", self.max_windows),
+                              ("--samples", self.num_samples or None)):
+            if value is not None and value < 1 and not (option == "--topk" and self.targets == "sampled"):
+                raise BblError(f"{option} {value} must be >= 1")
+        if not self.temperature > 0:
+            raise BblError(f"--temperature {self.temperature} must be > 0")
+        if self.seed < 0:
+            raise BblError(f"--seed {self.seed} must be >= 0")
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> DumpConfig:
+        """The dump's settings from a cache's attributes (`dump_config`, or the attributes every cache has)."""
+        if "dump_config" in attrs:
+            return cls(**attrs["dump_config"])
+        selection = attrs.get("window_selection", {})
+        return cls(targets=attrs.get("targets", "topk"), top_k=int(attrs["top_k"]),
+                   num_samples=int(attrs.get("num_samples", 0)), temperature=float(attrs["temperature"]),
+                   split=attrs.get("split", "train"), seq_len=int(attrs["seq_len"]),
+                   batch_size=int(attrs.get("dump_batch_size", 16)), max_windows=selection.get("max_windows"),
+                   seed=int(selection.get("seed", attrs.get("sample_seed", 0))),
+                   chunk_windows=int(attrs.get("chunk_windows", DEFAULT_CHUNK_WINDOWS)))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

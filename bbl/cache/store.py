@@ -1,0 +1,128 @@
+"""Where a cache lives: a local directory (the default) or any fsspec URL (`s3://`, `gs://`, `memory://`, ...).
+
+Zarr v3 reads and writes object stores through fsspec (`zarr.storage.FsspecStore`); bbl only decides which one a
+location names. Credentials and endpoints come from the usual environment of the fsspec backend (for S3 via
+s3fs/botocore: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ENDPOINT_URL`, `AWS_PROFILE`, ...); S3 needs
+`pip install 'bbl[s3]'` (s3fs), GCS `gcsfs`. Every chunk is one object written whole, and a cache's `complete`
+flag is written last, so resume and damage checks work on an object store as on disk (docs/cache-format.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bbl.errors import BblError
+
+
+def group_exists(location) -> bool:
+    """Whether a zarr group is at `location`: a local path or URL (its `zarr.json`), or a zarr store object.
+
+    Raises:
+        BblError: the URL's store cannot be reached (see `has_zarr_group`).
+    """
+    if isinstance(location, Path | str):
+        return has_zarr_group(location)
+    import zarr
+
+    try:
+        zarr.open_group(store=location, mode="r")
+        return True
+    except Exception:  # zarr raises several types for "no group here"
+        return False
+
+
+def open_group(location, mode: str):
+    """`zarr.open_group` of a cache at a local path, URL or store (mode "r" opens it read-only).
+
+    Raises:
+        BblError: no group there (names the dump-logits command that writes one).
+    """
+    import zarr
+
+    if mode in ("r", "r+") and not group_exists(location):
+        raise BblError(f"{location}: no logit cache there; run `bbl dump-logits --out {location}`")
+    return zarr.open_group(store=zarr_store(location, read_only=mode == "r"), mode=mode)
+
+
+def is_url(location) -> bool:
+    """Whether `location` is a URL with a scheme (`s3://b/c.zarr`), not a filesystem path."""
+    return isinstance(location, str) and "://" in location
+
+
+def cache_location(value):
+    """A CLI value as a cache location: URLs stay strings, anything else becomes a `Path`."""
+    if value is None or not isinstance(value, str | Path):
+        return value
+    return value if is_url(value) else Path(value)
+
+
+def _filesystem(url: str):
+    """(fsspec filesystem, root path inside it) for a URL; a missing backend is a one-line error."""
+    import fsspec
+
+    try:
+        return fsspec.core.url_to_fs(url)
+    except ImportError as e:
+        scheme = url.split("://", 1)[0]
+        hint = {"s3": "pip install 'bbl[s3]' (s3fs)", "gs": "pip install gcsfs", "gcs": "pip install gcsfs"}
+        raise BblError(f"{url}: no fsspec backend for {scheme}:// ({e}); {hint.get(scheme, 'install it')}") from e
+    except ValueError as e:
+        raise BblError(f"{url}: not a storage URL fsspec knows ({e})") from e
+
+
+def zarr_store(location, *, read_only: bool = False):
+    """What `zarr.open_group(store=...)` takes: a local path as str, an `FsspecStore` for a URL, a store as is."""
+    if is_url(location):
+        import zarr
+
+        _filesystem(location)  # a clear error for a missing backend, before zarr's
+        store = zarr.storage.FsspecStore.from_url(location, read_only=read_only)
+        # fsspec reuses one filesystem instance per process, with its listings cache: objects written or deleted
+        # since an earlier open (by another process, a rank, or an operator) must not be hidden by it.
+        store.fs.invalidate_cache()
+        return store
+    if isinstance(location, str | Path):
+        return str(location)
+    return location
+
+
+def _unreachable(url: str, e: Exception) -> BblError:
+    scheme = url.split("://", 1)[0]
+    hint = ("check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and AWS_ENDPOINT_URL"
+            if scheme in ("s3", "s3a") else "check the backend's credentials and endpoint")
+    return BblError(f"{url}: cannot reach the store ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                    f"{hint}")
+
+
+def has_zarr_group(location) -> bool:
+    """Whether a zarr v3 group (its `zarr.json`) exists at a local path or URL.
+
+    Raises:
+        BblError: the URL's store cannot be reached (credentials, endpoint, network), in one line.
+    """
+    if is_url(location):
+        fs, root = _filesystem(location)
+        try:
+            fs.invalidate_cache()
+            return fs.exists(f"{root.rstrip('/')}/zarr.json")
+        except Exception as e:  # botocore/aiohttp errors have no common base; all mean "unreachable" here
+            raise _unreachable(location, e) from e
+    return (Path(location) / "zarr.json").is_file()
+
+
+def group_json(location) -> bytes | None:
+    """The bytes of a group's `zarr.json` at a local path or URL, or None when absent."""
+    if is_url(location):
+        fs, root = _filesystem(location)
+        path = f"{root.rstrip('/')}/zarr.json"
+        return fs.cat_file(path) if fs.exists(path) else None
+    file = Path(location) / "zarr.json"
+    return file.read_bytes() if file.is_file() else None
+
+
+def location_bytes(location) -> int:
+    """Bytes stored under a local directory or a URL prefix."""
+    if is_url(location):
+        fs, root = _filesystem(location)
+        return int(fs.du(root, total=True)) if fs.exists(root) else 0
+    return sum(f.stat().st_size for f in Path(location).rglob("*") if f.is_file())

@@ -1,0 +1,114 @@
+"""Writing a logit cache: `CacheWriter` creates the store (or reopens one of the same settings to resume) and
+writes whole chunks: crc32c on each, every chunk stored even when it equals the fill value, a per-chunk done
+flag, `complete` set last (format: `bbl.cache.format`, docs/cache-format.md).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from bbl.cache.format import (
+    DEFAULT_CHUNK_WINDOWS,
+    FORMAT_VERSION,
+    SETTING_KEYS,
+    TARGET_KINDS,
+    WRITE_CONFIG,
+    ChunkBatch,
+    array_specs,
+    compressors,
+    target_arrays,
+)
+from bbl.cache.store import group_exists, open_group
+from bbl.errors import BblError
+
+
+class CacheWriter:
+    """Create or reopen a cache store and write it chunk by chunk.
+
+    Args:
+        path: a filesystem path (LocalStore) or any zarr store (e.g. `zarr.storage.MemoryStore()`).
+        attrs: provenance attributes (teachers, hashes, temperature, top_k, seq_len, vocab_size, ...).
+        num_windows: rows N. chunk_windows: rows per chunk.
+        overwrite: replace a store whose settings differ; without it such a store is refused.
+        codec: Blosc settings overriding `DEFAULT_CODEC` (for layout experiments).
+    Raises:
+        BblError: the path holds a cache of other settings and overwrite is False; top_k > vocab_size.
+    """
+
+    def __init__(self, path, *, attrs: dict, num_windows: int, chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
+                 overwrite: bool = False, create: bool = True, codec: dict | None = None):
+        self.path = path
+        seq_len, top_k, vocab = attrs["seq_len"], attrs["top_k"], attrs["vocab_size"]
+        if top_k > vocab:
+            raise BblError(f"--topk {top_k} exceeds the vocabulary ({vocab}); use --topk <= {vocab}")
+        self.targets, num_samples = attrs.get("targets", "topk"), int(attrs.get("num_samples", 0))
+        if self.targets not in TARGET_KINDS:
+            raise BblError(f"--targets {self.targets!r}: use one of {', '.join(TARGET_KINDS)}")
+        if self.targets != "topk" and num_samples < 1:
+            raise BblError(f"--samples {num_samples}: a {self.targets} cache needs --samples >= 1")
+        self.arrays = target_arrays(self.targets)
+        self.settings = {k: attrs[k] for k in SETTING_KEYS if k in attrs}
+        self.settings.update(num_windows=num_windows, chunk_windows=chunk_windows)
+        self.num_chunks = -(-num_windows // chunk_windows)
+        self.chunk_windows = chunk_windows
+        existing = None
+        if not overwrite and group_exists(path):
+            existing = open_group(path, "r+")
+            old = existing.attrs.get("settings")
+            if old != json.loads(json.dumps(self.settings)):
+                raise BblError(f"{path}: holds a cache of other settings ({_diff(old, self.settings)}); "
+                               f"pass --overwrite to replace it or choose another --out")
+        if existing is not None:
+            self.group = existing
+        elif not create:
+            raise BblError(f"{path}: no cache to resume")
+        else:
+            self.group = open_group(path, "w")
+            for name, (shape, chunks, dtype, fill) in array_specs(num_windows, seq_len, top_k, vocab, chunk_windows,
+                                                                   targets=self.targets,
+                                                                   num_samples=num_samples).items():
+                self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
+                                        compressors=compressors(name, codec))
+            self.group.create_array("chunk_done", shape=(self.num_chunks,), chunks=(1,), dtype=bool,
+                                    fill_value=False, compressors=None)
+            self.group.attrs.update({**attrs, "format_version": FORMAT_VERSION, "settings": self.settings,
+                                     "chunk_windows": chunk_windows, "complete": False})
+
+    def done_chunks(self) -> np.ndarray:
+        """(num_chunks,) bool: which chunks are durably written."""
+        return np.asarray(self.group["chunk_done"][:])
+
+    def write_chunk(self, batch: ChunkBatch) -> None:
+        """Write one whole chunk of every array, then mark it done (so a crash never marks a partial chunk).
+
+        Every chunk is stored, even one equal to the fill value (`write_empty_chunks`), so an absent chunk key
+        always means damage, never "all fill".
+        """
+        import zarr
+
+        start = batch.index * self.chunk_windows
+        stop = start + len(batch.window_idx)
+        with zarr.config.set(WRITE_CONFIG):
+            for name in self.arrays:
+                self.group[name][start:stop] = getattr(batch, name)
+            self.group["chunk_done"][batch.index] = True
+
+    def finalize(self, extra_attrs: dict | None = None) -> None:
+        """Set `complete` (and summary attributes) once every chunk is done.
+
+        Raises:
+            BblError: if any chunk is missing.
+        """
+        done = self.done_chunks()
+        if not done.all():
+            raise BblError(f"{self.path}: {int((~done).sum())} chunk(s) not written; re-run dump-logits to resume")
+        self.group.attrs.update({**(extra_attrs or {}), "complete": True})
+
+
+def _diff(old, new) -> str:
+    if not isinstance(old, dict):
+        return "not a bbl cache"
+    keys = [k for k in set(old) | set(new) if old.get(k) != new.get(k)]
+    return ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(keys)[:4])

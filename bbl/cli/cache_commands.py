@@ -1,0 +1,86 @@
+"""`bbl cache info | verify | repair`: what a logit cache holds, whether it is intact and faithful, and its repair."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from bbl.cache.verify import DEFAULT_MAX_KL
+from bbl.cli.params import CacheArg, OneLineErrors, PathArg, Positive
+
+
+@click.group(cls=OneLineErrors)
+def cache():
+    """Inspect, verify and repair logit caches."""
+
+
+@cache.command("info")
+@click.argument("path", type=CacheArg)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def cache_info_cmd(path, as_json):
+    """What a cache holds: settings, teachers, size, bytes/token, top-k mass, completeness."""
+    from bbl.cache.inspect import cache_info
+
+    info = cache_info(path)
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=str))
+        return
+    a = info["attributes"]
+    click.echo(f"{path}: {'complete' if info['complete'] else 'INCOMPLETE'} ({info['chunks_done']}/{info['chunks']} "
+               f"chunks), format v{a.get('format_version')}")
+    kind = a.get("targets", "topk")
+    what = {"topk": f"top_k {a['top_k']} + tail mass", "sampled": f"{a.get('num_samples')} draws from p_T",
+            "hybrid": f"top_k {a['top_k']} + {a.get('num_samples')} draws from the tail"}[kind]
+    click.echo(f"  targets {kind} ({what}), temperature {a['temperature']}, seq_len {a['seq_len']}, "
+               f"vocab {a['vocab_size']}, ensemble {a['ensemble']}")
+    for t in a.get("teachers", []):
+        click.echo(f"  teacher {t['architecture']} {t['parameters'] / 1e6:.1f}M {t['path']}")
+    click.echo(f"  tokenizer {a['tokenizer_fingerprint'][:16]}, train stream {a['train_stream_sha256'][:16]}")
+    click.echo(f"  {info['windows']:,} windows, {info['bytes']:,} bytes"
+               + (f", {info['bytes_per_token']:.1f} B/token" if "bytes_per_token" in info else ""))
+    if "topk_mass_mean" in info:
+        pct = ", ".join(f"p{k} {v:.3f}" for k, v in info["topk_mass_percentiles"].items())
+        click.echo(f"  top-k mass: mean {info['topk_mass_mean']:.4f} ({pct})")
+    if "distinct_sampled_ids_mean" in info:
+        click.echo(f"  draws: {info['num_samples']} per position, {info['distinct_sampled_ids_mean']:.2f} distinct ids "
+                   f"on average")
+
+
+@cache.command("verify")
+@click.argument("path", type=CacheArg)
+@click.option("--teacher", "teachers", type=PathArg, multiple=True,
+              help="Recompute a sample of windows with these teachers and compare.")
+@click.option("--sample", type=Positive, default=16, show_default=True, help="Windows to recompute.")
+@click.option("--max-kl", type=click.FloatRange(min=0), default=DEFAULT_MAX_KL, show_default=True,
+              help="Fail above this mean KL (nats).")
+def cache_verify_cmd(path, teachers, sample, max_kl):
+    """Every chunk present and passing its crc32c; with --teacher, the stored targets against a recomputation.
+
+    Exits 1 naming each missing, corrupt or unfinished chunk (fix: `bbl cache repair`).
+    """
+    from bbl.cache.verify import verify_cache
+
+    report = verify_cache(path, teacher_dirs=list(teachers), sample=sample, max_kl=max_kl)
+    for line in report.problems:
+        click.echo(line, err=True)
+    for line in report.info:
+        click.echo(line)
+    sys.exit(0 if report.ok else 1)
+
+
+@cache.command("repair")
+@click.argument("path", type=CacheArg)
+@click.option("--teacher", "teachers", type=PathArg, multiple=True, required=True,
+              help="The teachers the cache was dumped with (checked by weights sha256; repeat for each).")
+@click.option("--data", type=PathArg, default=None, help="Prepared dir of the dump (default: the one it records).")
+@click.option("--device", default="cpu", show_default=True,
+              help="Where the teachers run; the dump's device gives a byte-identical repair.")
+def cache_repair_cmd(path, teachers, data, device):
+    """Recompute exactly the missing, corrupt or unfinished chunks of a cache; an intact cache is left untouched."""
+    from bbl.cache.repair import repair_cache
+
+    r = repair_cache(path, list(teachers), data_dir=data, device=device, log=click.echo)
+    if r["repaired"]:
+        click.echo(f"repaired {len(r['repaired'])} chunk(s) of {path}; `bbl cache verify {path}` passes")

@@ -1,0 +1,262 @@
+"""The `bbl` command line: click commands only, each a thin call into the module that owns the stage.
+
+Run `bbl --help` for the list of stages, `bbl COMMAND --help` for each one's options.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from bbl import __version__
+from bbl.cli.cache_commands import cache
+from bbl.cli.params import CacheArg, OneLineErrors, PathArg, Positive, PositiveFloat, default_data
+from bbl.config import PAPER_TEMPERATURE
+from bbl.errors import BblError
+from bbl.pipeline import pipeline_preset_names
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120,
+                                         "terminal_width": 120})
+@click.version_option(__version__, prog_name="bbl")
+def main():
+    """bbl — Baby Llama as a tool: train teachers, cache their top-k soft targets in Zarr, distill a student."""
+
+
+@main.command()
+@click.option("--train-dir", type=PathArg, required=True, help="BabyLM train dir with *.train files (babylm_10M/).")
+@click.option("--dev-dir", type=PathArg, required=True, help="BabyLM dev dir with *.dev files (babylm_dev/).")
+@click.option("--out", type=PathArg, required=True, help="Output dir for cleaned text, tokenizer, streams.")
+@click.option("--vocab-size", type=click.IntRange(min=259), default=16000, show_default=True,
+              help="BPE vocabulary size (>= 259: the 256 byte tokens and 3 specials).")
+@click.option("--tokenizer", "tokenizer_dir", type=PathArg, default=None,
+              help="Encode with this existing HF tokenizer dir (a pretrained teacher's; needs tokenizer.json) "
+                   "instead of training one; --vocab-size is then ignored.")
+@click.option("--force", is_flag=True, help="Redo every step even when the outputs match the inputs.")
+def prepare(train_dir, dev_dir, out, vocab_size, force, tokenizer_dir):
+    """Clean BabyLM text, train the BPE tokenizer, encode token streams."""
+    from bbl.data.prepare import prepare as run_prepare
+
+    manifest = run_prepare(train_dir, dev_dir, out, vocab_size=vocab_size, force=force, tokenizer_dir=tokenizer_dir,
+                           log=click.echo)
+    t = manifest["totals"]
+    click.echo(f"prepared {out}: train {t['train']['words']:,} words -> {t['train']['tokens']:,} tokens "
+               f"({t['train']['tokens_per_word']} tokens/word), dev {t['dev']['tokens']:,} tokens, "
+               f"vocab {manifest['vocab_size']}, dtype {manifest['dtype']}")
+
+
+@main.group(cls=OneLineErrors)
+def data():
+    """Check BabyLM data against the official release."""
+
+
+@data.command("verify")
+@click.argument("directory", type=PathArg)
+@click.option("--manifest", "manifests", type=PathArg, multiple=True,
+              help="Another release's manifest ('<git blob sha1> <path>' lines, named by the file's stem); repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON ({releases, release, files}) instead of a table.")
+def data_verify(directory, manifests, as_json):
+    """Which BabyLM release DIRECTORY holds (by content), then its files against that release's SHA-1s.
+
+    The 2023 release ships (babylm_10M/, babylm_dev/, babylm_test/); pass others with --manifest. Exits 1 when
+    a file of the release is present but modified.
+    """
+    from bbl.data.verify import verify_release
+
+    result = verify_release(directory, manifests)
+    if as_json:
+        click.echo(json.dumps({k: result[k] for k in ("releases", "release", "files")}, indent=2))
+    else:
+        for r in result["files"]:
+            click.echo(f"{r['split']:<12} {r['source']:<18} {r['status']}")
+        click.echo(", ".join(f"{n} {s}" for s, n in result["counts"].items()))
+        click.echo(result["summary"])
+    sys.exit(0 if result["ok"] else 1)
+
+
+def _train_options(f):
+    f = click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")(f)
+    f = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                     help="Override a config value, e.g. --set training.lr=1e-4 (repeatable).")(f)
+    f = click.option("--out", type=PathArg, required=True, help="Output dir (an HF model dir when done).")(f)
+    f = click.option("--data", type=PathArg, required=True, help="Prepared dir from `bbl prepare`.")(f)
+    return click.argument("config")(f)
+
+
+@main.command("train-teacher")
+@_train_options
+def train_teacher(config, data, out, overrides, resume):
+    """Train a teacher (preset name or YAML path) on the transformers Trainer."""
+    from bbl.config import load_config
+    from bbl.train.recipe import train_lm
+
+    train_lm(load_config(config, overrides), data, out, resume=resume, kind="teacher", log=click.echo)
+
+
+@main.command("train-student")
+@_train_options
+def train_student(config, data, out, overrides, resume):
+    """Train the student on hard labels only (the paper's no-distillation baseline)."""
+    from bbl.config import load_config
+    from bbl.train.recipe import train_lm
+
+    train_lm(load_config(config, overrides), data, out, resume=resume, kind="student_baseline", log=click.echo)
+
+
+@main.command("dump-logits")
+@click.option("--teacher", "teachers", type=PathArg, multiple=True, required=True,
+              help="Teacher model dir (repeat for an ensemble; logits are averaged).")
+@click.option("--data", type=PathArg, required=True, help="Prepared dir the teachers were trained on.")
+@click.option("--targets", type=click.Choice(["topk", "sampled", "hybrid"]), default="topk", show_default=True,
+              help="What to store per position: topk (the k most probable ids, their log-probs, the tail mass); "
+                   "sampled (--samples ids drawn from p_T, Anshumann et al. 2025); hybrid (the top k plus --samples "
+                   "draws from the tail). Read with distill.kd_variant=topk_tail|sampled|hybrid.")
+@click.option("--topk", "top_k", type=Positive, default=None,
+              help="Ids kept per position, in [1, vocab size] (topk and hybrid)  [default: 64]")
+@click.option("--samples", "num_samples", type=Positive, default=None,
+              help="Ids drawn with replacement per position (sampled and hybrid; 1..255), seeded by --seed.")
+@click.option("--temperature", type=PositiveFloat, default=PAPER_TEMPERATURE, show_default=True,
+              help="Softening temperature T > 0 (the paper: 2).")
+@click.option("--out", type=CacheArg, default=Path("cache/ensemble.zarr"), show_default=True,
+              help="Zarr store: a local path or an fsspec URL (s3://bucket/name.zarr; credentials and endpoint from "
+                   "the environment, e.g. AWS_ENDPOINT_URL).")
+@click.option("--split", default="train", show_default=True, help="Token stream to dump.")
+@click.option("--seq-len", type=Positive, default=128, show_default=True,
+              help="Tokens per window (the student's); at most every teacher's positions.")
+@click.option("--max-windows", type=Positive, default=None,
+              help="Dump the fixed subset training.max_train_windows selects (same --seed); default all windows.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the window subset (the student's training.data_seed, else training.seed).")
+@click.option("--batch-size", type=Positive, default=16, show_default=True, help="Windows per teacher forward pass.")
+@click.option("--chunk-windows", type=Positive, default=256, show_default=True, help="Windows per Zarr chunk.")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
+@click.option("--overwrite", is_flag=True, help="Replace a cache of other settings at --out.")
+def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, out, split, seq_len, max_windows, seed,
+                    batch_size, chunk_windows, device, overwrite):
+    """Run the teachers once over every window; store the ensemble's soft targets (top-k log-probs, or sampled
+    ids, or both) in Zarr.
+
+    Resumable: re-run the same command after an interruption (draws are seeded per chunk, so the store is
+    byte-identical to an uninterrupted dump). Under `torchrun --nproc_per_node N` each rank writes its own chunks
+    of the same store.
+    """
+    from bbl.cache.dump import dump_logits
+    from bbl.cache.format import DumpConfig
+    from bbl.runtime import default_device
+
+    config = DumpConfig(targets=targets, top_k=top_k, num_samples=num_samples or 0, temperature=temperature,
+                        split=split, seq_len=seq_len, batch_size=batch_size, max_windows=max_windows, seed=seed,
+                        chunk_windows=chunk_windows)
+    dump_logits(list(teachers), data, out, config, device=device or default_device(), overwrite=overwrite,
+                log=click.echo)
+
+
+@main.command("distill")
+@_train_options
+@click.option("--cache", "cache_path", type=CacheArg, default=None,
+              help="Logit cache from `bbl dump-logits` (a path or an fsspec URL such as s3://bucket/name.zarr).")
+@click.option("--teacher", "teachers", type=PathArg, multiple=True,
+              help="Online reference instead of --cache: keep these teachers resident (full-vocab KL).")
+def distill_cmd(config, data, out, overrides, resume, cache_path, teachers):
+    """Distill the student from cached soft targets: L = alpha*CE + (1-alpha)*T^2*KD.
+
+    Defaults follow the paper (alpha 0.5, T from the cache); KD variant and reduction are config keys:
+    --set distill.kd_variant=topk_renorm, --set distill.reduction=babyllama (the original code's scaling).
+    """
+    from bbl.config import load_config
+    from bbl.distill.recipe import distill
+
+    distill(load_config(config, overrides), data, out, cache_path=cache_path, teacher_dirs=teachers, resume=resume,
+            log=click.echo)
+
+
+@main.command("eval")
+@click.argument("model_dirs", nargs=-1, type=PathArg)
+@click.option("--ensemble", "ensembles", multiple=True, metavar="DIR,DIR",
+              help="Evaluate the logit-mean ensemble of these models as one model (repeatable).")
+@click.option("--tasks", default="blimp,supplement,perplexity", show_default=True, help="Comma-separated tasks.")
+@click.option("--blimp-dir", type=PathArg, default=None, help="Dir of BLiMP *.jsonl (default: ../shared/data/...).")
+@click.option("--supplement-dir", type=PathArg, default=None, help="Dir of the BabyLM supplement *.jsonl.")
+@click.option("--data", type=PathArg, default=None, help="Prepared dir, for dev perplexity.")
+@click.option("--out", type=PathArg, default=Path("results"), show_default=True, help="Output dir.")
+@click.option("--batch-size", type=Positive, default=64, show_default=True, help="Sentences per forward pass.")
+@click.option("--max-pairs", type=Positive, default=None, help="Score only the first N pairs of each task file.")
+@click.option("--seq-len", type=Positive, default=128, show_default=True, help="Dev window length for perplexity.")
+@click.option("--dev-windows", type=Positive, default=8192, show_default=True, help="Dev subset size (as in training).")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
+def eval_cmd(model_dirs, ensembles, tasks, blimp_dir, supplement_dir, data, out, batch_size, max_pairs, seq_len,
+             dev_windows, device):
+    """Score models on BLiMP, the supplement and dev perplexity; write JSON, a table and a plot."""
+    from bbl.evaluate.run import EvalConfig, run_eval
+    from bbl.runtime import default_device
+
+    if not model_dirs and not ensembles:
+        raise BblError("no model: pass MODEL_DIR ... and/or --ensemble DIR,DIR")
+    config = EvalConfig(tasks=[t.strip() for t in tasks.split(",") if t.strip()],
+                        blimp_dir=blimp_dir or default_data("blimp_filtered"),
+                        supplement_dir=supplement_dir or default_data("supplement_filtered"), batch_size=batch_size,
+                        max_pairs=max_pairs, seq_len=seq_len, dev_windows=dev_windows,
+                        device=device or default_device())
+    results = run_eval(list(model_dirs), ensembles=[[Path(p) for p in e.split(",")] for e in ensembles],
+                       config=config, data_dir=data, out=out, log=click.echo)
+    click.echo((Path(out) / "results.md").read_text())
+    click.echo(f"wrote {len(results)} result file(s), results.md and blimp.png to {out}")
+
+
+@main.command("study")
+@click.argument("config")
+@click.option("--data", type=PathArg, required=True, help="Prepared dir from `bbl prepare` (the teachers' and cache's).")
+@click.option("--workdir", type=PathArg, required=True, help="Where runs, evals and study.md/json/curves.png go.")
+@click.option("--cache", "cache_path", type=CacheArg, default=None,
+              help="Logit cache (path or fsspec URL): adds the `cached` arm.")
+@click.option("--teacher", "teachers", type=PathArg, multiple=True,
+              help="The cache's teachers: adds the `online` arm (teachers resident) and their BLiMP rows.")
+@click.option("--seeds", type=Positive, default=3, show_default=True, help="Seeds 0..N-1, run for every arm.")
+@click.option("--arm", "arm_specs", multiple=True, metavar="NAME:OPTIONS",
+              help="An extra arm: --set SECTION.KEY=VALUE, --cache PATH, --online or --baseline; a cached distill "
+                   "unless said otherwise, e.g. --arm 'renorm:--set distill.kd_variant=topk_renorm' (repeatable).")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override for every arm.")
+@click.option("--blimp-dir", type=PathArg, default=None, help="BLiMP *.jsonl dir (default: ../shared/data/...).")
+@click.option("--supplement-dir", type=PathArg, default=None, help="Supplement *.jsonl dir.")
+@click.option("--max-pairs", type=Positive, default=None,
+              help="Score only the first N pairs per file (tests; a reported study scores every pair).")
+def study_cmd(config, data, workdir, cache_path, teachers, seeds, arm_specs, overrides, blimp_dir, supplement_dir,
+              max_pairs):
+    """Train the student arms over several seeds and report them side by side with paired 95% intervals.
+
+    Arms: baseline (plain CE), cached (with --cache), online (with --teacher) and every --arm. Seed s is the same
+    init and window order in every arm. Writes WORKDIR/study.md, study.json, curves.png; re-run to resume.
+    """
+    from bbl.study.report import study_table
+    from bbl.study.run import run_study
+
+    study = run_study(config, data, workdir, cache=cache_path, teachers=teachers, seeds=seeds, arm_specs=arm_specs,
+                      overrides=overrides, blimp_dir=blimp_dir or default_data("blimp_filtered"),
+                      supplement_dir=supplement_dir or default_data("supplement_filtered"), max_pairs=max_pairs,
+                      log=click.echo)
+    click.echo(study_table(study))
+
+
+@main.command("pipeline")
+@click.option("--preset", type=click.Choice(pipeline_preset_names()), default="cpu", show_default=True,
+              help="tiny: seconds (tests); cpu: <= 15 min on 2 cores; cpu-study: the paper's comparison over 3 "
+                   "seeds on 2 cores (`bbl study`); paper: the paper's models (GPU).")
+@click.option("--data", type=PathArg, required=True, help="BabyLM dir holding babylm_10M/ and babylm_dev/.")
+@click.option("--workdir", type=PathArg, required=True, help="Where every stage writes (e.g. runs/demo).")
+@click.option("--blimp-dir", type=PathArg, default=None, help="BLiMP *.jsonl dir (default: DATA/blimp_filtered).")
+@click.option("--supplement-dir", type=PathArg, default=None,
+              help="Supplement *.jsonl dir (default: DATA/supplement_filtered).")
+@click.option("--nproc", type=Positive, default=1, show_default=True, help="Processes per training/dump stage (torchrun).")
+@click.option("--until", default=None, help="Stop after this stage (prepare, teacher-gpt2, ..., eval).")
+def pipeline_cmd(preset, data, workdir, blimp_dir, supplement_dir, nproc, until):
+    """Run the whole experiment: prepare, teachers, dump, distill, baseline, eval. Resumable."""
+    from bbl.pipeline import run_pipeline
+
+    run_pipeline(preset, data, workdir, until=until, nproc=nproc, blimp_dir=blimp_dir, supplement_dir=supplement_dir,
+                 log=click.echo)
+
+
+main.add_command(cache)

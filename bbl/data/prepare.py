@@ -1,0 +1,220 @@
+"""`bbl prepare`: BabyLM files → cleaned text → tokenizer → flat token streams + `manifest.json`.
+
+Three resumable steps (clean, tokenizer, encode), each skipped when its recorded input fingerprint matches, then
+the manifest, written last and atomically (the layout: `bbl.data.prepared`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from bbl import __version__
+from bbl.data.cleaning import clean_source, cleaner_of
+from bbl.data.corpus import Source, read_sources
+from bbl.data.prepared import MANIFEST, stream_dtype
+from bbl.errors import BblError
+from bbl.io import atomic_write_json, git_blob_sha1, load_json, sha256_file
+
+STATE = ".prepare_state.json"
+CLEANING_VERSION = 1  # bump when a cleaner changes, so old prepared dirs are rebuilt
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _inputs_fingerprint(sources: dict[str, list], vocab_size: int, tokenizer_sha256: str | None = None) -> dict:
+    fp = {
+        "files": {split: {s.label: "+".join(sha256_file(p) for p in s.paths) for s in ss}
+                  for split, ss in sources.items()},
+        "vocab_size": vocab_size,
+        "cleaning_version": CLEANING_VERSION,
+    }
+    if tokenizer_sha256:  # an existing tokenizer (`--tokenizer`) replaces the trained one
+        fp.update(vocab_size=None, tokenizer_sha256=tokenizer_sha256)
+    return fp
+
+
+def _given_tokenizer(tokenizer_dir: Path) -> Path:
+    """The `tokenizer.json` of an existing HF tokenizer dir (a teacher's), checked before anything is written.
+
+    Raises:
+        BblError: no such dir or no fast-tokenizer file in it.
+    """
+    file = Path(tokenizer_dir) / "tokenizer.json"
+    if not file.is_file():
+        raise BblError(f"{tokenizer_dir}: no tokenizer.json (a fast tokenizer); save one with "
+                       f"AutoTokenizer.from_pretrained(...).save_pretrained(DIR) and pass that --tokenizer")
+    return file
+
+
+class _State:
+    """The prepare state file: the inputs' fingerprint and what each finished step recorded."""
+
+    def __init__(self, out: Path, fingerprint: dict, *, force: bool):
+        self.path = out / STATE
+        state = load_json(self.path) or {}
+        if state and state.get("inputs") != fingerprint and not force:
+            raise BblError(f"{out}: holds a prepared dir from different inputs or settings; "
+                           f"pass --force to rebuild it or choose another --out")
+        if force or state.get("inputs") != fingerprint:
+            (out / MANIFEST).unlink(missing_ok=True)
+            state = {"inputs": fingerprint, "done": {}}
+        self.state = state
+        self.done = state["done"]
+
+    def mark(self, step: str, value) -> None:
+        self.done[step] = value
+        atomic_write_json(self.path, self.state, sort_keys=True)
+
+
+def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 16000, force: bool = False,
+            tokenizer_dir: Path | None = None, progress: bool = True, log=print) -> dict:
+    """Run the whole preparation; returns the manifest dict.
+
+    With `tokenizer_dir` (an HF tokenizer dir holding tokenizer.json, e.g. a pretrained teacher's), the corpus is
+    encoded with that tokenizer, copied byte for byte into OUT/tokenizer, instead of training one (`vocab_size`
+    is then ignored); any HF causal LM with that tokenizer is a valid `--teacher`. Streams (and caches) are int32
+    when the vocabulary exceeds 65,536 ids.
+
+    Each step (clean, tokenizer, encode) is skipped when its recorded input fingerprint matches; `force` redoes
+    them all. The manifest is written last, so an interrupted run leaves no dir a later stage accepts.
+
+    Raises:
+        BblError: missing dir, no `*.train` files, empty or non-UTF-8 file, unreachable vocab, or `out` holding
+            artifacts from other inputs (without `force`).
+    """
+    out = Path(out)
+    given = _given_tokenizer(tokenizer_dir) if tokenizer_dir is not None else None
+    # every layout (bbl.data.corpus), read and validated before anything is written
+    files = {"train": read_sources(train_dir, "train"), "dev": read_sources(dev_dir, "dev")}
+    fingerprint = _inputs_fingerprint(files, vocab_size, sha256_file(given) if given else None)
+    state = _State(out, fingerprint, force=force)
+    out.mkdir(parents=True, exist_ok=True)
+    cleaned = _clean(files, out / "clean", state, progress=progress, log=log)
+    tok_dir = _tokenizer(cleaned["train"], out / "tokenizer", state, given=given, vocab_size=vocab_size,
+                         source=str(train_dir), progress=progress, log=log)
+    per_file, hashes = _encode(cleaned, out, tok_dir, state, progress=progress, log=log)
+    manifest = _manifest(files, per_file, hashes, tok_dir, fingerprint, tokenizer_dir)
+    atomic_write_json(out / MANIFEST, manifest, sort_keys=True)
+    return manifest
+
+
+def _clean(files: dict[str, list[Source]], clean_dir: Path, state: _State, *, progress: bool,
+           log) -> dict[str, list[tuple[Source, Path]]]:
+    """Step 1: one cleaned text file per source and split (`bbl.data.cleaning.clean_source`)."""
+    from tqdm.auto import tqdm
+
+    cleaned = {split: [(src, clean_dir / split / f"{src.name}.txt") for src in ss] for split, ss in files.items()}
+    if state.done.get("clean") and all(c.is_file() for pairs in cleaned.values() for _, c in pairs):
+        log("clean: up to date")
+        return cleaned
+    shutil.rmtree(clean_dir, ignore_errors=True)
+    items = [(src, dst) for pairs in cleaned.values() for src, dst in pairs]
+    for src, dst in tqdm(items, desc="clean", unit="file", disable=not progress):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_text(clean_source(src.name, src.text, where=src.paths[0], warn=log))
+    state.mark("clean", True)
+    return cleaned
+
+
+def _tokenizer(train: list[tuple[Source, Path]], tok_dir: Path, state: _State, *, given: Path | None,
+               vocab_size: int, source: str, progress: bool, log) -> Path:
+    """Step 2: the given tokenizer copied byte for byte, or one trained on the cleaned train split only."""
+    from bbl.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+
+    tok_file = tok_dir / "tokenizer.json"
+    if state.done.get("tokenizer") == (tok_file.is_file() and sha256_file(tok_file)):
+        log("tokenizer: up to date")
+        return tok_dir
+    shutil.rmtree(tok_dir, ignore_errors=True)
+    if given is not None:
+        tok_dir.mkdir(parents=True)
+        for name in TOKENIZER_FILES:
+            if (given.parent / name).is_file():
+                shutil.copyfile(given.parent / name, tok_dir / name)
+        log(f"tokenizer: {given.parent} (given, {load_tokenizer(tok_dir).get_vocab_size():,} ids)")
+    else:
+        texts = [dst.read_text() for _, dst in train]
+        blocks = (block for t in texts for block in _blocks(t))
+        save_tokenizer(train_tokenizer(blocks, vocab_size=vocab_size, show_progress=progress, source=source), tok_dir)
+    state.mark("tokenizer", sha256_file(tok_file))
+    return tok_dir
+
+
+def _encode(cleaned: dict[str, list[tuple[Source, Path]]], out: Path, tok_dir: Path, state: _State, *,
+            progress: bool, log) -> tuple[list[dict], dict[str, tuple[str, str]]]:
+    """Step 3: each split as one flat token stream and its word starts; (per-file records, {split: hashes})."""
+    from tqdm.auto import tqdm
+
+    from bbl.data.tokenizer import encode_lines_with_word_starts, load_tokenizer
+
+    tokenizer = load_tokenizer(tok_dir)
+    dtype = stream_dtype(tokenizer.get_vocab_size())
+    per_file: list[dict] = []
+    hashes = {}
+    for split, pairs in cleaned.items():
+        npy, starts_npy = out / f"{split}.npy", out / f"{split}.word_starts.npy"
+        record = state.done.get(f"encode_{split}")
+        if record and npy.is_file() and record["sha256"] == sha256_file(npy) and starts_npy.is_file() and \
+                record.get("word_starts_sha256") == sha256_file(starts_npy):
+            log(f"encode {split}: up to date")
+            per_file += record["files"]
+            hashes[split] = (record["sha256"], record["word_starts_sha256"])
+            continue
+        parts, start_parts, records = [], [], []
+        for src, dst in tqdm(pairs, desc=f"encode {split}", unit="file", disable=not progress):
+            text = dst.read_text()
+            encoded = list(encode_lines_with_word_starts(tokenizer, text.splitlines(keepends=True)))
+            ids = np.asarray([i for line_ids, _ in encoded for i in line_ids], dtype=dtype)
+            starts = np.concatenate([w for _, w in encoded]) if encoded else np.zeros(0, dtype=np.uint8)
+            parts.append(ids)
+            start_parts.append(starts)
+            records.append({"split": split, "source": src.name, "cleaner": cleaner_of(src.name) or "generic",
+                            "path": ", ".join(map(str, src.paths)), "git_sha1": git_blob_sha1(src.paths[0]),
+                            "words": len(src.text.split()), "words_clean": len(text.split()),
+                            "words_in_stream": int(starts.sum(dtype=np.int64)), "tokens": len(ids)})
+        digests = []
+        for path, arrays, empty in ((npy, parts, dtype), (starts_npy, start_parts, np.uint8)):
+            tmp = path.with_suffix(".tmp.npy")
+            np.save(tmp, np.concatenate(arrays) if arrays else np.zeros(0, dtype=empty))
+            os.replace(tmp, path)
+            digests.append(sha256_file(path))
+        state.mark(f"encode_{split}", {"sha256": digests[0], "word_starts_sha256": digests[1], "files": records})
+        per_file += records
+        hashes[split] = tuple(digests)
+    return per_file, hashes
+
+
+def _manifest(files: dict, per_file: list[dict], hashes: dict[str, tuple[str, str]], tok_dir: Path,
+              fingerprint: dict, tokenizer_dir: Path | None) -> dict:
+    """The manifest of a finished preparation (the layout: `bbl.data.prepared`)."""
+    from bbl.data.tokenizer import load_tokenizer
+
+    vocab_size = load_tokenizer(tok_dir).get_vocab_size()
+    totals = {}
+    for split in files:
+        rows = [r for r in per_file if r["split"] == split]
+        words, tokens = sum(r["words"] for r in rows), sum(r["tokens"] for r in rows)
+        totals[split] = {"words": words, "tokens": tokens, "tokens_per_word": round(tokens / max(words, 1), 4),
+                         "words_in_stream": sum(r.get("words_in_stream", 0) for r in rows)}
+    return {
+        "bbl_version": __version__,
+        "files": per_file,
+        "totals": totals,
+        "dtype": stream_dtype(vocab_size).name,
+        "vocab_size": vocab_size,
+        "streams": {split: {"path": f"{split}.npy", "sha256": h[0]} for split, h in hashes.items()},
+        "word_starts": {split: {"path": f"{split}.word_starts.npy", "sha256": h[1]} for split, h in hashes.items()},
+        "tokenizer": {"path": "tokenizer/tokenizer.json", "sha256": sha256_file(tok_dir / "tokenizer.json"),
+                      "source": str(Path(tokenizer_dir).resolve()) if tokenizer_dir else "trained"},
+        "inputs": fingerprint,
+    }
+
+
+def _blocks(text: str, lines_per_block: int = 2000):
+    """Split text into blocks of lines so the tokenizer trainer streams it."""
+    lines = text.splitlines(keepends=True)
+    for i in range(0, len(lines), lines_per_block):
+        yield "".join(lines[i:i + lines_per_block])

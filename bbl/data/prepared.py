@@ -1,0 +1,78 @@
+"""A prepared dir, as every later stage reads it: the manifest, the tokenizer and the memory-mapped streams.
+
+Layout of a prepared dir OUT (written by `bbl.data.prepare`):
+    OUT/clean/{train,dev}/<source>.txt   cleaned text, one file per BabyLM source
+    OUT/tokenizer/                       Hugging Face tokenizer dir (tokenizer.json, bos/eos/pad set)
+    OUT/train.npy, OUT/dev.npy           1-D token streams (uint16 if vocab <= 65,536, else int32)
+    OUT/train.word_starts.npy, ...       words starting in each token (uint8; `bbl.data.words`), for words seen
+    OUT/manifest.json                    words/tokens per file, totals, dtype, vocab, sha256 of every artifact
+`manifest.json` is written last and atomically: a dir without one is not a prepared dir.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bbl.errors import BblError
+from bbl.io import load_json, sha256_file
+
+MANIFEST = "manifest.json"
+
+
+def stream_dtype(vocab_size: int) -> np.dtype:
+    """Smallest integer dtype for token ids in [0, vocab_size): uint16 up to 65,536 ids, else int32."""
+    if vocab_size <= 0:
+        raise ValueError(f"vocab_size must be positive, got {vocab_size}")
+    return np.dtype(np.uint16) if vocab_size <= 65_536 else np.dtype(np.int32)
+
+
+class PreparedData:
+    """A prepared dir, validated: the manifest, the tokenizer path and memory-mapped token streams.
+
+    Raises:
+        BblError: if the dir has no manifest (not prepared, or interrupted) or a stream's sha256 differs.
+    """
+
+    def __init__(self, path: Path, *, check_hashes: bool = False):
+        self.path = Path(path)
+        manifest = load_json(self.path / MANIFEST)
+        if manifest is None:
+            raise BblError(f"{self.path}: not a prepared data dir (no {MANIFEST}); run `bbl prepare --out {self.path}`")
+        self.manifest = manifest
+        self.vocab_size: int = manifest["vocab_size"]
+        self.tokenizer_dir = self.path / "tokenizer"
+        self.tokenizer_sha256: str = manifest["tokenizer"]["sha256"]
+        if check_hashes:
+            for s in manifest["streams"].values():
+                if sha256_file(self.path / s["path"]) != s["sha256"]:
+                    raise BblError(f"{self.path / s['path']}: sha256 differs from {MANIFEST}; "
+                                   f"re-run `bbl prepare --force --out {self.path}`")
+
+    def stream(self, split: str) -> np.ndarray:
+        """The split's 1-D token stream, memory-mapped (dtype from the manifest)."""
+        if split not in self.manifest["streams"]:
+            raise BblError(f"{self.path}: no {split!r} stream; known: {', '.join(self.manifest['streams'])}")
+        return np.load(self.path / self.manifest["streams"][split]["path"], mmap_mode="r")
+
+    def stream_sha256(self, split: str) -> str:
+        return self.manifest["streams"][split]["sha256"]
+
+    def tokenizer_fingerprint(self) -> str:
+        """`bbl.data.tokenizer.tokenizer_fingerprint` of this dir's tokenizer."""
+        from bbl.data.tokenizer import tokenizer_fingerprint
+
+        return tokenizer_fingerprint(self.tokenizer_dir)
+
+    def word_starts(self, split: str) -> np.ndarray:
+        """(tokens,) uint8: the words starting in each token of the split's stream (`bbl.data.words`), memory-mapped.
+
+        Raises:
+            BblError: a dir prepared before bbl counted words (re-run prepare; its streams stay identical).
+        """
+        entry = self.manifest.get("word_starts", {}).get(split)
+        if entry is None:
+            raise BblError(f"{self.path}: prepared by a bbl that did not count words; re-run `bbl prepare` with the "
+                           f"same arguments and --out {self.path} (the token streams stay identical)")
+        return np.load(self.path / entry["path"], mmap_mode="r")

@@ -1,0 +1,129 @@
+"""The shared byte-level BPE tokenizer (Baby Llama, Section 3): train it, save it as a Hugging Face tokenizer dir.
+
+NFKC normalisation, byte-level pre-tokenizer with a prefix space, specials `<pad>` `<s>` `</s>`, vocab 16000,
+min_frequency 2, trained on the cleaned train split only. `AutoTokenizer.from_pretrained(dir)` loads the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from bbl.errors import BblError
+
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+SPECIAL_TOKENS = [PAD, BOS, EOS]
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 16000, min_frequency: int = 2,
+                    show_progress: bool = True, source: str = "the train split"):
+    """Train the byte-level BPE tokenizer on an iterable of text blocks.
+
+    Returns a `tokenizers.Tokenizer` whose vocabulary has exactly `vocab_size` entries.
+
+    Raises:
+        BblError: if `vocab_size` cannot be reached: it is below the 256 bytes + 3 specials the byte-level
+            alphabet needs, or the data has too few distinct pairs (at min_frequency) to learn that many merges.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    floor = 256 + len(SPECIAL_TOKENS)
+    if vocab_size < floor:
+        raise BblError(f"--vocab-size {vocab_size} is below the byte-level minimum; use --vocab-size >= {floor}")
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=show_progress,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    got = tokenizer.get_vocab_size()
+    if got < vocab_size:
+        raise BblError(
+            f"{source}: only {got} tokens can be learned at min_frequency {min_frequency}, fewer than the requested "
+            f"vocab {vocab_size}; use --vocab-size {got} or more training text"
+        )
+    return tokenizer
+
+
+def save_tokenizer(tokenizer, out_dir: Path) -> Path:
+    """Save `tokenizer` as a Hugging Face dir with bos/eos/pad set; returns the `tokenizer.json` path."""
+    from transformers import PreTrainedTokenizerFast
+
+    hf = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                 model_max_length=1_000_000)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hf.save_pretrained(str(out_dir))
+    return out_dir / TOKENIZER_FILE
+
+
+def load_tokenizer(path: Path):
+    """Load a `tokenizers.Tokenizer` from a tokenizer dir or a `tokenizer.json` file."""
+    from tokenizers import Tokenizer
+
+    path = Path(path)
+    file = path / TOKENIZER_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise BblError(f"{file}: no tokenizer found; run `bbl prepare` or pass a dir holding {TOKENIZER_FILE}")
+    return Tokenizer.from_file(str(file))
+
+
+def encode_lines(tokenizer, lines: list[str], *, batch_size: int = 8192) -> Iterator[list[int]]:
+    """Encode lines (each keeps its trailing newline) in batches; yields one id list per line.
+
+    Lines are encoded independently so `encode_batch` can use every core; with the prefix space each line starts
+    the way a sentence in BLiMP does.
+    """
+    for start in range(0, len(lines), batch_size):
+        for enc in tokenizer.encode_batch(lines[start:start + batch_size], add_special_tokens=False):
+            yield enc.ids
+
+
+def encode_lines_with_word_starts(tokenizer, lines: list[str], *, batch_size: int = 8192):
+    """As `encode_lines`, yielding (ids, word starts per token (uint8)) per line (`bbl.data.words`)."""
+    from bbl.data.words import word_starts_of_encodings
+
+    for start in range(0, len(lines), batch_size):
+        batch = lines[start:start + batch_size]
+        encodings = tokenizer.encode_batch(batch, add_special_tokens=False)
+        yield from zip((e.ids for e in encodings), word_starts_of_encodings(batch, encodings), strict=True)
+
+
+def tokenizer_fingerprint(path: Path) -> str:
+    """sha256 of a tokenizer's canonical JSON (key order and whitespace ignored), to tell tokenizers apart.
+
+    Raises:
+        BblError: if `path` (a dir or a tokenizer.json) holds no tokenizer.json.
+    """
+    import hashlib
+    import json
+
+    path = Path(path)
+    file = path / TOKENIZER_FILE if path.is_dir() else path
+    if not file.is_file():
+        raise BblError(f"{file}: no tokenizer found; a model dir must hold its {TOKENIZER_FILE}")
+    canonical = json.dumps(json.loads(file.read_text()), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_same_tokenizer(fingerprint: str, expected: str, *, subject: str, reference, fix: str) -> None:
+    """Refuse a teacher, checkpoint, prepared dir or cache whose tokenizer is not the one it must share: the one
+    check every stage makes (compare `tokenizer_fingerprint`s).
+
+    Args:
+        fingerprint: the subject's tokenizer fingerprint; expected: the reference's.
+        subject: what is checked, e.g. "teacher DIR" (the message starts with it).
+        reference: what it must match, e.g. the prepared tokenizer dir or "the cache's".
+        fix: what to do instead.
+    Raises:
+        BblError: "{subject} tokenizer differs from {reference}; {fix}".
+    """
+    if fingerprint != expected:
+        raise BblError(f"{subject} tokenizer differs from {reference} ({str(fingerprint)[:12]} vs "
+                       f"{str(expected)[:12]}); {fix}")

@@ -1,0 +1,76 @@
+"""`bbl distill`: train the student with L = alpha*CE + (1-alpha)*T^2*KD on the transformers Trainer.
+
+Cached (default): input ids and soft targets stream from the Zarr cache in its chunk-shuffled order; the
+teachers are never loaded. Online (`--teacher DIR ...`, no cache): the teachers stay resident and the KD term is
+the full-vocabulary KL to their logit-mean ensemble, exactly the original method; it exists to prove the
+cache right and to measure what the cache saves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bbl.cache.dataset import CacheDataset
+from bbl.cache.integrity import damage_message
+from bbl.cache.reader import open_cache
+from bbl.config import KD_VARIANTS_OF_CACHE, PAPER_TEMPERATURE, Config
+from bbl.data.prepared import PreparedData
+from bbl.data.tokenizer import check_same_tokenizer
+from bbl.distill.trainer import make_distill_trainer
+from bbl.errors import BblError
+from bbl.models.teachers import load_teachers
+from bbl.train.ledger import teacher_ledgers
+from bbl.train.recipe import train_lm
+
+
+def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_dirs=(), resume: bool = False,
+            log=print) -> Path:
+    """Distill `cfg`'s student from a cache (or, with `teacher_dirs` and no cache, from resident teachers).
+
+    Raises:
+        BblError: neither or both of cache and teachers; cache incomplete or not matching the prepared data,
+            tokenizer, seq_len, vocab or temperature (see `CacheReader.validate`); a cache whose targets kind
+            `distill.kd_variant` does not read (`bbl.config.KD_VARIANTS_OF_CACHE`); plus `train_lm`'s errors.
+    """
+    if bool(cache_path) == bool(teacher_dirs):
+        raise BblError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
+    data = PreparedData(data_dir)
+    if cache_path:
+        reader = open_cache(cache_path)
+        d = cfg.distill
+        if d.kd_variant not in KD_VARIANTS_OF_CACHE[reader.targets]:
+            fits = " or ".join(KD_VARIANTS_OF_CACHE[reader.targets])
+            raise BblError(f"{cache_path}: holds {reader.targets} targets, which distill.kd_variant={d.kd_variant} "
+                           f"does not read; set distill.kd_variant={fits} or dump a cache with --targets "
+                           f"{'topk' if d.kd_variant.startswith('topk') else d.kd_variant}")
+        if reader.targets != "topk" and d.temperature is not None and abs(d.temperature - reader.temperature) > 1e-9:
+            raise BblError(f"{cache_path}: {reader.targets} targets were drawn at temperature {reader.temperature} "
+                           f"and cannot be re-tempered; drop distill.temperature or dump at {d.temperature}")
+        reader.validate(tokenizer_fingerprint=data.tokenizer_fingerprint(),
+                        train_stream_sha256=data.stream_sha256("train"), seq_len=cfg.training.seq_len,
+                        temperature=d.temperature, allow_retemper=d.allow_retemper, vocab_size=data.vocab_size)
+        damaged = reader.scan()  # decode every chunk once (crc32c) so damage stops the run before its first step
+        if damaged:
+            raise BblError(damage_message(cache_path, damaged, reader.attrs))
+        dataset = CacheDataset(reader, seed=cfg.training.seed)
+        kwargs = {"distill": d, "temperature": d.temperature or reader.temperature,
+                  "cache_temperature": reader.temperature}
+        provenance = {"distill_mode": "cached", "cache": str(cache_path), "cache_temperature": reader.temperature,
+                      "cache_top_k": reader.top_k, "cache_targets": reader.targets,
+                      "cache_num_samples": reader.num_samples}
+    else:
+        d = cfg.distill
+        teachers, infos = load_teachers(list(teacher_dirs), "cpu", seq_len=cfg.training.seq_len)
+        check_same_tokenizer(infos[0]["tokenizer_fingerprint"], data.tokenizer_fingerprint(),
+                             subject=f"{teacher_dirs[0]}: teacher", reference=data.tokenizer_dir,
+                             fix="pass the --data the teachers were trained on")
+        dataset = None  # the same windows and order as plain training
+        kwargs = {"distill": d, "temperature": d.temperature or PAPER_TEMPERATURE, "teachers": teachers}
+        provenance = {"distill_mode": "online", "teachers": infos}
+    teacher_paths = [t["path"] for t in reader.attrs.get("teachers", [])] if cache_path else list(teacher_dirs)
+    provenance["teacher_ledgers"] = teacher_ledgers(teacher_paths)  # the ledger counts the teachers' words too
+    provenance.update(alpha=d.alpha, temperature=kwargs["temperature"], kd_variant=d.kd_variant,
+                      reduction=d.reduction)
+    return train_lm(cfg, data_dir, out, resume=resume, kind="student_distilled", train_dataset=dataset,
+                    trainer_base=make_distill_trainer(), trainer_kwargs=kwargs, provenance=provenance, log=log)
+

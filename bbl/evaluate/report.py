@@ -1,0 +1,81 @@
+"""Tables and plots of evaluation results: `results.md` (phenomena x models) and `blimp.png` (the paper's
+parallel-coordinates figure: x = BLiMP phenomena, y = accuracy, one line per model)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bbl.io import atomic_save_figure, atomic_write_json, atomic_write_text
+
+
+def markdown_table(results: list[dict]) -> str:
+    """Rows: BLiMP phenomena, BLiMP overall, supplement files and mean, dev perplexity; columns: models."""
+    names = [r["model"] for r in results]
+    rows: list[tuple[str, list[str]]] = []
+
+    def pct(v):
+        return "" if v is None else f"{100 * v:.1f}"
+
+    blimp = [r["tasks"].get("blimp") for r in results]
+    if any(blimp):
+        phenomena = sorted({p for b in blimp if b for p in b["by_phenomenon"]})
+        rows += [(p, [pct(b["by_phenomenon"].get(p)) if b else "" for b in blimp]) for p in phenomena]
+        rows.append(("**BLiMP (mean over paradigms)**", [f"**{pct(b['overall'])}**" if b else "" for b in blimp]))
+    supp = [r["tasks"].get("supplement") for r in results]
+    if any(supp):
+        files = sorted({f for s in supp if s for f in s["by_file"]})
+        rows += [(f"supplement: {f}", [pct(s["by_file"].get(f)) if s else "" for s in supp]) for f in files]
+        rows.append(("**Supplement (mean)**", [f"**{pct(s['overall'])}**" if s else "" for s in supp]))
+    ppl = [r["tasks"].get("perplexity") for r in results]
+    if any(ppl):
+        rows.append(("dev perplexity", [f"{p['perplexity']:.1f}" if p else "" for p in ppl]))
+    rows.append(("parameters (M)", [f"{r['parameters'] / 1e6:.2f}" for r in results]))
+    if any(r.get("words_seen") is not None for r in results):  # the BabyLM budget line (issue 13)
+        rows.append(("words seen (M)", [_millions(r.get("words_seen")) for r in results]))
+        rows.append(("words seen incl. teachers (M)", [_millions(r.get("words_seen_with_teachers")) for r in results]))
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    lines += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _millions(words: int | None) -> str:
+    return "n/a" if words is None else f"{words / 1e6:.3f}"
+
+
+def plot_blimp(results: list[dict], path: Path) -> Path | None:
+    """Parallel-coordinates PNG of per-phenomenon BLiMP accuracy; None when no result has BLiMP."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with_blimp = [r for r in results if r["tasks"].get("blimp")]
+    if not with_blimp:
+        return None
+    phenomena = sorted({p for r in with_blimp for p in r["tasks"]["blimp"]["by_phenomenon"]})
+    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(phenomena) + 3), 5))
+    for r in with_blimp:
+        acc = r["tasks"]["blimp"]["by_phenomenon"]
+        ax.plot(range(len(phenomena)), [100 * acc.get(p, float("nan")) for p in phenomena], marker="o",
+                label=f"{r['model']} ({100 * r['tasks']['blimp']['overall']:.1f})")
+    ax.set_xticks(range(len(phenomena)))
+    ax.set_xticklabels([p.replace("_", " ") for p in phenomena], rotation=45, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("BLiMP zero-shot accuracy by phenomenon (legend: mean over paradigms)")
+    ax.axhline(50, color="grey", lw=0.8, ls=":")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    atomic_save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: list[dict], out: Path) -> None:
+    """`blimp.png`, `results.md`, then `results.json` in `out`, each written atomically: `results.json` is the
+    marker of a finished evaluation (the pipeline's and the study's runner skip an eval that has it), so it comes
+    last and a kill during the plot or the table leaves no marker."""
+    out = Path(out)
+    plot_blimp(results, out / "blimp.png")
+    atomic_write_text(out / "results.md", markdown_table(results))
+    atomic_write_json(out / "results.json", results)

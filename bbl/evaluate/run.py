@@ -1,0 +1,203 @@
+"""`bbl eval`: BLiMP, the BabyLM supplement and dev perplexity for HF causal-LM dirs and logit-mean ensembles.
+
+Settings are an `EvalConfig`. Writes one JSON per model (all numbers, path, parameters, data hashes), then
+`results.md`, `blimp.png` and, last, `results.json` (`bbl.evaluate.report`) into the output dir: a dir with
+`results.json` holds a finished evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bbl.data.prepared import PreparedData
+from bbl.data.tokenizer import tokenizer_fingerprint
+from bbl.data.windows import select_dev_windows
+from bbl.errors import BblError
+from bbl.evaluate.report import write_report
+from bbl.evaluate.zero_shot import blimp_accuracy, load_pairs, score_pairs, task_files
+from bbl.io import atomic_write_json, sha256_file
+from bbl.models.build import check_model_dir, count_parameters
+from bbl.models.ensemble import ensemble_logits
+
+TASKS = ("blimp", "supplement", "perplexity")
+
+
+@dataclass
+class EvalConfig:
+    """The settings of `bbl eval`."""
+
+    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    """Tasks to score, among `TASKS`."""
+    blimp_dir: Path | None = None
+    """Dir of the BLiMP *.jsonl files (the BabyLM pipeline's filtered data)."""
+    supplement_dir: Path | None = None
+    """Dir of the BabyLM supplement *.jsonl files."""
+    batch_size: int = 64
+    """Sentences per forward pass (dev windows: at most 32)."""
+    max_pairs: int | None = None
+    """Score only the first N pairs of each task file (tests and demos); None = every pair."""
+    seq_len: int = 128
+    """Dev window length for perplexity (the trainers' training.seq_len)."""
+    dev_windows: int = 8192
+    """Dev subset size (the trainers' training.dev_windows)."""
+    data_seed: int = 0
+    """The runs' data seed: the dev subset is `select_dev_windows(..., seed=data_seed)`, as in training."""
+    device: str = "cpu"
+
+    def __post_init__(self):
+        bad = [t for t in self.tasks if t not in TASKS]
+        if bad:
+            raise BblError(f"unknown task(s) {', '.join(bad)}; use {', '.join(TASKS)}")
+        for name in ("batch_size", "seq_len", "dev_windows", "max_pairs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise BblError(f"--{name.replace('_', '-')} {value} must be >= 1")
+
+
+def load_model(model_dir: Path, device: str):
+    """(model in eval mode, HF tokenizer, info) for a model dir.
+
+    Raises:
+        BblError: not a model dir, or no tokenizer saved with it.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = Path(model_dir)
+    check_model_dir(d)
+    model = AutoModelForCausalLM.from_pretrained(str(d)).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(d))
+    run = json.loads((d / "bbl_run.json").read_text()) if (d / "bbl_run.json").is_file() else {}
+    info = {"path": str(d.resolve()), "parameters": count_parameters(model), "architecture": model.config.model_type,
+            "tokenizer_fingerprint": tokenizer_fingerprint(d), "ledger": run.get("ledger")}
+    return model, tokenizer, info
+
+
+def dev_perplexity(models, data: PreparedData, *, seq_len: int = 128, dev_windows: int = 8192, seed: int = 0,
+                   batch_size: int = 32, device: str = "cpu") -> dict:
+    """Mean token CE (nats) and perplexity on the fixed dev subset the trainers evaluate on (`select_dev_windows`
+    with the runs' data seed)."""
+    import torch
+
+    windows = select_dev_windows(data.stream("dev"), seq_len, dev_windows, seed=seed)
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, len(windows), batch_size):
+            ids = torch.stack([torch.from_numpy(windows.window(i)) for i in
+                               range(start, min(start + batch_size, len(windows)))]).to(device)
+            logits = ensemble_logits(models, ids, torch.ones_like(ids))[:, :-1]
+            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                                   reduction="sum")
+            total, count = total + float(ce), count + ids[:, 1:].numel()
+    mean = total / max(count, 1)
+    return {"mean_ce": mean, "perplexity": math.exp(mean), "windows": len(windows), "tokens": count}
+
+
+def _files_hash(files: list[Path]) -> dict:
+    return {f.name: sha256_file(f) for f in files}
+
+
+def evaluate_models(models, tokenizer, config: EvalConfig, *, data: PreparedData | None = None,
+                    progress: bool = True) -> dict:
+    """Every task of `config` for one model (or ensemble, a list of several); returns the task results.
+
+    Raises:
+        BblError: perplexity asked without prepared data; bad task files.
+    """
+    from tqdm.auto import tqdm
+
+    out: dict = {}
+    for task, directory in (("blimp", config.blimp_dir), ("supplement", config.supplement_dir)):
+        if task not in config.tasks:
+            continue
+        files = task_files(directory)
+        pairs = {f.stem: load_pairs(f, max_pairs=config.max_pairs) for f in files}
+        bar = tqdm(total=2 * sum(len(r) for r in pairs.values()), unit="sent", desc=task, disable=not progress)
+        results = {name: (rows, score_pairs(models, tokenizer, rows, batch_size=config.batch_size,
+                                            device=config.device, progress=bar)) for name, rows in pairs.items()}
+        bar.close()
+        if task == "blimp":
+            out[task] = blimp_accuracy(results)
+        else:
+            by_file = {name: float(np.mean(c)) for name, (_, c) in results.items()}
+            out[task] = {"by_file": by_file, "overall": float(np.mean(list(by_file.values()))),
+                         "pairs": int(sum(len(c) for _, c in results.values()))}
+        out[task]["files_sha256"] = _files_hash(files)
+        out[task]["max_pairs_per_file"] = config.max_pairs
+    if "perplexity" in config.tasks:
+        if data is None:
+            raise BblError("--tasks perplexity needs --data PREPARED_DIR (the dev windows to score)")
+        out["perplexity"] = dev_perplexity(models, data, seq_len=config.seq_len, dev_windows=config.dev_windows,
+                                           seed=config.data_seed, batch_size=min(config.batch_size, 32),
+                                           device=config.device)
+    return out
+
+
+def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), config: EvalConfig | None = None,
+             data_dir=None, out: Path, progress: bool = True, log=print) -> list[dict]:
+    """Evaluate models and ensembles, write JSON per model, then `results.md`, `blimp.png` and `results.json`;
+    returns the results.
+
+    Raises:
+        BblError: bad task files or model dirs, ensemble members with different tokenizers (all checked before
+            anything is written).
+    """
+    config = config or EvalConfig()
+    for d in [*model_dirs, *[m for e in ensembles for m in e]]:
+        check_model_dir(Path(d), seq_len=config.seq_len if "perplexity" in config.tasks else None)
+    data = PreparedData(data_dir) if data_dir else None
+    if "perplexity" in config.tasks and data is None:
+        raise BblError("--tasks perplexity needs --data PREPARED_DIR (the dev windows to score)")
+    for task, directory in (("blimp", config.blimp_dir), ("supplement", config.supplement_dir)):
+        if task in config.tasks:
+            task_files(directory)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").unlink(missing_ok=True)  # the marker of a finished evaluation, written last
+    results = []
+    loaded: dict[str, tuple] = {}
+
+    def get(d):
+        key = str(Path(d).resolve())
+        if key not in loaded:
+            loaded[key] = load_model(d, config.device)
+        return loaded[key]
+
+    jobs = [([d], Path(d).name) for d in model_dirs]
+    jobs += [(list(members), "ensemble(" + "+".join(Path(m).name for m in members) + ")") for members in ensembles]
+    for members, name in jobs:
+        parts = [get(m) for m in members]
+        if len({p[2]["tokenizer_fingerprint"] for p in parts}) > 1:
+            raise BblError(f"ensemble {name}: members use different tokenizers; ensemble models of one tokenizer")
+        log(f"eval {name}")
+        r = evaluate_models([p[0] for p in parts], parts[0][1], config, data=data, progress=progress)
+        record = {"model": name, "paths": [p[2]["path"] for p in parts],
+                  "parameters": sum(p[2]["parameters"] for p in parts), "ensemble": len(parts) > 1,
+                  "tokenizer_fingerprint": parts[0][2]["tokenizer_fingerprint"],
+                  "dev_stream_sha256": data.stream_sha256("dev") if data else None, "tasks": r,
+                  **budget_of([p[2].get("ledger") for p in parts])}
+        atomic_write_json(out / f"{_safe(name)}.json", record)
+        results.append(record)
+    write_report(results, out)
+    return results
+
+
+def budget_of(ledgers: list[dict | None]) -> dict:
+    """words_seen and words_seen_with_teachers of a model (an ensemble: the sum over its members), None where a
+    member has no ledger (not trained by bbl, or before bbl counted words)."""
+
+    def total(key):
+        values = [(led or {}).get(key) for led in ledgers]
+        return None if any(v is None for v in values) else int(sum(values))
+
+    with_teachers = [(led or {}).get("words_seen_with_teachers", (led or {}).get("words_seen")) for led in ledgers]
+    return {"words_seen": total("words_seen"),
+            "words_seen_with_teachers": None if any(v is None for v in with_teachers) else int(sum(with_teachers))}
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,98 @@
+"""Build the paper's GPT-2 and LLaMA models from a `ModelConfig` with the transformers classes (never rebuilt),
+and the checks every stage makes of a model dir before loading one (config, tokenizer, positions).
+
+`build_model(cfg, vocab_size)` returns a randomly initialised `GPT2LMHeadModel` or `LlamaForCausalLM`; pass
+`device="meta"` to count parameters of the paper-sized models without spending memory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bbl.config import ModelConfig
+from bbl.data.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
+from bbl.errors import BblError
+
+PAD_ID, BOS_ID, EOS_ID = (SPECIAL_TOKENS.index(t) for t in (PAD, BOS, EOS))
+
+
+def hf_config(cfg: ModelConfig, vocab_size: int):
+    """The transformers config for `cfg` (GPT2Config or LlamaConfig) with bbl's special-token ids."""
+    from transformers import GPT2Config, LlamaConfig
+
+    ids = {"bos_token_id": BOS_ID, "eos_token_id": EOS_ID, "pad_token_id": PAD_ID}
+    if cfg.architecture == "gpt2":
+        return GPT2Config(vocab_size=vocab_size, n_positions=cfg.max_position_embeddings, n_embd=cfg.hidden_size,
+                          n_layer=cfg.n_layer, n_head=cfg.n_head, n_inner=cfg.intermediate_size, **ids)
+    return LlamaConfig(vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+                       num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
+                       num_key_value_heads=cfg.n_head, max_position_embeddings=cfg.max_position_embeddings,
+                       tie_word_embeddings=False, **ids)
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, *, device: str | None = None, seed: int | None = None):
+    """A freshly initialised causal LM for `cfg` (on `device`, e.g. "meta"), seeded when `seed` is given."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    config = hf_config(cfg, vocab_size)
+    if device is None:
+        return AutoModelForCausalLM.from_config(config)
+    with torch.device(device):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def forward_without_logits(model, input_ids):
+    """Run a transformers causal LM for its last hidden states only: `logits_to_keep` selects no position, so the
+    (B, S, V) logits are never computed. Returns the model's output; `.hidden_states[-1]` is (B, S, H) after the
+    final norm (transformers ties it to `last_hidden_state`). Used by the chunked loss and the chunked dump."""
+    import torch
+
+    none = torch.empty(0, dtype=torch.long, device=input_ids.device)
+    return model(input_ids=input_ids, output_hidden_states=True, logits_to_keep=none)
+
+
+def count_parameters(model) -> int:
+    """Unique parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def max_positions(config) -> int:
+    """Positions a transformers causal LM accepts: `max_position_embeddings` (GPT-2: `n_positions`), read from a
+    `PretrainedConfig`, a model (its `.config`) or a config.json dict."""
+    config = getattr(config, "config", config)
+    get = config.get if isinstance(config, dict) else (lambda k: getattr(config, k, None))
+    return int(get("max_position_embeddings") or get("n_positions"))
+
+
+def check_seq_len(seq_len: int, positions: int, *, option: str, subject) -> None:
+    """Refuse windows longer than a model's positions.
+
+    Raises:
+        BblError: "{option} {seq_len} exceeds the {positions} positions of {subject}; use {option} <= {positions}".
+    """
+    if seq_len > positions:
+        raise BblError(f"{option} {seq_len} exceeds the {positions} positions of {subject}; "
+                       f"use {option} <= {positions}")
+
+
+def check_model_dir(model_dir: Path, *, seq_len: int | None = None, option: str = "--seq-len",
+                    written_by: str = "bbl or save_pretrained") -> dict:
+    """Before anything is loaded or written: a model dir (config.json) holding its tokenizer (tokenizer.json),
+    whose positions hold `seq_len` tokens when given. Returns its config.json as a dict.
+
+    Raises:
+        BblError: naming the dir (or `option`) and the fix.
+    """
+    d = Path(model_dir)
+    if not (d / "config.json").is_file():
+        raise BblError(f"{d}: not a model dir (no config.json); pass a dir written by {written_by}")
+    if not (d / "tokenizer.json").is_file():
+        raise BblError(f"{d}: no tokenizer (tokenizer.json) in the model dir; save the tokenizer with the model")
+    config = json.loads((d / "config.json").read_text())
+    if seq_len is not None:
+        check_seq_len(seq_len, max_positions(config), option=option, subject=d)
+    return config

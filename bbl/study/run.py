@@ -1,0 +1,165 @@
+"""`bbl study`: the paper's comparison over seeds, from one prepared dir, one cache and its teachers.
+
+Arms (`bbl.study.arms`): `baseline` (plain CE, `train-student`), `cached` (`distill --cache`), `online` (`distill
+--teacher ...`: teachers resident, full-vocabulary KL at the cache's temperature) and any `--arm NAME:OPTIONS`.
+Seed s means the same initialisation and window order in every arm, and `training.data_seed` keeps the windows
+fixed across seeds, so arms are compared per seed (paired). Each run is a child `bbl` process through the
+resumable runner (`bbl.study.runner`), scored by `bbl eval` on BLiMP and the supplement. Writes curves.png,
+study.md and, last, study.json (`bbl.study.report`); a re-run skips what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from bbl.cache.reader import open_cache
+from bbl.cache.store import cache_location, group_json
+from bbl.config import PAPER_TEMPERATURE, load_config
+from bbl.data.prepared import PreparedData
+from bbl.errors import BblError
+from bbl.evaluate.zero_shot import task_files
+from bbl.study.arms import Arm, parse_arm, run_argv
+from bbl.study.report import write_study
+from bbl.study.runner import Runner, Step
+from bbl.study.stats import mean_std, paired_interval
+
+STATE_FILE = "study_state.json"
+METRICS = ("best_dev_ce", "blimp", "supplement")
+RESUME_HINT = "re-run the same `bbl study` command to continue"
+
+
+def _eval_argv(model_dir: Path, out: Path, blimp_dir: Path, supplement_dir: Path, max_pairs: int | None) -> list[str]:
+    argv = ["eval", str(model_dir), "--tasks", "blimp,supplement", "--out", str(out), "--blimp-dir", str(blimp_dir),
+            "--supplement-dir", str(supplement_dir), "--batch-size", "256"]  # small models: fewer, larger batches
+    return argv + (["--max-pairs", str(max_pairs)] if max_pairs else [])
+
+
+def _eval_step(key: str, model_dir: Path, out: Path, blimp_dir: Path, supplement_dir: Path, max_pairs: int | None,
+               label: str) -> Step:
+    """The eval of one model; a retrained model (a new run file) invalidates it."""
+    run_file = Path(model_dir) / "bbl_run.json"
+    return Step(key, _eval_argv(model_dir, out, blimp_dir, supplement_dir, max_pairs), out,
+                parts=[run_file.read_bytes() if run_file.is_file() else b""], section="evals", label=label,
+                failure_hint=RESUME_HINT)
+
+
+def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None = None, teachers=(), seeds: int = 3,
+              arm_specs=(), overrides=(), blimp_dir: Path, supplement_dir: Path, max_pairs: int | None = None,
+              log=print) -> dict:
+    """Train and score every arm over `seeds` seeds, then write study.json, study.md, curves.png; returns the study.
+
+    Raises:
+        BblError: bad config, data, cache, arm or task dirs (checked before anything is written); a run that
+            fails (named, with the command to reproduce it).
+    """
+    if seeds < 1:
+        raise BblError(f"--seeds {seeds} must be >= 1")
+    cfg = load_config(config, list(overrides))
+    PreparedData(data_dir)
+    teachers = [Path(t) for t in teachers]
+    arms = [Arm("baseline", "baseline")]
+    temperature = cfg.distill.temperature
+    study_cache = open_cache(cache) if cache is not None else None  # opened once: each open lists the store
+    if study_cache is not None:
+        temperature = temperature or study_cache.temperature
+        arms.append(Arm("cached", "cached", cache_location(cache)))
+    if teachers:
+        arms.append(Arm("online", "online", overrides=[f"distill.temperature={temperature or PAPER_TEMPERATURE}"]))
+    arms += [parse_arm(s, default_cache=cache_location(cache) if cache else None) for s in arm_specs]
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise BblError(f"--arm: arm names must be unique, got {', '.join(names)}")
+    overrides = list(overrides)
+    data_seed = cfg.training.data_seed
+    if data_seed is None:  # fix the windows and the dev subset across seeds, so that seeds are paired
+        data_seed = study_cache.attrs.get("window_selection", {}).get("seed", 0) if study_cache else 0
+        overrides.append(f"training.data_seed={data_seed}")
+    for arm in arms:
+        if arm.mode == "online" and not teachers:
+            raise BblError(f"--arm {arm.name}: an online arm needs the study's --teacher DIR ...")
+        if arm.cache is not None:
+            reader = study_cache if study_cache and arm.cache == cache_location(cache) else open_cache(arm.cache)
+            selection = reader.attrs.get("window_selection", {})  # opened: complete, no missing chunk
+            want = (cfg.training.max_train_windows, data_seed if cfg.training.max_train_windows else None)
+            if (selection.get("max_windows"), selection.get("seed") if selection.get("max_windows") else None) != want:
+                raise BblError(f"{arm.cache}: dumped for max_windows {selection.get('max_windows')}, seed "
+                               f"{selection.get('seed')}, the student trains on max_train_windows "
+                               f"{cfg.training.max_train_windows}, data_seed {data_seed}: arms would see other windows; "
+                               f"--set training.max_train_windows=... training.data_seed=... to match the cache")
+    task_files(blimp_dir), task_files(supplement_dir)
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "study.json").unlink(missing_ok=True)  # the marker of a finished study, written last
+    runner = Runner(workdir / STATE_FILE, {"runs": {}}, log=log)
+    t0 = time.perf_counter()
+    for t in teachers:  # first: a study stopped part-way still has its reference rows
+        out = workdir / "teachers" / t.name
+        runner.run(_eval_step(f"teacher/{t.name}", t, out, blimp_dir, supplement_dir, max_pairs,
+                              f"[study] teacher {t.name} eval"))
+    jobs = [(arm, seed) for seed in range(seeds) for arm in arms]  # seed-major: a partial study stays balanced
+    for i, (arm, seed) in enumerate(jobs, 1):
+        out = workdir / "runs" / arm.name / f"seed{seed}"
+        key = f"{arm.name}/seed{seed}"
+        argv = run_argv(arm, config, data_dir, out, seed, overrides, teachers)
+        meta = group_json(arm.cache) if arm.cache is not None else None
+        runner.run(Step(key, argv, out, parts=[meta] if meta is not None else [], section="runs",
+                        label=f"[study {i}/{len(jobs)}] {key}", on_stale="restart", failure_hint=RESUME_HINT))
+        runner.run(_eval_step(key, out, out / "eval", blimp_dir, supplement_dir, max_pairs,
+                              f"[study {i}/{len(jobs)}] {key} eval"))
+    study = collect(workdir, arms, seeds, teachers, runner.state)
+    study.update(config=config, overrides=list(overrides), data=str(Path(data_dir).resolve()),
+                 cache=str(cache) if cache else None, max_pairs_per_file=max_pairs,
+                 date=time.strftime("%Y-%m-%d"), seconds_this_run=round(time.perf_counter() - t0, 1))
+    write_study(study, workdir)
+    log(f"[study] wrote {workdir / 'study.md'}, study.json, curves.png")
+    return study
+
+
+def _eval_numbers(path: Path) -> dict:
+    tasks = json.loads(path.read_text())["tasks"]
+    return {"blimp": tasks["blimp"]["overall"], "supplement": tasks["supplement"]["overall"],
+            "blimp_pairs": tasks["blimp"].get("pairs"), "supplement_pairs": tasks["supplement"].get("pairs")}
+
+
+def dev_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(optimizer step, dev CE) of every evaluation of a run, from its metrics.jsonl."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    curve = {int(r["step"]): float(r["eval_loss"]) for r in rows if "eval_loss" in r}
+    return sorted(curve.items())
+
+
+def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], state: dict) -> dict:
+    """Per-run numbers, per-arm mean/std, paired differences to the baseline, and mean dev curves."""
+    out = {"seeds": list(range(seeds)), "arms": {}, "teachers": {}}
+    for arm in arms:
+        runs = []
+        for seed in range(seeds):
+            d = workdir / "runs" / arm.name / f"seed{seed}"
+            run = json.loads((d / "bbl_run.json").read_text())
+            ledger = run.get("ledger") or {}
+            runs.append({"seed": seed, "best_dev_ce": run["best_eval_loss"], "global_step": run["global_step"],
+                         "parameters": run.get("parameters"), "words_seen": ledger.get("words_seen"),
+                         "words_seen_with_teachers": ledger.get("words_seen_with_teachers", ledger.get("words_seen")),
+                         **_eval_numbers(d / "eval" / f"{d.name}.json"),
+                         **{k: state["runs"].get(f"{arm.name}/seed{seed}", {}).get(k) for k in
+                            ("seconds", "peak_rss_mib")},
+                         "curve": dev_curve(d)})
+        summary = {m: dict(zip(("mean", "std"), mean_std([r[m] for r in runs]), strict=True)) for m in METRICS}
+        out["arms"][arm.name] = {"mode": arm.mode, "cache": str(arm.cache) if arm.cache else None,
+                                 "overrides": arm.overrides, "runs": runs, **summary}
+    base = out["arms"]["baseline"]["runs"]
+    for arm in out["arms"].values():
+        arm["vs_baseline"] = {m: paired_interval([r[m] for r in arm["runs"]], [r[m] for r in base]) for m in METRICS}
+        steps = sorted({s for r in arm["runs"] for s, _ in r["curve"]})
+        arm["mean_curve"] = [(s, sum(v for r in arm["runs"] for t, v in r["curve"] if t == s)
+                              / sum(1 for r in arm["runs"] for t, _ in r["curve"] if t == s)) for s in steps]
+    for t in teachers:
+        run = json.loads((t / "bbl_run.json").read_text()) if (t / "bbl_run.json").is_file() else {}
+        out["teachers"][t.name] = {"path": str(t), "best_dev_ce": run.get("best_eval_loss"),
+                                   "parameters": run.get("parameters"),
+                                   "words_seen": (run.get("ledger") or {}).get("words_seen"),
+                                   **_eval_numbers(workdir / "teachers" / t.name / f"{t.name}.json")}
+    return out

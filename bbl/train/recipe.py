@@ -1,0 +1,124 @@
+"""Training on the transformers `Trainer`: teachers, the un-distilled student, and (via a subclass) distillation.
+
+Recipe: resolve config → check prepared data and output dir → build the model → Trainer with the per-epoch window
+permutation, eval each epoch (and every N steps), best-by-eval-loss kept → save an HF dir with the tokenizer.
+Run under `torchrun --nproc_per_node N` for DDP with the same global batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bbl import __version__
+from bbl.config import Config
+from bbl.data.prepared import PreparedData
+from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
+from bbl.errors import BblError
+from bbl.io import atomic_write_json
+from bbl.models.build import check_seq_len
+from bbl.runtime import finish_distributed, is_main_process, world_size
+from bbl.train.batching import load_windows, resolve_batch
+from bbl.train.ledger import check_budget, final_ledger, plan_words, word_callbacks
+from bbl.train.trainer import make_window_trainer, run_callbacks, training_arguments
+
+RUN_FILE = "bbl_run.json"
+CONFIG_FILE = "bbl_config.yaml"
+
+
+def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData) -> str | None:
+    """The checkpoint to resume from (or None). Refuses to mix configs or data, or to overwrite without --resume."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    ckpt_dir = out / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    saved = out / CONFIG_FILE
+    if last and not resume:
+        raise BblError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it or choose another --out")
+    if last and (Path(last) / "tokenizer.json").is_file():
+        check_same_tokenizer(tokenizer_fingerprint(Path(last)), data.tokenizer_fingerprint(),
+                             subject=f"{last}: checkpoint", reference=data.tokenizer_dir,
+                             fix="resume with the --data it was trained on, or choose another --out")
+    if last and saved.is_file():
+        import yaml
+
+        old, new = yaml.safe_load(saved.read_text()), cfg.to_dict()
+        for d in (old, new):  # settings that change neither the math nor the data may differ on resume
+            for key in ("stop_after_steps", "loss_impl", "loss_chunk_rows"):
+                d["training"].pop(key, None)
+        diff = [f"{s}.{k}" for s in new for k in (new[s] if isinstance(new[s], dict) else {})
+                if isinstance(old.get(s), dict) and old[s].get(k) != new[s][k]]
+        if diff:
+            raise BblError(f"{saved}: --resume with a different config ({', '.join(diff)}); "
+                           f"use the original config or another --out")
+    return last
+
+
+def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, kind: str = "teacher",
+             train_dataset=None, trainer_base=None, trainer_kwargs: dict | None = None,
+             provenance: dict | None = None, log=print):
+    """Train `cfg`'s model on the prepared windows; returns the output dir (an HF model dir with tokenizer).
+
+    `train_dataset`, `trainer_base` and `trainer_kwargs` let distillation reuse the recipe with its own dataset
+    and `compute_loss`.
+
+    Raises:
+        BblError: prepared data missing, vocab mismatch, indivisible batch, resume with another config.
+    """
+    from transformers import AutoTokenizer, default_data_collator
+
+    from bbl.models.build import build_model, count_parameters
+
+    data = PreparedData(data_dir, check_hashes=True)
+    vocab = data.vocab_size
+    if cfg.model.vocab_size is not None and cfg.model.vocab_size != vocab:
+        raise BblError(f"{data.tokenizer_dir}: tokenizer has {vocab} tokens but model.vocab_size is "
+                       f"{cfg.model.vocab_size}; drop model.vocab_size or re-run bbl prepare --vocab-size")
+    check_seq_len(cfg.training.seq_len, cfg.model.max_position_embeddings, option="training.seq_len",
+                  subject="the model (model.max_position_embeddings)")
+    out = Path(out)
+    resume_from = _check_out_dir(out, cfg, resume, data)
+    args = training_arguments(cfg, out)
+    train, dev = load_windows(cfg, data)
+    if train_dataset is not None:
+        train = train_dataset
+    ledger = plan_words(cfg, data, train, teachers=(provenance or {}).get("teacher_ledgers", []))
+    check_budget(cfg, ledger)  # before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        cfg.save(out / CONFIG_FILE)
+        (out / RUN_FILE).unlink(missing_ok=True)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(data.tokenizer_dir))
+    model = build_model(cfg.model, vocab, seed=cfg.training.seed)
+    n_params = count_parameters(model)
+    micro, accum = resolve_batch(cfg)
+    if is_main_process():
+        log(f"{kind} {cfg.name}: {cfg.model.architecture} {n_params / 1e6:.2f}M parameters; {len(train):,} train "
+            f"windows x {cfg.training.epochs:g} epochs, batch {cfg.training.batch_size} = {micro} x {accum} accum x "
+            f"{world_size()} proc; {len(dev):,} dev windows" + (f"; resuming {resume_from}" if resume_from else ""))
+    trainer_cls = make_window_trainer(trainer_base)
+    trainer = trainer_cls(model=model, args=args, train_dataset=train, eval_dataset=dev, processing_class=tokenizer,
+                          data_collator=default_data_collator,
+                          callbacks=run_callbacks(out, cfg) + word_callbacks(cfg, out, ledger, tokenizer),
+                          loss_impl=cfg.training.loss_impl, loss_chunk_rows=cfg.training.loss_chunk_rows,
+                          **(trainer_kwargs or {}))
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    stopped_early = bool(cfg.training.stop_after_steps) and trainer.state.global_step < trainer.state.max_steps
+    if is_main_process():
+        trainer.save_model(str(out))
+        tokenizer.save_pretrained(str(out))
+        run = {
+            "bbl_version": __version__, "kind": kind, "config": cfg.to_dict(), "parameters": n_params,
+            "architecture": cfg.model.architecture, "tokenizer_sha256": data.tokenizer_sha256,
+            "train_stream_sha256": data.stream_sha256("train"), "data_dir": str(Path(data_dir).resolve()),
+            "global_step": trainer.state.global_step, "best_eval_loss": trainer.state.best_metric,
+            "best_checkpoint": trainer.state.best_model_checkpoint, "train_runtime_s": result.metrics.get("train_runtime"),
+            "train_tokens": trainer.state.global_step * cfg.training.batch_size * cfg.training.seq_len,
+            "complete": not stopped_early, **{k: v for k, v in (provenance or {}).items() if k != "teacher_ledgers"},
+            "ledger": final_ledger(ledger, trainer.state.global_step),
+        }
+        atomic_write_json(out / RUN_FILE, run)
+        log(f"saved {out} (best eval loss {trainer.state.best_metric})")
+    finish_distributed()
+    return out
+

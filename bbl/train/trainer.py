@@ -1,0 +1,153 @@
+"""The transformers `Trainer` as bbl runs it: the chunked head loss (`training.loss_impl: chunked`, the default),
+the run's train order, its `TrainingArguments` and callbacks (metrics.jsonl, eval each epoch, stop after N steps).
+
+`make_loss_trainer()` returns a `Trainer` subclass whose `compute_loss` runs the model for its last hidden states
+only (`logits_to_keep` = no position, `output_hidden_states`), then computes the CE (and, in `bbl.distill`'s
+subclass, the KD term) with `bbl.losses.chunked.chunked_head_loss`. The model stays an unmodified transformers
+model, called through the Trainer's (possibly DDP-wrapped) module, so every checkpoint is a plain HF dir.
+`loss_impl: hf` keeps the Trainer's own loss path, the reference of the equality tests and benchmarks.
+
+The returned loss is the per-micro-batch mean (`loss_is_scaled_for_ga = False`: the Trainer divides by the
+accumulation steps). HF's default normalises by the token count of the whole accumulated batch instead; the two
+are equal in bbl because every window is full (each micro-batch counts the same number of labels).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from bbl.config import Config
+from bbl.errors import BblError
+from bbl.losses.chunked import chunked_head_loss
+from bbl.models.build import forward_without_logits
+from bbl.runtime import is_main_process, world_size
+from bbl.train.batching import resolve_batch, train_sampler
+
+
+def make_loss_trainer():
+    """A `Trainer` subclass taking `loss_impl` ("chunked" | "hf") and `loss_chunk_rows` keyword arguments."""
+    from transformers import Trainer
+
+    class LossTrainer(Trainer):
+        def __init__(self, *args, loss_impl: str = "chunked", loss_chunk_rows: int | None = None, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.loss_impl, self.loss_chunk_rows = loss_impl, loss_chunk_rows
+            # None: the Trainer decides as for its own loss; False: ours is a per-micro-batch mean.
+            self.loss_is_scaled_for_ga = False if loss_impl == "chunked" else None
+
+        def student_hidden(self, model, input_ids):
+            """(outputs, hidden (B, S, H) after the final norm, head weight (V, H)) without the (B, S, V) logits."""
+            outputs = forward_without_logits(model, input_ids)
+            head = self.accelerator.unwrap_model(model).get_output_embeddings()
+            if getattr(head, "bias", None) is not None:
+                raise ValueError("the chunked loss supports LM heads without bias (GPT-2, LLaMA); use loss_impl: hf")
+            return outputs, outputs.hidden_states[-1], head.weight
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.loss_impl != "chunked":
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"])
+            loss, _, _ = chunked_head_loss(hidden, weight, inputs["labels"], chunk_rows=self.loss_chunk_rows)
+            return (loss, outputs) if return_outputs else loss
+
+    return LossTrainer
+
+
+def make_window_trainer(base=None):
+    """A Trainer subclass whose train order is `train_sampler` (a new seeded permutation per epoch)."""
+    base = base or make_loss_trainer()
+
+    class WindowTrainer(base):
+        def _get_train_sampler(self, train_dataset=None):
+            ds = train_dataset if train_dataset is not None else self.train_dataset
+            return train_sampler(ds, self.args.seed)
+
+    return WindowTrainer
+
+
+def precision_flags(precision: str) -> dict:
+    """TrainingArguments bf16/fp16 flags for `precision` (auto: bf16 where the GPU has it, else fp16; fp32 on CPU)."""
+    import torch
+
+    if precision == "auto":
+        if not torch.cuda.is_available():
+            precision = "fp32"
+        else:
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision in ("bf16", "fp16") and not torch.cuda.is_available():
+        raise BblError(f"training.precision {precision} needs a GPU; use precision=fp32 or auto on CPU")
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def training_arguments(cfg: Config, out: Path):
+    import torch
+    from transformers import TrainingArguments
+
+    t = cfg.training
+    micro, accum = resolve_batch(cfg)
+    strategy = "steps" if t.eval_every_steps else "epoch"
+    step_kw = {"eval_steps": t.eval_every_steps, "save_steps": t.eval_every_steps} if t.eval_every_steps else {}
+    return TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=micro,
+        per_device_eval_batch_size=micro,
+        gradient_accumulation_steps=accum,
+        learning_rate=t.lr,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        save_total_limit=2,
+        logging_steps=t.logging_steps,
+        report_to=list(t.report_to) or "none",
+        seed=t.seed,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend=None if torch.cuda.is_available() or world_size() == 1 else "gloo",
+        dataloader_num_workers=t.dataloader_workers,
+        remove_unused_columns=False,
+        disable_tqdm=not is_main_process(),
+        **precision_flags(t.precision),
+        **step_kw,
+    )
+
+
+def run_callbacks(out: Path, cfg: Config):
+    from transformers import TrainerCallback
+
+    class MetricsJsonl(TrainerCallback):
+        """One JSON line per logging step in OUT/metrics.jsonl."""
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if state.is_world_process_zero and logs:
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, "time": time.time(),
+                                        **logs}) + "\n")
+
+    class EvalEachEpoch(TrainerCallback):
+        """With step-wise eval, still evaluate and checkpoint at every epoch end."""
+
+        def on_epoch_end(self, args, state, control, **kw):
+            control.should_evaluate = control.should_save = True
+
+    class StopAfterSteps(TrainerCallback):
+        """Stop like a killed run after `stop_after_steps` (checkpoint saved at that step)."""
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step >= cfg.training.stop_after_steps:
+                control.should_save = True
+                control.should_training_stop = True
+
+    callbacks = [MetricsJsonl()]
+    if cfg.training.eval_every_steps:
+        callbacks.append(EvalEachEpoch())
+    if cfg.training.stop_after_steps:
+        callbacks.append(StopAfterSteps())
+    return callbacks

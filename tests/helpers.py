@@ -1,0 +1,109 @@
+"""Helpers shared by the test modules (no test module imports another): a silent log, the small dump every cache
+test uses, a cache's arrays, the CLI runner, a free TCP port."""
+
+from __future__ import annotations
+
+import socket
+
+import zarr
+from click.testing import CliRunner
+
+SEQ = 32
+DUMP_DEFAULTS = {"top_k": 8, "seq_len": SEQ, "chunk_windows": 4, "batch_size": 2, "max_windows": 24}
+"""The small cache most tests dump: 24 windows of 32 tokens in chunks of 4 (6 chunks), top-8."""
+KILL_WINDOWS = 96
+"""Windows of a dump a test SIGKILLs from outside: 24 chunks, so the kill lands well before the last one."""
+
+
+def quiet(*_):
+    """A `log` that prints nothing."""
+
+
+def dump_config(**kw):
+    """A `DumpConfig` from `DUMP_DEFAULTS` updated with `kw` (a sampled cache drops the default top_k)."""
+    from bbl.cache.format import DumpConfig
+
+    settings = {**DUMP_DEFAULTS, **kw}
+    if settings.get("targets") == "sampled" and "top_k" not in kw:
+        settings.pop("top_k")
+    return DumpConfig(**settings)
+
+
+def dump(teachers, prepared, out, *, device: str = "cpu", overwrite: bool = False, **kw):
+    """`dump_logits` of the test teachers with `dump_config(**kw)`, silently."""
+    from bbl.cache.dump import dump_logits
+
+    return dump_logits(teachers, prepared, out, dump_config(**kw), device=device, overwrite=overwrite,
+                       progress=False, log=quiet)
+
+
+
+
+def arrays(location, names=None) -> dict:
+    """Every data array of the cache at `location` (a path or URL), or those in `names`, as numpy."""
+    from bbl.cache.store import zarr_store
+
+    g = zarr.open_group(store=zarr_store(location, read_only=True), mode="r")
+    return {k: g[k][:] for k in (names or sorted(g.array_keys()))}
+
+
+def run(args, **kw):
+    """`bbl ARGS` through click's test runner (arguments turned to strings)."""
+    from bbl.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], **kw)
+
+
+def error_lines(result) -> list[str]:
+    """The `error:` lines of a CLI result's output."""
+    return [line for line in result.output.splitlines() if line.startswith("error:")]
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for torchrun's --master_port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+
+
+def sigkill_after_chunks(argv: list[str], location, chunks: int = 1, *, env=None, timeout: float = 300) -> int:
+    """Run `argv` (a dump-logits command writing the cache at `location`) and SIGKILL it from outside as soon as
+    at least `chunks` chunks are marked done; returns the chunks done at the kill.
+
+    Raises:
+        AssertionError: the process ended on its own before the kill (a test's premise failed: give it more
+            chunks to write), or the timeout passed.
+    """
+    import os
+    import subprocess
+    import time
+
+    import numpy as np
+
+    from bbl.cache.store import zarr_store
+
+    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"the dump ended (exit {proc.returncode}) before {chunks} chunk(s) were done "
+                                     f"and it could be killed: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                done = int(np.asarray(zarr.open_group(store=zarr_store(location, read_only=True),
+                                                      mode="r")["chunk_done"][:]).sum())
+            except Exception:  # not created yet, or a flag file being written: look again
+                done = 0
+            if done >= chunks:
+                proc.kill()
+                proc.wait()
+                return done
+            time.sleep(0.005)
+        raise AssertionError(f"no {chunks} chunk(s) done within {timeout} s")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
