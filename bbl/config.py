@@ -181,7 +181,8 @@ class TrainingConfig:
 
 KD_VARIANTS_OF_CACHE = {"topk": ("topk_tail", "topk_renorm"), "sampled": ("sampled",),
                         "hybrid": ("hybrid", "topk_tail", "topk_renorm")}
-"""Which `distill.kd_variant` reads which cache kind (`TARGET_KINDS`); a hybrid cache holds a top-k one."""
+"""Which `distill.kd_variant` reads which cache kind (`TARGET_KINDS`); a hybrid cache holds a top-k one. The first
+is the default for that kind (`DistillConfig.kd_variant` None)."""
 
 
 @dataclass
@@ -192,8 +193,9 @@ class DistillConfig:
     """Softening temperature T; None takes the cache's (the paper: 2). Another value needs allow_retemper."""
     allow_retemper: bool = False
     """Accept a temperature other than the cache's, re-tempering the stored log-probs (`bbl.losses.retemper`)."""
-    kd_variant: KDVariant = "topk_tail"
-    """topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k), for
+    kd_variant: KDVariant | None = None
+    """None: the cache's own kind (topk_tail for a top-k cache, sampled, hybrid; `KD_VARIANTS_OF_CACHE`), topk_tail
+    for online distillation. Else topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k), for
     top-k and hybrid caches; sampled (a sampled cache, `bbl.losses.sampled_kl`); hybrid (a hybrid cache,
     `bbl.losses.hybrid_kl`). A cache of another kind is refused with one line."""
     reduction: Reduction = "token_mean"
@@ -205,6 +207,8 @@ class DistillConfig:
             raise BblError(f"distill.alpha {self.alpha} is outside [0, 1]")
         if self.temperature is not None and self.temperature <= 0:
             raise BblError(f"distill.temperature {self.temperature} must be > 0")
+        if self.kd_variant is not None and self.kd_variant not in KD_VARIANTS:
+            raise BblError(f"distill.kd_variant {self.kd_variant!r}: use one of {', '.join(KD_VARIANTS)}")
         check_literals(self, "distill")
 
 

@@ -244,6 +244,32 @@ def test_distill_streams_sparse_targets(kind, variant, sparse_caches, prepared, 
     assert any(np.isfinite(m.get("kd_loss", np.nan)) and m["kd_loss"] > 0 for m in losses)
 
 
+@pytest.mark.parametrize("kind,variant", [("topk", "topk_tail"), ("sampled", "sampled"), ("hybrid", "hybrid")])
+def test_distill_reads_a_cache_as_its_own_kind_when_no_variant_is_set(kind, variant, sparse_caches, prepared, tmp_path):
+    import json
+
+    import yaml
+
+    out = tmp_path / "student"
+    res = run(["distill", "student-tiny", "--cache", sparse_caches[kind], "--data", prepared, "--out", out,
+               "--set", "training.max_steps=2", "--set", f"training.seq_len={SEQ}"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "bbl_run.json").read_text())["kd_variant"] == variant
+    assert yaml.safe_load((out / "bbl_config.yaml").read_text())["distill"]["kd_variant"] == variant  # resumable
+
+
+def test_a_sampled_dump_draws_12_ids_when_samples_is_not_given(sparse_caches, tiny_teachers, prepared, tmp_path):
+    out = tmp_path / "s.zarr"
+    res = run(["dump-logits", "--teacher", tiny_teachers[0], "--teacher", tiny_teachers[1], "--data", prepared,
+               "--out", out, "--targets", "sampled", "--seq-len", SEQ, "--chunk-windows", 4, "--batch-size", 2,
+               "--max-windows", 24, "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert CacheReader(out).num_samples == 12
+    want, got = arrays(sparse_caches["sampled"]), arrays(out)  # the same as an explicit --samples 12
+    for k in want:
+        np.testing.assert_array_equal(want[k], got[k], err_msg=k)
+
+
 @pytest.mark.parametrize("kind,variant,fix", [
     ("sampled", "topk_tail", "distill.kd_variant=sampled"),
     ("topk", "sampled", "distill.kd_variant=topk_tail or topk_renorm"),
@@ -268,7 +294,6 @@ def test_sampled_targets_refuse_another_temperature(sparse_caches, prepared, tmp
 
 @pytest.mark.parametrize("extra,option", [
     (["--samples", "4"], "--samples"),                       # samples with topk
-    (["--targets", "sampled"], "--samples"),                 # sampled without samples
     (["--targets", "hybrid", "--samples", "0"], "--samples"),
     (["--targets", "sampled", "--samples", "300"], "--samples"),
     (["--targets", "sampled", "--samples", "4", "--topk", "8"], "--topk"),

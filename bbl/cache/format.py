@@ -100,6 +100,9 @@ def quantize_logprobs(logprobs: np.ndarray, step: float = LOGPROB_STEP) -> np.nd
 
 MAX_SAMPLES = 255
 DEFAULT_TOP_K = 64
+DEFAULT_SAMPLES = 12
+"""Draws per position of a sampled or hybrid cache when `--samples` is not given: the figure Anshumann et al.
+(2025, "Sparse Logit Sampling") report for random-sampling KD."""
 
 
 @dataclass
@@ -116,8 +119,9 @@ class DumpConfig:
     top_k: int | None = None
     """Ids kept per position (topk, hybrid); None = 64 (`DEFAULT_TOP_K`); 0 for a sampled cache (which refuses
     any other value: it stores draws only)."""
-    num_samples: int = 0
-    """Ids drawn with replacement per position (sampled, hybrid), 1..255; 0 for a top-k cache."""
+    num_samples: int | None = None
+    """Ids drawn with replacement per position (sampled, hybrid), 1..255; None = 12 (`DEFAULT_SAMPLES`) for
+    those kinds and 0 for a top-k cache (which refuses any other value)."""
     temperature: float = PAPER_TEMPERATURE
     """Softening temperature T > 0 of the ensemble's p_T (the paper: 2)."""
     split: str = "train"
@@ -142,8 +146,10 @@ class DumpConfig:
         self.top_k = 0 if self.targets == "sampled" else (DEFAULT_TOP_K if self.top_k is None else self.top_k)
         if self.targets == "topk" and self.num_samples:
             raise BblError(f"--samples {self.num_samples} applies to --targets sampled or hybrid; drop it or pick one")
-        if self.targets != "topk" and not self.num_samples:
-            raise BblError(f"--targets {self.targets} needs --samples S >= 1 (ids drawn per position, e.g. 12)")
+        if self.num_samples is None:
+            self.num_samples = 0 if self.targets == "topk" else DEFAULT_SAMPLES
+        if self.targets != "topk" and self.num_samples < 1:
+            raise BblError(f"--samples {self.num_samples} must be >= 1 for --targets {self.targets}")
         if self.num_samples > MAX_SAMPLES:
             raise BblError(f"--samples {self.num_samples} must be <= {MAX_SAMPLES}")
         for option, value in (("--topk", self.top_k), ("--seq-len", self.seq_len), ("--batch-size", self.batch_size),

@@ -117,7 +117,8 @@ def train_student(config, data, out, overrides, resume):
 @click.option("--topk", "top_k", type=Positive, default=None,
               help="Ids kept per position, in [1, vocab size] (topk and hybrid)  [default: 64]")
 @click.option("--samples", "num_samples", type=Positive, default=None,
-              help="Ids drawn with replacement per position (sampled and hybrid; 1..255), seeded by --seed.")
+              help="Ids drawn with replacement per position (sampled and hybrid; 1..255), seeded by --seed  "
+                   "[default: 12, as RS-KD]")
 @click.option("--temperature", type=PositiveFloat, default=PAPER_TEMPERATURE, show_default=True,
               help="Softening temperature T > 0 (the paper: 2).")
 @click.option("--out", type=CacheArg, default=Path("cache/ensemble.zarr"), show_default=True,
@@ -147,7 +148,7 @@ def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, ou
     from bbl.cache.format import DumpConfig
     from bbl.runtime import default_device
 
-    config = DumpConfig(targets=targets, top_k=top_k, num_samples=num_samples or 0, temperature=temperature,
+    config = DumpConfig(targets=targets, top_k=top_k, num_samples=num_samples, temperature=temperature,
                         split=split, seq_len=seq_len, batch_size=batch_size, max_windows=max_windows, seed=seed,
                         chunk_windows=chunk_windows)
     dump_logits(list(teachers), data, out, config, device=device or default_device(), overwrite=overwrite,

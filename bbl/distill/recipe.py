@@ -8,6 +8,7 @@ cache right and to measure what the cache saves.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from bbl.cache.dataset import CacheDataset
@@ -37,6 +38,7 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     data = PreparedData(data_dir)
     if cache_path:
         reader = open_cache(cache_path)
+        cfg = resolve_kd_variant(cfg, reader.targets)
         d = cfg.distill
         if d.kd_variant not in KD_VARIANTS_OF_CACHE[reader.targets]:
             fits = " or ".join(KD_VARIANTS_OF_CACHE[reader.targets])
@@ -59,6 +61,7 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
                       "cache_top_k": reader.top_k, "cache_targets": reader.targets,
                       "cache_num_samples": reader.num_samples}
     else:
+        cfg = resolve_kd_variant(cfg, "topk")  # unused by the full-vocabulary KL; recorded as the default
         d = cfg.distill
         teachers, infos = load_teachers(list(teacher_dirs), "cpu", seq_len=cfg.training.seq_len)
         check_same_tokenizer(infos[0]["tokenizer_fingerprint"], data.tokenizer_fingerprint(),
@@ -74,3 +77,12 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     return train_lm(cfg, data_dir, out, resume=resume, kind="student_distilled", train_dataset=dataset,
                     trainer_base=make_distill_trainer(), trainer_kwargs=kwargs, provenance=provenance, log=log)
 
+
+def resolve_kd_variant(cfg: Config, targets: str) -> Config:
+    """`cfg` with `distill.kd_variant` set: as given, or (None) the default reader of a cache of kind `targets`
+    (the first of `KD_VARIANTS_OF_CACHE[targets]`: topk_tail, sampled, hybrid). The run's saved config records the
+    concrete variant, so a resumed run compares like with like."""
+    if cfg.distill.kd_variant is not None:
+        return cfg
+    distill = dataclasses.replace(cfg.distill, kd_variant=KD_VARIANTS_OF_CACHE[targets][0])
+    return dataclasses.replace(cfg, distill=distill)
