@@ -79,7 +79,10 @@ class ModelConfig:
     n_layer: int = 2
     """Transformer blocks."""
     n_head: int = 2
-    """Attention heads (LLaMA: also key/value heads, i.e. plain multi-head attention as in the paper)."""
+    """Attention heads."""
+    n_kv_head: int | None = None
+    """LLaMA key/value heads (grouped-query attention; BabyLlama-2's 345M: 5 for 15 heads); None = n_head, plain
+    multi-head attention as in Baby Llama. GPT-2 has no such option."""
     hidden_size: int = 32
     """Residual width (GPT-2 `n_embd`)."""
     intermediate_size: int = 64
@@ -98,6 +101,11 @@ class ModelConfig:
         check_literals(self, "model")
         if self.hidden_size % self.n_head:
             raise BblError(f"model.hidden_size {self.hidden_size} is not divisible by model.n_head {self.n_head}")
+        if self.n_kv_head is not None:
+            if self.n_kv_head <= 0 or self.n_head % self.n_kv_head:
+                raise BblError(f"model.n_kv_head {self.n_kv_head} must be >= 1 and divide model.n_head {self.n_head}")
+            if self.architecture == "gpt2" and self.n_kv_head != self.n_head:
+                raise BblError("model.n_kv_head applies to llama only (GPT-2 has no grouped-query attention); drop it")
 
 
 @dataclass

@@ -60,6 +60,9 @@ class PipelinePreset:
     dump_batch_size: int = 16
     """`dump-logits --batch-size`."""
     study: StudySettings | None = None
+    teacher_overrides: dict[str, list[str]] = field(default_factory=dict)
+    """{key: [SECTION.KEY=VALUE, ...]}: `--set` overrides of one teacher (e.g. its seed, for two teachers of one
+    preset)."""
 
 
 def pipeline_preset_names() -> list[str]:
@@ -111,8 +114,10 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
         prep += ["--vocab-size", str(p.vocab_size)]
     stages = [stage("prepare", prep, prepared)]
     for key, cfg in p.teachers.items():
+        sets = [a for o in p.teacher_overrides.get(key, []) for a in ("--set", o)]
         stages.append(stage(f"teacher-{key}", ["train-teacher", cfg, "--data", str(prepared), "--out",
-                                               str(teachers[key]), "--resume"], teachers[key], [prepared], nproc))
+                                               str(teachers[key]), "--resume", *sets], teachers[key], [prepared],
+                            nproc))
     data_seed = t.seed if t.data_seed is None else t.data_seed
 
     def dump_stage(name: str, out: Path, temperature: float) -> Step:

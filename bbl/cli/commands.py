@@ -244,7 +244,8 @@ def study_cmd(config, data, workdir, cache_path, teachers, seeds, arm_specs, ove
 @main.command("pipeline")
 @click.option("--preset", type=click.Choice(pipeline_preset_names()), default="cpu", show_default=True,
               help="tiny: seconds (tests); cpu: <= 15 min on 2 cores; cpu-study: the paper's comparison over 3 "
-                   "seeds on 2 cores (`bbl study`); paper: the paper's models (GPU).")
+                   "seeds on 2 cores (`bbl study`); paper: the paper's models (GPU); babyllama2: BabyLlama-2's "
+                   "345M teachers and student (GPU).")
 @click.option("--data", type=PathArg, required=True, help="BabyLM dir holding babylm_10M/ and babylm_dev/.")
 @click.option("--workdir", type=PathArg, required=True, help="Where every stage writes (e.g. runs/demo).")
 @click.option("--blimp-dir", type=PathArg, default=None, help="BLiMP *.jsonl dir (default: DATA/blimp_filtered).")

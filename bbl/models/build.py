@@ -27,7 +27,8 @@ def hf_config(cfg: ModelConfig, vocab_size: int):
                           n_layer=cfg.n_layer, n_head=cfg.n_head, n_inner=cfg.intermediate_size, **ids)
     return LlamaConfig(vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
                        num_hidden_layers=cfg.n_layer, num_attention_heads=cfg.n_head,
-                       num_key_value_heads=cfg.n_head, max_position_embeddings=cfg.max_position_embeddings,
+                       num_key_value_heads=cfg.n_kv_head or cfg.n_head,
+                       max_position_embeddings=cfg.max_position_embeddings,
                        tie_word_embeddings=False, **ids)
 
 
