@@ -7,7 +7,7 @@ WORKDIR ?= runs/demo
 
 .PHONY: install install-dev pip-base test test-slow test-all lint demo study
 
-# What `make demo` and `make test` need: the package (editable), pytest and ruff.
+# What `make demo` and `make test` need: the package (editable), pytest, ruff and Optuna (`bbl sweep`).
 install: pip-base
 	$(PY) -m pip install -q -e ".[test]"
 

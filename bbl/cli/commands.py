@@ -241,6 +241,43 @@ def study_cmd(config, data, workdir, cache_path, teachers, seeds, arm_specs, ove
     click.echo(study_table(study))
 
 
+@main.command("sweep")
+@click.argument("config")
+@click.option("--data", type=PathArg, required=True, help="Prepared dir from `bbl prepare`.")
+@click.option("--space", type=PathArg, required=True,
+              help="YAML search space: SECTION.KEY: {type: loguniform|uniform|int|choice, low, high | choices}.")
+@click.option("--trials", type=Positive, required=True,
+              help="Stop when the study holds this many finished (complete or pruned) trials, all workers together.")
+@click.option("--workdir", type=PathArg, required=True,
+              help="Trial runs, sweep.db, trials.json/md, best.yaml, history.png, importance.png.")
+@click.option("--cache", "cache_path", type=CacheArg, default=None, help="Distil every trial from this cache.")
+@click.option("--teacher", "teachers", type=PathArg, multiple=True, help="Distil online from these teachers.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override for every trial.")
+@click.option("--storage", default=None,
+              help="SQLAlchemy URL of the study, shared by workers on several machines (default: "
+                   "sqlite:///WORKDIR/sweep.db).")
+@click.option("--study-name", default="bbl-sweep", show_default=True, help="The study's name in the storage.")
+@click.option("--pruner", default="hyperband", show_default=True,
+              help="hyperband, median, none, or threshold:NATS (prune a trial whose dev CE passes NATS).")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="TPE sampler seed (default: random).")
+@click.option("--heartbeat", "heartbeat_s", type=Positive, default=10, show_default=True,
+              help="Seconds between trial heartbeats; a trial silent for twice this long (killed) is retried once.")
+def sweep_cmd(config, data, space, trials, workdir, cache_path, teachers, overrides, storage, study_name, pruner,
+              seed, heartbeat_s):
+    """Search hyperparameters of a training (teacher, baseline or distilled student) on Optuna, minimising the
+    best dev CE with pruning of poor trials.
+
+    Resumable: re-run the same command. Run it in several processes (or machines, with one --storage) to share
+    the study. Without --cache or --teacher each trial is plain training; with them, distillation.
+    """
+    from bbl.study.sweep import SweepConfig, run_sweep
+
+    run_sweep(SweepConfig(config=config, data_dir=data, space=space, trials=trials, workdir=workdir,
+                          overrides=list(overrides), cache=cache_path, teachers=list(teachers), storage=storage,
+                          study_name=study_name, pruner=pruner, seed=seed, heartbeat_s=heartbeat_s),
+              log=click.echo)
+
+
 @main.command("pipeline")
 @click.option("--preset", type=click.Choice(pipeline_preset_names()), default="cpu", show_default=True,
               help="tiny: seconds (tests); cpu: <= 15 min on 2 cores; cpu-study: the paper's comparison over 3 "

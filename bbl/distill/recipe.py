@@ -25,7 +25,7 @@ from bbl.train.recipe import train_lm
 
 
 def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_dirs=(), resume: bool = False,
-            log=print) -> Path:
+            callbacks=(), log=print) -> Path:
     """Distill `cfg`'s student from a cache (or, with `teacher_dirs` and no cache, from resident teachers).
 
     Raises:
@@ -75,7 +75,8 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     provenance.update(alpha=d.alpha, temperature=kwargs["temperature"], kd_variant=d.kd_variant,
                       reduction=d.reduction)
     return train_lm(cfg, data_dir, out, resume=resume, kind="student_distilled", train_dataset=dataset,
-                    trainer_base=make_distill_trainer(), trainer_kwargs=kwargs, provenance=provenance, log=log)
+                    trainer_base=make_distill_trainer(), trainer_kwargs=kwargs, provenance=provenance,
+                    callbacks=callbacks, log=log)
 
 
 def resolve_kd_variant(cfg: Config, targets: str) -> Config:

@@ -54,10 +54,11 @@ def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData) -> 
 
 
 def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, kind: str = "teacher",
-             train_dataset=None, trainer_base=None, trainer_kwargs: dict | None = None,
+             train_dataset=None, trainer_base=None, trainer_kwargs: dict | None = None, callbacks=(),
              provenance: dict | None = None, log=print):
     """Train `cfg`'s model on the prepared windows; returns the output dir (an HF model dir with tokenizer).
 
+    `callbacks` are extra `TrainerCallback`s (a sweep's pruning reads the dev loss through one).
     `train_dataset`, `trainer_base` and `trainer_kwargs` let distillation reuse the recipe with its own dataset
     and `compute_loss`.
 
@@ -99,7 +100,8 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
     trainer_cls = make_window_trainer(trainer_base)
     trainer = trainer_cls(model=model, args=args, train_dataset=train, eval_dataset=dev, processing_class=tokenizer,
                           data_collator=default_data_collator,
-                          callbacks=run_callbacks(out, cfg) + word_callbacks(cfg, out, ledger, tokenizer),
+                          callbacks=run_callbacks(out, cfg) + word_callbacks(cfg, out, ledger, tokenizer)
+                          + list(callbacks),
                           loss_impl=cfg.training.loss_impl, loss_chunk_rows=cfg.training.loss_chunk_rows,
                           **(trainer_kwargs or {}))
     result = trainer.train(resume_from_checkpoint=resume_from)

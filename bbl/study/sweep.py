@@ -1,0 +1,326 @@
+"""`bbl sweep`: a hyperparameter search over any bbl training (teacher, baseline or distilled student, cached or
+online) minimising its best dev CE, on Optuna (TPE sampler; Hyperband, median or threshold pruning fed by each
+evaluation's dev loss; RDB storage).
+
+BabyLlama-2 (Tastet & Timiryasov 2024, Section 3) tuned its teachers and baselines by a Bayesian search with
+hyperband early stopping on eval loss; this is that search for bbl runs. A study lives in a database (SQLite by
+default, WORKDIR/sweep.db; any SQLAlchemy URL for several machines): a killed sweep re-run with the same command
+continues it (a trial the kill interrupted is failed by Optuna's heartbeat and retried once), and several worker
+processes given the same `--storage` share one study. Each trial is an in-process training run in
+WORKDIR/trials/NNNN. Outputs (rewritten by each worker when it stops): trials.json and trials.md (every trial),
+best.yaml (the config with the best settings, for train-teacher / train-student / distill / study), history.png
+and importance.png. The search space is YAML: `SECTION.KEY: {type: loguniform|uniform|int|choice, ...}`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import typing
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bbl.config import SECTIONS, Config, load_config
+from bbl.errors import BblError
+from bbl.io import atomic_save_figure, atomic_write_json, atomic_write_text
+
+SPACE_TYPES = ("loguniform", "uniform", "int", "choice")
+PRUNERS = ("hyperband", "median", "none")
+STORE_FILE = "sweep.db"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched setting: `key` is SECTION.KEY of the run's config."""
+
+    key: str
+    type: str
+    low: float | int | None = None
+    high: float | int | None = None
+    choices: tuple = ()
+    log: bool = False
+
+    def suggest(self, trial):
+        """Optuna's suggestion for this setting (its `suggest_*` by type)."""
+        if self.type == "choice":
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if self.type == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.type == "loguniform")
+
+
+def load_space(path: Path) -> list[Param]:
+    """The search space of a YAML file: {SECTION.KEY: {type, low, high} | {type: choice, choices: [...]}}.
+
+    Raises:
+        BblError: a missing file, a key that is not a config field, an unknown type, bad bounds (names the key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BblError(f"--space {path}: file not found; pass a YAML of SECTION.KEY: {{type, low, high}} entries")
+    raw = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(raw, dict) or not raw:
+        raise BblError(f"{path}: no settings to search; write SECTION.KEY: {{type: loguniform, low: 1e-4, high: 1e-2}}")
+    params = []
+    for key, spec in raw.items():
+        section, _, field = str(key).partition(".")
+        if section not in SECTIONS or field not in typing.get_type_hints(SECTIONS[section]):
+            raise BblError(f"{path}: {key} is not a config key; use SECTION.KEY with SECTION in {', '.join(SECTIONS)}")
+        if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
+            raise BblError(f"{path}: {key}: give type: one of {', '.join(SPACE_TYPES)}")
+        kind = spec["type"]
+        if kind == "choice":
+            choices = spec.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise BblError(f"{path}: {key}: a choice needs choices: [A, B, ...]")
+            params.append(Param(str(key), kind, choices=tuple(choices)))
+            continue
+        try:
+            low, high = float(spec["low"]), float(spec["high"])
+        except (KeyError, TypeError, ValueError):
+            raise BblError(f"{path}: {key}: a {kind} range needs numeric low and high") from None
+        if not low < high or (kind == "loguniform" and low <= 0):
+            raise BblError(f"{path}: {key}: need low < high{' and low > 0' if kind == 'loguniform' else ''}")
+        if kind == "int" and (low != int(low) or high != int(high)):
+            raise BblError(f"{path}: {key}: an int range needs whole low and high")
+        params.append(Param(str(key), kind, low, high, log=bool(spec.get("log", False))))
+    return params
+
+
+def make_pruner(spec: str):
+    """An Optuna pruner: hyperband (the paper's), median, none, or threshold:X (prune a trial whose dev CE
+    passes X nats at any evaluation).
+
+    Raises:
+        BblError: an unknown spec.
+    """
+    import optuna
+
+    if spec == "hyperband":
+        return optuna.pruners.HyperbandPruner()
+    if spec == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2)
+    if spec == "none":
+        return optuna.pruners.NopPruner()
+    if spec.startswith("threshold:"):
+        try:
+            return optuna.pruners.ThresholdPruner(upper=float(spec.split(":", 1)[1]))
+        except ValueError:
+            pass
+    raise BblError(f"--pruner {spec!r}: use {', '.join(PRUNERS)} or threshold:NATS")
+
+
+@dataclass
+class SweepConfig:
+    """The settings of `bbl sweep`."""
+
+    config: str
+    """The run's config: a preset name or YAML path (its values are the defaults the space overrides)."""
+    data_dir: Path
+    space: Path
+    trials: int
+    """Finished (complete or pruned) trials the study stops at, all workers together."""
+    workdir: Path
+    overrides: list[str] = dataclasses.field(default_factory=list)
+    """`--set` overrides applied to every trial before the searched values."""
+    cache: str | Path | None = None
+    """Distil every trial from this cache; with `teachers` and no cache, online; neither: plain training."""
+    teachers: list[Path] = dataclasses.field(default_factory=list)
+    storage: str | None = None
+    """An SQLAlchemy URL shared by the workers; None = sqlite:///WORKDIR/sweep.db."""
+    study_name: str = "bbl-sweep"
+    pruner: str = "hyperband"
+    seed: int | None = None
+    """The TPE sampler's seed (None: random; give each worker its own when fixing it)."""
+    heartbeat_s: int = 10
+    """Optuna's trial heartbeat: a trial silent for 2x this long (its worker was killed) is failed and retried."""
+
+    def __post_init__(self):
+        if self.trials < 1:
+            raise BblError(f"--trials {self.trials} must be >= 1")
+        if self.heartbeat_s < 1:
+            raise BblError(f"--heartbeat {self.heartbeat_s} must be >= 1 second")
+        if self.cache is not None and self.teachers:
+            raise BblError("pass --cache (cached distillation) or --teacher ... (online), not both")
+
+    @property
+    def mode(self) -> str:
+        return "cached" if self.cache is not None else ("online" if self.teachers else "plain")
+
+
+def trial_config(sweep: SweepConfig, values: dict) -> Config:
+    """The run config of one trial: the sweep's config and overrides, then the searched `values`."""
+    return load_config(sweep.config, [*sweep.overrides, *(f"{k}={_yaml(v)}" for k, v in values.items())])
+
+
+def _yaml(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _open_study(sweep: SweepConfig):
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, plots: stable here
+    storage = optuna.storages.RDBStorage(
+        sweep.storage or f"sqlite:///{Path(sweep.workdir).resolve() / STORE_FILE}",
+        heartbeat_interval=sweep.heartbeat_s, grace_period=2 * sweep.heartbeat_s,
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+    return optuna.create_study(study_name=sweep.study_name, storage=storage, direction="minimize",
+                               sampler=optuna.samplers.TPESampler(seed=sweep.seed),
+                               pruner=make_pruner(sweep.pruner), load_if_exists=True)
+
+
+def _finished(study) -> list:
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return [t for t in study.get_trials(deepcopy=False) if t.state in done]
+
+
+def run_sweep(sweep: SweepConfig, *, log=print) -> dict:
+    """Run (or continue, or join) the study until it holds `sweep.trials` finished trials; write its reports.
+
+    Returns the report dict (every trial, the best). Raises:
+        BblError: a bad space, config, pruner or data dir (checked before anything is written).
+    """
+    try:
+        import optuna
+    except ImportError:
+        raise BblError("bbl sweep needs Optuna: pip install 'bbl[sweep]'") from None
+
+    from bbl.data.prepared import PreparedData
+
+    params = load_space(sweep.space)
+    make_pruner(sweep.pruner)
+    PreparedData(sweep.data_dir)
+    trial_config(sweep, {p.key: (p.choices[0] if p.type == "choice" else p.low if p.type == "int" else
+                                 float(p.low)) for p in params})  # every key and value type resolves
+    workdir = Path(sweep.workdir)
+    (workdir / "trials").mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = _open_study(sweep)
+    left = sweep.trials - len(_finished(study))
+    if left > 0:
+        log(f"[sweep] {sweep.study_name}: {len(_finished(study))} of {sweep.trials} trials finished; running more")
+        stop = optuna.study.MaxTrialsCallback(sweep.trials, states=(optuna.trial.TrialState.COMPLETE,
+                                                                     optuna.trial.TrialState.PRUNED))
+        study.optimize(lambda trial: _objective(trial, sweep, params, log), callbacks=[stop], catch=())
+    report = write_sweep_report(study, sweep)
+    best = report["best"]
+    log(f"[sweep] best dev CE {best['value']:.4f} (trial {best['number']}): "
+        + ", ".join(f"{k}={v}" for k, v in best["params"].items()) + f"; wrote {workdir / 'best.yaml'}"
+        if best else "[sweep] no trial completed")
+    return report
+
+
+def _objective(trial, sweep: SweepConfig, params: list[Param], log) -> float:
+    """One trial: train with the suggested settings, report each evaluation's dev CE to the pruner."""
+    import optuna
+
+    values = {p.key: p.suggest(trial) for p in params}
+    cfg = trial_config(sweep, values)
+    out = Path(sweep.workdir) / "trials" / f"{trial.number:04d}"
+    callback = _pruning_callback(trial)
+    t0 = time.perf_counter()
+    log(f"[sweep] trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    if sweep.mode == "plain":
+        from bbl.train.recipe import train_lm
+
+        train_lm(cfg, sweep.data_dir, out, kind="sweep_trial", callbacks=[callback], log=lambda *_: None)
+    else:
+        from bbl.distill.recipe import distill
+
+        distill(cfg, sweep.data_dir, out, cache_path=sweep.cache, teacher_dirs=list(sweep.teachers),
+                callbacks=[callback], log=lambda *_: None)
+    run = json.loads((out / "bbl_run.json").read_text())
+    trial.set_user_attr("steps", run["global_step"])
+    trial.set_user_attr("wall_s", round(time.perf_counter() - t0, 1))
+    trial.set_user_attr("out", str(out))
+    if callback.pruned:
+        log(f"[sweep] trial {trial.number}: pruned at step {run['global_step']}")
+        raise optuna.TrialPruned()
+    log(f"[sweep] trial {trial.number}: best dev CE {run['best_eval_loss']:.4f}")
+    return float(run["best_eval_loss"])
+
+
+def _pruning_callback(trial):
+    """A TrainerCallback that reports each evaluation's dev CE to the trial and stops a run the pruner prunes."""
+    from transformers import TrainerCallback
+
+    class PruneOnDevLoss(TrainerCallback):
+        pruned = False
+        reported: set[int] = set()
+
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            # the last step can be evaluated twice (every N steps and at the epoch's end): report it once
+            if metrics and "eval_loss" in metrics and state.global_step not in self.reported:
+                self.reported.add(state.global_step)
+                trial.report(float(metrics["eval_loss"]), state.global_step)
+                if trial.should_prune():
+                    self.pruned = True
+                    control.should_training_stop = True
+
+    callback = PruneOnDevLoss()
+    callback.reported = set()
+    return callback
+
+
+def write_sweep_report(study, sweep: SweepConfig) -> dict:
+    """trials.json, trials.md, best.yaml, history.png and importance.png in the sweep's workdir."""
+    workdir = Path(sweep.workdir)
+    rows = [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
+             "steps": t.user_attrs.get("steps"), "wall_s": t.user_attrs.get("wall_s"),
+             "intermediate": {int(k): v for k, v in t.intermediate_values.items()}}
+            for t in study.get_trials(deepcopy=False)]
+    complete = [r for r in rows if r["state"] == "complete"]
+    best = min(complete, key=lambda r: r["value"]) if complete else None
+    report = {"study": sweep.study_name, "config": sweep.config, "overrides": sweep.overrides, "mode": sweep.mode,
+              "space": str(sweep.space), "pruner": sweep.pruner, "trials": rows, "best": best}
+    if best is not None:
+        trial_config(sweep, best["params"]).save(workdir / "best.yaml")
+        _plots(study, workdir)
+    atomic_write_text(workdir / "trials.md", sweep_table(report))
+    atomic_write_json(workdir / "trials.json", report)
+    return report
+
+
+def sweep_table(report: dict) -> str:
+    """Markdown: one row per trial (state, best dev CE, steps, wall, the settings), the best marked."""
+    keys = sorted({k for r in report["trials"] for k in r["params"]})
+    lines = [f"# bbl sweep {report['study']}: {report['config']} ({report['mode']}), pruner {report['pruner']}\n",
+             "| trial | state | best dev CE | steps | wall (s) | " + " | ".join(keys) + " |",
+             "|---:|---|---:|---:|---:|" + "---|" * len(keys)]
+    best = (report["best"] or {}).get("number")
+    for r in report["trials"]:
+        value = "" if r["value"] is None else f"{r['value']:.4f}" + (" **best**" if r["number"] == best else "")
+        cells = [_cell(r["params"].get(k)) for k in keys]
+        lines.append(f"| {r['number']} | {r['state']} | {value} | {r['steps'] or ''} | {r['wall_s'] or ''} | "
+                     + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(v) -> str:
+    return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def _plots(study, workdir: Path) -> None:
+    """The optimisation history and, with 2+ complete trials, the parameter importances (Optuna's matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+
+    ax = ovm.plot_optimization_history(study)
+    atomic_save_figure(ax.figure, workdir / "history.png")
+    plt.close(ax.figure)
+    try:
+        ax = ovm.plot_param_importances(study)
+    except (ValueError, RuntimeError):  # too few complete trials, or a single-valued space
+        return
+    atomic_save_figure(ax.figure, workdir / "importance.png")
+    plt.close(ax.figure)
