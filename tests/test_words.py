@@ -201,5 +201,5 @@ def test_a_run_past_its_budget_is_refused_before_anything_is_written(prepared, t
     res = CliRunner().invoke(main, ["distill", "student-tiny", "--cache", str(cache), "--data", str(prepared),
                                     "--out", str(out), "--set", "training.max_steps=2",
                                     "--set", f"training.max_words_seen={budget}"])
-    assert res.exit_code == 1 and "its teachers'" in error_lines(res)[0], res.output
+    assert res.exit_code == 1 and "its bbl-trained teachers'" in error_lines(res)[0], res.output
     assert not out.exists()

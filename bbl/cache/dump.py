@@ -41,9 +41,10 @@ class ChunkComputer:
     chunk with the config and device recorded by the dump, so the repaired store equals a clean one.
     """
 
-    def __init__(self, teachers, infos, windows: TokenWindows, config: DumpConfig, *, device: str, id_dtype):
+    def __init__(self, teachers, infos, windows: TokenWindows, config: DumpConfig, *, device: str, id_dtype,
+                 vocab_size: int):
         self.teachers, self.infos, self.windows, self.config = teachers, infos, windows, config
-        self.device, self.id_dtype = device, id_dtype
+        self.device, self.id_dtype, self.vocab_size = device, id_dtype, vocab_size
         import torch
 
         for model, info in zip(teachers, infos, strict=True):  # the chunked path checks hidden states, not logits
@@ -72,7 +73,7 @@ class ChunkComputer:
         import torch
 
         rows = self.rows(c)
-        cuda = self.device.startswith("cuda")
+        cuda = self.device.startswith("cuda") and self.config.dtype == "auto"
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
         ids_np = np.stack([self.windows.window(i) for i in rows])
         cfg = self.config
@@ -85,7 +86,7 @@ class ChunkComputer:
                 outputs, heads = [], []
                 for model, info in zip(self.teachers, self.infos, strict=True):
                     with autocast:
-                        out, head = teacher_forward(model, ids)
+                        out, head = teacher_forward(model, ids, self.vocab_size)
                     bad = ~torch.isfinite(out).flatten(1).all(1)
                     if bad.any():
                         w = int(self.windows.indices[rows[b] + int(bad.nonzero()[0])])
@@ -111,6 +112,11 @@ class ChunkComputer:
         return batch
 
 
+def teacher_dtype(config: DumpConfig) -> str:
+    """The precision the teachers are loaded in: `config.dtype`, fp32 for auto."""
+    return "fp32" if config.dtype == "auto" else config.dtype
+
+
 def dump_attrs(config: DumpConfig, data: PreparedData, infos: list[dict], *, device: str, data_dir: Path) -> dict:
     """The cache's attributes: the dump's settings (`dump_config` and the keys every reader uses), its teachers,
     and the hashes of the data it was computed from (docs/cache-format.md)."""
@@ -126,6 +132,8 @@ def dump_attrs(config: DumpConfig, data: PreparedData, infos: list[dict], *, dev
     }
     if config.targets != "topk":  # a top-k cache keeps exactly the settings it had before issue 15
         attrs.update(targets=config.targets, num_samples=int(config.num_samples), sample_seed=int(config.seed))
+    if config.dtype != "auto":  # part of the settings a resumed dump must match; absent for the default
+        attrs["dump_dtype"] = config.dtype
     return attrs
 
 
@@ -160,7 +168,7 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, config: DumpConfi
     config = config or DumpConfig()
     device = init_distributed(device)
     data = PreparedData(data_dir, check_hashes=True)
-    teachers, infos = load_teachers(teacher_dirs, device, seq_len=config.seq_len)
+    teachers, infos = load_teachers(teacher_dirs, device, seq_len=config.seq_len, dtype=teacher_dtype(config))
     check_same_tokenizer(infos[0]["tokenizer_fingerprint"], data.tokenizer_fingerprint(),
                          subject=f"{teacher_dirs[0]}: teacher", reference=data.tokenizer_dir,
                          fix="pass the --data the teachers were trained on")
@@ -181,7 +189,8 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, config: DumpConfi
     todo = [c for c in range(writer.num_chunks) if c % world_size() == rank() and not done[c]]
     if rank() == 0 and done.any():
         log(f"resuming {out}: {int(done.sum())}/{writer.num_chunks} chunks already written")
-    computer = ChunkComputer(teachers, infos, windows, config, device=device, id_dtype=writer.group["input_ids"].dtype)
+    computer = ChunkComputer(teachers, infos, windows, config, device=device, id_dtype=writer.group["input_ids"].dtype,
+                             vocab_size=data.vocab_size)
     t0 = time.perf_counter()
     dumped = _compute_and_write(computer, writer, todo, out, progress=progress)
     barrier()

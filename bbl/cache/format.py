@@ -9,12 +9,15 @@ for the token after `input_ids[n, :s+1]`.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 
 import numpy as np
 
 from bbl.config import PAPER_TEMPERATURE, TARGET_KINDS, TargetKind
 from bbl.errors import BblError
+
+DumpDtype = typing.Literal["auto", "fp32", "bf16", "fp16"]
 
 FORMAT_VERSION = 1
 ARRAYS = ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob")
@@ -82,7 +85,7 @@ class ChunkBatch:
 
 SETTING_KEYS = ("temperature", "top_k", "seq_len", "vocab_size", "ensemble", "teachers_fingerprint",
                  "tokenizer_fingerprint", "train_stream_sha256", "window_selection", "logprob_step", "topk_order",
-                 "targets", "num_samples", "sample_seed")
+                 "targets", "num_samples", "sample_seed", "dump_dtype")
 
 
 
@@ -136,6 +139,9 @@ class DumpConfig:
     """Seed of the window subset and of the draws (per chunk)."""
     chunk_windows: int = DEFAULT_CHUNK_WINDOWS
     """Windows per Zarr chunk."""
+    dtype: DumpDtype = "auto"
+    """The teachers' precision: auto (fp32 weights; bf16 autocast on a GPU, plain fp32 on CPU: what every dump
+    before `--dtype` did), or fp32, bf16, fp16 weights with no autocast. The logit mean and log-softmax are fp32."""
 
     def __post_init__(self):
         if self.targets not in TARGET_KINDS:
@@ -161,6 +167,8 @@ class DumpConfig:
             raise BblError(f"--temperature {self.temperature} must be > 0")
         if self.seed < 0:
             raise BblError(f"--seed {self.seed} must be >= 0")
+        if self.dtype not in typing.get_args(DumpDtype):
+            raise BblError(f"--dtype {self.dtype!r}: use one of {', '.join(typing.get_args(DumpDtype))}")
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> DumpConfig:

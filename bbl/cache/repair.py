@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bbl.cache.dump import ChunkComputer, dump_windows
+from bbl.cache.dump import ChunkComputer, dump_windows, teacher_dtype
 from bbl.cache.format import DumpConfig
 from bbl.cache.reader import CacheReader
 from bbl.cache.writer import CacheWriter
@@ -59,7 +59,8 @@ def repair_cache(path, teacher_dirs: list[Path], *, data_dir: Path | None = None
     chunks = sorted({p.chunk for p in damaged})
     for p in damaged:
         log(f"damaged: {p}")
-    teachers, infos = load_teachers(teacher_dirs, device, seq_len=reader.seq_len)
+    teachers, infos = load_teachers(teacher_dirs, device, seq_len=reader.seq_len,
+                                    dtype=teacher_dtype(DumpConfig.from_attrs(attrs)))
     teachers, infos = _teachers_in_recorded_order(teachers, infos, attrs.get("teachers", []), path)
     data_dir = Path(data_dir or attrs.get("data_dir", ""))
     if not (data_dir / MANIFEST).is_file():
@@ -80,7 +81,7 @@ def repair_cache(path, teacher_dirs: list[Path], *, data_dir: Path | None = None
     writer = CacheWriter(path, attrs=attrs, num_windows=reader.num_windows, chunk_windows=reader.chunk_windows,
                          create=False)
     computer = ChunkComputer(teachers, infos, windows, config, device=device,
-                             id_dtype=reader.arrays["input_ids"].dtype)
+                             id_dtype=reader.arrays["input_ids"].dtype, vocab_size=reader.vocab_size)
     for c in chunks:
         writer.write_chunk(computer.compute(c))
         log(f"repaired chunk {c} (rows {reader.rows_of(c)[0]}-{reader.rows_of(c)[1]})")

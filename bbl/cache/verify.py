@@ -15,7 +15,7 @@ from bbl.cache.integrity import repair_command
 from bbl.cache.reader import CacheReader
 from bbl.data.tokenizer import check_same_tokenizer
 from bbl.models.ensemble import logit_mean
-from bbl.models.teachers import load_teachers
+from bbl.models.teachers import load_teachers, teacher_logits
 
 MAX_DRAWS_Z = 5.0
 """`cache verify --teacher` fails a sampled/hybrid cache whose draws' coverage z-score passes this (honest draws:
@@ -138,7 +138,8 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
         for r in rows:
             row = reader.read(int(r), int(r) + 1)
             ids = torch.from_numpy(row["input_ids"].astype(np.int64)).to(device)
-            mean = logit_mean([m(input_ids=ids).logits for m in teachers], temperature=reader.temperature)
+            mean = logit_mean([teacher_logits(m, ids, reader.vocab_size) for m in teachers],
+                              temperature=reader.temperature)
             logp = torch.log_softmax(mean, -1)[0]
             if "sample_ids" in row:  # one window's (S, V) p_T at a time, never all windows' at once
                 p, flat = logp.exp().double().cpu().numpy(), {k: v[0] for k, v in row.items() if k != "window_idx"}

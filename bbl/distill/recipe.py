@@ -70,8 +70,8 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
         dataset = None  # the same windows and order as plain training
         kwargs = {"distill": d, "temperature": d.temperature or PAPER_TEMPERATURE, "teachers": teachers}
         provenance = {"distill_mode": "online", "teachers": infos}
-    teacher_paths = [t["path"] for t in reader.attrs.get("teachers", [])] if cache_path else list(teacher_dirs)
-    provenance["teacher_ledgers"] = teacher_ledgers(teacher_paths)  # the ledger counts the teachers' words too
+    teacher_infos = reader.attrs.get("teachers", []) if cache_path else infos
+    provenance["teacher_ledgers"] = teacher_ledgers(teacher_infos)  # the ledger counts bbl's teachers' words too
     provenance.update(alpha=d.alpha, temperature=kwargs["temperature"], kd_variant=d.kd_variant,
                       reduction=d.reduction)
     return train_lm(cfg, data_dir, out, resume=resume, kind="student_distilled", train_dataset=dataset,

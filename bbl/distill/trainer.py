@@ -40,7 +40,8 @@ def make_distill_trainer():
             """The KD targets at the training temperature: the teachers' logit mean, or the (re-tempered) cache."""
             if self.teachers:
                 with torch.no_grad():
-                    logits = ensemble_logits(self.teachers, input_ids)
+                    # the student's vocabulary is the tokenizer's: a padded teacher's extra outputs are dropped
+                    logits = ensemble_logits(self.teachers, input_ids, vocab_size=self.model.config.vocab_size)
                 return KDTargets("full", teacher_logits=logits)
             variant = self.distill.kd_variant
             if variant in ("sampled", "hybrid"):  # exact-target forms of topk_tail (bbl.losses.sampled_kl, hybrid_kl)

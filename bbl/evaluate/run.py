@@ -89,7 +89,7 @@ def dev_perplexity(models, data: PreparedData, *, seq_len: int = 128, dev_window
         for start in range(0, len(windows), batch_size):
             ids = torch.stack([torch.from_numpy(windows.window(i)) for i in
                                range(start, min(start + batch_size, len(windows)))]).to(device)
-            logits = ensemble_logits(models, ids, torch.ones_like(ids))[:, :-1]
+            logits = ensemble_logits(models, ids, torch.ones_like(ids), vocab_size=data.vocab_size)[:, :-1]
             ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
                                                    reduction="sum")
             total, count = total + float(ce), count + ids[:, 1:].numel()

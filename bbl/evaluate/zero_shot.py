@@ -86,7 +86,7 @@ def sentence_logprobs(models, tokenizer, sentences: list[str], *, batch_size: in
                 ids[r, :len(encoded[i])] = torch.tensor(encoded[i])
                 mask[r, :len(encoded[i])] = 1
             ids, mask = ids.to(device), mask.to(device)
-            logp = torch.log_softmax(ensemble_logits(models, ids, mask)[:, :-1], dim=-1)
+            logp = torch.log_softmax(ensemble_logits(models, ids, mask, vocab_size=len(tokenizer))[:, :-1], dim=-1)
             tok = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) * mask[:, 1:]
             scores[idx] = tok.sum(-1).double().cpu().numpy()
             if progress is not None:

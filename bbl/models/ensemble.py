@@ -23,9 +23,11 @@ def logit_mean(logits: list, *, temperature: float = 1.0):
     return total.div_(scale) if len(logits) > 1 else total / scale
 
 
-def ensemble_logits(models, input_ids, attention_mask=None):
-    """(B, S, V) float32 `logit_mean` of `models`' logits on a batch (one model: its logits, upcast)."""
-    return logit_mean([m(input_ids=input_ids, attention_mask=attention_mask).logits for m in models])
+def ensemble_logits(models, input_ids, attention_mask=None, vocab_size: int | None = None):
+    """(B, S, V) float32 `logit_mean` of `models`' logits on a batch (one model: its logits, upcast), over the
+    first `vocab_size` ids (a padded model's extra outputs dropped; None: all)."""
+    return logit_mean([m(input_ids=input_ids, attention_mask=attention_mask).logits[..., :vocab_size]
+                       for m in models])
 
 
 def ensemble_topk(teacher_logits: list, *, temperature: float, top_k: int):

@@ -49,8 +49,13 @@ class WordPlan:
         return int(self.words_at_step[step - 1]) if step > 0 else 0
 
     def teacher_words(self) -> int | None:
-        words = [t.get("words_seen") for t in self.teachers]
+        """Words the teachers bbl trained saw (external pretrained teachers are not counted: the BabyLM 2026
+        rules treat approved teachers apart); None when one of bbl's teachers has no count."""
+        words = [t.get("words_seen") for t in self.teachers if not t.get("external")]
         return None if any(w is None for w in words) else int(sum(words))
+
+    def external_teachers(self) -> list[str]:
+        return [t["name"] for t in self.teachers if t.get("external")]
 
 
 def row_windows(dataset) -> np.ndarray:
@@ -118,24 +123,50 @@ def check_budget(cfg, plan: WordPlan) -> None:
     if t.max_words_seen is not None:
         own, helpers = plan.words(plan.steps), plan.teacher_words()
         if helpers is None:
-            raise BblError(f"training.max_words_seen: a teacher's words seen are unknown (not trained by bbl: "
-                           f"{', '.join(x['path'] for x in plan.teachers if x.get('words_seen') is None)}); drop "
-                           f"the budget or use teachers trained by bbl")
+            raise BblError(f"training.max_words_seen: a teacher's words seen are unknown (a bbl run without a "
+                           f"ledger: {', '.join(x['path'] for x in plan.teachers if x.get('words_seen') is None)}); "
+                           f"drop the budget or retrain the teacher with this bbl")
+        external = plan.external_teachers()
         if own + helpers > t.max_words_seen:
             raise BblError(f"training.max_words_seen {t.max_words_seen:,}: the run would see {own:,} words"
-                           + (f" + its teachers' {helpers:,}" if plan.teachers else "")
-                           + f" = {own + helpers:,}; lower training.epochs or training.max_steps")
+                           + (f" + its bbl-trained teachers' {helpers:,}" if len(external) < len(plan.teachers)
+                              else "")
+                           + f" = {own + helpers:,}"
+                           + (f" (external approved teachers not counted: {', '.join(external)})" if external
+                              else "")
+                           + "; lower training.epochs or training.max_steps")
 
 
-def teacher_ledgers(teacher_dirs) -> list[dict]:
-    """What each teacher saw in training, from its `bbl_run.json` ledger (words_seen None when not bbl's)."""
+def teacher_ledgers(teachers: list[dict]) -> list[dict]:
+    """What each teacher saw in training: from its `bbl_run.json` ledger for a teacher bbl trained; a teacher
+    without one (a pretrained HF dir, e.g. a BabyLM 2026 approved teacher) is recorded as external, with its name,
+    parameters and source, and no words (the rules count approved teachers apart: not in words_seen_with_teachers).
+
+    Args:
+        teachers: provenance dicts with `path` (and `parameters`, `architecture` when known), as `load_teachers`
+            returns them and a cache records them.
+    """
     out = []
-    for d in map(Path, teacher_dirs):
+    for info in teachers:
+        d = Path(info["path"])
         run = d / "bbl_run.json"
-        ledger = json.loads(run.read_text()).get("ledger", {}) if run.is_file() else {}
+        if not run.is_file():
+            out.append({"path": str(d), "name": _model_name(d), "parameters": info.get("parameters"),
+                        "architecture": info.get("architecture"), "external": True,
+                        "source": "pretrained, not trained by bbl", "words_seen": None})
+            continue
+        ledger = json.loads(run.read_text()).get("ledger", {})
         out.append({"path": str(d), "words_seen": ledger.get("words_seen"), "tokens_seen": ledger.get("tokens_seen"),
                     "epochs": ledger.get("epochs")})
     return out
+
+
+def _model_name(model_dir: Path) -> str:
+    """A pretrained model's name: its config's `_name_or_path` when that names a hub model (org/name), else the
+    dir's name (a hub download saved with `save_pretrained(DIR)`: name DIR after the model)."""
+    config = model_dir / "config.json"
+    name = json.loads(config.read_text()).get("_name_or_path") if config.is_file() else None
+    return name if isinstance(name, str) and name.count("/") == 1 and not Path(name).exists() else model_dir.name
 
 
 def final_ledger(plan: WordPlan, global_step: int) -> dict:
@@ -148,6 +179,8 @@ def final_ledger(plan: WordPlan, global_step: int) -> dict:
     if plan.teachers:
         ledger["teachers"] = plan.teachers
         ledger["words_seen_with_teachers"] = None if words is None or helpers is None else words + helpers
+        if plan.external_teachers():
+            ledger["external_teachers"] = plan.external_teachers()  # approved teachers, counted apart
     if plan.checkpoints:
         ledger["word_checkpoints"] = [checkpoint_name(n) for n in plan.checkpoints
                                       if words is not None and n <= words]
