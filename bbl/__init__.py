@@ -9,36 +9,37 @@ import importlib
 import importlib.abc
 import importlib.util
 import sys
+import types
 import warnings
 
 __version__ = "0.1.0"
 
 MOVED_MODULES = {
-    "bbl.blimp": "bbl.evaluate.zero_shot",
+    "bbl.blimp": ("bbl.evaluate.zero_shot", "bbl.models.ensemble"),
     "bbl.cache_dataset": "bbl.cache.dataset",
     "bbl.cache_integrity": "bbl.cache.integrity",
-    "bbl.cache_tools": "bbl.cache.verify",
+    "bbl.cache_tools": ("bbl.cache.verify", "bbl.cache.inspect"),
     "bbl.child": "bbl.study.runner",
     "bbl.chunked_loss": "bbl.losses.chunked",
     "bbl.cleaning": "bbl.data.cleaning",
     "bbl.cli_cache": "bbl.cli.cache_commands",
-    "bbl.corpus": "bbl.data.corpus",
-    "bbl.dump": "bbl.cache.dump",
+    "bbl.corpus": ("bbl.data.corpus", "bbl.data.cleaning"),
+    "bbl.dump": ("bbl.cache.dump", "bbl.cache.format", "bbl.models.ensemble", "bbl.models.teachers"),
     "bbl.ledger": "bbl.train.ledger",
     "bbl.repair": "bbl.cache.repair",
     "bbl.report": "bbl.evaluate.report",
     "bbl.stats": "bbl.study.stats",
     "bbl.stores": "bbl.cache.store",
     "bbl.study_report": "bbl.study.report",
-    "bbl.teachers": "bbl.models.teachers",
+    "bbl.teachers": ("bbl.models.teachers", "bbl.models.ensemble"),
     "bbl.tokenizer": "bbl.data.tokenizer",
     "bbl.trainer_loss": "bbl.train.trainer",
     "bbl.verify_data": "bbl.data.verify",
     "bbl.windows": "bbl.data.windows",
-    "bbl.words": "bbl.data.words",
+    "bbl.words": ("bbl.data.words", "bbl.config"),
 }
-"""Module paths of the flat layout (before 0.2) -> where their code lives now. Importing an old path still works
-for one release, with a DeprecationWarning naming the new one."""
+"""Module paths of the flat layout (before 0.2) -> where their code lives now (several modules where one was
+split). Importing an old path still works for one release, with a DeprecationWarning naming the new one."""
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -51,9 +52,22 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
     def create_module(self, spec):
         new = MOVED_MODULES[spec.name]
-        warnings.warn(f"{spec.name} moved to {new}; import {new} (the old path goes in the next release)",
-                      DeprecationWarning, stacklevel=3)
-        return importlib.import_module(new)
+        names = (new,) if isinstance(new, str) else new
+        warnings.warn(f"{spec.name} moved to {' and '.join(names)}; import from there (the old path goes in the next "
+                      f"release)", DeprecationWarning, stacklevel=3)
+        if len(names) == 1:
+            return importlib.import_module(names[0])
+        modules = [importlib.import_module(n) for n in names]
+        proxy = types.ModuleType(spec.name, f"Deprecated: the names of {', '.join(names)}.")
+
+        def __getattr__(name):
+            for module in modules:
+                if hasattr(module, name):
+                    return getattr(module, name)
+            raise AttributeError(f"module {spec.name!r} has no attribute {name!r}")
+
+        proxy.__getattr__ = __getattr__
+        return proxy
 
     def exec_module(self, module):
         pass  # the new module is already executed

@@ -28,7 +28,6 @@ al. 2025); hybrid: topk's arrays plus `num_samples` ids drawn from the tail reno
 KDVariant = typing.Literal["topk_tail", "topk_renorm", "sampled", "hybrid"]
 Reduction = typing.Literal["token_mean", "babyllama"]
 
-ARCHITECTURES = typing.get_args(Architecture)
 TARGET_KINDS = typing.get_args(TargetKind)
 KD_VARIANTS = typing.get_args(KDVariant)
 REDUCTIONS = typing.get_args(Reduction)

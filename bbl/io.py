@@ -32,7 +32,7 @@ def git_blob_sha1(path: Path) -> str:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` by a temporary file in the same dir and `os.replace`."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # per process: workers may write the same report
     tmp.write_bytes(data)
     os.replace(tmp, path)
 

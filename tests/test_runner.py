@@ -107,4 +107,21 @@ def test_a_failed_step_is_one_error_naming_it_and_its_command(tmp_path):
     runner = Runner(tmp_path / "state.json", {}, log=lambda *_: None)
     with pytest.raises(BblError, match=r"bad failed \(exit 1\).*bbl no-such-command"):
         runner.run(Step("bad", ["no-such-command"], tmp_path / "o"))
-    assert not (tmp_path / "state.json").exists()
+    # the attempt is recorded (so a retry resumes its output rather than restarting it), but not as done
+    assert json.loads((tmp_path / "state.json").read_text())["steps"]["bad"] == {
+        "fingerprint": fingerprint(["no-such-command"])}
+
+
+def test_a_retry_after_a_killed_stale_step_resumes_instead_of_restarting(tmp_path):
+    """A step whose command changed restarts once (on_stale); killed during that run, the next run resumes it."""
+    runner = Runner(tmp_path / "state.json", {"steps": {}}, log=lambda *_: None)
+    out = tmp_path / "out"
+    out.mkdir()
+    runner.state["steps"]["s"] = {"fingerprint": "an older command"}
+    (out / "partial").write_text("from the older command")
+    runner.run(Step("s", ["--version"], out, on_stale="restart"))  # stale: the old output is removed first
+    assert not (out / "partial").exists()
+    out.mkdir(exist_ok=True)
+    (out / "partial").write_text("what the killed run of the new command wrote")
+    runner.run(Step("s", ["--version"], out, on_stale="restart"))  # same command, not done: resumed, not wiped
+    assert (out / "partial").exists()

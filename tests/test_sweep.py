@@ -17,9 +17,10 @@ from .helpers import quiet
 
 optuna = pytest.importorskip("optuna")
 
-OVERRIDES = ["training.max_steps=4", "training.eval_every_steps=2", "training.warmup_steps=0"]
+OVERRIDES = ["training.max_steps=4", "training.eval_every_steps=2"]
 SPACE = {"training.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
-         "training.lr_scheduler": {"type": "choice", "choices": ["linear", "cosine"]}}
+         "training.lr_scheduler": {"type": "choice", "choices": ["linear", "cosine"]},
+         "training.warmup_steps": {"type": "int", "low": 0, "high": 2}}
 
 
 def space_file(tmp_path, space=None):
@@ -46,21 +47,25 @@ def test_trials_report_their_runs_and_the_best_settings_are_a_config(prepared, t
     trials = json.loads((w / "trials.json").read_text())["trials"]
     assert [t["state"] for t in trials] == ["complete"] * 3
     for t in trials:  # each value is its own run's best dev CE, its steps the run's
-        run = json.loads((w / "trials" / f"{t['number']:04d}" / "bbl_run.json").read_text())
+        run = json.loads((w / "trials" / "bbl-sweep" / f"{t['number']:04d}" / "bbl_run.json").read_text())
         assert t["value"] == run["best_eval_loss"] and t["steps"] == run["global_step"] == 4
         assert sorted(map(int, t["intermediate"])) == [2, 4]  # each evaluation reached the pruner
-        assert 1e-4 <= t["params"]["training.lr"] <= 1e-2
+        assert 1e-4 <= t["params"]["training.lr"] <= 1e-2 and t["params"]["training.warmup_steps"] in (0, 1, 2)
     best = min(trials, key=lambda t: t["value"])
     assert report["best"]["number"] == best["number"]
     cfg = load_config(w / "best.yaml")  # what train-teacher, train-student, distill and study read
     assert cfg.training.lr == pytest.approx(best["params"]["training.lr"])
     assert cfg.training.lr_scheduler == best["params"]["training.lr_scheduler"] and cfg.training.max_steps == 4
+    assert cfg.training.warmup_steps == best["params"]["training.warmup_steps"]
     assert "**best**" in (w / "trials.md").read_text()
     assert (w / "history.png").read_bytes()[:4] == b"\x89PNG" and (w / "importance.png").is_file()
     # the same command with a larger budget continues the study: one more trial, the first three kept
     report = run_sweep(sweep_config(prepared, tmp_path, trials=4), log=quiet)
     assert [t["number"] for t in report["trials"]] == [0, 1, 2, 3]
     assert json.loads(json.dumps(report["trials"][:3])) == trials
+    # ... and refuses to mix another setup into the same study
+    with pytest.raises(BblError, match="other settings"):
+        run_sweep(sweep_config(prepared, tmp_path, trials=5, overrides=[*OVERRIDES, "training.lr=1e-3"]), log=quiet)
 
 
 def test_the_pruner_stops_a_run_at_its_first_bad_evaluation(prepared, tmp_path):
@@ -113,7 +118,7 @@ def test_two_workers_share_one_study(prepared, tmp_path):
 def test_a_killed_sweep_resumes_and_retries_the_interrupted_trial(prepared, tmp_path):
     argv = cli_sweep(prepared, tmp_path, "--trials", "3", "--heartbeat", "1", "--seed", "0")
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    trial_dir = tmp_path / "sweep" / "trials" / "0001"
+    trial_dir = tmp_path / "sweep" / "trials" / "bbl-sweep" / "0001"
     deadline = time.monotonic() + 300
     while not (trial_dir / "bbl_config.yaml").exists():  # trial 1 has started training
         assert proc.poll() is None and time.monotonic() < deadline

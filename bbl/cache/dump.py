@@ -90,8 +90,9 @@ class ChunkComputer:
                     bad = ~torch.isfinite(out).flatten(1).all(1)
                     if bad.any():
                         w = int(self.windows.indices[rows[b] + int(bad.nonzero()[0])])
-                        raise BblError(f"{info['path']}: NaN/inf logits on {cfg.split} window {w}; the teacher "
-                                       f"checkpoint is broken, retrain or pick an earlier checkpoint")
+                        fix = ("fp16 overflows: use --dtype bf16 or fp32" if cfg.dtype == "fp16" else
+                               "the teacher checkpoint is broken, retrain or pick an earlier checkpoint")
+                        raise BblError(f"{info['path']}: NaN/inf logits on {cfg.split} window {w}; {fix}")
                     outputs.append(out)
                     heads.append(head)
                 with autocast:
@@ -166,6 +167,8 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, config: DumpConfi
             (store left resumable, not complete).
     """
     config = config or DumpConfig()
+    if config.dtype == "fp16" and not str(device).startswith("cuda"):
+        raise BblError(f"--dtype fp16 needs a GPU (device {device}); use --dtype bf16 or fp32 on CPU")
     device = init_distributed(device)
     data = PreparedData(data_dir, check_hashes=True)
     teachers, infos = load_teachers(teacher_dirs, device, seq_len=config.seq_len, dtype=teacher_dtype(config))

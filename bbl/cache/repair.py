@@ -59,14 +59,13 @@ def repair_cache(path, teacher_dirs: list[Path], *, data_dir: Path | None = None
     chunks = sorted({p.chunk for p in damaged})
     for p in damaged:
         log(f"damaged: {p}")
-    teachers, infos = load_teachers(teacher_dirs, device, seq_len=reader.seq_len,
-                                    dtype=teacher_dtype(DumpConfig.from_attrs(attrs)))
+    config = DumpConfig.from_attrs(attrs)
+    teachers, infos = load_teachers(teacher_dirs, device, seq_len=reader.seq_len, dtype=teacher_dtype(config))
     teachers, infos = _teachers_in_recorded_order(teachers, infos, attrs.get("teachers", []), path)
     data_dir = Path(data_dir or attrs.get("data_dir", ""))
     if not (data_dir / MANIFEST).is_file():
         raise BblError(f"{data_dir}: not the prepared dir this cache was dumped from; pass --data PREPARED_DIR")
     data = PreparedData(data_dir, check_hashes=True)
-    config = DumpConfig.from_attrs(attrs)
     fix = "pass the --data it was dumped from"
     check_same_tokenizer(data.tokenizer_fingerprint(), attrs.get("tokenizer_fingerprint"), subject=f"{data_dir}:",
                          reference="the cache's", fix=fix)

@@ -5,6 +5,8 @@ wherever teachers are combined — the dump, `cache verify`, online distillation
 
 from __future__ import annotations
 
+from bbl.models.teachers import teacher_logits
+
 
 def logit_mean(logits: list, *, temperature: float = 1.0):
     """The ensemble's logits softened at `temperature`: (Σ_t logits_t) / (n T), summed in fp32 in the teachers'
@@ -26,8 +28,7 @@ def logit_mean(logits: list, *, temperature: float = 1.0):
 def ensemble_logits(models, input_ids, attention_mask=None, vocab_size: int | None = None):
     """(B, S, V) float32 `logit_mean` of `models`' logits on a batch (one model: its logits, upcast), over the
     first `vocab_size` ids (a padded model's extra outputs dropped; None: all)."""
-    return logit_mean([m(input_ids=input_ids, attention_mask=attention_mask).logits[..., :vocab_size]
-                       for m in models])
+    return logit_mean([teacher_logits(m, input_ids, vocab_size, attention_mask) for m in models])
 
 
 def ensemble_topk(teacher_logits: list, *, temperature: float, top_k: int):

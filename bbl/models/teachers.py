@@ -95,6 +95,8 @@ def load_teachers(teacher_dirs: list[Path], device: str, *, seq_len: int | None 
                 "weights_sha256": {w.name: sha256_file(w) for w in weights}}
         if model.config.vocab_size != vocab:  # recorded only when padded, so other caches keep their attributes
             info.update(vocab_size=vocab, output_size=int(model.config.vocab_size))
+        if not (d / "bbl_run.json").is_file():  # a pretrained model bbl did not train (the ledger counts it apart)
+            info["external"] = True
         infos.append(info)
         teachers.append(model)
     fps = {i["tokenizer_fingerprint"] for i in infos}

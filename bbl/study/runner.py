@@ -134,6 +134,10 @@ class Runner:
             elif step.on_stale == "restart" and Path(step.output).exists():
                 shutil.rmtree(step.output)
         self.log(f"{label}: bbl {shlex.join(argv)}")
+        # recorded before the run: a kill now leaves output of this fingerprint, which the next run resumes (it is
+        # not overwritten or restarted again); done still needs the output's marker
+        records[step.key] = {"fingerprint": fp}
+        self.save()
         code, seconds, rss = run_bbl(argv, env=self.env, nproc=step.nproc)
         if code != 0:
             raise BblError(f"{step.key} failed (exit {code}); fix the error above and {step.failure_hint} "

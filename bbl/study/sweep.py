@@ -85,8 +85,10 @@ def load_space(path: Path) -> list[Param]:
             raise BblError(f"{path}: {key}: a {kind} range needs numeric low and high") from None
         if not low < high or (kind == "loguniform" and low <= 0):
             raise BblError(f"{path}: {key}: need low < high{' and low > 0' if kind == 'loguniform' else ''}")
-        if kind == "int" and (low != int(low) or high != int(high)):
-            raise BblError(f"{path}: {key}: an int range needs whole low and high")
+        if kind == "int":
+            if low != int(low) or high != int(high):
+                raise BblError(f"{path}: {key}: an int range needs whole low and high")
+            low, high = int(low), int(high)
         params.append(Param(str(key), kind, low, high, log=bool(spec.get("log", False))))
     return params
 
@@ -197,12 +199,23 @@ def run_sweep(sweep: SweepConfig, *, log=print) -> dict:
     params = load_space(sweep.space)
     make_pruner(sweep.pruner)
     PreparedData(sweep.data_dir)
-    trial_config(sweep, {p.key: (p.choices[0] if p.type == "choice" else p.low if p.type == "int" else
-                                 float(p.low)) for p in params})  # every key and value type resolves
+    trial_config(sweep, {p.key: p.choices[0] if p.type == "choice" else p.low for p in params})  # keys, types
     workdir = Path(sweep.workdir)
-    (workdir / "trials").mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(sweep)
+    settings = {"config": sweep.config, "overrides": list(sweep.overrides), "space": [dataclasses.asdict(p) for p in
+                                                                                         params],
+                "mode": sweep.mode, "cache": None if sweep.cache is None else str(sweep.cache),
+                "teachers": [str(t) for t in sweep.teachers]}
+    settings = json.loads(json.dumps(settings))
+    recorded = study.user_attrs.get("settings")
+    if recorded is None:
+        study.set_user_attr("settings", settings)
+    elif recorded != settings:
+        changed = ", ".join(k for k in settings if settings[k] != recorded.get(k))
+        raise BblError(f"study {sweep.study_name!r} in {sweep.storage or workdir / STORE_FILE} was started with other "
+                       f"settings ({changed}); re-run its command, or pass another --study-name or --workdir")
     left = sweep.trials - len(_finished(study))
     if left > 0:
         log(f"[sweep] {sweep.study_name}: {len(_finished(study))} of {sweep.trials} trials finished; running more")
@@ -223,7 +236,7 @@ def _objective(trial, sweep: SweepConfig, params: list[Param], log) -> float:
 
     values = {p.key: p.suggest(trial) for p in params}
     cfg = trial_config(sweep, values)
-    out = Path(sweep.workdir) / "trials" / f"{trial.number:04d}"
+    out = trial_dir(sweep, trial.number)
     callback = _pruning_callback(trial)
     t0 = time.perf_counter()
     log(f"[sweep] trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
@@ -239,7 +252,6 @@ def _objective(trial, sweep: SweepConfig, params: list[Param], log) -> float:
     run = json.loads((out / "bbl_run.json").read_text())
     trial.set_user_attr("steps", run["global_step"])
     trial.set_user_attr("wall_s", round(time.perf_counter() - t0, 1))
-    trial.set_user_attr("out", str(out))
     if callback.pruned:
         log(f"[sweep] trial {trial.number}: pruned at step {run['global_step']}")
         raise optuna.TrialPruned()
@@ -247,13 +259,18 @@ def _objective(trial, sweep: SweepConfig, params: list[Param], log) -> float:
     return float(run["best_eval_loss"])
 
 
+def trial_dir(sweep: SweepConfig, number: int) -> Path:
+    """Where trial `number` of the sweep's study trains: WORKDIR/trials/STUDY/NNNN."""
+    return Path(sweep.workdir) / "trials" / sweep.study_name / f"{number:04d}"
+
+
 def _pruning_callback(trial):
     """A TrainerCallback that reports each evaluation's dev CE to the trial and stops a run the pruner prunes."""
     from transformers import TrainerCallback
 
     class PruneOnDevLoss(TrainerCallback):
-        pruned = False
-        reported: set[int] = set()
+        def __init__(self):
+            self.pruned, self.reported = False, set()
 
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             # the last step can be evaluated twice (every N steps and at the epoch's end): report it once
@@ -264,9 +281,7 @@ def _pruning_callback(trial):
                     self.pruned = True
                     control.should_training_stop = True
 
-    callback = PruneOnDevLoss()
-    callback.reported = set()
-    return callback
+    return PruneOnDevLoss()
 
 
 def write_sweep_report(study, sweep: SweepConfig) -> dict:

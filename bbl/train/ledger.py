@@ -138,24 +138,25 @@ def check_budget(cfg, plan: WordPlan) -> None:
 
 
 def teacher_ledgers(teachers: list[dict]) -> list[dict]:
-    """What each teacher saw in training: from its `bbl_run.json` ledger for a teacher bbl trained; a teacher
-    without one (a pretrained HF dir, e.g. a BabyLM 2026 approved teacher) is recorded as external, with its name,
-    parameters and source, and no words (the rules count approved teachers apart: not in words_seen_with_teachers).
+    """What each teacher saw in training: from its `bbl_run.json` ledger for a teacher bbl trained; a teacher that
+    `load_teachers` found without one (a pretrained HF dir, e.g. a BabyLM 2026 approved teacher) is recorded as
+    external, with its name, parameters and source, and no words (the rules count approved teachers apart: not in
+    words_seen_with_teachers). A bbl teacher whose run file is gone (moved, another machine) has unknown words.
 
     Args:
-        teachers: provenance dicts with `path` (and `parameters`, `architecture` when known), as `load_teachers`
-            returns them and a cache records them.
+        teachers: provenance dicts with `path` (and `parameters`, `architecture`, `external` when known), as
+            `load_teachers` returns them and a cache records them.
     """
     out = []
     for info in teachers:
         d = Path(info["path"])
         run = d / "bbl_run.json"
-        if not run.is_file():
+        if info.get("external"):
             out.append({"path": str(d), "name": _model_name(d), "parameters": info.get("parameters"),
                         "architecture": info.get("architecture"), "external": True,
                         "source": "pretrained, not trained by bbl", "words_seen": None})
             continue
-        ledger = json.loads(run.read_text()).get("ledger", {})
+        ledger = json.loads(run.read_text()).get("ledger", {}) if run.is_file() else {}
         out.append({"path": str(d), "words_seen": ledger.get("words_seen"), "tokens_seen": ledger.get("tokens_seen"),
                     "epochs": ledger.get("epochs")})
     return out
