@@ -163,17 +163,26 @@ def _yaml(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
-def _open_study(sweep: SweepConfig):
+def _open_study(sweep: SweepConfig, attempts: int = 5):
+    """Create or load the study. Workers started together on a new database race to create its tables (one
+    loses with an IntegrityError / OperationalError from SQLAlchemy): the loser waits a moment and loads them."""
     import optuna
+    import sqlalchemy.exc
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeat, plots: stable here
-    storage = optuna.storages.RDBStorage(
-        sweep.storage or f"sqlite:///{Path(sweep.workdir).resolve() / STORE_FILE}",
-        heartbeat_interval=sweep.heartbeat_s, grace_period=2 * sweep.heartbeat_s,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-    return optuna.create_study(study_name=sweep.study_name, storage=storage, direction="minimize",
-                               sampler=optuna.samplers.TPESampler(seed=sweep.seed),
-                               pruner=make_pruner(sweep.pruner), load_if_exists=True)
+    for attempt in range(attempts):
+        try:
+            storage = optuna.storages.RDBStorage(
+                sweep.storage or f"sqlite:///{Path(sweep.workdir).resolve() / STORE_FILE}",
+                heartbeat_interval=sweep.heartbeat_s, grace_period=2 * sweep.heartbeat_s,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+            return optuna.create_study(study_name=sweep.study_name, storage=storage, direction="minimize",
+                                       sampler=optuna.samplers.TPESampler(seed=sweep.seed),
+                                       pruner=make_pruner(sweep.pruner), load_if_exists=True)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
 
 
 def _finished(study) -> list:
