@@ -29,7 +29,6 @@ KDVariant = typing.Literal["topk_tail", "topk_renorm", "sampled", "hybrid"]
 Reduction = typing.Literal["token_mean", "babyllama"]
 
 TARGET_KINDS = typing.get_args(TargetKind)
-KD_VARIANTS = typing.get_args(KDVariant)
 REDUCTIONS = typing.get_args(Reduction)
 PAPER_TEMPERATURE = 2.0
 """The softening temperature of Baby Llama (Section 3.2): dump-logits' default, and online distillation's when
@@ -45,8 +44,13 @@ def check_literals(obj, section: str) -> None:
         BblError: naming `section.field`, the value and the choices.
     """
     for name, hint in typing.get_type_hints(type(obj)).items():
-        if typing.get_origin(hint) is typing.Literal and getattr(obj, name) not in typing.get_args(hint):
-            raise BblError(f"{section}.{name} {getattr(obj, name)!r}: use one of {', '.join(typing.get_args(hint))}")
+        value = getattr(obj, name)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # an optional Literal: None, or a choice
+            if value is None:
+                continue
+            hint = next((a for a in typing.get_args(hint) if typing.get_origin(a) is typing.Literal), hint)
+        if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
+            raise BblError(f"{section}.{name} {value!r}: use one of {', '.join(typing.get_args(hint))}")
 
 
 def parse_word_checkpoints(value) -> tuple[int, ...]:
@@ -164,6 +168,11 @@ class TrainingConfig:
     loss_chunk_rows: int | None = None
     """Rows per chunk of the chunked loss; None = `bbl.chunked_loss.default_chunk_rows` (1,024, fewer for V > 16,384)."""
 
+    @property
+    def window_seed(self) -> int:
+        """The seed of the run's window subsets (train and dev): `data_seed`, else `seed`."""
+        return self.seed if self.data_seed is None else self.data_seed
+
     def __post_init__(self):
         check_literals(self, "training")
         if self.epochs <= 0 or self.lr <= 0:
@@ -214,8 +223,6 @@ class DistillConfig:
             raise BblError(f"distill.alpha {self.alpha} is outside [0, 1]")
         if self.temperature is not None and self.temperature <= 0:
             raise BblError(f"distill.temperature {self.temperature} must be > 0")
-        if self.kd_variant is not None and self.kd_variant not in KD_VARIANTS:
-            raise BblError(f"distill.kd_variant {self.kd_variant!r}: use one of {', '.join(KD_VARIANTS)}")
         check_literals(self, "distill")
 
 

@@ -118,7 +118,7 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
         stages.append(stage(f"teacher-{key}", ["train-teacher", cfg, "--data", str(prepared), "--out",
                                                str(teachers[key]), "--resume", *sets], teachers[key], [prepared],
                             nproc))
-    data_seed = t.seed if t.data_seed is None else t.data_seed
+    data_seed = t.window_seed
 
     def dump_stage(name: str, out: Path, temperature: float) -> Step:
         argv = ["dump-logits", *[a for d in teachers.values() for a in ("--teacher", str(d))], "--data",

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from pathlib import Path
 
 import click
 
 from bbl import __version__
+from bbl.cache.format import DumpDtype
 from bbl.cli.cache_commands import cache
 from bbl.cli.params import CacheArg, OneLineErrors, PathArg, Positive, PositiveFloat, default_data
-from bbl.config import PAPER_TEMPERATURE
+from bbl.config import PAPER_TEMPERATURE, TARGET_KINDS
 from bbl.errors import BblError
 from bbl.pipeline import pipeline_preset_names
 
@@ -110,7 +112,7 @@ def train_student(config, data, out, overrides, resume):
 @click.option("--teacher", "teachers", type=PathArg, multiple=True, required=True,
               help="Teacher model dir (repeat for an ensemble; logits are averaged).")
 @click.option("--data", type=PathArg, required=True, help="Prepared dir the teachers were trained on.")
-@click.option("--targets", type=click.Choice(["topk", "sampled", "hybrid"]), default="topk", show_default=True,
+@click.option("--targets", type=click.Choice(TARGET_KINDS), default="topk", show_default=True,
               help="What to store per position: topk (the k most probable ids, their log-probs, the tail mass); "
                    "sampled (--samples ids drawn from p_T, Anshumann et al. 2025); hybrid (the top k plus --samples "
                    "draws from the tail). Read with distill.kd_variant=topk_tail|sampled|hybrid.")
@@ -134,7 +136,7 @@ def train_student(config, data, out, overrides, resume):
 @click.option("--batch-size", type=Positive, default=16, show_default=True, help="Windows per teacher forward pass.")
 @click.option("--chunk-windows", type=Positive, default=256, show_default=True, help="Windows per Zarr chunk.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
-@click.option("--dtype", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+@click.option("--dtype", type=click.Choice(typing.get_args(DumpDtype)), default="auto", show_default=True,
               help="Teachers' precision: auto = fp32 weights (bf16 autocast on a GPU); fp32/bf16/fp16 = weights in "
                    "that dtype. The logit mean and log-softmax stay fp32.")
 @click.option("--overwrite", is_flag=True, help="Replace a cache of other settings at --out.")

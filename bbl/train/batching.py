@@ -34,15 +34,10 @@ def load_windows(cfg: Config, data: PreparedData) -> tuple[TokenWindows, TokenWi
     train_stream, dev_stream = data.stream("train"), data.stream("dev")
     if len(train_stream) < t.seq_len or len(dev_stream) < t.seq_len:
         raise BblError(f"{data.path}: fewer than seq_len={t.seq_len} tokens in train or dev; prepare more text")
-    train = select_train_windows(train_stream, t.seq_len, t.max_train_windows, seed=data_seed(cfg))
-    dev = select_dev_windows(dev_stream, t.seq_len, t.dev_windows, seed=data_seed(cfg))
+    train = select_train_windows(train_stream, t.seq_len, t.max_train_windows, seed=t.window_seed)
+    dev = select_dev_windows(dev_stream, t.seq_len, t.dev_windows, seed=t.window_seed)
     return train, dev
 
-
-def data_seed(cfg: Config) -> int:
-    """The seed of the run's window subsets: `training.data_seed`, else `training.seed`."""
-    t = cfg.training
-    return t.seed if t.data_seed is None else t.data_seed
 
 
 def train_sampler(dataset, seed: int):
