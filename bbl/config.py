@@ -27,6 +27,9 @@ their log-probs and the tail's log mass; sampled: `num_samples` ids drawn with r
 al. 2025); hybrid: topk's arrays plus `num_samples` ids drawn from the tail renormalised."""
 KDVariant = typing.Literal["topk_tail", "topk_renorm", "sampled", "hybrid"]
 Reduction = typing.Literal["token_mean", "babyllama"]
+Objective = typing.Literal["clm", "mlm"]
+"""A training phase's objective: clm (causal mask, next-token CE) or mlm (bidirectional mask, CE on masked tokens)."""
+MLMTarget = typing.Literal["previous", "own"]
 
 TARGET_KINDS = typing.get_args(TargetKind)
 REDUCTIONS = typing.get_args(Reduction)
@@ -73,6 +76,42 @@ def parse_word_checkpoints(value) -> tuple[int, ...]:
         return tuple(sorted(set(value)))
     raise BblError(f"training.word_checkpoints {value!r}: use babylm or a list of positive word counts, "
                    f"e.g. [1000000, 2000000]")
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One phase of `training.objective_schedule`: `epochs` consecutive epochs of one objective."""
+
+    objective: Objective
+    epochs: int
+
+
+def parse_objective_schedule(value) -> tuple[Phase, ...]:
+    """`training.objective_schedule`: null (every epoch causal, as before) or phases "OBJECTIVE:EPOCHS" as one
+    comma-separated string or a YAML list, e.g. "clm:4,mlm:16,clm:4" (AntLM's BabyLlama schedule, Yu et al.
+    2024).
+
+    Raises:
+        BblError: an unknown objective, a phase of zero or fractional epochs, or a malformed entry; one line naming
+            the key and the accepted form.
+    """
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    form = "OBJECTIVE:EPOCHS phases, e.g. clm:4,mlm:16,clm:4"
+    phases = []
+    for item in items:
+        objective, sep, epochs = str(item).strip().partition(":")
+        if objective not in typing.get_args(Objective):
+            raise BblError(f"training.objective_schedule {value!r}: unknown objective {objective!r}; use "
+                           f"{' or '.join(typing.get_args(Objective))} in {form}")
+        if not sep or not epochs.strip().isdigit() or int(epochs) <= 0:
+            raise BblError(f"training.objective_schedule {value!r}: {str(item).strip()!r} needs a whole number of "
+                           f"epochs >= 1; use {form}")
+        phases.append(Phase(objective, int(epochs)))
+    if not phases:
+        raise BblError(f"training.objective_schedule {value!r}: no phase; use {form} (or null)")
+    return tuple(phases)
 
 
 @dataclass
@@ -167,6 +206,24 @@ class TrainingConfig:
     2025-2026 rules: at most 10)."""
     loss_chunk_rows: int | None = None
     """Rows per chunk of the chunked loss; None = `bbl.chunked_loss.default_chunk_rows` (1,024, fewer for V > 16,384)."""
+    objective_schedule: str | list[str] | None = None
+    """Alternate causal and masked LM epoch by epoch (AntLM, Yu et al. 2024): phases "OBJECTIVE:EPOCHS", e.g.
+    "clm:4,mlm:16,clm:4" (the paper's BabyLlama schedule); their epochs must add up to `epochs`. In mlm phases the
+    same network runs with a bidirectional attention mask and learns to predict masked tokens (`mlm_probability`,
+    `mlm_target`); dev CE is always the causal one, and the best checkpoint is chosen in the last phase only.
+    None = every epoch causal. Needs a prepared tokenizer with `<mask>` (`bbl prepare`'s default)."""
+    mlm_probability: float = 0.15
+    """Share of each window's tokens an mlm phase selects (BERT's 15%; of them 80% become `<mask>`, 10% a random
+    token, 10% stay), as AntLM."""
+    mlm_target: MLMTarget = "previous"
+    """Which output predicts a masked token: previous (the position before it, as next-token prediction, "MNTP";
+    the LM head keeps its causal meaning across phases) or own (the masked position itself, as BERT). The AntLM
+    paper does not say which its BabyLlama used."""
+
+    @property
+    def phases(self) -> tuple[Phase, ...]:
+        """`objective_schedule` parsed (`parse_objective_schedule`); () when every epoch is causal."""
+        return parse_objective_schedule(self.objective_schedule)
 
     @property
     def window_seed(self) -> int:
@@ -183,6 +240,12 @@ class TrainingConfig:
         if self.data_seed is not None and self.data_seed < 0:
             raise BblError(f"training.data_seed must be >= 0 (or null), got {self.data_seed}")
         parse_word_checkpoints(self.word_checkpoints)
+        phases = self.phases
+        if phases and sum(p.epochs for p in phases) != self.epochs:
+            raise BblError(f"training.objective_schedule spans {sum(p.epochs for p in phases)} epochs but "
+                           f"training.epochs is {self.epochs:g}; set training.epochs={sum(p.epochs for p in phases)}")
+        if not 0.0 < self.mlm_probability <= 1.0:
+            raise BblError(f"training.mlm_probability {self.mlm_probability} must be in (0, 1]")
         if self.max_epochs_seen is not None and self.max_epochs_seen <= 0:
             raise BblError(f"training.max_epochs_seen must be > 0 (or null), got {self.max_epochs_seen}")
         for name in ("micro_batch_size", "dev_windows", "max_train_windows", "max_steps", "eval_every_steps",

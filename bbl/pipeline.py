@@ -53,6 +53,9 @@ class PipelinePreset:
     """BLiMP / supplement pairs scored per file; None = every pair."""
     vocab_size: int | None = None
     """`bbl prepare --vocab-size`; None = prepare's default (16,000, the paper's)."""
+    mask_token: bool = True
+    """`bbl prepare --mask-token` (reserve `<mask>` for masked-LM phases, the default) or --no-mask-token (the
+    paper's exact three specials: the `paper` and `babyllama2` presets)."""
     top_k: int = DEFAULT_TOP_K
     """`dump-logits --topk`."""
     temperature: float = PAPER_TEMPERATURE
@@ -112,6 +115,8 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
             str(prepared)]
     if p.vocab_size:
         prep += ["--vocab-size", str(p.vocab_size)]
+    if not p.mask_token:
+        prep += ["--no-mask-token"]
     stages = [stage("prepare", prep, prepared)]
     for key, cfg in p.teachers.items():
         sets = [a for o in p.teacher_overrides.get(key, []) for a in ("--set", o)]

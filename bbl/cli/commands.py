@@ -33,17 +33,20 @@ def main():
 @click.option("--dev-dir", type=PathArg, required=True, help="BabyLM dev dir with *.dev files (babylm_dev/).")
 @click.option("--out", type=PathArg, required=True, help="Output dir for cleaned text, tokenizer, streams.")
 @click.option("--vocab-size", type=click.IntRange(min=259), default=16000, show_default=True,
-              help="BPE vocabulary size (>= 259: the 256 byte tokens and 3 specials).")
+              help="BPE vocabulary size (>= 260: the 256 byte tokens and 4 specials; 259 with --no-mask-token).")
+@click.option("--mask-token/--no-mask-token", default=True, show_default=True,
+              help="Reserve the special <mask> (id 3) that masked-LM phases need (training.objective_schedule, "
+                   "AntLM); --no-mask-token gives Baby Llama's exact three specials <pad> <s> </s>.")
 @click.option("--tokenizer", "tokenizer_dir", type=PathArg, default=None,
               help="Encode with this existing HF tokenizer dir (a pretrained teacher's; needs tokenizer.json) "
                    "instead of training one; --vocab-size is then ignored.")
 @click.option("--force", is_flag=True, help="Redo every step even when the outputs match the inputs.")
-def prepare(train_dir, dev_dir, out, vocab_size, force, tokenizer_dir):
+def prepare(train_dir, dev_dir, out, vocab_size, mask_token, force, tokenizer_dir):
     """Clean BabyLM text, train the BPE tokenizer, encode token streams."""
     from bbl.data.prepare import prepare as run_prepare
 
     manifest = run_prepare(train_dir, dev_dir, out, vocab_size=vocab_size, force=force, tokenizer_dir=tokenizer_dir,
-                           log=click.echo)
+                           mask_token=mask_token, log=click.echo)
     t = manifest["totals"]
     click.echo(f"prepared {out}: train {t['train']['words']:,} words -> {t['train']['tokens']:,} tokens "
                f"({t['train']['tokens_per_word']} tokens/word), dev {t['dev']['tokens']:,} tokens, "

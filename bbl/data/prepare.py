@@ -24,15 +24,19 @@ CLEANING_VERSION = 1  # bump when a cleaner changes, so old prepared dirs are re
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def _inputs_fingerprint(sources: dict[str, list], vocab_size: int, tokenizer_sha256: str | None = None) -> dict:
+def _inputs_fingerprint(sources: dict[str, list], vocab_size: int, tokenizer_sha256: str | None = None,
+                        mask_token: bool = True) -> dict:
     fp = {
         "files": {split: {s.label: "+".join(sha256_file(p) for p in s.paths) for s in ss}
                   for split, ss in sources.items()},
         "vocab_size": vocab_size,
         "cleaning_version": CLEANING_VERSION,
     }
+    if mask_token:  # absent without it, so a dir prepared before `<mask>` existed still matches --no-mask-token
+        fp["mask_token"] = True
     if tokenizer_sha256:  # an existing tokenizer (`--tokenizer`) replaces the trained one
         fp.update(vocab_size=None, tokenizer_sha256=tokenizer_sha256)
+        fp.pop("mask_token", None)
     return fp
 
 
@@ -70,13 +74,14 @@ class _State:
 
 
 def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 16000, force: bool = False,
-            tokenizer_dir: Path | None = None, progress: bool = True, log=print) -> dict:
+            tokenizer_dir: Path | None = None, mask_token: bool = True, progress: bool = True, log=print) -> dict:
     """Run the whole preparation; returns the manifest dict.
 
     With `tokenizer_dir` (an HF tokenizer dir holding tokenizer.json, e.g. a pretrained teacher's), the corpus is
     encoded with that tokenizer, copied byte for byte into OUT/tokenizer, instead of training one (`vocab_size`
     is then ignored); any HF causal LM with that tokenizer is a valid `--teacher`. Streams (and caches) are int32
-    when the vocabulary exceeds 65,536 ids.
+    when the vocabulary exceeds 65,536 ids. `mask_token` (default) reserves `<mask>` in a trained tokenizer, which
+    masked-LM phases need (`training.objective_schedule`); False gives Baby Llama's exact three specials.
 
     Each step (clean, tokenizer, encode) is skipped when its recorded input fingerprint matches; `force` redoes
     them all. The manifest is written last, so an interrupted run leaves no dir a later stage accepts.
@@ -89,12 +94,12 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
     given = _given_tokenizer(tokenizer_dir) if tokenizer_dir is not None else None
     # every layout (bbl.data.corpus), read and validated before anything is written
     files = {"train": read_sources(train_dir, "train"), "dev": read_sources(dev_dir, "dev")}
-    fingerprint = _inputs_fingerprint(files, vocab_size, sha256_file(given) if given else None)
+    fingerprint = _inputs_fingerprint(files, vocab_size, sha256_file(given) if given else None, mask_token)
     state = _State(out, fingerprint, force=force)
     out.mkdir(parents=True, exist_ok=True)
     cleaned = _clean(files, out / "clean", state, progress=progress, log=log)
     tok_dir = _tokenizer(cleaned["train"], out / "tokenizer", state, given=given, vocab_size=vocab_size,
-                         source=str(train_dir), progress=progress, log=log)
+                         mask_token=mask_token, source=str(train_dir), progress=progress, log=log)
     per_file, hashes = _encode(cleaned, out, tok_dir, state, progress=progress, log=log)
     manifest = _manifest(files, per_file, hashes, tok_dir, fingerprint, tokenizer_dir)
     atomic_write_json(out / MANIFEST, manifest, sort_keys=True)
@@ -120,7 +125,7 @@ def _clean(files: dict[str, list[Source]], clean_dir: Path, state: _State, *, pr
 
 
 def _tokenizer(train: list[tuple[Source, Path]], tok_dir: Path, state: _State, *, given: Path | None,
-               vocab_size: int, source: str, progress: bool, log) -> Path:
+               vocab_size: int, mask_token: bool, source: str, progress: bool, log) -> Path:
     """Step 2: the given tokenizer copied byte for byte, or one trained on the cleaned train split only."""
     from bbl.data.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
 
@@ -138,7 +143,8 @@ def _tokenizer(train: list[tuple[Source, Path]], tok_dir: Path, state: _State, *
     else:
         texts = [dst.read_text() for _, dst in train]
         blocks = (block for t in texts for block in _blocks(t))
-        save_tokenizer(train_tokenizer(blocks, vocab_size=vocab_size, show_progress=progress, source=source), tok_dir)
+        save_tokenizer(train_tokenizer(blocks, vocab_size=vocab_size, mask_token=mask_token, show_progress=progress,
+                                       source=source), tok_dir)
     state.mark("tokenizer", sha256_file(tok_file))
     return tok_dir
 
@@ -190,7 +196,7 @@ def _encode(cleaned: dict[str, list[tuple[Source, Path]]], out: Path, tok_dir: P
 def _manifest(files: dict, per_file: list[dict], hashes: dict[str, tuple[str, str]], tok_dir: Path,
               fingerprint: dict, tokenizer_dir: Path | None) -> dict:
     """The manifest of a finished preparation (the layout: `bbl.data.prepared`)."""
-    from bbl.data.tokenizer import load_tokenizer
+    from bbl.data.tokenizer import load_tokenizer, mask_token_id
 
     vocab_size = load_tokenizer(tok_dir).get_vocab_size()
     totals = {}
@@ -205,6 +211,7 @@ def _manifest(files: dict, per_file: list[dict], hashes: dict[str, tuple[str, st
         "totals": totals,
         "dtype": stream_dtype(vocab_size).name,
         "vocab_size": vocab_size,
+        "mask_token_id": mask_token_id(tok_dir),
         "streams": {split: {"path": f"{split}.npy", "sha256": h[0]} for split, h in hashes.items()},
         "word_starts": {split: {"path": f"{split}.word_starts.npy", "sha256": h[1]} for split, h in hashes.items()},
         "tokenizer": {"path": "tokenizer/tokenizer.json", "sha256": sha256_file(tok_dir / "tokenizer.json"),

@@ -65,6 +65,21 @@ class PreparedData:
 
         return tokenizer_fingerprint(self.tokenizer_dir)
 
+    def mask_token_id(self, *, needed_by: str) -> int:
+        """The id of the tokenizer's `<mask>` special (`bbl.data.tokenizer.mask_token_id`).
+
+        Raises:
+            BblError: the tokenizer has none (prepared with --no-mask-token, by an older bbl, or with a pretrained
+                tokenizer), naming `needed_by` and how to re-prepare.
+        """
+        from bbl.data.tokenizer import MASK, mask_token_id
+
+        mask = mask_token_id(self.tokenizer_dir)
+        if mask is None:
+            raise BblError(f"{self.path}: its tokenizer has no {MASK} token, which {needed_by} needs; re-run "
+                           f"`bbl prepare` (it reserves {MASK} unless --no-mask-token) into a new --out")
+        return mask
+
     def word_starts(self, split: str) -> np.ndarray:
         """(tokens,) uint8: the words starting in each token of the split's stream (`bbl.data.words`), memory-mapped.
 

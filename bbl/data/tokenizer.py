@@ -2,6 +2,8 @@
 
 NFKC normalisation, byte-level pre-tokenizer with a prefix space, specials `<pad>` `<s>` `</s>`, vocab 16000,
 min_frequency 2, trained on the cleaned train split only. `AutoTokenizer.from_pretrained(dir)` loads the result.
+By default a fourth special, `<mask>` (id 3), is reserved for masked-language-model phases (AntLM, Yu et al. 2024;
+`training.objective_schedule`); `mask_token=False` gives Baby Llama's exact three specials.
 """
 
 from __future__ import annotations
@@ -11,24 +13,32 @@ from pathlib import Path
 
 from bbl.errors import BblError
 
-PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+PAD, BOS, EOS, MASK = "<pad>", "<s>", "</s>", "<mask>"
 SPECIAL_TOKENS = [PAD, BOS, EOS]
+"""Baby Llama's specials (ids 0, 1, 2); `MASK` follows them (id 3) unless `mask_token=False`."""
 TOKENIZER_FILE = "tokenizer.json"
 
 
+def special_tokens(mask_token: bool = True) -> list[str]:
+    """The specials of a trained tokenizer, in id order: `<pad> <s> </s>` and, with `mask_token`, `<mask>`."""
+    return [*SPECIAL_TOKENS, MASK] if mask_token else list(SPECIAL_TOKENS)
+
+
 def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 16000, min_frequency: int = 2,
-                    show_progress: bool = True, source: str = "the train split"):
+                    mask_token: bool = True, show_progress: bool = True, source: str = "the train split"):
     """Train the byte-level BPE tokenizer on an iterable of text blocks.
 
-    Returns a `tokenizers.Tokenizer` whose vocabulary has exactly `vocab_size` entries.
+    Returns a `tokenizers.Tokenizer` whose vocabulary has exactly `vocab_size` entries, the specials first
+    (`special_tokens(mask_token)`).
 
     Raises:
-        BblError: if `vocab_size` cannot be reached: it is below the 256 bytes + 3 specials the byte-level
+        BblError: if `vocab_size` cannot be reached: it is below the 256 bytes + the specials the byte-level
             alphabet needs, or the data has too few distinct pairs (at min_frequency) to learn that many merges.
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    floor = 256 + len(SPECIAL_TOKENS)
+    specials = special_tokens(mask_token)
+    floor = 256 + len(specials)
     if vocab_size < floor:
         raise BblError(f"--vocab-size {vocab_size} is below the byte-level minimum; use --vocab-size >= {floor}")
     tokenizer = Tokenizer(models.BPE())
@@ -38,7 +48,7 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 16000, min_freque
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
     )
@@ -53,11 +63,13 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int = 16000, min_freque
 
 
 def save_tokenizer(tokenizer, out_dir: Path) -> Path:
-    """Save `tokenizer` as a Hugging Face dir with bos/eos/pad set; returns the `tokenizer.json` path."""
+    """Save `tokenizer` as a Hugging Face dir with bos/eos/pad (and mask, when it holds `<mask>`) set; returns the
+    `tokenizer.json` path."""
     from transformers import PreTrainedTokenizerFast
 
+    mask = {"mask_token": MASK} if tokenizer.token_to_id(MASK) is not None else {}
     hf = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-                                 model_max_length=1_000_000)
+                                 model_max_length=1_000_000, **mask)
     out_dir.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(str(out_dir))
     return out_dir / TOKENIZER_FILE
@@ -72,6 +84,18 @@ def load_tokenizer(path: Path):
     if not file.is_file():
         raise BblError(f"{file}: no tokenizer found; run `bbl prepare` or pass a dir holding {TOKENIZER_FILE}")
     return Tokenizer.from_file(str(file))
+
+
+def mask_token_id(path: Path) -> int | None:
+    """The id of the `<mask>` special in a tokenizer dir (or tokenizer.json), or None when it has none (prepared
+    with `--no-mask-token`, by an older bbl, or a pretrained teacher's tokenizer).
+
+    Raises:
+        BblError: if `path` holds no tokenizer.json.
+    """
+    tokenizer = load_tokenizer(path)
+    added = {t.content for t in tokenizer.get_added_tokens_decoder().values() if t.special}
+    return tokenizer.token_to_id(MASK) if MASK in added else None
 
 
 def encode_lines(tokenizer, lines: list[str], *, batch_size: int = 8192) -> Iterator[list[int]]:

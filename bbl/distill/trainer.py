@@ -1,6 +1,7 @@
 """The distillation Trainer: the train room's Trainer whose `compute_loss` adds the KD term to the CE,
 L = alpha*CE + (1-alpha)*T^2*KD (Baby Llama, Section 3.2), from the cache's targets or resident teachers, and logs
-ce_loss / kd_loss beside the loss.
+ce_loss / kd_loss beside the loss. In a masked-LM phase of `training.objective_schedule` there is no KD term: the
+cache holds causal next-token targets, and resident teachers are not run.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def make_distill_trainer():
             return KDTargets(variant, topk_ids=targets["topk_ids"], topk_logprobs=top, tail_logprob=tail)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if bool(inputs.pop("mlm", torch.zeros(1)).any()):  # an mlm phase: no KD (its items carry no targets)
+                return self.masked_lm_loss(model, inputs, return_outputs, num_items_in_batch)
             targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob", "sample_ids")
                        if k in inputs}
             distilling = model.training and (targets or self.teachers)

@@ -86,7 +86,7 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
 
 def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, kd: KDTargets | None = None,
                       alpha: float = 0.5, temperature: float = 1.0, reduction: Reduction = "token_mean",
-                      chunk_rows: int | None = None):
+                      chunk_rows: int | None = None, shift: bool = True):
     """The student's loss from its last hidden states without materialising the (B, S, V) logits.
 
     Args:
@@ -98,11 +98,13 @@ def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.
         temperature: T > 0 of the KD term (the CE is at T = 1).
         reduction: "token_mean" (mean over B*S positions) or "babyllama" (sum / B), as `bbl.losses.reduce_kd`.
         chunk_rows: rows projected at once (default: `default_chunk_rows(V)`).
+        shift: True (causal LM): position s predicts labels[s + 1]; False: position s predicts labels[s] (a masked
+            LM whose masked position predicts its own token; `training.mlm_target: own`). No KD without shift.
     Returns:
         (loss, ce, kd_value): fp32 scalars; `loss` is differentiable w.r.t. hidden and weight, `ce` and `kd_value`
         are detached (kd_value is None without kd).
     Raises:
-        ValueError: bad temperature, alpha, reduction, shapes, or ids outside [0, V).
+        ValueError: bad temperature, alpha, reduction, shapes, ids outside [0, V), or KD without shift.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -110,6 +112,8 @@ def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; use one of {', '.join(REDUCTIONS)}")
+    if kd is not None and not shift:
+        raise ValueError("KD targets are next-token distributions: they need shift=True")
     b, s, h = hidden.shape
     v = weight.shape[0]
     if weight.shape[1] != h or labels.shape != (b, s):
@@ -125,7 +129,7 @@ def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.
             raise ValueError(f"topk_ids outside [0, {v})")
     if "teacher_logits" in targets and targets["teacher_logits"].shape != (n, v):
         raise ValueError(f"teacher logits {tuple(kd.teacher_logits.shape)} do not match ({b}, {s}, {v})")
-    target = shift_labels(labels).reshape(n)
+    target = (shift_labels(labels) if shift else labels).reshape(n)
     n_valid = int((target != IGNORE_INDEX).sum())
     spec = _Spec(kind=kd.kind if kd is not None else None, temperature=float(temperature),
                  ce_weight=(alpha if kd is not None else 1.0) / max(n_valid, 1),

@@ -7,6 +7,7 @@ and the checks every stage makes of a model dir before loading one (config, toke
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -46,14 +47,38 @@ def build_model(cfg: ModelConfig, vocab_size: int, *, device: str | None = None,
         return AutoModelForCausalLM.from_config(config)
 
 
-def forward_without_logits(model, input_ids):
+@contextlib.contextmanager
+def bidirectional_attention(model):
+    """Within the block, `model` (a transformers causal LM, possibly DDP-wrapped) builds a bidirectional attention
+    mask: its config's `is_causal` is False, which transformers' `masking_utils.create_causal_mask` reads to build
+    `create_bidirectional_mask` instead ("to use decoder-only models with bi-directional attention"). The forward
+    must also pass `is_causal=False` (`BIDIRECTIONAL`), which the attention interface (sdpa, flash) reads where no
+    mask is materialised. No model code is forked. Used by masked-LM phases (AntLM, Yu et al. 2024)."""
+    config = getattr(model, "module", model).config
+    before = getattr(config, "is_causal", True)
+    config.is_causal = False
+    try:
+        yield
+    finally:
+        config.is_causal = before
+
+
+BIDIRECTIONAL = {"is_causal": False}
+"""The forward keyword that, inside `bidirectional_attention`, reaches the attention interface."""
+
+
+def forward_without_logits(model, input_ids, *, bidirectional: bool = False):
     """Run a transformers causal LM for its last hidden states only: `logits_to_keep` selects no position, so the
     (B, S, V) logits are never computed. Returns the model's output; `.hidden_states[-1]` is (B, S, H) after the
-    final norm (transformers ties it to `last_hidden_state`). Used by the chunked loss and the chunked dump."""
+    final norm (transformers ties it to `last_hidden_state`). Used by the chunked loss and the chunked dump.
+    `bidirectional`: every position attends to every other (`bidirectional_attention`), for masked-LM phases."""
     import torch
 
     none = torch.empty(0, dtype=torch.long, device=input_ids.device)
-    return model(input_ids=input_ids, output_hidden_states=True, logits_to_keep=none)
+    if not bidirectional:
+        return model(input_ids=input_ids, output_hidden_states=True, logits_to_keep=none)
+    with bidirectional_attention(model):
+        return model(input_ids=input_ids, output_hidden_states=True, logits_to_keep=none, **BIDIRECTIONAL)
 
 
 def count_parameters(model) -> int:

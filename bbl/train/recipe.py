@@ -18,7 +18,8 @@ from bbl.io import atomic_write_json
 from bbl.models.build import check_seq_len
 from bbl.runtime import finish_distributed, is_main_process, world_size
 from bbl.train.batching import load_windows, resolve_batch
-from bbl.train.ledger import check_budget, final_ledger, plan_words, word_callbacks
+from bbl.train.ledger import check_budget, final_ledger, plan_words, row_windows, word_callbacks
+from bbl.train.objectives import PhasedDataset, criterion_callback, has_mlm
 from bbl.train.trainer import make_window_trainer, run_callbacks, training_arguments
 
 RUN_FILE = "bbl_run.json"
@@ -53,6 +54,17 @@ def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData) -> 
     return last
 
 
+def _phased(cfg: Config, data: PreparedData, train, mask_token_id: int, *, cached: bool) -> PhasedDataset:
+    """`train` following `training.objective_schedule`; a cache's mlm epochs read the prepared stream's windows of
+    the same rows (the cache's `window_idx`), never the cache."""
+    from bbl.data.windows import TokenWindows
+
+    t = cfg.training
+    mlm_windows = TokenWindows(data.stream("train"), t.seq_len, row_windows(train)) if cached else None
+    return PhasedDataset(train, t.phases, seed=t.seed, mask_token_id=mask_token_id, vocab_size=data.vocab_size,
+                         probability=t.mlm_probability, target=t.mlm_target, mlm_windows=mlm_windows)
+
+
 def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, kind: str = "teacher",
              train_dataset=None, trainer_base=None, trainer_kwargs: dict | None = None, callbacks=(),
              provenance: dict | None = None, log=print):
@@ -76,6 +88,9 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
                        f"{cfg.model.vocab_size}; drop model.vocab_size or re-run bbl prepare --vocab-size")
     check_seq_len(cfg.training.seq_len, cfg.model.max_position_embeddings, option="training.seq_len",
                   subject="the model (model.max_position_embeddings)")
+    phases = cfg.training.phases
+    mask_token_id = data.mask_token_id(needed_by="training.objective_schedule's mlm phases") if has_mlm(phases) \
+        else None
     out = Path(out)
     resume_from = _check_out_dir(out, cfg, resume, data)
     args = training_arguments(cfg, out)
@@ -84,6 +99,8 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
         train = train_dataset
     ledger = plan_words(cfg, data, train, teachers=(provenance or {}).get("teacher_ledgers", []))
     check_budget(cfg, ledger)  # before anything is written
+    if mask_token_id is not None:
+        train = _phased(cfg, data, train, mask_token_id, cached=train_dataset is not None)
     out.mkdir(parents=True, exist_ok=True)
     if is_main_process():
         cfg.save(out / CONFIG_FILE)
@@ -96,13 +113,16 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
     if is_main_process():
         log(f"{kind} {cfg.name}: {cfg.model.architecture} {n_params / 1e6:.2f}M parameters; {len(train):,} train "
             f"windows x {cfg.training.epochs:g} epochs, batch {cfg.training.batch_size} = {micro} x {accum} accum x "
-            f"{world_size()} proc; {len(dev):,} dev windows" + (f"; resuming {resume_from}" if resume_from else ""))
+            f"{world_size()} proc; {len(dev):,} dev windows"
+            + (f"; objectives {cfg.training.objective_schedule}" if mask_token_id is not None else "")
+            + (f"; resuming {resume_from}" if resume_from else ""))
     trainer_cls = make_window_trainer(trainer_base)
     trainer = trainer_cls(model=model, args=args, train_dataset=train, eval_dataset=dev, processing_class=tokenizer,
                           data_collator=default_data_collator,
                           callbacks=run_callbacks(out, cfg) + word_callbacks(cfg, out, ledger, tokenizer)
-                          + list(callbacks),
+                          + ([criterion_callback(phases)] if mask_token_id is not None else []) + list(callbacks),
                           loss_impl=cfg.training.loss_impl, loss_chunk_rows=cfg.training.loss_chunk_rows,
+                          mlm_target=cfg.training.mlm_target,
                           **(trainer_kwargs or {}))
     result = trainer.train(resume_from_checkpoint=resume_from)
     stopped_early = bool(cfg.training.stop_after_steps) and trainer.state.global_step < trainer.state.max_steps

@@ -6,6 +6,8 @@ only (`logits_to_keep` = no position, `output_hidden_states`), then computes the
 subclass, the KD term) with `bbl.losses.chunked.chunked_head_loss`. The model stays an unmodified transformers
 model, called through the Trainer's (possibly DDP-wrapped) module, so every checkpoint is a plain HF dir.
 `loss_impl: hf` keeps the Trainer's own loss path, the reference of the equality tests and benchmarks.
+A batch marked `mlm` (a masked-LM phase of `training.objective_schedule`, `bbl.train.objectives`) runs with a
+bidirectional attention mask and its loss is the CE at the masked positions (`masked_lm_loss`), in both paths.
 
 The returned loss is the per-micro-batch mean (`loss_is_scaled_for_ga = False`: the Trainer divides by the
 accumulation steps). HF's default normalises by the token count of the whole accumulated batch instead; the two
@@ -20,32 +22,56 @@ from pathlib import Path
 
 from bbl.config import Config
 from bbl.errors import BblError
-from bbl.losses.chunked import chunked_head_loss
-from bbl.models.build import forward_without_logits
+from bbl.losses.chunked import IGNORE_INDEX, chunked_head_loss, shift_labels
+from bbl.models.build import BIDIRECTIONAL, bidirectional_attention, forward_without_logits
 from bbl.runtime import is_main_process, world_size
 from bbl.train.batching import resolve_batch, train_sampler
+from bbl.train.objectives import CRITERION, has_mlm
 
 
 def make_loss_trainer():
-    """A `Trainer` subclass taking `loss_impl` ("chunked" | "hf") and `loss_chunk_rows` keyword arguments."""
+    """A `Trainer` subclass taking `loss_impl` ("chunked" | "hf"), `loss_chunk_rows` and `mlm_target`
+    ("previous" | "own", `TrainingConfig.mlm_target`) keyword arguments."""
+    import torch
     from transformers import Trainer
 
     class LossTrainer(Trainer):
-        def __init__(self, *args, loss_impl: str = "chunked", loss_chunk_rows: int | None = None, **kwargs):
+        def __init__(self, *args, loss_impl: str = "chunked", loss_chunk_rows: int | None = None,
+                     mlm_target: str = "previous", **kwargs):
             super().__init__(*args, **kwargs)
-            self.loss_impl, self.loss_chunk_rows = loss_impl, loss_chunk_rows
+            self.loss_impl, self.loss_chunk_rows, self.mlm_target = loss_impl, loss_chunk_rows, mlm_target
             # None: the Trainer decides as for its own loss; False: ours is a per-micro-batch mean.
             self.loss_is_scaled_for_ga = False if loss_impl == "chunked" else None
 
-        def student_hidden(self, model, input_ids):
+        def student_hidden(self, model, input_ids, *, bidirectional: bool = False):
             """(outputs, hidden (B, S, H) after the final norm, head weight (V, H)) without the (B, S, V) logits."""
-            outputs = forward_without_logits(model, input_ids)
+            outputs = forward_without_logits(model, input_ids, bidirectional=bidirectional)
             head = self.accelerator.unwrap_model(model).get_output_embeddings()
             if getattr(head, "bias", None) is not None:
                 raise ValueError("the chunked loss supports LM heads without bias (GPT-2, LLaMA); use loss_impl: hf")
             return outputs, outputs.hidden_states[-1], head.weight
 
+        def masked_lm_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            """The CE at an mlm batch's labelled positions with bidirectional attention, a per-micro-batch mean.
+            `mlm_target` previous: position s-1 predicts a masked s (the causal shift); own: s predicts s."""
+            shift = self.mlm_target == "previous"
+            if self.loss_impl == "chunked":
+                outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"], bidirectional=True)
+                loss, _, _ = chunked_head_loss(hidden, weight, inputs["labels"], chunk_rows=self.loss_chunk_rows,
+                                               shift=shift)
+            else:  # the reference: the model's (B, S, V) logits
+                with bidirectional_attention(model):
+                    outputs = model(input_ids=inputs["input_ids"], **BIDIRECTIONAL)
+                labels = shift_labels(inputs["labels"]) if shift else inputs["labels"]
+                loss = torch.nn.functional.cross_entropy(outputs.logits.float().flatten(0, 1), labels.flatten(),
+                                                         ignore_index=IGNORE_INDEX)
+                if self.loss_is_scaled_for_ga is None and self.model_accepts_loss_kwargs and num_items_in_batch:
+                    loss = loss / self.current_gradient_accumulation_steps  # the Trainer will not divide it
+            return (loss, outputs) if return_outputs else loss
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if bool(inputs.pop("mlm", torch.zeros(1)).any()):
+                return self.masked_lm_loss(model, inputs, return_outputs, num_items_in_batch)
             if self.loss_impl != "chunked":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"])
@@ -103,7 +129,7 @@ def training_arguments(cfg: Config, out: Path):
         eval_strategy=strategy,
         save_strategy=strategy,
         load_best_model_at_end=True,
-        metric_for_best_model="eval_loss",
+        metric_for_best_model=f"eval_{CRITERION}" if has_mlm(t.phases) else "eval_loss",
         greater_is_better=False,
         save_total_limit=2,
         logging_steps=t.logging_steps,
