@@ -277,6 +277,11 @@ class DistillConfig:
     for online distillation. Else topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k), for
     top-k and hybrid caches; sampled (a sampled cache, `bbl.losses.sampled_kl`); hybrid (a hybrid cache,
     `bbl.losses.hybrid_kl`). A cache of another kind is refused with one line."""
+    mlm_kd: bool = False
+    """In the mlm phases of `training.objective_schedule` (AntLM), also distil where it is defined: at each position
+    that predicts a masked token (`training.mlm_target: previous`), the cached teacher distribution of that next
+    token; L = alpha*MLM-CE + (1-alpha)*T^2*KD over those positions (token mean). False (default): mlm phases train
+    on the masked CE alone and never read the cache. bbl's own option (AntLM has no teacher); cached, chunked only."""
     reduction: Reduction = "token_mean"
     """token_mean (KL averaged over positions, like CE) or babyllama (summed over positions / batch, the
     original code's nn.KLDivLoss(reduction='batchmean') on (B, S, V): ~S times the nominal weight)."""

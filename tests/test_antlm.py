@@ -188,3 +188,44 @@ def test_antlm_preset_is_the_papers_babyllama_schedule_on_the_baby_llama_student
     assert antlm.model == student.model
     assert [(p.objective, p.epochs) for p in antlm.training.phases] == [("clm", 4), ("mlm", 16), ("clm", 4)]
     assert (antlm.training.epochs, antlm.training.mlm_probability) == (24, 0.15)
+
+
+def test_masked_kd_rows_equal_the_unfused_losses_at_the_predicting_positions():
+    """distill.mlm_kd gathers the rows that predict a masked token and calls the chunked loss with shift=False:
+    its value equals CE + topk_tail KL computed from full logits at exactly those rows."""
+    from bbl.losses.chunked import KDTargets, chunked_head_loss
+    from bbl.losses.kd import distillation_loss, topk_tail_kl
+
+    g = torch.Generator().manual_seed(0)
+    b, s, h, v, k = 2, 10, 8, 40, 5
+    hidden, weight = torch.randn(b, s, h, generator=g), torch.randn(v, h, generator=g)
+    ids = torch.randint(0, v, (b, s, k), generator=g)
+    logp = torch.log_softmax(torch.randn(b, s, v, generator=g), -1)
+    top = logp.gather(-1, ids)
+    tail = torch.log1p(-top.exp().sum(-1).clamp(max=0.99))
+    rows = torch.zeros(b, s, dtype=torch.bool)
+    rows[0, [1, 4]] = rows[1, [0, 7]] = True
+    target = torch.randint(0, v, (b, s), generator=g)
+    kd = KDTargets("topk_tail", topk_ids=ids[rows][None], topk_logprobs=top[rows][None], tail_logprob=tail[rows][None])
+    loss, _, _ = chunked_head_loss(hidden[rows][None], weight, target[rows][None], kd=kd, alpha=0.5, temperature=2.0,
+                                   shift=False)
+    logits = hidden[rows] @ weight.T
+    ce = torch.nn.functional.cross_entropy(logits, target[rows])
+    kl = topk_tail_kl(logits[None], ids[rows][None], top[rows][None], tail[rows][None], 2.0).mean()
+    torch.testing.assert_close(loss, distillation_loss(ce, kl, alpha=0.5, temperature=2.0))
+
+
+def test_mlm_kd_distils_in_mlm_phases_and_misuse_is_one_line(prepared, trained_cache, tmp_path):
+    from bbl.distill.recipe import distill
+
+    _, cache = trained_cache
+    overrides = [*SCHEDULE, "training.max_train_windows=null", "distill.mlm_kd=true"]
+    out = distill(load_config("student-tiny", overrides), prepared, tmp_path / "kd", cache_path=cache, log=quiet)
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("kd_loss" in r for r in log if "loss" in r and "eval_loss" not in r)  # every epoch distils
+    for bad, fragment in ((["distill.mlm_kd=true"], "needs mlm phases"),
+                          ([*overrides, "training.mlm_target=own"], "mlm_target=previous"),
+                          ([*overrides, "training.loss_impl=hf"], "loss_impl=chunked")):
+        with pytest.raises(BblError, match=fragment):
+            distill(load_config("student-tiny", bad), prepared, tmp_path / "bad", cache_path=cache, log=quiet)
+    assert not (tmp_path / "bad").exists()

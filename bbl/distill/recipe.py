@@ -21,6 +21,7 @@ from bbl.distill.trainer import make_distill_trainer
 from bbl.errors import BblError
 from bbl.models.teachers import load_teachers
 from bbl.train.ledger import teacher_ledgers
+from bbl.train.objectives import has_mlm
 from bbl.train.recipe import train_lm
 
 
@@ -35,6 +36,7 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     """
     if bool(cache_path) == bool(teacher_dirs):
         raise BblError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
+    _check_mlm_kd(cfg, cached=bool(cache_path))
     data = PreparedData(data_dir)
     if cache_path:
         reader = open_cache(cache_path)
@@ -77,6 +79,19 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     return train_lm(cfg, data_dir, out, resume=resume, kind="student_distilled", train_dataset=dataset,
                     trainer_base=make_distill_trainer(), trainer_kwargs=kwargs, provenance=provenance,
                     callbacks=callbacks, log=log)
+
+
+def _check_mlm_kd(cfg: Config, *, cached: bool) -> None:
+    """Refuse `distill.mlm_kd` where it has no meaning or no implementation (one line naming the fix)."""
+    t = cfg.training
+    if not cfg.distill.mlm_kd:
+        return
+    problem = ("it needs mlm phases in training.objective_schedule" if not has_mlm(t.phases) else
+               "it needs training.mlm_target=previous (the positions that predict a masked next token)"
+               if t.mlm_target != "previous" else "it reads a cache; drop --teacher and pass --cache" if not cached
+               else "it needs training.loss_impl=chunked" if t.loss_impl != "chunked" else None)
+    if problem:
+        raise BblError(f"distill.mlm_kd: {problem}, or set distill.mlm_kd=false")
 
 
 def resolve_kd_variant(cfg: Config, targets: str) -> Config:

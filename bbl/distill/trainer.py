@@ -7,7 +7,7 @@ cache holds causal next-token targets, and resident teachers are not run.
 from __future__ import annotations
 
 from bbl.config import PAPER_TEMPERATURE
-from bbl.losses.chunked import KDTargets, chunked_head_loss
+from bbl.losses.chunked import IGNORE_INDEX, KDTargets, chunked_head_loss, shift_labels
 from bbl.losses.kd import (
     distillation_loss,
     full_kl,
@@ -57,10 +57,33 @@ def make_distill_trainer():
             return KDTargets(variant, topk_ids=targets["topk_ids"], topk_logprobs=top, tail_logprob=tail)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if bool(inputs.pop("mlm", torch.zeros(1)).any()):  # an mlm phase: no KD (its items carry no targets)
-                return self.masked_lm_loss(model, inputs, return_outputs, num_items_in_batch)
             targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob", "sample_ids")
                        if k in inputs}
+            if bool(inputs.pop("mlm", torch.zeros(1)).any()):  # an mlm phase: KD only with distill.mlm_kd
+                if targets and model.training:
+                    return self.masked_kd_loss(model, inputs, targets, return_outputs)
+                return self.masked_lm_loss(model, inputs, return_outputs, num_items_in_batch)
+            return self.causal_loss(model, inputs, targets, return_outputs)
+
+        def masked_kd_loss(self, model, inputs, targets, return_outputs=False):
+            """`distill.mlm_kd`: at the positions p that predict a masked token p+1 (bidirectional forward), the
+            masked CE plus the KD to the cache's row p (the teacher's next-token distribution there), both a mean
+            over those positions: L = alpha*CE + (1-alpha)*T^2*KD."""
+            outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"], bidirectional=True)
+            predicted = shift_labels(inputs["labels"])  # (B, S): the masked token position p predicts, or -100
+            rows = predicted != IGNORE_INDEX
+            kd = self._teacher_targets(inputs["input_ids"], targets)
+            picked = KDTargets(kd.kind, topk_ids=kd.topk_ids[rows][None], topk_logprobs=kd.topk_logprobs[rows][None],
+                               tail_logprob=kd.tail_logprob[rows][None])
+            loss, ce, kd_value = chunked_head_loss(
+                hidden[rows][None], weight, predicted[rows][None], kd=picked, alpha=self.distill.alpha,
+                temperature=self.temperature, reduction="token_mean", chunk_rows=self.loss_chunk_rows, shift=False)
+            self._parts["ce_loss"].append(float(ce))
+            self._parts["kd_loss"].append(float(kd_value))
+            return (loss, outputs) if return_outputs else loss
+
+        def causal_loss(self, model, inputs, targets, return_outputs=False):
+            """The CE plus KD of a clm batch (cached targets or resident teachers)."""
             distilling = model.training and (targets or self.teachers)
             if self.loss_impl == "chunked":
                 outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"])

@@ -99,12 +99,13 @@ def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.
         reduction: "token_mean" (mean over B*S positions) or "babyllama" (sum / B), as `bbl.losses.reduce_kd`.
         chunk_rows: rows projected at once (default: `default_chunk_rows(V)`).
         shift: True (causal LM): position s predicts labels[s + 1]; False: position s predicts labels[s] (a masked
-            LM whose masked position predicts its own token; `training.mlm_target: own`). No KD without shift.
+            LM whose masked position predicts its own token, `training.mlm_target: own`, or rows the caller has
+            already aligned). KD row s is always position s's target.
     Returns:
         (loss, ce, kd_value): fp32 scalars; `loss` is differentiable w.r.t. hidden and weight, `ce` and `kd_value`
         are detached (kd_value is None without kd).
     Raises:
-        ValueError: bad temperature, alpha, reduction, shapes, ids outside [0, V), or KD without shift.
+        ValueError: bad temperature, alpha, reduction, shapes, or ids outside [0, V).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -112,8 +113,6 @@ def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; use one of {', '.join(REDUCTIONS)}")
-    if kd is not None and not shift:
-        raise ValueError("KD targets are next-token distributions: they need shift=True")
     b, s, h = hidden.shape
     v = weight.shape[0]
     if weight.shape[1] != h or labels.shape != (b, s):

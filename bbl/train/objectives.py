@@ -92,16 +92,18 @@ class PhasedDataset:
     Items of a clm epoch are the base dataset's (a cache's rows keep their KD targets) plus `mlm` = 0. Items of
     an mlm epoch are `mask_window` of the window's ids plus `mlm` = 1, with no KD targets; their ids come from
     `mlm_windows` (the prepared stream's windows of the same rows) when given, so an mlm epoch of a cached
-    student never reads the cache.
+    student never reads the cache. With `mlm_kd_targets` an mlm item keeps the base item's KD targets too
+    (`distill.mlm_kd`), and the cache is read in every epoch.
     """
 
     def __init__(self, base, phases: tuple[Phase, ...], *, seed: int, mask_token_id: int, vocab_size: int,
-                 probability: float = 0.15, target: str = "previous", mlm_windows=None):
+                 probability: float = 0.15, target: str = "previous", mlm_windows=None, mlm_kd_targets: bool = False):
         self.base, self.rows, self.seed = base, len(base), seed
         self.objectives = epoch_objectives(phases)
         self.mask_token_id, self.vocab_size = mask_token_id, vocab_size
         self.probability, self.target = probability, target
-        self.mlm_windows = mlm_windows if mlm_windows is not None else base
+        self.mlm_kd_targets = mlm_kd_targets
+        self.mlm_windows = mlm_windows if mlm_windows is not None and not mlm_kd_targets else base
         if len(self.mlm_windows) != self.rows:
             raise ValueError(f"mlm_windows has {len(self.mlm_windows)} rows, the dataset {self.rows}")
 
@@ -121,11 +123,13 @@ class PhasedDataset:
         epoch, row = divmod(int(index), self.rows)
         if self.objective(epoch) == "clm":
             return {**self.base[row], "mlm": torch.tensor(0)}
-        ids = self.mlm_windows[row]["input_ids"].numpy()
+        item = self.mlm_windows[row]
         rng = np.random.default_rng([self.seed, epoch, row, 0x4D4C4D])
-        inputs, labels = mask_window(ids, rng, mask_token_id=self.mask_token_id, vocab_size=self.vocab_size,
-                                     probability=self.probability, target=self.target)
-        return {"input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels), "mlm": torch.tensor(1)}
+        inputs, labels = mask_window(item["input_ids"].numpy(), rng, mask_token_id=self.mask_token_id,
+                                     vocab_size=self.vocab_size, probability=self.probability, target=self.target)
+        targets = {k: v for k, v in item.items() if k not in ("input_ids", "labels")} if self.mlm_kd_targets else {}
+        return {**targets, "input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
+                "mlm": torch.tensor(1)}
 
 
 def in_last_phase(phases: tuple[Phase, ...], epoch: float | None) -> bool:

@@ -62,7 +62,8 @@ def _phased(cfg: Config, data: PreparedData, train, mask_token_id: int, *, cache
     t = cfg.training
     mlm_windows = TokenWindows(data.stream("train"), t.seq_len, row_windows(train)) if cached else None
     return PhasedDataset(train, t.phases, seed=t.seed, mask_token_id=mask_token_id, vocab_size=data.vocab_size,
-                         probability=t.mlm_probability, target=t.mlm_target, mlm_windows=mlm_windows)
+                         probability=t.mlm_probability, target=t.mlm_target, mlm_windows=mlm_windows,
+                         mlm_kd_targets=cached and cfg.distill.mlm_kd)
 
 
 def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, kind: str = "teacher",
