@@ -162,8 +162,8 @@ def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), config
     `out/pipeline/<model>/`, then `results.md`, `blimp.png` and `results.json`; returns the results.
 
     Raises:
-        BblError: missing or bad task data, bad model dirs, ensemble members with different tokenizers (all checked before
-            anything is written).
+        BblError: missing or bad task data, bad model dirs, ensemble members with different tokenizers (all
+            checked before anything is written).
     """
     config = config or EvalConfig()
     for d in [*model_dirs, *[m for e in ensembles for m in e]]:
@@ -194,6 +194,10 @@ def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), config
         log(f"eval {name}")
         r = evaluate_models([p[0] for p in parts], parts[0][1], config, data=data, progress=progress,
                             predictions_to=out / PIPELINE_DIR / _safe(Path(name).stem if len(parts) == 1 else name))
+        for task, result in r.items():
+            if result.get("truncated"):
+                log(f"warning: {name} {task}: {result['truncated']} sentence(s) longer than the model's positions kept "
+                    "their last tokens (the pipeline cannot score them)")
         record = {"model": name, "paths": [p[2]["path"] for p in parts],
                   "parameters": sum(p[2]["parameters"] for p in parts), "ensemble": len(parts) > 1,
                   "tokenizer_fingerprint": parts[0][2]["tokenizer_fingerprint"],

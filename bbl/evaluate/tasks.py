@@ -74,7 +74,7 @@ def jsonl_sources(path: Path, *, option: str, password: bytes | None = None) -> 
             raise BblError(f"{path}: no *.jsonl files; pass {option} the dir of the task's *.jsonl files or its zip")
         path = zips[0]
     if not path.is_file():
-        raise BblError(f"{path}: task data not found; pass {option} the task's data dir (or zip)")
+        raise BblError(f"{path}: task data not found; pass {option} with the task's data dir (or zip)")
     try:
         with zipfile.ZipFile(path) as z:
             members = sorted((m for m in z.namelist() if m.endswith(".jsonl")), key=lambda m: Path(m).stem)
