@@ -186,33 +186,57 @@ def distill_cmd(config, data, out, overrides, resume, cache_path, teachers):
 @click.argument("model_dirs", nargs=-1, type=PathArg)
 @click.option("--ensemble", "ensembles", multiple=True, metavar="DIR,DIR",
               help="Evaluate the logit-mean ensemble of these models as one model (repeatable).")
-@click.option("--tasks", default="blimp,supplement,perplexity", show_default=True, help="Comma-separated tasks.")
-@click.option("--blimp-dir", type=PathArg, default=None, help="Dir of BLiMP *.jsonl (default: ../shared/data/...).")
+@click.option("--tasks", default="blimp,supplement,perplexity", show_default=True,
+              help="Comma-separated, among blimp, supplement, ewok, entity_tracking, wug_adj, reading, perplexity; "
+                   "'zero-shot' = the six BabyLM 2025 zero-shot tasks.")
+@click.option("--suite", type=click.Choice(["full", "fast"]), default="full", show_default=True,
+              help="The pipeline's full_eval data or its fast_eval subsets (blimp_fast, supplement_fast, ewok_fast, "
+                   "entity_tracking_fast): picks each task's default data dir.")
+@click.option("--blimp-dir", type=PathArg, default=None,
+              help="Dir of BLiMP *.jsonl (default: ../shared/data/blimp_filtered, or blimp_fast with --suite fast).")
 @click.option("--supplement-dir", type=PathArg, default=None, help="Dir of the BabyLM supplement *.jsonl.")
+@click.option("--task-data", "task_data", multiple=True, metavar="TASK=PATH",
+              help="Data of ewok (dir or the organisers' zip), entity_tracking, wug_adj (dirs) or reading (its CSV "
+                   "or dir); default: ../shared/data/<the pipeline's dir name> (repeatable).")
+@click.option("--pair-scoring", type=click.Choice(["bos", "pipeline"]), default="bos", show_default=True,
+              help="BLiMP and supplement scoring: bos (lm-eval's: BOS context, every token) or pipeline (the BabyLM "
+                   "2025 pipeline's, which also writes their predictions.json).")
 @click.option("--data", type=PathArg, default=None, help="Prepared dir, for dev perplexity.")
 @click.option("--out", type=PathArg, default=Path("results"), show_default=True, help="Output dir.")
 @click.option("--batch-size", type=Positive, default=64, show_default=True, help="Sentences per forward pass.")
-@click.option("--max-pairs", type=Positive, default=None, help="Score only the first N pairs of each task file.")
+@click.option("--max-pairs", type=Positive, default=None, help="Score only the first N items of each task file.")
 @click.option("--seq-len", type=Positive, default=128, show_default=True, help="Dev window length for perplexity.")
 @click.option("--dev-windows", type=Positive, default=8192, show_default=True, help="Dev subset size (as in training).")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
-def eval_cmd(model_dirs, ensembles, tasks, blimp_dir, supplement_dir, data, out, batch_size, max_pairs, seq_len,
-             dev_windows, device):
-    """Score models on BLiMP, the supplement and dev perplexity; write JSON, a table and a plot."""
+def eval_cmd(model_dirs, ensembles, tasks, suite, blimp_dir, supplement_dir, task_data, pair_scoring, data, out,
+             batch_size, max_pairs, seq_len, dev_windows, device):
+    """Score models on the BabyLM 2025 zero-shot suite and dev perplexity; write JSON, a table, a plot and the
+    pipeline's predictions.json files."""
     from bbl.evaluate.run import EvalConfig, run_eval
+    from bbl.evaluate.tasks import DATA_NAMES, ZERO_SHOT
     from bbl.runtime import default_device
 
     if not model_dirs and not ensembles:
         raise BblError("no model: pass MODEL_DIR ... and/or --ensemble DIR,DIR")
-    config = EvalConfig(tasks=[t.strip() for t in tasks.split(",") if t.strip()],
-                        blimp_dir=blimp_dir or default_data("blimp_filtered"),
-                        supplement_dir=supplement_dir or default_data("supplement_filtered"), batch_size=batch_size,
-                        max_pairs=max_pairs, seq_len=seq_len, dev_windows=dev_windows,
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    names = [n for t in names for n in (ZERO_SHOT if t == "zero-shot" else (t,))]
+    given = {}
+    for spec in task_data:
+        task, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise BblError(f"--task-data {spec}: use TASK=PATH, e.g. --task-data ewok=data/ewok_fast/ewok_fast.zip")
+        given[task.strip()] = Path(path)
+    dirs = {t: given.get(t, default_data(DATA_NAMES[t][suite])) for t in ZERO_SHOT if t not in ("blimp", "supplement")}
+    dirs.update(given)
+    config = EvalConfig(tasks=names, suite=suite, pair_scoring=pair_scoring, data_dirs=dirs,
+                        blimp_dir=blimp_dir or default_data(DATA_NAMES["blimp"][suite]),
+                        supplement_dir=supplement_dir or default_data(DATA_NAMES["supplement"][suite]),
+                        batch_size=batch_size, max_pairs=max_pairs, seq_len=seq_len, dev_windows=dev_windows,
                         device=device or default_device())
     results = run_eval(list(model_dirs), ensembles=[[Path(p) for p in e.split(",")] for e in ensembles],
                        config=config, data_dir=data, out=out, log=click.echo)
     click.echo((Path(out) / "results.md").read_text())
-    click.echo(f"wrote {len(results)} result file(s), results.md and blimp.png to {out}")
+    click.echo(f"wrote {len(results)} result file(s), results.md, blimp.png and pipeline/ predictions to {out}")
 
 
 @main.command("study")

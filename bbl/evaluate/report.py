@@ -9,7 +9,8 @@ from bbl.io import atomic_save_figure, atomic_write_json, atomic_write_text
 
 
 def markdown_table(results: list[dict]) -> str:
-    """Rows: BLiMP phenomena, BLiMP overall, supplement files and mean, dev perplexity; columns: models."""
+    """Rows: BLiMP phenomena, BLiMP overall, supplement files and mean, EWoK domains and mean, entity-tracking splits
+    and mean, WUG's Spearman rho, reading's two gains (percent), dev perplexity; columns: models."""
     names = [r["model"] for r in results]
     rows: list[tuple[str, list[str]]] = []
 
@@ -26,6 +27,17 @@ def markdown_table(results: list[dict]) -> str:
         files = sorted({f for s in supp if s for f in s["by_file"]})
         rows += [(f"supplement: {f}", [pct(s["by_file"].get(f)) if s else "" for s in supp]) for f in files]
         rows.append(("**Supplement (mean)**", [f"**{pct(s['overall'])}**" if s else "" for s in supp]))
+    rows += _breakdown(results, "ewok", "by_domain", "EWoK", "**EWoK (mean over domains)**")
+    rows += _breakdown(results, "entity_tracking", "by_split", "entity tracking", "**Entity tracking (mean over splits)**")
+    wug = [r["tasks"].get("wug_adj") for r in results]
+    if any(wug):
+        rows.append(("**WUG adj. nominalization (Spearman rho)**", [f"**{w['spearman']:.3f}**" if w else "" for w in wug]))
+    reading = [r["tasks"].get("reading") for r in results]
+    if any(reading):
+        rows.append(("reading: eye tracking (% of unexplained R² gained)", [pct(x["eye_tracking"]) if x else ""
+                                                                           for x in reading]))
+        rows.append(("reading: self-paced reading (% of unexplained R² gained)",
+                     [pct(x["self_paced_reading"]) if x else "" for x in reading]))
     ppl = [r["tasks"].get("perplexity") for r in results]
     if any(ppl):
         rows.append(("dev perplexity", [f"{p['perplexity']:.1f}" if p else "" for p in ppl]))
@@ -36,6 +48,16 @@ def markdown_table(results: list[dict]) -> str:
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     lines += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows]
     return "\n".join(lines) + "\n"
+
+
+def _breakdown(results: list[dict], task: str, key: str, label: str, mean_label: str) -> list[tuple[str, list[str]]]:
+    """Rows of one accuracy task: each entry of `key` (percent), then its overall mean in bold."""
+    found = [r["tasks"].get(task) for r in results]
+    if not any(found):
+        return []
+    names = sorted({n for f in found if f for n in f[key]})
+    rows = [(f"{label}: {n}", [f"{100 * f[key][n]:.1f}" if f and n in f[key] else "" for f in found]) for n in names]
+    return rows + [(mean_label, [f"**{100 * f['overall']:.1f}**" if f else "" for f in found])]
 
 
 def _millions(words: int | None) -> str:

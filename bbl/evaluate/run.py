@@ -1,8 +1,10 @@
-"""`bbl eval`: BLiMP, the BabyLM supplement and dev perplexity for HF causal-LM dirs and logit-mean ensembles.
+"""`bbl eval`: the BabyLM 2025 zero-shot suite (BLiMP, the supplement, EWoK, entity tracking, WUG, reading; full
+or fast) and dev perplexity for HF causal-LM dirs and logit-mean ensembles.
 
-Settings are an `EvalConfig`. Writes one JSON per model (all numbers, path, parameters, data hashes), then
-`results.md`, `blimp.png` and, last, `results.json` (`bbl.evaluate.report`) into the output dir: a dir with
-`results.json` holds a finished evaluation.
+Settings are an `EvalConfig`. Writes one JSON per model (all numbers, path, parameters, data hashes), the per-item
+predictions in the pipeline's layout under `pipeline/` (`bbl.evaluate.predictions`), then `results.md`,
+`blimp.png` and, last, `results.json` (`bbl.evaluate.report`) into the output dir: a dir with `results.json`
+holds a finished evaluation.
 """
 
 from __future__ import annotations
@@ -12,31 +14,44 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import tokenizer_fingerprint
 from bbl.data.windows import select_dev_windows
 from bbl.errors import BblError
+from bbl.evaluate.predictions import predictions_dir, write_predictions
 from bbl.evaluate.report import write_report
-from bbl.evaluate.zero_shot import blimp_accuracy, load_pairs, score_pairs, task_files
-from bbl.io import atomic_write_json, sha256_file
+from bbl.evaluate.suite import PAIR_SCORINGS, check_task_data, score_task
+from bbl.evaluate.tasks import SUITES, ZERO_SHOT
+from bbl.io import atomic_write_json
 from bbl.models.build import check_model_dir, count_parameters
 from bbl.models.ensemble import ensemble_logits
 
-TASKS = ("blimp", "supplement", "perplexity")
+TASKS = (*ZERO_SHOT, "perplexity")
+"""Every task `bbl eval` scores."""
+DEFAULT_TASKS = ("blimp", "supplement", "perplexity")
+"""`bbl eval`'s tasks when none are named."""
+PIPELINE_DIR = "pipeline"
+"""The output dir's folder holding the per-item predictions in the pipeline's layout (its `results/`)."""
 
 
 @dataclass
 class EvalConfig:
     """The settings of `bbl eval`."""
 
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
     """Tasks to score, among `TASKS`."""
     blimp_dir: Path | None = None
-    """Dir of the BLiMP *.jsonl files (the BabyLM pipeline's filtered data)."""
+    """Dir of the BLiMP *.jsonl files (the BabyLM pipeline's blimp_filtered or blimp_fast)."""
     supplement_dir: Path | None = None
-    """Dir of the BabyLM supplement *.jsonl files."""
+    """Dir of the BabyLM supplement *.jsonl files (supplement_filtered or supplement_fast)."""
+    data_dirs: dict[str, Path] = field(default_factory=dict)
+    """The data of the other zero-shot tasks: {task: dir, zip (EWoK) or CSV (reading)}."""
+    suite: str = "full"
+    """Which data the defaults name: `full` (the pipeline's full_eval) or `fast` (its fast_eval subsets); recorded
+    in the results."""
+    pair_scoring: str = "bos"
+    """How BLiMP and the supplement are scored, among `bbl.evaluate.suite.PAIR_SCORINGS`: `bos` (lm-eval's way, as
+    bbl always has) or `pipeline` (the BabyLM 2025 pipeline's). Every other task is scored the pipeline's way."""
     batch_size: int = 64
     """Sentences per forward pass (dev windows: at most 32)."""
     max_pairs: int | None = None
@@ -52,11 +67,25 @@ class EvalConfig:
     def __post_init__(self):
         bad = [t for t in self.tasks if t not in TASKS]
         if bad:
-            raise BblError(f"unknown task(s) {', '.join(bad)}; use {', '.join(TASKS)}")
+            raise BblError(f"--tasks: unknown task(s) {', '.join(bad)}; use {', '.join(TASKS)}")
+        bad = [t for t in self.data_dirs if t not in ZERO_SHOT or t in ("blimp", "supplement")]
+        if bad:
+            raise BblError(f"--task-data {bad[0]}=...: not a task with its own data; use one of "
+                           f"{', '.join(t for t in ZERO_SHOT if t not in ('blimp', 'supplement'))} "
+                           "(BLiMP and the supplement: --blimp-dir, --supplement-dir)")
+        if self.suite not in SUITES:
+            raise BblError(f"--suite {self.suite}: use one of {', '.join(SUITES)}")
+        if self.pair_scoring not in PAIR_SCORINGS:
+            raise BblError(f"--pair-scoring {self.pair_scoring}: use one of {', '.join(PAIR_SCORINGS)}")
         for name in ("batch_size", "seq_len", "dev_windows", "max_pairs"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise BblError(f"--{name.replace('_', '-')} {value} must be >= 1")
+
+
+    def task_path(self, task: str) -> Path | None:
+        """The data of a zero-shot task: --blimp-dir / --supplement-dir for those two, else `data_dirs`."""
+        return {"blimp": self.blimp_dir, "supplement": self.supplement_dir}.get(task, self.data_dirs.get(task))
 
 
 def load_model(model_dir: Path, device: str):
@@ -97,37 +126,27 @@ def dev_perplexity(models, data: PreparedData, *, seq_len: int = 128, dev_window
     return {"mean_ce": mean, "perplexity": math.exp(mean), "windows": len(windows), "tokens": count}
 
 
-def _files_hash(files: list[Path]) -> dict:
-    return {f.name: sha256_file(f) for f in files}
-
-
 def evaluate_models(models, tokenizer, config: EvalConfig, *, data: PreparedData | None = None,
-                    progress: bool = True) -> dict:
-    """Every task of `config` for one model (or ensemble, a list of several); returns the task results.
+                    progress: bool = True, predictions_to: Path | None = None) -> dict:
+    """Every task of `config` for one model (or ensemble, a list of several); returns {task: its results}.
 
+    Args:
+        predictions_to: the model's folder in the pipeline's layout (`<out>/pipeline/<model>`); each task scored
+            the pipeline's way writes its `predictions.json` there. None: write nothing.
     Raises:
         BblError: perplexity asked without prepared data; bad task files.
     """
-    from tqdm.auto import tqdm
-
     out: dict = {}
-    for task, directory in (("blimp", config.blimp_dir), ("supplement", config.supplement_dir)):
-        if task not in config.tasks:
-            continue
-        files = task_files(directory)
-        pairs = {f.stem: load_pairs(f, max_pairs=config.max_pairs) for f in files}
-        bar = tqdm(total=2 * sum(len(r) for r in pairs.values()), unit="sent", desc=task, disable=not progress)
-        results = {name: (rows, score_pairs(models, tokenizer, rows, batch_size=config.batch_size,
-                                            device=config.device, progress=bar)) for name, rows in pairs.items()}
-        bar.close()
-        if task == "blimp":
-            out[task] = blimp_accuracy(results)
-        else:
-            by_file = {name: float(np.mean(c)) for name, (_, c) in results.items()}
-            out[task] = {"by_file": by_file, "overall": float(np.mean(list(by_file.values()))),
-                         "pairs": int(sum(len(c) for _, c in results.values()))}
-        out[task]["files_sha256"] = _files_hash(files)
-        out[task]["max_pairs_per_file"] = config.max_pairs
+    for task in (t for t in ZERO_SHOT if t in config.tasks):
+        result, predictions = score_task(task, models, tokenizer, config.task_path(task),
+                                         scoring=config.pair_scoring, max_items=config.max_pairs,
+                                         batch_size=config.batch_size, device=config.device, progress=progress)
+        result["suite"] = config.suite
+        if predictions is not None and predictions_to is not None:
+            dataset = None if task == "reading" else result["dataset"]
+            write_predictions(predictions_dir(predictions_to.parent, predictions_to.name, result["pipeline_task"],
+                                              dataset), predictions)
+        out[task] = result
     if "perplexity" in config.tasks:
         if data is None:
             raise BblError("--tasks perplexity needs --data PREPARED_DIR (the dev windows to score)")
@@ -139,12 +158,12 @@ def evaluate_models(models, tokenizer, config: EvalConfig, *, data: PreparedData
 
 def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), config: EvalConfig | None = None,
              data_dir=None, out: Path, progress: bool = True, log=print) -> list[dict]:
-    """Evaluate models and ensembles, write JSON per model, then `results.md`, `blimp.png` and `results.json`;
-    returns the results.
+    """Evaluate models and ensembles, write JSON per model and the pipeline-layout predictions under
+    `out/pipeline/<model>/`, then `results.md`, `blimp.png` and `results.json`; returns the results.
 
     Raises:
-        BblError: bad task files or model dirs, ensemble members with different tokenizers (all checked before
-            anything is written).
+        BblError: missing or bad task data, bad model dirs, ensemble members with different tokenizers (all
+            checked before anything is written).
     """
     config = config or EvalConfig()
     for d in [*model_dirs, *[m for e in ensembles for m in e]]:
@@ -152,9 +171,8 @@ def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), config
     data = PreparedData(data_dir) if data_dir else None
     if "perplexity" in config.tasks and data is None:
         raise BblError("--tasks perplexity needs --data PREPARED_DIR (the dev windows to score)")
-    for task, directory in (("blimp", config.blimp_dir), ("supplement", config.supplement_dir)):
-        if task in config.tasks:
-            task_files(directory)
+    for task in (t for t in ZERO_SHOT if t in config.tasks):
+        check_task_data(task, config.task_path(task), scoring=config.pair_scoring)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").unlink(missing_ok=True)  # the marker of a finished evaluation, written last
@@ -174,7 +192,12 @@ def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), config
         if len({p[2]["tokenizer_fingerprint"] for p in parts}) > 1:
             raise BblError(f"ensemble {name}: members use different tokenizers; ensemble models of one tokenizer")
         log(f"eval {name}")
-        r = evaluate_models([p[0] for p in parts], parts[0][1], config, data=data, progress=progress)
+        r = evaluate_models([p[0] for p in parts], parts[0][1], config, data=data, progress=progress,
+                            predictions_to=out / PIPELINE_DIR / _safe(Path(name).stem if len(parts) == 1 else name))
+        for task, result in r.items():
+            if result.get("truncated"):
+                log(f"warning: {name} {task}: {result['truncated']} sentence(s) longer than the model's positions kept "
+                    "their last tokens (the pipeline cannot score them)")
         record = {"model": name, "paths": [p[2]["path"] for p in parts],
                   "parameters": sum(p[2]["parameters"] for p in parts), "ensemble": len(parts) > 1,
                   "tokenizer_fingerprint": parts[0][2]["tokenizer_fingerprint"],

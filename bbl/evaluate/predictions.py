@@ -1,0 +1,51 @@
+"""Per-item predictions in the BabyLM 2025 pipeline's own layout and format, so its `collate_preds.py` can read
+bbl's results: `<root>/<model>/main/zero_shot/causal/<task>/<dataset>/predictions.json` for the ranking tasks and
+`<root>/<model>/main/zero_shot/causal/reading/predictions.json` (babylm/evaluation-pipeline-2025
+`sentence_zero_shot/run.py` `main` and `save_predictions`, `compute_results.py` `rank_and_evaluate(_wug)`,
+`reading/run.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from bbl.evaluate.tasks import RankingItem
+from bbl.io import atomic_write_json
+
+REVISION = "main"
+"""The pipeline's results folder for a model evaluated without --revision_name."""
+
+
+def predictions_dir(root: Path, model: str, task: str, dataset: str | None = None) -> Path:
+    """`root/model/main/zero_shot/causal/task[/dataset]`: `task` is the pipeline's task name, `dataset` the data
+    dir's name (blimp_filtered, blimp_fast, ewok_fast, entity_tracking, ...; none for reading)."""
+    path = Path(root) / model / REVISION / "zero_shot" / "causal" / task
+    return path / dataset if dataset else path
+
+
+def ranking_predictions(items: list[RankingItem], chosen: np.ndarray, *, probs: np.ndarray | None = None) -> dict:
+    """{UID: {"predictions": [{"id": "<UID>_<i>", "pred": chosen completion[, "prob": p]}, ...]}} in item order,
+    the i-th of each UID numbered from 0; `probs` (WUG) adds each item's probability of its first sentence."""
+    out: dict[str, dict] = {}
+    for n, (item, c) in enumerate(zip(items, chosen, strict=True)):
+        preds = out.setdefault(item.uid, {"predictions": []})["predictions"]
+        entry = {"id": f"{item.uid}_{len(preds)}", "pred": item.completions[int(c)]}
+        if probs is not None:
+            entry["prob"] = float(probs[n])
+        preds.append(entry)
+    return out
+
+
+def reading_predictions(pred: np.ndarray, prev_pred: np.ndarray) -> dict:
+    """{"reading": {"predictions": [{"id": row, "pred": surprisal, "prev_pred": surprisal or NaN}, ...]}}."""
+    return {"reading": {"predictions": [{"id": i, "pred": float(p), "prev_pred": float(q)}
+                                        for i, (p, q) in enumerate(zip(pred, prev_pred, strict=True))]}}
+
+
+def write_predictions(path: Path, predictions: dict) -> Path:
+    """`path/predictions.json` (its dirs made), written atomically (NaN as the pipeline's json.dump writes it)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    atomic_write_json(Path(path) / "predictions.json", predictions)
+    return Path(path) / "predictions.json"

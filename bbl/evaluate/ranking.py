@@ -1,0 +1,129 @@
+"""Completion ranking as the BabyLM 2025 pipeline scores a causal LM (BLiMP under `--pair-scoring pipeline`, EWoK,
+entity tracking, WUG): which sentence of an item gets the highest log-probability on its completion's tokens.
+
+Follows babylm/evaluation-pipeline-2025 `evaluation_pipeline/sentence_zero_shot/dataset.py`
+(`process_causal_sentences`, `get_causal_collate_fn`) and `compute_results.py` (`compute_causal_results`,
+`rank_and_evaluate`), at temperature 1 (its scripts' default), and `run.py` (`process_results`) for the averages.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from bbl.evaluate.tasks import RankingItem
+from bbl.models.build import max_positions
+from bbl.models.ensemble import ensemble_logits
+
+
+def encode_completions(tokenizer, sentences: list[str], completions: list[str]) -> list[tuple[list[int], list[int]]]:
+    """(token ids, phrase mask) of each sentence, as the pipeline's `process_causal_sentences`.
+
+    The sentence is tokenized as the tokenizer does by default (its own special tokens: bbl's tokenizer adds none,
+    so no BOS). A token is in the phrase when its character span ends after `len(sentence) - len(completion) +
+    offsets[0][0]`. The first token is never scored (it has no context).
+
+    Returns:
+        one (ids, mask) per sentence, both lists of int of one length.
+    """
+    enc = tokenizer(list(sentences), return_offsets_mapping=True)
+    out = []
+    for sentence, completion, ids, offsets in zip(sentences, completions, enc["input_ids"], enc["offset_mapping"], strict=True):
+        if not ids:
+            out.append(([], []))
+            continue
+        start_char = len(sentence) - len(completion) + offsets[0][0]
+        out.append((list(ids), [int(end > start_char) for _, end in offsets]))
+    return out
+
+
+def completion_logprobs(models, tokenizer, sentences: list[str], completions: list[str], *, batch_size: int = 64,
+                        device: str = "cpu", progress=None) -> tuple[np.ndarray, int]:
+    """Sum of log p(token | tokens before it) over each sentence's completion tokens, under a model or logit-mean
+    ensemble (`bbl.models.ensemble.ensemble_logits`), at temperature 1.
+
+    Batched by length with right padding (the pipeline pads right too, so the scores do not depend on the batch
+    beyond float rounding). A sentence longer than the models' positions keeps its last tokens (the completion is
+    at the end), where the pipeline would fail; the number of such sentences is returned.
+
+    Returns:
+        (scores (n,) float64 in nats, sentences truncated).
+    """
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    max_len = min(max_positions(m) for m in models)
+    encoded = encode_completions(tokenizer, sentences, completions)
+    truncated = sum(len(ids) > max_len for ids, _ in encoded)
+    encoded = [(ids[-max_len:], mask[-max_len:]) for ids, mask in encoded]
+    order = np.argsort([-len(ids) for ids, _ in encoded], kind="stable")
+    scores = np.zeros(len(sentences), dtype=np.float64)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = [i for i in order[start:start + batch_size] if len(encoded[i][0]) > 1]
+            if idx:
+                width = len(encoded[idx[0]][0])
+                ids = torch.full((len(idx), width), pad if pad is not None else 0, dtype=torch.long)
+                attention = torch.zeros((len(idx), width), dtype=torch.long)
+                phrase = torch.zeros((len(idx), width), dtype=torch.float32)
+                for r, i in enumerate(idx):
+                    n = len(encoded[i][0])
+                    ids[r, :n] = torch.tensor(encoded[i][0])
+                    attention[r, :n] = 1
+                    phrase[r, :n] = torch.tensor(encoded[i][1], dtype=torch.float32)
+                ids, attention, phrase = ids.to(device), attention.to(device), phrase.to(device)
+                logits = ensemble_logits(models, ids[:, :-1], attention[:, :-1], vocab_size=len(tokenizer))
+                logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+                scores[idx] = (logp * phrase[:, 1:]).sum(-1).double().cpu().numpy()
+            if progress is not None:
+                progress.update(len(order[start:start + batch_size]))
+    return scores, truncated
+
+
+def rank_items(models, tokenizer, items: list[RankingItem], **kw) -> tuple[list[np.ndarray], np.ndarray, int]:
+    """Score every sentence of every item and pick each item's best.
+
+    Args:
+        items: the task's items; each may have any number of sentences.
+        kw: `completion_logprobs`'s batch_size, device, progress.
+    Returns:
+        (per-item scores, a list of (k_i,) float64 arrays in nats; chosen (n,) int64, the index of the highest
+        score, the first on a tie as the pipeline's `torch.max`; sentences truncated).
+    """
+    sentences = [s for it in items for s in it.sentences]
+    completions = [c for it in items for c in it.completions]
+    flat, truncated = completion_logprobs(models, tokenizer, sentences, completions, **kw)
+    bounds = np.cumsum([0] + [len(it.sentences) for it in items])
+    per_item = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    chosen = np.array([int(np.argmax(s)) for s in per_item], dtype=np.int64)
+    return per_item, chosen, truncated
+
+
+def accuracy_by_metadata(items: list[RankingItem], correct: np.ndarray) -> dict[str, dict[str, float]]:
+    """{metadata key: {value: accuracy}} pooled over items, as the pipeline's `process_results` (which prints
+    percent; these are fractions in [0, 1])."""
+    total: dict[str, Counter] = {}
+    right: dict[str, Counter] = {}
+    for item, ok in zip(items, correct, strict=True):
+        for key, value in item.metadata.items():
+            total.setdefault(key, Counter())[value] += 1
+            right.setdefault(key, Counter())[value] += int(ok)
+    return {key: {v: right[key][v] / n for v, n in sorted(counts.items())} for key, counts in total.items()}
+
+
+def entity_tracking_average(by_uid: dict[str, float]) -> tuple[dict[str, float], float]:
+    """(accuracy of each split, mean over splits) as the pipeline's `process_results` for entity_tracking: a split's
+    accuracy is the mean over its `<split>_<n>_ops` subsets; splits without subsets are skipped.
+
+    Raises:
+        ValueError: no subset belongs to a known split.
+    """
+    splits = {}
+    for split in ("regular", "ambiref", "move_contents"):
+        keys = [k for k in by_uid if k.startswith(split)]
+        if keys:
+            splits[split] = float(np.mean([by_uid[k] for k in keys]))
+    if not splits:
+        raise ValueError(f"no entity-tracking split among {sorted(by_uid)}")
+    return splits, float(np.mean(list(splits.values())))

@@ -1,0 +1,305 @@
+"""The BabyLM 2025 zero-shot suite of `bbl eval` (issue 23): completion scoring by hand, the pipeline's prefixes,
+ties and averages, WUG's correlation, reading's surprisal and regression, EWoK from a zip, the pipeline's
+predictions layout, bad input. Task files are hand-written in each task's real format (EWoK rows are made up)."""
+
+import json
+import math
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from bbl.errors import BblError
+from bbl.evaluate.ranking import completion_logprobs, entity_tracking_average, rank_items
+from bbl.evaluate.reading import ols_r2, reading_scores, surprisal_queries, word_surprisals
+from bbl.evaluate.run import EvalConfig, load_model, run_eval
+from bbl.evaluate.tasks import RankingItem, decode_ewok, read_items, read_reading
+from bbl.evaluate.wug import first_form_probability, rankdata, spearman
+
+from .conftest import REAL_DATA
+from .helpers import error_lines, quiet, run
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_teachers):
+    model, tok, _ = load_model(tiny_teachers[0], "cpu")
+    return model, tok
+
+
+def logprobs_of(model, ids):
+    """(len(ids) - 1,) float64: log p(ids[i] | ids[:i]) for i >= 1, one unbatched forward pass."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), -1)
+    return np.array([float(logp[i - 1, ids[i]]) for i in range(1, len(ids))])
+
+
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+EWOK_ROWS = [  # made-up rows in EWoK's fields (EWoK itself may not be copied)
+    {"Domain": "toy-domain", "ConceptA": "a", "ConceptB": "b", "ContextType": "plain", "ContextDiff": "x",
+     "TargetDiff": "y", "Context1": "the cat sat on a mat .", "Context2": "the dog ran .",
+     "Target1": "the cat was happy .", "Target2": "the cat was blue ."},
+    {"Domain": "toy-domain", "ConceptA": "a", "ConceptB": "b", "ContextType": "other", "ContextDiff": "x",
+     "TargetDiff": "z", "Context1": "she saw a bird .", "Context2": "he saw a tree .",
+     "Target1": "it was a bird .", "Target2": "it was a house ."},
+    {"Domain": "other-domain", "ConceptA": "a", "ConceptB": "b", "ContextType": "plain", "ContextDiff": "w",
+     "TargetDiff": "y", "Context1": "we played ball .", "Context2": "they went home .",
+     "Target1": "we were happy .", "Target2": "we were sad ."},
+]
+ET_ROWS = [{"sample_id": i, "numops": i % 2, "example_id": i,
+            "input_prefix": "Box 0 contains the ball, Box 1 contains the cat. Box 1 contains ",
+            "options": ["the cat.", "the ball.", "nothing.", "the dog.", "the mat."]} for i in range(4)]
+WUG_ROWS = [{"sentences": f"Create a noun out of the following adjective: {w}able. {w}ability\t"
+                          f"Create a noun out of the following adjective: {w}able. {w}ableness", "ratio": r}
+            for w, r in (("blick", 0.2), ("dax", 0.9), ("wug", 0.5), ("fep", 0.7))]
+READING_HEADER = ("item,word,word2,sentence,context_length,sent_id,item_id,list,Subtlex_log10,length,RTfirstfix,"
+                  "RTfirstpass,RTgopast,RTrightbound,self_paced_reading_time,ELAN,LAN,N400,P600,EPNP,PNP,prev_word,"
+                  "prev_item,prev_length")
+
+
+def write_reading(path, n=40, seed=0):
+    """A reading CSV in the pipeline's columns (first column unnamed, as the real file), seeded numbers."""
+    rng = np.random.default_rng(seed)
+    words = "the cat dog sat on a mat big red tree house ball".split()
+    lines = ["," + READING_HEADER]
+    for i in range(n):
+        ctx_len = int(rng.integers(1, 5))
+        ctx = " ".join(rng.choice(words, ctx_len))
+        word = str(rng.choice(words))
+        prev_item, prev_word = (" ".join(ctx.split()[:-1]), ctx.split()[-1]) if ctx_len > 1 else ("", "")
+        rts = rng.normal(200, 30, 5)
+        lines.append(f"{i},{ctx},{word},{word.upper()},{ctx} {word} .,{ctx_len},{i},{i},1,{rng.normal(10, 2)},"
+                     f"{len(word)},{rts[0]},{rts[1]},{rts[2]},{rts[3]},{rts[4]},0,0,0,0,0,0,{prev_word},{prev_item},"
+                     f"{len(prev_word)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_completion_score_is_the_sum_over_the_completion_tokens_only(lm):
+    model, tok = lm
+    context, target = "the cat sat on a mat .", "the cat was happy ."
+    sentence = f"{context} {target}"
+    ids = tok(sentence)["input_ids"]
+    k = len(ids) - len(tok(context)["input_ids"])  # byte-level BPE splits at spaces: the target's own tokens
+    by_hand = logprobs_of(model, ids)[-k:].sum()
+    got, truncated = completion_logprobs([model], tok, [sentence, "the dog ran ."], [" " + target, "the dog ran ."],
+                                         batch_size=2)
+    assert got[0] == pytest.approx(by_hand, abs=1e-4) and truncated == 0
+
+
+def test_a_whole_sentence_skips_its_first_token_and_has_no_bos(lm):
+    model, tok = lm
+    sentence = "the big dog saw a bird ."
+    ids = tok(sentence)["input_ids"]
+    assert ids[0] != tok.bos_token_id  # bbl's tokenizer adds no special tokens, so the pipeline scores no BOS
+    got, _ = completion_logprobs([model], tok, [sentence], [sentence])
+    assert got[0] == pytest.approx(logprobs_of(model, ids).sum(), abs=1e-4)
+
+
+def test_the_prefix_changes_the_score_of_the_same_completion(lm):
+    model, tok = lm
+    completion = " it was a bird ."
+    got, _ = completion_logprobs([model], tok, ["she saw a bird ." + completion, "he ran ." + completion],
+                                 [completion, completion])
+    assert abs(got[0] - got[1]) > 1e-3
+    by_hand = [logprobs_of(model, tok(s + completion)["input_ids"])[-len(tok(completion)["input_ids"]):].sum()
+               for s in ("she saw a bird .", "he ran .")]
+    np.testing.assert_allclose(got, by_hand, atol=1e-4)
+
+
+def test_a_tie_goes_to_the_first_sentence_as_the_pipelines_torch_max(lm):
+    model, tok = lm
+    same = RankingItem(("the cat sat .", "the cat sat ."), ("the cat sat .", "the cat sat ."), "u")
+    other = RankingItem(("the cat sat .", "cat the sat ."), ("the cat sat .", "cat the sat ."), "u")
+    scores, chosen, _ = rank_items([model], tok, [same, other])
+    assert chosen[0] == 0 and scores[0][0] == scores[0][1]
+    assert chosen[1] == int(np.argmax(scores[1]))
+
+
+def test_entity_tracking_averages_subsets_then_splits():
+    splits, overall = entity_tracking_average({"regular_0_ops": 1.0, "regular_1_ops": 0.5, "ambiref_0_ops": 0.0,
+                                               "move_contents_3_ops": 0.25})
+    assert splits == {"regular": 0.75, "ambiref": 0.0, "move_contents": 0.25}
+    assert overall == pytest.approx((0.75 + 0.0 + 0.25) / 3)
+
+
+def test_ewok_scores_each_target_after_context1_only():
+    item = decode_ewok(EWOK_ROWS[0])
+    assert item.sentences == ("the cat sat on a mat . the cat was happy .", "the cat sat on a mat . the cat was blue .")
+    assert item.completions == (" the cat was happy .", " the cat was blue .")
+    assert item.uid == "toy-domain" and item.metadata["context_type"] == "plain"
+
+
+def test_ewok_is_read_from_a_zip_in_memory(tmp_path):
+    z = tmp_path / "ewok_fast.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        for domain in ("toy-domain", "other-domain"):
+            rows = [r for r in EWOK_ROWS if r["Domain"] == domain]
+            f.writestr(f"evaluation_data/fast_eval/ewok_fast/{domain}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    items = read_items("ewok", z, option="--task-data ewok=PATH")
+    assert sorted(items) == ["other-domain", "toy-domain"] and len(items["toy-domain"]) == 2
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing unpacked
+    (tmp_path / "d").mkdir()
+    z.rename(tmp_path / "d" / "ewok_fast.zip")  # a dir holding the zip (the pipeline's ewok_fast/) reads the same
+    assert read_items("ewok", tmp_path / "d", option="x")["toy-domain"] == items["toy-domain"]
+
+
+def test_real_ewok_fast_zip_opens_with_the_published_password():
+    path = REAL_DATA / "ewok_fast" / "ewok_fast.zip"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    items = read_items("ewok", path, option="x")
+    assert len(items) == 11 and all(len(v) == 100 for v in items.values())  # the pipeline's EWOK_FAST_SIZE
+    assert all(it.uid == stem for stem, v in items.items() for it in v)  # the file stem is the domain
+
+
+def test_spearman_and_ranks_match_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    x = [0.1, 0.4, 0.4, 0.9, 0.2, 0.4]
+    y = [1, 3, 2, 5, 2, 4]
+    np.testing.assert_array_equal(rankdata(x), stats.rankdata(x))
+    assert spearman(x, y) == pytest.approx(stats.spearmanr(x, y)[0], abs=1e-12)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_wug_probability_is_the_softmax_of_the_two_scores():
+    p = first_form_probability(np.array([[-3.0, -4.0], [-10.0, -10.0], [-1000.0, -1.0]]))
+    np.testing.assert_allclose(p, [1 / (1 + math.exp(-1)), 0.5, 0.0], atol=1e-12)
+
+
+def test_reading_surprisal_by_hand(lm):
+    model, tok = lm
+    context, word = "the cat sat on", "the"
+    (q_context, target), = surprisal_queries(tok, context, word)  # one token: one query
+    ids = tok(context)["input_ids"]
+    with torch.no_grad():
+        p = torch.softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].double(), -1)[target]
+    got = word_surprisals([model], tok, [context, None, "a big"], [word, "x", "dog"], batch_size=2)
+    assert got[0] == pytest.approx(-math.log(float(p)), abs=1e-4)
+    assert math.isnan(got[1]) and got[2] > 0
+
+
+def test_a_multi_token_word_multiplies_its_pieces_as_the_pipeline(lm):
+    model, tok = lm
+    word = "catdogmat"
+    pieces = tok(word, add_special_tokens=False)["input_ids"]
+    assert len(pieces) > 1
+    queries = surprisal_queries(tok, "the", word)
+    assert len(queries) == len(pieces) and queries[0] == ("the", pieces[0])
+    assert queries[1][0] == "the" + tok.decode(pieces[0])
+    total = 0.0
+    for context, target in queries:
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([tok(context)["input_ids"]])).logits[0, -1]
+        total -= float(torch.log_softmax(logits.double(), -1)[target])
+    assert word_surprisals([model], tok, ["the"], [word])[0] == pytest.approx(total, abs=1e-4)
+
+
+def test_ols_r2_and_the_reading_gain():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    y = 2 * x + rng.normal(size=200)
+    assert ols_r2(y, [x]) == pytest.approx(np.corrcoef(x, y)[0, 1] ** 2, abs=1e-12)  # simple regression: r²
+    n = 300
+    cols = {k: list(rng.normal(size=n)) for k in ("Subtlex_log10", "length", "context_length", "prev_length")}
+    noise = rng.normal(size=n)
+    pred = rng.normal(size=n)
+    for dv in ("RTfirstfix", "RTfirstpass", "RTgopast", "RTrightbound", "self_paced_reading_time"):
+        cols[dv] = list(np.array(cols["length"]) + 3 * pred + 0.01 * noise)
+    scores = reading_scores(cols, pred, np.zeros(n) + rng.normal(size=n))
+    assert scores["eye_tracking"] == pytest.approx(1.0, abs=1e-3)  # surprisal explains all that is left
+    assert scores["self_paced_reading"] == pytest.approx(1.0, abs=1e-3)
+    unrelated = reading_scores(cols, rng.normal(size=n), rng.normal(size=n))
+    assert abs(unrelated["eye_tracking"]) < 0.05
+
+
+def test_reading_reader_fills_a_missing_item_and_drops_a_none_context(tmp_path):
+    path = tmp_path / "reading_data.csv"
+    path.write_text("," + READING_HEADER + "\n"
+                    "0,,of,OF,s,1,1,1,1,1.0,2,1,1,1,1,1,0,0,0,0,0,0,None,,4\n"
+                    "1,None of,the,THE,s,2,1,1,1,,3,1,1,1,1,1,0,0,0,0,0,0,of,None,2\n")
+    cols = read_reading(path)
+    assert cols["item"] == ["None", "None of"]  # a missing item becomes the string "None", as the pipeline fills it
+    assert cols["prev_item"] == [None, None]  # "" and the word "None" are both missing to pandas
+    assert math.isnan(cols["Subtlex_log10"][1]) and cols["length"] == [2.0, 3.0]
+
+
+def test_real_reading_csv_reads_as_pandas_reads_it():
+    pd = pytest.importorskip("pandas")
+    path = REAL_DATA / "reading" / "reading_data.csv"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    cols = read_reading(path)
+    df = pd.read_csv(path, dtype={"item": str})
+    df["item"] = df["item"].fillna("None")
+    assert cols["item"] == list(df["item"])
+    assert cols["prev_item"] == [v if isinstance(v, str) else None for v in df["prev_item"]]
+    np.testing.assert_array_equal(np.array(cols["Subtlex_log10"]), df["Subtlex_log10"].to_numpy(float))
+
+
+def test_suite_outputs_and_pipeline_predictions(tiny_teachers, tmp_path):
+    a, b = tiny_teachers
+    data = {"ewok": tmp_path / "ewok_fast",
+            "entity_tracking": tmp_path / "entity_tracking",
+            "wug_adj": tmp_path / "wug_adj_nominalization",
+            "reading": write_reading(tmp_path / "reading" / "reading_data.csv")}
+    for domain in ("toy-domain", "other-domain"):
+        write_jsonl(data["ewok"] / f"{domain}.jsonl", [r for r in EWOK_ROWS if r["Domain"] == domain])
+    write_jsonl(data["entity_tracking"] / "regular.jsonl", ET_ROWS)
+    write_jsonl(data["wug_adj"] / "wug_adj_nominalization.jsonl", WUG_ROWS)
+    blimp = write_jsonl(tmp_path / "blimp_fast" / "p1.jsonl", [
+        {"sentence_good": "the cat sat .", "sentence_bad": "cat the sat .", "field": "syntax",
+         "UID": "p1", "linguistics_term": "word_order"}] * 2).parent
+    config = EvalConfig(tasks=["blimp", "ewok", "entity_tracking", "wug_adj", "reading"], suite="fast",
+                        blimp_dir=blimp, data_dirs=data, pair_scoring="pipeline", batch_size=4)
+    res = run_eval([a], ensembles=[[a, b]], config=config, out=tmp_path / "out", progress=False, log=quiet)
+    tasks = res[0]["tasks"]
+    assert set(tasks) == {"blimp", "ewok", "entity_tracking", "wug_adj", "reading"}
+    assert set(tasks["ewok"]["by_domain"]) == {"toy-domain", "other-domain"}
+    assert tasks["ewok"]["overall"] == pytest.approx(np.mean(list(tasks["ewok"]["by_domain"].values())))
+    assert set(tasks["entity_tracking"]["by_subset"]) == {"regular_0_ops", "regular_1_ops"}
+    assert -1 <= tasks["wug_adj"]["spearman"] <= 1 and tasks["reading"]["words"] == 40
+    assert {"eye_tracking", "self_paced_reading"} <= set(tasks["reading"])
+
+    root = tmp_path / "out" / "pipeline" / "llama" / "main" / "zero_shot" / "causal"
+    ewok = json.loads((root / "ewok" / "ewok_fast" / "predictions.json").read_text())
+    for domain, acc in tasks["ewok"]["by_domain"].items():  # collate_preds' _calculate_target_results
+        rows = [r for r in EWOK_ROWS if r["Domain"] == domain]
+        preds = ewok[domain]["predictions"]
+        assert [p["id"] for p in preds] == [f"{domain}_{i}" for i in range(len(rows))]
+        assert np.mean([p["pred"].strip() == r["Target1"] for p, r in zip(preds, rows, strict=True)]) == acc
+    et = json.loads((root / "entity_tracking" / "entity_tracking" / "predictions.json").read_text())
+    assert sorted(et) == ["regular_0_ops", "regular_1_ops"] and len(et["regular_0_ops"]["predictions"]) == 2
+    wug = json.loads((root / "wug_adj" / "wug_adj_nominalization" / "predictions.json").read_text())
+    probs = [p["prob"] for p in wug["wug_adj"]["predictions"]]
+    assert spearman(probs, [r["ratio"] for r in WUG_ROWS]) == pytest.approx(tasks["wug_adj"]["spearman"])
+    reading = json.loads((root / "reading" / "predictions.json").read_text())["reading"]["predictions"]
+    assert [p["id"] for p in reading] == list(range(40)) and all(p["pred"] > 0 for p in reading)
+    assert (root / "blimp" / "blimp_fast" / "predictions.json").is_file()
+    ens = tmp_path / "out" / "pipeline" / "ensemble_llama_gpt2_" / "main" / "zero_shot" / "causal"
+    assert (ens / "reading" / "predictions.json").is_file()
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "EWoK" in table and "entity tracking" in table and "reading" in table
+
+
+def test_bad_task_input_is_one_error_line(tiny_teachers, tmp_path):
+    with pytest.raises(BblError, match="--tasks: unknown task"):
+        EvalConfig(tasks=["blimp", "cloze"])
+    r = run(["eval", tiny_teachers[0], "--tasks", "ewok", "--task-data", f"ewok={tmp_path / 'nope'}",
+             "--out", tmp_path / "o"])
+    assert r.exit_code == 1 and error_lines(r) and "--task-data ewok=PATH" in error_lines(r)[0]
+    r = run(["eval", tiny_teachers[0], "--tasks", "reading", "--task-data", f"reading={tmp_path}",
+             "--out", tmp_path / "o"])
+    assert r.exit_code == 1 and "reading_data.csv" in error_lines(r)[0]
+    r = run(["eval", tiny_teachers[0], "--tasks", "wug", "--out", tmp_path / "o"])
+    assert r.exit_code == 1 and "unknown task" in error_lines(r)[0]
+    bad = write_jsonl(tmp_path / "et" / "regular.jsonl", [{"input_prefix": "x", "options": ["a"]}])
+    with pytest.raises(BblError, match=r"regular.jsonl:1: missing field 'numops'"):
+        read_items("entity_tracking", bad.parent, option="x")
