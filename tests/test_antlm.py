@@ -229,3 +229,30 @@ def test_mlm_kd_distils_in_mlm_phases_and_misuse_is_one_line(prepared, trained_c
         with pytest.raises(BblError, match=fragment):
             distill(load_config("student-tiny", bad), prepared, tmp_path / "bad", cache_path=cache, log=quiet)
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("preset, masked", [("tiny", True), ("cpu", False), ("cpu-study", False), ("paper", False),
+                                            ("babyllama2", False)])
+def test_baby_llama_pipelines_keep_the_papers_three_specials(preset, masked, tmp_path):
+    from bbl.pipeline import build_stages
+
+    data = tmp_path / "babylm"
+    for split in ("babylm_10M", "babylm_dev", "blimp_filtered", "supplement_filtered"):
+        (data / split).mkdir(parents=True)
+    prepare = next(s.argv for s in build_stages(preset, data, tmp_path / "w") if s.key == "prepare")
+    assert ("--no-mask-token" not in prepare) is masked
+
+
+def test_prepare_reserves_mask_as_the_fourth_special_unless_told_not_to(prepared, tiny_babylm, tmp_path):
+    from transformers import AutoTokenizer
+
+    from bbl.data.prepare import prepare
+    from bbl.data.prepared import PreparedData
+
+    data = PreparedData(prepared)
+    assert data.manifest["mask_token_id"] == 3 == data.mask_token_id(needed_by="this test")
+    hf = AutoTokenizer.from_pretrained(data.tokenizer_dir)
+    assert hf.mask_token == "<mask>" and hf.mask_token_id == 3 and len(hf) == data.vocab_size
+    plain = prepare(*tiny_babylm, tmp_path / "plain", vocab_size=320, mask_token=False, progress=False, log=quiet)
+    assert plain["mask_token_id"] is None
+    assert AutoTokenizer.from_pretrained(tmp_path / "plain" / "tokenizer").mask_token is None
