@@ -1,8 +1,9 @@
 """bbl: Baby Llama as a tool — teachers, a cached top-k logit store in Zarr, and offline distillation.
 
 The package is a house of rooms, one per stage, imports running one way (docs/architecture.md):
-errors, io, runtime, config -> data -> losses -> models -> train -> cache -> distill -> evaluate -> study ->
-pipeline -> cli. `import bbl` stays light: torch and transformers are imported by the modules that need them.
+errors, io, runtime, config -> data -> losses -> models -> train -> cache -> distill -> evaluate -> finetune ->
+study -> pipeline -> cli. `import bbl` stays light: torch and transformers are imported by the modules that need
+them.
 """
 
 import importlib

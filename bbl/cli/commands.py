@@ -239,6 +239,47 @@ def eval_cmd(model_dirs, ensembles, tasks, suite, blimp_dir, supplement_dir, tas
     click.echo(f"wrote {len(results)} result file(s), results.md, blimp.png and pipeline/ predictions to {out}")
 
 
+@main.command("finetune")
+@click.argument("model_dir", type=PathArg)
+@click.option("--task", "task_names", multiple=True, metavar="TASK",
+              help="boolq, mnli, mrpc, multirc, qqp, rte or wsc (repeatable).")
+@click.option("--tasks", default=None, metavar="A,B,...", help="Several tasks, comma-separated; 'all' = the seven.")
+@click.option("--data", type=PathArg, default=None,
+              help="Dir of <task>.train.jsonl and <task>.valid.jsonl (default: ../shared/data/glue_filtered).")
+@click.option("--out", type=PathArg, default=Path("results"), show_default=True,
+              help="Output dir: pipeline/<model>/main/finetune/<task>/predictions.json, finetune.md, finetune.json.")
+@click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True,
+              help="Seeds the head, dropout and data order (the pipeline's default 42).")
+@click.option("--read", type=click.Choice(["last", "first"]), default="last", show_default=True,
+              help="Position the head reads: the last real token, or the first (what eval_finetuning.sh runs).")
+@click.option("--epochs", type=Positive, default=None,
+              help="Override every task's epochs (smoke runs; deviates from the recipe's 10, WSC 30).")
+@click.option("--batch-size", type=Positive, default=None,
+              help="Override every task's batch (deviates from the recipe's 32, BoolQ and MultiRC 16).")
+@click.option("--max-train-examples", type=Positive, default=None,
+              help="Train on the first N rows only (deviates from the recipe).")
+@click.option("--max-valid-examples", type=Positive, default=None,
+              help="Validate and predict on the first N rows only (collate_preds then rejects the sizes).")
+@click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
+def finetune_cmd(model_dir, task_names, tasks, data, out, seed, read, epochs, batch_size, max_train_examples,
+                 max_valid_examples, device):
+    """Fine-tune MODEL_DIR on (Super)GLUE tasks with the BabyLM 2025 pipeline's recipe (eval_finetuning.sh) and
+    write its predictions.json per task, finetune.md and finetune.json."""
+    from bbl.finetune.data import FINETUNE_TASKS
+    from bbl.finetune.recipe import FinetuneConfig
+    from bbl.finetune.run import run_finetune
+    from bbl.runtime import default_device
+
+    names = list(task_names) + [t.strip() for t in (tasks or "").split(",") if t.strip()]
+    names = [n for t in names for n in (FINETUNE_TASKS if t == "all" else (t,))]
+    config = FinetuneConfig(tasks=list(dict.fromkeys(names)), seed=seed, read=read, epochs=epochs,
+                            batch_size=batch_size, max_train_examples=max_train_examples,
+                            max_valid_examples=max_valid_examples, device=device or default_device())
+    run_finetune(model_dir, config, data_dir=data or default_data("glue_filtered"), out=out, log=click.echo)
+    click.echo((Path(out) / "finetune.md").read_text())
+    click.echo(f"wrote finetune.md, finetune.json and pipeline/ predictions to {out}")
+
+
 @main.command("study")
 @click.argument("config")
 @click.option("--data", type=PathArg, required=True, help="Prepared dir from `bbl prepare` (the teachers' and cache's).")

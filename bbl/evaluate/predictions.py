@@ -2,7 +2,8 @@
 bbl's results: `<root>/<model>/main/zero_shot/causal/<task>/<dataset>/predictions.json` for the ranking tasks and
 `<root>/<model>/main/zero_shot/causal/reading/predictions.json` (babylm/evaluation-pipeline-2025
 `sentence_zero_shot/run.py` `main` and `save_predictions`, `compute_results.py` `rank_and_evaluate(_wug)`,
-`reading/run.py`).
+`reading/run.py`), and `<root>/<model>/main/finetune/<task>/predictions.json` for the fine-tuned (Super)GLUE tasks
+(`finetune/run.py`'s `__main__`; `collate_preds.py` checks one per task and its size).
 """
 
 from __future__ import annotations
@@ -23,6 +24,18 @@ def predictions_dir(root: Path, model: str, task: str, dataset: str | None = Non
     dir's name (blimp_filtered, blimp_fast, ewok_fast, entity_tracking, ...; none for reading)."""
     path = Path(root) / model / REVISION / "zero_shot" / "causal" / task
     return path / dataset if dataset else path
+
+
+def finetune_predictions_dir(root: Path, model: str, task: str) -> Path:
+    """`root/model/main/finetune/task`: where the pipeline's `finetune/run.py` writes a task's predictions.json
+    and results.txt (`task` is the pipeline's name: boolq, mnli, mrpc, multirc, qqp, rte, wsc)."""
+    return Path(root) / model / REVISION / "finetune" / task
+
+
+def classification_predictions(task: str, predicted: np.ndarray) -> dict:
+    """{task: {"predictions": [{"id": "<task>_<i>", "pred": class index (int)}, ...]}} in the order of the
+    task's valid file, as `finetune/run.py` writes them; `predicted` is (N,) int, the argmax class per row."""
+    return {task: {"predictions": [{"id": f"{task}_{i}", "pred": int(p)} for i, p in enumerate(predicted)]}}
 
 
 def ranking_predictions(items: list[RankingItem], chosen: np.ndarray, *, probs: np.ndarray | None = None) -> dict:

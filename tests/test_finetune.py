@@ -1,0 +1,252 @@
+"""`bbl finetune`: the classifier reads the last real token, the pipeline's recipe per task, its metrics and best
+epoch, a tiny fine-tune that learns, the pipeline's predictions.json, and one-line errors with nothing written."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bbl.finetune import recipe
+from bbl.finetune.data import encode_pairs, read_examples
+from bbl.finetune.model import CausalLMClassifier
+from bbl.finetune.recipe import (
+    TASK_RECIPES,
+    FinetuneConfig,
+    classification_metrics,
+    keep_best_epoch,
+    pipeline_optimizer,
+    training_arguments,
+)
+
+from .conftest import save_random_model
+from .helpers import error_lines, run
+
+
+@pytest.fixture(scope="module")
+def tiny_models(prepared, tmp_path_factory):
+    root = tmp_path_factory.mktemp("finetune_models")
+    return {"llama": save_random_model("llama-tiny", prepared, root / "llama", seed=3),
+            "gpt2": save_random_model("gpt2-tiny", prepared, root / "gpt2", seed=4)}
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def toy_rte(n, seed):
+    """RTE-format rows whose label is the last word of sentence2: "happy" -> 1 (not entailed), "sad" -> 0."""
+    rng = random.Random(seed)
+    words = "the cat dog bird saw ran sat on a mat big small red blue tree house ball".split()
+    rows = []
+    for i in range(n):
+        label = i % 2
+        s1 = " ".join(rng.choice(words) for _ in range(rng.randint(3, 8))) + " ."
+        s2 = " ".join(rng.choice(words) for _ in range(rng.randint(2, 5))) + (" happy" if label else " sad")
+        rows.append({"sentence1": s1, "sentence2": s2, "label": label, "idx": i})
+    return rows
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_classifier_reads_the_last_real_token(tiny_models, arch):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_models[arch])
+    model = CausalLMClassifier.from_pretrained(tiny_models[arch], 2).eval()
+    ids = tok(["the cat sat on a mat .", "a dog ran ."], padding=True, return_tensors="pt")
+    x, mask = ids["input_ids"], ids["attention_mask"]
+    assert mask[1, -1] == 0  # the short row is right-padded
+    last = int(mask[1].sum()) - 1
+    with torch.no_grad():
+        base = model(x, mask).logits
+        alone = model(x[1:, :last + 1], mask[1:, :last + 1]).logits
+        pad_changed = x.clone()
+        pad_changed[1, last + 1:] = 7
+        other_pad = model(pad_changed, mask).logits
+        last_changed = x.clone()
+        last_changed[1, last] = (x[1, last] + 5) % tok.vocab_size
+        other_last = model(last_changed, mask).logits
+    torch.testing.assert_close(other_pad, base)  # what stands at a pad position is never read
+    torch.testing.assert_close(alone[0], base[1], atol=1e-5, rtol=1e-5)  # padding does not change a row's logits
+    assert not torch.allclose(other_last[1], base[1])  # the last real token is read
+    torch.testing.assert_close(other_last[0], base[0])  # rows stay apart
+
+
+def test_first_token_reading_ignores_the_rest(tiny_models):
+    model = CausalLMClassifier.from_pretrained(tiny_models["llama"], 2, read="first").eval()
+    x = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        a = model(x, torch.ones_like(x)).logits
+        b = model(torch.tensor([[5, 9, 9, 9]]), torch.ones_like(x)).logits
+    torch.testing.assert_close(a, b)  # what eval_finetuning.sh runs: position 0 has seen only the first token
+
+
+def test_recipe_per_task_is_the_pipelines():
+    assert {t: r.batch_size for t, r in TASK_RECIPES.items()} == {
+        "boolq": 16, "multirc": 16, "rte": 32, "wsc": 32, "mrpc": 32, "qqp": 32, "mnli": 32}
+    assert {t: r.epochs for t, r in TASK_RECIPES.items()} == {
+        "boolq": 10, "multirc": 10, "rte": 10, "wsc": 30, "mrpc": 10, "qqp": 10, "mnli": 10}
+    assert {t: r.metric for t, r in TASK_RECIPES.items()} == {
+        "boolq": "accuracy", "multirc": "accuracy", "rte": "accuracy", "wsc": "accuracy", "mrpc": "f1",
+        "qqp": "f1", "mnli": "accuracy"}
+    assert TASK_RECIPES["mnli"].metrics == ("accuracy",)  # 3 classes: no binary F1 / MCC
+    cfg = FinetuneConfig(tasks=["wsc"], epochs=2, batch_size=4)
+    assert (cfg.recipe("wsc").epochs, cfg.recipe("wsc").batch_size) == (2, 4)
+    assert cfg.deviations() == {"epochs": 2, "batch_size": 4}
+    assert FinetuneConfig(tasks=["rte"]).deviations() == {}
+
+
+def test_optimizer_and_schedule_are_the_pipelines(tmp_path):
+    from transformers import get_scheduler
+
+    args = training_arguments(TASK_RECIPES["rte"], train_examples=2490, seed=0, device="cpu",
+                              output_dir=str(tmp_path), progress=False)
+    total = (2490 // 32) * 10  # the partial batch is dropped
+    assert args.per_device_train_batch_size == 32 and args.num_train_epochs == 10
+    assert args.get_warmup_steps(total) == int(0.06 * total) == 46
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3))
+    opt = pipeline_optimizer(model)
+    (group,) = opt.param_groups  # one group: weight decay on every parameter, biases and norms too
+    assert isinstance(opt, torch.optim.AdamW) and group["weight_decay"] == 0.01 and not group["amsgrad"]
+    assert (group["lr"], group["betas"], group["eps"]) == (3e-5, (0.9, 0.999), 1e-8)
+    assert len(group["params"]) == 4
+    sched = get_scheduler(args.lr_scheduler_type, opt, num_warmup_steps=46, num_training_steps=total,
+                          scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    lrs = []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+
+    def pipeline_factor(step):  # finetune/utils.py cosine_schedule_with_warmup, min_factor 0.1
+        if step < 46:
+            return step / 46
+        progress = (step - 46) / (total - 46)
+        return max(0.1, 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))
+
+    np.testing.assert_allclose(lrs, [3e-5 * pipeline_factor(s) for s in range(total)], rtol=1e-9, atol=1e-15)
+
+
+def test_metrics_equal_hand_counts():
+    pred, gold = np.array([1, 1, 0, 0, 1, 0]), np.array([1, 0, 0, 1, 1, 0])
+    # tp 2, fp 1, fn 1, tn 2
+    got = classification_metrics(pred, gold, ("accuracy", "f1", "mcc"))
+    assert got["accuracy"] == pytest.approx(4 / 6)
+    assert got["f1"] == pytest.approx(2 * 2 / (2 * 2 + 1 + 1))
+    assert got["mcc"] == pytest.approx((2 * 2 - 1 * 1) / np.sqrt(3 * 3 * 3 * 3))
+    none = classification_metrics(np.zeros(4), np.zeros(4), ("f1", "mcc"))
+    assert none == {"f1": 0.0, "mcc": 0.0}  # scikit-learn's value where the denominator is 0
+
+
+def test_best_epoch_is_kept_and_a_tie_keeps_the_earlier():
+    from transformers import TrainerState
+
+    model = torch.nn.Linear(2, 1)
+    keep = keep_best_epoch("f1")
+    for epoch, score in enumerate([0.5, 0.7, 0.7, 0.6], 1):
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        keep.on_evaluate(None, TrainerState(epoch=float(epoch)), None, model=model, metrics={"eval_f1": score})
+    keep.on_train_end(None, TrainerState(), None, model=model)
+    assert (keep.best_epoch, keep.best_score) == (2, 0.7)
+    assert torch.all(model.weight == 2)  # epoch 2's weights are back
+
+
+def test_inputs_are_built_as_the_pipeline_builds_them(tmp_path):
+    wsc = write_jsonl(tmp_path / "wsc.valid.jsonl", [
+        {"text": "Mark told Pete lies. He was wrong.", "span1_index": 0, "span2_index": 4, "span1_text": "Mark",
+         "span2_text": "He", "idx": 0, "label": 1}])
+    multirc = write_jsonl(tmp_path / "multirc.valid.jsonl", [
+        {"paragraph": "The cat sat.", "question": "Who sat?", "answer": "the cat", "idx": 0, "label": 1}])
+    assert read_examples(wsc, "wsc") == ([('Does "He" refer to "Mark" in this passage?',
+                                           "Mark told Pete lies. He was wrong.")], [1])
+    assert read_examples(multirc, "multirc") == ([("Question: Who sat? Answer: the cat", "The cat sat.")], [1])
+
+
+def test_long_inputs_are_cut_to_max_length_and_counted(tiny_models):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
+    pairs = [("the cat sat .", "a dog ran ."), (" ".join(["the big red ball"] * 20), "the cat .")]
+    ids, truncated = encode_pairs(tok, pairs, 16)
+    assert truncated == 1 and len(ids[1]) == 16
+    assert ids[0] == tok("the cat sat .", "a dog ran .")["input_ids"]  # short pairs are left whole
+
+
+def test_tiny_finetune_learns_and_writes_the_pipelines_layout(tiny_models, tmp_path, monkeypatch):
+    # the recipe's lr 3e-5 moves a random 2-layer model too little in seconds; the machinery is what is tested
+    monkeypatch.setattr(recipe, "LEARNING_RATE", 3e-3)
+    data = tmp_path / "glue"
+    data.mkdir()
+    train = toy_rte(64, seed=0)
+    train[0]["sentence1"] = " ".join(["the big red ball"] * 60)  # longer than the model's 128 positions
+    write_jsonl(data / "rte.train.jsonl", train)
+    write_jsonl(data / "rte.valid.jsonl", toy_rte(32, seed=1))
+    out = tmp_path / "out"
+    result = run(["finetune", tiny_models["llama"], "--task", "rte", "--data", data, "--out", out, "--seed", "0",
+                  "--epochs", "4", "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: rte: 1 of 64 train and 0 of 32 valid input(s) longer than 128 tokens truncated "
+                        "(longest side first, as the pipeline)"]
+
+    record = json.loads((out / "finetune.json").read_text())
+    rte = record["tasks"]["rte"]
+    assert rte["metric"] == "accuracy" and rte["score"] >= 0.9, rte  # chance is 0.5
+    assert 1 <= rte["best_epoch"] <= 4 and rte["steps"] == (64 // 8) * 4
+    assert record["deviations"] == {"epochs": 4, "batch_size": 8}
+    assert "| rte | accuracy |" in (out / "finetune.md").read_text()
+
+    # the layout and format the pipeline's collate_preds.py reads: results/<model>/main/finetune/<task>/, the
+    # task's key holding one {"id", "pred"} per valid row, merged into full_results["glue"] by task name
+    where = out / "pipeline" / "llama" / "main" / "finetune" / "rte"
+    preds = json.loads((where / "predictions.json").read_text())
+    assert list(preds) == ["rte"] and len(preds["rte"]["predictions"]) == 32
+    assert preds["rte"]["predictions"][0] == {"id": "rte_0", "pred": preds["rte"]["predictions"][0]["pred"]}
+    assert all(p["id"] == f"rte_{i}" and p["pred"] in (0, 1) and type(p["pred"]) is int
+               for i, p in enumerate(preds["rte"]["predictions"]))
+    gold = [r["label"] for r in toy_rte(32, seed=1)]
+    hits = np.mean([p["pred"] == g for p, g in zip(preds["rte"]["predictions"], gold, strict=True)])
+    assert hits == pytest.approx(rte["accuracy"])  # the predictions are the reported epoch's
+    assert (where / "results.txt").read_text().startswith("accuracy: ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tasks", "rte,cola"], "unknown task(s) cola"),
+    (["--task", "rte", "--data", "{tmp}/nowhere"], "no such data dir"),
+    (["--task", "boolq"], "boolq.train.jsonl: no training file for boolq"),
+    (["--task", "rte", "--model", "{tmp}"], "not a model dir"),
+])
+def test_bad_input_is_one_error_line_and_nothing_written(tiny_models, tmp_path, args, message):
+    data = tmp_path / "glue"
+    data.mkdir()
+    write_jsonl(data / "rte.train.jsonl", toy_rte(8, 0))
+    write_jsonl(data / "rte.valid.jsonl", toy_rte(4, 1))
+    write_jsonl(data / "boolq.valid.jsonl", [{"question": "is it?", "passage": "it is.", "idx": 0, "label": 1}])
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    model = tiny_models["llama"]
+    if "--model" in args:
+        model = args[args.index("--model") + 1]
+        args = args[:args.index("--model")]
+    if "--data" not in args:
+        args += ["--data", data]
+    out = tmp_path / "out"
+    result = run(["finetune", model, *args, "--out", out])
+    assert result.exit_code == 1
+    lines = error_lines(result)
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert not out.exists()
+
+
+def test_train_order_is_a_new_permutation_cut_to_whole_batches():
+    from bbl.finetune.recipe import FullBatchSampler
+
+    sampler = FullBatchSampler(10, batch_size=4, seed=0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert len(sampler) == len(first) == len(second) == 8  # the partial batch is dropped, as drop_last=True
+    assert len(set(first)) == 8 and set(first) <= set(range(10)) and first != second
+    assert list(FullBatchSampler(10, batch_size=4, seed=0)) == first  # seeded
