@@ -144,3 +144,58 @@ def test_a_teacher_whose_tokenizer_differs_is_refused_in_one_line(qwen, tmp_path
     assert not (tmp_path / "x.zarr").exists()
     with pytest.raises(BblError, match="tokenizer differs"):
         dump([other], prepared, tmp_path / "y.zarr")
+
+
+def test_a_device_mapped_teacher_dumps_and_repairs_the_same_bytes(qwen, tmp_path):
+    """`--device-map auto` loads through accelerate's big-model placement (on this CPU machine: every layer on the
+    CPU); the cache equals the plainly loaded one, records the placement, and a repair reuses it."""
+    from bbl.cache.dump import dump_logits
+
+    prepared, teacher, cache, _ = qwen
+    mapped = tmp_path / "mapped.zarr"
+    res = run(["dump-logits", "--teacher", teacher, "--data", prepared, "--out", mapped, "--topk", 16, "--seq-len",
+               32, "--chunk-windows", 4, "--batch-size", 2, "--max-windows", 24, "--device", "cpu", "--device-map",
+               "auto"])
+    assert res.exit_code == 0, res.output
+    want, got = arrays(cache), arrays(mapped)
+    for k in want:
+        np.testing.assert_array_equal(want[k], got[k], err_msg=k)
+    assert CacheReader(mapped).attrs["dump_device_map"] == "auto"
+    (mapped / "tail_logprob" / "c" / "2" / "0").unlink()
+    res = run(["cache", "repair", mapped, "--teacher", teacher, "--data", prepared])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(arrays(mapped)["tail_logprob"], want["tail_logprob"])
+    # no --batch-size: 16 on CPU, recorded; a resumed store keeps the size it was dumped with
+    auto = tmp_path / "auto.zarr"
+    from .helpers import dump_config
+
+    dump_logits([teacher], prepared, auto, dump_config(top_k=16, batch_size=None), progress=False, log=quiet)
+    assert CacheReader(auto).attrs["dump_batch_size"] == 16 == CacheReader(auto).attrs["dump_config"]["batch_size"]
+    from bbl.cache.dump import ChunkComputer, resolve_batch_size
+    from bbl.cache.format import DumpConfig
+
+    computer = ChunkComputer([], [], None, DumpConfig(), device="cuda:0", id_dtype=np.int64, vocab_size=1)
+    assert resolve_batch_size(DumpConfig(), computer, cache, log=quiet).batch_size == 2  # the store's own
+
+
+def test_the_gpu_batch_size_is_the_first_that_fits_as_accelerate_lowers_it():
+    """What `dump-logits` without --batch-size does on a GPU, driven by a forward pass that runs out of memory
+    above 40 windows (the out-of-memory error is torch's own type; no GPU needed to raise it)."""
+    import torch
+
+    from bbl.cache.dump import largest_fitting_batch
+
+    tried = []
+
+    def forward(batch_size):
+        tried.append(batch_size)
+        if batch_size > 40:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    assert largest_fitting_batch(forward, 256) == 40 and tried[0] == 256 and tried == sorted(tried, reverse=True)
+
+    def broken(batch_size):
+        raise ValueError("not a memory error")
+
+    with pytest.raises(ValueError, match="not a memory error"):
+        largest_fitting_batch(broken, 256)

@@ -12,6 +12,7 @@ under torchrun (rank r writes chunks r, r + world, ...). The settings are a `bbl
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 import threading
 import time
@@ -20,17 +21,25 @@ from pathlib import Path
 import numpy as np
 
 from bbl import __version__
-from bbl.cache.format import LOGPROB_STEP, TOPK_ORDER, ChunkBatch, DumpConfig, quantize_logprobs, sort_by_id
+from bbl.cache.format import (
+    CPU_BATCH_SIZE,
+    LOGPROB_STEP,
+    TOPK_ORDER,
+    ChunkBatch,
+    DumpConfig,
+    quantize_logprobs,
+    sort_by_id,
+)
 from bbl.cache.inspect import cache_stats
 from bbl.cache.reader import CacheReader
-from bbl.cache.store import cache_location
+from bbl.cache.store import cache_location, group_exists, open_group
 from bbl.cache.writer import CacheWriter
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer
 from bbl.data.windows import TokenWindows, select_train_windows
 from bbl.errors import BblError
 from bbl.models.ensemble import ensemble_targets, ensemble_targets_from_hidden
-from bbl.models.teachers import load_teachers, teacher_forward
+from bbl.models.teachers import Head, load_teachers, teacher_forward
 from bbl.runtime import barrier, finish_distributed, init_distributed, rank, world_size
 
 
@@ -45,6 +54,7 @@ class ChunkComputer:
                  vocab_size: int):
         self.teachers, self.infos, self.windows, self.config = teachers, infos, windows, config
         self.device, self.id_dtype, self.vocab_size = device, id_dtype, vocab_size
+        self._heads: dict = {}
         import torch
 
         for model, info in zip(teachers, infos, strict=True):  # the chunked path checks hidden states, not logits
@@ -64,6 +74,62 @@ class ChunkComputer:
         seed = int(np.random.SeedSequence([self.config.seed, c]).generate_state(1, np.uint64)[0] >> 1)
         return torch.Generator(device=self.device).manual_seed(seed)
 
+    def batch_targets(self, ids, kind: dict, *, first_row: int = 0) -> dict:
+        """The ensemble's targets of one batch of windows ((B, S) int64 ids) on the dump's device.
+
+        A device-mapped teacher (`load_teachers(device_map=...)`) is fed at its first layer's device; its hidden
+        states (and, once, its LM head) are brought to the dump's device, where the ensemble is formed.
+
+        Raises:
+            BblError: a teacher produced NaN/inf logits (names the teacher and the window).
+        """
+        import torch
+
+        cfg = self.config
+        cuda = self.device.startswith("cuda") and cfg.dtype == "auto"
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+        outputs, heads = [], []
+        with torch.inference_mode():
+            for t, (model, info) in enumerate(zip(self.teachers, self.infos, strict=True)):
+                mapped = getattr(model, "hf_device_map", None) is not None
+                with autocast:
+                    out, head = teacher_forward(model, ids.to(model.device if mapped else self.device), self.vocab_size)
+                bad = ~torch.isfinite(out).flatten(1).all(1)
+                if bad.any():
+                    w = int(self.windows.indices[first_row + int(bad.nonzero()[0])])
+                    fix = ("fp16 overflows: use --dtype bf16 or fp32" if cfg.dtype == "fp16" else
+                           "the teacher checkpoint is broken, retrain or pick an earlier checkpoint")
+                    raise BblError(f"{info['path']}: NaN/inf logits on {cfg.split} window {w}; {fix}")
+                if mapped:
+                    out, head = out.to(self.device), self._head_on_device(t, head)
+                outputs.append(out)
+                heads.append(head)
+            with autocast:
+                if all(h is not None for h in heads):  # chunked: no (B, S, V) tensor per teacher
+                    return ensemble_targets_from_hidden(outputs, heads, temperature=cfg.temperature, **kind)
+                return ensemble_targets([o.float() for o in outputs], temperature=cfg.temperature, **kind)
+
+    def _head_on_device(self, t: int, head):
+        """Teacher `t`'s LM head on the dump's device, moved once (a device-mapped teacher's head sits on its last
+        layer's device)."""
+        if head is None:
+            return None
+        if t not in self._heads:
+            self._heads[t] = Head(head.weight.to(self.device),
+                                  None if head.bias is None else head.bias.to(self.device))
+        return self._heads[t]
+
+    def probe(self, batch_size: int) -> None:
+        """One `batch_targets` of `batch_size` windows (the first ones, repeated as needed): what a real batch of
+        that size costs in memory (`resolve_batch_size`)."""
+        import torch
+
+        n = len(self.windows)
+        ids = np.stack([self.windows.window(i % n) for i in range(batch_size)])
+        kind = {"targets": self.config.targets, "top_k": self.config.top_k, "num_samples": self.config.num_samples,
+                "generator": self.generator(0) if self.config.targets != "topk" else None}
+        self.batch_targets(torch.from_numpy(ids), kind)
+
     def compute(self, c: int) -> ChunkBatch:
         """Chunk `c` as a `ChunkBatch` (ids sorted by id, log-probs on the `LOGPROB_STEP` grid).
 
@@ -73,34 +139,14 @@ class ChunkComputer:
         import torch
 
         rows = self.rows(c)
-        cuda = self.device.startswith("cuda") and self.config.dtype == "auto"
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
         ids_np = np.stack([self.windows.window(i) for i in rows])
         cfg = self.config
         kind = {"targets": cfg.targets, "top_k": cfg.top_k, "num_samples": cfg.num_samples,
                 "generator": self.generator(c) if cfg.targets != "topk" else None}
         parts = []
-        with torch.inference_mode():
-            for b in range(0, len(rows), self.config.batch_size):
-                ids = torch.from_numpy(ids_np[b:b + self.config.batch_size]).to(self.device)
-                outputs, heads = [], []
-                for model, info in zip(self.teachers, self.infos, strict=True):
-                    with autocast:
-                        out, head = teacher_forward(model, ids, self.vocab_size)
-                    bad = ~torch.isfinite(out).flatten(1).all(1)
-                    if bad.any():
-                        w = int(self.windows.indices[rows[b] + int(bad.nonzero()[0])])
-                        fix = ("fp16 overflows: use --dtype bf16 or fp32" if cfg.dtype == "fp16" else
-                               "the teacher checkpoint is broken, retrain or pick an earlier checkpoint")
-                        raise BblError(f"{info['path']}: NaN/inf logits on {cfg.split} window {w}; {fix}")
-                    outputs.append(out)
-                    heads.append(head)
-                with autocast:
-                    if all(h is not None for h in heads):  # chunked: no (B, S, V) tensor per teacher
-                        out = ensemble_targets_from_hidden(outputs, heads, temperature=cfg.temperature, **kind)
-                    else:
-                        out = ensemble_targets([o.float() for o in outputs], temperature=cfg.temperature, **kind)
-                parts.append({k: t.cpu() for k, t in out.items()})
+        for b in range(0, len(rows), cfg.batch_size):
+            out = self.batch_targets(torch.from_numpy(ids_np[b:b + cfg.batch_size]), kind, first_row=rows[b])
+            parts.append({k: t.cpu() for k, t in out.items()})
         arrays = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
         batch = ChunkBatch(index=c, input_ids=ids_np.astype(self.id_dtype),
                            window_idx=self.windows.indices[rows.start:rows.stop].astype(np.int64))
@@ -151,8 +197,56 @@ def dump_windows(data: PreparedData, config: DumpConfig) -> TokenWindows:
     return windows
 
 
+AUTO_BATCH_START = 256
+"""The first batch size tried on a GPU when `--batch-size` is not given; lowered until one forward pass fits."""
+
+
+def resolve_batch_size(config: DumpConfig, computer: ChunkComputer, out, *, log=print) -> DumpConfig:
+    """`config` with a concrete `batch_size`: as given; else a resumed store's own (so its chunks stay alike); else
+    `CPU_BATCH_SIZE` off a GPU; else the first of AUTO_BATCH_START, lowered 10% at a time, whose teacher forward
+    and ensemble fit the GPU's memory, probed on the dump's first windows with accelerate's
+    `find_executable_batch_size` (it lowers the size on an out-of-memory error and frees the cache between
+    tries); under torchrun the smallest over the ranks.
+
+    Raises:
+        RuntimeError: not even one window fits (accelerate: "No executable batch size found").
+    """
+    if config.batch_size is not None:
+        return config
+    if group_exists(out):
+        recorded = open_group(out, "r").attrs.get("dump_batch_size")
+        if recorded:
+            return dataclasses.replace(config, batch_size=int(recorded))
+    if not str(computer.device).startswith("cuda"):
+        return dataclasses.replace(config, batch_size=CPU_BATCH_SIZE)
+    size = largest_fitting_batch(computer.probe, AUTO_BATCH_START)
+    if world_size() > 1:  # every rank writes chunks of one store: all use the smallest rank's size
+        import torch
+        import torch.distributed as dist
+
+        agreed = torch.tensor([size], device=computer.device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MIN)
+        size = int(agreed.item())
+    log(f"--batch-size {size} (the largest that fits the GPU's memory, tried from {AUTO_BATCH_START} down)")
+    return dataclasses.replace(config, batch_size=size)
+
+
+def largest_fitting_batch(run, start: int) -> int:
+    """The first size from `start` down, as accelerate's `find_executable_batch_size` lowers it (x 0.9 per try),
+    for which `run(batch_size)` raises no out-of-memory error; other errors propagate."""
+    from accelerate.utils import find_executable_batch_size
+
+    @find_executable_batch_size(starting_batch_size=start)
+    def fits(batch_size):
+        run(batch_size)
+        return batch_size
+
+    return fits()
+
+
 def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, config: DumpConfig | None = None, *,
-                device: str = "cpu", overwrite: bool = False, progress: bool = True, log=print) -> dict:
+                device: str = "cpu", device_map: str | None = None, overwrite: bool = False, progress: bool = True,
+                log=print) -> dict:
     """Dump the ensemble's soft targets of every window of `config.split` into the cache at `out`.
 
     `config.targets` is the kind stored: topk (top_k ids, log-probs, tail mass), sampled (`num_samples` ids drawn
@@ -171,7 +265,8 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, config: DumpConfi
         raise BblError(f"--dtype fp16 needs a GPU (device {device}); use --dtype bf16 or fp32 on CPU")
     device = init_distributed(device)
     data = PreparedData(data_dir, check_hashes=True)
-    teachers, infos = load_teachers(teacher_dirs, device, seq_len=config.seq_len, dtype=teacher_dtype(config))
+    teachers, infos = load_teachers(teacher_dirs, device, seq_len=config.seq_len, dtype=teacher_dtype(config),
+                                    device_map=device_map)
     check_same_tokenizer(infos[0]["tokenizer_fingerprint"], data.tokenizer_fingerprint(),
                          subject=f"{teacher_dirs[0]}: teacher", reference=data.tokenizer_dir,
                          fix="pass the --data the teachers were trained on")
@@ -179,8 +274,13 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, config: DumpConfi
         raise BblError(f"--topk {config.top_k} exceeds the vocabulary ({data.vocab_size}); use --topk <= "
                        f"{data.vocab_size}")
     windows = dump_windows(data, config)
-    attrs = dump_attrs(config, data, infos, device=device, data_dir=data_dir)
     out = cache_location(out)
+    computer = ChunkComputer(teachers, infos, windows, config, device=device, id_dtype=np.int64,
+                             vocab_size=data.vocab_size)
+    config = computer.config = resolve_batch_size(config, computer, out, log=log if rank() == 0 else lambda *_: None)
+    attrs = dump_attrs(config, data, infos, device=device, data_dir=data_dir)
+    if device_map is not None:
+        attrs["dump_device_map"] = str(device_map)
     if rank() == 0:
         writer = CacheWriter(out, attrs=attrs, num_windows=len(windows), chunk_windows=config.chunk_windows,
                              overwrite=overwrite)
@@ -192,8 +292,7 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, config: DumpConfi
     todo = [c for c in range(writer.num_chunks) if c % world_size() == rank() and not done[c]]
     if rank() == 0 and done.any():
         log(f"resuming {out}: {int(done.sum())}/{writer.num_chunks} chunks already written")
-    computer = ChunkComputer(teachers, infos, windows, config, device=device, id_dtype=writer.group["input_ids"].dtype,
-                             vocab_size=data.vocab_size)
+    computer.id_dtype = writer.group["input_ids"].dtype
     t0 = time.perf_counter()
     dumped = _compute_and_write(computer, writer, todo, out, progress=progress)
     barrier()

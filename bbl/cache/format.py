@@ -108,6 +108,10 @@ DEFAULT_SAMPLES = 12
 (2025, "Sparse Logit Sampling") report for random-sampling KD."""
 
 
+CPU_BATCH_SIZE = 16
+"""Windows per teacher forward pass on CPU when `--batch-size` is not given (the default of every earlier dump)."""
+
+
 @dataclass
 class DumpConfig:
     """The settings of one dump: what is stored per position and over which windows (`bbl dump-logits`).
@@ -131,8 +135,10 @@ class DumpConfig:
     """Token stream of the prepared dir to dump."""
     seq_len: int = 128
     """Tokens per window (the student's)."""
-    batch_size: int = 16
-    """Windows per teacher forward pass (part of what makes a chunk's bits: repair reuses it)."""
+    batch_size: int | None = None
+    """Windows per teacher forward pass (part of what makes a chunk's bits: repair reuses it). None: chosen when
+    the dump starts (`bbl.cache.dump.resolve_batch_size`): a resumed store's own, `CPU_BATCH_SIZE` (16) on CPU,
+    and on a GPU the largest that fits its memory; the cache records the number used."""
     max_windows: int | None = None
     """The fixed subset `training.max_train_windows` selects (same seed); None = every window."""
     seed: int = 0
@@ -179,7 +185,7 @@ class DumpConfig:
         return cls(targets=attrs.get("targets", "topk"), top_k=int(attrs["top_k"]),
                    num_samples=int(attrs.get("num_samples", 0)), temperature=float(attrs["temperature"]),
                    split=attrs.get("split", "train"), seq_len=int(attrs["seq_len"]),
-                   batch_size=int(attrs.get("dump_batch_size", 16)), max_windows=selection.get("max_windows"),
+                   batch_size=int(attrs.get("dump_batch_size", CPU_BATCH_SIZE)), max_windows=selection.get("max_windows"),
                    seed=int(selection.get("seed", attrs.get("sample_seed", 0))),
                    chunk_windows=int(attrs.get("chunk_windows", DEFAULT_CHUNK_WINDOWS)))
 

@@ -39,7 +39,7 @@ def _teachers_in_recorded_order(teachers, infos, recorded: list[dict], path) -> 
 
 
 def repair_cache(path, teacher_dirs: list[Path], *, data_dir: Path | None = None, device: str = "cpu",
-                 progress: bool = True, log=print) -> dict:
+                 device_map: str | None = None, progress: bool = True, log=print) -> dict:
     """Find and recompute the damaged chunks of the cache at `path`; returns {"damaged": [...], "repaired": [...]}.
 
     Args:
@@ -47,6 +47,7 @@ def repair_cache(path, teacher_dirs: list[Path], *, data_dir: Path | None = None
         teacher_dirs: the teachers the cache records (any order; matched by weights sha256).
         data_dir: the prepared dir of the dump; default the `data_dir` the cache records.
         device: where the teachers run; the dump's device (attribute `dump_device`) gives byte-identical results.
+        device_map: accelerate placement of each teacher (`load_teachers`); None: the dump's (`dump_device_map`).
     Raises:
         BblError: not a cache, teachers or data differing from the recorded ones, damage left after the repair.
     """
@@ -60,7 +61,8 @@ def repair_cache(path, teacher_dirs: list[Path], *, data_dir: Path | None = None
     for p in damaged:
         log(f"damaged: {p}")
     config = DumpConfig.from_attrs(attrs)
-    teachers, infos = load_teachers(teacher_dirs, device, seq_len=reader.seq_len, dtype=teacher_dtype(config))
+    teachers, infos = load_teachers(teacher_dirs, device, seq_len=reader.seq_len, dtype=teacher_dtype(config),
+                                    device_map=device_map or attrs.get("dump_device_map"))
     teachers, infos = _teachers_in_recorded_order(teachers, infos, attrs.get("teachers", []), path)
     data_dir = Path(data_dir or attrs.get("data_dir", ""))
     if not (data_dir / MANIFEST).is_file():

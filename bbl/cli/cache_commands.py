@@ -77,10 +77,12 @@ def cache_verify_cmd(path, teachers, sample, max_kl):
 @click.option("--data", type=PathArg, default=None, help="Prepared dir of the dump (default: the one it records).")
 @click.option("--device", default="cpu", show_default=True,
               help="Where the teachers run; the dump's device gives a byte-identical repair.")
-def cache_repair_cmd(path, teachers, data, device):
+@click.option("--device-map", default=None,
+              help="accelerate placement of each teacher (e.g. auto)  [default: the dump's --device-map]")
+def cache_repair_cmd(path, teachers, data, device, device_map):
     """Recompute exactly the missing, corrupt or unfinished chunks of a cache; an intact cache is left untouched."""
     from bbl.cache.repair import repair_cache
 
-    r = repair_cache(path, list(teachers), data_dir=data, device=device, log=click.echo)
+    r = repair_cache(path, list(teachers), data_dir=data, device=device, device_map=device_map, log=click.echo)
     if r["repaired"]:
         click.echo(f"repaired {len(r['repaired'])} chunk(s) of {path}; `bbl cache verify {path}` passes")

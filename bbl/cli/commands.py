@@ -136,15 +136,20 @@ def train_student(config, data, out, overrides, resume):
               help="Dump the fixed subset training.max_train_windows selects (same --seed); default all windows.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the window subset (the student's training.data_seed, else training.seed).")
-@click.option("--batch-size", type=Positive, default=16, show_default=True, help="Windows per teacher forward pass.")
+@click.option("--batch-size", type=Positive, default=None,
+              help="Windows per teacher forward pass  [default: 16 on CPU; on a GPU the largest from 256 down that fits "
+                   "its memory (a resumed dump keeps its own)]")
 @click.option("--chunk-windows", type=Positive, default=256, show_default=True, help="Windows per Zarr chunk.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
 @click.option("--dtype", type=click.Choice(typing.get_args(DumpDtype)), default="auto", show_default=True,
               help="Teachers' precision: auto = fp32 weights (bf16 autocast on a GPU); fp32/bf16/fp16 = weights in "
                    "that dtype. The logit mean and log-softmax stay fp32.")
+@click.option("--device-map", default=None,
+              help="Load each teacher through accelerate's big-model placement (e.g. auto: layers spread over the "
+                   "GPUs, then CPU), for a teacher larger than one GPU; the ensemble is formed on --device.")
 @click.option("--overwrite", is_flag=True, help="Replace a cache of other settings at --out.")
 def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, out, split, seq_len, max_windows, seed,
-                    batch_size, chunk_windows, device, dtype, overwrite):
+                    batch_size, chunk_windows, device, dtype, device_map, overwrite):
     """Run the teachers once over every window; store the ensemble's soft targets (top-k log-probs, or sampled
     ids, or both) in Zarr.
 
@@ -159,8 +164,8 @@ def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, ou
     config = DumpConfig(targets=targets, top_k=top_k, num_samples=num_samples, temperature=temperature,
                         split=split, seq_len=seq_len, batch_size=batch_size, max_windows=max_windows, seed=seed,
                         chunk_windows=chunk_windows, dtype=dtype)
-    dump_logits(list(teachers), data, out, config, device=device or default_device(), overwrite=overwrite,
-                log=click.echo)
+    dump_logits(list(teachers), data, out, config, device=device or default_device(), device_map=device_map,
+                overwrite=overwrite, log=click.echo)
 
 
 @main.command("distill")

@@ -59,9 +59,15 @@ def teacher_logits(model, input_ids, vocab_size: int | None = None, attention_ma
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[..., :vocab_size]
 
 
-def load_teachers(teacher_dirs: list[Path], device: str, *, seq_len: int | None = None, dtype: str = "fp32"):
+def load_teachers(teacher_dirs: list[Path], device: str, *, seq_len: int | None = None, dtype: str = "fp32",
+                  device_map: str | None = None):
     """Load teacher checkpoints (eval mode, in `dtype`: fp32, bf16 or fp16) and their provenance (path,
     architecture, parameters, hashes, tokenizer and output sizes).
+
+    `device_map` (e.g. "auto"): place each teacher through transformers/accelerate's big-model loading
+    (`from_pretrained(device_map=...)`, layers spread over the visible GPUs, then CPU) instead of moving it whole
+    to `device`: a teacher larger than one GPU (Llama-3.1-8B in fp32). Feed it at `model.device` (its first
+    layer's); its outputs come back on its last layer's device.
 
     A model whose output is wider than its tokenizer (padded, as Qwen's) is accepted: `vocab_size` is the
     tokenizer's, `output_size` the model's; `teacher_forward` drops the padding.
@@ -82,7 +88,12 @@ def load_teachers(teacher_dirs: list[Path], device: str, *, seq_len: int | None 
     teachers, infos = [], []
     for d in dirs:
         fp = tokenizer_fingerprint(d)
-        model = AutoModelForCausalLM.from_pretrained(str(d), dtype=getattr(torch, DTYPES[dtype])).to(device).eval()
+        if device_map is None:
+            model = AutoModelForCausalLM.from_pretrained(str(d), dtype=getattr(torch, DTYPES[dtype])).to(device)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(d), dtype=getattr(torch, DTYPES[dtype]),
+                                                         device_map=device_map)
+        model.eval()
         vocab = load_tokenizer(d).get_vocab_size()
         if model.config.vocab_size < vocab:
             raise BblError(f"{d}: model vocab {model.config.vocab_size} < tokenizer vocab {vocab}: ids past the model's "
