@@ -23,6 +23,7 @@ import yaml
 from bbl.cache.format import DEFAULT_TOP_K
 from bbl.config import PAPER_TEMPERATURE, load_config
 from bbl.errors import BblError
+from bbl.evaluate.tasks import DATA_NAMES, ZERO_SHOT
 from bbl.study.runner import Runner, Step
 
 STATE_FILE = "pipeline_state.json"
@@ -51,6 +52,10 @@ class PipelinePreset:
     """The student's model preset (distilled and baseline)."""
     max_pairs: int | None = None
     """BLiMP / supplement pairs scored per file; None = every pair."""
+    eval_tasks: list[str] = field(default_factory=lambda: ["blimp", "supplement"])
+    """The zero-shot tasks the study (or the eval stage, besides dev perplexity) scores: blimp and supplement, plus
+    any of ewok, entity_tracking, wug_adj, reading, whose data is DATA/<the pipeline's full_eval dir name> unless
+    `--task-data` names it. The default leaves every stage's command as it was before this key."""
     vocab_size: int | None = None
     """`bbl prepare --vocab-size`; None = prepare's default (16,000, the paper's)."""
     mask_token: bool = True
@@ -93,11 +98,13 @@ def load_pipeline_preset(name: str) -> PipelinePreset:
 
 
 def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blimp_dir: Path | None = None,
-                 supplement_dir: Path | None = None) -> list[Step]:
+                 supplement_dir: Path | None = None, task_data: dict | None = None) -> list[Step]:
     """The ordered stages of a preset (`load_pipeline_preset`); commands are `python -m bbl ...` argument lists.
 
+    Args:
+        task_data: {task: path} of the preset's `eval_tasks` beyond blimp and supplement (default: DATA/<dir>).
     Raises:
-        BblError: unknown preset; `data` without babylm_10M/, babylm_dev/ or the task dirs.
+        BblError: unknown preset; `data` without babylm_10M/, babylm_dev/ or the task dirs; bad `eval_tasks`.
     """
     p = load_pipeline_preset(preset)
     data, w = Path(data), Path(workdir)
@@ -143,6 +150,7 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
         if task_dir is None:
             raise BblError(f"{data}: no {name}/ inside; pass {flag} (the BabyLM evaluation pipeline's filtered data)")
         task_dirs += [flag, str(task_dir)]
+    eval_tasks, extra = eval_task_args(p, data, task_data or {})
     if p.study is not None:
         arms = []
         for key, temperature in p.study.caches.items():
@@ -154,6 +162,8 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
         argv = ["study", p.student, "--data", str(prepared), "--workdir", str(w / "study"), "--cache", str(cache),
                 *[a for d in teachers.values() for a in ("--teacher", str(d))], "--seeds", str(p.study.seeds),
                 *arms, *task_dirs]
+        if extra:
+            argv += ["--tasks", ",".join(eval_tasks), *extra]
         if p.max_pairs:
             argv += ["--max-pairs", str(p.max_pairs)]
         caches = [s.output for s in stages if s.key.startswith("dump-logits")]
@@ -166,10 +176,37 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     ev = ["eval", *map(str, teachers.values()), str(distilled), str(baseline), "--ensemble",
           ",".join(map(str, teachers.values())), "--data", str(prepared), "--out", str(w / "eval"),
           "--seq-len", str(t.seq_len), "--dev-windows", str(t.dev_windows), *task_dirs]
+    if extra:
+        ev += ["--tasks", ",".join([*eval_tasks, "perplexity"]), *extra]
     if p.max_pairs:
         ev += ["--max-pairs", str(p.max_pairs)]
     stages.append(stage("eval", ev, w / "eval", [*teachers.values(), distilled, baseline]))
     return stages
+
+
+def eval_task_args(p: PipelinePreset, data: Path, task_data: dict) -> tuple[list[str], list[str]]:
+    """The preset's `eval_tasks` in the suite's order, and `--task-data TASK=PATH` of those beyond blimp and
+    supplement ([] when there are none: the stages' commands stay as before the key).
+
+    Raises:
+        BblError: an unknown task, blimp or supplement left out, data given for a task not scored, or a task whose
+            data is neither given nor in DATA.
+    """
+    own = [t for t in ZERO_SHOT if t not in ("blimp", "supplement")]
+    if any(t not in ZERO_SHOT for t in p.eval_tasks) or not {"blimp", "supplement"} <= set(p.eval_tasks):
+        raise BblError(f"pipeline preset {p.name}: eval_tasks {p.eval_tasks}: name blimp and supplement, plus any "
+                       f"of {', '.join(own)}")
+    stray = [t for t in task_data if t not in p.eval_tasks]
+    if stray:
+        raise BblError(f"--task-data {stray[0]}=...: the preset {p.name} does not score {stray[0]} (its eval_tasks: "
+                       f"{', '.join(p.eval_tasks)})")
+    args = []
+    for task in (t for t in own if t in p.eval_tasks):
+        path = task_data.get(task) or data / DATA_NAMES[task]["full"]
+        if not Path(path).exists():
+            raise BblError(f"{path}: not found; pass --task-data {task}=PATH (the preset {p.name} scores {task})")
+        args += ["--task-data", f"{task}={path}"]
+    return [t for t in ZERO_SHOT if t in p.eval_tasks], args
 
 
 def stage(name: str, argv: list[str], output: Path, upstream: list[Path] = (), nproc: int = 1) -> Step:
@@ -180,14 +217,16 @@ def stage(name: str, argv: list[str], output: Path, upstream: list[Path] = (), n
 
 
 def run_pipeline(preset: str, data: Path, workdir: Path, *, until: str | None = None, nproc: int = 1,
-                 blimp_dir: Path | None = None, supplement_dir: Path | None = None, log=print) -> dict:
+                 blimp_dir: Path | None = None, supplement_dir: Path | None = None, task_data: dict | None = None,
+                 log=print) -> dict:
     """Run (or continue) the pipeline; returns the state dict (per stage: seconds, peak RSS).
 
     Raises:
         BblError: bad preset or data dir, unknown --until stage, or a stage that fails (named, with its exit code).
     """
     workdir = Path(workdir)
-    stages = build_stages(preset, data, workdir, nproc=nproc, blimp_dir=blimp_dir, supplement_dir=supplement_dir)
+    stages = build_stages(preset, data, workdir, nproc=nproc, blimp_dir=blimp_dir, supplement_dir=supplement_dir,
+                          task_data=task_data)
     if until and until not in [s.key for s in stages]:
         raise BblError(f"--until {until!r}: not a stage; stages: {', '.join(s.key for s in stages)}")
     workdir.mkdir(parents=True, exist_ok=True)

@@ -192,3 +192,160 @@ def test_data_seed_fixes_the_windows_across_seeds(prepared):
 
     assert windows("training.seed=0", "training.data_seed=0") == windows("training.seed=1", "training.data_seed=0")
     assert windows("training.seed=0") != windows("training.seed=1")  # without it, the seed picks the subsets too
+
+
+# --- the other zero-shot tasks (issue 23): the eval command, the numbers collected, the report, bad input ---
+
+STUDY_ARGV_TAIL = ["--out", "o", "--blimp-dir", "b", "--supplement-dir", "s", "--batch-size", "256"]
+
+
+def test_default_eval_command_is_the_one_older_studies_fingerprinted():
+    """A study started before --tasks resumes without re-running its evals: the default command is byte-identical."""
+    from pathlib import Path
+
+    from bbl.study.run import _eval_argv
+
+    args = (Path("m"), Path("o"), Path("b"), Path("s"))
+    assert _eval_argv(*args, None) == ["eval", "m", "--tasks", "blimp,supplement", *STUDY_ARGV_TAIL]
+    assert _eval_argv(*args, 8, ("blimp", "supplement"), {}) == \
+        ["eval", "m", "--tasks", "blimp,supplement", *STUDY_ARGV_TAIL, "--max-pairs", "8"]
+
+
+def write_other_tasks(root):
+    """Hand-made entity-tracking and WUG data (2 rows each)."""
+    et, wug = root / "entity_tracking", root / "wug_adj"
+    et.mkdir()
+    wug.mkdir()
+    rows = [{"input_prefix": "the box holds", "options": [" a cat", " a dog"], "numops": n} for n in (0, 1)]
+    (et / "regular.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = [{"sentences": "a wug is wuggy .\ta wug is wuggness .", "ratio": r} for r in (0.2, 0.7)]
+    (wug / "wug_adj_nominalization.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"entity_tracking": et, "wug_adj": wug}
+
+
+def test_other_tasks_add_their_names_and_data_to_the_eval_command(tmp_path):
+    from pathlib import Path
+
+    from bbl.study.run import _eval_argv, check_tasks
+
+    blimp, supplement = write_tasks(tmp_path)
+    data = write_other_tasks(tmp_path)
+    assert check_tasks(["supplement", "blimp"], {}, blimp, supplement) == (["blimp", "supplement"], {})
+    tasks, task_data = check_tasks(["wug_adj", "blimp", "supplement", "entity_tracking"], data, blimp, supplement)
+    assert tasks == ["blimp", "supplement", "entity_tracking", "wug_adj"]  # the suite's order, whatever was typed
+    argv = _eval_argv(Path("m"), Path("o"), Path("b"), Path("s"), 8, tasks, task_data)
+    assert argv == ["eval", "m", "--tasks", "blimp,supplement,entity_tracking,wug_adj", *STUDY_ARGV_TAIL,
+                    "--task-data", f"entity_tracking={data['entity_tracking']}",
+                    "--task-data", f"wug_adj={data['wug_adj']}", "--max-pairs", "8"]
+
+
+def write_study_runs(workdir, teacher, numbers):
+    """A finished study's files by hand: per arm and seed a run (bbl_run.json, metrics.jsonl) and its eval JSON,
+    and the teacher's run and eval; `numbers` = {arm: [per seed {task: results}], "teacher": {task: results}}."""
+    for arm, per_seed in numbers.items():
+        if arm == "teacher":
+            continue
+        for seed, tasks in enumerate(per_seed):
+            d = workdir / "runs" / arm / f"seed{seed}"
+            (d / "eval").mkdir(parents=True)
+            (d / "eval" / f"seed{seed}.json").write_text(json.dumps({"tasks": tasks}))
+            run = {"best_eval_loss": 5.0 - 0.1 * seed, "global_step": 10, "parameters": 100,
+                   "ledger": {"words_seen": 1000}}
+            (d / "bbl_run.json").write_text(json.dumps(run))
+            (d / "metrics.jsonl").write_text(json.dumps({"step": 10, "eval_loss": run["best_eval_loss"]}) + "\n")
+    teacher.mkdir(parents=True)
+    (teacher / "bbl_run.json").write_text(json.dumps({"best_eval_loss": 4.0, "parameters": 400}))
+    (workdir / "teachers" / teacher.name).mkdir(parents=True)
+    (workdir / "teachers" / teacher.name / f"{teacher.name}.json").write_text(json.dumps({"tasks": numbers["teacher"]}))
+
+
+def eval_tasks(blimp, ewok, rho, eye, spr):
+    return {"blimp": {"overall": blimp, "pairs": 8}, "supplement": {"overall": 0.5, "pairs": 4},
+            "ewok": {"overall": ewok}, "wug_adj": {"spearman": rho},
+            "reading": {"eye_tracking": eye, "self_paced_reading": spr}}
+
+
+def test_collect_reports_the_other_tasks_with_paired_intervals(tmp_path):
+    from bbl.study.arms import Arm
+    from bbl.study.report import tasks_table, write_study
+    from bbl.study.run import collect
+
+    teacher = tmp_path / "t" / "gpt2"
+    write_study_runs(tmp_path / "w", teacher, {
+        "baseline": [eval_tasks(0.6, 0.50, 0.10, 0.010, 0.020), eval_tasks(0.6, 0.56, 0.30, 0.012, 0.020)],
+        "cached": [eval_tasks(0.7, 0.60, 0.20, 0.011, 0.030), eval_tasks(0.7, 0.62, 0.30, 0.014, 0.040)],
+        "teacher": eval_tasks(0.8, 0.75, 0.5, 0.03, 0.05)})
+    arms = [Arm("baseline", "baseline"), Arm("cached", "cached", "c.zarr")]
+    tasks = ["blimp", "supplement", "ewok", "wug_adj", "reading"]
+    study = collect(tmp_path / "w", arms, 2, [teacher], {"runs": {}}, tasks=tasks)
+    assert study["metrics"] == ["best_dev_ce", "blimp", "supplement", "ewok", "wug_adj", "reading_eye_tracking",
+                                "reading_self_paced"]
+    cached = study["arms"]["cached"]
+    assert [r["ewok"] for r in cached["runs"]] == [0.60, 0.62]
+    assert cached["ewok"]["mean"] == pytest.approx(0.61) and cached["ewok"]["std"] == pytest.approx(math.sqrt(2e-4))
+    ewok = cached["vs_baseline"]["ewok"]  # differences 0.10, 0.06: mean 0.08, sd 0.02 sqrt(2), t(0.975, 1) 12.706
+    half = 12.706 * 0.02  # t x sd / sqrt(2)
+    assert ewok["mean"] == pytest.approx(0.08) and ewok["ci95"] == pytest.approx([0.08 - half, 0.08 + half])
+    assert cached["vs_baseline"]["wug_adj"]["mean"] == pytest.approx(0.05)
+    assert cached["vs_baseline"]["reading_self_paced"]["mean"] == pytest.approx(0.015)
+    assert cached["vs_baseline"]["blimp"]["mean"] == pytest.approx(0.1)  # the default metrics as before
+    assert "entity_tracking" not in cached  # not asked, not collected
+    assert study["teachers"]["gpt2"]["ewok"] == 0.75 and study["teachers"]["gpt2"]["wug_adj"] == 0.5
+    study.update(config="student-tiny", date="2026-12-01", max_pairs_per_file=None)
+    write_study(study, tmp_path / "w")
+    md = (tmp_path / "w" / "study.md").read_text()
+    assert "## The other zero-shot tasks" in md and "| EWoK (%) | Δ [95% CI] |" in md
+    assert "| cached | 2 | 61.0 ± 1.4 | +8.0 [-17.4, +33.4] | 0.250 ± 0.071 | +0.050 [-0.585, +0.685] |" in md
+    assert "| teacher gpt2 | 1 | 75.0 |  | 0.500 |  | 3.00 |  | 5.00 |  |" in md
+    assert json.loads((tmp_path / "w" / "study.json").read_text())["arms"]["cached"]["ewok"]["mean"] == \
+        pytest.approx(0.61)
+    default = collect(tmp_path / "w", arms, 2, [teacher], {"runs": {}})  # the default tasks: no new numbers
+    assert default["metrics"] == ["best_dev_ce", "blimp", "supplement"] and "ewok" not in default["arms"]["cached"]
+    assert tasks_table(default) == ""
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tasks", "blimp,supplement,nope"], "unknown task(s) nope"),
+    (["--tasks", "blimp,supplement,perplexity"], "unknown task(s) perplexity"),
+    (["--tasks", "blimp,ewok"], "always scores blimp and supplement"),
+    (["--tasks", "blimp,supplement,ewok", "--task-data", "ewok=missing.zip"], "missing.zip"),
+    (["--task-data", "wug_adj=somewhere"], "--tasks does not name wug_adj"),
+])
+def test_bad_study_tasks_are_one_error_line_before_anything_is_written(prepared, tmp_path, args, message):
+    from .helpers import error_lines, run
+
+    blimp, supplement = write_tasks(tmp_path)
+    w = tmp_path / "w"
+    result = run(["study", "student-tiny", "--data", prepared, "--workdir", w, "--blimp-dir", blimp,
+                  "--supplement-dir", supplement, *args])
+    assert result.exit_code == 1 and len(error_lines(result)) == 1 and message in error_lines(result)[0]
+    assert not w.exists()
+
+
+def test_pipeline_eval_tasks_reach_the_study_and_eval_stages(tmp_path, monkeypatch):
+    """The default eval_tasks leave the commands as they were; more tasks add --tasks and their data."""
+    import dataclasses
+
+    import bbl.pipeline as pipeline
+
+    data = tmp_path / "data"
+    for d in ("babylm_10M", "babylm_dev", "blimp_filtered", "supplement_filtered", "wug_adj_nominalization"):
+        (data / d).mkdir(parents=True)
+    for preset in ("cpu-study", "tiny"):
+        argv = {s.key: s.argv for s in pipeline.build_stages(preset, data, tmp_path / "w")}
+        assert "--tasks" not in argv.get("study", argv.get("eval"))
+    load = pipeline.load_pipeline_preset
+    monkeypatch.setattr(pipeline, "load_pipeline_preset", lambda name: dataclasses.replace(
+        load(name), eval_tasks=["reading", "blimp", "supplement", "wug_adj"]))
+    reading = tmp_path / "reading.csv"
+    reading.write_text("x\n")
+    study = {s.key: s.argv for s in pipeline.build_stages("cpu-study", data, tmp_path / "w",
+                                                          task_data={"reading": reading})}["study"]
+    tail = ["--tasks", "blimp,supplement,wug_adj,reading", "--task-data",
+            f"wug_adj={data / 'wug_adj_nominalization'}", "--task-data", f"reading={reading}"]
+    assert study[-len(tail):] == tail
+    ev = {s.key: s.argv for s in pipeline.build_stages("tiny", data, tmp_path / "w",
+                                                       task_data={"reading": reading})}["eval"]
+    assert ev[ev.index("--tasks") + 1] == "blimp,supplement,wug_adj,reading,perplexity"
+    with pytest.raises(BblError, match="reading"):  # no reading/ in DATA and none given
+        pipeline.build_stages("cpu-study", data, tmp_path / "w")

@@ -218,22 +218,13 @@ def eval_cmd(model_dirs, ensembles, tasks, suite, blimp_dir, supplement_dir, tas
     """Score models on the BabyLM 2025 zero-shot suite and dev perplexity; write JSON, a table, a plot and the
     pipeline's predictions.json files."""
     from bbl.evaluate.run import EvalConfig, run_eval
-    from bbl.evaluate.tasks import DATA_NAMES, ZERO_SHOT
+    from bbl.evaluate.tasks import DATA_NAMES
     from bbl.runtime import default_device
 
     if not model_dirs and not ensembles:
         raise BblError("no model: pass MODEL_DIR ... and/or --ensemble DIR,DIR")
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
-    names = [n for t in names for n in (ZERO_SHOT if t == "zero-shot" else (t,))]
-    given = {}
-    for spec in task_data:
-        task, sep, path = spec.partition("=")
-        if not sep or not path:
-            raise BblError(f"--task-data {spec}: use TASK=PATH, e.g. --task-data ewok=data/ewok_fast/ewok_fast.zip")
-        given[task.strip()] = Path(path)
-    dirs = {t: given.get(t, default_data(DATA_NAMES[t][suite])) for t in ZERO_SHOT if t not in ("blimp", "supplement")}
-    dirs.update(given)
-    config = EvalConfig(tasks=names, suite=suite, pair_scoring=pair_scoring, data_dirs=dirs,
+    names = _task_names(tasks)
+    config = EvalConfig(tasks=names, suite=suite, pair_scoring=pair_scoring, data_dirs=_task_data(task_data, suite),
                         blimp_dir=blimp_dir or default_data(DATA_NAMES["blimp"][suite]),
                         supplement_dir=supplement_dir or default_data(DATA_NAMES["supplement"][suite]),
                         batch_size=batch_size, max_pairs=max_pairs, seq_len=seq_len, dev_windows=dev_windows,
@@ -242,6 +233,29 @@ def eval_cmd(model_dirs, ensembles, tasks, suite, blimp_dir, supplement_dir, tas
                        config=config, data_dir=data, out=out, log=click.echo)
     click.echo((Path(out) / "results.md").read_text())
     click.echo(f"wrote {len(results)} result file(s), results.md, blimp.png and pipeline/ predictions to {out}")
+
+
+def _task_names(tasks: str) -> list[str]:
+    """`--tasks A,B,...` as a list, 'zero-shot' standing for the six zero-shot tasks."""
+    from bbl.evaluate.tasks import ZERO_SHOT
+
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    return [n for t in names for n in (ZERO_SHOT if t == "zero-shot" else (t,))]
+
+
+def _task_data(specs, suite: str, tasks=None) -> dict[str, Path]:
+    """`--task-data TASK=PATH` specs as {task: path}, each other zero-shot task with data of its own (of `tasks`,
+    when given) at its default data dir for `suite` (`default_data`)."""
+    from bbl.evaluate.tasks import DATA_NAMES, ZERO_SHOT
+
+    given = {}
+    for spec in specs:
+        task, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise BblError(f"--task-data {spec}: use TASK=PATH, e.g. --task-data ewok=data/ewok_fast/ewok_fast.zip")
+        given[task.strip()] = Path(path)
+    own = [t for t in ZERO_SHOT if t not in ("blimp", "supplement") and (tasks is None or t in tasks)]
+    return {**{t: default_data(DATA_NAMES[t][suite]) for t in own}, **given}
 
 
 @main.command("finetune")
@@ -302,21 +316,28 @@ def finetune_cmd(model_dir, task_names, tasks, data, out, seed, read, epochs, ba
 @click.option("--supplement-dir", type=PathArg, default=None, help="Supplement *.jsonl dir.")
 @click.option("--max-pairs", type=Positive, default=None,
               help="Score only the first N pairs per file (tests; a reported study scores every pair).")
+@click.option("--tasks", default="blimp,supplement", show_default=True,
+              help="Zero-shot tasks every model is scored on (`bbl eval --tasks`): blimp and supplement, plus any of "
+                   "ewok, entity_tracking, wug_adj, reading ('zero-shot' = all six), shown in a second table.")
+@click.option("--task-data", "task_data", multiple=True, metavar="TASK=PATH",
+              help="Data of ewok, entity_tracking, wug_adj or reading, passed to `bbl eval` (default: "
+                   "../shared/data/<the pipeline's full_eval dir name>; repeatable).")
 def study_cmd(config, data, workdir, cache_path, teachers, seeds, arm_specs, overrides, blimp_dir, supplement_dir,
-              max_pairs):
+              max_pairs, tasks, task_data):
     """Train the student arms over several seeds and report them side by side with paired 95% intervals.
 
     Arms: baseline (plain CE), cached (with --cache), online (with --teacher) and every --arm. Seed s is the same
     init and window order in every arm. Writes WORKDIR/study.md, study.json, curves.png; re-run to resume.
     """
-    from bbl.study.report import study_table
+    from bbl.study.report import study_table, tasks_table
     from bbl.study.run import run_study
 
+    names = _task_names(tasks)
     study = run_study(config, data, workdir, cache=cache_path, teachers=teachers, seeds=seeds, arm_specs=arm_specs,
                       overrides=overrides, blimp_dir=blimp_dir or default_data("blimp_filtered"),
                       supplement_dir=supplement_dir or default_data("supplement_filtered"), max_pairs=max_pairs,
-                      log=click.echo)
-    click.echo(study_table(study))
+                      tasks=names, task_data=_task_data(task_data, "full", names), log=click.echo)
+    click.echo(study_table(study) + tasks_table(study))
 
 
 @main.command("sweep")
@@ -368,12 +389,15 @@ def sweep_cmd(config, data, space, trials, workdir, cache_path, teachers, overri
               help="Supplement *.jsonl dir (default: DATA/supplement_filtered).")
 @click.option("--nproc", type=Positive, default=1, show_default=True, help="Processes per training/dump stage (torchrun).")
 @click.option("--until", default=None, help="Stop after this stage (prepare, teacher-gpt2, ..., eval).")
-def pipeline_cmd(preset, data, workdir, blimp_dir, supplement_dir, nproc, until):
+@click.option("--task-data", "task_data", multiple=True, metavar="TASK=PATH",
+              help="Data of a task the preset's eval_tasks adds (ewok, entity_tracking, wug_adj, reading); default: "
+                   "DATA/<the pipeline's full_eval dir name> (repeatable).")
+def pipeline_cmd(preset, data, workdir, blimp_dir, supplement_dir, nproc, until, task_data):
     """Run the whole experiment: prepare, teachers, dump, distill, baseline, eval. Resumable."""
     from bbl.pipeline import run_pipeline
 
     run_pipeline(preset, data, workdir, until=until, nproc=nproc, blimp_dir=blimp_dir, supplement_dir=supplement_dir,
-                 log=click.echo)
+                 task_data=_task_data(task_data, "full", ()), log=click.echo)
 
 
 main.add_command(cache)

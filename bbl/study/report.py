@@ -1,12 +1,46 @@
 """The study's outputs: `curves.png` (mean dev CE against optimizer steps, one line per arm), `study.md` (arms side
-by side with paired 95% intervals) and, last, `study.json` (every number; the marker of a finished study)."""
+by side with paired 95% intervals; the other zero-shot tasks in a second table) and, last, `study.json` (every
+number; the marker of a finished study)."""
 
 from __future__ import annotations
 
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 from bbl.io import atomic_save_figure, atomic_write_json, atomic_write_text
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    """The headline number of a zero-shot task beyond BLiMP and the supplement, as a study collects and shows it."""
+
+    name: str
+    """Its key in a run's numbers and an arm's summary in study.json."""
+    task: str
+    """The `bbl eval` task it comes from."""
+    key: str
+    """Its field in that task's results (`bbl eval`'s JSON, under "tasks")."""
+    label: str
+    """Its column in study.md."""
+    scale: float = 100.0
+    """Shown multiplied by this: 100 for a share shown in %, 1 for a correlation."""
+    digits: int = 1
+
+
+TASK_METRICS = (
+    TaskMetric("ewok", "ewok", "overall", "EWoK (%)"),
+    TaskMetric("entity_tracking", "entity_tracking", "overall", "entity tracking (%)"),
+    TaskMetric("wug_adj", "wug_adj", "spearman", "WUG adj. (Spearman rho)", scale=1.0, digits=3),
+    TaskMetric("reading_eye_tracking", "reading", "eye_tracking", "reading: eye tracking (% R² gained)", digits=2),
+    TaskMetric("reading_self_paced", "reading", "self_paced_reading", "reading: self-paced (% R² gained)", digits=2),
+)
+"""The numbers a study collects for each task of `--tasks` besides blimp and supplement, in column order; the
+reading gains are shares of the R² a regression without surprisal leaves unexplained (`bbl.evaluate.reading`)."""
+
+
+def _task_metrics(study: dict) -> list[TaskMetric]:
+    return [m for m in TASK_METRICS if m.name in study.get("metrics", ())]
 
 
 def _interval(d: dict, scale: float = 1.0, digits: int = 3) -> str:
@@ -44,6 +78,26 @@ def study_table(study: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def tasks_table(study: dict) -> str:
+    """Markdown: the other zero-shot tasks' numbers (`TASK_METRICS`) per arm, mean ± std over seeds and the paired
+    difference to the baseline with its 95% CI, then the teachers'; "" when the study scored none."""
+    metrics = _task_metrics(study)
+    if not metrics:
+        return ""
+    lines = ["| arm | runs | " + " | ".join(f"{m.label} | Δ [95% CI]" for m in metrics) + " |",
+             "|---|---:|" + "---:|---|" * len(metrics)]
+    for name, arm in study["arms"].items():
+        cells = []
+        for m in metrics:
+            cells.append(f"{m.scale * arm[m.name]['mean']:.{m.digits}f} ± {m.scale * arm[m.name]['std']:.{m.digits}f}")
+            cells.append("" if name == "baseline" else _interval(arm["vs_baseline"][m.name], m.scale, m.digits))
+        lines.append(f"| {name} | {len(arm['runs'])} | " + " | ".join(cells) + " |")
+    for name, t in study.get("teachers", {}).items():
+        cells = [c for m in metrics for c in (f"{m.scale * t[m.name]:.{m.digits}f}", "")]
+        lines.append(f"| teacher {name} | 1 | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def budget_table(study: dict) -> str:
     """Markdown: words seen per run by each arm's model, and with its teachers (the BabyLM budget; issue 13)."""
 
@@ -62,12 +116,18 @@ def budget_table(study: dict) -> str:
 
 
 def per_seed_table(study: dict) -> str:
-    """Markdown: every run's best dev CE, BLiMP and supplement (the numbers behind the means)."""
-    lines = ["| arm | seed | best dev CE | BLiMP (%) | supplement (%) | steps | wall (s) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    """Markdown: every run's best dev CE, BLiMP, supplement and other tasks' numbers (the numbers behind the
+    means)."""
+    metrics = _task_metrics(study)
+    lines = ["| arm | seed | best dev CE | BLiMP (%) | supplement (%) | "
+             + "".join(f"{m.label} | " for m in metrics) + "steps | wall (s) |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(metrics) + "---:|---:|"]
     for name, arm in study["arms"].items():
         for r in arm["runs"]:
             lines.append(f"| {name} | {r['seed']} | {r['best_dev_ce']:.4f} | {100 * r['blimp']:.2f} | "
-                         f"{100 * r['supplement']:.2f} | {r['global_step']} | {r.get('seconds') or ''} |")
+                         f"{100 * r['supplement']:.2f} | "
+                         + "".join(f"{m.scale * r[m.name]:.{m.digits + 1}f} | " for m in metrics)
+                         + f"{r['global_step']} | {r.get('seconds') or ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -109,7 +169,10 @@ def write_study(study: dict, workdir: Path) -> None:
             f"* marks a 95% interval that excludes 0. BLiMP is the mean over paradigms"
             + (f" (first {study['max_pairs_per_file']} pairs per file)" if study.get("max_pairs_per_file")
                else " (every pair)") + ".\n\n")
-    atomic_write_text(workdir / "study.md", head + study_table(study) + "\n## Words seen (the BabyLM budget)\n\n"
+    others = tasks_table(study)
+    if others:
+        others = "\n## The other zero-shot tasks\n\n" + others
+    atomic_write_text(workdir / "study.md", head + study_table(study) + others + "\n## Words seen (the BabyLM budget)\n\n"
                                       "n/a: a run made before bbl counted words.\n\n" + budget_table(study)
                                       + "\n## Every run\n\n" + per_seed_table(study))
     atomic_write_json(workdir / "study.json", study)

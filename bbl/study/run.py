@@ -4,8 +4,9 @@ Arms (`bbl.study.arms`): `baseline` (plain CE, `train-student`), `cached` (`dist
 --teacher ...`: teachers resident, full-vocabulary KL at the cache's temperature) and any `--arm NAME:OPTIONS`.
 Seed s means the same initialisation and window order in every arm, and `training.data_seed` keeps the windows
 fixed across seeds, so arms are compared per seed (paired). Each run is a child `bbl` process through the
-resumable runner (`bbl.study.runner`), scored by `bbl eval` on BLiMP and the supplement. Writes curves.png,
-study.md and, last, study.json (`bbl.study.report`); a re-run skips what is done.
+resumable runner (`bbl.study.runner`), scored by `bbl eval` on BLiMP and the supplement, and on any other zero-shot
+task of `--tasks` (EWoK, entity tracking, WUG, reading: each one's headline number, `bbl.study.report.TASK_METRICS`).
+Writes curves.png, study.md and, last, study.json (`bbl.study.report`); a re-run skips what is done.
 """
 
 from __future__ import annotations
@@ -19,37 +20,76 @@ from bbl.cache.store import cache_location, group_json
 from bbl.config import PAPER_TEMPERATURE, load_config
 from bbl.data.prepared import PreparedData
 from bbl.errors import BblError
-from bbl.evaluate.zero_shot import task_files
+from bbl.evaluate.run import EvalConfig
+from bbl.evaluate.suite import check_task_data
+from bbl.evaluate.tasks import ZERO_SHOT
 from bbl.study.arms import Arm, parse_arm, run_argv
-from bbl.study.report import write_study
+from bbl.study.report import TASK_METRICS, write_study
 from bbl.study.runner import Runner, Step
 from bbl.study.stats import mean_std, paired_interval
 
 STATE_FILE = "study_state.json"
 METRICS = ("best_dev_ce", "blimp", "supplement")
+"""The numbers every study reports; the other tasks of `--tasks` add theirs (`TASK_METRICS`)."""
+DEFAULT_TASKS = ("blimp", "supplement")
+"""The zero-shot tasks every study scores (its METRICS), and all it scores unless `--tasks` names more."""
 RESUME_HINT = "re-run the same `bbl study` command to continue"
 
 
-def _eval_argv(model_dir: Path, out: Path, blimp_dir: Path, supplement_dir: Path, max_pairs: int | None) -> list[str]:
-    argv = ["eval", str(model_dir), "--tasks", "blimp,supplement", "--out", str(out), "--blimp-dir", str(blimp_dir),
+def check_tasks(tasks, task_data: dict, blimp_dir: Path, supplement_dir: Path) -> tuple[list[str], dict[str, Path]]:
+    """The study's zero-shot tasks in the suite's order and the data of the other tasks, checked as `bbl eval`
+    checks them (`EvalConfig`, `check_task_data`), before anything is written.
+
+    Raises:
+        BblError: an unknown task (perplexity too: the study's dev CE is its perplexity), blimp or supplement left
+            out, data given for a task not asked, or a task's data missing or unreadable.
+    """
+    unknown = [t for t in tasks if t not in ZERO_SHOT]
+    if unknown:
+        raise BblError(f"--tasks: unknown task(s) {', '.join(unknown)}; use {', '.join(ZERO_SHOT)} (the study's "
+                       f"dev CE is its perplexity)")
+    ordered = [t for t in ZERO_SHOT if t in tasks]  # one order: the default argv stays "blimp,supplement"
+    if not set(DEFAULT_TASKS) <= set(ordered):
+        raise BblError(f"--tasks {','.join(tasks)}: a study always scores blimp and supplement (its main table); "
+                       f"name them too, e.g. --tasks blimp,supplement,ewok")
+    task_data = {t: Path(p) for t, p in task_data.items()}
+    config = EvalConfig(tasks=ordered, data_dirs=task_data, blimp_dir=blimp_dir, supplement_dir=supplement_dir)
+    stray = [t for t in task_data if t not in ordered]
+    if stray:
+        raise BblError(f"--task-data {stray[0]}=...: --tasks does not name {stray[0]}; add it to --tasks or drop "
+                       f"its data")
+    for task in ordered:
+        check_task_data(task, config.task_path(task))
+    return ordered, task_data
+
+
+def _eval_argv(model_dir: Path, out: Path, blimp_dir: Path, supplement_dir: Path, max_pairs: int | None,
+               tasks=DEFAULT_TASKS, task_data: dict | None = None) -> list[str]:
+    """The `bbl eval` of one model. With the default tasks exactly the command of studies before `--tasks` (the
+    runner fingerprints it: an older study resumes without re-running its evals); other tasks add their data."""
+    argv = ["eval", str(model_dir), "--tasks", ",".join(tasks), "--out", str(out), "--blimp-dir", str(blimp_dir),
             "--supplement-dir", str(supplement_dir), "--batch-size", "256"]  # small models: fewer, larger batches
+    argv += [a for t in tasks if t in (task_data or {}) for a in ("--task-data", f"{t}={task_data[t]}")]
     return argv + (["--max-pairs", str(max_pairs)] if max_pairs else [])
 
 
 def _eval_step(key: str, model_dir: Path, out: Path, blimp_dir: Path, supplement_dir: Path, max_pairs: int | None,
-               label: str) -> Step:
+               label: str, tasks=DEFAULT_TASKS, task_data: dict | None = None) -> Step:
     """The eval of one model; a retrained model (a new run file) invalidates it."""
     run_file = Path(model_dir) / "bbl_run.json"
-    return Step(key, _eval_argv(model_dir, out, blimp_dir, supplement_dir, max_pairs), out,
+    return Step(key, _eval_argv(model_dir, out, blimp_dir, supplement_dir, max_pairs, tasks, task_data), out,
                 parts=[run_file.read_bytes() if run_file.is_file() else b""], section="evals", label=label,
                 failure_hint=RESUME_HINT)
 
 
 def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None = None, teachers=(), seeds: int = 3,
               arm_specs=(), overrides=(), blimp_dir: Path, supplement_dir: Path, max_pairs: int | None = None,
-              log=print) -> dict:
+              tasks=DEFAULT_TASKS, task_data: dict | None = None, log=print) -> dict:
     """Train and score every arm over `seeds` seeds, then write study.json, study.md, curves.png; returns the study.
 
+    Args:
+        tasks: the zero-shot tasks each model is scored on (`ZERO_SHOT`), blimp and supplement among them.
+        task_data: {task: data path} of the tasks other than blimp and supplement (`bbl eval --task-data`).
     Raises:
         BblError: bad config, data, cache, arm or task dirs (checked before anything is written); a run that
             fails (named, with the command to reproduce it).
@@ -88,7 +128,8 @@ def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None 
                                f"{selection.get('seed')}, the student trains on max_train_windows "
                                f"{cfg.training.max_train_windows}, data_seed {data_seed}: arms would see other windows; "
                                f"--set training.max_train_windows=... training.data_seed=... to match the cache")
-    task_files(blimp_dir), task_files(supplement_dir)
+    tasks, task_data = check_tasks(tasks, task_data or {}, blimp_dir, supplement_dir)
+    evals = {"tasks": tasks, "task_data": task_data}
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +139,7 @@ def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None 
     for t in teachers:  # first: a study stopped part-way still has its reference rows
         out = workdir / "teachers" / t.name
         runner.run(_eval_step(f"teacher/{t.name}", t, out, blimp_dir, supplement_dir, max_pairs,
-                              f"[study] teacher {t.name} eval"))
+                              f"[study] teacher {t.name} eval", **evals))
     jobs = [(arm, seed) for seed in range(seeds) for arm in arms]  # seed-major: a partial study stays balanced
     for i, (arm, seed) in enumerate(jobs, 1):
         out = workdir / "runs" / arm.name / f"seed{seed}"
@@ -108,20 +149,24 @@ def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None 
         runner.run(Step(key, argv, out, parts=[meta] if meta is not None else [], section="runs",
                         label=f"[study {i}/{len(jobs)}] {key}", on_stale="restart", failure_hint=RESUME_HINT))
         runner.run(_eval_step(key, out, out / "eval", blimp_dir, supplement_dir, max_pairs,
-                              f"[study {i}/{len(jobs)}] {key} eval"))
-    study = collect(workdir, arms, seeds, teachers, runner.state)
+                              f"[study {i}/{len(jobs)}] {key} eval", **evals))
+    study = collect(workdir, arms, seeds, teachers, runner.state, tasks=tasks)
     study.update(config=config, overrides=list(overrides), data=str(Path(data_dir).resolve()),
                  cache=str(cache) if cache else None, max_pairs_per_file=max_pairs,
+                 task_data={t: str(p) for t, p in task_data.items()},
                  date=time.strftime("%Y-%m-%d"), seconds_this_run=round(time.perf_counter() - t0, 1))
     write_study(study, workdir)
     log(f"[study] wrote {workdir / 'study.md'}, study.json, curves.png")
     return study
 
 
-def _eval_numbers(path: Path) -> dict:
-    tasks = json.loads(path.read_text())["tasks"]
-    return {"blimp": tasks["blimp"]["overall"], "supplement": tasks["supplement"]["overall"],
-            "blimp_pairs": tasks["blimp"].get("pairs"), "supplement_pairs": tasks["supplement"].get("pairs")}
+def _eval_numbers(path: Path, tasks=DEFAULT_TASKS) -> dict:
+    """A model's numbers from its `bbl eval` JSON: BLiMP and supplement (and their pair counts), then each other
+    task's headline numbers (`TASK_METRICS`)."""
+    results = json.loads(path.read_text())["tasks"]
+    return {"blimp": results["blimp"]["overall"], "supplement": results["supplement"]["overall"],
+            "blimp_pairs": results["blimp"].get("pairs"), "supplement_pairs": results["supplement"].get("pairs"),
+            **{m.name: results[m.task][m.key] for m in TASK_METRICS if m.task in tasks}}
 
 
 def dev_curve(run_dir: Path) -> list[tuple[int, float]]:
@@ -131,9 +176,12 @@ def dev_curve(run_dir: Path) -> list[tuple[int, float]]:
     return sorted(curve.items())
 
 
-def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], state: dict) -> dict:
-    """Per-run numbers, per-arm mean/std, paired differences to the baseline, and mean dev curves."""
-    out = {"seeds": list(range(seeds)), "arms": {}, "teachers": {}}
+def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], state: dict, *,
+            tasks=DEFAULT_TASKS) -> dict:
+    """Per-run numbers, per-arm mean/std, paired differences to the baseline, and mean dev curves: of `METRICS`
+    and of the other tasks' (`TASK_METRICS`); "metrics" lists them all."""
+    metrics = (*METRICS, *(m.name for m in TASK_METRICS if m.task in tasks))
+    out = {"seeds": list(range(seeds)), "tasks": list(tasks), "metrics": list(metrics), "arms": {}, "teachers": {}}
     for arm in arms:
         runs = []
         for seed in range(seeds):
@@ -143,16 +191,16 @@ def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], st
             runs.append({"seed": seed, "best_dev_ce": run["best_eval_loss"], "global_step": run["global_step"],
                          "parameters": run.get("parameters"), "words_seen": ledger.get("words_seen"),
                          "words_seen_with_teachers": ledger.get("words_seen_with_teachers", ledger.get("words_seen")),
-                         **_eval_numbers(d / "eval" / f"{d.name}.json"),
+                         **_eval_numbers(d / "eval" / f"{d.name}.json", tasks),
                          **{k: state["runs"].get(f"{arm.name}/seed{seed}", {}).get(k) for k in
                             ("seconds", "peak_rss_mib")},
                          "curve": dev_curve(d)})
-        summary = {m: dict(zip(("mean", "std"), mean_std([r[m] for r in runs]), strict=True)) for m in METRICS}
+        summary = {m: dict(zip(("mean", "std"), mean_std([r[m] for r in runs]), strict=True)) for m in metrics}
         out["arms"][arm.name] = {"mode": arm.mode, "cache": str(arm.cache) if arm.cache else None,
                                  "overrides": arm.overrides, "runs": runs, **summary}
     base = out["arms"]["baseline"]["runs"]
     for arm in out["arms"].values():
-        arm["vs_baseline"] = {m: paired_interval([r[m] for r in arm["runs"]], [r[m] for r in base]) for m in METRICS}
+        arm["vs_baseline"] = {m: paired_interval([r[m] for r in arm["runs"]], [r[m] for r in base]) for m in metrics}
         steps = sorted({s for r in arm["runs"] for s, _ in r["curve"]})
         arm["mean_curve"] = [(s, sum(v for r in arm["runs"] for t, v in r["curve"] if t == s)
                               / sum(1 for r in arm["runs"] for t, _ in r["curve"] if t == s)) for s in steps]
@@ -161,5 +209,5 @@ def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], st
         out["teachers"][t.name] = {"path": str(t), "best_dev_ce": run.get("best_eval_loss"),
                                    "parameters": run.get("parameters"),
                                    "words_seen": (run.get("ledger") or {}).get("words_seen"),
-                                   **_eval_numbers(workdir / "teachers" / t.name / f"{t.name}.json")}
+                                   **_eval_numbers(workdir / "teachers" / t.name / f"{t.name}.json", tasks)}
     return out
