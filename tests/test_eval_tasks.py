@@ -5,6 +5,7 @@ predictions layout, bad input. Task files are hand-written in each task's real f
 import json
 import math
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -303,3 +304,18 @@ def test_bad_task_input_is_one_error_line(tiny_teachers, tmp_path):
     bad = write_jsonl(tmp_path / "et" / "regular.jsonl", [{"input_prefix": "x", "options": ["a"]}])
     with pytest.raises(BblError, match=r"regular.jsonl:1: missing field 'numops'"):
         read_items("entity_tracking", bad.parent, option="x")
+
+
+def test_a_suite_missing_here_falls_back_to_the_other_with_a_note(tmp_path, monkeypatch, capsys):
+    """EWoK is here only as its fast zip, entity tracking only in full: each suite scores what there is, and says so."""
+    from bbl.cli.commands import _task_data
+
+    (tmp_path / "data" / "ewok_fast").mkdir(parents=True)
+    (tmp_path / "data" / "entity_tracking").mkdir()
+    monkeypatch.chdir(tmp_path)
+    full = _task_data([], "full", ["ewok", "entity_tracking"])
+    assert full == {"ewok": Path("data/ewok_fast"), "entity_tracking": Path("data/entity_tracking")}
+    assert "note: ewok: no ewok_filtered/ here; scoring data/ewok_fast" in capsys.readouterr().out
+    fast = _task_data(["ewok=elsewhere.zip"], "fast", ["ewok", "entity_tracking"])
+    assert fast == {"ewok": Path("elsewhere.zip"), "entity_tracking": Path("data/entity_tracking")}
+    assert "entity_tracking: no entity_tracking_fast/ here" in capsys.readouterr().out

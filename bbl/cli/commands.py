@@ -245,7 +245,8 @@ def _task_names(tasks: str) -> list[str]:
 
 def _task_data(specs, suite: str, tasks=None) -> dict[str, Path]:
     """`--task-data TASK=PATH` specs as {task: path}, each other zero-shot task with data of its own (of `tasks`,
-    when given) at its default data dir for `suite` (`default_data`)."""
+    when given) at its default data dir for `suite` (`default_data`), or the other suite's when only that one is
+    here (one `note:` line says so)."""
     from bbl.evaluate.tasks import DATA_NAMES, ZERO_SHOT
 
     given = {}
@@ -255,7 +256,16 @@ def _task_data(specs, suite: str, tasks=None) -> dict[str, Path]:
             raise BblError(f"--task-data {spec}: use TASK=PATH, e.g. --task-data ewok=data/ewok_fast/ewok_fast.zip")
         given[task.strip()] = Path(path)
     own = [t for t in ZERO_SHOT if t not in ("blimp", "supplement") and (tasks is None or t in tasks)]
-    return {**{t: default_data(DATA_NAMES[t][suite]) for t in own}, **given}
+    defaults = {}
+    for t in (t for t in own if t not in given):
+        path = default_data(DATA_NAMES[t][suite])
+        other = default_data(DATA_NAMES[t]["fast" if suite == "full" else "full"])
+        if not path.exists() and other.exists():  # here: EWoK only as its fast zip, entity tracking only in full
+            click.echo(f"note: {t}: no {DATA_NAMES[t][suite]}/ here; scoring {other} (pass --task-data {t}=PATH for "
+                       f"the {suite} set)")
+            path = other
+        defaults[t] = path
+    return {**defaults, **given}
 
 
 @main.command("finetune")
