@@ -12,6 +12,7 @@ from collections import Counter
 
 import numpy as np
 
+from bbl.evaluate.batches import by_length, right_padded
 from bbl.evaluate.tasks import RankingItem
 from bbl.models.build import max_positions
 from bbl.models.ensemble import ensemble_logits
@@ -57,27 +58,19 @@ def completion_logprobs(models, tokenizer, sentences: list[str], completions: li
     encoded = encode_completions(tokenizer, sentences, completions)
     truncated = sum(len(ids) > max_len for ids, _ in encoded)
     encoded = [(ids[-max_len:], mask[-max_len:]) for ids, mask in encoded]
-    order = np.argsort([-len(ids) for ids, _ in encoded], kind="stable")
     scores = np.zeros(len(sentences), dtype=np.float64)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = [i for i in order[start:start + batch_size] if len(encoded[i][0]) > 1]
+        for batch in by_length([len(ids) for ids, _ in encoded], batch_size):
+            idx = [i for i in batch if len(encoded[i][0]) > 1]
             if idx:
-                width = len(encoded[idx[0]][0])
-                ids = torch.full((len(idx), width), pad if pad is not None else 0, dtype=torch.long)
-                attention = torch.zeros((len(idx), width), dtype=torch.long)
-                phrase = torch.zeros((len(idx), width), dtype=torch.float32)
-                for r, i in enumerate(idx):
-                    n = len(encoded[i][0])
-                    ids[r, :n] = torch.tensor(encoded[i][0])
-                    attention[r, :n] = 1
-                    phrase[r, :n] = torch.tensor(encoded[i][1], dtype=torch.float32)
+                ids, attention = right_padded([encoded[i][0] for i in idx], pad if pad is not None else 0)
+                phrase, _ = right_padded([encoded[i][1] for i in idx], 0, torch.float32)
                 ids, attention, phrase = ids.to(device), attention.to(device), phrase.to(device)
                 logits = ensemble_logits(models, ids[:, :-1], attention[:, :-1], vocab_size=len(tokenizer))
                 logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
                 scores[idx] = (logp * phrase[:, 1:]).sum(-1).double().cpu().numpy()
             if progress is not None:
-                progress.update(len(order[start:start + batch_size]))
+                progress.update(len(batch))
     return scores, truncated
 
 

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from bbl.evaluate.batches import by_length, right_padded
 from bbl.models.build import max_positions
 from bbl.models.ensemble import ensemble_logits
 
@@ -58,17 +59,10 @@ def word_surprisals(models, tokenizer, contexts: list[str | None], words: list[s
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     max_len = min(max_positions(m) for m in models)
     encoded = [ids[-max_len:] for ids in tokenizer([c for c, _ in queries])["input_ids"]]
-    order = np.argsort([-len(e) for e in encoded], kind="stable")
     logp = np.zeros(len(queries), dtype=np.float64)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = len(encoded[idx[0]])
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, :len(encoded[i])] = torch.tensor(encoded[i])
-                attention[r, :len(encoded[i])] = 1
+        for idx in by_length([len(e) for e in encoded], batch_size):
+            ids, attention = right_padded([encoded[i] for i in idx], pad)
             logits = ensemble_logits(models, ids.to(device), attention.to(device), vocab_size=len(tokenizer))
             last = torch.tensor([len(encoded[i]) - 1 for i in idx], device=logits.device)
             at_last = torch.log_softmax(logits[torch.arange(len(idx), device=logits.device), last], dim=-1)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from bbl.errors import BblError
+from bbl.evaluate.batches import by_length, right_padded
 from bbl.models.build import max_positions
 from bbl.models.ensemble import ensemble_logits
 
@@ -74,17 +75,10 @@ def sentence_logprobs(models, tokenizer, sentences: list[str], *, batch_size: in
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     max_len = min(max_positions(m) for m in models)
     encoded = [[bos, *tokenizer(s, add_special_tokens=False)["input_ids"]][:max_len] for s in sentences]
-    order = np.argsort([-len(e) for e in encoded], kind="stable")
     scores = np.zeros(len(sentences), dtype=np.float64)
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
-            width = len(encoded[idx[0]])
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for r, i in enumerate(idx):
-                ids[r, :len(encoded[i])] = torch.tensor(encoded[i])
-                mask[r, :len(encoded[i])] = 1
+        for idx in by_length([len(e) for e in encoded], batch_size):
+            ids, mask = right_padded([encoded[i] for i in idx], pad)
             ids, mask = ids.to(device), mask.to(device)
             logp = torch.log_softmax(ensemble_logits(models, ids, mask, vocab_size=len(tokenizer))[:, :-1], dim=-1)
             tok = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1) * mask[:, 1:]
