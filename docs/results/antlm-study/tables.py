@@ -1,15 +1,19 @@
 """Per-arm means and paired differences vs a reference arm for the extra tasks and the study's metrics."""
-import json, sys
+import json
+import sys
 from pathlib import Path
-sys.path.insert(0, "/work/main")
+
 from bbl.study.stats import mean_std, paired_interval
 
 root = Path("/work/antlm-study")
-study = json.loads((root / "study" / "study.json").read_text())
+
+
 def metric(arm, seed):
     r = json.loads(next((root / "extra" / f"{arm}-seed{seed}").glob("seed*.json")).read_text())["tasks"]
     return {"ewok": 100 * r["ewok"]["overall"], "wug": r["wug_adj"]["spearman"],
             "eye": 100 * r["reading"]["eye_tracking"], "spr": 100 * r["reading"]["self_paced_reading"]}
+
+
 arms = sys.argv[1].split(",")
 refs = dict(a.split("=") for a in sys.argv[2].split(","))  # arm=reference
 seeds = range(3)
@@ -18,12 +22,11 @@ print("| arm | EWoK (%) | Δ EWoK [95% CI] | WUG rho | Δ WUG [95% CI] | eye tra
 print("|---|---:|---|---:|---|---:|---:|")
 for a in arms:
     cells = []
-    for k, scale in (("ewok", 1), ("wug", 1)):
+    for k, f in (("ewok", 1), ("wug", 3)):  # decimals shown
         m, sd = mean_std([r[k] for r in rows[a]])
-        cells.append(f"{m:.{1 if k == 'ewok' else 3}f} ± {sd:.{1 if k == 'ewok' else 3}f}")
+        cells.append(f"{m:.{f}f} ± {sd:.{f}f}")
         if a in refs:
             d = paired_interval([r[k] for r in rows[a]], [r[k] for r in rows[refs[a]]])
-            f = 1 if k == "ewok" else 3
             lo, hi = d["ci95"]
             star = " *" if lo > 0 or hi < 0 else ""
             cells.append(f"{d['mean']:+.{f}f} [{lo:+.{f}f}, {hi:+.{f}f}]{star} vs {refs[a]}")
