@@ -74,6 +74,12 @@ class ChunkComputer:
         seed = int(np.random.SeedSequence([self.config.seed, c]).generate_state(1, np.uint64)[0] >> 1)
         return torch.Generator(device=self.device).manual_seed(seed)
 
+    def draw_settings(self, c: int) -> dict:
+        """What `batch_targets` stores for chunk `c`: the targets kind, k, the draws and their generator."""
+        cfg = self.config
+        return {"targets": cfg.targets, "top_k": cfg.top_k, "num_samples": cfg.num_samples,
+                "generator": self.generator(c) if cfg.targets != "topk" else None}
+
     def batch_targets(self, ids, kind: dict, *, first_row: int = 0) -> dict:
         """The ensemble's targets of one batch of windows ((B, S) int64 ids) on the dump's device.
 
@@ -126,9 +132,7 @@ class ChunkComputer:
 
         n = len(self.windows)
         ids = np.stack([self.windows.window(i % n) for i in range(batch_size)])
-        kind = {"targets": self.config.targets, "top_k": self.config.top_k, "num_samples": self.config.num_samples,
-                "generator": self.generator(0) if self.config.targets != "topk" else None}
-        self.batch_targets(torch.from_numpy(ids), kind)
+        self.batch_targets(torch.from_numpy(ids), self.draw_settings(0))
 
     def compute(self, c: int) -> ChunkBatch:
         """Chunk `c` as a `ChunkBatch` (ids sorted by id, log-probs on the `LOGPROB_STEP` grid).
@@ -141,8 +145,7 @@ class ChunkComputer:
         rows = self.rows(c)
         ids_np = np.stack([self.windows.window(i) for i in rows])
         cfg = self.config
-        kind = {"targets": cfg.targets, "top_k": cfg.top_k, "num_samples": cfg.num_samples,
-                "generator": self.generator(c) if cfg.targets != "topk" else None}
+        kind = self.draw_settings(c)
         parts = []
         for b in range(0, len(rows), cfg.batch_size):
             out = self.batch_targets(torch.from_numpy(ids_np[b:b + cfg.batch_size]), kind, first_row=rows[b])

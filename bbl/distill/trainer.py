@@ -59,7 +59,7 @@ def make_distill_trainer():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob", "sample_ids")
                        if k in inputs}
-            if bool(inputs.pop("mlm", torch.zeros(1)).any()):  # an mlm phase: KD only with distill.mlm_kd
+            if self.pop_mlm(inputs):  # an mlm phase: KD only with distill.mlm_kd
                 if targets and model.training:
                     return self.masked_kd_loss(model, inputs, targets, return_outputs)
                 return self.masked_lm_loss(model, inputs, return_outputs, num_items_in_batch)

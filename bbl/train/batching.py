@@ -39,7 +39,6 @@ def load_windows(cfg: Config, data: PreparedData) -> tuple[TokenWindows, TokenWi
     return train, dev
 
 
-
 def train_sampler(dataset, seed: int):
     """The train order of `dataset`: its own `sampler()` (the cache's chunk shuffle) or `EpochPermutationSampler`."""
     sampler = getattr(dataset, "sampler", None)

@@ -69,8 +69,14 @@ def make_loss_trainer():
                     loss = loss / self.current_gradient_accumulation_steps  # the Trainer will not divide it
             return (loss, outputs) if return_outputs else loss
 
+        @staticmethod
+        def pop_mlm(inputs) -> bool:
+            """Whether a batch belongs to an mlm phase (`PhasedDataset`'s `mlm` flag, removed from `inputs`)."""
+            flag = inputs.pop("mlm", None)
+            return flag is not None and bool(flag.any())
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if bool(inputs.pop("mlm", torch.zeros(1)).any()):
+            if self.pop_mlm(inputs):
                 return self.masked_lm_loss(model, inputs, return_outputs, num_items_in_batch)
             if self.loss_impl != "chunked":
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
