@@ -17,7 +17,7 @@ from pathlib import Path
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import tokenizer_fingerprint
 from bbl.data.windows import select_dev_windows
-from bbl.errors import BblError
+from bbl.errors import BblError, check_options_at_least_one
 from bbl.evaluate.predictions import predictions_dir, write_predictions
 from bbl.evaluate.report import write_report
 from bbl.evaluate.suite import PAIR_SCORINGS, check_task_data, score_task
@@ -77,10 +77,7 @@ class EvalConfig:
             raise BblError(f"--suite {self.suite}: use one of {', '.join(SUITES)}")
         if self.pair_scoring not in PAIR_SCORINGS:
             raise BblError(f"--pair-scoring {self.pair_scoring}: use one of {', '.join(PAIR_SCORINGS)}")
-        for name in ("batch_size", "seq_len", "dev_windows", "max_pairs"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise BblError(f"--{name.replace('_', '-')} {value} must be >= 1")
+        check_options_at_least_one(self, ("batch_size", "seq_len", "dev_windows", "max_pairs"))
 
 
     def task_path(self, task: str) -> Path | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bbl.data.windows import EpochPermutationSampler
-from bbl.errors import BblError
+from bbl.errors import BblError, check_options_at_least_one
 from bbl.finetune.data import check_tasks
 from bbl.finetune.model import READ_POSITIONS
 
@@ -95,10 +95,7 @@ class FinetuneConfig:
         check_tasks(self.tasks)
         if self.read not in READ_POSITIONS:
             raise BblError(f"--read {self.read}: use one of {', '.join(READ_POSITIONS)}")
-        for name in ("epochs", "batch_size", "max_train_examples", "max_valid_examples"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise BblError(f"--{name.replace('_', '-')} {value} must be >= 1")
+        check_options_at_least_one(self, ("epochs", "batch_size", "max_train_examples", "max_valid_examples"))
 
     def recipe(self, task: str) -> TaskRecipe:
         """The task's `TaskRecipe` with this config's overrides applied."""
