@@ -114,6 +114,38 @@ def test_the_prefix_changes_the_score_of_the_same_completion(lm):
     np.testing.assert_allclose(got, by_hand, atol=1e-4)
 
 
+@pytest.fixture(scope="module")
+def ensemble(tiny_teachers):
+    loaded = [load_model(path, "cpu") for path in tiny_teachers]
+    return [m for m, _, _ in loaded], loaded[0][1]
+
+
+def test_shared_prefix_scores_equal_the_plain_ones_for_an_ensemble(ensemble):
+    models, tok = ensemble
+    prefixes = ["Box 0 contains the ball, Box 1 contains the cat. Box 1 contains ",
+                "Box 0 contains nothing, Box 1 contains the big red tree and the mat. Box 0 contains ",
+                "the dog ran ."]
+    options = ["the cat.", "the ball and the mat.", "nothing.", "the tree", "a dog sat on the mat."]
+    items = [RankingItem(tuple(p + o for o in options[:k]), tuple(options[:k]), "u")
+             for p in prefixes for k in (2, 3, 5)]
+    items.append(RankingItem(("cat sat .", "dog sat ."), ("cat sat .", "dog sat ."), "u"))  # no shared token
+    items.append(RankingItem(("the", "the cat"), ("the", "the cat"), "u"))  # a one-token sentence
+    plain, chosen_plain, _ = rank_items(models, tok, items, batch_size=4)
+    shared, chosen_shared, _ = rank_items(models, tok, items, batch_size=4, share_prefix=True)
+    for a, b in zip(plain, shared, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-4)
+    assert (chosen_plain == chosen_shared).all()
+    assert len({len(s) for s in shared}) == 3 and abs(shared[0][0] - shared[0][1]) > 1e-3
+
+
+def test_shared_prefix_is_the_longest_common_token_run_leaving_one_token_each():
+    from bbl.evaluate.shared_prefix import common_prefix
+
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert common_prefix([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter keeps its last token to score
+    assert common_prefix([[7, 2], [8, 2]]) == 0
+
+
 def test_a_tie_goes_to_the_first_sentence_as_the_pipelines_torch_max(lm):
     model, tok = lm
     same = RankingItem(("the cat sat .", "the cat sat ."), ("the cat sat .", "the cat sat ."), "u")

@@ -13,6 +13,7 @@ from collections import Counter
 import numpy as np
 
 from bbl.evaluate.batches import by_length, right_padded
+from bbl.evaluate.shared_prefix import common_prefix, shared_prefix_logprobs
 from bbl.evaluate.tasks import RankingItem
 from bbl.models.build import max_positions
 from bbl.models.ensemble import ensemble_logits
@@ -53,6 +54,8 @@ def completion_logprobs(models, tokenizer, sentences: list[str], completions: li
     """
     import torch
 
+    if not sentences:
+        return np.zeros(0, dtype=np.float64), 0
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     max_len = min(max_positions(m) for m in models)
     encoded = encode_completions(tokenizer, sentences, completions)
@@ -74,21 +77,38 @@ def completion_logprobs(models, tokenizer, sentences: list[str], completions: li
     return scores, truncated
 
 
-def rank_items(models, tokenizer, items: list[RankingItem], **kw) -> tuple[list[np.ndarray], np.ndarray, int]:
+def rank_items(models, tokenizer, items: list[RankingItem], *, share_prefix: bool = False,
+               **kw) -> tuple[list[np.ndarray], np.ndarray, int]:
     """Score every sentence of every item and pick each item's best.
 
     Args:
         items: the task's items; each may have any number of sentences.
+        share_prefix: run the token prefix an item's sentences share once and reuse its cache for each
+            sentence (`bbl.evaluate.shared_prefix`; entity tracking); the same sums up to float rounding. Items
+            with no shared token, a one-token sentence or a sentence longer than the models' positions take the
+            plain path.
         kw: `completion_logprobs`'s batch_size, device, progress.
     Returns:
         (per-item scores, a list of (k_i,) float64 arrays in nats; chosen (n,) int64, the index of the highest
         score, the first on a tie as the pipeline's `torch.max`; sentences truncated).
     """
-    sentences = [s for it in items for s in it.sentences]
-    completions = [c for it in items for c in it.completions]
+    per_item: list[np.ndarray | None] = [None] * len(items)
+    plain = list(range(len(items)))
+    if share_prefix:
+        max_len = min(max_positions(m) for m in models)
+        encoded = [encode_completions(tokenizer, list(it.sentences), list(it.completions)) for it in items]
+        shared = [i for i, enc in enumerate(encoded)
+                  if all(1 < len(ids) <= max_len for ids, _ in enc) and common_prefix([ids for ids, _ in enc]) > 0]
+        scores = shared_prefix_logprobs(models, tokenizer, [encoded[i] for i in shared], **kw)
+        for i, s in zip(shared, scores, strict=True):
+            per_item[i] = s
+        plain = sorted(set(plain) - set(shared))
+    sentences = [s for i in plain for s in items[i].sentences]
+    completions = [c for i in plain for c in items[i].completions]
     flat, truncated = completion_logprobs(models, tokenizer, sentences, completions, **kw)
-    bounds = np.cumsum([0] + [len(it.sentences) for it in items])
-    per_item = [flat[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    bounds = np.cumsum([0] + [len(items[i].sentences) for i in plain])
+    for i, a, b in zip(plain, bounds[:-1], bounds[1:], strict=True):
+        per_item[i] = flat[a:b]
     chosen = np.array([int(np.argmax(s)) for s in per_item], dtype=np.int64)
     return per_item, chosen, truncated
 

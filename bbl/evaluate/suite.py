@@ -114,7 +114,8 @@ def _ranking(task, models, tokenizer, path, max_items, *, bar, **kw) -> tuple[di
     by_file = read_items(task, path, option=data_option(task), max_items=max_items)
     items = [it for file_items in by_file.values() for it in file_items]
     bar.reset(total=sum(len(it.sentences) for it in items))
-    scores, chosen, truncated = rank_items(models, tokenizer, items, progress=bar, **kw)
+    scores, chosen, truncated = rank_items(models, tokenizer, items, progress=bar,
+                                           share_prefix=task == "entity_tracking", **kw)
     correct = chosen == 0
     if task == "wug_adj":
         probs = first_form_probability(np.stack(scores))
