@@ -56,6 +56,10 @@ class PipelinePreset:
     """The zero-shot tasks the study (or the eval stage, besides dev perplexity) scores: blimp and supplement, plus
     any of ewok, entity_tracking, wug_adj, reading, whose data is DATA/<the pipeline's full_eval dir name> unless
     `--task-data` names it. The default leaves every stage's command as it was before this key."""
+    eval_suite: str = "full"
+    """Which of the pipeline's data dirs those extra tasks read from DATA: `full` (full_eval's names) or `fast`
+    (fast_eval's: ewok_fast, entity_tracking_fast); a task whose dir is missing reads the other suite's, as
+    `bbl eval` does. BLiMP and the supplement always read blimp_filtered / supplement_filtered."""
     vocab_size: int | None = None
     """`bbl prepare --vocab-size`; None = prepare's default (16,000, the paper's)."""
     mask_token: bool = True
@@ -154,9 +158,9 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     if p.study is not None:
         arms = []
         for key, temperature in p.study.caches.items():
-            extra = w / "cache" / f"ensemble-{key}.zarr"
-            stages.append(dump_stage(f"dump-logits-{key}", extra, temperature))
-            arms += ["--arm", f"cached-{key}:--cache {extra}"]
+            extra_cache = w / "cache" / f"ensemble-{key}.zarr"
+            stages.append(dump_stage(f"dump-logits-{key}", extra_cache, temperature))
+            arms += ["--arm", f"cached-{key}:--cache {extra_cache}"]
         for arm in p.study.arms:
             arms += ["--arm", arm]
         argv = ["study", p.student, "--data", str(prepared), "--workdir", str(w / "study"), "--cache", str(cache),
@@ -189,8 +193,8 @@ def eval_task_args(p: PipelinePreset, data: Path, task_data: dict) -> tuple[list
     supplement ([] when there are none: the stages' commands stay as before the key).
 
     Raises:
-        BblError: an unknown task, blimp or supplement left out, data given for a task not scored, or a task whose
-            data is neither given nor in DATA.
+        BblError: an unknown task, blimp or supplement left out, an eval_suite other than full or fast, data given
+            for a task not scored, or a task whose data is neither given nor in DATA (under either suite's name).
     """
     own = [t for t in ZERO_SHOT if t not in ("blimp", "supplement")]
     if any(t not in ZERO_SHOT for t in p.eval_tasks) or not {"blimp", "supplement"} <= set(p.eval_tasks):
@@ -200,9 +204,13 @@ def eval_task_args(p: PipelinePreset, data: Path, task_data: dict) -> tuple[list
     if stray:
         raise BblError(f"--task-data {stray[0]}=...: the preset {p.name} does not score {stray[0]} (its eval_tasks: "
                        f"{', '.join(p.eval_tasks)})")
+    if p.eval_suite not in ("full", "fast"):
+        raise BblError(f"pipeline preset {p.name}: eval_suite {p.eval_suite!r}: use full or fast")
+    other = "fast" if p.eval_suite == "full" else "full"
     args = []
     for task in (t for t in own if t in p.eval_tasks):
-        path = task_data.get(task) or data / DATA_NAMES[task]["full"]
+        dirs = [data / DATA_NAMES[task][p.eval_suite], data / DATA_NAMES[task][other]]
+        path = task_data.get(task) or next((d for d in dirs if d.exists()), dirs[0])
         if not Path(path).exists():
             raise BblError(f"{path}: not found; pass --task-data {task}=PATH (the preset {p.name} scores {task})")
         args += ["--task-data", f"{task}={path}"]

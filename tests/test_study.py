@@ -349,3 +349,38 @@ def test_pipeline_eval_tasks_reach_the_study_and_eval_stages(tmp_path, monkeypat
     assert ev[ev.index("--tasks") + 1] == "blimp,supplement,wug_adj,reading,perplexity"
     with pytest.raises(BblError, match="reading"):  # no reading/ in DATA and none given
         pipeline.build_stages("cpu-study", data, tmp_path / "w")
+
+
+def test_pipeline_eval_suite_picks_each_tasks_dir_and_a_study_cache_arm_keeps_the_tasks(tmp_path, monkeypatch):
+    """eval_suite fast reads ewok_fast, and falls back to entity_tracking (full) when there is no fast one; a study
+    with an extra cache arm still passes --tasks and the task data (the loop once reused their variable)."""
+    import dataclasses
+
+    import bbl.pipeline as pipeline
+
+    data = tmp_path / "data"
+    for d in ("babylm_10M", "babylm_dev", "blimp_filtered", "supplement_filtered", "ewok_fast", "entity_tracking"):
+        (data / d).mkdir(parents=True)
+    load = pipeline.load_pipeline_preset
+    tasks = ["blimp", "supplement", "ewok", "entity_tracking"]
+
+    def preset(suite, **kw):
+        monkeypatch.setattr(pipeline, "load_pipeline_preset", lambda name: dataclasses.replace(
+            load(name), eval_tasks=tasks, eval_suite=suite, **kw))
+
+    tail = ["--tasks", "blimp,supplement,ewok,entity_tracking", "--task-data", f"ewok={data / 'ewok_fast'}",
+            "--task-data", f"entity_tracking={data / 'entity_tracking'}"]
+    for suite in ("fast", "full"):  # each suite falls back to the dir that exists
+        preset(suite)
+        ev = {s.key: s.argv for s in pipeline.build_stages("tiny", data, tmp_path / "w")}["eval"]
+        i = ev.index("--tasks")
+        assert ev[i:i + 6] == ["--tasks", "blimp,supplement,ewok,entity_tracking,perplexity", *tail[2:]]
+    preset("fast", study=pipeline.StudySettings(seeds=2, caches={"t2": 2.0}))
+    steps = {s.key: s.argv for s in pipeline.build_stages("cpu-study", data, tmp_path / "w")}
+    assert "dump-logits-t2" in steps
+    study = steps["study"]
+    assert study[-len(tail):] == tail
+    assert f"cached-t2:--cache {tmp_path / 'w' / 'cache' / 'ensemble-t2.zarr'}" in study
+    preset("medium")
+    with pytest.raises(BblError, match="eval_suite 'medium'"):
+        pipeline.build_stages("tiny", data, tmp_path / "w")
