@@ -138,6 +138,26 @@ def test_shared_prefix_scores_equal_the_plain_ones_for_an_ensemble(ensemble):
     assert len({len(s) for s in shared}) == 3 and abs(shared[0][0] - shared[0][1]) > 1e-3
 
 
+def test_past_its_positions_llama_scores_whole_as_the_pipeline_and_gpt2_keeps_its_last_tokens(ensemble):
+    """Rotary positions run at any length (the pipeline runs them so); a learned position table cannot, so bbl
+    keeps the last tokens there and counts the sentence."""
+    from bbl.models.build import max_positions, scoring_positions
+
+    (llama, gpt2), tok = ensemble
+    assert scoring_positions(llama) is None and scoring_positions(gpt2) == max_positions(gpt2)
+    long = " ".join(["the big dog saw a red bird on the mat ."] * 40)
+    ids = tok(long)["input_ids"]
+    assert len(ids) > max(max_positions(llama), max_positions(gpt2))
+    got, truncated = completion_logprobs([llama], tok, [long], [long])
+    assert truncated == 0 and got[0] == pytest.approx(logprobs_of(llama, ids).sum(), rel=1e-4)
+    n = max_positions(gpt2)
+    got, truncated = completion_logprobs([gpt2], tok, [long], [long])
+    assert truncated == 1 and got[0] == pytest.approx(logprobs_of(gpt2, ids[-n:]).sum(), rel=1e-4)
+    _, _, truncated = rank_items([llama, gpt2], tok, [RankingItem((long, long + " ."), (long, long + " ."), "u")],
+                                 share_prefix=True)
+    assert truncated == 2  # an ensemble with a GPT-2 member is held to its table
+
+
 def test_shared_prefix_is_the_longest_common_token_run_leaving_one_token_each():
     from bbl.evaluate.shared_prefix import common_prefix
 

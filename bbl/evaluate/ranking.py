@@ -15,7 +15,7 @@ import numpy as np
 from bbl.evaluate.batches import by_length, right_padded
 from bbl.evaluate.shared_prefix import common_prefix, shared_prefix_logprobs
 from bbl.evaluate.tasks import RankingItem
-from bbl.models.build import max_positions
+from bbl.models.build import common_scoring_positions
 from bbl.models.ensemble import ensemble_logits
 
 
@@ -46,8 +46,10 @@ def completion_logprobs(models, tokenizer, sentences: list[str], completions: li
     ensemble (`bbl.models.ensemble.ensemble_logits`), at temperature 1.
 
     Batched by length with right padding (the pipeline pads right too, so the scores do not depend on the batch
-    beyond float rounding). A sentence longer than the models' positions keeps its last tokens (the completion is
-    at the end), where the pipeline would fail; the number of such sentences is returned.
+    beyond float rounding). A sentence longer than the models' positions runs whole on models with rotary
+    positions (LLaMA, Qwen: as the pipeline runs them, past the trained length); where a model has a learned
+    position table (GPT-2), on which the pipeline would fail, it keeps its last tokens (the completion is at the
+    end) and is counted (`bbl.models.build.scoring_positions`).
 
     Returns:
         (scores (n,) float64 in nats, sentences truncated).
@@ -57,10 +59,12 @@ def completion_logprobs(models, tokenizer, sentences: list[str], completions: li
     if not sentences:
         return np.zeros(0, dtype=np.float64), 0
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    max_len = min(max_positions(m) for m in models)
+    max_len = common_scoring_positions(models)
     encoded = encode_completions(tokenizer, sentences, completions)
-    truncated = sum(len(ids) > max_len for ids, _ in encoded)
-    encoded = [(ids[-max_len:], mask[-max_len:]) for ids, mask in encoded]
+    truncated = 0
+    if max_len is not None:
+        truncated = sum(len(ids) > max_len for ids, _ in encoded)
+        encoded = [(ids[-max_len:], mask[-max_len:]) for ids, mask in encoded]
     scores = np.zeros(len(sentences), dtype=np.float64)
     with torch.inference_mode():
         for batch in by_length([len(ids) for ids, _ in encoded], batch_size):
@@ -85,7 +89,7 @@ def rank_items(models, tokenizer, items: list[RankingItem], *, share_prefix: boo
         items: the task's items; each may have any number of sentences.
         share_prefix: run the token prefix an item's sentences share once and reuse its cache for each
             sentence (`bbl.evaluate.shared_prefix`; entity tracking); the same sums up to float rounding. Items
-            with no shared token, a one-token sentence or a sentence longer than the models' positions take the
+            with no shared token, a one-token sentence or a sentence longer than a learned position table take the
             plain path.
         kw: `completion_logprobs`'s batch_size, device, progress.
     Returns:
@@ -95,7 +99,7 @@ def rank_items(models, tokenizer, items: list[RankingItem], *, share_prefix: boo
     per_item: list[np.ndarray | None] = [None] * len(items)
     plain = list(range(len(items)))
     if share_prefix:
-        max_len = min(max_positions(m) for m in models)
+        max_len = common_scoring_positions(models) or float("inf")
         encoded = [encode_completions(tokenizer, list(it.sentences), list(it.completions)) for it in items]
         shared = [i for i, enc in enumerate(encoded)
                   if all(1 < len(ids) <= max_len for ids, _ in enc) and common_prefix([ids for ids, _ in enc]) > 0]

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from bbl.evaluate.batches import by_length, right_padded
-from bbl.models.build import max_positions
+from bbl.models.build import common_scoring_positions
 from bbl.models.ensemble import ensemble_logits
 
 EYE_TRACKING = ("RTfirstfix", "RTfirstpass", "RTgopast", "RTrightbound")
@@ -57,8 +57,8 @@ def word_surprisals(models, tokenizer, contexts: list[str | None], words: list[s
             rows.append(r)
             queries.append(q)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    max_len = min(max_positions(m) for m in models)
-    encoded = [ids[-max_len:] for ids in tokenizer([c for c, _ in queries])["input_ids"]]
+    max_len = common_scoring_positions(models)  # None: rotary positions run whole, as the pipeline runs them
+    encoded = [ids if max_len is None else ids[-max_len:] for ids in tokenizer([c for c, _ in queries])["input_ids"]]
     logp = np.zeros(len(queries), dtype=np.float64)
     with torch.inference_mode():
         for idx in by_length([len(e) for e in encoded], batch_size):

@@ -193,8 +193,8 @@ def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), config
                             predictions_to=out / PIPELINE_DIR / _safe(Path(name).stem if len(parts) == 1 else name))
         for task, result in r.items():
             if result.get("truncated"):
-                log(f"warning: {name} {task}: {result['truncated']} sentence(s) longer than the model's positions kept "
-                    "their last tokens (the pipeline cannot score them)")
+                log(f"warning: {name} {task}: {result['truncated']} sentence(s) longer than the model's learned position "
+                    "table kept their last tokens (the pipeline cannot score them)")
         record = {"model": name, "paths": [p[2]["path"] for p in parts],
                   "parameters": sum(p[2]["parameters"] for p in parts), "ensemble": len(parts) > 1,
                   "tokenizer_fingerprint": parts[0][2]["tokenizer_fingerprint"],

@@ -94,6 +94,29 @@ def max_positions(config) -> int:
     return int(get("max_position_embeddings") or get("n_positions"))
 
 
+LEARNED_POSITION_TABLES = ("wpe", "embed_positions", "position_embeddings")
+"""Module names of learned absolute position tables (GPT-2's `wpe`, OPT's `embed_positions`, BERT-style
+`position_embeddings`): an index past their end fails."""
+
+
+def scoring_positions(model) -> int | None:
+    """The most tokens a model can score in one pass: `max_positions` when it has a learned absolute position table
+    (`LEARNED_POSITION_TABLES`), None for rotary or other computed positions (LLaMA, Qwen), which run at any length
+    (past the trained one), as the BabyLM evaluation pipeline runs them."""
+    import torch
+
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] in LEARNED_POSITION_TABLES:
+            return max_positions(model)
+    return None
+
+
+def common_scoring_positions(models) -> int | None:
+    """The smallest `scoring_positions` of `models` (None when none has a limit)."""
+    limits = [n for n in (scoring_positions(m) for m in models) if n is not None]
+    return min(limits) if limits else None
+
+
 def check_seq_len(seq_len: int, positions: int, *, option: str, subject) -> None:
     """Refuse windows longer than a model's positions.
 
