@@ -224,7 +224,7 @@ def eval_cmd(model_dirs, ensembles, tasks, suite, blimp_dir, supplement_dir, tas
     if not model_dirs and not ensembles:
         raise BblError("no model: pass MODEL_DIR ... and/or --ensemble DIR,DIR")
     names = _task_names(tasks)
-    config = EvalConfig(tasks=names, suite=suite, pair_scoring=pair_scoring, data_dirs=_task_data(task_data, suite),
+    config = EvalConfig(tasks=names, suite=suite, pair_scoring=pair_scoring, data_dirs=_task_data(task_data, suite, names),
                         blimp_dir=blimp_dir or default_data(DATA_NAMES["blimp"][suite]),
                         supplement_dir=supplement_dir or default_data(DATA_NAMES["supplement"][suite]),
                         batch_size=batch_size, max_pairs=max_pairs, seq_len=seq_len, dev_windows=dev_windows,
