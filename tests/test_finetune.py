@@ -181,7 +181,7 @@ def test_tiny_finetune_learns_and_writes_the_pipelines_layout(tiny_models, tmp_p
     data = tmp_path / "glue"
     data.mkdir()
     train = toy_rte(64, seed=0)
-    train[0]["sentence1"] = " ".join(["the big red ball"] * 60)  # longer than the model's 128 positions
+    train[0]["sentence1"] = " ".join(["the big red ball"] * 60)  # past the LLaMA's 128 positions, under 512
     write_jsonl(data / "rte.train.jsonl", train)
     write_jsonl(data / "rte.valid.jsonl", toy_rte(32, seed=1))
     out = tmp_path / "out"
@@ -189,13 +189,13 @@ def test_tiny_finetune_learns_and_writes_the_pipelines_layout(tiny_models, tmp_p
                   "--epochs", "4", "--batch-size", "8"])
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
-    assert warnings == ["warning: rte: 1 of 64 train and 0 of 32 valid input(s) longer than 128 tokens truncated "
-                        "(longest side first, as the pipeline)"]
+    assert warnings == []  # a rotary LLaMA runs it whole, as the pipeline (its cap is 512)
 
     record = json.loads((out / "finetune.json").read_text())
     rte = record["tasks"]["rte"]
     assert rte["metric"] == "accuracy" and rte["score"] >= 0.9, rte  # chance is 0.5
     assert 1 <= rte["best_epoch"] <= 4 and rte["steps"] == (64 // 8) * 4
+    assert rte["max_length"] == 512 and rte["truncated"] == {"train": 0, "valid": 0}
     assert record["deviations"] == {"epochs": 4, "batch_size": 8}
     assert "| rte | accuracy |" in (out / "finetune.md").read_text()
 
@@ -250,3 +250,11 @@ def test_train_order_is_a_new_permutation_cut_to_whole_batches():
     assert len(sampler) == len(first) == len(second) == 8  # the partial batch is dropped, as drop_last=True
     assert len(set(first)) == 8 and set(first) <= set(range(10)) and first != second
     assert list(FullBatchSampler(10, batch_size=4, seed=0)) == first  # seeded
+
+
+def test_inputs_are_cut_at_512_or_at_a_learned_position_table(tiny_models):
+    """The pipeline's cap is 512 tokens; GPT-2's wpe (128 here) cannot run more, a rotary LLaMA can."""
+    from bbl.finetune.run import input_limit
+
+    assert input_limit(tiny_models["llama"]) == 512
+    assert input_limit(tiny_models["gpt2"]) == 128

@@ -30,7 +30,7 @@ from bbl.finetune.recipe import (
     training_arguments,
 )
 from bbl.io import atomic_write_json, atomic_write_text
-from bbl.models.build import check_model_dir, max_positions
+from bbl.models.build import check_model_dir, scoring_positions
 
 PIPELINE_DIR = "pipeline"
 """OUT's folder in the pipeline's results layout (as `bbl eval`'s)."""
@@ -53,7 +53,7 @@ def finetune_task(model_dir: Path, task: str, tokenizer, train: tuple[list, list
 
     Args:
         train, valid: (pairs, labels) from `read_examples`.
-        max_length: tokens kept per input (min of 512 and the model's positions).
+        max_length: tokens kept per input (`input_limit`).
     Returns:
         (result, predicted): result holds the recipe used, the validation metrics of the kept epoch (`score` is
         the task's selection metric), `best_epoch` (1-based), example and truncation counts; predicted is (N,)
@@ -99,6 +99,20 @@ def finetune_task(model_dir: Path, task: str, tokenizer, train: tuple[list, list
     return result, predicted
 
 
+def input_limit(model_dir: Path) -> int:
+    """Tokens kept per fine-tuning input: the pipeline's 512 (eval_finetuning.sh `--sequence_length`), and at most
+    the positions of a model with a learned position table (GPT-2), which could not run more; a rotary model (LLaMA,
+    Qwen) takes the 512 as the pipeline gives them (`bbl.models.build.scoring_positions`, read from a weightless
+    copy on the meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(model_dir)))
+    limit = scoring_positions(skeleton)
+    return SEQUENCE_LENGTH if limit is None else min(SEQUENCE_LENGTH, limit)
+
+
 def run_finetune(model_dir: Path, config: FinetuneConfig, *, data_dir: Path, out: Path, progress: bool = True,
                  log=print) -> dict:
     """`bbl finetune`: every task of `config` on the model in `model_dir`; returns the record written to
@@ -111,7 +125,7 @@ def run_finetune(model_dir: Path, config: FinetuneConfig, *, data_dir: Path, out
     from transformers import AutoTokenizer
 
     model_dir, out = Path(model_dir), Path(out)
-    model_config = check_model_dir(model_dir)
+    check_model_dir(model_dir)
     data = {}
     for task in config.tasks:
         train_file, valid_file = task_files(data_dir, task)
@@ -122,7 +136,7 @@ def run_finetune(model_dir: Path, config: FinetuneConfig, *, data_dir: Path, out
         raise BblError(f"{model_dir}: its tokenizer has no pad token; batches of uneven inputs need one "
                        "(save the tokenizer with pad_token set)")
     tokenizer.padding_side = "right"  # run.py `--padding_side` default
-    max_length = min(SEQUENCE_LENGTH, max_positions(model_config))
+    max_length = input_limit(model_dir)
     name = pipeline_model_name(model_dir)
 
     out.mkdir(parents=True, exist_ok=True)
