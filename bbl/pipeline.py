@@ -23,7 +23,7 @@ import yaml
 from bbl.cache.format import DEFAULT_TOP_K
 from bbl.config import PAPER_TEMPERATURE, load_config
 from bbl.errors import BblError
-from bbl.evaluate.tasks import DATA_NAMES, ZERO_SHOT
+from bbl.evaluate.tasks import SUITES, ZERO_SHOT, suite_data
 from bbl.study.runner import Runner, Step
 
 STATE_FILE = "pipeline_state.json"
@@ -204,13 +204,11 @@ def eval_task_args(p: PipelinePreset, data: Path, task_data: dict) -> tuple[list
     if stray:
         raise BblError(f"--task-data {stray[0]}=...: the preset {p.name} does not score {stray[0]} (its eval_tasks: "
                        f"{', '.join(p.eval_tasks)})")
-    if p.eval_suite not in ("full", "fast"):
+    if p.eval_suite not in SUITES:
         raise BblError(f"pipeline preset {p.name}: eval_suite {p.eval_suite!r}: use full or fast")
-    other = "fast" if p.eval_suite == "full" else "full"
     args = []
     for task in (t for t in own if t in p.eval_tasks):
-        dirs = [data / DATA_NAMES[task][p.eval_suite], data / DATA_NAMES[task][other]]
-        path = task_data.get(task) or next((d for d in dirs if d.exists()), dirs[0])
+        path = task_data.get(task) or suite_data(task, p.eval_suite, lambda name: data / name)[0]
         if not Path(path).exists():
             raise BblError(f"{path}: not found; pass --task-data {task}=PATH (the preset {p.name} scores {task})")
         args += ["--task-data", f"{task}={path}"]

@@ -247,7 +247,7 @@ def _task_data(specs, suite: str, tasks=None) -> dict[str, Path]:
     """`--task-data TASK=PATH` specs as {task: path}, each other zero-shot task with data of its own (of `tasks`,
     when given) at its default data dir for `suite` (`default_data`), or the other suite's when only that one is
     here (one `note:` line says so)."""
-    from bbl.evaluate.tasks import DATA_NAMES, ZERO_SHOT
+    from bbl.evaluate.tasks import DATA_NAMES, ZERO_SHOT, suite_data
 
     given = {}
     for spec in specs:
@@ -258,12 +258,10 @@ def _task_data(specs, suite: str, tasks=None) -> dict[str, Path]:
     own = [t for t in ZERO_SHOT if t not in ("blimp", "supplement") and (tasks is None or t in tasks)]
     defaults = {}
     for t in (t for t in own if t not in given):
-        path = default_data(DATA_NAMES[t][suite])
-        other = default_data(DATA_NAMES[t]["fast" if suite == "full" else "full"])
-        if not path.exists() and other.exists():  # here: EWoK only as its fast zip, entity tracking only in full
-            click.echo(f"note: {t}: no {DATA_NAMES[t][suite]}/ here; scoring {other} (pass --task-data {t}=PATH for "
+        path, fell_back = suite_data(t, suite, default_data)
+        if fell_back:
+            click.echo(f"note: {t}: no {DATA_NAMES[t][suite]}/ here; scoring {path} (pass --task-data {t}=PATH for "
                        f"the {suite} set)")
-            path = other
         defaults[t] = path
     return {**defaults, **given}
 

@@ -28,6 +28,23 @@ DATA_NAMES = {
     "reading": {"full": "reading", "fast": "reading"},
 }
 """Each task's data dir under the pipeline's `evaluation_data/{full_eval,fast_eval}/` (its eval_zero_shot*.sh)."""
+
+
+def suite_data(task: str, suite: str, locate) -> tuple[Path, bool]:
+    """(the data dir of `task` in `suite`, whether it fell back): `locate(DATA_NAMES[task][suite])`, or the other
+    suite's dir when only that one exists (here: EWoK only as its fast zip, entity tracking only in full). One rule
+    for `bbl eval`'s defaults and the pipeline presets' `eval_suite`.
+
+    Args:
+        locate: a dir name -> Path (e.g. DATA / name).
+    """
+    path = Path(locate(DATA_NAMES[task][suite]))
+    other = Path(locate(DATA_NAMES[task]["fast" if suite == "full" else "full"]))
+    if not path.exists() and other.exists():
+        return other, True
+    return path, False
+
+
 PIPELINE_TASK = {"blimp": "blimp", "supplement": "blimp", "ewok": "ewok", "entity_tracking": "entity_tracking",
                  "wug_adj": "wug_adj", "reading": "reading"}
 """The pipeline's `--task` for each bbl task (the supplement runs as task blimp on another dir)."""
