@@ -24,6 +24,7 @@ from bbl.cache.format import DEFAULT_TOP_K
 from bbl.config import PAPER_TEMPERATURE, load_config
 from bbl.errors import BblError
 from bbl.evaluate.tasks import SUITES, ZERO_SHOT, suite_data
+from bbl.outputs import claim_output
 from bbl.study.runner import Runner, Step
 
 STATE_FILE = "pipeline_state.json"
@@ -185,6 +186,7 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     if p.max_pairs:
         ev += ["--max-pairs", str(p.max_pairs)]
     stages.append(stage("eval", ev, w / "eval", [*teachers.values(), distilled, baseline]))
+    stages[-1].on_stale = "overwrite"  # a model changed: the finished evaluation is stale
     return stages
 
 
@@ -222,9 +224,21 @@ def stage(name: str, argv: list[str], output: Path, upstream: list[Path] = (), n
                 failure_hint="re-run the same `bbl pipeline` command to continue from this stage")
 
 
-def run_pipeline(preset: str, data: Path, workdir: Path, *, until: str | None = None, nproc: int = 1,
-                 blimp_dir: Path | None = None, supplement_dir: Path | None = None, task_data: dict | None = None,
-                 log=print) -> dict:
+def run_pipeline(preset: str, data: Path, workdir: Path, **kwargs) -> dict:
+    """`_run_pipeline` in `workdir` once it is claimed (`bbl.outputs`): new, empty or a pipeline workdir (re-run
+    to continue it), one pipeline process at a time.
+
+    Raises:
+        BblError: a workdir that is a file, under a file, not a pipeline's, unwritable or held by another run; and
+            `_run_pipeline`'s errors.
+    """
+    with claim_output(workdir, "pipeline", option="--workdir", log=kwargs.get("log", print)):
+        return _run_pipeline(preset, data, workdir, **kwargs)
+
+
+def _run_pipeline(preset: str, data: Path, workdir: Path, *, until: str | None = None, nproc: int = 1,
+                  blimp_dir: Path | None = None, supplement_dir: Path | None = None, task_data: dict | None = None,
+                  log=print) -> dict:
     """Run (or continue) the pipeline; returns the state dict (per stage: seconds, peak RSS).
 
     Raises:

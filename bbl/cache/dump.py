@@ -32,7 +32,7 @@ from bbl.cache.format import (
 )
 from bbl.cache.inspect import cache_stats
 from bbl.cache.reader import CacheReader
-from bbl.cache.store import cache_location, group_exists, open_group
+from bbl.cache.store import cache_location, claim_cache, group_exists, open_group
 from bbl.cache.writer import CacheWriter
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer
@@ -266,6 +266,14 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, config: DumpConfi
     config = config or DumpConfig()
     if config.dtype == "fp16" and not str(device).startswith("cuda"):
         raise BblError(f"--dtype fp16 needs a GPU (device {device}); use --dtype bf16 or fp32 on CPU")
+    out = cache_location(out)
+    with claim_cache(out, overwrite=overwrite, lock=rank() == 0, log=log):
+        return _dump(teacher_dirs, data_dir, out, config, device=device, device_map=device_map, overwrite=overwrite,
+                     progress=progress, log=log)
+
+
+def _dump(teacher_dirs, data_dir, out, config: DumpConfig, *, device, device_map, overwrite, progress, log) -> dict:
+    """`dump_logits`'s work, under the cache's lock."""
     device = init_distributed(device)
     data = PreparedData(data_dir, check_hashes=True)
     teachers, infos = load_teachers(teacher_dirs, device, seq_len=config.seq_len, dtype=teacher_dtype(config),
@@ -277,7 +285,6 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, config: DumpConfi
         raise BblError(f"--topk {config.top_k} exceeds the vocabulary ({data.vocab_size}); use --topk <= "
                        f"{data.vocab_size}")
     windows = dump_windows(data, config)
-    out = cache_location(out)
     computer = ChunkComputer(teachers, infos, windows, config, device=device, id_dtype=np.int64,
                              vocab_size=data.vocab_size)
     config = computer.config = resolve_batch_size(config, computer, out, log=log if rank() == 0 else lambda *_: None)
@@ -292,6 +299,14 @@ def dump_logits(teacher_dirs: list[Path], data_dir: Path, out, config: DumpConfi
         writer = CacheWriter(out, attrs=attrs, num_windows=len(windows), chunk_windows=config.chunk_windows,
                              create=False)
     done = writer.done_chunks()
+    if done.all() and writer.group.attrs.get("complete"):  # a finished cache of these settings: touch nothing
+        barrier()
+        summary = dict(writer.group.attrs.get("summary") or {})
+        if rank() == 0:
+            log(f"{out}: a complete cache of these settings already; nothing to do (--overwrite recomputes it)")
+        if world_size() > 1:
+            finish_distributed()
+        return summary if rank() == 0 else {}
     todo = [c for c in range(writer.num_chunks) if c % world_size() == rank() and not done[c]]
     if rank() == 0 and done.any():
         log(f"resuming {out}: {int(done.sum())}/{writer.num_chunks} chunks already written")

@@ -15,6 +15,7 @@ import numpy as np
 from bbl.cache.dump import ChunkComputer, dump_windows, teacher_dtype
 from bbl.cache.format import DumpConfig
 from bbl.cache.reader import CacheReader
+from bbl.cache.store import cache_lock
 from bbl.cache.writer import CacheWriter
 from bbl.data.prepared import MANIFEST, PreparedData
 from bbl.data.tokenizer import check_same_tokenizer
@@ -49,8 +50,16 @@ def repair_cache(path, teacher_dirs: list[Path], *, data_dir: Path | None = None
         device: where the teachers run; the dump's device (attribute `dump_device`) gives byte-identical results.
         device_map: accelerate placement of each teacher (`load_teachers`); None: the dump's (`dump_device_map`).
     Raises:
-        BblError: not a cache, teachers or data differing from the recorded ones, damage left after the repair.
+        BblError: not a cache, teachers or data differing from the recorded ones, damage left after the repair,
+            a cache another process is writing.
     """
+    with cache_lock(path):
+        return _repair(path, teacher_dirs, data_dir=data_dir, device=device, device_map=device_map,
+                       progress=progress, log=log)
+
+
+def _repair(path, teacher_dirs, *, data_dir, device, device_map, progress, log) -> dict:
+    """`repair_cache`'s work, under the cache's lock."""
     reader = CacheReader(path, allow_incomplete=True)
     attrs = reader.attrs
     damaged = reader.scan(progress=progress)

@@ -126,3 +126,51 @@ def location_bytes(location) -> int:
         fs, root = _filesystem(location)
         return int(fs.du(root, total=True)) if fs.exists(root) else 0
     return sum(f.stat().st_size for f in Path(location).rglob("*") if f.is_file())
+
+
+def claim_cache(location, *, overwrite: bool = False, lock: bool = True, log=print):
+    """The output check and writer's lock of a cache about to be written (`bbl.outputs`), before any compute.
+
+    A local path must be new, empty or a zarr store (a complete one is kept: the writer resumes it, refuses other
+    settings without `overwrite`, and does nothing when it is complete); the lock is a sibling file
+    `.NAME.bbl.lock` held for the dump. A URL's prefix must be empty or hold a zarr group; object stores have no
+    advisory lock, so one writer per URL is the user's to ensure (documented in docs/cache-format.md).
+
+    Returns:
+        A context manager holding the lock (a no-op for URLs and for `lock=False`, e.g. ranks > 0).
+    Raises:
+        BblError: a local dir or URL prefix that holds something else, a path under a file, an unwritable place,
+            a cache another live process is writing.
+    """
+    import contextlib
+
+    from bbl.outputs import claim_output
+
+    if is_url(location):
+        fs, root = _filesystem(location)
+        try:
+            fs.invalidate_cache()
+            entries = fs.ls(root.rstrip("/"), detail=False) if fs.exists(root.rstrip("/")) else []
+        except Exception as e:  # botocore/aiohttp errors have no common base; all mean "unreachable" here
+            raise _unreachable(location, e) from e
+        if entries and not any(str(e).rstrip("/").endswith("/zarr.json") for e in entries):
+            raise BblError(f"--out {location}: holds objects that are not a zarr store; bbl writes a cache only to "
+                           f"an empty prefix or a cache of its own: choose another --out")
+        return contextlib.nullcontext()
+    return claim_output(Path(location), "cache", overwrite=overwrite, finished_ok=True, lock=lock, log=log)
+
+
+def cache_lock(location, *, option: str = "CACHE"):
+    """The writer's lock of an existing local cache (`.NAME.bbl.lock` beside it), for a command that modifies it
+    in place (`cache repair`); a no-op context for URLs and store objects.
+
+    Raises:
+        BblError: another live process (a dump, a repair) holds it.
+    """
+    import contextlib
+
+    from bbl.outputs import OutputLock, lock_path
+
+    if isinstance(location, str | Path) and not is_url(location):
+        return OutputLock(Path(location), option=option, lock_file=lock_path(location, "cache"))
+    return contextlib.nullcontext()

@@ -53,19 +53,21 @@ class CacheWriter:
         self.settings.update(num_windows=num_windows, chunk_windows=chunk_windows)
         self.num_chunks = -(-num_windows // chunk_windows)
         self.chunk_windows = chunk_windows
-        existing = None
-        if not overwrite and group_exists(path):
-            existing = open_group(path, "r+")
+        existing = open_group(path, "r+") if group_exists(path) else None
+        if existing is not None and not overwrite:
             old = existing.attrs.get("settings")
             if old != json.loads(json.dumps(self.settings)):
                 raise BblError(f"{path}: holds a cache of other settings ({_diff(old, self.settings)}); "
                                f"pass --overwrite to replace it or choose another --out")
-        if existing is not None:
             self.group = existing
         elif not create:
             raise BblError(f"{path}: no cache to resume")
         else:
-            self.group = open_group(path, "w")
+            if existing is not None:  # --overwrite: remove the cache's own arrays only, never the whole dir
+                for name in list(existing.keys()):
+                    del existing[name]
+                existing.attrs.put({})
+            self.group = existing if existing is not None else open_group(path, "w")
             for name, (shape, chunks, dtype, fill) in array_specs(num_windows, seq_len, top_k, vocab, chunk_windows,
                                                                    targets=self.targets,
                                                                    num_samples=num_samples).items():

@@ -83,6 +83,9 @@ def data_verify(directory, manifests, as_json):
 
 
 def _train_options(f):
+    f = click.option("--overwrite", is_flag=True,
+                     help="Replace the bbl run in --out (its own files only; a dir that is not a bbl run is never "
+                          "touched).")(f)
     f = click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --out.")(f)
     f = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
                      help="Override a config value, e.g. --set training.lr=1e-4 (repeatable).")(f)
@@ -93,22 +96,24 @@ def _train_options(f):
 
 @main.command("train-teacher")
 @_train_options
-def train_teacher(config, data, out, overrides, resume):
+def train_teacher(config, data, out, overrides, resume, overwrite):
     """Train a teacher (preset name or YAML path) on the transformers Trainer."""
     from bbl.config import load_config
     from bbl.train.recipe import train_lm
 
-    train_lm(load_config(config, overrides), data, out, resume=resume, kind="teacher", log=click.echo)
+    train_lm(load_config(config, overrides), data, out, resume=resume, overwrite=overwrite, kind="teacher",
+             log=click.echo)
 
 
 @main.command("train-student")
 @_train_options
-def train_student(config, data, out, overrides, resume):
+def train_student(config, data, out, overrides, resume, overwrite):
     """Train the student on hard labels only (the paper's no-distillation baseline)."""
     from bbl.config import load_config
     from bbl.train.recipe import train_lm
 
-    train_lm(load_config(config, overrides), data, out, resume=resume, kind="student_baseline", log=click.echo)
+    train_lm(load_config(config, overrides), data, out, resume=resume, overwrite=overwrite, kind="student_baseline",
+             log=click.echo)
 
 
 @main.command("dump-logits")
@@ -147,7 +152,9 @@ def train_student(config, data, out, overrides, resume):
 @click.option("--device-map", default=None,
               help="Load each teacher through accelerate's big-model placement (e.g. auto: layers spread over the "
                    "GPUs, then CPU), for a teacher larger than one GPU; the ensemble is formed on --device.")
-@click.option("--overwrite", is_flag=True, help="Replace a cache of other settings at --out.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the cache at --out (other settings, or recompute a complete one); a dir that is not a "
+                   "cache is never touched.")
 def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, out, split, seq_len, max_windows, seed,
                     batch_size, chunk_windows, device, dtype, device_map, overwrite):
     """Run the teachers once over every window; store the ensemble's soft targets (top-k log-probs, or sampled
@@ -174,7 +181,7 @@ def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, ou
               help="Logit cache from `bbl dump-logits` (a path or an fsspec URL such as s3://bucket/name.zarr).")
 @click.option("--teacher", "teachers", type=PathArg, multiple=True,
               help="Online reference instead of --cache: keep these teachers resident (full-vocab KL).")
-def distill_cmd(config, data, out, overrides, resume, cache_path, teachers):
+def distill_cmd(config, data, out, overrides, resume, overwrite, cache_path, teachers):
     """Distill the student from cached soft targets: L = alpha*CE + (1-alpha)*T^2*KD.
 
     Defaults follow the paper (alpha 0.5, T from the cache); KD variant and reduction are config keys:
@@ -184,7 +191,7 @@ def distill_cmd(config, data, out, overrides, resume, cache_path, teachers):
     from bbl.distill.recipe import distill
 
     distill(load_config(config, overrides), data, out, cache_path=cache_path, teacher_dirs=teachers, resume=resume,
-            log=click.echo)
+            overwrite=overwrite, log=click.echo)
 
 
 @main.command("eval")
@@ -213,8 +220,10 @@ def distill_cmd(config, data, out, overrides, resume, cache_path, teachers):
 @click.option("--seq-len", type=Positive, default=128, show_default=True, help="Dev window length for perplexity.")
 @click.option("--dev-windows", type=Positive, default=8192, show_default=True, help="Dev subset size (as in training).")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a finished evaluation in --out (its results.json/md, plot and the models' files).")
 def eval_cmd(model_dirs, ensembles, tasks, suite, blimp_dir, supplement_dir, task_data, pair_scoring, data, out,
-             batch_size, max_pairs, seq_len, dev_windows, device):
+             batch_size, max_pairs, seq_len, dev_windows, device, overwrite):
     """Score models on the BabyLM 2025 zero-shot suite and dev perplexity; write JSON, a table, a plot and the
     pipeline's predictions.json files."""
     from bbl.evaluate.run import EvalConfig, run_eval
@@ -230,7 +239,7 @@ def eval_cmd(model_dirs, ensembles, tasks, suite, blimp_dir, supplement_dir, tas
                         batch_size=batch_size, max_pairs=max_pairs, seq_len=seq_len, dev_windows=dev_windows,
                         device=device or default_device())
     results = run_eval(list(model_dirs), ensembles=[[Path(p) for p in e.split(",")] for e in ensembles],
-                       config=config, data_dir=data, out=out, log=click.echo)
+                       config=config, data_dir=data, out=out, overwrite=overwrite, log=click.echo)
     click.echo((Path(out) / "results.md").read_text())
     click.echo(f"wrote {len(results)} result file(s), results.md, blimp.png and pipeline/ predictions to {out}")
 
@@ -288,8 +297,9 @@ def _task_data(specs, suite: str, tasks=None) -> dict[str, Path]:
 @click.option("--max-valid-examples", type=Positive, default=None,
               help="Validate and predict on the first N rows only (collate_preds then rejects the sizes).")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
+@click.option("--overwrite", is_flag=True, help="Replace a finished fine-tuning in --out (finetune.json/md, predictions).")
 def finetune_cmd(model_dir, task_names, tasks, data, out, seed, read, epochs, batch_size, max_train_examples,
-                 max_valid_examples, device):
+                 max_valid_examples, device, overwrite):
     """Fine-tune MODEL_DIR on (Super)GLUE tasks with the BabyLM 2025 pipeline's recipe (eval_finetuning.sh) and
     write its predictions.json per task, finetune.md and finetune.json."""
     from bbl.finetune.data import FINETUNE_TASKS
@@ -302,7 +312,8 @@ def finetune_cmd(model_dir, task_names, tasks, data, out, seed, read, epochs, ba
     config = FinetuneConfig(tasks=list(dict.fromkeys(names)), seed=seed, read=read, epochs=epochs,
                             batch_size=batch_size, max_train_examples=max_train_examples,
                             max_valid_examples=max_valid_examples, device=device or default_device())
-    run_finetune(model_dir, config, data_dir=data or default_data("glue_filtered"), out=out, log=click.echo)
+    run_finetune(model_dir, config, data_dir=data or default_data("glue_filtered"), out=out, overwrite=overwrite,
+                 log=click.echo)
     click.echo((Path(out) / "finetune.md").read_text())
     click.echo(f"wrote finetune.md, finetune.json and pipeline/ predictions to {out}")
 

@@ -18,6 +18,7 @@ from bbl.data.corpus import Source, read_sources
 from bbl.data.prepared import MANIFEST, stream_dtype
 from bbl.errors import BblError
 from bbl.io import atomic_write_json, git_blob_sha1, load_json, sha256_file
+from bbl.outputs import claim_output
 
 STATE = ".prepare_state.json"
 CLEANING_VERSION = 1  # bump when a cleaner changes, so old prepared dirs are rebuilt
@@ -75,6 +76,20 @@ class _State:
 
 def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 16000, force: bool = False,
             tokenizer_dir: Path | None = None, mask_token: bool = True, progress: bool = True, log=print) -> dict:
+    """`_prepare` into `out` once it is claimed (`bbl.outputs`): new, empty or a prepared dir, one writer at a
+    time; a dir holding anything else is refused whatever `force` says.
+
+    Raises:
+        BblError: an --out that is a file, under a file, not a prepared dir, unwritable or held by another run;
+            and `_prepare`'s errors.
+    """
+    with claim_output(out, "prepared", overwrite=force, log=log):
+        return _prepare(train_dir, dev_dir, out, vocab_size=vocab_size, force=force, tokenizer_dir=tokenizer_dir,
+                        mask_token=mask_token, progress=progress, log=log)
+
+
+def _prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 16000, force: bool = False,
+             tokenizer_dir: Path | None = None, mask_token: bool = True, progress: bool = True, log=print) -> dict:
     """Run the whole preparation; returns the manifest dict.
 
     With `tokenizer_dir` (an HF tokenizer dir holding tokenizer.json, e.g. a pretrained teacher's), the corpus is

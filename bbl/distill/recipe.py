@@ -22,11 +22,11 @@ from bbl.errors import BblError
 from bbl.models.teachers import load_teachers
 from bbl.train.ledger import teacher_ledgers
 from bbl.train.objectives import has_mlm
-from bbl.train.recipe import train_lm
+from bbl.train.recipe import check_run_out, train_lm
 
 
 def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_dirs=(), resume: bool = False,
-            callbacks=(), log=print) -> Path:
+            overwrite: bool = False, callbacks=(), log=print) -> Path:
     """Distill `cfg`'s student from a cache (or, with `teacher_dirs` and no cache, from resident teachers).
 
     Raises:
@@ -37,6 +37,7 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     if bool(cache_path) == bool(teacher_dirs):
         raise BblError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
     _check_mlm_kd(cfg, cached=bool(cache_path))
+    check_run_out(Path(out), resume=resume, overwrite=overwrite)  # before the cache scan or the teachers load
     data = PreparedData(data_dir)
     if cache_path:
         reader = open_cache(cache_path)
@@ -76,7 +77,7 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     provenance["teacher_ledgers"] = teacher_ledgers(teacher_infos)  # the ledger counts bbl's teachers' words too
     provenance.update(alpha=d.alpha, temperature=kwargs["temperature"], kd_variant=d.kd_variant,
                       reduction=d.reduction)
-    return train_lm(cfg, data_dir, out, resume=resume, kind="student_distilled", train_dataset=dataset,
+    return train_lm(cfg, data_dir, out, resume=resume, overwrite=overwrite, kind="student_distilled", train_dataset=dataset,
                     trainer_base=make_distill_trainer(), trainer_kwargs=kwargs, provenance=provenance,
                     callbacks=callbacks, log=log)
 

@@ -25,6 +25,7 @@ from bbl.evaluate.tasks import SUITES, ZERO_SHOT
 from bbl.io import atomic_write_json
 from bbl.models.build import check_model_dir, count_parameters
 from bbl.models.ensemble import ensemble_logits
+from bbl.outputs import claim_output
 
 TASKS = (*ZERO_SHOT, "perplexity")
 """Every task `bbl eval` scores."""
@@ -154,7 +155,22 @@ def evaluate_models(models, tokenizer, config: EvalConfig, *, data: PreparedData
 
 
 def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), config: EvalConfig | None = None,
-             data_dir=None, out: Path, progress: bool = True, log=print) -> list[dict]:
+             data_dir=None, out: Path, overwrite: bool = False, progress: bool = True, log=print) -> list[dict]:
+    """`_run_eval` into `out` once it is claimed (`bbl.outputs`): new, empty or a results dir; a finished
+    evaluation (results.json) is replaced only with `overwrite` (its results.json/md and plot; per-model files are
+    rewritten by name); one writer at a time.
+
+    Raises:
+        BblError: an --out that is a file, under a file, not a results dir, unwritable or held by another run; a
+            finished evaluation without --overwrite; and `_run_eval`'s errors.
+    """
+    with claim_output(out, "eval", overwrite=overwrite, log=log):
+        return _run_eval(model_dirs, ensembles=ensembles, config=config, data_dir=data_dir, out=out,
+                         progress=progress, log=log)
+
+
+def _run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), config: EvalConfig | None = None,
+              data_dir=None, out: Path, progress: bool = True, log=print) -> list[dict]:
     """Evaluate models and ensembles, write JSON per model and the pipeline-layout predictions under
     `out/pipeline/<model>/`, then `results.md`, `blimp.png` and `results.json`; returns the results.
 

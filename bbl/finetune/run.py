@@ -31,6 +31,7 @@ from bbl.finetune.recipe import (
 )
 from bbl.io import atomic_write_json, atomic_write_text
 from bbl.models.build import check_model_dir, scoring_positions
+from bbl.outputs import claim_output
 
 PIPELINE_DIR = "pipeline"
 """OUT's folder in the pipeline's results layout (as `bbl eval`'s)."""
@@ -113,8 +114,21 @@ def input_limit(model_dir: Path) -> int:
     return SEQUENCE_LENGTH if limit is None else min(SEQUENCE_LENGTH, limit)
 
 
-def run_finetune(model_dir: Path, config: FinetuneConfig, *, data_dir: Path, out: Path, progress: bool = True,
-                 log=print) -> dict:
+def run_finetune(model_dir: Path, config: FinetuneConfig, *, data_dir: Path, out: Path, overwrite: bool = False,
+                 progress: bool = True, log=print) -> dict:
+    """`_run_finetune` into `out` once it is claimed (`bbl.outputs`): new, empty or a results dir; a finished
+    fine-tuning (finetune.json) is replaced only with `overwrite`; one writer at a time.
+
+    Raises:
+        BblError: an --out that is a file, under a file, not a results dir, unwritable or held by another run; a
+            finished fine-tuning without --overwrite; and `_run_finetune`'s errors.
+    """
+    with claim_output(out, "finetune", overwrite=overwrite, log=log):
+        return _run_finetune(model_dir, config, data_dir=data_dir, out=out, progress=progress, log=log)
+
+
+def _run_finetune(model_dir: Path, config: FinetuneConfig, *, data_dir: Path, out: Path, progress: bool = True,
+                  log=print) -> dict:
     """`bbl finetune`: every task of `config` on the model in `model_dir`; returns the record written to
     `OUT/finetune.json` ({model, path, seed, read, deviations, tasks: {task: result}}).
 

@@ -23,6 +23,7 @@ from bbl.errors import BblError
 from bbl.evaluate.run import EvalConfig
 from bbl.evaluate.suite import check_task_data
 from bbl.evaluate.tasks import ZERO_SHOT
+from bbl.outputs import claim_output
 from bbl.study.arms import Arm, parse_arm, run_argv
 from bbl.study.report import TASK_METRICS, write_study
 from bbl.study.runner import Runner, Step
@@ -79,12 +80,24 @@ def _eval_step(key: str, model_dir: Path, out: Path, blimp_dir: Path, supplement
     run_file = Path(model_dir) / "bbl_run.json"
     return Step(key, _eval_argv(model_dir, out, blimp_dir, supplement_dir, max_pairs, tasks, task_data), out,
                 parts=[run_file.read_bytes() if run_file.is_file() else b""], section="evals", label=label,
-                failure_hint=RESUME_HINT)
+                on_stale="overwrite", failure_hint=RESUME_HINT)
 
 
-def run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None = None, teachers=(), seeds: int = 3,
-              arm_specs=(), overrides=(), blimp_dir: Path, supplement_dir: Path, max_pairs: int | None = None,
-              tasks=DEFAULT_TASKS, task_data: dict | None = None, log=print) -> dict:
+def run_study(config: str, data_dir: Path, workdir: Path, **kwargs) -> dict:
+    """`_run_study` in `workdir` once it is claimed (`bbl.outputs`): new, empty or a study workdir (re-run to
+    resume it), one study process at a time.
+
+    Raises:
+        BblError: a workdir that is a file, under a file, not a study's, unwritable or held by another run; and
+            `_run_study`'s errors.
+    """
+    with claim_output(workdir, "study", option="--workdir", log=kwargs.get("log", print)):
+        return _run_study(config, data_dir, workdir, **kwargs)
+
+
+def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None = None, teachers=(), seeds: int = 3,
+               arm_specs=(), overrides=(), blimp_dir: Path, supplement_dir: Path, max_pairs: int | None = None,
+               tasks=DEFAULT_TASKS, task_data: dict | None = None, log=print) -> dict:
     """Train and score every arm over `seeds` seeds, then write study.json, study.md, curves.png; returns the study.
 
     Args:

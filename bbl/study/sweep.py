@@ -27,6 +27,7 @@ import yaml
 from bbl.config import SECTIONS, Config, load_config
 from bbl.errors import BblError
 from bbl.io import atomic_save_figure, atomic_write_json, atomic_write_text
+from bbl.outputs import check_output
 
 SPACE_TYPES = ("loguniform", "uniform", "int", "choice")
 PRUNERS = ("hyperband", "median", "none")
@@ -196,8 +197,11 @@ def run_sweep(sweep: SweepConfig, *, log=print) -> dict:
     """Run (or continue, or join) the study until it holds `sweep.trials` finished trials; write its reports.
 
     Returns the report dict (every trial, the best). Raises:
-        BblError: a bad space, config, pruner or data dir (checked before anything is written).
+        BblError: a bad space, config, pruner or data dir (checked before anything is written); a workdir that is
+            a file, under a file, or holds anything but a sweep (`bbl.outputs`; workers share a workdir, so it has
+            no lock: the study's storage coordinates them).
     """
+    check_output(sweep.workdir, "sweep", option="--workdir")
     try:
         import optuna
     except ImportError:

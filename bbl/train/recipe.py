@@ -16,6 +16,7 @@ from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
 from bbl.errors import BblError
 from bbl.io import atomic_write_json
 from bbl.models.build import check_seq_len
+from bbl.outputs import check_output, claim_output
 from bbl.runtime import finish_distributed, is_main_process, world_size
 from bbl.train.batching import load_windows, resolve_batch
 from bbl.train.ledger import check_budget, final_ledger, plan_words, row_windows, word_callbacks
@@ -66,22 +67,38 @@ def _phased(cfg: Config, data: PreparedData, train, mask_token_id: int, *, cache
                          mlm_kd_targets=cached and cfg.distill.mlm_kd)
 
 
-def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, kind: str = "teacher",
-             train_dataset=None, trainer_base=None, trainer_kwargs: dict | None = None, callbacks=(),
-             provenance: dict | None = None, log=print):
+def check_run_out(out: Path, *, resume: bool, overwrite: bool) -> str:
+    """`bbl.outputs.check_output` for a training run's --out: refuses a dir that is not a bbl model run, and a
+    finished run unless `resume` (continue it) or `overwrite` (replace its own files); creates nothing.
+
+    Raises:
+        BblError: --resume with --overwrite; see `check_output`.
+    """
+    if resume and overwrite:
+        raise BblError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
+                       "--overwrite replaces it; pass one")
+    return check_output(out, "model", overwrite=overwrite, finished_ok=resume)
+
+
+def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, overwrite: bool = False,
+             kind: str = "teacher", train_dataset=None, trainer_base=None, trainer_kwargs: dict | None = None,
+             callbacks=(), provenance: dict | None = None, log=print):
     """Train `cfg`'s model on the prepared windows; returns the output dir (an HF model dir with tokenizer).
+
+    `out` must be new, empty or a bbl model run (`bbl.outputs`): a finished run is continued with `resume` or
+    replaced with `overwrite` (its own files only), never silently; one process writes it at a time (a lock held
+    for the run, rank 0's under torchrun).
 
     `callbacks` are extra `TrainerCallback`s (a sweep's pruning reads the dev loss through one).
     `train_dataset`, `trainer_base` and `trainer_kwargs` let distillation reuse the recipe with its own dataset
     and `compute_loss`.
 
     Raises:
-        BblError: prepared data missing, vocab mismatch, indivisible batch, resume with another config.
+        BblError: prepared data missing, vocab mismatch, indivisible batch, resume with another config, an --out
+            that is not a model run, a finished run without --resume or --overwrite, an --out held by another run.
     """
-    from transformers import AutoTokenizer, default_data_collator
-
-    from bbl.models.build import build_model, count_parameters
-
+    out = Path(out)
+    check_run_out(out, resume=resume, overwrite=overwrite)
     data = PreparedData(data_dir, check_hashes=True)
     vocab = data.vocab_size
     if cfg.model.vocab_size is not None and cfg.model.vocab_size != vocab:
@@ -92,7 +109,20 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
     phases = cfg.training.phases
     mask_token_id = data.mask_token_id(needed_by="training.objective_schedule's mlm phases") if has_mlm(phases) \
         else None
-    out = Path(out)
+    with claim_output(out, "model", overwrite=overwrite, finished_ok=resume, lock=is_main_process(), log=log):
+        return _train(cfg, data, data_dir, out, resume=resume, kind=kind, mask_token_id=mask_token_id,
+                      train_dataset=train_dataset, trainer_base=trainer_base, trainer_kwargs=trainer_kwargs,
+                      callbacks=callbacks, provenance=provenance, log=log)
+
+
+def _train(cfg: Config, data: PreparedData, data_dir: Path, out: Path, *, resume: bool, kind: str, mask_token_id,
+           train_dataset, trainer_base, trainer_kwargs, callbacks, provenance, log):
+    """`train_lm`'s work, under the output's lock."""
+    from transformers import AutoTokenizer, default_data_collator
+
+    from bbl.models.build import build_model, count_parameters
+
+    phases, vocab = cfg.training.phases, data.vocab_size
     resume_from = _check_out_dir(out, cfg, resume, data)
     args = training_arguments(cfg, out)
     train, dev = load_windows(cfg, data)
