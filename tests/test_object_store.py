@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from bbl.cache import CacheReader
 from bbl.cli import main
 
-from .helpers import SEQ, arrays, dump, free_port, sigkill_after_chunks
+from .helpers import SEQ, arrays, dump, error_lines, free_port, run, sigkill_after_chunks
 
 pytestmark = pytest.mark.slow  # a real S3-compatible server (moto) and subprocess dumps
 pytest.importorskip("s3fs")
@@ -151,3 +151,23 @@ def test_missing_credentials_are_one_error_line(bucket, tmp_path):
     lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
     assert r.returncode == 1 and len(lines) == 1, r.stdout + r.stderr
     assert lines[0].startswith("error: s3://bbl/direct.zarr: cannot reach the store (NoCredentialsError")
+
+
+def test_a_foreign_prefix_and_a_live_writers_lock_are_refused_on_s3(bucket, tiny_teachers, prepared):
+    import socket
+
+    bucket.put_object(Bucket="bbl", Key="notes/a.txt", Body=b"keep")
+    argv = ["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--seq-len", 32, "--max-windows", 8,
+            "--overwrite", "--out"]
+    res = run([*argv, "s3://bbl/notes"])
+    assert res.exit_code == 1 and len(error_lines(res)) == 1 and "not a zarr store" in error_lines(res)[0], res.output
+    assert bucket.get_object(Bucket="bbl", Key="notes/a.txt")["Body"].read() == b"keep"
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}  # this live test process
+    bucket.put_object(Bucket="bbl", Key="held.zarr.bbl.lock", Body=json.dumps(holder).encode())
+    res = run([*argv, "s3://bbl/held.zarr"])
+    assert res.exit_code == 1 and "in use by another bbl run" in error_lines(res)[0], res.output
+    gone = {**holder, "pid": 2 ** 22 + 7}  # no such process on this host: provably gone, the lock is broken
+    bucket.put_object(Bucket="bbl", Key="held.zarr.bbl.lock", Body=json.dumps(gone).encode())
+    res = run([*argv, "s3://bbl/held.zarr"])
+    assert res.exit_code == 0, res.output
+    assert "Contents" not in bucket.list_objects_v2(Bucket="bbl", Prefix="held.zarr.bbl.lock")

@@ -134,7 +134,7 @@ def claim_cache(location, *, overwrite: bool = False, lock: bool = True, log=pri
     A local path must be new, empty or a zarr store (a complete one is kept: the writer resumes it, refuses other
     settings without `overwrite`, and does nothing when it is complete); the lock is a sibling file
     `.NAME.bbl.lock` held for the dump. A URL's prefix must be empty or hold a zarr group; object stores have no
-    advisory lock, so one writer per URL is the user's to ensure (documented in docs/cache-format.md).
+    advisory lock: the writer holds an object `NAME.bbl.lock` beside the store (`ObjectLock`).
 
     Returns:
         A context manager holding the lock (a no-op for URLs and for `lock=False`, e.g. ranks > 0).
@@ -156,7 +156,7 @@ def claim_cache(location, *, overwrite: bool = False, lock: bool = True, log=pri
         if entries and not any(str(e).rstrip("/").endswith("/zarr.json") for e in entries):
             raise BblError(f"--out {location}: holds objects that are not a zarr store; bbl writes a cache only to "
                            f"an empty prefix or a cache of its own: choose another --out")
-        return contextlib.nullcontext()
+        return ObjectLock(location) if lock else contextlib.nullcontext()
     return claim_output(Path(location), "cache", overwrite=overwrite, finished_ok=True, lock=lock, log=log)
 
 
@@ -173,4 +173,75 @@ def cache_lock(location, *, option: str = "CACHE"):
 
     if isinstance(location, str | Path) and not is_url(location):
         return OutputLock(Path(location), option=option, lock_file=lock_path(location, "cache"))
-    return contextlib.nullcontext()
+    return ObjectLock(location, option=option) if is_url(location) else contextlib.nullcontext()
+
+
+class ObjectLock:
+    """The writer's lock of a cache on an object store: an object `URL.bbl.lock` beside the store holding
+    {pid, host, started}, created on entry and deleted on exit (a context manager).
+
+    Object stores have no advisory locks, so a lock left by a killed writer stays; it is broken only when its
+    holder is provably gone (same host, pid no longer alive). A holder on another host that died leaves a lock the
+    user removes (the message names it). Creation is check-then-write: two writers starting in the same instant
+    can both pass (S3 offers no portable create-if-absent through fsspec); a local disk's `flock` has no such gap.
+
+    Raises:
+        BblError: another live writer (or one on another host) holds it; the store cannot be reached.
+    """
+
+    def __init__(self, url: str, *, option: str = "--out"):
+        self.url, self.option = url.rstrip("/"), option
+        self.fs, root = _filesystem(url)
+        self.key = f"{root.rstrip('/')}.bbl.lock"
+        self.held = False
+
+    def __enter__(self) -> ObjectLock:
+        import json
+        import os
+        import socket
+        import time
+
+        host = socket.gethostname()
+        try:
+            self.fs.invalidate_cache()
+            if self.fs.exists(self.key):
+                try:
+                    info = json.loads(self.fs.cat_file(self.key) or b"{}")
+                except ValueError:
+                    info = {}
+                if not (info.get("host") == host and not _pid_alive(info.get("pid"))):
+                    raise BblError(f"{self.option} {self.url}: in use by another bbl run (pid {info.get('pid')} on "
+                                   f"{info.get('host')} since {info.get('started')}); wait for it, or if that run is "
+                                   f"gone delete {self.url}.bbl.lock")
+            info = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            self.fs.pipe_file(self.key, json.dumps(info).encode())
+        except BblError:
+            raise
+        except Exception as e:  # botocore/aiohttp errors have no common base; all mean "unreachable" here
+            raise _unreachable(self.url, e) from e
+        self.held = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            self.fs.rm_file(self.key)
+            self.held = False
+
+
+def _pid_alive(pid) -> bool:
+    """Whether a process with this pid runs on this host (a zombie counts as gone)."""
+    import os
+
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][:1] != "Z"
+    except (OSError, IndexError):
+        return True
