@@ -18,6 +18,7 @@ from bbl.io import atomic_write_json
 from bbl.models.build import check_seq_len
 from bbl.runtime import finish_distributed, is_main_process, world_size
 from bbl.train.batching import load_windows, resolve_batch
+from bbl.train.checkpoints import resume_checkpoint
 from bbl.train.ledger import check_budget, final_ledger, plan_words, row_windows, word_callbacks
 from bbl.train.objectives import PhasedDataset, criterion_callback, has_mlm
 from bbl.train.trainer import make_window_trainer, run_callbacks, training_arguments
@@ -26,12 +27,11 @@ RUN_FILE = "bbl_run.json"
 CONFIG_FILE = "bbl_config.yaml"
 
 
-def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData) -> str | None:
-    """The checkpoint to resume from (or None). Refuses to mix configs or data, or to overwrite without --resume."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt_dir = out / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData, log=print) -> str | None:
+    """The checkpoint to resume from (or None): the last complete one, a killed save's partial ones moved aside
+    (`checkpoints.resume_checkpoint`). Refuses to mix configs or data, or to overwrite without --resume."""
+    last = resume_checkpoint(out / "checkpoints", log=log)
+    last = None if last is None else str(last)
     saved = out / CONFIG_FILE
     if last and not resume:
         raise BblError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it or choose another --out")
@@ -93,7 +93,7 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ki
     mask_token_id = data.mask_token_id(needed_by="training.objective_schedule's mlm phases") if has_mlm(phases) \
         else None
     out = Path(out)
-    resume_from = _check_out_dir(out, cfg, resume, data)
+    resume_from = _check_out_dir(out, cfg, resume, data, log)
     args = training_arguments(cfg, out)
     train, dev = load_windows(cfg, data)
     if train_dataset is not None:
