@@ -146,12 +146,12 @@ def run_finetune(model_dir: Path, config: FinetuneConfig, *, data_dir: Path, out
     tokenizer.padding_side = "right"  # run.py `--padding_side` default
     max_length = input_limit(model_dir)
     name = pipeline_model_name(model_dir)
+    model = model_digest(model_dir)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULTS_FILE).unlink(missing_ok=True)  # the marker of a finished run, written last
     record = {"model": name, "path": str(model_dir.resolve()), "seed": config.seed, "read": config.read,
               "deviations": config.deviations(), "tasks": {}}
-    model = model_digest(model_dir)
     for task in config.tasks:
         work = TaskWork(out, task, task_settings(task, config, model=model, max_length=max_length,
                                                  train=data[task][0], valid=data[task][1]), log=log)
