@@ -64,7 +64,7 @@ class OutputKind:
     lock: bool = True
 
 
-RESULTS_MARKERS = ("results.json", "results.md", "finetune.json", "finetune.md", "pipeline", "finetune-work")
+RESULTS_MARKERS = ("results.json", "results.md", "finetune.json", "finetune.md", "pipeline", "finetune-tasks")
 
 KINDS: dict[str, OutputKind] = {
     "model": OutputKind(
@@ -79,7 +79,8 @@ KINDS: dict[str, OutputKind] = {
     "eval": OutputKind("results dir (bbl eval / bbl finetune)", RESULTS_MARKERS,
                        lambda p: (p / "results.json").is_file(), owned=("results.json", "results.md", "blimp.png")),
     "finetune": OutputKind("results dir (bbl eval / bbl finetune)", RESULTS_MARKERS,
-                           lambda p: (p / "finetune.json").is_file(), owned=("finetune.json", "finetune.md")),
+                           lambda p: (p / "finetune.json").is_file(),
+                           owned=("finetune.json", "finetune.md", "finetune-tasks")),
     "study": OutputKind("study workdir", ("study_state.json", "study.json")),
     "sweep": OutputKind("sweep workdir", ("sweep.db", "trials.json", "trials"), lock=False),
     "pipeline": OutputKind("pipeline workdir", ("pipeline_state.json",)),

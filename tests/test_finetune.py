@@ -258,3 +258,113 @@ def test_inputs_are_cut_at_512_or_at_a_learned_position_table(tiny_models):
 
     assert input_limit(tiny_models["llama"]) == 512
     assert input_limit(tiny_models["gpt2"]) == 128
+
+
+class Killed(BaseException):
+    """A SIGKILL as the code under test sees it: nothing after it runs (not an Exception to catch)."""
+
+
+def test_a_killed_finetune_keeps_finished_tasks_and_resumes_the_interrupted_one(tiny_models, tmp_path, monkeypatch):
+    import shutil
+    import tempfile
+
+    from transformers import Trainer
+
+    from bbl.finetune import run as run_module
+    from bbl.finetune.run import run_finetune
+
+    monkeypatch.setattr(recipe, "LEARNING_RATE", 3e-3)
+    scratch = tmp_path / "tmp"  # where a temporary dir would go
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    data = tmp_path / "glue"
+    data.mkdir()
+    for seed, task in enumerate(("rte", "mrpc")):
+        write_jsonl(data / f"{task}.train.jsonl", toy_rte(16, seed=2 * seed))
+        write_jsonl(data / f"{task}.valid.jsonl", toy_rte(8, seed=2 * seed + 1))
+    config = FinetuneConfig(["rte", "mrpc"], seed=0, epochs=3, batch_size=8)
+
+    def finetune(out, logs=None):
+        return run_finetune(tiny_models["llama"], config, data_dir=data, out=out, progress=False,
+                            log=(logs.append if logs is not None else lambda *_: None))
+
+    straight = finetune(tmp_path / "a")
+    save = Trainer._save_checkpoint
+
+    def killed_after_mrpc_epoch_2(self, model, trial):
+        save(self, model, trial)
+        if "mrpc" in self.args.output_dir and self.state.epoch >= 2:
+            raise Killed
+
+    out = tmp_path / "b"
+    monkeypatch.setattr(Trainer, "_save_checkpoint", killed_after_mrpc_epoch_2)
+    with pytest.raises(Killed):
+        finetune(out)
+    monkeypatch.setattr(Trainer, "_save_checkpoint", save)
+    assert not (out / "finetune.json").exists() and list(scratch.iterdir()) == []
+    ckpts = out / "finetune-tasks" / "mrpc" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-4"]  # 2 steps an epoch
+    shutil.copytree(ckpts / "checkpoint-4", ckpts / "checkpoint-6")  # and killed while writing epoch 3's
+    (ckpts / "checkpoint-6" / "trainer_state.json").unlink()
+
+    trained, logs = [], []
+    task_run = run_module.finetune_task
+    monkeypatch.setattr(run_module, "finetune_task", lambda model_dir, task, *a, **kw: (
+        trained.append(task), task_run(model_dir, task, *a, **kw))[1])
+    resumed = finetune(out, logs)
+    assert trained == ["mrpc"], logs  # rte was finished: kept, not trained again
+    assert any(line.startswith("mrpc: resuming") and line.endswith("checkpoint-4") for line in logs), logs
+    assert any("incomplete" in line and "checkpoint-6" in line for line in logs), logs
+    assert resumed["tasks"] == straight["tasks"]  # scores, kept epoch: as the uninterrupted run
+    for task in ("rte", "mrpc"):
+        where = ("pipeline", "llama", "main", "finetune", task, "predictions.json")
+        assert (out.joinpath(*where)).read_text() == (tmp_path / "a").joinpath(*where).read_text()
+        assert [p.name for p in (out / "finetune-tasks" / task).iterdir()] == ["result.json"]  # training removed
+    assert list(scratch.iterdir()) == []
+    # a run with other settings does not take the kept results: it trains every task again (finetune.json gone as
+    # after a kill just before it was written; a finished run is replaced only with overwrite, tests/test_outputs.py)
+    (out / "finetune.json").unlink()
+    trained.clear()
+    run_finetune(tiny_models["llama"], FinetuneConfig(["rte", "mrpc"], seed=1, epochs=3, batch_size=8),
+                 data_dir=data, out=out, progress=False, log=lambda *_: None)
+    assert trained == ["rte", "mrpc"]
+
+
+@pytest.mark.slow
+def test_a_sigkilled_finetune_leaks_no_temporary_dir_and_its_rerun_matches_a_straight_run(tiny_models, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from bbl.finetune.run import run_finetune
+
+    data = tmp_path / "glue"
+    data.mkdir()
+    for seed, task in enumerate(("rte", "mrpc")):
+        write_jsonl(data / f"{task}.train.jsonl", toy_rte(32, seed=2 * seed))
+        write_jsonl(data / f"{task}.valid.jsonl", toy_rte(16, seed=2 * seed + 1))
+    straight = run_finetune(tiny_models["llama"], FinetuneConfig(["rte", "mrpc"], seed=0, epochs=4, batch_size=8),
+                            data_dir=data, out=tmp_path / "a", progress=False, log=lambda *_: None)
+    scratch, out = tmp_path / "tmp", tmp_path / "b"
+    scratch.mkdir()
+    argv = [sys.executable, "-m", "bbl", "finetune", str(tiny_models["llama"]), "--tasks", "rte,mrpc", "--data",
+            str(data), "--out", str(out), "--seed", "0", "--epochs", "4", "--batch-size", "8"]
+    env = {**os.environ, "TMPDIR": str(scratch), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpts, deadline = out / "finetune-tasks" / "mrpc" / "checkpoints", time.monotonic() + 300
+    while not (ckpts.is_dir() and any(ckpts.iterdir())):  # the second task's first save has begun
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert not (out / "finetune.json").exists()
+    assert not list(scratch.glob("bbl-finetune*"))
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "rte: finished by an earlier run" in r.stdout and "finetune llama mrpc" in r.stdout
+    record = json.loads((out / "finetune.json").read_text())
+    for task, result in straight["tasks"].items():
+        assert record["tasks"][task]["best_epoch"] == result["best_epoch"]
+        assert record["tasks"][task]["score"] == pytest.approx(result["score"])
+    assert not list(scratch.glob("bbl-finetune*"))

@@ -125,3 +125,44 @@ def test_a_retry_after_a_killed_stale_step_resumes_instead_of_restarting(tmp_pat
     (out / "partial").write_text("what the killed run of the new command wrote")
     runner.run(Step("s", ["--version"], out, on_stale="restart"))  # same command, not done: resumed, not wiped
     assert (out / "partial").exists()
+
+
+def test_a_training_step_killed_during_a_save_continues_when_re_run(prepared, tmp_path, monkeypatch):
+    """What `bbl pipeline` and `bbl study` do after a kill: the same step again (its command passes --resume); a
+    checkpoint the kill left half written is moved aside and the step finishes from the last complete one, instead
+    of failing on it at every re-run."""
+    import shutil
+
+    from bbl.errors import BblError
+    from bbl.study import runner as runner_module
+
+    from .helpers import run as run_cli
+
+    calls = []
+
+    def run_in_process(argv, *, env=None, nproc=1):  # the child `bbl` command, in this process (seconds saved)
+        calls.append(list(argv))
+        if len(calls) == 1:  # the first run is killed after step 4's checkpoint ...
+            run_cli([*argv, "--set", "training.stop_after_steps=4"])
+            return -9, 1.0, 1.0
+        result = run_cli(argv)
+        return result.exit_code, 1.0, 1.0
+
+    monkeypatch.setattr(runner_module, "run_bbl", run_in_process)
+    out = tmp_path / "teacher"
+    sets = ["training.max_steps=8", "training.max_train_windows=64", "training.eval_every_steps=4"]
+    step = Step("teacher", ["train-teacher", "llama-tiny", "--data", str(prepared), "--out", str(out), "--resume",
+                            *[a for s in sets for a in ("--set", s)]], out)
+    runner = Runner(tmp_path / "state.json", {"steps": {}}, log=lambda *_: None)
+    with pytest.raises(BblError, match="exit -9"):
+        runner.run(step)
+    ckpts = out / "checkpoints"
+    shutil.copytree(ckpts / "checkpoint-4", ckpts / "checkpoint-8")  # ... while writing step 8's
+    (ckpts / "checkpoint-8" / "trainer_state.json").unlink()
+    assert not is_complete(out)
+    assert runner.run(step) and calls[1] == step.argv  # the same command again
+    run = json.loads((out / "bbl_run.json").read_text())
+    assert is_complete(out) and run["global_step"] == 8
+    assert (out / "partial-checkpoints" / "checkpoint-8").is_dir()
+    state = json.loads((ckpts / "checkpoint-8" / "trainer_state.json").read_text())  # written by the re-run
+    assert state["global_step"] == 8

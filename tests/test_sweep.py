@@ -63,6 +63,8 @@ def test_trials_report_their_runs_and_the_best_settings_are_a_config(prepared, t
     report = run_sweep(sweep_config(prepared, tmp_path, trials=4), log=quiet)
     assert [t["number"] for t in report["trials"]] == [0, 1, 2, 3]
     assert json.loads(json.dumps(report["trials"][:3])) == trials
+    # the same --seed after a restart proposes new settings, not those of trial 0 again
+    assert len({json.dumps(t["params"], sort_keys=True) for t in report["trials"]}) == 4
     # ... and refuses to mix another setup into the same study
     with pytest.raises(BblError, match="other settings"):
         run_sweep(sweep_config(prepared, tmp_path, trials=5, overrides=[*OVERRIDES, "training.lr=1e-3"]), log=quiet)
@@ -133,3 +135,43 @@ def test_a_killed_sweep_resumes_and_retries_the_interrupted_trial(prepared, tmp_
     assert states.count("complete") == 3 and states[1] == "fail"  # killed, failed by the heartbeat ...
     retried = [t for t in trials if t["number"] > 1 and t["params"] == trials[1]["params"]]
     assert retried and retried[0]["state"] == "complete"  # ... and run again with the same settings
+
+
+def test_a_dead_workers_trial_found_at_the_end_is_failed_and_retried_from_its_checkpoints(prepared, tmp_path):
+    """A worker killed during trial 1 leaves it running, its heartbeat fresh for a moment; the sweep re-run once its
+    budget is met (trial 0 done) waits until the heartbeat is stale, fails the trial and runs it again with the
+    same settings, continuing the dead run from its last checkpoint; the reports show the final states."""
+    import dataclasses
+    import warnings
+
+    from bbl.study.sweep import load_space, run_sweep, trial_config, trial_dir
+    from bbl.train.recipe import train_lm
+
+    sweep = sweep_config(prepared, tmp_path, trials=1, heartbeat_s=1)
+    run_sweep(sweep, log=quiet)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'sweep' / 'sweep.db'}", heartbeat_interval=1)
+    study = optuna.load_study(study_name="bbl-sweep", storage=storage)
+    with warnings.catch_warnings():  # Optuna's note that a heartbeat is meant for Study.optimize
+        warnings.simplefilter("ignore")
+        trial = study.ask()  # the killed worker's trial: settings drawn, 2 of 4 steps trained and reported
+    values = {p.key: p.suggest(trial) for p in load_space(sweep.space)}
+    dead = trial_dir(sweep, trial.number)
+    train_lm(trial_config(dataclasses.replace(sweep, overrides=[*OVERRIDES, "training.stop_after_steps=2"]), values),
+             prepared, dead, log=quiet)
+    trial.report(json.loads((dead / "bbl_run.json").read_text())["best_eval_loss"], 2)
+    storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name("bbl-sweep"), trial.number))
+    restarted, logs = time.time(), []
+    report = run_sweep(sweep, log=logs.append)
+    rows = report["trials"]
+    assert [(r["number"], r["state"]) for r in rows] == [(0, "complete"), (1, "fail"), (2, "complete")], logs
+    assert rows[2]["params"] == rows[1]["params"] and rows[2]["retry_of"] == 1
+    assert sorted(rows[2]["intermediate"]) == [2, 4] and rows[2]["steps"] == 4
+    assert json.loads((tmp_path / "sweep" / "trials.json").read_text())["trials"] == json.loads(json.dumps(rows))
+    assert "| 1 | fail |" in (tmp_path / "sweep" / "trials.md").read_text()
+    assert any("trial 1: its worker stopped" in line for line in logs), logs
+    # the retry continued the dead run in its own dir: steps 1-2 were logged before the restart, none after it
+    assert not dead.exists()
+    lines = [json.loads(line) for line in (trial_dir(sweep, 2) / "metrics.jsonl").read_text().splitlines()]
+    assert max(line["step"] for line in lines if line["time"] < restarted) == 2
+    assert min(line["step"] for line in lines if line["time"] >= restarted) > 2

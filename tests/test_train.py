@@ -139,3 +139,89 @@ def test_resume_with_data_from_another_tokenizer_is_an_error(prepared, tiny_baby
     train_lm(cfg, prepared, tmp_path / "o", log=quiet)
     with pytest.raises(BblError, match="checkpoint tokenizer differs"):
         train_lm(cfg, other, tmp_path / "o", resume=True, log=quiet)
+
+
+def _break_checkpoint(ckpt, how: str) -> None:
+    """Make `ckpt` look like a kill interrupted its write: no trainer_state.json, or half of it."""
+    state = ckpt / "trainer_state.json"
+    if how == "missing":
+        state.unlink()
+    else:
+        state.write_text(state.read_text()[:len(state.read_text()) // 2])
+
+
+def test_partial_checkpoints_are_moved_aside_and_resume_continues_from_the_last_complete(prepared, tmp_path):
+    import shutil
+
+    overrides = ["training.max_steps=8", "training.max_train_windows=64", "training.eval_every_steps=4"]
+    straight = train_lm(load_config(PRESET, overrides), prepared, tmp_path / "a", log=quiet)
+    out = tmp_path / "b"
+    train_lm(load_config(PRESET, [*overrides, "training.stop_after_steps=4"]), prepared, out, log=quiet)
+    ckpts = out / "checkpoints"
+    for step, how in ((6, "truncated"), (7, "missing")):  # killed while writing later saves
+        shutil.copytree(ckpts / "checkpoint-4", ckpts / f"checkpoint-{step}")
+        _break_checkpoint(ckpts / f"checkpoint-{step}", how)
+    logs = []
+    resumed = train_lm(load_config(PRESET, overrides), prepared, out, resume=True, log=logs.append)
+    assert any("resuming" in line and line.endswith("checkpoint-4") for line in logs), logs
+    assert sorted(p.name for p in (out / "partial-checkpoints").iterdir()) == ["checkpoint-6", "checkpoint-7"]
+    assert sum("incomplete" in line for line in logs) == 2
+    assert json.loads((out / "bbl_run.json").read_text())["complete"]
+    a = load_file(straight / "checkpoints" / "checkpoint-8" / "model.safetensors")
+    b = load_file(resumed / "checkpoints" / "checkpoint-8" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_with_only_partial_checkpoints_the_run_starts_fresh(prepared, tmp_path):
+    overrides = ["training.max_steps=4", "training.max_train_windows=64", "training.eval_every_steps=2"]
+    straight = train_lm(load_config(PRESET, overrides), prepared, tmp_path / "a", log=quiet)
+    out = tmp_path / "b"
+    train_lm(load_config(PRESET, [*overrides, "training.stop_after_steps=2"]), prepared, out, log=quiet)
+    _break_checkpoint(out / "checkpoints" / "checkpoint-2", "missing")
+    logs = []
+    train_lm(load_config(PRESET, overrides), prepared, out, log=logs.append)  # no --resume: nothing to resume
+    assert not any("resuming" in line for line in logs) and any("starting from the first step" in line
+                                                                for line in logs), logs
+    assert (out / "partial-checkpoints" / "checkpoint-2").is_dir()
+    a = load_file(straight / "model.safetensors")
+    b = load_file(out / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_is_complete_only_when_its_last_file_is_written(tmp_path):
+    from bbl.train.checkpoints import is_complete_checkpoint, resume_checkpoint
+
+    def checkpoint(step, *, state='{"global_step": 1}', weights="model.safetensors", states=("optimizer.pt",
+                                                                                             "scheduler.pt")):
+        d = tmp_path / "run" / "checkpoints" / f"checkpoint-{step}"
+        d.mkdir(parents=True)
+        for name in states:
+            (d / name).write_bytes(b"x")
+        if weights:
+            (d / weights).write_bytes(b"w")
+        if state is not None:
+            (d / "trainer_state.json").write_text(state)
+        return d
+
+    assert is_complete_checkpoint(checkpoint(1))
+    assert not is_complete_checkpoint(checkpoint(2, state=None))
+    assert not is_complete_checkpoint(checkpoint(3, state='{"global_st'))
+    assert not is_complete_checkpoint(checkpoint(4, weights=None))
+    assert not is_complete_checkpoint(checkpoint(5, states=("scheduler.pt",)))  # half deleted by a rotation
+    sharded = checkpoint(6, weights="model.safetensors.index.json")
+    (sharded / "model.safetensors.index.json").write_text('{"weight_map": {"a": "s-1.safetensors", '
+                                                          '"b": "s-2.safetensors"}}')
+    (sharded / "s-1.safetensors").write_bytes(b"w")
+    assert not is_complete_checkpoint(sharded)  # one shard missing
+    (sharded / "s-2.safetensors").write_bytes(b"w")
+    assert is_complete_checkpoint(sharded)
+    checkpoint(7, state=None)
+    ckpts = tmp_path / "run" / "checkpoints"
+    assert resume_checkpoint(ckpts, log=quiet) == sharded
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-1", "checkpoint-6"]
+    checkpoint(7, state=None)  # the same step partial again: kept apart from the first
+    assert resume_checkpoint(ckpts, log=quiet) == sharded
+    assert sorted(p.name for p in (tmp_path / "run" / "partial-checkpoints").iterdir()) == [
+        "checkpoint-2", "checkpoint-3", "checkpoint-4", "checkpoint-5", "checkpoint-7", "checkpoint-7-1"]

@@ -176,11 +176,12 @@ def make_finetune_trainer():
 
 
 def training_arguments(recipe: TaskRecipe, *, train_examples: int, seed: int, device: str, output_dir: str,
-                       progress: bool = True):
+                       progress: bool = True, checkpoints: bool = False):
     """`TrainingArguments` of one task's run: the recipe's batch and epochs, lr 3e-5 with 6% linear warmup and
     cosine decay to 0.1 x, evaluation on the valid set after every epoch, fp32 (the pipeline runs no mixed
-    precision), nothing saved (the best epoch is kept in memory by `keep_best_epoch`); the partial train batch is
-    dropped by `FullBatchSampler`.
+    precision), nothing saved unless `checkpoints` (then a checkpoint in `output_dir` at each epoch's end, the last
+    one kept, for a killed run to resume from; the best epoch is kept by `keep_best_epoch`); the partial train
+    batch is dropped by `FullBatchSampler`.
 
     Raises:
         BblError: fewer training examples than one batch (the pipeline drops the partial batch: no step at all).
@@ -204,7 +205,8 @@ def training_arguments(recipe: TaskRecipe, *, train_examples: int, seed: int, de
         lr_scheduler_kwargs={"min_lr_rate": MIN_LR_FACTOR},
         warmup_steps=int(WARMUP_PROPORTION * steps),
         eval_strategy="epoch",
-        save_strategy="no",
+        save_strategy="epoch" if checkpoints else "no",
+        save_total_limit=1 if checkpoints else None,
         logging_strategy="epoch",
         report_to="none",
         seed=seed,

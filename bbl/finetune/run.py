@@ -6,11 +6,12 @@ encode → train with the best epoch kept → predict the valid file → `OUT/pi
 {predictions.json,results.txt}` (`bbl.evaluate.predictions`; the layout `bbl eval` writes its zero-shot files
 in, so both under one OUT feed the pipeline's `collate_preds.py`); last `OUT/finetune.md` and, the marker of a
 finished run, `OUT/finetune.json` (named apart from `bbl eval`'s results.json so the two can share OUT).
+Each task trains in its own working dir, `OUT/finetune-tasks/<task>/` (`bbl.finetune.work`): a killed run re-run
+with the same command keeps the tasks it finished and resumes the one it was on from its last epoch's checkpoint.
 """
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from bbl.finetune.recipe import (
     total_steps,
     training_arguments,
 )
+from bbl.finetune.work import TaskWork, durable_best, model_digest, task_settings
 from bbl.io import atomic_write_json, atomic_write_text
 from bbl.models.build import check_model_dir, scoring_positions
 from bbl.outputs import claim_output
@@ -49,12 +51,15 @@ def _examples(ids: list[list[int]], labels: list[int]) -> list[dict]:
 
 
 def finetune_task(model_dir: Path, task: str, tokenizer, train: tuple[list, list], valid: tuple[list, list], *,
-                  config: FinetuneConfig, max_length: int, progress: bool = True, log=print) -> tuple[dict, np.ndarray]:
+                  config: FinetuneConfig, max_length: int, work: TaskWork, progress: bool = True,
+                  log=print) -> tuple[dict, np.ndarray]:
     """Fine-tune a fresh classifier on one task's examples and predict its valid rows with the best epoch.
 
     Args:
         train, valid: (pairs, labels) from `read_examples`.
         max_length: tokens kept per input (`input_limit`).
+        work: the task's working dir: a checkpoint each epoch and the best epoch's weights, for a killed run to
+            resume from (`TaskWork.begin`); left to the caller to `finish`.
     Returns:
         (result, predicted): result holds the recipe used, the validation metrics of the kept epoch (`score` is
         the task's selection metric), `best_epoch` (1-based), example and truncation counts; predicted is (N,)
@@ -75,20 +80,22 @@ def finetune_task(model_dir: Path, task: str, tokenizer, train: tuple[list, list
     set_seed(config.seed)  # before the head is built: run.py seeds everything first
     model = CausalLMClassifier.from_pretrained(model_dir, TASK_FORMATS[task].num_labels, read=config.read)
     keep = keep_best_epoch(recipe.metric)
-    with tempfile.TemporaryDirectory(prefix="bbl-finetune-") as scratch:
-        trainer = make_finetune_trainer()(
-            model=model,
-            args=training_arguments(recipe, train_examples=len(train_ids), seed=config.seed, device=config.device,
-                                    output_dir=scratch, progress=progress),
-            train_dataset=_examples(train_ids, train[1]),
-            eval_dataset=_examples(valid_ids, valid[1]),
-            data_collator=DataCollatorWithPadding(tokenizer),
-            compute_metrics=metrics_function(recipe),
-            optimizers=(pipeline_optimizer(model), None),
-            callbacks=[keep],
-        )
-        trainer.train()
-        output = trainer.predict(_examples(valid_ids, valid[1]))
+    resume_from = work.begin()
+    if resume_from is not None:
+        log(f"{task}: resuming {resume_from}")
+    trainer = make_finetune_trainer()(
+        model=model,
+        args=training_arguments(recipe, train_examples=len(train_ids), seed=config.seed, device=config.device,
+                                output_dir=str(work.checkpoints), progress=progress, checkpoints=True),
+        train_dataset=_examples(train_ids, train[1]),
+        eval_dataset=_examples(valid_ids, valid[1]),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=metrics_function(recipe),
+        optimizers=(pipeline_optimizer(model), None),
+        callbacks=[keep, durable_best(keep, work.best)],
+    )
+    trainer.train(resume_from_checkpoint=None if resume_from is None else str(resume_from))
+    output = trainer.predict(_examples(valid_ids, valid[1]))
     logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
     predicted = np.argmax(logits, axis=-1).astype(np.int64)
     metrics = {m: float(output.metrics[f"test_{m}"]) for m in recipe.metrics}
@@ -130,7 +137,8 @@ def run_finetune(model_dir: Path, config: FinetuneConfig, *, data_dir: Path, out
 def _run_finetune(model_dir: Path, config: FinetuneConfig, *, data_dir: Path, out: Path, progress: bool = True,
                   log=print) -> dict:
     """`bbl finetune`: every task of `config` on the model in `model_dir`; returns the record written to
-    `OUT/finetune.json` ({model, path, seed, read, deviations, tasks: {task: result}}).
+    `OUT/finetune.json` ({model, path, seed, read, deviations, tasks: {task: result}}). A task finished by an
+    earlier run with the same settings is kept, not trained again; one it was killed in resumes (`bbl.finetune.work`).
 
     Raises:
         BblError: a bad model dir, a tokenizer without a pad token, a missing data dir or task file, a bad row
@@ -152,18 +160,27 @@ def _run_finetune(model_dir: Path, config: FinetuneConfig, *, data_dir: Path, ou
     tokenizer.padding_side = "right"  # run.py `--padding_side` default
     max_length = input_limit(model_dir)
     name = pipeline_model_name(model_dir)
+    model = model_digest(model_dir)
 
     out.mkdir(parents=True, exist_ok=True)
     (out / RESULTS_FILE).unlink(missing_ok=True)  # the marker of a finished run, written last
     record = {"model": name, "path": str(model_dir.resolve()), "seed": config.seed, "read": config.read,
               "deviations": config.deviations(), "tasks": {}}
     for task in config.tasks:
+        work = TaskWork(out, task, task_settings(task, config, model=model, max_length=max_length,
+                                                 train=data[task][0], valid=data[task][1]), log=log)
+        where = finetune_predictions_dir(out / PIPELINE_DIR, name, task)
+        result = work.finished()
+        if result is not None and (where / "predictions.json").is_file():
+            log(f"finetune {name} {task}: finished by an earlier run with the same settings, kept")
+            record["tasks"][task] = result
+            continue
         log(f"finetune {name} {task}")
         result, predicted = finetune_task(model_dir, task, tokenizer, *data[task], config=config,
-                                          max_length=max_length, progress=progress, log=log)
-        where = finetune_predictions_dir(out / PIPELINE_DIR, name, task)
+                                          max_length=max_length, work=work, progress=progress, log=log)
         write_predictions(where, classification_predictions(task, predicted))
         atomic_write_text(where / "results.txt", "\n".join(f"{m}: {result[m]}" for m in config.recipe(task).metrics))
+        work.finish(result)
         record["tasks"][task] = result
         log(f"{task}: {result['metric']} {result['score']:.4f} (best epoch {result['best_epoch']} of "
             f"{result['epochs']})")

@@ -5,8 +5,9 @@ evaluation's dev loss; RDB storage).
 BabyLlama-2 (Tastet & Timiryasov 2024, Section 3) tuned its teachers and baselines by a Bayesian search with
 hyperband early stopping on eval loss; this is that search for bbl runs. A study lives in a database (SQLite by
 default, WORKDIR/sweep.db; any SQLAlchemy URL for several machines): a killed sweep re-run with the same command
-continues it (a trial the kill interrupted is failed by Optuna's heartbeat and retried once), and several worker
-processes given the same `--storage` share one study. Each trial is an in-process training run in
+continues it (a trial the kill interrupted is failed by Optuna's heartbeat and retried once with its settings, from
+its last complete checkpoint: `_fail_dead_trials`, `_objective`), and several worker processes given the same
+`--storage` share one study. Each trial is an in-process training run in
 WORKDIR/trials/NNNN. Outputs (rewritten by each worker when it stops): trials.json and trials.md (every trial),
 best.yaml (the config with the best settings, for train-teacher / train-student / distill / study), history.png
 and importance.png. The search space is YAML: `SECTION.KEY: {type: loguniform|uniform|int|choice, ...}`.
@@ -138,7 +139,8 @@ class SweepConfig:
     study_name: str = "bbl-sweep"
     pruner: str = "hyperband"
     seed: int | None = None
-    """The TPE sampler's seed (None: random; give each worker its own when fixing it)."""
+    """The TPE sampler's seed (None: random; give each worker its own when fixing it). A re-run continuing the
+    study draws from a seed derived from this one and the trials already there (`sampler_seed`)."""
     heartbeat_s: int = 10
     """Optuna's trial heartbeat: a trial silent for 2x this long (its worker was killed) is failed and retried."""
 
@@ -164,9 +166,30 @@ def _yaml(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
+def sampler_seed(seed: int | None, trials: int) -> int | None:
+    """The TPE sampler's seed for a worker that finds `trials` trials (any state) in the study: `seed` itself in a
+    new study, else one derived from (seed, trials) by numpy's `SeedSequence`; None stays None (random).
+
+    Why: a sampler seeded alike proposes alike. TPE's first `n_startup_trials` (10) proposals are random draws
+    from its seeded generator, so a sweep restarted after a kill with the same `--seed` re-proposed the settings of
+    the trials it had already run (5 finished trials held 3 distinct settings). Deriving the seed keeps a sweep
+    reproducible (the same command over the same study makes the same proposals) without repeating a finished
+    trial. Skipping duplicates instead would need a rule for spaces too small to avoid them and would still not
+    continue the first run's stream of draws; a trial the kill interrupted is re-run on purpose, by its retry
+    (`_fail_dead_trials`), not proposed again by the sampler.
+    """
+    if seed is None or trials == 0:
+        return seed
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, trials]).generate_state(1)[0])
+
+
 def _open_study(sweep: SweepConfig, attempts: int = 5):
-    """Create or load the study. Workers started together on a new database race to create its tables (one
-    loses with an IntegrityError / OperationalError from SQLAlchemy): the loser waits a moment and loads them."""
+    """Create or load the study, its sampler seeded by `sampler_seed`. Workers started together on a new database
+    race to create its tables (one loses with an IntegrityError / OperationalError from SQLAlchemy): the loser waits
+    a moment and loads them. A trial whose heartbeat stops is failed and retried once (`_fail_dead_trials`), its
+    reported dev losses carried to the retry (which resumes the dead trial's run)."""
     import optuna
     import sqlalchemy.exc
 
@@ -176,10 +199,13 @@ def _open_study(sweep: SweepConfig, attempts: int = 5):
             storage = optuna.storages.RDBStorage(
                 sweep.storage or f"sqlite:///{Path(sweep.workdir).resolve() / STORE_FILE}",
                 heartbeat_interval=sweep.heartbeat_s, grace_period=2 * sweep.heartbeat_s,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
-            return optuna.create_study(study_name=sweep.study_name, storage=storage, direction="minimize",
-                                       sampler=optuna.samplers.TPESampler(seed=sweep.seed),
-                                       pruner=make_pruner(sweep.pruner), load_if_exists=True)
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=1, inherit_intermediate_values=True))
+            study = optuna.create_study(study_name=sweep.study_name, storage=storage, direction="minimize",
+                                        pruner=make_pruner(sweep.pruner), load_if_exists=True)
+            study.sampler = optuna.samplers.TPESampler(
+                seed=sampler_seed(sweep.seed, len(study.get_trials(deepcopy=False))))
+            return study
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
             if attempt == attempts - 1:
                 raise
@@ -191,6 +217,48 @@ def _finished(study) -> list:
 
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return [t for t in study.get_trials(deepcopy=False) if t.state in done]
+
+
+def _in_state(study, state: str) -> list:
+    """The study's trials in `state` (an `optuna.trial.TrialState` name: RUNNING, WAITING, FAIL, ...)."""
+    import optuna
+
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState[state],))
+
+
+def _fail_dead_trials(study, log) -> list[int]:
+    """Fail the running trials whose heartbeat stopped (their worker was killed: Optuna's `fail_stale_trials`),
+    each queued again once with its settings as a waiting trial (`RetryHeartbeatStaleTrialCallback`); returns the
+    numbers of those failed now. Optuna itself checks only when a worker starts a trial; bbl checks also when a
+    sweep starts and when its budget is reached, so a trial killed near the end is still retried."""
+    import optuna
+
+    before = {t.number for t in _in_state(study, "FAIL")}
+    optuna.storages.fail_stale_trials(study)
+    failed = sorted({t.number for t in _in_state(study, "FAIL")} - before)
+    retries = {optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t)[-1]: t.number
+               for t in _in_state(study, "WAITING") if t.system_attrs.get("retry_history")}
+    for number in failed:
+        log(f"[sweep] trial {number}: its worker stopped (no heartbeat): failed"
+            + (f"; retried as trial {retries[number]}" if number in retries else ""))
+    return failed
+
+
+def _await_running(study, sweep: SweepConfig, log) -> bool:
+    """At the end of this worker's trials: wait, at most the heartbeat's grace period and one beat, until every
+    trial another worker still has running is either failed as dead or shown alive (its heartbeat kept fresh;
+    that worker writes the reports again when it stops). True when one was failed (its retry is waiting)."""
+    running = [t.number for t in _in_state(study, "RUNNING")]
+    if not running:
+        return False
+    wait = 3 * sweep.heartbeat_s
+    log(f"[sweep] trial(s) {', '.join(map(str, running))} running elsewhere: up to {wait} s to tell a live worker "
+        "from a killed one")
+    failed, deadline = [], time.monotonic() + wait
+    while time.monotonic() < deadline and not failed and _in_state(study, "RUNNING"):
+        time.sleep(min(1.0, sweep.heartbeat_s / 2))
+        failed = _fail_dead_trials(study, log)
+    return bool(failed)
 
 
 def run_sweep(sweep: SweepConfig, *, log=print) -> dict:
@@ -229,12 +297,20 @@ def run_sweep(sweep: SweepConfig, *, log=print) -> dict:
         changed = ", ".join(k for k in settings if settings[k] != recorded.get(k))
         raise BblError(f"study {sweep.study_name!r} in {sweep.storage or workdir / STORE_FILE} was started with other "
                        f"settings ({changed}); re-run its command, or pass another --study-name or --workdir")
-    left = sweep.trials - len(_finished(study))
-    if left > 0:
-        log(f"[sweep] {sweep.study_name}: {len(_finished(study))} of {sweep.trials} trials finished; running more")
-        stop = optuna.study.MaxTrialsCallback(sweep.trials, states=(optuna.trial.TrialState.COMPLETE,
-                                                                     optuna.trial.TrialState.PRUNED))
-        study.optimize(lambda trial: _objective(trial, sweep, params, log), callbacks=[stop], catch=())
+    stop = optuna.study.MaxTrialsCallback(sweep.trials, states=(optuna.trial.TrialState.COMPLETE,
+                                                                 optuna.trial.TrialState.PRUNED))
+    _fail_dead_trials(study, log)
+    while True:  # until the budget is met, no retry waits, and no trial runs on a dead worker
+        left, waiting = sweep.trials - len(_finished(study)), len(_in_state(study, "WAITING"))
+        if left > 0:
+            log(f"[sweep] {sweep.study_name}: {len(_finished(study))} of {sweep.trials} trials finished; running "
+                "more")
+            study.optimize(lambda trial: _objective(trial, sweep, params, log), callbacks=[stop], catch=())
+        elif waiting:  # retries of killed trials found once the budget was met: run them too
+            study.optimize(lambda trial: _objective(trial, sweep, params, log), n_trials=waiting, catch=())
+        elif not _await_running(study, sweep, log):
+            break
+        _fail_dead_trials(study, log)
     report = write_sweep_report(study, sweep)
     best = report["best"]
     log(f"[sweep] best dev CE {best['value']:.4f} (trial {best['number']}): "
@@ -250,17 +326,26 @@ def _objective(trial, sweep: SweepConfig, params: list[Param], log) -> float:
     values = {p.key: p.suggest(trial) for p in params}
     cfg = trial_config(sweep, values)
     out = trial_dir(sweep, trial.number)
-    callback = _pruning_callback(trial)
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    history = optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(frozen)
+    resume = bool(history) and trial_dir(sweep, history[-1]).is_dir() and not out.exists()
+    if resume:  # a retry of a killed trial: continue its run (same settings) from its last complete checkpoint
+        out.parent.mkdir(parents=True, exist_ok=True)
+        trial_dir(sweep, history[-1]).rename(out)
+    callback = _pruning_callback(trial, reported=frozen.intermediate_values)
     t0 = time.perf_counter()
-    log(f"[sweep] trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+    log(f"[sweep] trial {trial.number}: " + ", ".join(f"{k}={v}" for k, v in values.items())
+        + (f" (retrying trial {history[-1]}, resumed from its checkpoints)" if resume else
+           f" (retrying trial {history[-1]})" if history else ""))
     if sweep.mode == "plain":
         from bbl.train.recipe import train_lm
 
-        train_lm(cfg, sweep.data_dir, out, kind="sweep_trial", callbacks=[callback], log=lambda *_: None)
+        train_lm(cfg, sweep.data_dir, out, kind="sweep_trial", resume=resume, callbacks=[callback],
+                 log=lambda *_: None)
     else:
         from bbl.distill.recipe import distill
 
-        distill(cfg, sweep.data_dir, out, cache_path=sweep.cache, teacher_dirs=list(sweep.teachers),
+        distill(cfg, sweep.data_dir, out, cache_path=sweep.cache, teacher_dirs=list(sweep.teachers), resume=resume,
                 callbacks=[callback], log=lambda *_: None)
     run = json.loads((out / "bbl_run.json").read_text())
     trial.set_user_attr("steps", run["global_step"])
@@ -277,13 +362,14 @@ def trial_dir(sweep: SweepConfig, number: int) -> Path:
     return Path(sweep.workdir) / "trials" / sweep.study_name / f"{number:04d}"
 
 
-def _pruning_callback(trial):
-    """A TrainerCallback that reports each evaluation's dev CE to the trial and stops a run the pruner prunes."""
+def _pruning_callback(trial, reported=()):
+    """A TrainerCallback that reports each evaluation's dev CE to the trial and stops a run the pruner prunes;
+    the steps in `reported` (a retry's, inherited from the killed trial) are not reported again."""
     from transformers import TrainerCallback
 
     class PruneOnDevLoss(TrainerCallback):
         def __init__(self):
-            self.pruned, self.reported = False, set()
+            self.pruned, self.reported = False, set(reported)
 
         def on_evaluate(self, args, state, control, metrics=None, **kw):
             # the last step can be evaluated twice (every N steps and at the epoch's end): report it once
@@ -302,7 +388,8 @@ def write_sweep_report(study, sweep: SweepConfig) -> dict:
     workdir = Path(sweep.workdir)
     rows = [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
              "steps": t.user_attrs.get("steps"), "wall_s": t.user_attrs.get("wall_s"),
-             "intermediate": {int(k): v for k, v in t.intermediate_values.items()}}
+             "intermediate": {int(k): v for k, v in t.intermediate_values.items()},
+             "retry_of": (t.system_attrs.get("retry_history") or [None])[-1]}
             for t in study.get_trials(deepcopy=False)]
     complete = [r for r in rows if r["state"] == "complete"]
     best = min(complete, key=lambda r: r["value"]) if complete else None
@@ -326,7 +413,8 @@ def sweep_table(report: dict) -> str:
     for r in report["trials"]:
         value = "" if r["value"] is None else f"{r['value']:.4f}" + (" **best**" if r["number"] == best else "")
         cells = [_cell(r["params"].get(k)) for k in keys]
-        lines.append(f"| {r['number']} | {r['state']} | {value} | {r['steps'] or ''} | {r['wall_s'] or ''} | "
+        state = r["state"] + (f", retry of {r['retry_of']}" if r.get("retry_of") is not None else "")
+        lines.append(f"| {r['number']} | {state} | {value} | {r['steps'] or ''} | {r['wall_s'] or ''} | "
                      + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -19,6 +19,7 @@ from bbl.models.build import check_seq_len
 from bbl.outputs import check_output, claim_output
 from bbl.runtime import finish_distributed, is_main_process, world_size
 from bbl.train.batching import load_windows, resolve_batch
+from bbl.train.checkpoints import resume_checkpoint
 from bbl.train.ledger import check_budget, final_ledger, plan_words, row_windows, word_callbacks
 from bbl.train.objectives import PhasedDataset, criterion_callback, has_mlm
 from bbl.train.trainer import make_window_trainer, run_callbacks, training_arguments
@@ -27,12 +28,11 @@ RUN_FILE = "bbl_run.json"
 CONFIG_FILE = "bbl_config.yaml"
 
 
-def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData) -> str | None:
-    """The checkpoint to resume from (or None). Refuses to mix configs or data, or to overwrite without --resume."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    ckpt_dir = out / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData, log=print) -> str | None:
+    """The checkpoint to resume from (or None): the last complete one, a killed save's partial ones moved aside
+    (`checkpoints.resume_checkpoint`). Refuses to mix configs or data, or to overwrite without --resume."""
+    last = resume_checkpoint(out / "checkpoints", log=log)
+    last = None if last is None else str(last)
     saved = out / CONFIG_FILE
     if last and not resume:
         raise BblError(f"{out}: holds checkpoints of an earlier run; pass --resume to continue it or choose another --out")
@@ -123,7 +123,7 @@ def _train(cfg: Config, data: PreparedData, data_dir: Path, out: Path, *, resume
     from bbl.models.build import build_model, count_parameters
 
     phases, vocab = cfg.training.phases, data.vocab_size
-    resume_from = _check_out_dir(out, cfg, resume, data)
+    resume_from = _check_out_dir(out, cfg, resume, data, log)
     args = training_arguments(cfg, out)
     train, dev = load_windows(cfg, data)
     if train_dataset is not None:
