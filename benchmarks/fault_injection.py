@@ -214,10 +214,10 @@ def finetune_kill(root: Path, ref_dir: Path, task_data: Path) -> dict:
     first = lambda: any(out.glob("pipeline/*/main/finetune/rte/predictions.json"))  # noqa: E731
     hit = kill_when(argv, first)
     preds = next(iter(out.glob("pipeline/*/main/finetune/rte/predictions.json")), None)
-    stamp = (preds.stat().st_mtime_ns, preds.read_bytes()) if preds else None
+    stamp = preds.read_bytes() if preds else None
     r = bbl(argv)
     leaked = set(glob.glob(os.path.join(tempfile.gettempdir(), "bbl-finetune-*"))) - tmp_before
-    kept = stamp is not None and preds.is_file() and (preds.stat().st_mtime_ns, preds.read_bytes()) == stamp
+    kept = stamp is not None and preds.is_file() and preds.read_bytes() == stamp
     case = {"kind": "finetune", "landed_in_second_task": hit, "exit": r.returncode, "first_task_kept": kept,
             "leaked_temp_dirs": len(leaked), "finished": (out / "finetune.json").is_file()}
     case["verdict"] = ("survived" if kept and not leaked and case["finished"] else "lost") if r.returncode == 0 \
