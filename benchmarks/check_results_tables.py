@@ -416,9 +416,13 @@ def split_row(line: str) -> list[str]:
 def tables(path: Path):
     """Yield (line number, mark or None, header, rows) for each markdown table of a file."""
     lines = path.read_text().splitlines()
+    fenced = False
     i = 0
     while i < len(lines):
-        if lines[i].startswith("|") and i + 1 < len(lines) and re.match(r"^\|\s*:?-", lines[i + 1]):
+        if lines[i].lstrip().startswith("```"):  # a table shown inside a code block is an example, not a table
+            fenced = not fenced
+            i += 1
+        elif not fenced and lines[i].startswith("|") and i + 1 < len(lines) and re.match(r"^\|\s*:?-", lines[i + 1]):
             j = i - 1
             while j >= 0 and not lines[j].strip():
                 j -= 1
