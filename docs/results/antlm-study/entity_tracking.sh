@@ -1,6 +1,6 @@
 #!/bin/bash
 # Entity tracking (full: regular, ambiref, move_contents) on the study's baseline and cached students and its
-# teacher, after the study (issue 23). As run on 2026-11-28 (PYTHONPATH = a worktree of the commit that ran it).
+# teacher, after the study. As run on 2026-11-28 (PYTHONPATH = a worktree of the commit that ran it).
 cd /work/antlm-study
 run_eval() {  # out name run tasks
   [ -f $1/$2/results.json ] && return

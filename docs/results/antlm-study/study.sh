@@ -1,5 +1,5 @@
 #!/bin/bash
-# AntLM at CPU scale (issue 24): the study student, 3 epochs, one LLaMA teacher's top-64 cache at T = 1.
+# AntLM at CPU scale: the study student, 3 epochs, one LLaMA teacher's top-64 cache at T = 1.
 set -e
 cd /work/antlm-study
 D=/work/shared/data

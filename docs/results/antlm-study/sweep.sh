@@ -1,5 +1,5 @@
 #!/bin/bash
-# Issue 22 item 3: sweep the study's baseline (16 trials, hyperband), then add the swept baseline to the study.
+# Sweep the study's baseline (16 trials, hyperband), then add the swept baseline to the study.
 set -e
 cd /work/antlm-study
 D=/work/shared/data

@@ -1,0 +1,515 @@
+"""Check every results table in README.md and docs/results/*.md against its raw file.
+
+A results table carries an HTML comment on the line above it (a blank line between is allowed):
+
+    <!-- check: cpu_study; raw: docs/results/cpu-study/study.json -->
+    <!-- raw: none (not reproducible from the repo: raw output not kept) -->
+
+For a `check:` table the function of that name below reads the raw file(s) and rebuilds the table (header and
+rows). A table that holds no result (settings, options) may say `<!-- not a result -->`. Every cell must equal the document's after normalising (`**` and backslashes dropped, "−" read as "-").
+A cell built as `Near(text, tol)` matches when the document's numbers are each within `tol` of the numbers in
+`text`: for raw values that were themselves rounded (transcribed from a printed table). Exit 1 on any mismatch,
+naming the file, the table and the cell; tables marked `raw: none` or not marked at all are listed.
+
+    python benchmarks/check_results_tables.py              # check everything
+    python benchmarks/check_results_tables.py --print antlm_study   # the table one check builds, as markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from bbl.study.stats import mean_std, paired_interval  # noqa: E402  (pure Python: no torch)
+
+MARK = re.compile(r"<!--\s*(.*?)\s*-->")
+NUMBER = re.compile(r"[-+]?\d[\d,]*\.?\d*")
+
+
+@dataclass(frozen=True)
+class Near:
+    """A cell whose numbers may differ from `text`'s by up to `tol` each (inputs rounded before they were kept)."""
+
+    text: str
+    tol: float
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def norm(cell: str) -> str:
+    return re.sub(r"\s+", " ", str(cell).replace("**", "").replace("\\", "").replace("−", "-")).strip()
+
+
+def numbers(text: str) -> list[float]:
+    return [float(x.replace(",", "")) for x in NUMBER.findall(text)]
+
+
+def cell_matches(doc: str, want) -> bool:
+    if isinstance(want, Near):
+        a, b = norm(doc), norm(want.text)
+        return (NUMBER.sub("#", a) == NUMBER.sub("#", b) and len(numbers(a)) == len(numbers(b))
+                and all(abs(x - y) <= want.tol for x, y in zip(numbers(a), numbers(b), strict=True)))
+    return norm(doc) == norm(want)
+
+
+# ---- formatting, as bbl's study report formats (bbl.study.report) ----
+
+def ms(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    m, s = mean_std([scale * v for v in values])
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def ci(a: list[float], b: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    """Paired a - b over seeds: mean [95% t-interval], * when the interval excludes 0."""
+    d = paired_interval([scale * x for x in a], [scale * x for x in b])
+    lo, hi = d["ci95"]
+    return f"{d['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" + (" *" if lo > 0 or hi < 0 else "")
+
+
+def load(path: str) -> dict:
+    return json.loads((ROOT / path).read_text())
+
+
+def runs(study: dict, arm: str, metric: str, seeds=None) -> list[float]:
+    rs = study["arms"][arm]["runs"]
+    return [r[metric] for r in rs if seeds is None or r["seed"] in seeds]
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+# ---- the checks: each returns (header, rows) ----
+
+CPU_STUDY = "docs/results/cpu-study/study.json"
+CPU_STAGES = "docs/results/cpu-study/stages.json"
+SPARSE = "docs/results/sparse-targets/summary.json"
+ANTLM = "docs/results/antlm-study/study.json"
+ENTITY = "docs/results/antlm-study/entity-tracking.json"
+FINETUNE = "docs/results/antlm-study/finetune.json"
+
+
+def cpu_study():
+    s = load(CPU_STUDY)
+    header = ["arm", "runs", "best dev CE (nats)", "Δ dev CE vs baseline [95% CI]", "BLiMP (%)",
+              "Δ BLiMP vs baseline [95% CI]", "supplement (%)", "Δ supplement vs baseline [95% CI]",
+              "train wall per run (s, mean)", "peak RSS (MiB, max of the runs)"]
+    rows = []
+    for arm in s["arms"]:
+        base = arm == "baseline"
+        cells = [arm, str(len(runs(s, arm, "seed"))), ms(runs(s, arm, "best_dev_ce"))]
+        for metric, scale, digits in (("best_dev_ce", 1, 3), ("blimp", 100, 1), ("supplement", 100, 1)):
+            if metric != "best_dev_ce":
+                cells.append(ms(runs(s, arm, metric), 100, 1))
+            cells.append("" if base else ci(runs(s, arm, metric), runs(s, "baseline", metric), scale, digits))
+        cells += [f"{mean(runs(s, arm, 'seconds')):.0f}", f"{max(runs(s, arm, 'peak_rss_mib')):.0f}"]
+        rows.append(cells)
+    for name, t in s["teachers"].items():
+        rows.append([f"teacher {name} ({t['parameters'] / 1e6:.2f}M)", "1", f"{t['best_dev_ce']:.3f}", "",
+                     f"{100 * t['blimp']:.1f}", "", f"{100 * t['supplement']:.1f}", "", "", ""])
+    return header, rows
+
+
+def cpu_study_runs():
+    s = load(CPU_STUDY)
+    header = ["arm", "seed", "best dev CE", "BLiMP (%)", "supplement (%)", "steps", "wall (s)"]
+    rows = [[arm, str(r["seed"]), f"{r['best_dev_ce']:.4f}", f"{100 * r['blimp']:.2f}", f"{100 * r['supplement']:.2f}",
+             str(r["global_step"]), f"{r['seconds']:.1f}"] for arm, a in s["arms"].items() for r in a["runs"]]
+    return header, rows
+
+
+def cpu_study_pairs():
+    s = load(CPU_STUDY)
+    header = ["paired difference (3 seeds)", "dev CE (nats) [95% CI]", "BLiMP (points)", "supplement (points)",
+              "dev CE per seed"]
+    rows = []
+    for a, b in (("cached", "baseline"), ("online", "baseline"), ("cached", "online")):
+        cells = [f"{a} − {b}"]
+        for metric, scale, digits in (("best_dev_ce", 1, 3), ("blimp", 100, 1), ("supplement", 100, 1)):
+            cells.append(ci(runs(s, a, metric), runs(s, b, metric), scale, digits))
+        diffs = [x - y for x, y in zip(runs(s, a, "best_dev_ce"), runs(s, b, "best_dev_ce"), strict=True)]
+        cells.append(", ".join(f"{d:+.3f}" for d in diffs))
+        rows.append(cells)
+    return header, rows
+
+
+def cpu_study_stages():
+    s, st = load(CPU_STUDY), load(CPU_STAGES)
+    header = ["stage / run", "wall time (s)", "peak RSS (MiB)"]
+    rows = [[x["stage"] + (f" ({x['note']})" if x.get("note") else ""), f"{x['seconds']:,.1f}",
+             f"{x['peak_rss_mib']:,}"] for x in st["stages"]]
+    total = sum(x["seconds"] for x in st["stages"])
+    for name, secs in st["teacher_eval_seconds"].items():
+        rows.append([f"study: eval teacher/{name} (BLiMP + supplement, every pair)", f"{secs:,.1f}", ""])
+        total += secs
+    for arm, ev in st["run_eval_seconds_mean"].items():
+        train = runs(s, arm, "seconds")
+        rows.append([f"study: {arm} run, mean of {len(train)} (train / eval)", f"{mean(train):,.1f} / {ev:,.1f}",
+                     f"{max(runs(s, arm, 'peak_rss_mib')):,.0f} (max of {len(train)})"])
+        total += sum(train) + len(train) * ev
+    rows.append(["total (measured, with the contention above)", f"{total:,.0f} ({total / 60:.0f} min)", ""])
+    return header, rows
+
+
+def _sparse_dev_ce(arm: str) -> list[float]:
+    """Per-seed dev CE: full precision from the CPU study where the arm is its own, else the transcribed values."""
+    s, sp = load(CPU_STUDY), load(SPARSE)
+    return runs(s, arm, "best_dev_ce") if arm in s["arms"] else sp["arms"][arm]["dev_ce_per_seed"]
+
+
+ROUNDED_TOL = 1.1e-3
+"""How far a number recomputed from per-seed dev CE kept at 4 decimals may be from the study's own (full-precision)
+printout at 3 decimals: 0.0005 of display rounding plus up to ~0.0005 from the inputs' rounding through the
+interval's t-factor."""
+
+
+def _rounded(arm: str) -> bool:
+    return arm not in load(CPU_STUDY)["arms"]
+
+
+def sparse_targets():
+    s, sp = load(CPU_STUDY), load(SPARSE)
+    zs = sp["seeds_zero_shot"]
+    header = ["arm", "B/token", "best dev CE (nats)", "Δ dev CE vs baseline [95% CI]", "BLiMP (%)",
+              "Δ BLiMP vs baseline [95% CI]", "supplement (%)", "Δ supplement vs baseline [95% CI]"]
+    rows = []
+    base = _sparse_dev_ce("baseline")
+    for arm, a in sp["arms"].items():
+        dev = _sparse_dev_ce(arm)
+        tol = ROUNDED_TOL if _rounded(arm) else 0
+        cells = [a["label"], f"{a['bytes_per_token']:.1f}" if "bytes_per_token" in a else "",
+                 Near(ms(dev), tol) if tol else ms(dev),
+                 "" if arm == "baseline" else (Near(ci(dev, base), tol) if tol else ci(dev, base))]
+        for metric in ("blimp", "supplement"):
+            if arm in s["arms"]:
+                cells.append(ms(runs(s, arm, metric, zs), 100, 1))
+                cells.append("" if arm == "baseline" else
+                             ci(runs(s, arm, metric, zs), runs(s, "baseline", metric, zs), 100, 1))
+            else:
+                cells += [a[metric], a[f"delta_{metric}"]]
+        rows.append(cells)
+    return header, rows
+
+
+def sparse_targets_pairs():
+    header = ["paired difference, dev CE (3 seeds)", "mean [95% CI] (nats)", "per seed"]
+    rows = []
+    for a, b in (("topk4", "cached"), ("sampled12", "cached"), ("sampled32", "cached"), ("hybrid8s12", "cached"),
+                 ("sampled12", "topk4"), ("sampled32", "topk4"), ("hybrid8s12", "topk4"),
+                 ("hybrid8s12", "sampled32")):
+        x, y = _sparse_dev_ce(a), _sparse_dev_ce(b)
+        tol = ROUNDED_TOL if _rounded(a) or _rounded(b) else 0
+        text = ci(x, y)
+        per_seed = ", ".join(f"{u - v:+.3f}" for u, v in zip(x, y, strict=True))
+        rows.append([f"{a} − {b}", Near(text, tol) if tol else text, Near(per_seed, tol) if tol else per_seed])
+    return header, rows
+
+
+def sparse_targets_runs():
+    sp = load(SPARSE)
+    header = ["arm", "seed 0 dev CE", "seed 1 dev CE", "seed 2 dev CE"]
+    rows = []
+    for arm in sp["arms"]:
+        dev = _sparse_dev_ce(arm)
+        if not _rounded(arm):  # the CPU study's own runs: their transcribed values must agree with study.json
+            assert all(abs(u - v) < 5.1e-5 for u, v in zip(dev, sp["arms"][arm]["dev_ce_per_seed"], strict=True)), arm
+        rows.append([arm, *(f"{v:.4f}" for v in dev)])
+    return header, rows
+
+
+ANTLM_ARMS = {
+    "baseline": "baseline (causal, 3 epochs)",
+    "cached": "cached (causal + KD)",
+    "antlm": "antlm (clm:1,mlm:1,clm:1)",
+    "antlm-cached": "antlm-cached (KD in the causal phases)",
+    "antlm-cached-mlmkd": "antlm-cached + `distill.mlm_kd`",
+    "antlm-own": "antlm, `mlm_target: own`",
+}
+
+
+def antlm_study():
+    s = load(ANTLM)
+    header = ["arm", "best dev CE (nats)", "Δ dev CE vs baseline [95% CI]", "BLiMP fast (%)",
+              "Δ BLiMP vs baseline [95% CI]", "supplement fast (%)", "Δ supplement vs baseline [95% CI]",
+              "wall per run (s, mean)"]
+    rows = []
+    for arm, label in ANTLM_ARMS.items():
+        cells = [label, ms(runs(s, arm, "best_dev_ce"))]
+        for metric, scale, digits in (("best_dev_ce", 1, 3), ("blimp", 100, 1), ("supplement", 100, 1)):
+            if metric != "best_dev_ce":
+                cells.append(ms(runs(s, arm, metric), 100, 1))
+            cells.append("" if arm == "baseline" else ci(runs(s, arm, metric), runs(s, "baseline", metric), scale,
+                                                         digits))
+        cells.append(f"{mean(runs(s, arm, 'seconds')):.0f}")
+        rows.append(cells)
+    return header, rows
+
+
+ANTLM_PAIRS = (("cached", "baseline", "KD (one teacher), causal only"),
+               ("antlm", "baseline", "the AntLM schedule, no KD"),
+               ("antlm-cached", "cached", "the AntLM schedule, with KD"),
+               ("antlm-cached-mlmkd", "antlm-cached", "KD in the masked phase too"),
+               ("antlm-own", "antlm", "masked token predicted at its own position"))
+
+
+def antlm_pairs():
+    s = load(ANTLM)
+    header = ["what changes", "arm − reference", "Δ dev CE [95% CI]", "dev CE per seed", "Δ BLiMP fast",
+              "Δ supplement fast"]
+    rows = []
+    for a, b, what in ANTLM_PAIRS:
+        dev = ", ".join(f"{x - y:+.3f}" for x, y in zip(runs(s, a, "best_dev_ce"), runs(s, b, "best_dev_ce"),
+                                                         strict=True))
+        rows.append([what, f"{a} − {b}", ci(runs(s, a, "best_dev_ce"), runs(s, b, "best_dev_ce")), dev,
+                     ci(runs(s, a, "blimp"), runs(s, b, "blimp"), 100, 1),
+                     ci(runs(s, a, "supplement"), runs(s, b, "supplement"), 100, 1)])
+    return header, rows
+
+
+def antlm_supplement_runs():
+    s = load(ANTLM)
+    header = ["seed", "baseline supplement fast (%)", "antlm-cached (%)", "difference (points)",
+              "difference (pairs of 250)"]
+    rows = []
+    for r0, r1 in zip(s["arms"]["baseline"]["runs"], s["arms"]["antlm-cached"]["runs"], strict=True):
+        d = r1["supplement"] - r0["supplement"]
+        assert r0["supplement_pairs"] == r1["supplement_pairs"] == 250
+        rows.append([str(r0["seed"]), f"{100 * r0['supplement']:.1f}", f"{100 * r1['supplement']:.1f}",
+                     f"{100 * d:+.1f}", f"{round(250 * d):+d}"])
+    return header, rows
+
+
+def antlm_curves():
+    s = load(ANTLM)
+    steps = [step for step, _ in s["arms"]["baseline"]["mean_curve"]]
+    header = ["arm", *(f"step {step}" for step in steps)]
+    rows = [[arm, *(f"{ce:.3f}" for _, ce in s["arms"][arm]["mean_curve"])] for arm in ANTLM_ARMS]
+    return header, rows
+
+
+def antlm_entity_tracking():
+    e = load(ENTITY)
+    header = ["arm", "entity tracking (%)", "Δ vs baseline [95% CI]", "regular", "ambiref", "move_contents"]
+    rows = []
+    per_seed = e["overall_per_seed"]
+    for arm, p in e["printed"].items():
+        if arm in per_seed:  # recompute from the per-seed values (kept at 2 decimals) as far as they allow
+            overall = Near(ms(per_seed[arm], 1, 2), 0.06)
+            assert cell_matches(p["overall"], overall), (arm, p["overall"])
+            delta = "" if arm == "baseline" else Near(ci(per_seed[arm], per_seed["baseline"], 1, 2), 0.06)
+            if delta:
+                assert cell_matches(p["delta"], delta), (arm, p["delta"])
+            cells = [p["overall"], p.get("delta", "")]
+        else:
+            cells = [p["overall"], ""]
+        rows.append([arm, *cells, p["regular"], p["ambiref"], p["move_contents"]])
+    return header, rows
+
+
+def tuned_baseline():
+    s = load(ANTLM)
+    header = ["arm", "best dev CE (nats)", "Δ dev CE vs untuned baseline [95% CI]", "BLiMP fast (%)",
+              "supplement fast (%)"]
+    labels = {"baseline": "baseline (preset settings)", "swept-baseline": "swept baseline",
+              "cached": "distilled (cached, T = 1, alpha 0.5, preset settings)"}
+    rows = [[label, ms(runs(s, arm, "best_dev_ce")),
+             "" if arm == "baseline" else ci(runs(s, arm, "best_dev_ce"), runs(s, "baseline", "best_dev_ce")),
+             ms(runs(s, arm, "blimp"), 100, 1), ms(runs(s, arm, "supplement"), 100, 1)]
+            for arm, label in labels.items()]
+    return header, rows
+
+
+def tuned_baseline_pairs():
+    s = load(ANTLM)
+    header = ["distilled − swept baseline", "mean [95% CI]", "per seed"]
+    rows = []
+    for metric, scale, digits, label in (("best_dev_ce", 1, 3, "dev CE (nats)"), ("blimp", 100, 1, "BLiMP fast (points)"),
+                                         ("supplement", 100, 1, "supplement fast (points)")):
+        a, b = runs(s, "cached", metric), runs(s, "swept-baseline", metric)
+        rows.append([label, ci(a, b, scale, digits),
+                     ", ".join(f"{scale * (x - y):+.{digits}f}" for x, y in zip(a, b, strict=True))])
+    return header, rows
+
+
+def _majority(t: dict) -> tuple[float, float]:
+    """(% of the most frequent valid label, F1 of always answering 1 in %)."""
+    counts = {int(k): v for k, v in t["valid_label_counts"].items()}
+    n = sum(counts.values())
+    p1 = counts.get(1, 0) / n
+    return 100 * max(counts.values()) / n, 100 * 2 * p1 / (1 + p1)
+
+
+def finetune():
+    f = load(FINETUNE)
+    header = ["task", "metric (the recipe's)", "score", "accuracy", "F1", "MCC", "best epoch", "train / valid",
+              "majority class (valid)"]
+    rows = []
+    for task, t in f["tasks"].items():
+        assert sum(t["valid_label_counts"].values()) == t["valid"], task
+        maj, f1_ones = _majority(t)
+        base = f"{maj:.1f}" + (f" (F1 of always \"1\": {f1_ones:.1f})" if t["metric"] == "f1" else "")
+        rows.append([task, "F1" if t["metric"] == "f1" else t["metric"], f"{t['score']:.1f}", f"{t['accuracy']:.1f}",
+                     "" if t["f1"] is None else f"{t['f1']:.1f}", "" if t["mcc"] is None else f"{t['mcc']:.1f}",
+                     f"{t['best_epoch']}/{t['epochs']}", f"{t['train']:,} / {t['valid']:,}", base])
+    return header, rows
+
+
+def readme_summary():
+    s, a, sp, et, ft = load(CPU_STUDY), load(ANTLM), load(SPARSE), load(ENTITY), load(FINETUNE)
+    dev = lambda st, arm: runs(st, arm, "best_dev_ce")  # noqa: E731
+    wall = mean(runs(s, "cached", "seconds")) / mean(runs(s, "online", "seconds"))
+    t = s["teachers"]
+    maj = {task: _majority(x)[0] for task, x in ft["tasks"].items()}
+    cpu, sparse, antlm = ("[CPU study](docs/results/cpu-study.md)", "[sparse targets](docs/results/sparse-targets.md)",
+                          "[AntLM](docs/results/antlm.md)")
+    header = ["what was measured", "result [95% CI]", "seeds", "details"]
+    rows = [
+        ["KD from the top-64 cache − plain training: dev CE (nats)", ci(dev(s, "cached"), dev(s, "baseline")), "3", cpu],
+        ["the same: BLiMP, every pair (points)",
+         ci(runs(s, "cached", "blimp"), runs(s, "baseline", "blimp"), 100, 1), "3", cpu],
+        [f"cache − online KD (teachers resident): dev CE, at {wall:.2f}x online's wall time",
+         ci(dev(s, "cached"), dev(s, "online")), "3", cpu],
+        ["student vs its two teachers: BLiMP (%)",
+         f"{ms(runs(s, 'cached', 'blimp'), 100, 1)} vs {100 * t['gpt2']['blimp']:.1f} and "
+         f"{100 * t['llama']['blimp']:.1f}", "3 vs 1", cpu],
+        [f"sampled, 32 draws ({sp['arms']['sampled32']['bytes_per_token']:.1f} B/token) − top-64 "
+         f"({sp['arms']['cached']['bytes_per_token']:.1f}): dev CE",
+         Near(ci(_sparse_dev_ce("sampled32"), dev(s, "cached")), ROUNDED_TOL), "3", sparse],
+        [f"hybrid, top-8 + 12 draws ({sp['arms']['hybrid8s12']['bytes_per_token']:.1f} B/token) − top-64: dev CE",
+         Near(ci(_sparse_dev_ce("hybrid8s12"), dev(s, "cached")), ROUNDED_TOL), "3", sparse],
+        ["AntLM schedule clm:1,mlm:1,clm:1 − causal only: dev CE", ci(dev(a, "antlm"), dev(a, "baseline")), "3", antlm],
+        ["KD in the masked phase too (`distill.mlm_kd`) − KD in causal phases: dev CE",
+         ci(dev(a, "antlm-cached-mlmkd"), dev(a, "antlm-cached")), "3", antlm],
+        ["distilled (default settings) − swept baseline: dev CE", ci(dev(a, "cached"), dev(a, "swept-baseline")), "3",
+         "[tuned baseline](docs/results/tuned-baseline.md)"],
+        ["entity tracking, distilled − plain (points)",
+         et["printed"]["cached"]["delta"], "3", antlm],
+        ["(Super)GLUE fine-tuning, the full recipe: RTE / MNLI accuracy (majority class)",
+         f"{ft['tasks']['rte']['accuracy']:.1f} ({maj['rte']:.1f}) / {ft['tasks']['mnli']['accuracy']:.1f} "
+         f"({maj['mnli']:.1f})", "1", "[fine-tuning](docs/results/finetune.md)"],
+    ]
+    return header, rows
+
+
+CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
+    f.__name__: f for f in (cpu_study, cpu_study_runs, cpu_study_pairs, cpu_study_stages, sparse_targets,
+                            sparse_targets_pairs, sparse_targets_runs, antlm_study, antlm_pairs,
+                            antlm_supplement_runs, antlm_curves, antlm_entity_tracking, tuned_baseline,
+                            tuned_baseline_pairs, finetune, readme_summary)}
+
+
+# ---- reading the documents ----
+
+def split_row(line: str) -> list[str]:
+    cells = re.split(r"(?<!\\)\|", line.strip())
+    return [c.strip() for c in cells[1:-1]]
+
+
+def tables(path: Path):
+    """Yield (line number, mark or None, header, rows) for each markdown table of a file."""
+    lines = path.read_text().splitlines()
+    fenced = False
+    i = 0
+    while i < len(lines):
+        if lines[i].lstrip().startswith("```"):  # a table shown inside a code block is an example, not a table
+            fenced = not fenced
+            i += 1
+        elif not fenced and lines[i].startswith("|") and i + 1 < len(lines) and re.match(r"^\|\s*:?-", lines[i + 1]):
+            j = i - 1
+            while j >= 0 and not lines[j].strip():
+                j -= 1
+            mark = MARK.search(lines[j]) if j >= 0 else None
+            k = i + 2
+            while k < len(lines) and lines[k].startswith("|"):
+                k += 1
+            yield i + 1, mark.group(1) if mark else None, split_row(lines[i]), [split_row(x) for x in lines[i + 2:k]]
+            i = k
+        else:
+            i += 1
+
+
+def check_table(where: str, name: str, raws: list[str], header: list[str], rows: list[list[str]]) -> list[str]:
+    for raw in raws:
+        if not (ROOT / raw).exists():
+            return [f"{where} table {name}: raw file {raw} not found"]
+    try:
+        want_header, want_rows = CHECKS[name]()
+    except (AssertionError, KeyError, ValueError, TypeError) as e:  # the raw files disagree among themselves
+        return [f"{where} table {name}: the raw file(s) fail a consistency check: {type(e).__name__} {e}"]
+    errors = []
+    if [norm(h) for h in header] != [norm(h) for h in want_header]:
+        return [f"{where} table {name}: header {header} != {want_header}"]
+    if len(rows) != len(want_rows):
+        errors.append(f"{where} table {name}: {len(rows)} rows, the raw file gives {len(want_rows)}")
+    for row, want in zip(rows, want_rows, strict=False):
+        for col, (got, cell) in enumerate(zip(row, want, strict=False)):
+            if not cell_matches(got, cell):
+                errors.append(f"{where} table {name}: row '{norm(row[0])}', column '{header[col]}': "
+                              f"the document has '{norm(got)}', the raw file gives '{norm(str(cell))}'")
+        if len(row) != len(want):
+            errors.append(f"{where} table {name}: row '{norm(row[0])}' has {len(row)} cells, expected {len(want)}")
+    return errors
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--print", dest="show", choices=sorted(CHECKS), help="print the table one check builds")
+    args = ap.parse_args(argv)
+    if args.show:
+        header, rows = CHECKS[args.show]()
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join("---" for _ in header) + "|")
+        for r in rows:
+            print("| " + " | ".join(str(c) for c in r) + " |")
+        return 0
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs" / "results").glob("*.md"))]
+    errors, checked, unbacked, unmarked, used = [], [], [], [], set()
+    for doc in docs:
+        rel = doc.relative_to(ROOT)
+        for line, mark, header, rows in tables(doc):
+            where = f"{rel}:{line}"
+            fields = dict(part.split(":", 1) for part in (mark or "").split(";") if ":" in part)
+            fields = {k.strip(): v.strip() for k, v in fields.items()}
+            if "check" in fields:
+                name = fields["check"]
+                if name not in CHECKS:
+                    errors.append(f"{where}: unknown check '{name}' (known: {', '.join(sorted(CHECKS))})")
+                    continue
+                raws = [r.strip() for r in fields.get("raw", "").split(",") if r.strip()]
+                errors += check_table(where, name, raws, header, rows)
+                checked.append(f"{where} {name} ({len(rows)} rows) <- {', '.join(raws)}")
+                used.add(name)
+            elif "not a result" in (mark or ""):
+                continue
+            elif fields.get("raw", "").startswith("none"):
+                unbacked.append(f"{where} '{norm(header[0])} | {norm(header[1]) if len(header) > 1 else ''}': "
+                                f"{fields['raw']}")
+            elif mark is None or "raw" not in fields:
+                unmarked.append(f"{where} '{' | '.join(norm(h) for h in header[:3])}'")
+    print(f"checked against raw files ({len(checked)}):")
+    print("\n".join(f"  {c}" for c in checked))
+    print(f"results tables with no raw file ({len(unbacked)}):")
+    print("\n".join(f"  {u}" for u in unbacked))
+    if unmarked:
+        print(f"tables with no raw: mark ({len(unmarked)}; settings and reference tables need none):")
+        print("\n".join(f"  {u}" for u in unmarked))
+    for name in sorted(set(CHECKS) - used):
+        errors.append(f"check '{name}' is used by no table")
+    if errors:
+        print(f"\n{len(errors)} mismatch(es):", file=sys.stderr)
+        print("\n".join(f"  {e}" for e in errors), file=sys.stderr)
+        return 1
+    print("every checked table matches its raw file")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
