@@ -23,6 +23,7 @@ from bbl.errors import BblError
 from bbl.evaluate.run import EvalConfig
 from bbl.evaluate.suite import check_task_data
 from bbl.evaluate.tasks import ZERO_SHOT
+from bbl.io import load_json
 from bbl.outputs import claim_output
 from bbl.study.arms import Arm, parse_arm, run_argv
 from bbl.study.report import TASK_METRICS, write_study
@@ -176,7 +177,7 @@ def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None
 def _eval_numbers(path: Path, tasks=DEFAULT_TASKS) -> dict:
     """A model's numbers from its `bbl eval` JSON: BLiMP and supplement (and their pair counts), then each other
     task's headline numbers (`TASK_METRICS`)."""
-    results = json.loads(path.read_text())["tasks"]
+    results = load_json(path, fix=f"delete {path.parent} and re-run the same `bbl study` command")["tasks"]
     return {"blimp": results["blimp"]["overall"], "supplement": results["supplement"]["overall"],
             "blimp_pairs": results["blimp"].get("pairs"), "supplement_pairs": results["supplement"].get("pairs"),
             **{m.name: results[m.task][m.key] for m in TASK_METRICS if m.task in tasks}}
@@ -199,7 +200,7 @@ def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], st
         runs = []
         for seed in range(seeds):
             d = workdir / "runs" / arm.name / f"seed{seed}"
-            run = json.loads((d / "bbl_run.json").read_text())
+            run = load_json(d / "bbl_run.json", fix=f"delete {d} and {RESUME_HINT}")
             ledger = run.get("ledger") or {}
             runs.append({"seed": seed, "best_dev_ce": run["best_eval_loss"], "global_step": run["global_step"],
                          "parameters": run.get("parameters"), "words_seen": ledger.get("words_seen"),
@@ -218,7 +219,7 @@ def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], st
         arm["mean_curve"] = [(s, sum(v for r in arm["runs"] for t, v in r["curve"] if t == s)
                               / sum(1 for r in arm["runs"] for t, _ in r["curve"] if t == s)) for s in steps]
     for t in teachers:
-        run = json.loads((t / "bbl_run.json").read_text()) if (t / "bbl_run.json").is_file() else {}
+        run = load_json(t / "bbl_run.json", fix=f"re-train teacher {t}, or delete its bbl_run.json") or {}
         out["teachers"][t.name] = {"path": str(t), "best_dev_ce": run.get("best_eval_loss"),
                                    "parameters": run.get("parameters"),
                                    "words_seen": (run.get("ledger") or {}).get("words_seen"),
