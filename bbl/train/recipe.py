@@ -14,7 +14,7 @@ from bbl.config import Config
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
 from bbl.errors import BblError
-from bbl.io import atomic_write_json
+from bbl.io import atomic_write_json, parse_yaml
 from bbl.models.build import check_seq_len
 from bbl.outputs import check_output, claim_output
 from bbl.runtime import finish_distributed, is_main_process, world_size
@@ -41,9 +41,10 @@ def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData) -> 
                              subject=f"{last}: checkpoint", reference=data.tokenizer_dir,
                              fix="resume with the --data it was trained on, or choose another --out")
     if last and saved.is_file():
-        import yaml
-
-        old, new = yaml.safe_load(saved.read_text()), cfg.to_dict()
+        old, new = parse_yaml(saved.read_bytes(), str(saved), fix="restore it, or start over in another --out"), \
+            cfg.to_dict()
+        if not isinstance(old, dict) or not all(isinstance(old.get(s), dict) for s in new if isinstance(new[s], dict)):
+            raise BblError(f"{saved}: not the config bbl saved for this run; restore it, or start over in another --out")
         for d in (old, new):  # settings that change neither the math nor the data may differ on resume
             for key in ("stop_after_steps", "loss_impl", "loss_chunk_rows"):
                 d["training"].pop(key, None)
