@@ -22,7 +22,7 @@ from bbl.evaluate.report import write_report
 from bbl.evaluate.suite import PAIR_SCORINGS, check_task_data, score_task
 from bbl.evaluate.tasks import SUITES, ZERO_SHOT
 from bbl.io import atomic_write_json, load_json
-from bbl.models.build import check_model_dir, count_parameters
+from bbl.models.build import check_model_dir, count_parameters, load_causal_lm
 from bbl.models.ensemble import ensemble_logits
 from bbl.outputs import claim_output
 
@@ -91,17 +91,13 @@ def load_model(model_dir: Path, device: str):
     Raises:
         BblError: not a model dir, or no tokenizer saved with it.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     d = Path(model_dir)
     check_model_dir(d)
     fingerprint = tokenizer_fingerprint(d)  # reads tokenizer.json: a damaged one is named before transformers
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(d)).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(str(d))
-    except Exception as e:  # transformers, safetensors and torch raise many types for an unreadable model dir
-        raise BblError(f"{d}: cannot load the model ({type(e).__name__}: {str(e).strip().splitlines()[0]}); "
-                       f"save it again with save_pretrained, or pass another dir") from None
+    model = load_causal_lm(d).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(d))
     run = load_json(d / "bbl_run.json", fix=f"re-train {d}, or delete its bbl_run.json (eval reads its ledger only)") or {}
     info = {"path": str(d.resolve()), "parameters": count_parameters(model), "architecture": model.config.model_type,
             "tokenizer_fingerprint": fingerprint, "ledger": run.get("ledger")}

@@ -117,6 +117,23 @@ def common_scoring_positions(models) -> int | None:
     return min(limits) if limits else None
 
 
+def load_causal_lm(model_dir: Path, **kwargs):
+    """`AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)`, its failures as one line: call after
+    `check_model_dir`, which names damaged metadata; what is left is the weights (truncated, missing, of another
+    shape) or an architecture this transformers does not know.
+
+    Raises:
+        BblError: "{model_dir}: cannot load the model ({error type}: {its first line}); ...".
+    """
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    except Exception as e:  # transformers, safetensors and torch raise many types for an unreadable model dir
+        raise BblError(f"{model_dir}: cannot load the model ({type(e).__name__}: {str(e).strip().splitlines()[0]}); "
+                       f"save it again with save_pretrained, or pass another dir") from None
+
+
 HF_METADATA = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 """The small JSON files of a model dir that `from_pretrained` reads, besides config.json (and tokenizer.json, read
 by `tokenizer_fingerprint`), when present."""
