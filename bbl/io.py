@@ -65,7 +65,8 @@ def parse_json(data: bytes | str, source, *, fix: str = REWRITE_HINT) -> dict:
     try:
         text = data.decode() if isinstance(data, bytes) else data
     except UnicodeDecodeError as e:
-        raise BblError(f"{source}: not a valid JSON file (not UTF-8 at byte {e.start}); {fix}") from None
+        problem = "truncated inside a character" if e.reason == "unexpected end of data" else f"not UTF-8 at byte {e.start}"
+        raise BblError(f"{source}: not a valid JSON file ({problem}); {fix}") from None
     if not text.strip():
         raise BblError(f"{source}: not a valid JSON file (empty); {fix}")
     try:
