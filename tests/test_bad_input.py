@@ -306,11 +306,12 @@ def test_study_checks_its_cache_arms_teachers_and_tasks_before_seed_0(case, prep
     refused(argv, tmp_path, guard, *names)
 
 
-def test_study_guard_sees_a_valid_study_start_its_first_run(prepared, cache, tmp_path, guard):
-    """The control: the same study with sound arms reaches its first child run."""
+def test_study_guard_sees_a_valid_study_start_its_first_run(prepared, cache, tiny_teachers, tmp_path, guard):
+    """The control: the same study with sound arms (baseline, cached, online, an --arm) reaches its first child run."""
     blimp, supplement = write_pairs(tmp_path / "pairs")
     result = run(["study", "student-tiny", "--data", prepared, "--workdir", tmp_path / "w", "--blimp-dir", blimp,
                   "--supplement-dir", supplement, "--cache", cache, *STUDY_BASE,
+                  *[a for t in tiny_teachers for a in ("--teacher", t)],
                   "--arm", "renorm:--set distill.kd_variant=topk_renorm"])
     assert isinstance(result.exception, ComputeStarted) and guard == ["child run"], result.output
 
