@@ -7,6 +7,7 @@ read by `bbl distill` only). Unknown keys and wrong types are errors that list t
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from bbl.errors import BblError
+from bbl.io import parse_yaml
 
 Architecture = typing.Literal["gpt2", "llama"]
 LRScheduler = typing.Literal["cosine", "linear", "constant", "constant_with_warmup"]
@@ -54,6 +56,19 @@ def check_literals(obj, section: str) -> None:
             hint = next((a for a in typing.get_args(hint) if typing.get_origin(a) is typing.Literal), hint)
         if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
             raise BblError(f"{section}.{name} {value!r}: use one of {', '.join(typing.get_args(hint))}")
+
+
+def check_finite(obj, section: str) -> None:
+    """Refuse a float field of a config dataclass that is NaN or infinite (YAML's `.nan`, `.inf`, or `1e400`): no
+    bound check catches NaN (every comparison with it is false), and an infinite epoch count or rate is no run.
+
+    Raises:
+        BblError: naming `section.field` and the value.
+    """
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BblError(f"{section}.{f.name} {value}: must be a finite number")
 
 
 def parse_word_checkpoints(value) -> tuple[int, ...]:
@@ -135,6 +150,7 @@ class ModelConfig:
     """Vocabulary; None takes the prepared tokenizer's. Set, it must equal it."""
 
     def __post_init__(self):
+        check_finite(self, "model")
         for name in ("n_layer", "n_head", "hidden_size", "intermediate_size", "max_position_embeddings"):
             if getattr(self, name) <= 0:
                 raise BblError(f"model.{name} must be >= 1, got {getattr(self, name)}")
@@ -231,6 +247,7 @@ class TrainingConfig:
         return self.seed if self.data_seed is None else self.data_seed
 
     def __post_init__(self):
+        check_finite(self, "training")
         check_literals(self, "training")
         if self.epochs <= 0 or self.lr <= 0:
             raise BblError(f"training.epochs ({self.epochs}) and training.lr ({self.lr}) must be > 0")
@@ -287,6 +304,7 @@ class DistillConfig:
     original code's nn.KLDivLoss(reduction='batchmean') on (B, S, V): ~S times the nominal weight)."""
 
     def __post_init__(self):
+        check_finite(self, "distill")
         if not 0.0 <= self.alpha <= 1.0:
             raise BblError(f"distill.alpha {self.alpha} is outside [0, 1]")
         if self.temperature is not None and self.temperature <= 0:
@@ -338,11 +356,14 @@ def _coerce(value, annotation, key: str):
         if not isinstance(value, list):
             raise BblError(f"{key}: expected a list, got {value!r}")
         return [_coerce(v, args[0], key) for v in value]
-    if annotation is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+    if annotation is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:  # YAML 1.1 reads `1e-4` (no dot) as a string
-            return float(value)
+            number = float(value)
         except ValueError:
             raise BblError(f"{key}: expected float, got {value!r}") from None
+        if not math.isfinite(number):
+            raise BblError(f"{key} {value!r}: must be a finite number")
+        return number
     if annotation is bool and isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
@@ -350,19 +371,36 @@ def _coerce(value, annotation, key: str):
     return value
 
 
-def _build(raw: dict, source: str) -> Config:
+def _kind(value) -> str:
+    """What a YAML value is, in the words of an error line."""
+    return {list: "a list", dict: "a mapping", str: "a string", bool: "true/false", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _check_mapping(values, what: str, source: str) -> None:
+    if not isinstance(values, dict):
+        raise BblError(f"{source}: {what} is {_kind(values)}, not a mapping; write {what}: {{key: value, ...}}")
+
+
+def _build(raw: dict, source: str, origins: dict[str, str] | None = None) -> Config:
+    """The `Config` of a parsed YAML mapping; `origins` names where a `section.key` came from when not `source`
+    (a `--set` value), so an error names what the user typed."""
+    origins = origins or {}
     unknown = set(raw) - {"name", *SECTIONS}
     if unknown:
-        raise BblError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}; valid: name, {', '.join(SECTIONS)}")
+        raise BblError(f"{source}: unknown section(s) {', '.join(sorted(map(str, unknown)))}; valid: name, "
+                       f"{', '.join(SECTIONS)}")
     kwargs = {"name": str(raw.get("name", "custom"))}
     for section, cls in SECTIONS.items():
         values = raw.get(section) or {}
+        _check_mapping(values, section, source)
         hints = typing.get_type_hints(cls)
-        bad = set(values) - set(hints)
+        bad = sorted(f"{section}.{b}" for b in set(values) - set(hints))
         if bad:
-            raise BblError(f"{source}: unknown key(s) {', '.join(f'{section}.{b}' for b in sorted(bad))}; "
-                           f"valid {section} keys: {', '.join(hints)}")
-        kwargs[section] = cls(**{k: _coerce(v, hints[k], f"{source}: {section}.{k}") for k, v in values.items()})
+            where = origins.get(bad[0], source)
+            raise BblError(f"{where}: unknown key(s) {', '.join(bad)}; valid {section} keys: {', '.join(hints)}")
+        kwargs[section] = cls(**{k: _coerce(v, hints[k], f"{origins.get(f'{section}.{k}', source)}: {section}.{k}")
+                                 for k, v in values.items()})
     return Config(**kwargs)
 
 
@@ -376,19 +414,29 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise BblError(f"{path}: config file not found; pass a YAML path or a preset ({', '.join(preset_names())})")
-        raw, source = yaml.safe_load(path.read_text()) or {}, str(path)
+        raw, source = parse_yaml(path.read_bytes(), str(path)), str(path)
+        if raw is None:  # an empty file is a mistake, not a request for the defaults
+            raise BblError(f"{path}: empty config file; write its sections (name:, model:, training:, distill:) or "
+                           f"name a preset ({', '.join(preset_names())})")
     else:
         name = str(name_or_path)
         if name not in preset_names():
             raise BblError(f"unknown preset {name!r}; presets: {', '.join(preset_names())} (or a YAML path)")
-        raw = yaml.safe_load(resources.files("bbl").joinpath("presets", f"{name}.yaml").read_text())
         source = f"preset {name}"
+        raw = parse_yaml(resources.files("bbl").joinpath("presets", f"{name}.yaml").read_text(), source)
+    if not isinstance(raw, dict):
+        raise BblError(f"{source}: a config is a mapping of sections (name:, model:, training:, distill:), not "
+                       f"{_kind(raw)}")
+    origins = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         section, dot, sub = key.partition(".")
         if not sep or not dot or section not in SECTIONS:
             raise BblError(f"--set {item!r}: use section.key=value with section in {', '.join(SECTIONS)}")
+        origins[key] = f"--set {item!r}"
+        parsed = parse_yaml(value, origins[key], fix="write a YAML value (quote a string that has [ ] { } : #)")
         raw.setdefault(section, {})
+        _check_mapping(raw[section] or {}, section, source)
         raw[section] = dict(raw[section] or {})
-        raw[section][sub] = yaml.safe_load(value)
-    return _build(raw, source)
+        raw[section][sub] = parsed
+    return _build(raw, source, origins)

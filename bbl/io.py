@@ -1,8 +1,10 @@
-"""File helpers every room shares: content hashes and atomic writes.
+"""File helpers every room shares: content hashes, atomic writes, and reading metadata as one-line errors.
 
 A file another stage reads as "done" (a manifest, a run file, a state file, a report's marker) is written to a
 temporary name beside it and renamed over the target (`os.replace`), so a kill leaves the old file or the new one,
-never half of one.
+never half of one. A file bbl reads back (JSON metadata: `manifest.json`, `bbl_run.json`, a model's `config.json`,
+a cache's `zarr.json`; YAML: configs, search spaces) goes through `load_json` / `parse_json` / `parse_yaml`, so an
+empty, truncated or hand-broken one is a `BblError` naming the file, the line and what to do, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import io
 import json
 import os
 from pathlib import Path
+
+from bbl.errors import BblError
 
 
 def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
@@ -47,10 +51,62 @@ def atomic_write_json(path: Path, obj, *, sort_keys: bool = False) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
 
 
-def load_json(path: Path):
-    """The JSON in `path`, or None when there is no such file."""
+REWRITE_HINT = "re-run the command that writes it (or restore the file)"
+"""`load_json`'s default fix for a damaged metadata file."""
+
+
+def parse_json(data: bytes | str, source, *, fix: str = REWRITE_HINT) -> dict:
+    """The JSON object in `data`, the text of the metadata file `source` (a path or URL, for the message).
+
+    Raises:
+        BblError: empty, truncated, not UTF-8, not JSON, or not an object (every bbl metadata file is one):
+            "{source}: not a valid JSON file (line L column C: problem); {fix}".
+    """
+    try:
+        text = data.decode() if isinstance(data, bytes) else data
+    except UnicodeDecodeError as e:
+        problem = "truncated inside a character" if e.reason == "unexpected end of data" else f"not UTF-8 at byte {e.start}"
+        raise BblError(f"{source}: not a valid JSON file ({problem}); {fix}") from None
+    if not text.strip():
+        raise BblError(f"{source}: not a valid JSON file (empty); {fix}")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise BblError(f"{source}: not a valid JSON file (line {e.lineno} column {e.colno}: {e.msg}); {fix}") from None
+    if not isinstance(obj, dict):
+        raise BblError(f"{source}: not a valid metadata file (a JSON {type(obj).__name__}, not an object); {fix}")
+    return obj
+
+
+def load_json(path: Path, *, fix: str = REWRITE_HINT) -> dict | None:
+    """The JSON object in the metadata file `path`, or None when there is no such file.
+
+    Args:
+        fix: what the user should do when the file is damaged (the end of the error line).
+    Raises:
+        BblError: the file is empty, truncated or not a JSON object (`parse_json`), naming it and `fix`.
+    """
     path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return parse_json(path.read_bytes(), path, fix=fix) if path.is_file() else None
+
+
+def parse_yaml(text: str | bytes, source: str, *, fix: str = "fix the YAML there"):
+    """The YAML document in `text` (`yaml.safe_load`; None when it holds nothing; bytes are decoded as YAML does:
+    UTF-8 or UTF-16 with a BOM), from `source` (a file, or an
+    option such as `--set 'training.lr=[1'`, for the message).
+
+    Raises:
+        BblError: a syntax error: "{source}: not valid YAML (line L, column C: problem); {fix}".
+    """
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise BblError(f"{source}: not valid YAML ({where}{problem}); {fix}") from None
 
 
 def atomic_save_figure(fig, path: Path, *, dpi: int = 120) -> None:

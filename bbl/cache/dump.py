@@ -204,7 +204,8 @@ AUTO_BATCH_START = 256
 """The first batch size tried on a GPU when `--batch-size` is not given; lowered until one forward pass fits."""
 
 
-def resolve_batch_size(config: DumpConfig, computer: ChunkComputer, out, *, log=print) -> DumpConfig:
+def resolve_batch_size(config: DumpConfig, computer: ChunkComputer, out, *, overwrite: bool = False,
+                       log=print) -> DumpConfig:
     """`config` with a concrete `batch_size`: as given; else a resumed store's own (so its chunks stay alike); else
     `CPU_BATCH_SIZE` off a GPU; else the first of AUTO_BATCH_START, lowered 10% at a time, whose teacher forward
     and ensemble fit the GPU's memory, probed on the dump's first windows with accelerate's
@@ -216,7 +217,7 @@ def resolve_batch_size(config: DumpConfig, computer: ChunkComputer, out, *, log=
     """
     if config.batch_size is not None:
         return config
-    if group_exists(out):
+    if group_exists(out) and not overwrite:  # a store being replaced may be damaged: never read it
         recorded = open_group(out, "r").attrs.get("dump_batch_size")
         if recorded:
             return dataclasses.replace(config, batch_size=int(recorded))
@@ -287,7 +288,8 @@ def _dump(teacher_dirs, data_dir, out, config: DumpConfig, *, device, device_map
     windows = dump_windows(data, config)
     computer = ChunkComputer(teachers, infos, windows, config, device=device, id_dtype=np.int64,
                              vocab_size=data.vocab_size)
-    config = computer.config = resolve_batch_size(config, computer, out, log=log if rank() == 0 else lambda *_: None)
+    config = computer.config = resolve_batch_size(config, computer, out, overwrite=overwrite,
+                                                  log=log if rank() == 0 else lambda *_: None)
     attrs = dump_attrs(config, data, infos, device=device, data_dir=data_dir)
     if device_map is not None:
         attrs["dump_device_map"] = str(device_map)

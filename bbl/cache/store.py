@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bbl.errors import BblError
+from bbl.io import parse_json
 
 
 def group_exists(location) -> bool:
@@ -39,9 +40,46 @@ def open_group(location, mode: str):
     """
     import zarr
 
-    if mode in ("r", "r+") and not group_exists(location):
+    if mode not in ("r", "r+"):
+        return zarr.open_group(store=zarr_store(location, read_only=False), mode=mode)
+    if not group_exists(location):
         raise BblError(f"{location}: no logit cache there; run `bbl dump-logits --out {location}`")
-    return zarr.open_group(store=zarr_store(location, read_only=mode == "r"), mode=mode)
+    fix = damaged_metadata_fix(location)
+    for source, data in metadata_documents(location):
+        parse_json(data, source, fix=fix)
+    try:
+        return zarr.open_group(store=zarr_store(location, read_only=mode == "r"), mode=mode)
+    except (ValueError, KeyError, TypeError) as e:  # JSON, but not zarr v3 metadata
+        raise BblError(f"{location}: not a zarr v3 group ({type(e).__name__}: {str(e).splitlines()[0]}); {fix}") \
+            from None
+
+
+def damaged_metadata_fix(location) -> str:
+    """What to do about a cache whose metadata (a `zarr.json`) is damaged: its settings and chunk map live there, so
+    `bbl cache repair` cannot rebuild it; the dump is redone."""
+    return (f"restore the file, or dump the cache again (`bbl dump-logits ... --out {location} --overwrite`; "
+            f"`bbl cache repair` needs this metadata)")
+
+
+def metadata_documents(location) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every zarr.json of a cache at a local path or URL: the group's, then each array's. A store
+    object (not a path or URL) has none listed here.
+
+    Raises:
+        BblError: the URL's store cannot be reached.
+    """
+    if is_url(location):
+        fs, root = _filesystem(location)
+        root = root.rstrip("/")
+        try:
+            paths = [f"{root}/zarr.json", *sorted(fs.glob(f"{root}/*/zarr.json"))]
+            return [(f"{location.rstrip('/')}/{p[len(root) + 1:]}", fs.cat_file(p)) for p in paths if fs.exists(p)]
+        except Exception as e:  # botocore/aiohttp errors have no common base; all mean "unreachable" here
+            raise _unreachable(location, e) from e
+    if not isinstance(location, str | Path):
+        return []
+    root = Path(location)
+    return [(str(f), f.read_bytes()) for f in [root / "zarr.json", *sorted(root.glob("*/zarr.json"))] if f.is_file()]
 
 
 def is_url(location) -> bool:

@@ -8,7 +8,7 @@ import sys
 import click
 
 from bbl.cache.verify import DEFAULT_MAX_KL
-from bbl.cli.params import CacheArg, OneLineErrors, PathArg, Positive
+from bbl.cli.params import CacheArg, NonNegativeFloat, OneLineErrors, PathArg, Positive
 
 
 @click.group(cls=OneLineErrors)
@@ -53,7 +53,7 @@ def cache_info_cmd(path, as_json):
 @click.option("--teacher", "teachers", type=PathArg, multiple=True,
               help="Recompute a sample of windows with these teachers and compare.")
 @click.option("--sample", type=Positive, default=16, show_default=True, help="Windows to recompute.")
-@click.option("--max-kl", type=click.FloatRange(min=0), default=DEFAULT_MAX_KL, show_default=True,
+@click.option("--max-kl", type=NonNegativeFloat, default=DEFAULT_MAX_KL, show_default=True,
               help="Fail above this mean KL (nats).")
 def cache_verify_cmd(path, teachers, sample, max_kl):
     """Every chunk present and passing its crc32c; with --teacher, the stored targets against a recomputation.

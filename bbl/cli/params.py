@@ -3,6 +3,7 @@ turned into one `error: ...` line with exit status 1."""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -26,7 +27,22 @@ class _CacheLocation(click.ParamType):
 CacheArg = _CacheLocation()
 Positive = click.IntRange(min=1)
 """Counts (windows, batches, pairs, processes): an integer >= 1."""
-PositiveFloat = click.FloatRange(min=0, min_open=True)
+
+
+class _FiniteFloatRange(click.FloatRange):
+    """A float range that also refuses nan and inf (click lets both through: nan fails no comparison)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return number
+
+
+PositiveFloat = _FiniteFloatRange(min=0, min_open=True)
+"""Rates and temperatures: a finite number > 0."""
+NonNegativeFloat = _FiniteFloatRange(min=0)
+"""Thresholds: a finite number >= 0."""
 
 
 class OneLineErrors(click.Group):

@@ -59,7 +59,7 @@ class _State:
 
     def __init__(self, out: Path, fingerprint: dict, *, force: bool):
         self.path = out / STATE
-        state = load_json(self.path) or {}
+        state = {} if force else load_json(self.path, fix="pass --force to rebuild the prepared dir") or {}
         if state and state.get("inputs") != fingerprint and not force:
             raise BblError(f"{out}: holds a prepared dir from different inputs or settings; "
                            f"pass --force to rebuild it or choose another --out")

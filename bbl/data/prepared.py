@@ -37,13 +37,18 @@ class PreparedData:
 
     def __init__(self, path: Path, *, check_hashes: bool = False):
         self.path = Path(path)
-        manifest = load_json(self.path / MANIFEST)
+        rebuild = f"re-run `bbl prepare --force --out {self.path}` with its arguments"
+        manifest = load_json(self.path / MANIFEST, fix=rebuild)
         if manifest is None:
             raise BblError(f"{self.path}: not a prepared data dir (no {MANIFEST}); run `bbl prepare --out {self.path}`")
         self.manifest = manifest
-        self.vocab_size: int = manifest["vocab_size"]
+        try:
+            self.vocab_size: int = manifest["vocab_size"]
+            self.tokenizer_sha256: str = manifest["tokenizer"]["sha256"]
+            {s["path"] for s in manifest["streams"].values()}
+        except (KeyError, TypeError, AttributeError) as e:
+            raise BblError(f"{self.path / MANIFEST}: not a manifest of `bbl prepare` (no {e}); {rebuild}") from None
         self.tokenizer_dir = self.path / "tokenizer"
-        self.tokenizer_sha256: str = manifest["tokenizer"]["sha256"]
         if check_hashes:
             for s in manifest["streams"].values():
                 if sha256_file(self.path / s["path"]) != s["sha256"]:

@@ -12,11 +12,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bbl.errors import BblError
+from bbl.io import load_json
 
 PAD, BOS, EOS, MASK = "<pad>", "<s>", "</s>", "<mask>"
 SPECIAL_TOKENS = [PAD, BOS, EOS]
 """Baby Llama's specials (ids 0, 1, 2); `MASK` follows them (id 3) unless `mask_token=False`."""
 TOKENIZER_FILE = "tokenizer.json"
+RESAVE_HINT = ("re-run `bbl prepare` (a prepared dir) or save the tokenizer again with "
+               "AutoTokenizer.from_pretrained(...).save_pretrained(DIR)")
 
 
 def special_tokens(mask_token: bool = True) -> list[str]:
@@ -83,7 +86,10 @@ def load_tokenizer(path: Path):
     file = path / TOKENIZER_FILE if path.is_dir() else path
     if not file.is_file():
         raise BblError(f"{file}: no tokenizer found; run `bbl prepare` or pass a dir holding {TOKENIZER_FILE}")
-    return Tokenizer.from_file(str(file))
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as e:  # tokenizers raises a bare Exception for a file it cannot read
+        raise BblError(f"{file}: not a tokenizer file ({str(e).splitlines()[0]}); {RESAVE_HINT}") from None
 
 
 def mask_token_id(path: Path) -> int | None:
@@ -132,7 +138,7 @@ def tokenizer_fingerprint(path: Path) -> str:
     file = path / TOKENIZER_FILE if path.is_dir() else path
     if not file.is_file():
         raise BblError(f"{file}: no tokenizer found; a model dir must hold its {TOKENIZER_FILE}")
-    canonical = json.dumps(json.loads(file.read_text()), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(load_json(file, fix=RESAVE_HINT), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -29,7 +29,13 @@ def parse_manifest(text: str, source: str) -> dict[str, str]:
         parts = line.split()
         if len(parts) != 2 or len(parts[0]) != 40 or any(c not in "0123456789abcdef" for c in parts[0]):
             raise BblError(f"{source}:{lineno}: expected '<git blob sha1> <path>' (as `git hash-object` prints)")
+        if "/" not in parts[1].strip("/"):
+            raise BblError(f"{source}:{lineno}: {parts[1]} has no split dir; write paths as SPLIT_DIR/FILE, e.g. "
+                           f"babylm_10M/cbt.train")
         out[parts[1]] = parts[0]
+    if not out:
+        raise BblError(f"{source}: no '<git blob sha1> <path>' line; write one per file of the release (what "
+                       f"`git hash-object FILE` prints, then its path)")
     return out
 
 
@@ -42,7 +48,12 @@ def release_manifests(extra=()) -> dict[str, dict[str, str]]:
     for path in map(Path, extra):
         if not path.is_file():
             raise BblError(f"--manifest {path}: file not found; pass a file of '<git blob sha1> <path>' lines")
-        releases[path.stem] = parse_manifest(path.read_text(), str(path))
+        try:
+            text = path.read_bytes().decode()
+        except UnicodeDecodeError:
+            raise BblError(f"--manifest {path}: not a text file (not UTF-8); pass a file of '<git blob sha1> <path>' "
+                           f"lines") from None
+        releases[path.stem] = parse_manifest(text, f"--manifest {path}")
     return releases
 
 
@@ -60,6 +71,15 @@ def identify_release(directory: Path, releases: dict[str, dict[str, str]]) -> li
     return sorted(rows, key=lambda r: (-r["identical"] / max(r["files"], 1), r["release"]))
 
 
+def release_root(directory: Path, manifest: dict[str, str]) -> Path:
+    """The dir a release's paths are relative to: `directory`, or its parent when it is itself one of the release's
+    split dirs (e.g. `babylm_10M/`)."""
+    split_dirs = {rel.split("/")[0] for rel in manifest}
+    if directory.name in split_dirs and not any((directory / d).exists() for d in split_dirs):
+        return directory.parent
+    return directory
+
+
 def verify_babylm_dir(directory: Path, manifest: dict[str, str] | None = None) -> list[dict]:
     """Check every file of a release manifest (default: 2023's) under `directory`.
 
@@ -73,9 +93,7 @@ def verify_babylm_dir(directory: Path, manifest: dict[str, str] | None = None) -
     if not directory.is_dir():
         raise BblError(f"{directory}: directory not found; pass the dir that holds babylm_10M/ and babylm_dev/")
     manifest = manifest or official_manifest()
-    split_dirs = {rel.split("/")[0] for rel in manifest}
-    if directory.name in split_dirs and not any((directory / d).exists() for d in split_dirs):
-        directory = directory.parent
+    directory = release_root(directory, manifest)
     rows = []
     for rel, sha in manifest.items():
         path = directory / rel
@@ -93,13 +111,19 @@ def verify_release(directory: Path, extra_manifests=()) -> dict:
     ok: no file of the release is present but modified}.
 
     Raises:
-        BblError: `directory` does not exist, or an extra manifest is missing or malformed.
+        BblError: `directory` does not exist or holds no file of any release (by content or path), or an extra
+            manifest is missing, empty or malformed.
     """
     releases = release_manifests(extra_manifests)
     if not Path(directory).is_dir():
         raise BblError(f"{directory}: directory not found; pass the dir that holds the release's split dirs")
     ranking = identify_release(directory, releases)
     top = ranking[0]
+    if not top["identical"] and not any((release_root(Path(directory), m) / rel).is_file()
+                                        for m in releases.values() for rel in m):
+        raise BblError(f"{directory}: holds no file of {', '.join(releases)} (by content or by path); pass the dir "
+                       f"that holds the release's split dirs (babylm_10M/, babylm_dev/, ...), or --manifest FILE for "
+                       f"another release")
     best = top["release"] if top["identical"] else "babylm-2023"
     rows = verify_babylm_dir(directory, releases[best])
     counts = {s: sum(r["status"] == s for r in rows) for s in ("identical", "modified", "missing")}

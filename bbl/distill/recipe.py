@@ -16,9 +16,10 @@ from bbl.cache.integrity import damage_message
 from bbl.cache.reader import open_cache
 from bbl.config import KD_VARIANTS_OF_CACHE, PAPER_TEMPERATURE, Config
 from bbl.data.prepared import PreparedData
-from bbl.data.tokenizer import check_same_tokenizer
+from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
 from bbl.distill.trainer import make_distill_trainer
 from bbl.errors import BblError
+from bbl.models.build import check_model_dir
 from bbl.models.teachers import load_teachers
 from bbl.train.ledger import teacher_ledgers
 from bbl.train.objectives import has_mlm
@@ -36,24 +37,12 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     """
     if bool(cache_path) == bool(teacher_dirs):
         raise BblError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
-    _check_mlm_kd(cfg, cached=bool(cache_path))
     check_run_out(Path(out), resume=resume, overwrite=overwrite)  # before the cache scan or the teachers load
     data = PreparedData(data_dir)
     if cache_path:
         reader = open_cache(cache_path)
-        cfg = resolve_kd_variant(cfg, reader.targets)
+        cfg = check_distill_inputs(cfg, data, reader=reader)
         d = cfg.distill
-        if d.kd_variant not in KD_VARIANTS_OF_CACHE[reader.targets]:
-            fits = " or ".join(KD_VARIANTS_OF_CACHE[reader.targets])
-            raise BblError(f"{cache_path}: holds {reader.targets} targets, which distill.kd_variant={d.kd_variant} "
-                           f"does not read; set distill.kd_variant={fits} or dump a cache with --targets "
-                           f"{'topk' if d.kd_variant.startswith('topk') else d.kd_variant}")
-        if reader.targets != "topk" and d.temperature is not None and abs(d.temperature - reader.temperature) > 1e-9:
-            raise BblError(f"{cache_path}: {reader.targets} targets were drawn at temperature {reader.temperature} "
-                           f"and cannot be re-tempered; drop distill.temperature or dump at {d.temperature}")
-        reader.validate(tokenizer_fingerprint=data.tokenizer_fingerprint(),
-                        train_stream_sha256=data.stream_sha256("train"), seq_len=cfg.training.seq_len,
-                        temperature=d.temperature, allow_retemper=d.allow_retemper, vocab_size=data.vocab_size)
         damaged = reader.scan()  # decode every chunk once (crc32c) so damage stops the run before its first step
         if damaged:
             raise BblError(damage_message(cache_path, damaged, reader.attrs))
@@ -64,12 +53,9 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
                       "cache_top_k": reader.top_k, "cache_targets": reader.targets,
                       "cache_num_samples": reader.num_samples}
     else:
-        cfg = resolve_kd_variant(cfg, "topk")  # unused by the full-vocabulary KL; recorded as the default
+        cfg = check_distill_inputs(cfg, data, teacher_dirs=teacher_dirs)
         d = cfg.distill
         teachers, infos = load_teachers(list(teacher_dirs), "cpu", seq_len=cfg.training.seq_len)
-        check_same_tokenizer(infos[0]["tokenizer_fingerprint"], data.tokenizer_fingerprint(),
-                             subject=f"{teacher_dirs[0]}: teacher", reference=data.tokenizer_dir,
-                             fix="pass the --data the teachers were trained on")
         dataset = None  # the same windows and order as plain training
         kwargs = {"distill": d, "temperature": d.temperature or PAPER_TEMPERATURE, "teachers": teachers}
         provenance = {"distill_mode": "online", "teachers": infos}
@@ -80,6 +66,42 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     return train_lm(cfg, data_dir, out, resume=resume, overwrite=overwrite, kind="student_distilled", train_dataset=dataset,
                     trainer_base=make_distill_trainer(), trainer_kwargs=kwargs, provenance=provenance,
                     callbacks=callbacks, log=log)
+
+
+def check_distill_inputs(cfg: Config, data: PreparedData, *, reader=None, teacher_dirs=()) -> Config:
+    """What `distill` checks of its config, cache or teachers before it loads a model or writes anything (`bbl
+    study` calls it for each arm before its first run). Returns `cfg` with `distill.kd_variant` resolved.
+
+    Args:
+        reader: the opened cache (`open_cache`) of a cached run; None for an online run from `teacher_dirs`.
+    Raises:
+        BblError: `distill.mlm_kd` where it cannot apply; a cache whose kind `distill.kd_variant` does not read, whose
+            sampled draws would need re-tempering, or that does not match the prepared data and the config
+            (`CacheReader.validate`); a teacher that is not a model dir of the prepared tokenizer with the positions
+            of `training.seq_len`.
+    """
+    _check_mlm_kd(cfg, cached=reader is not None)
+    if reader is None:
+        for t in teacher_dirs:
+            check_model_dir(t, seq_len=cfg.training.seq_len, option="training.seq_len",
+                            written_by="`bbl train-teacher`")
+            check_same_tokenizer(tokenizer_fingerprint(t), data.tokenizer_fingerprint(), subject=f"{t}: teacher",
+                                 reference=data.tokenizer_dir, fix="pass the --data the teachers were trained on")
+        return resolve_kd_variant(cfg, "topk")  # unused by the full-vocabulary KL; recorded as the default
+    cfg = resolve_kd_variant(cfg, reader.targets)
+    d = cfg.distill
+    if d.kd_variant not in KD_VARIANTS_OF_CACHE[reader.targets]:
+        fits = " or ".join(KD_VARIANTS_OF_CACHE[reader.targets])
+        raise BblError(f"{reader.path}: holds {reader.targets} targets, which distill.kd_variant={d.kd_variant} "
+                       f"does not read; set distill.kd_variant={fits} or dump a cache with --targets "
+                       f"{'topk' if d.kd_variant.startswith('topk') else d.kd_variant}")
+    if reader.targets != "topk" and d.temperature is not None and abs(d.temperature - reader.temperature) > 1e-9:
+        raise BblError(f"{reader.path}: {reader.targets} targets were drawn at temperature {reader.temperature} "
+                       f"and cannot be re-tempered; drop distill.temperature or dump at {d.temperature}")
+    reader.validate(tokenizer_fingerprint=data.tokenizer_fingerprint(), train_stream_sha256=data.stream_sha256("train"),
+                    seq_len=cfg.training.seq_len, temperature=d.temperature, allow_retemper=d.allow_retemper,
+                    vocab_size=data.vocab_size)
+    return cfg
 
 
 def _check_mlm_kd(cfg: Config, *, cached: bool) -> None:

@@ -9,7 +9,6 @@ holds a finished evaluation.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,8 @@ from bbl.evaluate.predictions import predictions_dir, write_predictions
 from bbl.evaluate.report import write_report
 from bbl.evaluate.suite import PAIR_SCORINGS, check_task_data, score_task
 from bbl.evaluate.tasks import SUITES, ZERO_SHOT
-from bbl.io import atomic_write_json
-from bbl.models.build import check_model_dir, count_parameters
+from bbl.io import atomic_write_json, load_json
+from bbl.models.build import check_model_dir, count_parameters, load_causal_lm
 from bbl.models.ensemble import ensemble_logits
 from bbl.outputs import claim_output
 
@@ -92,15 +91,16 @@ def load_model(model_dir: Path, device: str):
     Raises:
         BblError: not a model dir, or no tokenizer saved with it.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     d = Path(model_dir)
     check_model_dir(d)
-    model = AutoModelForCausalLM.from_pretrained(str(d)).to(device).eval()
+    fingerprint = tokenizer_fingerprint(d)  # reads tokenizer.json: a damaged one is named before transformers
+    model = load_causal_lm(d).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(d))
-    run = json.loads((d / "bbl_run.json").read_text()) if (d / "bbl_run.json").is_file() else {}
+    run = load_json(d / "bbl_run.json", fix=f"re-train {d}, or delete its bbl_run.json (eval reads its ledger only)") or {}
     info = {"path": str(d.resolve()), "parameters": count_parameters(model), "architecture": model.config.model_type,
-            "tokenizer_fingerprint": tokenizer_fingerprint(d), "ledger": run.get("ledger")}
+            "tokenizer_fingerprint": fingerprint, "ledger": run.get("ledger")}
     return model, tokenizer, info
 
 
@@ -179,34 +179,31 @@ def _run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), confi
             checked before anything is written).
     """
     config = config or EvalConfig()
-    for d in [*model_dirs, *[m for e in ensembles for m in e]]:
-        check_model_dir(Path(d), seq_len=config.seq_len if "perplexity" in config.tasks else None)
+    jobs = job_names([[Path(d)] for d in model_dirs] + [[Path(m) for m in members] for members in ensembles])
+    for d in dict.fromkeys(m for members, _ in jobs for m in members):
+        check_model_dir(d, seq_len=config.seq_len if "perplexity" in config.tasks else None)
+    for members, name in jobs:
+        if len({tokenizer_fingerprint(m) for m in members}) > 1:
+            raise BblError(f"--ensemble {','.join(map(str, members))}: members use different tokenizers "
+                           f"({name}); ensemble models of one tokenizer")
     data = PreparedData(data_dir) if data_dir else None
     if "perplexity" in config.tasks and data is None:
         raise BblError("--tasks perplexity needs --data PREPARED_DIR (the dev windows to score)")
     for task in (t for t in ZERO_SHOT if t in config.tasks):
         check_task_data(task, config.task_path(task), scoring=config.pair_scoring)
+    loaded: dict[str, tuple] = {}  # every model (ensemble members too) loads before anything is scored or written
+    for d in (m for members, _ in jobs for m in members):
+        if str(d.resolve()) not in loaded:
+            loaded[str(d.resolve())] = load_model(d, config.device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").unlink(missing_ok=True)  # the marker of a finished evaluation, written last
     results = []
-    loaded: dict[str, tuple] = {}
-
-    def get(d):
-        key = str(Path(d).resolve())
-        if key not in loaded:
-            loaded[key] = load_model(d, config.device)
-        return loaded[key]
-
-    jobs = [([d], Path(d).name) for d in model_dirs]
-    jobs += [(list(members), "ensemble(" + "+".join(Path(m).name for m in members) + ")") for members in ensembles]
     for members, name in jobs:
-        parts = [get(m) for m in members]
-        if len({p[2]["tokenizer_fingerprint"] for p in parts}) > 1:
-            raise BblError(f"ensemble {name}: members use different tokenizers; ensemble models of one tokenizer")
+        parts = [loaded[str(m.resolve())] for m in members]
         log(f"eval {name}")
         r = evaluate_models([p[0] for p in parts], parts[0][1], config, data=data, progress=progress,
-                            predictions_to=out / PIPELINE_DIR / _safe(Path(name).stem if len(parts) == 1 else name))
+                            predictions_to=out / PIPELINE_DIR / _pipeline_name(name, len(parts)))
         for task, result in r.items():
             if result.get("truncated"):
                 log(f"warning: {name} {task}: {result['truncated']} sentence(s) longer than the model's learned position "
@@ -233,6 +230,38 @@ def budget_of(ledgers: list[dict | None]) -> dict:
     with_teachers = [(led or {}).get("words_seen_with_teachers", (led or {}).get("words_seen")) for led in ledgers]
     return {"words_seen": total("words_seen"),
             "words_seen_with_teachers": None if any(v is None for v in with_teachers) else int(sum(with_teachers))}
+
+
+def job_names(jobs: list[list[Path]]) -> list[tuple[list[Path], str]]:
+    """(members, name) of each model (one member: its dir's name) and ensemble ("ensemble(a+b)") of one `bbl eval`.
+
+    Raises:
+        BblError: two jobs with one name: their `<name>.json` and predictions would overwrite each other (one JSON
+            per name, one column per name in results.md), so they are refused rather than renamed, which would
+            change the names a study or a script reads; or a model dir passed twice.
+    """
+    def dir_name(d: Path) -> str:
+        return d.name or d.resolve().name  # `bbl eval .` is named after the working dir
+
+    named = [(members, dir_name(members[0]) if len(members) == 1 else
+              "ensemble(" + "+".join(map(dir_name, members)) + ")") for members in jobs]
+    seen: dict[tuple[str, str], list[Path]] = {}
+    for members, name in named:
+        for key in (("json", _safe(name)), ("pipeline", _pipeline_name(name, len(members)))):
+            other = seen.setdefault(key, members)
+            if other is members:
+                continue
+            if [m.resolve() for m in other] == [m.resolve() for m in members]:
+                raise BblError(f"{','.join(map(str, members))}: passed twice; evaluate each model (or ensemble) once")
+            raise BblError(f"{','.join(map(str, other))} and {','.join(map(str, members))}: both named {name}, so "
+                           f"one's results would overwrite the other's; give the dirs distinct names (a symlink "
+                           f"will do) or evaluate them into separate --out dirs")
+    return named
+
+
+def _pipeline_name(name: str, members: int) -> str:
+    """The model's folder in the pipeline's layout (`<out>/pipeline/<name>`)."""
+    return _safe(Path(name).stem if members == 1 else name)
 
 
 def _safe(name: str) -> str:

@@ -8,12 +8,12 @@ and the checks every stage makes of a model dir before loading one (config, toke
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 from bbl.config import ModelConfig
 from bbl.data.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
 from bbl.errors import BblError
+from bbl.io import load_json
 
 PAD_ID, BOS_ID, EOS_ID = (SPECIAL_TOKENS.index(t) for t in (PAD, BOS, EOS))
 
@@ -117,6 +117,28 @@ def common_scoring_positions(models) -> int | None:
     return min(limits) if limits else None
 
 
+def load_causal_lm(model_dir: Path, **kwargs):
+    """`AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)`, its failures as one line: call after
+    `check_model_dir`, which names damaged metadata; what is left is the weights (truncated, missing, of another
+    shape) or an architecture this transformers does not know.
+
+    Raises:
+        BblError: "{model_dir}: cannot load the model ({error type}: {its first line}); ...".
+    """
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    except Exception as e:  # transformers, safetensors and torch raise many types for an unreadable model dir
+        raise BblError(f"{model_dir}: cannot load the model ({type(e).__name__}: {str(e).strip().splitlines()[0]}); "
+                       f"save it again with save_pretrained, or pass another dir") from None
+
+
+HF_METADATA = ("tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
+"""The small JSON files of a model dir that `from_pretrained` reads, besides config.json (and tokenizer.json, read
+by `tokenizer_fingerprint`), when present."""
+
+
 def check_seq_len(seq_len: int, positions: int, *, option: str, subject) -> None:
     """Refuse windows longer than a model's positions.
 
@@ -141,7 +163,14 @@ def check_model_dir(model_dir: Path, *, seq_len: int | None = None, option: str 
         raise BblError(f"{d}: not a model dir (no config.json); pass a dir written by {written_by}")
     if not (d / "tokenizer.json").is_file():
         raise BblError(f"{d}: no tokenizer (tokenizer.json) in the model dir; save the tokenizer with the model")
-    config = json.loads((d / "config.json").read_text())
+    fix = f"save the model again ({written_by}) or restore the file"
+    config = load_json(d / "config.json", fix=fix)
+    for name in HF_METADATA:  # what from_pretrained reads besides: damaged, it fails inside transformers
+        load_json(d / name, fix=fix)
     if seq_len is not None:
-        check_seq_len(seq_len, max_positions(config), option=option, subject=d)
+        try:
+            positions = max_positions(config)
+        except (TypeError, ValueError):
+            raise BblError(f"{d / 'config.json'}: names no max_position_embeddings (or n_positions); {fix}") from None
+        check_seq_len(seq_len, positions, option=option, subject=d)
     return config

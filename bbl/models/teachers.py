@@ -22,6 +22,7 @@ from bbl.models.build import (
     check_seq_len,
     count_parameters,
     forward_without_logits,
+    load_causal_lm,
     max_positions,
 )
 
@@ -78,7 +79,6 @@ def load_teachers(teacher_dirs: list[Path], device: str, *, seq_len: int | None 
             any model is loaded).
     """
     import torch
-    from transformers import AutoModelForCausalLM
 
     if dtype not in DTYPES:
         raise BblError(f"--dtype {dtype!r}: use one of {', '.join(DTYPES)}")
@@ -89,10 +89,9 @@ def load_teachers(teacher_dirs: list[Path], device: str, *, seq_len: int | None 
     for d in dirs:
         fp = tokenizer_fingerprint(d)
         if device_map is None:
-            model = AutoModelForCausalLM.from_pretrained(str(d), dtype=getattr(torch, DTYPES[dtype])).to(device)
+            model = load_causal_lm(d, dtype=getattr(torch, DTYPES[dtype])).to(device)
         else:
-            model = AutoModelForCausalLM.from_pretrained(str(d), dtype=getattr(torch, DTYPES[dtype]),
-                                                         device_map=device_map)
+            model = load_causal_lm(d, dtype=getattr(torch, DTYPES[dtype]), device_map=device_map)
         model.eval()
         vocab = load_tokenizer(d).get_vocab_size()
         if model.config.vocab_size < vocab:

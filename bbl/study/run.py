@@ -15,19 +15,23 @@ import json
 import time
 from pathlib import Path
 
+from bbl.cache.integrity import damage_message
 from bbl.cache.reader import open_cache
 from bbl.cache.store import cache_location, group_json
 from bbl.config import PAPER_TEMPERATURE, load_config
 from bbl.data.prepared import PreparedData
+from bbl.distill.recipe import check_distill_inputs
 from bbl.errors import BblError
 from bbl.evaluate.run import EvalConfig
 from bbl.evaluate.suite import check_task_data
 from bbl.evaluate.tasks import ZERO_SHOT
+from bbl.io import load_json
 from bbl.outputs import claim_output
 from bbl.study.arms import Arm, parse_arm, run_argv
 from bbl.study.report import TASK_METRICS, write_study
 from bbl.study.runner import Runner, Step
 from bbl.study.stats import mean_std, paired_interval
+from bbl.train.recipe import check_config_data
 
 STATE_FILE = "study_state.json"
 METRICS = ("best_dev_ce", "blimp", "supplement")
@@ -62,6 +66,36 @@ def check_tasks(tasks, task_data: dict, blimp_dir: Path, supplement_dir: Path) -
     for task in ordered:
         check_task_data(task, config.task_path(task))
     return ordered, task_data
+
+
+def check_arm(arm: Arm, config: str, overrides: list[str], data: PreparedData, teachers: list[Path],
+              readers: dict) -> None:
+    """Everything an arm's runs would refuse, checked before the study's first run: its config with the study's and
+    its own `--set` values, against the prepared data (`check_config_data`), and its cache or teachers
+    (`check_distill_inputs`), the cache holding the windows the student trains on. `readers` holds the caches
+    opened so far, by location (each is opened once: an open lists the store).
+
+    Raises:
+        BblError: what the arm's first run would have failed with.
+    """
+    if arm.mode == "online" and not teachers:
+        raise BblError("an online arm needs the study's --teacher DIR ...")
+    cfg = load_config(config, [*overrides, *arm.overrides, "training.seed=0"])  # as `run_argv` passes them
+    check_config_data(cfg, data)
+    if arm.mode == "online":
+        check_distill_inputs(cfg, data, teacher_dirs=teachers)
+    if arm.mode != "cached":
+        return
+    reader = readers.get(arm.cache) or readers.setdefault(arm.cache, open_cache(arm.cache))
+    selection = reader.attrs.get("window_selection", {})  # opened: complete, no missing chunk
+    t = cfg.training
+    want = (t.max_train_windows, t.window_seed if t.max_train_windows else None)
+    if (selection.get("max_windows"), selection.get("seed") if selection.get("max_windows") else None) != want:
+        raise BblError(f"{arm.cache}: dumped for max_windows {selection.get('max_windows')}, seed "
+                       f"{selection.get('seed')}, the student trains on max_train_windows {t.max_train_windows}, "
+                       f"data_seed {t.window_seed}: arms would see other windows; --set training.max_train_windows=... "
+                       f"training.data_seed=... to match the cache")
+    check_distill_inputs(cfg, data, reader=reader)
 
 
 def _eval_argv(model_dir: Path, out: Path, blimp_dir: Path, supplement_dir: Path, max_pairs: int | None,
@@ -110,7 +144,7 @@ def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None
     if seeds < 1:
         raise BblError(f"--seeds {seeds} must be >= 1")
     cfg = load_config(config, list(overrides))
-    PreparedData(data_dir)
+    data = PreparedData(data_dir)
     teachers = [Path(t) for t in teachers]
     arms = [Arm("baseline", "baseline")]
     temperature = cfg.distill.temperature
@@ -121,6 +155,7 @@ def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None
     if teachers:
         arms.append(Arm("online", "online", overrides=[f"distill.temperature={temperature or PAPER_TEMPERATURE}"]))
     arms += [parse_arm(s, default_cache=cache_location(cache) if cache else None) for s in arm_specs]
+    spec_names = {a.name for a in arms[len(arms) - len(arm_specs):]}
     names = [a.name for a in arms]
     if len(set(names)) != len(names):
         raise BblError(f"--arm: arm names must be unique, got {', '.join(names)}")
@@ -129,19 +164,17 @@ def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None
     if data_seed is None:  # fix the windows and the dev subset across seeds, so that seeds are paired
         data_seed = study_cache.attrs.get("window_selection", {}).get("seed", 0) if study_cache else 0
         overrides.append(f"training.data_seed={data_seed}")
-    for arm in arms:
-        if arm.mode == "online" and not teachers:
-            raise BblError(f"--arm {arm.name}: an online arm needs the study's --teacher DIR ...")
-        if arm.cache is not None:
-            reader = study_cache if study_cache and arm.cache == cache_location(cache) else open_cache(arm.cache)
-            selection = reader.attrs.get("window_selection", {})  # opened: complete, no missing chunk
-            want = (cfg.training.max_train_windows, data_seed if cfg.training.max_train_windows else None)
-            if (selection.get("max_windows"), selection.get("seed") if selection.get("max_windows") else None) != want:
-                raise BblError(f"{arm.cache}: dumped for max_windows {selection.get('max_windows')}, seed "
-                               f"{selection.get('seed')}, the student trains on max_train_windows "
-                               f"{cfg.training.max_train_windows}, data_seed {data_seed}: arms would see other windows; "
-                               f"--set training.max_train_windows=... training.data_seed=... to match the cache")
     tasks, task_data = check_tasks(tasks, task_data or {}, blimp_dir, supplement_dir)
+    readers = {cache_location(cache): study_cache} if study_cache else {}
+    for arm in arms:
+        try:
+            check_arm(arm, config, overrides, data, teachers, readers)
+        except BblError as e:
+            raise BblError(f"--arm {arm.name}: {e}" if arm.name in spec_names else str(e)) from None
+    for location, reader in readers.items():  # decode every chunk once (crc32c): damage stops the study now
+        damaged = reader.scan()
+        if damaged:
+            raise BblError(damage_message(location, damaged, reader.attrs))
     evals = {"tasks": tasks, "task_data": task_data}
 
     workdir = Path(workdir)
@@ -176,7 +209,7 @@ def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None
 def _eval_numbers(path: Path, tasks=DEFAULT_TASKS) -> dict:
     """A model's numbers from its `bbl eval` JSON: BLiMP and supplement (and their pair counts), then each other
     task's headline numbers (`TASK_METRICS`)."""
-    results = json.loads(path.read_text())["tasks"]
+    results = load_json(path, fix=f"delete {path.parent} and re-run the same `bbl study` command")["tasks"]
     return {"blimp": results["blimp"]["overall"], "supplement": results["supplement"]["overall"],
             "blimp_pairs": results["blimp"].get("pairs"), "supplement_pairs": results["supplement"].get("pairs"),
             **{m.name: results[m.task][m.key] for m in TASK_METRICS if m.task in tasks}}
@@ -199,7 +232,7 @@ def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], st
         runs = []
         for seed in range(seeds):
             d = workdir / "runs" / arm.name / f"seed{seed}"
-            run = json.loads((d / "bbl_run.json").read_text())
+            run = load_json(d / "bbl_run.json", fix=f"delete {d} and {RESUME_HINT}")
             ledger = run.get("ledger") or {}
             runs.append({"seed": seed, "best_dev_ce": run["best_eval_loss"], "global_step": run["global_step"],
                          "parameters": run.get("parameters"), "words_seen": ledger.get("words_seen"),
@@ -218,7 +251,7 @@ def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], st
         arm["mean_curve"] = [(s, sum(v for r in arm["runs"] for t, v in r["curve"] if t == s)
                               / sum(1 for r in arm["runs"] for t, _ in r["curve"] if t == s)) for s in steps]
     for t in teachers:
-        run = json.loads((t / "bbl_run.json").read_text()) if (t / "bbl_run.json").is_file() else {}
+        run = load_json(t / "bbl_run.json", fix=f"re-train teacher {t}, or delete its bbl_run.json") or {}
         out["teachers"][t.name] = {"path": str(t), "best_dev_ce": run.get("best_eval_loss"),
                                    "parameters": run.get("parameters"),
                                    "words_seen": (run.get("ledger") or {}).get("words_seen"),

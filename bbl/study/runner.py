@@ -54,11 +54,15 @@ def is_complete(output: Path) -> bool:
     marker = completion_marker(output)
     if not marker.is_file():
         return False
+    if marker.name not in ("bbl_run.json", "zarr.json"):
+        return True  # manifest.json, results.json and study.json are written last, atomically
+    try:
+        meta = load_json(marker)
+    except BblError:  # damaged: not a finished output; the step's own command names the file when it reads it
+        return False
     if marker.name == "bbl_run.json":
-        return bool(json.loads(marker.read_text()).get("complete"))
-    if marker.name == "zarr.json":
-        return bool(json.loads(marker.read_text()).get("attributes", {}).get("complete"))
-    return True  # manifest.json, results.json and study.json are written last, atomically
+        return bool(meta.get("complete"))
+    return bool((meta.get("attributes") or {}).get("complete"))
 
 
 def marker_digest(output: Path) -> bytes:
@@ -109,7 +113,7 @@ class Runner:
 
     def __init__(self, state_path: Path, initial: dict, *, env: dict | None = None, log=print):
         self.path, self.env, self.log = Path(state_path), env, log
-        self.state = load_json(self.path) or initial
+        self.state = load_json(self.path, fix="delete it: the next run redoes the steps it recorded") or initial
 
     def save(self) -> None:
         atomic_write_json(self.path, self.state)

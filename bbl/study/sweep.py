@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 import typing
 import warnings
@@ -27,10 +28,12 @@ import yaml
 
 from bbl.config import SECTIONS, Config, load_config
 from bbl.errors import BblError
-from bbl.io import atomic_save_figure, atomic_write_json, atomic_write_text
+from bbl.io import atomic_save_figure, atomic_write_json, atomic_write_text, parse_yaml
 from bbl.outputs import check_output
 
 SPACE_TYPES = ("loguniform", "uniform", "int", "choice")
+CHOICE_TYPES = (str, int, float, bool, type(None))
+"""What a choice may be: the values Optuna's categorical distribution stores."""
 PRUNERS = ("hyperband", "median", "none")
 STORE_FILE = "sweep.db"
 
@@ -64,7 +67,7 @@ def load_space(path: Path) -> list[Param]:
     path = Path(path)
     if not path.is_file():
         raise BblError(f"--space {path}: file not found; pass a YAML of SECTION.KEY: {{type, low, high}} entries")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = parse_yaml(path.read_bytes(), str(path)) or {}
     if not isinstance(raw, dict) or not raw:
         raise BblError(f"{path}: no settings to search; write SECTION.KEY: {{type: loguniform, low: 1e-4, high: 1e-2}}")
     params = []
@@ -75,24 +78,61 @@ def load_space(path: Path) -> list[Param]:
         if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
             raise BblError(f"{path}: {key}: give type: one of {', '.join(SPACE_TYPES)}")
         kind = spec["type"]
+        hint = typing.get_type_hints(SECTIONS[section])[field]
+        if kind in ("uniform", "loguniform") and float not in (typing.get_args(hint) or (hint,)):
+            raise BblError(f"{path}: {key}: a {kind} range draws real numbers, which {key} does not take; use "
+                           f"type: int (a whole-number setting) or type: choice")
         if kind == "choice":
             choices = spec.get("choices")
             if not isinstance(choices, list) or not choices:
                 raise BblError(f"{path}: {key}: a choice needs choices: [A, B, ...]")
+            odd = [c for c in choices if not isinstance(c, CHOICE_TYPES)
+                   or (isinstance(c, float) and not math.isfinite(c))]
+            if odd:  # Optuna stores a categorical's values as they are: numbers, strings, booleans or null
+                raise BblError(f"{path}: {key}: choice {odd[0]!r} is not a finite number, a string, true/false or "
+                               f"null; write a comma-separated string for a list setting")
+            if len(set(choices)) != len(choices):
+                raise BblError(f"{path}: {key}: choices {choices} repeat a value; list each once")
             params.append(Param(str(key), kind, choices=tuple(choices)))
             continue
         try:
             low, high = float(spec["low"]), float(spec["high"])
         except (KeyError, TypeError, ValueError):
             raise BblError(f"{path}: {key}: a {kind} range needs numeric low and high") from None
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise BblError(f"{path}: {key}: low {spec['low']} and high {spec['high']} must be finite numbers")
         if not low < high or (kind == "loguniform" and low <= 0):
             raise BblError(f"{path}: {key}: need low < high{' and low > 0' if kind == 'loguniform' else ''}")
+        log = spec.get("log", False)
+        if not isinstance(log, bool):
+            raise BblError(f"{path}: {key}: log {log!r}: use true or false")
         if kind == "int":
             if low != int(low) or high != int(high):
                 raise BblError(f"{path}: {key}: an int range needs whole low and high")
+            if log and low < 1:
+                raise BblError(f"{path}: {key}: an int range with log: true needs low >= 1")
             low, high = int(low), int(high)
-        params.append(Param(str(key), kind, low, high, log=bool(spec.get("log", False))))
+        params.append(Param(str(key), kind, low, high, log=log))
     return params
+
+
+def check_space(sweep: SweepConfig, params: list[Param]) -> None:
+    """Refuse a space value no trial could run with, before the study is created (a study records its space: one
+    created from a broken space would refuse the corrected one): each choice, and each range's low and high, as a
+    trial would set it on the sweep's config and `--set` values, the other settings at their first value.
+
+    Raises:
+        BblError: naming the space file, the key and the value, then the config's own complaint.
+    """
+    trial_config(sweep, {})  # the sweep's config and --set values alone: their own error
+    first = {p.key: p.choices[0] if p.type == "choice" else p.low for p in params}
+    for p in params:
+        for value in p.choices if p.type == "choice" else (p.low, p.high):
+            try:
+                trial_config(sweep, {**first, p.key: value})
+            except BblError as e:  # the config names the value as the --set a trial passes; the user wrote no --set
+                reason = str(e).removeprefix(f"--set {f'{p.key}={_yaml(value)}'!r}: ")
+                raise BblError(f"{sweep.space}: {p.key}: {value!r} is no valid value ({reason})") from None
 
 
 def make_pruner(spec: str):
@@ -280,7 +320,7 @@ def run_sweep(sweep: SweepConfig, *, log=print) -> dict:
     params = load_space(sweep.space)
     make_pruner(sweep.pruner)
     PreparedData(sweep.data_dir)
-    trial_config(sweep, {p.key: p.choices[0] if p.type == "choice" else p.low for p in params})  # keys, types
+    check_space(sweep, params)
     workdir = Path(sweep.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

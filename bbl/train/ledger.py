@@ -22,6 +22,7 @@ import numpy as np
 from bbl.config import parse_word_checkpoints
 from bbl.data.words import checkpoint_name, window_words, words_per_step
 from bbl.errors import BblError
+from bbl.io import load_json
 from bbl.runtime import world_size
 from bbl.train.batching import resolve_batch, train_sampler
 
@@ -156,7 +157,8 @@ def teacher_ledgers(teachers: list[dict]) -> list[dict]:
                         "architecture": info.get("architecture"), "external": True,
                         "source": "pretrained, not trained by bbl", "words_seen": None})
             continue
-        ledger = json.loads(run.read_text()).get("ledger", {}) if run.is_file() else {}
+        ledger = (load_json(run, fix=f"re-train {d} or delete {run.name} there (its words are then unknown)")
+                  or {}).get("ledger") or {}
         out.append({"path": str(d), "words_seen": ledger.get("words_seen"), "tokens_seen": ledger.get("tokens_seen"),
                     "epochs": ledger.get("epochs")})
     return out
@@ -166,7 +168,7 @@ def _model_name(model_dir: Path) -> str:
     """A pretrained model's name: its config's `_name_or_path` when that names a hub model (org/name), else the
     dir's name (a hub download saved with `save_pretrained(DIR)`: name DIR after the model)."""
     config = model_dir / "config.json"
-    name = json.loads(config.read_text()).get("_name_or_path") if config.is_file() else None
+    name = (load_json(config, fix="save the model again with save_pretrained") or {}).get("_name_or_path")
     return name if isinstance(name, str) and name.count("/") == 1 and not Path(name).exists() else model_dir.name
 
 

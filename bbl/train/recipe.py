@@ -14,7 +14,7 @@ from bbl.config import Config
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
 from bbl.errors import BblError
-from bbl.io import atomic_write_json
+from bbl.io import atomic_write_json, parse_yaml
 from bbl.models.build import check_seq_len
 from bbl.outputs import check_output, claim_output
 from bbl.runtime import finish_distributed, is_main_process, world_size
@@ -41,9 +41,10 @@ def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData, log
                              subject=f"{last}: checkpoint", reference=data.tokenizer_dir,
                              fix="resume with the --data it was trained on, or choose another --out")
     if last and saved.is_file():
-        import yaml
-
-        old, new = yaml.safe_load(saved.read_text()), cfg.to_dict()
+        old, new = parse_yaml(saved.read_bytes(), str(saved), fix="restore it, or start over in another --out"), \
+            cfg.to_dict()
+        if not isinstance(old, dict) or not all(isinstance(old.get(s), dict) for s in new if isinstance(new[s], dict)):
+            raise BblError(f"{saved}: not the config bbl saved for this run; restore it, or start over in another --out")
         for d in (old, new):  # settings that change neither the math nor the data may differ on resume
             for key in ("stop_after_steps", "loss_impl", "loss_chunk_rows"):
                 d["training"].pop(key, None)
@@ -53,6 +54,24 @@ def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData, log
             raise BblError(f"{saved}: --resume with a different config ({', '.join(diff)}); "
                            f"use the original config or another --out")
     return last
+
+
+def check_config_data(cfg: Config, data: PreparedData) -> int | None:
+    """What `train_lm` checks of a config against the prepared data before it builds a model (`bbl study` checks
+    each arm's config with it before its first run): the vocabulary, `training.seq_len` within the model's
+    positions, and a `<mask>` token for mlm phases. Returns that token's id (None without mlm phases).
+
+    Raises:
+        BblError: naming the key and the fix.
+    """
+    if cfg.model.vocab_size is not None and cfg.model.vocab_size != data.vocab_size:
+        raise BblError(f"{data.tokenizer_dir}: tokenizer has {data.vocab_size} tokens but model.vocab_size is "
+                       f"{cfg.model.vocab_size}; drop model.vocab_size or re-run bbl prepare --vocab-size")
+    check_seq_len(cfg.training.seq_len, cfg.model.max_position_embeddings, option="training.seq_len",
+                  subject="the model (model.max_position_embeddings)")
+    if not has_mlm(cfg.training.phases):
+        return None
+    return data.mask_token_id(needed_by="training.objective_schedule's mlm phases")
 
 
 def _phased(cfg: Config, data: PreparedData, train, mask_token_id: int, *, cached: bool) -> PhasedDataset:
@@ -100,15 +119,7 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ov
     out = Path(out)
     check_run_out(out, resume=resume, overwrite=overwrite)
     data = PreparedData(data_dir, check_hashes=True)
-    vocab = data.vocab_size
-    if cfg.model.vocab_size is not None and cfg.model.vocab_size != vocab:
-        raise BblError(f"{data.tokenizer_dir}: tokenizer has {vocab} tokens but model.vocab_size is "
-                       f"{cfg.model.vocab_size}; drop model.vocab_size or re-run bbl prepare --vocab-size")
-    check_seq_len(cfg.training.seq_len, cfg.model.max_position_embeddings, option="training.seq_len",
-                  subject="the model (model.max_position_embeddings)")
-    phases = cfg.training.phases
-    mask_token_id = data.mask_token_id(needed_by="training.objective_schedule's mlm phases") if has_mlm(phases) \
-        else None
+    mask_token_id = check_config_data(cfg, data)
     with claim_output(out, "model", overwrite=overwrite, finished_ok=resume, lock=is_main_process(), log=log):
         return _train(cfg, data, data_dir, out, resume=resume, kind=kind, mask_token_id=mask_token_id,
                       train_dataset=train_dataset, trainer_base=trainer_base, trainer_kwargs=trainer_kwargs,
