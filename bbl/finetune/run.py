@@ -23,7 +23,6 @@ from bbl.finetune.recipe import (
     FinetuneConfig,
     TaskRecipe,
     keep_best_epoch,
-    make_finetune_trainer,
     metrics_function,
     pipeline_optimizer,
     total_steps,
@@ -64,6 +63,7 @@ def finetune_task(model_dir: Path, task: str, tokenizer, train: tuple[list, list
     from transformers import DataCollatorWithPadding, set_seed
 
     from bbl.finetune.model import CausalLMClassifier
+    from bbl.finetune.trainer import FinetuneTrainer
 
     recipe: TaskRecipe = config.recipe(task)
     train_ids, cut_train = encode_pairs(tokenizer, train[0], max_length)
@@ -75,7 +75,7 @@ def finetune_task(model_dir: Path, task: str, tokenizer, train: tuple[list, list
     model = CausalLMClassifier.from_pretrained(model_dir, TASK_FORMATS[task].num_labels, read=config.read)
     keep = keep_best_epoch(recipe.metric)
     with tempfile.TemporaryDirectory(prefix="bbl-finetune-") as scratch:
-        trainer = make_finetune_trainer()(
+        trainer = FinetuneTrainer(
             model=model,
             args=training_arguments(recipe, train_examples=len(train_ids), seed=config.seed, device=config.device,
                                     output_dir=scratch, progress=progress),
