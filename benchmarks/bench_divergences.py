@@ -1,9 +1,9 @@
 """Cached distillation step time of every `distill.divergence` against forward KL: same student, same batch, same
-targets, side by side in one process (divergences interleaved within each repetition), medians.
+targets, side by side in one process (the divergences take turns step by step), medians.
 
 Usage:
     python benchmarks/bench_divergences.py [--student student-cpu] [--vocab-size 4096] [--top-k 64] [--steps 5]
-        [--reps 3] [--kind topk_tail] [--cache PATH] [--json F]
+        [--reps 3] [--kind topk_tail] [--cache PATH] [--threads N] [--json F]
     python benchmarks/bench_divergences.py --student llama-58m --vocab-size 16000 --batch-size 4   # paper student
 
 The step is what `bbl distill` runs per batch with the default `loss_impl: chunked`: the student's forward to its
@@ -11,7 +11,9 @@ last hidden states, the chunked LM head + CE + KD (`bbl.losses.chunked.chunked_h
 backward and an AdamW step. "head" times the chunked loss alone (forward + backward from fixed hidden states),
 where the divergences differ. Targets are a synthetic teacher's top-k at T = 2 (a random logit table, the cache's
 arrays exactly as `dump-logits` stores them: ids, fp16 log-probs, fp32 tail) unless `--cache` names a real top-k
-cache, whose first windows are used. The target: every divergence's step within 1.10x of forward KL's.
+cache, whose first windows are used. The target: every divergence's step within 1.10x of forward KL's. Wall and
+CPU time are both reported: on a machine other jobs share, wall time swings with their load, while this
+process's CPU time (with `--threads 1`) stays comparable across the divergences.
 """
 
 from __future__ import annotations
@@ -54,32 +56,25 @@ def cache_batch(path: Path, batch_size: int) -> dict:
                                                            "tail_logprob")}
 
 
-def time_divergence(div: Divergence, cfg, vocab: int, batch: dict, kind: str, steps: int) -> tuple[float, float]:
-    """Median seconds of a full training step and of the chunked loss alone, after one warm-up step."""
-    model = build_model(cfg.model, vocab, seed=0).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    kd = KDTargets(kind, batch["topk_ids"], batch["topk_logprobs"], batch["tail_logprob"])
+def timed_step(div: Divergence, model, opt, batch: dict, kd: KDTargets) -> tuple[float, float, float, float]:
+    """Seconds of one training step with `div` and of the chunked loss alone (forward + backward from the step's
+    hidden states, detached): (step wall, head wall, step CPU, head CPU). CPU time (`time.process_time`, this
+    process's threads) is what stays comparable when other jobs share the cores."""
     weight = model.get_output_embeddings().weight
-    step_t, head_t = [], []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
-        hidden = forward_without_logits(model, batch["input_ids"]).hidden_states[-1]
-        loss, _, _ = chunked_head_loss(hidden, weight, batch["labels"], kd=kd, alpha=0.5, temperature=TEMPERATURE,
-                                       divergence=div)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        t1 = time.perf_counter()
-        fixed = hidden.detach().requires_grad_()  # the head alone, from the same hidden states
-        t2 = time.perf_counter()
-        head_loss, _, _ = chunked_head_loss(fixed, weight, batch["labels"], kd=kd, alpha=0.5,
-                                            temperature=TEMPERATURE, divergence=div)
-        torch.autograd.grad(head_loss, [fixed, weight])
-        t3 = time.perf_counter()
-        if i:  # the first step warms up
-            step_t.append(t1 - t0)
-            head_t.append(t3 - t2)
-    return statistics.median(step_t), statistics.median(head_t)
+    c0, t0 = time.process_time(), time.perf_counter()
+    hidden = forward_without_logits(model, batch["input_ids"]).hidden_states[-1]
+    loss, _, _ = chunked_head_loss(hidden, weight, batch["labels"], kd=kd, alpha=0.5, temperature=TEMPERATURE,
+                                   divergence=div)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    c1, t1 = time.process_time(), time.perf_counter()
+    fixed = hidden.detach().requires_grad_()
+    c2, t2 = time.process_time(), time.perf_counter()
+    head_loss, _, _ = chunked_head_loss(fixed, weight, batch["labels"], kd=kd, alpha=0.5, temperature=TEMPERATURE,
+                                        divergence=div)
+    torch.autograd.grad(head_loss, [fixed, weight])
+    return t1 - t0, time.perf_counter() - t2, c1 - c0, time.process_time() - c2
 
 
 def main():
@@ -93,8 +88,12 @@ def main():
     ap.add_argument("--cache", type=Path, default=None, help="a top-k cache to take the batch from")
     ap.add_argument("--steps", type=int, default=5, help="timed steps per divergence per repetition")
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's); 1 keeps CPU "
+                    "time free of the spin-waits of a pool whose other thread is descheduled on a shared machine")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = load_config(args.student)
     batch_size, seq_len = args.batch_size or cfg.training.batch_size, args.seq_len or cfg.training.seq_len
     if args.cache:
@@ -108,26 +107,40 @@ def main():
           f"{batch_size} x {seq_len}, top-{top_k} {args.kind} targets "
           f"({'cache ' + str(args.cache) if args.cache else 'synthetic'}), T = {TEMPERATURE}, {args.steps} steps x "
           f"{args.reps} reps (median), {torch.get_num_threads()} torch threads\n")
-    runs = {n: [] for n in names}
-    for _ in range(args.reps):  # interleave the divergences so drift on the machine hits all of them
+    # One student and optimizer for all (a step's time does not depend on which divergence moved the weights);
+    # the divergences take turns step by step, so drift on a shared machine hits each of them alike.
+    model = build_model(cfg.model, args.vocab_size, seed=0).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    kd = KDTargets(args.kind, batch["topk_ids"], batch["topk_logprobs"], batch["tail_logprob"])
+    for n in names:  # warm-up
+        timed_step(Divergence(n), model, opt, batch, kd)
+    runs = {n: [] for n in names}  # per repetition: the median over its steps of each of timed_step's figures
+    for _ in range(args.reps):
+        times = {n: [] for n in names}
+        for _ in range(args.steps):
+            for n in names:
+                times[n].append(timed_step(Divergence(n), model, opt, batch, kd))
         for n in names:
-            runs[n].append(time_divergence(Divergence(n), cfg, args.vocab_size, batch, args.kind, args.steps))
-    step = {n: statistics.median(r[0] for r in v) for n, v in runs.items()}
-    head = {n: statistics.median(r[1] for r in v) for n, v in runs.items()}
+            runs[n].append(tuple(statistics.median(t[i] for t in times[n]) for i in range(4)))
+    fig = {n: [statistics.median(r[i] for r in v) for i in range(4)] for n, v in runs.items()}
+    step, head, step_cpu, head_cpu = ({n: fig[n][i] for n in names} for i in range(4))
     base = "forward_kl"
-    print("| divergence | step (ms) | ÷ forward_kl | head: chunked loss fwd+bwd (ms) | ÷ forward_kl |\n"
-          "|---|---:|---:|---:|---:|")
+    print("| divergence | step wall (ms) | ÷ forward_kl | step CPU (ms) | ÷ forward_kl | head wall (ms) | "
+          "÷ forward_kl | head CPU (ms) | ÷ forward_kl |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in names:
-        print(f"| {n} | {1e3 * step[n]:.1f} | {step[n] / step[base]:.3f} | {1e3 * head[n]:.1f} | "
-              f"{head[n] / head[base]:.3f} |")
-    worst = max((n for n in names if n != base), key=lambda n: step[n] / step[base])
-    print(f"\nslowest: {worst}, step {step[worst] / step[base]:.3f}x forward KL "
-          f"({'within' if step[worst] / step[base] <= TARGET_RATIO else 'over'} the {TARGET_RATIO:.2f}x target)")
+        print(" | ".join([f"| {n}"] + [f"{1e3 * d[n]:.1f} | {d[n] / d[base]:.3f}" for d in (step, step_cpu, head,
+                                                                                             head_cpu)]) + " |")
+    for label, d in (("wall", step), ("CPU", step_cpu)):
+        worst = max((n for n in names if n != base), key=lambda n: d[n] / d[base])
+        print(f"slowest by step {label} time: {worst}, {d[worst] / d[base]:.3f}x forward KL "
+              f"({'within' if d[worst] / d[base] <= TARGET_RATIO else 'over'} the {TARGET_RATIO:.2f}x target)")
     record = {"student": args.student, "parameters": params, "vocab_size": args.vocab_size, "batch_size": batch_size,
               "seq_len": seq_len, "top_k": top_k, "kind": args.kind, "targets": str(args.cache or "synthetic"),
               "temperature": TEMPERATURE, "steps": args.steps, "reps": args.reps, "threads": torch.get_num_threads(),
               "divergences": {n: {"step_ms": 1e3 * step[n], "step_ratio": step[n] / step[base],
+                                  "step_cpu_ms": 1e3 * step_cpu[n], "step_cpu_ratio": step_cpu[n] / step_cpu[base],
                                   "head_ms": 1e3 * head[n], "head_ratio": head[n] / head[base],
+                                  "head_cpu_ms": 1e3 * head_cpu[n], "head_cpu_ratio": head_cpu[n] / head_cpu[base],
                                   "reps_step_ms": [1e3 * r[0] for r in runs[n]]} for n in names},
               "target_ratio": TARGET_RATIO}
     print(json.dumps(record))
