@@ -29,6 +29,9 @@ their log-probs and the tail's log mass; sampled: `num_samples` ids drawn with r
 al. 2025); hybrid: topk's arrays plus `num_samples` ids drawn from the tail renormalised."""
 KDVariant = typing.Literal["topk_tail", "topk_renorm", "sampled", "hybrid"]
 Reduction = typing.Literal["token_mean", "babyllama"]
+DivergenceName = typing.Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_rkl", "tvd", "akl"]
+"""What the KD term measures between teacher and student (`distill.divergence`; each registered by name in
+`bbl.losses.divergences`, which says which cache readings it supports)."""
 Objective = typing.Literal["clm", "mlm"]
 """A training phase's objective: clm (causal mask, next-token CE) or mlm (bidirectional mask, CE on masked tokens)."""
 MLMTarget = typing.Literal["previous", "own"]
@@ -302,11 +305,29 @@ class DistillConfig:
     reduction: Reduction = "token_mean"
     """token_mean (KL averaged over positions, like CE) or babyllama (summed over positions / batch, the
     original code's nn.KLDivLoss(reduction='batchmean') on (B, S, V): ~S times the nominal weight)."""
+    divergence: DivergenceName = "forward_kl"
+    """What KD measures between the teacher's p and the student's q, on the (k+1)-outcome coarsening of a top-k
+    cache (k ids + tail) or the full vocabulary online (`bbl.losses.divergences`): forward_kl (KL(p‖q), the paper's),
+    reverse_kl (KL(q‖p)), jsd (GKD's generalised JSD, `jsd_beta`), skew_kl / skew_rkl (DistiLLM, `skew`), tvd (total
+    variation), akl (adaptive KL, Wu et al. 2025). Top-k caches read topk_tail and online distillation take every one;
+    topk_renorm refuses reverse_kl and akl (infinite: no teacher mass on the tail), sampled and hybrid targets take
+    forward_kl only (the one with an unbiased estimator from draws); docs/cache-format.md, "Divergences"."""
+    jsd_beta: float = 0.5
+    """beta of `divergence: jsd` (TRL's GKDConfig.beta): beta KL(p‖m) + (1-beta) KL(q‖m), m = beta p + (1-beta) q, in
+    (0, 1); 0.5 is the symmetric JSD (at most ln 2). Its ends are forward_kl (0) and reverse_kl (1): set those."""
+    skew: float = 0.1
+    """The skew of DistiLLM's `skew_kl` KL(p ‖ skew p + (1-skew) q) and `skew_rkl` KL(q ‖ (1-skew) p + skew q), in
+    (0, 1); the paper calls it alpha (default 0.1), unrelated to `alpha` here (the CE weight). At 0 they would be
+    forward_kl / reverse_kl: set those."""
 
     def __post_init__(self):
         check_finite(self, "distill")
         if not 0.0 <= self.alpha <= 1.0:
             raise BblError(f"distill.alpha {self.alpha} is outside [0, 1]")
+        for name, ends in (("jsd_beta", "0 is divergence=forward_kl, 1 is reverse_kl"),
+                           ("skew", "0 is divergence=forward_kl / reverse_kl, 1 makes the divergence 0")):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise BblError(f"distill.{name} {getattr(self, name)} must be in (0, 1) ({ends})")
         if self.temperature is not None and self.temperature <= 0:
             raise BblError(f"distill.temperature {self.temperature} must be > 0")
         check_literals(self, "distill")

@@ -99,13 +99,19 @@ def coarse_kl(exact_logprobs_at_ids, exact_tail, stored_logprobs, stored_tail) -
     negative. After renormalising this is a true KL between distributions, hence never negative (float64 rounding
     below 1e-15 is clipped at 0). The mass the rounding adds or removes is reported by `mass_defect`.
 
+    Computed in float64 by the KD loss's own (k+1) KL (`bbl.losses.divergences.coarse_kl`).
+
     Args: (..., K) and (...) float arrays of log-probabilities; -inf tails (K == V) contribute 0.
+    Returns: (...) float64 array, nats.
     """
-    pe = _coarse_logprobs(exact_logprobs_at_ids, exact_tail)
-    ps = _coarse_logprobs(stored_logprobs, stored_tail)
-    with np.errstate(invalid="ignore"):
-        terms = np.where(np.isneginf(pe), 0.0, np.exp(pe) * (pe - np.where(np.isneginf(ps), -1e30, ps)))
-    return np.maximum(terms.sum(-1), 0.0)
+    import torch
+
+    from bbl.losses.divergences import coarse_kl as kl_of_coarsenings
+
+    pe = torch.from_numpy(_coarse_logprobs(exact_logprobs_at_ids, exact_tail))
+    ps = torch.from_numpy(_coarse_logprobs(stored_logprobs, stored_tail))
+    kl = kl_of_coarsenings(pe[..., :-1], pe[..., -1], ps[..., :-1], ps[..., -1]).numpy()
+    return np.maximum(kl, 0.0)
 
 
 def mass_defect(stored_logprobs, stored_tail) -> np.ndarray:

@@ -17,8 +17,9 @@ from bbl.cache.reader import open_cache
 from bbl.config import KD_VARIANTS_OF_CACHE, PAPER_TEMPERATURE, Config
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
-from bbl.distill.trainer import make_distill_trainer
+from bbl.distill.trainer import DistillTrainer
 from bbl.errors import BblError
+from bbl.losses.divergences import reading_problem
 from bbl.models.build import check_model_dir
 from bbl.models.teachers import load_teachers
 from bbl.train.ledger import teacher_ledgers
@@ -33,7 +34,8 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     Raises:
         BblError: neither or both of cache and teachers; cache incomplete or not matching the prepared data,
             tokenizer, seq_len, vocab or temperature (see `CacheReader.validate`); a cache whose targets kind
-            `distill.kd_variant` does not read (`bbl.config.KD_VARIANTS_OF_CACHE`); plus `train_lm`'s errors.
+            `distill.kd_variant` does not read (`bbl.config.KD_VARIANTS_OF_CACHE`); a `distill.divergence` the
+            reading does not support (`bbl.losses.divergences.reading_problem`); plus `train_lm`'s errors.
     """
     if bool(cache_path) == bool(teacher_dirs):
         raise BblError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
@@ -62,9 +64,9 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     teacher_infos = reader.attrs.get("teachers", []) if cache_path else infos
     provenance["teacher_ledgers"] = teacher_ledgers(teacher_infos)  # the ledger counts bbl's teachers' words too
     provenance.update(alpha=d.alpha, temperature=kwargs["temperature"], kd_variant=d.kd_variant,
-                      reduction=d.reduction)
-    return train_lm(cfg, data_dir, out, resume=resume, overwrite=overwrite, kind="student_distilled", train_dataset=dataset,
-                    trainer_base=make_distill_trainer(), trainer_kwargs=kwargs, provenance=provenance,
+                      reduction=d.reduction, divergence=d.divergence, jsd_beta=d.jsd_beta, skew=d.skew)
+    return train_lm(cfg, data_dir, out, resume=resume, overwrite=overwrite, kind="student_distilled",
+                    train_dataset=dataset, trainer_base=DistillTrainer, trainer_kwargs=kwargs, provenance=provenance,
                     callbacks=callbacks, log=log)
 
 
@@ -95,6 +97,9 @@ def check_distill_inputs(cfg: Config, data: PreparedData, *, reader=None, teache
         raise BblError(f"{reader.path}: holds {reader.targets} targets, which distill.kd_variant={d.kd_variant} "
                        f"does not read; set distill.kd_variant={fits} or dump a cache with --targets "
                        f"{'topk' if d.kd_variant.startswith('topk') else d.kd_variant}")
+    problem = reading_problem(d.divergence, d.kd_variant)
+    if problem:
+        raise BblError(f"{reader.path}: {problem}")
     if reader.targets != "topk" and d.temperature is not None and abs(d.temperature - reader.temperature) > 1e-9:
         raise BblError(f"{reader.path}: {reader.targets} targets were drawn at temperature {reader.temperature} "
                        f"and cannot be re-tempered; drop distill.temperature or dump at {d.temperature}")

@@ -163,18 +163,6 @@ class FullBatchSampler(EpochPermutationSampler):
         return iter(list(super().__iter__())[:self.kept])
 
 
-def make_finetune_trainer():
-    """A transformers `Trainer` subclass whose train order is `FullBatchSampler`."""
-    from transformers import Trainer
-
-    class FinetuneTrainer(Trainer):
-        def _get_train_sampler(self, train_dataset=None):
-            ds = train_dataset if train_dataset is not None else self.train_dataset
-            return FullBatchSampler(len(ds), batch_size=self.args.per_device_train_batch_size, seed=self.args.seed)
-
-    return FinetuneTrainer
-
-
 def training_arguments(recipe: TaskRecipe, *, train_examples: int, seed: int, device: str, output_dir: str,
                        progress: bool = True, checkpoints: bool = False):
     """`TrainingArguments` of one task's run: the recipe's batch and epochs, lr 3e-5 with 6% linear warmup and

@@ -24,7 +24,6 @@ from bbl.finetune.recipe import (
     FinetuneConfig,
     TaskRecipe,
     keep_best_epoch,
-    make_finetune_trainer,
     metrics_function,
     pipeline_optimizer,
     total_steps,
@@ -70,6 +69,7 @@ def finetune_task(model_dir: Path, task: str, tokenizer, train: tuple[list, list
     from transformers import DataCollatorWithPadding, set_seed
 
     from bbl.finetune.model import CausalLMClassifier
+    from bbl.finetune.trainer import FinetuneTrainer
 
     recipe: TaskRecipe = config.recipe(task)
     train_ids, cut_train = encode_pairs(tokenizer, train[0], max_length)
@@ -83,7 +83,7 @@ def finetune_task(model_dir: Path, task: str, tokenizer, train: tuple[list, list
     resume_from = work.begin()
     if resume_from is not None:
         log(f"{task}: resuming {resume_from}")
-    trainer = make_finetune_trainer()(
+    trainer = FinetuneTrainer(
         model=model,
         args=training_arguments(recipe, train_examples=len(train_ids), seed=config.seed, device=config.device,
                                 output_dir=str(work.checkpoints), progress=progress, checkpoints=True),

@@ -13,16 +13,20 @@ Values and gradients equal the unfused `bbl.losses` path to fp32 tolerance (test
 
 with CE the HF causal-LM loss (position s predicts label s + 1, -100 ignored, mean over the counted labels) and
 KL_T one of `topk_tail_kl`, `topk_renorm_kl` (cached targets) or `full_kl` (an online teacher's logits) at every
-position, reduced by `reduce_kd` (`token_mean` or `babyllama`).
+position, reduced by `reduce_kd` (`token_mean` or `babyllama`). Another `divergence` (`bbl.losses.divergences`)
+takes KL_T's place, as `topk_divergence` / `full_divergence` compute it.
 
-Gradients, per row with z the logits, q = softmax(z / T), p the teacher:
+Forward KL has hand-fused gradients, per row with z the logits, q = softmax(z / T), p the teacher:
     CE:           softmax(z) - onehot(label)
     topk_tail:    (q - r) / T, r_i = p_i on the k cached ids, r_j = p_tail * q_j / q_tail elsewhere (for
                   cached masses summing to 1; the code keeps the general form for fp16-rounded ones)
     topk_renorm:  (q - p~) / T, p~ the teacher renormalised over its k ids, 0 elsewhere
     full:         (q - p) / T
-The gradients are computed during the forward (the loss must then be used linearly, as `loss.backward()` or a GA
-/ AMP scale does) and scaled by the incoming gradient in the backward.
+Every other divergence is differentiated by autograd on the chunk's small (rows, k+1) coarsened log-probabilities
+(or (rows, V) online), and that gradient reaches the logits through `bbl.losses.coarse.chain_rule`, built in place
+over the same (rows, V) buffer as forward KL's. The gradients are computed during the forward (the loss must then
+be used linearly, as `loss.backward()` or a GA / AMP scale does) and scaled by the incoming gradient in the
+backward.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from dataclasses import dataclass
 import torch
 
 from bbl.config import REDUCTIONS, Reduction
-from bbl.losses.kd import xlogx_term
+from bbl.losses.coarse import chain_rule, compute_dtype, student_rest_logprob, teacher_coarse_logprobs
+from bbl.losses.divergences import FORWARD_KL, Divergence, coarse_kl, xlogx_term
 
 IGNORE_INDEX = -100
 KD_KINDS = ("topk_tail", "topk_renorm", "full")
@@ -53,7 +58,8 @@ class KDTargets:
 
     kind: "topk_tail" / "topk_renorm" with `topk_ids` (B, S, K) int64, `topk_logprobs` (B, S, K) float and
     `tail_logprob` (B, S) float, all log p_T in nats (the cache's arrays); or "full" with `teacher_logits`
-    (B, S, V) float raw logits (the online ensemble's logit mean).
+    (B, S, V) float raw logits (the online ensemble's logit mean). Sampled and hybrid targets arrive as topk_tail
+    with repeated ids (`bbl.losses.sampled_targets`), which only forward KL reads (`divergences.reading_problem`).
     """
 
     kind: str
@@ -86,7 +92,7 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
 
 def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, kd: KDTargets | None = None,
                       alpha: float = 0.5, temperature: float = 1.0, reduction: Reduction = "token_mean",
-                      chunk_rows: int | None = None, shift: bool = True):
+                      chunk_rows: int | None = None, shift: bool = True, divergence: Divergence = FORWARD_KL):
     """The student's loss from its last hidden states without materialising the (B, S, V) logits.
 
     Args:
@@ -101,8 +107,9 @@ def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.
         shift: True (causal LM): position s predicts labels[s + 1]; False: position s predicts labels[s] (a masked
             LM whose masked position predicts its own token, `training.mlm_target: own`, or rows the caller has
             already aligned). KD row s is always position s's target.
+        divergence: what KD measures (`bbl.losses.divergences.Divergence`; default forward KL, the paper's).
     Returns:
-        (loss, ce, kd_value): fp32 scalars; `loss` is differentiable w.r.t. hidden and weight, `ce` and `kd_value`
+        (loss, ce, kd_value): fp32 scalars (fp64 for fp64 inputs); `loss` is differentiable w.r.t. hidden and weight, `ce` and `kd_value`
         are detached (kd_value is None without kd).
     Raises:
         ValueError: bad temperature, alpha, reduction, shapes, or ids outside [0, V).
@@ -130,7 +137,7 @@ def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.
         raise ValueError(f"teacher logits {tuple(kd.teacher_logits.shape)} do not match ({b}, {s}, {v})")
     target = (shift_labels(labels) if shift else labels).reshape(n)
     n_valid = int((target != IGNORE_INDEX).sum())
-    spec = _Spec(kind=kd.kind if kd is not None else None, temperature=float(temperature),
+    spec = _Spec(kind=kd.kind if kd is not None else None, divergence=divergence, temperature=float(temperature),
                  ce_weight=(alpha if kd is not None else 1.0) / max(n_valid, 1),
                  kd_weight=0.0 if kd is None else (1 - alpha) * temperature ** 2 / (n if reduction == "token_mean" else b),
                  chunk_rows=chunk_rows or default_chunk_rows(v))
@@ -154,6 +161,7 @@ def _parts(spec, ce_sum, kl_sum, n_valid, n, b, reduction):
 @dataclass(frozen=True)
 class _Spec:
     kind: str | None
+    divergence: Divergence
     temperature: float
     ce_weight: float  # d loss / d (sum of CE rows)
     kd_weight: float  # d loss / d (sum of KL rows)
@@ -178,7 +186,8 @@ class _ChunkedHeadLoss(torch.autograd.Function):
 
 
 def _passes(hidden, weight, target, tensors, spec: _Spec, *, want_grad: bool):
-    """One pass over row chunks: (loss, Σ CE, Σ KL, grad_hidden | None, grad_weight | None), sums in fp32.
+    """One pass over row chunks: (loss, Σ CE, Σ KL, grad_hidden | None, grad_weight | None), sums in fp32 (fp64 for
+    fp64 inputs).
 
     Per chunk the (c, V) work is: the projection, one logsumexp, one exp into a buffer that becomes the gradient
     in place (shared by CE and KD at T = 1), and K-wide gathers and scatters; the backward's two matmuls follow.
@@ -186,26 +195,27 @@ def _passes(hidden, weight, target, tensors, spec: _Spec, *, want_grad: bool):
     targets = {k: v for k, v in zip(("topk_ids", "topk_logprobs", "tail_logprob", "teacher_logits"), tensors,
                                     strict=True) if v is not None}
     n = hidden.shape[0]
-    w32 = weight.float()
-    ce_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    kl_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    dtype = compute_dtype(hidden.dtype)
+    w32 = weight.to(dtype)
+    ce_sum = torch.zeros((), dtype=dtype, device=hidden.device)
+    kl_sum = torch.zeros((), dtype=dtype, device=hidden.device)
     grad_hidden = torch.empty_like(hidden) if want_grad else None
     grad_weight = torch.zeros_like(w32) if want_grad else None
     for r0 in range(0, n, spec.chunk_rows):
         r1 = min(n, r0 + spec.chunk_rows)
-        h = hidden[r0:r1].float()
+        h = hidden[r0:r1].to(dtype)
         logits = h @ w32.T  # (c, V) fp32
         tgt = target[r0:r1]
         valid = tgt != IGNORE_INDEX
         safe = torch.where(valid, tgt, 0).unsqueeze(-1)
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)
         ce_sum += ((lse - logits.gather(-1, safe)).squeeze(-1) * valid).sum()
-        row_ce = (valid.float() * spec.ce_weight).unsqueeze(-1)  # d loss / d CE row
+        row_ce = (valid.to(dtype) * spec.ce_weight).unsqueeze(-1)  # d loss / d CE row
         if spec.kind is None:
             dz = logits.sub_(lse).exp_().mul_(row_ce) if want_grad else None
         else:
-            kl_rows, dz = _kd_chunk(spec, logits, lse, {k: v[r0:r1] for k, v in targets.items()}, row_ce,
-                                    want_grad)
+            chunk = _kd_chunk if spec.divergence.uses_fused_path else _divergence_chunk
+            kl_rows, dz = chunk(spec, logits, lse, {k: v[r0:r1] for k, v in targets.items()}, row_ce, want_grad)
             kl_sum += kl_rows.sum()
         if not want_grad:
             continue
@@ -219,13 +229,13 @@ def _passes(hidden, weight, target, tensors, spec: _Spec, *, want_grad: bool):
 
 
 def _kd_chunk(spec: _Spec, logits, lse, tg: dict, row_ce, want_grad: bool):
-    """Per-row KL (c,) of one chunk and, if wanted, d loss / d logits of CE and KD together except the CE's
-    "- onehot" (c, V), built in place over `logits`. Same values as `bbl.losses`."""
-    t, kind = spec.temperature, spec.kind
+    """Forward KL's fused path: per-row KL (c,) of one chunk and, if wanted, d loss / d logits of CE and KD together
+    except the CE's "- onehot" (c, V), built in place over `logits`. Same values as `bbl.losses`."""
+    t, kind, dtype = spec.temperature, spec.kind, logits.dtype  # fp32 (fp64 for fp64 inputs)
     lse_t = lse if t == 1.0 else torch.logsumexp(logits / t, dim=-1, keepdim=True)
     scale = spec.kd_weight / t  # d loss / d (q - r) per unit of the KD's logit gradient
     if kind == "full":
-        log_p = torch.log_softmax(tg["teacher_logits"].float() / t, dim=-1)
+        log_p = torch.log_softmax(tg["teacher_logits"].to(dtype) / t, dim=-1)
         log_q = logits / t - lse_t
         kl = xlogx_term(log_p, log_p - log_q).sum(-1)
         if not want_grad:
@@ -234,30 +244,68 @@ def _kd_chunk(spec: _Spec, logits, lse, tg: dict, row_ce, want_grad: bool):
         dz = _ce_softmax_plus(logits, lse, row_ce, q, t, lse_t, scale)
         return kl, dz.sub_(log_p.exp_().mul_(scale))
     ids = tg["topk_ids"].long()
-    log_p_top = tg["topk_logprobs"].float()
+    log_p_top = tg["topk_logprobs"].to(dtype)
     log_q_top = logits.gather(-1, ids) / t - lse_t
     if kind == "topk_tail":
         q_top64 = log_q_top.double().exp()
         q_tail = (1.0 - q_top64.sum(-1)).clamp_min(1e-300)
-        log_p_tail = tg["tail_logprob"].float()
-        kl = xlogx_term(log_p_top, log_p_top - log_q_top).sum(-1) + xlogx_term(log_p_tail, log_p_tail - q_tail.log().float())
+        log_p_tail = tg["tail_logprob"].to(dtype)
+        kl = coarse_kl(log_p_top, log_p_tail, log_q_top, q_tail.log().to(dtype))
         if not want_grad:
             return kl, None
         # The cached masses need not sum to 1 exactly (fp16 rounding), so keep the general form: with
         # P = Σ_I p + p_tail, d KL / d z_j = (q_j (P - p_tail / q_tail)) / T off I and (q_i P - p_i) / T on I.
         p_top, p_tail = log_p_top.exp(), log_p_tail.double().exp()
         ratio = p_tail / q_tail
-        off = (p_top.double().sum(-1) + p_tail - ratio).float().unsqueeze(-1)
+        off = (p_top.double().sum(-1) + p_tail - ratio).to(dtype).unsqueeze(-1)
         dz = _ce_softmax_plus(logits, lse, row_ce, None, t, lse_t, scale * off)
-        q_top = q_top64.float()
-        return kl, dz.scatter_add_(-1, ids, (q_top * ratio.float().unsqueeze(-1) - p_top) * scale)
+        q_top = q_top64.to(dtype)
+        return kl, dz.scatter_add_(-1, ids, (q_top * ratio.to(dtype).unsqueeze(-1) - p_top) * scale)
     # topk_renorm: d KL / d z = (q - p~) / T with p~ the teacher renormalised over its k ids
     log_p = log_p_top - torch.logsumexp(log_p_top, dim=-1, keepdim=True)
-    kl = xlogx_term(log_p, log_p - log_q_top).sum(-1)
+    no_tail = torch.full_like(log_p[..., 0], float("-inf"))
+    kl = coarse_kl(log_p, no_tail, log_q_top, torch.zeros_like(no_tail))
     if not want_grad:
         return kl, None
     dz = _ce_softmax_plus(logits, lse, row_ce, None, t, lse_t, scale)
     return kl, dz.scatter_add_(-1, ids, log_p.exp().mul_(-scale))
+
+
+def _divergence_chunk(spec: _Spec, logits, lse, tg: dict, row_ce, want_grad: bool):
+    """Any divergence (the generic path): per-row values (c,) of one chunk and, if wanted, d loss / d logits of CE
+    and KD together except the CE's "- onehot" (c, V), built in place over `logits`.
+
+    The student's coarsened log-probabilities (rows, K+1) (or its (rows, V) log-softmax online) are a leaf of a
+    small autograd graph through the divergence; `chain_rule` turns their gradient into the logits' as a multiple
+    of q_T per row plus K-wide scatters, so the (c, V) work is forward KL's. Same values as `topk_divergence` /
+    `full_divergence`.
+    """
+    t, divergence = spec.temperature, spec.divergence
+    lse_t = lse if t == 1.0 else torch.logsumexp(logits / t, dim=-1, keepdim=True)
+    if spec.kind == "full":
+        ids = None
+        log_p = torch.log_softmax(tg["teacher_logits"].to(logits.dtype) / t, dim=-1)
+        log_q = logits / t - lse_t
+    else:
+        ids = tg["topk_ids"].long()
+        log_q_top = logits.gather(-1, ids) / t - lse_t
+        log_q_rest = student_rest_logprob(log_q_top, ids, lambda rows: logits[rows] / t - lse_t[rows])
+        log_q = torch.cat([log_q_top, log_q_rest.unsqueeze(-1)], -1)
+        log_p = teacher_coarse_logprobs(tg["topk_logprobs"], tg["tail_logprob"],
+                                        renorm=spec.kind == "topk_renorm").to(logits.dtype)
+    if not want_grad:
+        return divergence(log_p, log_q), None
+    with torch.enable_grad():
+        leaf = log_q.detach().requires_grad_()
+        value = divergence(log_p, leaf)
+        (grad,) = torch.autograd.grad(value.sum(), leaf)
+    scale = spec.kd_weight / t  # d loss / d (Σ divergence rows), over T from d log q / d z
+    coef, at_ids = chain_rule(grad, log_q, rest=ids is not None)
+    if ids is None:  # online: at_ids is the (c, V) gradient itself
+        dz = _ce_softmax_plus(logits, lse, row_ce, log_q.exp_(), t, lse_t, coef * scale)
+        return value.detach(), dz.add_(at_ids.mul_(scale))
+    dz = _ce_softmax_plus(logits, lse, row_ce, None, t, lse_t, coef * scale)
+    return value.detach(), dz.scatter_add_(-1, ids, at_ids * scale)
 
 
 def _ce_softmax_plus(logits, lse, row_ce, q, t, lse_t, coef):

@@ -2,7 +2,9 @@
 
 p = teacher, q = student, both softened at the temperature T. Per-position KLs return (B, S); `reduce_kd`
 turns them into a scalar the way bbl (`token_mean`) or the original Baby Llama code (`babyllama`) does, and
-`distillation_loss` combines CE and KD as in the paper: L = alpha * CE + (1 - alpha) * T^2 * KD.
+`distillation_loss` combines CE and KD as in the paper: L = alpha * CE + (1 - alpha) * T^2 * KD. The other
+divergences (`distill.divergence`, `bbl.losses.divergences`) enter through `topk_divergence` (cached) and
+`full_divergence` (online), with the same reduction and weights.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import torch
 
 from bbl.config import REDUCTIONS, Reduction
+from bbl.losses.coarse import compute_dtype, student_coarse_logprobs, teacher_coarse_logprobs
+from bbl.losses.divergences import FORWARD_KL, Divergence, coarse_kl, xlogx_term
 
 
 def _check(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature):
@@ -21,12 +25,6 @@ def _check(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature):
                          f"topk_logprobs {tuple(topk_logprobs.shape)}, tail_logprob {tuple(tail_logprob.shape)}")
     if topk_ids.numel() and (int(topk_ids.min()) < 0 or int(topk_ids.max()) >= v):
         raise ValueError(f"topk_ids outside [0, {v})")
-
-
-def xlogx_term(log_p: torch.Tensor, log_p_minus_log_q: torch.Tensor) -> torch.Tensor:
-    """p * (log p - log q), with 0 where p == 0 (log p = -inf), never NaN."""
-    zero = torch.isneginf(log_p)
-    return torch.where(zero, torch.zeros_like(log_p), log_p.exp() * torch.where(zero, 0.0, log_p_minus_log_q))
 
 
 def topk_tail_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature):
@@ -51,10 +49,7 @@ def topk_tail_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, temperat
     # q's tail mass from the K top probabilities in float64 (exact to ~1e-16), instead of a second pass over V.
     q_tail = (1.0 - log_q_top.double().exp().sum(-1)).clamp_min(1e-300)
     log_q_tail = q_tail.log().float()
-    log_p_top, log_p_tail = topk_logprobs.float(), tail_logprob.float()
-    top = xlogx_term(log_p_top, log_p_top - log_q_top).sum(-1)
-    tail = xlogx_term(log_p_tail, log_p_tail - log_q_tail)
-    return top + tail
+    return coarse_kl(topk_logprobs.float(), tail_logprob.float(), log_q_top, log_q_tail)
 
 
 def _student_top_logprobs(student_logits, topk_ids, temperature):
@@ -95,7 +90,34 @@ def topk_renorm_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, temper
     log_q_top = _student_top_logprobs(student_logits, topk_ids, temperature)
     log_p = topk_logprobs.float()
     log_p = log_p - torch.logsumexp(log_p, dim=-1, keepdim=True)
-    return xlogx_term(log_p, log_p - log_q_top).sum(-1)
+    # the (k+1) KL with no teacher mass on the tail, whose term is then 0 whatever the student's tail
+    no_tail = torch.full_like(log_p[..., 0], float("-inf"))
+    return coarse_kl(log_p, no_tail, log_q_top, torch.zeros_like(no_tail))
+
+
+def topk_divergence(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature,
+                    divergence: Divergence = FORWARD_KL, *, renorm: bool = False):
+    """`divergence` between the teacher's and student's (k+1)-outcome coarsenings at one temperature.
+
+    The teacher's coarsening is the cache row as `distill.kd_variant` reads it (`teacher_coarse_logprobs`: the
+    tail as stored, or with `renorm` the k ids renormalised and no tail mass); the student's is its softmax at T
+    over the k ids and the rest (`student_coarse_logprobs`). Forward KL is `topk_tail_kl` / `topk_renorm_kl`
+    exactly; every other divergence is differentiated through the shared `bbl.losses.coarse.chain_rule`. Equals
+    the full-vocabulary divergence when K == V.
+
+    Args: as `topk_tail_kl`, plus the `Divergence` and `renorm` (topk_renorm's reading); ids distinct per position.
+    Returns:
+        (B, S) float32 divergence per position, nats (float64 for float64 logits).
+    Raises:
+        ValueError: as `topk_tail_kl`.
+    """
+    if divergence.uses_fused_path:
+        return (topk_renorm_kl if renorm else topk_tail_kl)(student_logits, topk_ids, topk_logprobs, tail_logprob,
+                                                            temperature)
+    _check(student_logits, topk_ids, topk_logprobs, tail_logprob, temperature)
+    log_q = student_coarse_logprobs(student_logits, topk_ids, temperature)
+    log_p = teacher_coarse_logprobs(topk_logprobs, tail_logprob, renorm=renorm).to(log_q.dtype)
+    return divergence(log_p, log_q)
 
 
 def sampled_logprobs(sample_ids: torch.Tensor, log_mass: torch.Tensor | None = None) -> torch.Tensor:
@@ -181,6 +203,25 @@ def full_kl(student_logits, teacher_logits, temperature):
     log_q = torch.log_softmax(student_logits.float() / temperature, dim=-1)
     log_p = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
     return xlogx_term(log_p, log_p - log_q).sum(-1)
+
+
+def full_divergence(student_logits, teacher_logits, temperature, divergence: Divergence = FORWARD_KL):
+    """`divergence` between the teacher's and student's full-vocabulary distributions at one temperature (online
+    distillation); forward KL is `full_kl` exactly.
+
+    Args:
+        student_logits, teacher_logits: (B, S, V) float raw logits. temperature: T > 0. divergence: the choice.
+    Returns:
+        (B, S) float32 (float64 for float64 logits), nats.
+    """
+    if divergence.uses_fused_path:
+        return full_kl(student_logits, teacher_logits, temperature)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    dtype = compute_dtype(student_logits.dtype)
+    log_q = torch.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
+    log_p = torch.log_softmax(teacher_logits.to(dtype) / temperature, dim=-1)
+    return divergence(log_p, log_q)
 
 
 def reduce_kd(kl: torch.Tensor, reduction: Reduction = "token_mean") -> torch.Tensor:

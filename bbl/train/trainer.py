@@ -1,10 +1,11 @@
 """The transformers `Trainer` as bbl runs it: the chunked head loss (`training.loss_impl: chunked`, the default),
 the run's train order, its `TrainingArguments` and callbacks (metrics.jsonl, eval each epoch, stop after N steps).
 
-`make_loss_trainer()` returns a `Trainer` subclass whose `compute_loss` runs the model for its last hidden states
-only (`logits_to_keep` = no position, `output_hidden_states`), then computes the CE (and, in `bbl.distill`'s
-subclass, the KD term) with `bbl.losses.chunked.chunked_head_loss`. The model stays an unmodified transformers
-model, called through the Trainer's (possibly DDP-wrapped) module, so every checkpoint is a plain HF dir.
+`LossTrainer` is a `Trainer` subclass whose `compute_loss` runs the model for its last hidden states only
+(`logits_to_keep` = no position, `output_hidden_states`), then computes the CE (and, in `bbl.distill`'s subclass,
+the KD term) with `bbl.losses.chunked.chunked_head_loss`; `WindowTrainer` adds the run's train order. The model
+stays an unmodified transformers model, called through the Trainer's (possibly DDP-wrapped) module, so every
+checkpoint is a plain HF dir.
 `loss_impl: hf` keeps the Trainer's own loss path, the reference of the equality tests and benchmarks.
 A batch marked `mlm` (a masked-LM phase of `training.objective_schedule`, `bbl.train.objectives`) runs with a
 bidirectional attention mask and its loss is the CE at the masked positions (`masked_lm_loss`), in both paths.
@@ -20,7 +21,10 @@ import json
 import time
 from pathlib import Path
 
-from bbl.config import Config
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from bbl.config import Config, LossImpl, MLMTarget
 from bbl.errors import BblError
 from bbl.losses.chunked import IGNORE_INDEX, chunked_head_loss, shift_labels
 from bbl.models.build import BIDIRECTIONAL, bidirectional_attention, forward_without_logits
@@ -29,80 +33,96 @@ from bbl.train.batching import resolve_batch, train_sampler
 from bbl.train.objectives import CRITERION, has_mlm
 
 
-def make_loss_trainer():
-    """A `Trainer` subclass taking `loss_impl` ("chunked" | "hf"), `loss_chunk_rows` and `mlm_target`
-    ("previous" | "own", `TrainingConfig.mlm_target`) keyword arguments."""
-    import torch
-    from transformers import Trainer
+class LossTrainer(Trainer):
+    """The transformers `Trainer` with the chunked head loss (`loss_impl: chunked`) or its own (`hf`), and AntLM's
+    masked-LM batches (`training.objective_schedule`).
 
-    class LossTrainer(Trainer):
-        def __init__(self, *args, loss_impl: str = "chunked", loss_chunk_rows: int | None = None,
-                     mlm_target: str = "previous", **kwargs):
-            super().__init__(*args, **kwargs)
-            self.loss_impl, self.loss_chunk_rows, self.mlm_target = loss_impl, loss_chunk_rows, mlm_target
-            # None: the Trainer decides as for its own loss; False: ours is a per-micro-batch mean.
-            self.loss_is_scaled_for_ga = False if loss_impl == "chunked" else None
+    Args (beyond the `Trainer`'s):
+        loss_impl: "chunked" (`chunked_head_loss` on the last hidden states) or "hf" (the model's logits and loss).
+        loss_chunk_rows: rows per chunk of the chunked loss (None: `default_chunk_rows`).
+        mlm_target: "previous" or "own" (`TrainingConfig.mlm_target`): which output predicts a masked token.
+    """
 
-        def student_hidden(self, model, input_ids, *, bidirectional: bool = False):
-            """(outputs, hidden (B, S, H) after the final norm, head weight (V, H)) without the (B, S, V) logits."""
-            outputs = forward_without_logits(model, input_ids, bidirectional=bidirectional)
-            head = self.accelerator.unwrap_model(model).get_output_embeddings()
-            if getattr(head, "bias", None) is not None:
-                raise ValueError("the chunked loss supports LM heads without bias (GPT-2, LLaMA); use loss_impl: hf")
-            return outputs, outputs.hidden_states[-1], head.weight
+    def __init__(self, *args, loss_impl: LossImpl = "chunked", loss_chunk_rows: int | None = None,
+                 mlm_target: MLMTarget = "previous", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss_impl, self.loss_chunk_rows, self.mlm_target = loss_impl, loss_chunk_rows, mlm_target
+        # None: the Trainer decides as for its own loss; False: ours is a per-micro-batch mean.
+        self.loss_is_scaled_for_ga = False if loss_impl == "chunked" else None
 
-        def masked_lm_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            """The CE at an mlm batch's labelled positions with bidirectional attention, a per-micro-batch mean.
-            `mlm_target` previous: position s-1 predicts a masked s (the causal shift); own: s predicts s."""
-            shift = self.mlm_target == "previous"
-            if self.loss_impl == "chunked":
-                outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"], bidirectional=True)
-                loss, _, _ = chunked_head_loss(hidden, weight, inputs["labels"], chunk_rows=self.loss_chunk_rows,
-                                               shift=shift)
-            else:  # the reference: the model's (B, S, V) logits
-                with bidirectional_attention(model):
-                    outputs = model(input_ids=inputs["input_ids"], **BIDIRECTIONAL)
-                labels = shift_labels(inputs["labels"]) if shift else inputs["labels"]
-                loss = torch.nn.functional.cross_entropy(outputs.logits.float().flatten(0, 1), labels.flatten(),
-                                                         ignore_index=IGNORE_INDEX)
-                if self.loss_is_scaled_for_ga is None and self.model_accepts_loss_kwargs and num_items_in_batch:
-                    loss = loss / self.current_gradient_accumulation_steps  # the Trainer will not divide it
-            return (loss, outputs) if return_outputs else loss
+    def student_hidden(self, model, input_ids, *, bidirectional: bool = False):
+        """(outputs, hidden (B, S, H) after the final norm, head weight (V, H)) without the (B, S, V) logits."""
+        outputs = forward_without_logits(model, input_ids, bidirectional=bidirectional)
+        head = self.accelerator.unwrap_model(model).get_output_embeddings()
+        if getattr(head, "bias", None) is not None:
+            raise ValueError("the chunked loss supports LM heads without bias (GPT-2, LLaMA); use loss_impl: hf")
+        return outputs, outputs.hidden_states[-1], head.weight
 
-        @staticmethod
-        def pop_mlm(inputs) -> bool:
-            """Whether a batch belongs to an mlm phase (`PhasedDataset`'s `mlm` flag, removed from `inputs`)."""
-            flag = inputs.pop("mlm", None)
-            return flag is not None and bool(flag.any())
+    def masked_lm_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """The CE at an mlm batch's labelled positions with bidirectional attention, a per-micro-batch mean.
+        `mlm_target` previous: position s-1 predicts a masked s (the causal shift); own: s predicts s."""
+        shift = self.mlm_target == "previous"
+        if self.loss_impl == "chunked":
+            outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"], bidirectional=True)
+            loss, _, _ = chunked_head_loss(hidden, weight, inputs["labels"], chunk_rows=self.loss_chunk_rows,
+                                           shift=shift)
+        else:  # the reference: the model's (B, S, V) logits
+            with bidirectional_attention(model):
+                outputs = model(input_ids=inputs["input_ids"], **BIDIRECTIONAL)
+            labels = shift_labels(inputs["labels"]) if shift else inputs["labels"]
+            loss = torch.nn.functional.cross_entropy(outputs.logits.float().flatten(0, 1), labels.flatten(),
+                                                     ignore_index=IGNORE_INDEX)
+            if self.loss_is_scaled_for_ga is None and self.model_accepts_loss_kwargs and num_items_in_batch:
+                loss = loss / self.current_gradient_accumulation_steps  # the Trainer will not divide it
+        return (loss, outputs) if return_outputs else loss
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if self.pop_mlm(inputs):
-                return self.masked_lm_loss(model, inputs, return_outputs, num_items_in_batch)
-            if self.loss_impl != "chunked":
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"])
-            loss, _, _ = chunked_head_loss(hidden, weight, inputs["labels"], chunk_rows=self.loss_chunk_rows)
-            return (loss, outputs) if return_outputs else loss
+    @staticmethod
+    def pop_mlm(inputs) -> bool:
+        """Whether a batch belongs to an mlm phase (`PhasedDataset`'s `mlm` flag, removed from `inputs`)."""
+        flag = inputs.pop("mlm", None)
+        return flag is not None and bool(flag.any())
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.pop_mlm(inputs):
+            return self.masked_lm_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self.loss_impl != "chunked":
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"])
+        loss, _, _ = chunked_head_loss(hidden, weight, inputs["labels"], chunk_rows=self.loss_chunk_rows)
+        return (loss, outputs) if return_outputs else loss
+
+
+class WindowTrainer(LossTrainer):
+    """The train room's Trainer: `LossTrainer` whose train order is `train_sampler` (a new seeded permutation of
+    the windows each epoch, which the ledger replays). Teachers and the baseline student train with it; the
+    distillation Trainer (`bbl.distill.trainer.DistillTrainer`) subclasses it."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        ds = train_dataset if train_dataset is not None else self.train_dataset
+        return train_sampler(ds, self.args.seed)
+
+
+def make_loss_trainer() -> type[LossTrainer]:
+    """`LossTrainer` (kept for callers of the factory this module had before the class moved to module level)."""
     return LossTrainer
 
 
-def make_window_trainer(base=None):
-    """A Trainer subclass whose train order is `train_sampler` (a new seeded permutation per epoch)."""
-    base = base or make_loss_trainer()
+def make_window_trainer(base: type[LossTrainer] | None = None) -> type[WindowTrainer]:
+    """The Trainer class `train_lm` runs: `base` when it already has the window order (`DistillTrainer`), else
+    `WindowTrainer`.
 
-    class WindowTrainer(base):
-        def _get_train_sampler(self, train_dataset=None):
-            ds = train_dataset if train_dataset is not None else self.train_dataset
-            return train_sampler(ds, self.args.seed)
-
-    return WindowTrainer
+    Raises:
+        TypeError: a `base` that is not a `WindowTrainer`.
+    """
+    if base is None:
+        return WindowTrainer
+    if not issubclass(base, WindowTrainer):
+        raise TypeError(f"{base.__name__} must subclass bbl.train.trainer.WindowTrainer")
+    return base
 
 
 def precision_flags(precision: str) -> dict:
     """TrainingArguments bf16/fp16 flags for `precision` (auto: bf16 where the GPU has it, else fp16; fp32 on CPU)."""
-    import torch
-
     if precision == "auto":
         if not torch.cuda.is_available():
             precision = "fp32"
@@ -114,9 +134,6 @@ def precision_flags(precision: str) -> dict:
 
 
 def training_arguments(cfg: Config, out: Path):
-    import torch
-    from transformers import TrainingArguments
-
     t = cfg.training
     micro, accum = resolve_batch(cfg)
     strategy = "steps" if t.eval_every_steps else "epoch"
@@ -152,8 +169,6 @@ def training_arguments(cfg: Config, out: Path):
 
 
 def run_callbacks(out: Path, cfg: Config):
-    from transformers import TrainerCallback
-
     class MetricsJsonl(TrainerCallback):
         """One JSON line per logging step in OUT/metrics.jsonl."""
 
