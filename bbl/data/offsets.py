@@ -66,6 +66,22 @@ def check_spans(text: str, char_spans: np.ndarray, *, where: str) -> None:
                        f"character (e.g. bbl's byte-level BPE)")
 
 
+INSERTED_SPACES = ("\u0120", "\u2581")
+"""A lone byte-level space (Ġ) or SentencePiece space (▁): a tokenizer's prefix space, which it inserts before a
+line's first word and whose offsets it reports as that word's first character."""
+
+
+def token_char_spans(line: str, encoding) -> np.ndarray:
+    """(tokens, 2) int64 [start, end) character spans of a `tokenizers.Encoding` of `line`, with an inserted prefix
+    space (`INSERTED_SPACES` over a non-space character) given an empty span at its start: it covers no text, so
+    the token before it and it both end where the line starts, and the next token's boundary stays exact."""
+    chars = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
+    for i, token in enumerate(encoding.tokens):
+        if token in INSERTED_SPACES and chars[i, 1] > chars[i, 0] and not line[chars[i, 0]].isspace():
+            chars[i, 1] = chars[i, 0]
+    return chars
+
+
 def encode_lines_with_spans(tokenizer, lines: list[str], *, where: str, first_line: int = 1,
                             batch_size: int = 8192) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
     """As `bbl.data.tokenizer.encode_lines_with_word_starts`, yielding per line (ids, word starts (uint8), byte
@@ -79,7 +95,7 @@ def encode_lines_with_spans(tokenizer, lines: list[str], *, where: str, first_li
         encodings = tokenizer.encode_batch(batch, add_special_tokens=False)
         starts = word_starts_of_encodings(batch, encodings)
         for i, (line, enc, ws) in enumerate(zip(batch, encodings, starts, strict=True)):
-            chars = np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
+            chars = token_char_spans(line, enc)
             check_spans(line, chars, where=f"{where}:{first_line + start + i}")
             yield enc.ids, ws, char_to_byte(line)[chars]
 

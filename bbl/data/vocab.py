@@ -62,11 +62,20 @@ def token_byte_strings(tokenizer) -> list[bytes | None]:
     return out
 
 
-def vocab_correspondence(source: list[bytes | None], target: list[bytes | None]) -> np.ndarray:
-    """(len(source),) int32: for each source id, the target id with the same byte string, or -1 (none, or a
-    special token). Where several target ids share a byte string, the smallest."""
-    index: dict[bytes, int] = {}
-    for i, b in enumerate(target):
-        if b is not None:
-            index.setdefault(b, i)
-    return np.asarray([index.get(b, -1) if b is not None else -1 for b in source], dtype=np.int32)
+def vocab_correspondence(source, target) -> np.ndarray:
+    """(source vocab,) int32: for each id of the `source` tokenizer (a `tokenizers.Tokenizer`), the `target` id with
+    the same byte string (`token_byte_strings`), or -1. Special tokens match the target's special of the same
+    content only (so a tokenizer maps to itself id for id). Where several target ids share a byte string, the
+    smallest."""
+    def keys(tokenizer):
+        out = token_byte_strings(tokenizer)
+        for t_id, t in tokenizer.get_added_tokens_decoder().items():
+            if t.special and t_id < len(out):
+                out[t_id] = ("special", t.content)
+        return out
+
+    index: dict = {}
+    for i, key in enumerate(keys(target)):
+        if key is not None:
+            index.setdefault(key, i)
+    return np.asarray([index.get(key, -1) if key is not None else -1 for key in keys(source)], dtype=np.int32)
