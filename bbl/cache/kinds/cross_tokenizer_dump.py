@@ -36,6 +36,8 @@ from bbl.models.teachers import load_teachers
 from bbl.runtime import barrier, finish_distributed, init_distributed, rank, world_size
 
 __all__ = ["NAME", "CrossChunkComputer", "config_from_attrs", "dump_cross_tokenizer", "recompute_sample"]
+PROBE_WINDOWS = 4
+"""Windows the teacher's tokenizer is checked on before anything is written (its offsets recover their text)."""
 SEARCH_BLOCK = 1 << 16
 """Bytes read at a time when looking for the line around a window."""
 
@@ -100,31 +102,20 @@ class CrossChunk:
     teacher_tail_logprob: np.ndarray
 
 
-class CrossChunkComputer:
-    """Computes a chunk of a cross-tokenizer cache; deterministic for given (teachers, data, config, device), so a
-    resumed dump, any rank and `cache repair` write the same bytes."""
+class TeacherText:
+    """The teacher's side of the student's windows, from the prepared text alone (no model): `window(w)`.
 
-    def __init__(self, teachers, infos, windows, config: CrossTokenizerConfig, *, data: PreparedData, tokenizer,
-                 device: str, teacher_vocab: int, student_dtype=np.int64, teacher_dtype=np.int64):
-        self.config, self.windows, self.tokenizer = config, windows, tokenizer
-        self.plain = ChunkComputer(teachers, infos, windows, config.plain(), device=device, id_dtype=np.int64,
-                                   vocab_size=teacher_vocab)
+    Args:
+        positions: the teachers' position limit (None: none checked).
+    """
+
+    def __init__(self, data: PreparedData, config: CrossTokenizerConfig, tokenizer, *, positions: int | None = None):
         need = "a cross-tokenizer dump (--cross-tokenizer)"
+        self.config, self.tokenizer, self.positions = config, tokenizer, positions
         self.offsets = np.asarray(data.offsets(config.split, needed_by=need))
         self.text = data.text(config.split, needed_by=need)
-        self.stream = data.stream(config.split)
-        self.positions = common_scoring_positions(teachers)
-        self.student_dtype, self.teacher_dtype = student_dtype, teacher_dtype
-        self.student_tokenizer = load_tokenizer(data.tokenizer_dir)
 
-    def rows(self, c: int) -> range:
-        return self.plain.rows(c)
-
-    def static_arrays(self) -> dict:
-        """The cache's static arrays: `teacher_to_student` (ids of equal byte strings, `vocab_correspondence`)."""
-        return {"teacher_to_student": vocab_correspondence(self.tokenizer, self.student_tokenizer)}
-
-    def teacher_window(self, w: int) -> dict:
+    def window(self, w: int) -> dict:
         """Window `w`'s teacher side: input ids, where the stored tokens start in them, and the stored tokens' ids,
         byte spans (relative to the window's first byte) and the alignment of the student's positions.
 
@@ -168,6 +159,29 @@ class CrossChunkComputer:
                 "spans": (spans[j0:i1] - win_start).astype(np.int32),
                 "alignment": align_by_end(s_ends, s_bound, ends[j0:i1], t_bound[j0:i1])}
 
+
+class CrossChunkComputer:
+    """Computes a chunk of a cross-tokenizer cache; deterministic for given (teachers, data, config, device), so a
+    resumed dump, any rank and `cache repair` write the same bytes."""
+
+    def __init__(self, teachers, infos, windows, config: CrossTokenizerConfig, *, data: PreparedData, tokenizer,
+                 device: str, teacher_vocab: int, student_dtype=np.int64, teacher_dtype=np.int64):
+        self.config, self.windows, self.tokenizer = config, windows, tokenizer
+        self.plain = ChunkComputer(teachers, infos, windows, config.plain(), device=device, id_dtype=np.int64,
+                                   vocab_size=teacher_vocab)
+        self.side = TeacherText(data, config, tokenizer, positions=common_scoring_positions(teachers))
+        self.student_dtype, self.teacher_dtype = student_dtype, teacher_dtype
+        self.student_tokenizer = load_tokenizer(data.tokenizer_dir)
+
+    def rows(self, c: int) -> range:
+        return self.plain.rows(c)
+
+    def static_arrays(self) -> dict:
+        """The cache's static arrays: `teacher_to_student` (ids of equal byte strings, `vocab_correspondence`)."""
+        return {"teacher_to_student": vocab_correspondence(self.tokenizer, self.student_tokenizer)}
+
+    def teacher_window(self, w: int) -> dict:
+        return self.side.window(w)
 
     def compute(self, c: int) -> CrossChunk:
         """Chunk `c` (teacher top-k ids sorted by id, log-probs on the `LOGPROB_STEP` grid, as a top-k cache)."""
@@ -248,10 +262,15 @@ def dump_cross_tokenizer(teacher_dirs: list[Path], data_dir: Path, out, config: 
     config = check_batch_size(config or CrossTokenizerConfig())
     if config.dtype == "fp16" and not str(device).startswith("cuda"):
         raise BblError(f"--dtype fp16 needs a GPU (device {device}); use --dtype bf16 or fp32 on CPU")
-    PreparedData(data_dir).offsets(config.split, needed_by="a cross-tokenizer dump (--cross-tokenizer)")
-    vocab = load_tokenizer(teacher_tokenizer(teacher_dirs)).get_vocab_size()
+    data = PreparedData(data_dir)
+    data.offsets(config.split, needed_by="a cross-tokenizer dump (--cross-tokenizer)")
+    tokenizer = load_tokenizer(teacher_tokenizer(teacher_dirs))
+    vocab = tokenizer.get_vocab_size()
     if config.top_k > vocab:
         raise BblError(f"--topk {config.top_k} exceeds the teacher's vocabulary ({vocab}); use --topk <= {vocab}")
+    side = TeacherText(data, config, tokenizer)
+    for w in dump_windows(data, config.plain()).indices[:PROBE_WINDOWS]:  # a tokenizer that drops text, at once
+        side.window(int(w))
     out = cache_location(out)
     with claim_cache(out, overwrite=overwrite, lock=rank() == 0, log=log):
         return _dump(teacher_dirs, data_dir, out, config, device=device, device_map=device_map, overwrite=overwrite,
