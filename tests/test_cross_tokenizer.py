@@ -3,7 +3,10 @@
 verify and a byte-identical repair, and bad input refused in one line with nothing written."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +24,16 @@ from bbl.data.prepared import MANIFEST, PreparedData
 from bbl.errors import BblError
 
 from .conftest import real_data_or_skip
-from .helpers import arrays, dump_config, error_lines, quiet, run
+from .helpers import (
+    KILL_WINDOWS,
+    arrays,
+    dump_config,
+    error_lines,
+    free_port,
+    quiet,
+    run,
+    sigkill_after_chunks,
+)
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 
@@ -238,3 +250,47 @@ def test_bad_input_one_line_nothing_written(prepared, student_data, bpe_teacher,
         with pytest.raises(BblError, match=message) as e:
             dump_cross_tokenizer(teachers, data, out, xconfig(), progress=False, log=quiet)
         assert "\n" not in str(e.value) and not out.exists() and not list(tmp_path.glob(".x.zarr*"))
+
+
+def _cli_args(teacher, data, out, *, windows: int) -> list[str]:
+    return ["dump-logits", "--teacher", str(teacher), "--data", str(data), "--out", str(out), "--cross-tokenizer",
+            "--topk", "8", "--seq-len", "32", "--chunk-windows", "2", "--batch-size", "2", "--max-windows",
+            str(windows), "--context-tokens", "16", "--device", "cpu"]
+
+
+def test_cli_dump_and_info(bpe_teacher, student_data, tmp_path):
+    out = tmp_path / "x.zarr"
+    result = run(_cli_args(bpe_teacher, student_data, out, windows=4))
+    assert result.exit_code == 0, result.output
+    assert "aligned fraction" in result.output
+    info = run(["cache", "info", out])
+    assert info.exit_code == 0 and "targets cross_tokenizer" in info.output and "aligned: 0." in info.output
+    assert run(["dump-logits", "--teacher", bpe_teacher, "--data", student_data, "--out", tmp_path / "y.zarr",
+                "--context-tokens", "3"]).exit_code != 0  # a cross-tokenizer option without the flag
+
+
+@pytest.mark.slow
+def test_sigkill_mid_dump_then_resume_equals_uninterrupted(bpe_teacher, student_data, tmp_path):
+    straight, killed = tmp_path / "straight.zarr", tmp_path / "killed.zarr"
+    assert run(_cli_args(bpe_teacher, student_data, straight, windows=KILL_WINDOWS)).exit_code == 0
+    cmd = [sys.executable, "-m", "bbl", *_cli_args(bpe_teacher, student_data, killed, windows=KILL_WINDOWS)]
+    sigkill_after_chunks(cmd, killed)
+    done = arrays(killed)["chunk_done"]
+    assert 0 < done.sum() < len(done)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stderr[-2000:]
+    a, b = arrays(straight), arrays(killed)
+    assert {k: v.tobytes() for k, v in a.items()} == {k: v.tobytes() for k, v in b.items()}
+
+
+@pytest.mark.slow
+def test_two_rank_dump_equals_one_rank(bpe_teacher, student_data, tmp_path):
+    one, two = tmp_path / "one.zarr", tmp_path / "two.zarr"
+    assert run(_cli_args(bpe_teacher, student_data, one, windows=16)).exit_code == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "bbl", *_cli_args(bpe_teacher, student_data, two, windows=16)]
+    r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = arrays(one), arrays(two)
+    assert {k: v.tobytes() for k, v in a.items()} == {k: v.tobytes() for k, v in b.items()}
+    assert CacheReader(two).attrs["complete"]
