@@ -267,6 +267,11 @@ def test_cli_dump_and_info(bpe_teacher, student_data, tmp_path):
     assert info.exit_code == 0 and "targets cross_tokenizer" in info.output and "aligned: 0." in info.output
     assert run(["dump-logits", "--teacher", bpe_teacher, "--data", student_data, "--out", tmp_path / "y.zarr",
                 "--context-tokens", "3"]).exit_code != 0  # a cross-tokenizer option without the flag
+    from bbl.config import load_config
+    from bbl.distill.recipe import distill
+
+    with pytest.raises(BblError, match="holds cross_tokenizer targets, which no distill.kd_variant reads yet"):
+        distill(load_config("llama-tiny"), student_data, tmp_path / "student", cache_path=out, log=quiet)
 
 
 @pytest.mark.slow
