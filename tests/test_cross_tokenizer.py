@@ -267,11 +267,6 @@ def test_cli_dump_and_info(bpe_teacher, student_data, tmp_path):
     assert info.exit_code == 0 and "targets cross_tokenizer" in info.output and "aligned: 0." in info.output
     assert run(["dump-logits", "--teacher", bpe_teacher, "--data", student_data, "--out", tmp_path / "y.zarr",
                 "--context-tokens", "3"]).exit_code != 0  # a cross-tokenizer option without the flag
-    from bbl.config import load_config
-    from bbl.distill.recipe import distill
-
-    with pytest.raises(BblError, match="holds cross_tokenizer targets, which no distill.kd_variant reads yet"):
-        distill(load_config("llama-tiny"), student_data, tmp_path / "student", cache_path=out, log=quiet)
 
 
 @pytest.mark.slow
@@ -299,3 +294,25 @@ def test_two_rank_dump_equals_one_rank(bpe_teacher, student_data, tmp_path):
     a, b = arrays(one), arrays(two)
     assert {k: v.tobytes() for k, v in a.items()} == {k: v.tobytes() for k, v in b.items()}
     assert CacheReader(two).attrs["complete"]
+
+
+def test_distill_reads_a_cross_tokenizer_cache_with_exact_match_and_uld(bpe_teacher, student_data, tmp_path):
+    from bbl.config import load_config
+    from bbl.distill.recipe import distill
+
+    cache = tmp_path / "x.zarr"
+    dump_cross_tokenizer([bpe_teacher], student_data, cache, xconfig(top_k=16), progress=False, log=quiet)
+    kd = {}
+    for variant in ("exact_match", "uld"):
+        cfg = load_config("student-tiny", ["training.max_train_windows=null", "training.max_steps=3",
+                                           "training.logging_steps=1", f"distill.kd_variant={variant}"])
+        out = distill(cfg, student_data, tmp_path / variant, cache_path=cache, log=quiet)
+        run = json.loads((out / "bbl_run.json").read_text())
+        assert run["complete"] and run["kd_variant"] == variant and run["cache_targets"] == "cross_tokenizer"
+        kd[variant] = [r["kd_loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+                       if "kd_loss" in r]
+        assert kd[variant] and all(np.isfinite(kd[variant])) and min(kd[variant]) > 0
+    assert kd["exact_match"] != kd["uld"]
+    with pytest.raises(BblError, match="distill.kd_variant=exact_match or uld"):
+        distill(load_config("student-tiny", ["distill.kd_variant=topk_tail"]), student_data, tmp_path / "bad",
+                cache_path=cache, log=quiet)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from bbl.config import Reduction
 from bbl.losses.kd import topk_tail_kl
 
 
@@ -69,3 +70,11 @@ def uld_loss(student_logits, teacher_topk_logprobs, teacher_tail_logprob, aligne
     q_rest = (1.0 - q_top.sum(-1)).clamp_min(0.0)
     loss = (p_top - q_top).abs().sum(-1) + (teacher_tail_logprob.float().exp() - q_rest).abs()
     return torch.where(aligned, loss, torch.zeros_like(loss))
+
+
+def reduce_aligned(per_position, aligned, reduction: Reduction = "token_mean"):
+    """A scalar from a (B, S) loss that is 0 off the aligned positions: token_mean = the mean over aligned positions
+    (0 when none), babyllama = the sum over positions / B (the original code's scaling, `bbl.losses.reduce_kd`)."""
+    if reduction == "babyllama":
+        return per_position.sum() / per_position.shape[0]
+    return per_position.sum() / aligned.sum().clamp_min(1)

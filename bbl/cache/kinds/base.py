@@ -20,6 +20,8 @@ class CacheKind:
             arrays and static arrays.
         describe: attrs -> the `bbl cache info` words for what a position holds.
         stats: (reader, chunk indices) -> statistics for `cache info` and the dump's summary.
+        training_item: (one row of the arrays, the static arrays) -> the arrays `bbl distill` trains on (the
+            dataset adds input_ids and labels).
     """
 
     name: str
@@ -29,3 +31,4 @@ class CacheKind:
     array_specs: Callable
     describe: Callable
     stats: Callable
+    training_item: Callable

@@ -145,8 +145,23 @@ def stats(reader, chunks) -> dict:
             "teacher_ids_with_student_twin": float((mapping >= 0).mean())}
 
 
+def training_item(row: dict, static: dict) -> dict:
+    """What distillation reads from one row (`bbl.losses.cross_tokenizer`): the exact-match targets (topk_ids
+    (S, K) int64, topk_logprobs (S, K) float32, tail_logprob (S,) float32, `exact_match_targets`), `aligned` (S,)
+    bool, and the aligned teacher position's own top-k log-probs and tail for ULD (uld_topk_logprobs,
+    uld_tail_logprob; zeros where not aligned)."""
+    rows = {k: v[None] for k, v in row.items()}
+    exact = exact_match_targets(rows, static["teacher_to_student"])
+    aligned = exact["aligned"][0]
+    j = np.where(aligned, row["alignment"], 0)
+    uld_top = np.where(aligned[:, None], row["teacher_topk_logprobs"][j].astype(np.float32), np.float32(-np.inf))
+    return {"topk_ids": exact["topk_ids"][0], "topk_logprobs": exact["topk_logprobs"][0].astype(np.float32),
+            "tail_logprob": exact["tail_logprob"][0], "aligned": aligned, "uld_topk_logprobs": uld_top,
+            "uld_tail_logprob": np.where(aligned, row["teacher_tail_logprob"][j], 0).astype(np.float32)}
+
+
 KIND = CacheKind(name=NAME, arrays=ARRAYS, static_arrays=STATIC_ARRAYS, setting_keys=SETTING_KEYS,
-                 array_specs=array_specs, describe=describe, stats=stats)
+                 array_specs=array_specs, describe=describe, stats=stats, training_item=training_item)
 
 
 def exact_match_targets(rows: dict, teacher_to_student: np.ndarray) -> dict:
