@@ -202,7 +202,7 @@ def exact_match_targets(rows: dict, teacher_to_student: np.ndarray) -> dict:
             "aligned": aligned}
 
 
-def check_batch_size(config: CrossTokenizerConfig) -> CrossTokenizerConfig:
+def with_batch_size(config: CrossTokenizerConfig) -> CrossTokenizerConfig:
     """`config` with a concrete batch size: as given, else `CPU_BATCH_SIZE` (padded variable-length batches have
     no memory probe yet; pass --batch-size on a GPU)."""
     return config if config.batch_size is not None else config.resolved(CPU_BATCH_SIZE)

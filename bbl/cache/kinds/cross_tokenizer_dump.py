@@ -22,7 +22,7 @@ from bbl import __version__
 from bbl.cache.dump import ChunkComputer, _compute_and_write, dump_attrs, dump_windows, teacher_dtype
 from bbl.cache.format import quantize_logprobs, sort_by_id
 from bbl.cache.inspect import cache_stats
-from bbl.cache.kinds.cross_tokenizer import NAME, CrossTokenizerConfig, check_batch_size
+from bbl.cache.kinds.cross_tokenizer import NAME, CrossTokenizerConfig, with_batch_size
 from bbl.cache.reader import CacheReader
 from bbl.cache.store import cache_location, claim_cache
 from bbl.cache.writer import CacheWriter
@@ -259,7 +259,7 @@ def dump_cross_tokenizer(teacher_dirs: list[Path], data_dir: Path, out, config: 
             tokenizer, --topk beyond the teacher's vocabulary, fp16 off a GPU; then as `dump_logits`, plus a window
             beyond --teacher-tokens or the teacher's positions.
     """
-    config = check_batch_size(config or CrossTokenizerConfig())
+    config = with_batch_size(config or CrossTokenizerConfig())
     if config.dtype == "fp16" and not str(device).startswith("cuda"):
         raise BblError(f"--dtype fp16 needs a GPU (device {device}); use --dtype bf16 or fp32 on CPU")
     data = PreparedData(data_dir)
