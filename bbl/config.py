@@ -27,7 +27,7 @@ TargetKind = typing.Literal["topk", "sampled", "hybrid"]
 """What a cache stores per position (attribute `targets`; docs/cache-format.md): topk: the k most probable ids,
 their log-probs and the tail's log mass; sampled: `num_samples` ids drawn with replacement from p_T (Anshumann et
 al. 2025); hybrid: topk's arrays plus `num_samples` ids drawn from the tail renormalised."""
-KDVariant = typing.Literal["topk_tail", "topk_renorm", "sampled", "hybrid"]
+KDVariant = typing.Literal["topk_tail", "topk_renorm", "sampled", "hybrid", "exact_match", "uld"]
 Reduction = typing.Literal["token_mean", "babyllama"]
 DivergenceName = typing.Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_rkl", "tvd", "akl"]
 """What the KD term measures between teacher and student (`distill.divergence`; each registered by name in
@@ -279,7 +279,8 @@ class TrainingConfig:
 
 
 KD_VARIANTS_OF_CACHE = {"topk": ("topk_tail", "topk_renorm"), "sampled": ("sampled",),
-                        "hybrid": ("hybrid", "topk_tail", "topk_renorm")}
+                        "hybrid": ("hybrid", "topk_tail", "topk_renorm"),
+                        "cross_tokenizer": ("exact_match", "uld")}
 """Which `distill.kd_variant` reads which cache kind (`TARGET_KINDS`); a hybrid cache holds a top-k one. The first
 is the default for that kind (`DistillConfig.kd_variant` None)."""
 
@@ -296,7 +297,9 @@ class DistillConfig:
     """None: the cache's own kind (topk_tail for a top-k cache, sampled, hybrid; `KD_VARIANTS_OF_CACHE`), topk_tail
     for online distillation. Else topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k), for
     top-k and hybrid caches; sampled (a sampled cache, `bbl.losses.sampled_kl`); hybrid (a hybrid cache,
-    `bbl.losses.hybrid_kl`). A cache of another kind is refused with one line."""
+    `bbl.losses.hybrid_kl`); exact_match or uld (a cross_tokenizer cache, `bbl.losses.cross_tokenizer`: at the
+    student positions aligned with a teacher position only, on the full logits whatever training.loss_impl). A
+    cache of another kind is refused with one line."""
     mlm_kd: bool = False
     """In the mlm phases of `training.objective_schedule` (AntLM), also distil where it is defined: at each position
     that predicts a masked token (`training.mlm_target: previous`), the cached teacher distribution of that next

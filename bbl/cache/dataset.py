@@ -69,6 +69,7 @@ class CacheDataset:
     def __init__(self, reader: CacheReader, *, seed: int = 0, buffer_chunks: int = 16):
         self.reader, self.seed, self.buffer_chunks = reader, seed, buffer_chunks
         self._chunks: OrderedDict[int, dict] = OrderedDict()
+        self._static = {name: reader.read_static(name) for name in reader.static}
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -103,4 +104,6 @@ class CacheDataset:
         for name in ("topk_logprobs", "tail_logprob"):
             if name in row:
                 item[name] = torch.from_numpy(row[name].astype(np.float32))
+        if self.reader.kind is not None:  # a registered kind gives the targets its losses read
+            item.update({k: torch.from_numpy(v) for k, v in self.reader.kind.training_item(row, self._static).items()})
         return item

@@ -281,7 +281,8 @@ def _dump(teacher_dirs, data_dir, out, config: DumpConfig, *, device, device_map
                                     device_map=device_map)
     check_same_tokenizer(infos[0]["tokenizer_fingerprint"], data.tokenizer_fingerprint(),
                          subject=f"{teacher_dirs[0]}: teacher", reference=data.tokenizer_dir,
-                         fix="pass the --data the teachers were trained on")
+                         fix="pass the --data the teachers were trained on, or --cross-tokenizer to store the "
+                             "teachers' targets in their own vocabulary")
     if config.top_k > data.vocab_size:
         raise BblError(f"--topk {config.top_k} exceeds the vocabulary ({data.vocab_size}); use --topk <= "
                        f"{data.vocab_size}")

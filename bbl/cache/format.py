@@ -50,10 +50,11 @@ SHUFFLE = {"input_ids": "shuffle", "window_idx": "shuffle", "topk_ids": "shuffle
            "tail_logprob": "bitshuffle", "sample_ids": "shuffle"}
 
 
-def compressors(name: str, codec: dict | None = None):
+def compressors(name: str, codec: dict | None = None, *, shuffle: str | None = None):
+    """Blosc (`DEFAULT_CODEC`, the array's shuffle: `SHUFFLE[name]` unless given) + crc32c, for every data array."""
     from zarr.codecs import BloscCodec, Crc32cCodec
 
-    return [BloscCodec(**{**DEFAULT_CODEC, "shuffle": SHUFFLE[name], **(codec or {})}), Crc32cCodec()]
+    return [BloscCodec(**{**DEFAULT_CODEC, "shuffle": shuffle or SHUFFLE[name], **(codec or {})}), Crc32cCodec()]
 
 
 def array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int, *, targets: TargetKind = "topk",

@@ -45,6 +45,8 @@ def cache_stats(reader: CacheReader, *, sample_chunks: int | None = None, seed: 
         mass = topk_mass(tails)
         stats.update({"mean_tail_mass": float(1 - mass.mean()), "topk_mass_mean": float(mass.mean()),
                       "topk_mass_percentiles": {str(p): float(np.percentile(mass, p)) for p in (1, 5, 25, 50, 75, 95)}})
+    if reader.kind is not None:
+        stats.update(reader.kind.stats(reader, chunks))
     if "sample_ids" in reader.arrays:
         distinct = np.concatenate([distinct_per_position(reader.read_array("sample_ids", c * cw, (c + 1) * cw)).ravel()
                                    for c in chunks])

@@ -42,6 +42,9 @@ def missing_chunks(reader) -> list[ChunkProblem]:
         for c in range(arr.cdata_shape[0]):
             if f"{prefix}{arr.path}/{arr.metadata.encode_chunk_key((c, *extra))}" not in keys:
                 problems.append(ChunkProblem(name, c, reader.rows_of(c), "missing"))
+    for name, arr in getattr(reader, "static", {}).items():  # a registered kind's one-chunk arrays
+        if f"{prefix}{arr.path}/{arr.metadata.encode_chunk_key((0,))}" not in keys:
+            problems.append(ChunkProblem(name, 0, (0, arr.shape[0] - 1), "missing"))
     return problems
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from bbl.cache.format import TARGET_KINDS, target_arrays
 from bbl.cache.integrity import ChunkProblem, damage_message, missing_chunks
+from bbl.cache.kinds.registry import registered_kind
 from bbl.cache.store import open_group
 from bbl.data.tokenizer import check_same_tokenizer
 from bbl.errors import BblError
@@ -31,10 +32,13 @@ class CacheReader:
         if not self.attrs.get("complete") and not allow_incomplete:
             raise BblError(f"{path}: cache is incomplete (dump interrupted?); re-run `bbl dump-logits` to finish it")
         self.targets = self.attrs.get("targets", "topk")
-        if self.targets not in TARGET_KINDS:
+        self.kind = registered_kind(self.targets)  # None for the kinds of `bbl.cache.format`
+        if self.targets not in TARGET_KINDS and self.kind is None:
             raise BblError(f"{path}: unknown targets kind {self.targets!r} (written by a newer bbl?); upgrade bbl")
         self.num_samples = int(self.attrs.get("num_samples", 0))
-        self.arrays = {name: self.group[name] for name in target_arrays(self.targets)}
+        self.arrays = {name: self.group[name] for name in (self.kind.arrays if self.kind else
+                                                           target_arrays(self.targets))}
+        self.static = {name: self.group[name] for name in (self.kind.static_arrays if self.kind else ())}
         self.num_windows = self.arrays["input_ids"].shape[0]
         self.seq_len, self.top_k = self.attrs["seq_len"], self.attrs["top_k"]
         self.temperature = float(self.attrs["temperature"])
@@ -76,6 +80,14 @@ class CacheReader:
         """Rows [start, stop) of every array (contiguous reads are the fast path). Raises as `read_array`."""
         return {name: self.read_array(name, start, stop) for name in self.arrays}
 
+    def read_static(self, name: str) -> np.ndarray:
+        """A static array of a registered kind, whole. Raises `BblError` (one line) when it is corrupt."""
+        try:
+            return self.static[name][:]
+        except Exception as e:
+            problem = ChunkProblem(name, 0, (0, self.static[name].shape[0] - 1), "corrupt", f"{type(e).__name__}: {e}")
+            raise BblError(damage_message(self.path, [problem], self.attrs)) from None
+
     def scan(self, *, progress: bool = False) -> list[ChunkProblem]:
         """Decode every chunk of every array (crc32c checked on decode): missing, corrupt and unfinished chunks."""
         from tqdm.auto import tqdm
@@ -91,6 +103,12 @@ class CacheReader:
                     arr[first:last + 1]
                 except Exception as e:
                     problems.append(ChunkProblem(name, c, (first, last), "corrupt", f"{type(e).__name__}: {e}"))
+        for name, arr in self.static.items():
+            if (name, 0) not in known:
+                try:
+                    arr[:]
+                except Exception as e:
+                    problems.append(ChunkProblem(name, 0, (0, arr.shape[0] - 1), "corrupt", f"{type(e).__name__}: {e}"))
         done = np.asarray(self.group["chunk_done"][:])
         problems += [ChunkProblem("chunk_done", int(c), self.rows_of(int(c)), "unfinished") for c in np.flatnonzero(~done)]
         return problems

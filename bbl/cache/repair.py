@@ -14,6 +14,7 @@ import numpy as np
 
 from bbl.cache.dump import ChunkComputer, dump_windows, teacher_dtype
 from bbl.cache.format import DumpConfig
+from bbl.cache.kinds.operations import kind_operations
 from bbl.cache.reader import CacheReader
 from bbl.cache.store import cache_lock
 from bbl.cache.writer import CacheWriter
@@ -69,8 +70,10 @@ def _repair(path, teacher_dirs, *, data_dir, device, device_map, progress, log) 
     chunks = sorted({p.chunk for p in damaged})
     for p in damaged:
         log(f"damaged: {p}")
-    config = DumpConfig.from_attrs(attrs)
-    teachers, infos = load_teachers(teacher_dirs, device, seq_len=reader.seq_len, dtype=teacher_dtype(config),
+    ops = kind_operations(reader.targets)  # a registered kind computes its own chunks (`bbl.cache.kinds`)
+    config = ops.config_from_attrs(attrs) if ops else DumpConfig.from_attrs(attrs)
+    teachers, infos = load_teachers(teacher_dirs, device, seq_len=None if ops else reader.seq_len,
+                                    dtype=teacher_dtype(config),
                                     device_map=device_map or attrs.get("dump_device_map"))
     teachers, infos = _teachers_in_recorded_order(teachers, infos, attrs.get("teachers", []), path)
     data_dir = Path(data_dir or attrs.get("data_dir", ""))
@@ -90,8 +93,15 @@ def _repair(path, teacher_dirs, *, data_dir, device, device_map, progress, log) 
         raise BblError(f"{path}: holds {reader.num_windows} windows, the data gives {len(windows)}; {fix}")
     writer = CacheWriter(path, attrs=attrs, num_windows=reader.num_windows, chunk_windows=reader.chunk_windows,
                          create=False)
-    computer = ChunkComputer(teachers, infos, windows, config, device=device,
-                             id_dtype=reader.arrays["input_ids"].dtype, vocab_size=reader.vocab_size)
+    if ops:
+        computer = ops.chunk_computer(teachers, infos, windows, config, data=data, teacher_dirs=teacher_dirs,
+                                      device=device, reader=reader)
+        if any(p.array in reader.static for p in damaged):
+            writer.write_static(computer.static_arrays())
+        chunks = sorted({p.chunk for p in damaged if p.array not in reader.static})
+    else:
+        computer = ChunkComputer(teachers, infos, windows, config, device=device,
+                                 id_dtype=reader.arrays["input_ids"].dtype, vocab_size=reader.vocab_size)
     for c in chunks:
         writer.write_chunk(computer.compute(c))
         log(f"repaired chunk {c} (rows {reader.rows_of(c)[0]}-{reader.rows_of(c)[1]})")

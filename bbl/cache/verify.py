@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bbl.cache.integrity import repair_command
+from bbl.cache.kinds.operations import kind_operations
 from bbl.cache.reader import CacheReader
 from bbl.data.tokenizer import check_same_tokenizer
 from bbl.models.ensemble import logit_mean
@@ -61,6 +62,11 @@ def verify_cache(path, *, teacher_dirs=(), sample: int = 16, max_kl: float = DEF
     if not teacher_dirs or problems:
         return report
     r = report.fidelity = verify_against_teachers(reader, list(teacher_dirs), sample=sample)
+    for line in r.pop("problems", []):
+        report.fail(f"bad: {path}: {line}")
+    if "aligned_fraction" in r:
+        report.info.append(f"alignment over {r['windows_checked']} windows: tokens, spans and alignment equal a "
+                           f"recomputation; aligned fraction {r['aligned_fraction']:.4f}")
     if "mean_kl" in r:
         report.info.append(
             f"fidelity over {r['windows_checked']} windows: max |log-prob error| {r['max_abs_logprob_error']:.2e} "
@@ -134,6 +140,10 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
     """
     import torch
 
+    ops = kind_operations(reader.targets)
+    if ops is not None:  # a registered kind recomputes its own rows; their top-k are compared as a top-k cache's
+        r = ops.recompute_sample(reader, teacher_dirs, sample=sample, seed=seed, device=device)
+        return {**{k: v for k, v in r.items() if k != "pairs"}, **topk_fidelity(r.pop("pairs"))}
     teachers, infos = load_teachers(teacher_dirs, device)
     check_same_tokenizer(infos[0]["tokenizer_fingerprint"], reader.attrs.get("tokenizer_fingerprint"),
                          subject=f"{teacher_dirs[0]}: teacher", reference="the cache's", fix="pass the cache's teachers")
@@ -170,6 +180,18 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
         out.update(coverage_z(np.concatenate([c for c, _ in coverage]), np.concatenate([e for _, e in coverage])))
         out["mean_total_variation"] = float(np.concatenate(tvs).mean())
     return out
+
+
+def topk_fidelity(pairs) -> dict:
+    """`verify_against_teachers`'s top-k figures (max_abs_logprob_error, mean/max `coarse_kl`, mean/max
+    `mass_defect`) over (exact log-probs at the stored ids, exact tail, stored log-probs, stored tail) per row."""
+    if not pairs:
+        return {}
+    kl = np.concatenate([coarse_kl(*p) for p in pairs])
+    defect = np.concatenate([mass_defect(p[2], p[3]) for p in pairs])
+    return {"max_abs_logprob_error": max(float(np.abs(p[0] - p[2]).max(initial=0.0)) for p in pairs),
+            "mean_kl": float(kl.mean()), "max_kl": float(kl.max()), "mean_mass_defect": float(defect.mean()),
+            "max_mass_defect": float(defect.max())}
 
 
 def target_distribution(rows: dict, vocab_size: int) -> np.ndarray:

@@ -20,6 +20,7 @@ from bbl.cache.format import (
     compressors,
     target_arrays,
 )
+from bbl.cache.kinds.registry import registered_kind
 from bbl.cache.store import group_exists, open_group
 from bbl.errors import BblError
 
@@ -40,16 +41,18 @@ class CacheWriter:
     def __init__(self, path, *, attrs: dict, num_windows: int, chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
                  overwrite: bool = False, create: bool = True, codec: dict | None = None):
         self.path = path
-        seq_len, top_k, vocab = attrs["seq_len"], attrs["top_k"], attrs["vocab_size"]
+        seq_len, top_k, vocab = attrs["seq_len"], attrs["top_k"], attrs.get("teacher_vocab_size", attrs["vocab_size"])
         if top_k > vocab:
             raise BblError(f"--topk {top_k} exceeds the vocabulary ({vocab}); use --topk <= {vocab}")
         self.targets, num_samples = attrs.get("targets", "topk"), int(attrs.get("num_samples", 0))
-        if self.targets not in TARGET_KINDS:
+        kind = registered_kind(self.targets)  # a registered kind declares its arrays (`bbl.cache.kinds`)
+        if self.targets not in TARGET_KINDS and kind is None:
             raise BblError(f"--targets {self.targets!r}: use one of {', '.join(TARGET_KINDS)}")
-        if self.targets != "topk" and num_samples < 1:
+        if self.targets != "topk" and kind is None and num_samples < 1:
             raise BblError(f"--samples {num_samples}: a {self.targets} cache needs --samples >= 1")
-        self.arrays = target_arrays(self.targets)
-        self.settings = {k: attrs[k] for k in SETTING_KEYS if k in attrs}
+        self.arrays = kind.arrays if kind else target_arrays(self.targets)
+        self.static_arrays = kind.static_arrays if kind else ()
+        self.settings = {k: attrs[k] for k in SETTING_KEYS + (kind.setting_keys if kind else ()) if k in attrs}
         self.settings.update(num_windows=num_windows, chunk_windows=chunk_windows)
         self.num_chunks = -(-num_windows // chunk_windows)
         self.chunk_windows = chunk_windows
@@ -68,11 +71,13 @@ class CacheWriter:
                     del existing[name]
                 existing.attrs.put({})
             self.group = existing if existing is not None else open_group(path, "w")
-            for name, (shape, chunks, dtype, fill) in array_specs(num_windows, seq_len, top_k, vocab, chunk_windows,
-                                                                   targets=self.targets,
-                                                                   num_samples=num_samples).items():
+            specs = kind.array_specs(attrs, num_windows, chunk_windows) if kind else {
+                name: (*spec, None) for name, spec in array_specs(num_windows, seq_len, top_k, vocab, chunk_windows,
+                                                                  targets=self.targets,
+                                                                  num_samples=num_samples).items()}
+            for name, (shape, chunks, dtype, fill, shuffle) in specs.items():
                 self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
-                                        compressors=compressors(name, codec))
+                                        compressors=compressors(name, codec, shuffle=shuffle))
             self.group.create_array("chunk_done", shape=(self.num_chunks,), chunks=(1,), dtype=bool,
                                     fill_value=False, compressors=None)
             self.group.attrs.update({**attrs, "format_version": FORMAT_VERSION, "settings": self.settings,
@@ -96,6 +101,15 @@ class CacheWriter:
             for name in self.arrays:
                 self.group[name][start:stop] = getattr(batch, name)
             self.group["chunk_done"][batch.index] = True
+
+    def write_static(self, arrays: dict) -> None:
+        """Write a registered kind's static arrays (one chunk each, e.g. a vocabulary map), whole; a dump writes
+        them before its first chunk, a repair rewrites a damaged one."""
+        import zarr
+
+        with zarr.config.set(WRITE_CONFIG):
+            for name in self.static_arrays:
+                self.group[name][:] = arrays[name]
 
     def finalize(self, extra_attrs: dict | None = None) -> None:
         """Set `complete` (and summary attributes) once every chunk is done.

@@ -30,9 +30,13 @@ def cache_info_cmd(path, as_json):
     a = info["attributes"]
     click.echo(f"{path}: {'complete' if info['complete'] else 'INCOMPLETE'} ({info['chunks_done']}/{info['chunks']} "
                f"chunks), format v{a.get('format_version')}")
+    from bbl.cache.kinds.registry import registered_kind
+
     kind = a.get("targets", "topk")
-    what = {"topk": f"top_k {a['top_k']} + tail mass", "sampled": f"{a.get('num_samples')} draws from p_T",
-            "hybrid": f"top_k {a['top_k']} + {a.get('num_samples')} draws from the tail"}[kind]
+    registered = registered_kind(kind)
+    what = registered.describe(a) if registered else {
+        "topk": f"top_k {a['top_k']} + tail mass", "sampled": f"{a.get('num_samples')} draws from p_T",
+        "hybrid": f"top_k {a['top_k']} + {a.get('num_samples')} draws from the tail"}[kind]
     click.echo(f"  targets {kind} ({what}), temperature {a['temperature']}, seq_len {a['seq_len']}, "
                f"vocab {a['vocab_size']}, ensemble {a['ensemble']}")
     for t in a.get("teachers", []):
@@ -43,6 +47,11 @@ def cache_info_cmd(path, as_json):
     if "topk_mass_mean" in info:
         pct = ", ".join(f"p{k} {v:.3f}" for k, v in info["topk_mass_percentiles"].items())
         click.echo(f"  top-k mass: mean {info['topk_mass_mean']:.4f} ({pct})")
+    if "aligned_fraction" in info:
+        click.echo(f"  aligned: {info['aligned_fraction']:.4f} of student positions share a token boundary with the "
+                   f"teacher; {info['teacher_tokens_per_window']:.1f} teacher tokens per window, teacher top-k mass "
+                   f"{info['teacher_topk_mass_mean']:.4f}, {info['teacher_ids_with_student_twin']:.3f} of teacher ids "
+                   f"have a student id of the same bytes")
     if "distinct_sampled_ids_mean" in info:
         click.echo(f"  draws: {info['num_samples']} per position, {info['distinct_sampled_ids_mean']:.2f} distinct ids "
                    f"on average")

@@ -155,8 +155,19 @@ def train_student(config, data, out, overrides, resume, overwrite):
 @click.option("--overwrite", is_flag=True,
               help="Replace the cache at --out (other settings, or recompute a complete one); a dir that is not a "
                    "cache is never touched.")
+@click.option("--cross-tokenizer", is_flag=True,
+              help="The teachers' tokenizer may differ from --data's: store their top-k in their own vocabulary per "
+                   "teacher token, with byte spans, the alignment to the student's tokens and the vocabulary "
+                   "correspondence (docs/cache-format.md; needs a prepared dir with token offsets).")
+@click.option("--context-tokens", type=click.IntRange(min=0), default=None,
+              help="--cross-tokenizer: student tokens of left context whose text the teacher reads before each "
+                   "window (input only, never stored)  [default: 64]")
+@click.option("--teacher-tokens", type=Positive, default=None,
+              help="--cross-tokenizer: teacher tokens stored per window at most (the padded width)  "
+                   "[default: 2 x --seq-len]")
 def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, out, split, seq_len, max_windows, seed,
-                    batch_size, chunk_windows, device, dtype, device_map, overwrite):
+                    batch_size, chunk_windows, device, dtype, device_map, overwrite, cross_tokenizer, context_tokens,
+                    teacher_tokens):
     """Run the teachers once over every window; store the ensemble's soft targets (top-k log-probs, or sampled
     ids, or both) in Zarr.
 
@@ -168,6 +179,21 @@ def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, ou
     from bbl.cache.format import DumpConfig
     from bbl.runtime import default_device
 
+    if cross_tokenizer:
+        from bbl.cache.kinds.cross_tokenizer import DEFAULT_CONTEXT_TOKENS, CrossTokenizerConfig
+        from bbl.cache.kinds.cross_tokenizer_dump import dump_cross_tokenizer
+
+        if targets != "topk" or num_samples:
+            raise BblError("--cross-tokenizer stores top-k targets; drop --targets/--samples")
+        config = CrossTokenizerConfig(top_k=top_k or 64, temperature=temperature, split=split, seq_len=seq_len,
+                                      batch_size=batch_size, max_windows=max_windows, seed=seed,
+                                      chunk_windows=chunk_windows, dtype=dtype, teacher_tokens=teacher_tokens,
+                                      context_tokens=DEFAULT_CONTEXT_TOKENS if context_tokens is None else context_tokens)
+        dump_cross_tokenizer(list(teachers), data, out, config, device=device or default_device(),
+                             device_map=device_map, overwrite=overwrite, log=click.echo)
+        return
+    if context_tokens is not None or teacher_tokens is not None:
+        raise BblError("--context-tokens and --teacher-tokens apply to --cross-tokenizer only; add it or drop them")
     config = DumpConfig(targets=targets, top_k=top_k, num_samples=num_samples, temperature=temperature,
                         split=split, seq_len=seq_len, batch_size=batch_size, max_windows=max_windows, seed=seed,
                         chunk_windows=chunk_windows, dtype=dtype)

@@ -54,6 +54,26 @@ def _given_tokenizer(tokenizer_dir: Path) -> Path:
     return file
 
 
+def _probe_offsets(tokenizer_file: Path, sources: list[Source]) -> None:
+    """Before anything is written: the given tokenizer's offsets recover the first lines of every train source
+    (`bbl.data.offsets.check_spans`), so a tokenizer that cannot is refused at once, not after cleaning.
+
+    Raises:
+        BblError: one line naming the tokenizer, the source line and the character it drops.
+    """
+    from bbl.data.offsets import PROBE_LINES, encode_lines_with_spans
+    from bbl.data.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_file)
+    for src in sources:
+        lines = src.text.splitlines(keepends=True)[:PROBE_LINES]
+        try:
+            for _ in encode_lines_with_spans(tokenizer, lines, where=str(src.paths[0])):
+                pass
+        except BblError as e:
+            raise BblError(f"--tokenizer {tokenizer_file.parent}: {e}") from None
+
+
 class _State:
     """The prepare state file: the inputs' fingerprint and what each finished step recorded."""
 
@@ -109,6 +129,8 @@ def _prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 160
     given = _given_tokenizer(tokenizer_dir) if tokenizer_dir is not None else None
     # every layout (bbl.data.corpus), read and validated before anything is written
     files = {"train": read_sources(train_dir, "train"), "dev": read_sources(dev_dir, "dev")}
+    if given is not None:
+        _probe_offsets(given, files["train"])
     fingerprint = _inputs_fingerprint(files, vocab_size, sha256_file(given) if given else None, mask_token)
     state = _State(out, fingerprint, force=force)
     out.mkdir(parents=True, exist_ok=True)
@@ -165,50 +187,73 @@ def _tokenizer(train: list[tuple[Source, Path]], tok_dir: Path, state: _State, *
 
 
 def _encode(cleaned: dict[str, list[tuple[Source, Path]]], out: Path, tok_dir: Path, state: _State, *,
-            progress: bool, log) -> tuple[list[dict], dict[str, tuple[str, str]]]:
-    """Step 3: each split as one flat token stream and its word starts; (per-file records, {split: hashes})."""
+            progress: bool, log) -> tuple[list[dict], dict[str, dict[str, str]]]:
+    """Step 3: each split as one flat token stream, its word starts, its text and each token's byte span in it
+    (`bbl.data.offsets`); (per-file records, {split: {artifact: sha256}}).
+
+    Raises:
+        BblError: a line whose tokens' offsets cannot recover it (`bbl.data.offsets.check_spans`).
+    """
     from tqdm.auto import tqdm
 
-    from bbl.data.tokenizer import encode_lines_with_word_starts, load_tokenizer
+    from bbl.data.offsets import encode_lines_with_spans, offsets_dtype
+    from bbl.data.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(tok_dir)
     dtype = stream_dtype(tokenizer.get_vocab_size())
     per_file: list[dict] = []
     hashes = {}
     for split, pairs in cleaned.items():
-        npy, starts_npy = out / f"{split}.npy", out / f"{split}.word_starts.npy"
+        paths = {"sha256": out / f"{split}.npy", "word_starts_sha256": out / f"{split}.word_starts.npy",
+                 "text_sha256": out / f"{split}.text", "offsets_sha256": out / f"{split}.offsets.npy"}
         record = state.done.get(f"encode_{split}")
-        if record and npy.is_file() and record["sha256"] == sha256_file(npy) and starts_npy.is_file() and \
-                record.get("word_starts_sha256") == sha256_file(starts_npy):
+        if record and all(p.is_file() and record.get(k) == sha256_file(p) for k, p in paths.items()):
             log(f"encode {split}: up to date")
             per_file += record["files"]
-            hashes[split] = (record["sha256"], record["word_starts_sha256"])
+            hashes[split] = {k: record[k] for k in paths}
             continue
-        parts, start_parts, records = [], [], []
+        parts, start_parts, texts, span_parts, records = [], [], [], [], []
+        base = 0
         for src, dst in tqdm(pairs, desc=f"encode {split}", unit="file", disable=not progress):
             text = dst.read_text()
-            encoded = list(encode_lines_with_word_starts(tokenizer, text.splitlines(keepends=True)))
-            ids = np.asarray([i for line_ids, _ in encoded for i in line_ids], dtype=dtype)
-            starts = np.concatenate([w for _, w in encoded]) if encoded else np.zeros(0, dtype=np.uint8)
+            lines = text.splitlines(keepends=True)
+            encoded = list(encode_lines_with_spans(tokenizer, lines, where=str(dst)))
+            line_base = base + np.cumsum([0] + [len(line.encode()) for line in lines[:-1]], dtype=np.int64)
+            ids = np.asarray([i for line_ids, _, _ in encoded for i in line_ids], dtype=dtype)
+            starts = np.concatenate([w for _, w, _ in encoded]) if encoded else np.zeros(0, dtype=np.uint8)
+            spans = (np.concatenate([s + b for (_, _, s), b in zip(encoded, line_base, strict=True)])
+                     if encoded else np.zeros((0, 2), dtype=np.int64))
+            raw = text.encode()
+            base += len(raw)
             parts.append(ids)
             start_parts.append(starts)
+            span_parts.append(spans)
+            texts.append(raw)
             records.append({"split": split, "source": src.name, "cleaner": cleaner_of(src.name) or "generic",
                             "path": ", ".join(map(str, src.paths)), "git_sha1": git_blob_sha1(src.paths[0]),
                             "words": len(src.text.split()), "words_clean": len(text.split()),
                             "words_in_stream": int(starts.sum(dtype=np.int64)), "tokens": len(ids)})
-        digests = []
-        for path, arrays, empty in ((npy, parts, dtype), (starts_npy, start_parts, np.uint8)):
-            tmp = path.with_suffix(".tmp.npy")
-            np.save(tmp, np.concatenate(arrays) if arrays else np.zeros(0, dtype=empty))
+        digests = {}
+        spans = np.concatenate(span_parts) if span_parts else np.zeros((0, 2), dtype=np.int64)
+        arrays = {"sha256": np.concatenate(parts) if parts else np.zeros(0, dtype=dtype),
+                  "word_starts_sha256": np.concatenate(start_parts) if start_parts else np.zeros(0, dtype=np.uint8),
+                  "offsets_sha256": spans.astype(offsets_dtype(base))}
+        for key, path in paths.items():
+            tmp = path.with_name(path.name + ".tmp")
+            if key == "text_sha256":
+                tmp.write_bytes(b"".join(texts))
+            else:
+                with open(tmp, "wb") as f:
+                    np.save(f, arrays[key])
             os.replace(tmp, path)
-            digests.append(sha256_file(path))
-        state.mark(f"encode_{split}", {"sha256": digests[0], "word_starts_sha256": digests[1], "files": records})
+            digests[key] = sha256_file(path)
+        state.mark(f"encode_{split}", {**digests, "files": records})
         per_file += records
-        hashes[split] = tuple(digests)
+        hashes[split] = digests
     return per_file, hashes
 
 
-def _manifest(files: dict, per_file: list[dict], hashes: dict[str, tuple[str, str]], tok_dir: Path,
+def _manifest(files: dict, per_file: list[dict], hashes: dict[str, dict[str, str]], tok_dir: Path,
               fingerprint: dict, tokenizer_dir: Path | None) -> dict:
     """The manifest of a finished preparation (the layout: `bbl.data.prepared`)."""
     from bbl.data.tokenizer import load_tokenizer, mask_token_id
@@ -227,8 +272,12 @@ def _manifest(files: dict, per_file: list[dict], hashes: dict[str, tuple[str, st
         "dtype": stream_dtype(vocab_size).name,
         "vocab_size": vocab_size,
         "mask_token_id": mask_token_id(tok_dir),
-        "streams": {split: {"path": f"{split}.npy", "sha256": h[0]} for split, h in hashes.items()},
-        "word_starts": {split: {"path": f"{split}.word_starts.npy", "sha256": h[1]} for split, h in hashes.items()},
+        "streams": {split: {"path": f"{split}.npy", "sha256": h["sha256"]} for split, h in hashes.items()},
+        "word_starts": {split: {"path": f"{split}.word_starts.npy", "sha256": h["word_starts_sha256"]}
+                        for split, h in hashes.items()},
+        "texts": {split: {"path": f"{split}.text", "sha256": h["text_sha256"]} for split, h in hashes.items()},
+        "offsets": {split: {"path": f"{split}.offsets.npy", "sha256": h["offsets_sha256"]}
+                    for split, h in hashes.items()},
         "tokenizer": {"path": "tokenizer/tokenizer.json", "sha256": sha256_file(tok_dir / "tokenizer.json"),
                       "source": str(Path(tokenizer_dir).resolve()) if tokenizer_dir else "trained"},
         "inputs": fingerprint,

@@ -5,6 +5,8 @@ Layout of a prepared dir OUT (written by `bbl.data.prepare`):
     OUT/tokenizer/                       Hugging Face tokenizer dir (tokenizer.json, bos/eos/pad set)
     OUT/train.npy, OUT/dev.npy           1-D token streams (uint16 if vocab <= 65,536, else int32)
     OUT/train.word_starts.npy, ...       words starting in each token (uint8; `bbl.data.words`), for words seen
+    OUT/train.text, OUT/dev.text         the split's cleaned text as one UTF-8 file (what the stream encodes)
+    OUT/train.offsets.npy, ...           (tokens, 2) [start, end) byte span of each token in it (`bbl.data.offsets`)
     OUT/manifest.json                    words/tokens per file, totals, dtype, vocab, sha256 of every artifact
 `manifest.json` is written last and atomically: a dir without one is not a prepared dir.
 """
@@ -50,7 +52,8 @@ class PreparedData:
             raise BblError(f"{self.path / MANIFEST}: not a manifest of `bbl prepare` (no {e}); {rebuild}") from None
         self.tokenizer_dir = self.path / "tokenizer"
         if check_hashes:
-            for s in manifest["streams"].values():
+            for s in [*manifest["streams"].values(), *manifest.get("offsets", {}).values(),
+                      *manifest.get("texts", {}).values()]:
                 if sha256_file(self.path / s["path"]) != s["sha256"]:
                     raise BblError(f"{self.path / s['path']}: sha256 differs from {MANIFEST}; "
                                    f"re-run `bbl prepare --force --out {self.path}`")
@@ -96,3 +99,29 @@ class PreparedData:
             raise BblError(f"{self.path}: prepared by a bbl that did not count words; re-run `bbl prepare` with the "
                            f"same arguments and --out {self.path} (the token streams stay identical)")
         return np.load(self.path / entry["path"], mmap_mode="r")
+
+    def has_offsets(self, split: str = "train") -> bool:
+        """Whether this dir records the split's text and token byte spans (prepared by bbl >= issue 31)."""
+        return split in self.manifest.get("offsets", {}) and split in self.manifest.get("texts", {})
+
+    def offsets(self, split: str, *, needed_by: str = "this command") -> np.ndarray:
+        """(tokens, 2) [start, end) byte span of each token of the split's stream in `text(split)`, memory-mapped.
+
+        Raises:
+            BblError: a dir prepared before bbl recorded offsets, naming `needed_by` and the upgrade (re-running
+                prepare with the same arguments adds them; the token streams stay identical).
+        """
+        if not self.has_offsets(split):
+            raise BblError(f"{self.path}: records no token offsets into its {split} text, which {needed_by} needs; "
+                           f"re-run `bbl prepare` with the same arguments and --out {self.path} to add them (the "
+                           f"token streams stay identical)")
+        return np.load(self.path / self.manifest["offsets"][split]["path"], mmap_mode="r")
+
+    def text(self, split: str, *, needed_by: str = "this command") -> np.ndarray:
+        """The split's cleaned text as (bytes,) uint8, memory-mapped (what `offsets(split)` index). Raises as
+        `offsets`."""
+        self.offsets(split, needed_by=needed_by)
+        path = self.path / self.manifest["texts"][split]["path"]
+        if path.stat().st_size == 0:
+            return np.zeros(0, dtype=np.uint8)
+        return np.memmap(path, dtype=np.uint8, mode="r")

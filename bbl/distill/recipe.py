@@ -98,6 +98,9 @@ def check_distill_inputs(cfg: Config, data: PreparedData, *, reader=None, teache
                        f"does not read; set distill.kd_variant={fits} or dump a cache with --targets "
                        f"{'topk' if d.kd_variant.startswith('topk') else d.kd_variant}")
     problem = reading_problem(d.divergence, d.kd_variant)
+    if d.kd_variant in ("exact_match", "uld") and d.divergence != "forward_kl":
+        problem = (f"distill.divergence={d.divergence} has no cross-tokenizer form yet: kd_variant={d.kd_variant} "
+                   f"is its own loss (exact-match KL or ULD); drop distill.divergence")
     if problem:
         raise BblError(f"{reader.path}: {problem}")
     if reader.targets != "topk" and d.temperature is not None and abs(d.temperature - reader.temperature) > 1e-9:

@@ -13,6 +13,7 @@ import torch
 
 from bbl.config import PAPER_TEMPERATURE, DistillConfig
 from bbl.losses.chunked import IGNORE_INDEX, KDTargets, chunked_head_loss, shift_labels
+from bbl.losses.cross_tokenizer import exact_match_kl, reduce_aligned, uld_loss
 from bbl.losses.divergences import Divergence
 from bbl.losses.kd import (
     distillation_loss,
@@ -70,8 +71,8 @@ class DistillTrainer(WindowTrainer):
         return KDTargets(variant, topk_ids=targets["topk_ids"], topk_logprobs=top, tail_logprob=tail)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob", "sample_ids")
-                   if k in inputs}
+        targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob", "sample_ids", "aligned",
+                                              "uld_topk_logprobs", "uld_tail_logprob") if k in inputs}
         if self.pop_mlm(inputs):  # an mlm phase: KD only with distill.mlm_kd
             if targets and model.training:
                 return self.masked_kd_loss(model, inputs, targets, return_outputs)
@@ -99,6 +100,8 @@ class DistillTrainer(WindowTrainer):
     def causal_loss(self, model, inputs, targets, return_outputs=False):
         """The CE plus KD of a clm batch (cached targets or resident teachers)."""
         distilling = model.training and (targets or self.teachers)
+        if distilling and "aligned" in targets:  # a cross-tokenizer cache
+            return self.cross_tokenizer_loss(model, inputs, targets, return_outputs)
         if self.loss_impl == "chunked":
             outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"])
             kd = self._teacher_targets(inputs["input_ids"], targets) if distilling else None
@@ -120,6 +123,24 @@ class DistillTrainer(WindowTrainer):
         if distilling:
             self._parts["ce_loss"].append(float(ce.detach()))
             self._parts["kd_loss"].append(float(kd_value.detach()))
+        return (loss, outputs) if return_outputs else loss
+
+    def cross_tokenizer_loss(self, model, inputs, targets, return_outputs=False):
+        """CE plus exact-match KL or ULD (`distill.kd_variant`) at the aligned positions, on the full logits (the
+        cross-tokenizer losses have no chunked path yet; `distill.divergence` other than forward KL is refused for
+        them by `check_distill_inputs`)."""
+        outputs = model(input_ids=inputs["input_ids"], labels=inputs["labels"])
+        aligned = targets["aligned"]
+        if self.distill.kd_variant == "uld":
+            kl = uld_loss(outputs.logits, targets["uld_topk_logprobs"], targets["uld_tail_logprob"], aligned,
+                          self.temperature)
+        else:
+            kl = exact_match_kl(outputs.logits, targets["topk_ids"], targets["topk_logprobs"],
+                                targets["tail_logprob"], aligned, self.temperature)
+        kd_value = reduce_aligned(kl, aligned, self.distill.reduction)
+        loss = distillation_loss(outputs.loss, kd_value, alpha=self.distill.alpha, temperature=self.temperature)
+        self._parts["ce_loss"].append(float(outputs.loss.detach()))
+        self._parts["kd_loss"].append(float(kd_value.detach()))
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs, start_time=None):

@@ -41,6 +41,9 @@ def markdown_table(results: list[dict]) -> str:
     ppl = [r["tasks"].get("perplexity") for r in results]
     if any(ppl):
         rows.append(("dev perplexity", [f"{p['perplexity']:.1f}" if p else "" for p in ppl]))
+        if any(p and "bits_per_byte" in p for p in ppl):
+            rows.append(("dev bits per byte", [f"{p['bits_per_byte']:.4f}" if p and "bits_per_byte" in p else ""
+                                               for p in ppl]))
     rows.append(("parameters (M)", [f"{r['parameters'] / 1e6:.2f}" for r in results]))
     if any(r.get("words_seen") is not None for r in results):  # the BabyLM budget line (issue 13)
         rows.append(("words seen (M)", [_millions(r.get("words_seen")) for r in results]))

@@ -107,8 +107,20 @@ def load_model(model_dir: Path, device: str):
 def dev_perplexity(models, data: PreparedData, *, seq_len: int = 128, dev_windows: int = 8192, seed: int = 0,
                    batch_size: int = 32, device: str = "cpu") -> dict:
     """Mean token CE (nats) and perplexity on the fixed dev subset the trainers evaluate on (`select_dev_windows`
-    with the runs' data seed)."""
+    with the runs' data seed), and bits per byte of the scored text.
+
+    Bits per byte (the BabyLM / lm-evaluation-harness convention, `bits_per_byte` = total NLL in nats / ln 2 /
+    total UTF-8 bytes of the scored text) compares models with different tokenizers on one scale. The scored text
+    of a window is what its tokens 2..S cover in the cleaned dev text (the first token is context, never
+    predicted), from the prepared dir's token offsets (`bbl.data.offsets.scored_bytes`); a dir prepared without
+    offsets gets a `bits_per_byte_note` instead, naming the upgrade.
+
+    Returns:
+        {mean_ce (nats/token), perplexity, windows, tokens, bits_per_byte, bytes} (or bits_per_byte_note).
+    """
     import torch
+
+    from bbl.data.offsets import scored_bytes
 
     windows = select_dev_windows(data.stream("dev"), seq_len, dev_windows, seed=seed)
     total, count = 0.0, 0
@@ -117,11 +129,19 @@ def dev_perplexity(models, data: PreparedData, *, seq_len: int = 128, dev_window
             ids = torch.stack([torch.from_numpy(windows.window(i)) for i in
                                range(start, min(start + batch_size, len(windows)))]).to(device)
             logits = ensemble_logits(models, ids, torch.ones_like(ids), vocab_size=data.vocab_size)[:, :-1]
-            ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
-                                                   reduction="sum")
+            ce = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                                   ids[:, 1:].reshape(-1), reduction="sum")
             total, count = total + float(ce), count + ids[:, 1:].numel()
     mean = total / max(count, 1)
-    return {"mean_ce": mean, "perplexity": math.exp(mean), "windows": len(windows), "tokens": count}
+    out = {"mean_ce": mean, "perplexity": math.exp(mean), "windows": len(windows), "tokens": count}
+    if data.has_offsets("dev"):
+        offsets = data.offsets("dev")
+        nbytes = sum(scored_bytes(offsets, int(w) * seq_len, (int(w) + 1) * seq_len) for w in windows.indices)
+        out.update(bytes=nbytes, bits_per_byte=total / math.log(2) / max(nbytes, 1))
+    else:
+        out["bits_per_byte_note"] = (f"{data.path} records no token offsets; re-run `bbl prepare` with the same "
+                                     f"arguments and --out {data.path} to report bits per byte")
+    return out
 
 
 def evaluate_models(models, tokenizer, config: EvalConfig, *, data: PreparedData | None = None,

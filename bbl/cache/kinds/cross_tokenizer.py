@@ -1,0 +1,211 @@
+"""The cross-tokenizer cache kind (`targets: cross_tokenizer`, issue 31; docs/cache-format.md): a teacher whose
+tokenizer differs from the student's, its targets stored in its own vocabulary.
+
+Per student window (row n): the teacher tokens of the window's text (`teacher_lengths[n]` of them, padded to
+`teacher_tokens`), their ids and [start, end) byte spans relative to the window's first byte, the ensemble's top-k
+ids, log-probs and tail mass at T per teacher token (stored as a top-k cache stores them), and `alignment[n, s]`:
+the teacher position whose distribution predicts from the same byte as student position s (its token ends where
+student token s ends, and neither token's successor overlaps it), or -1. `teacher_to_student` (static) maps each
+teacher id to the student id with the same byte string, or -1. `exact_match_targets` turns a row into the
+student-vocabulary top-k targets the (k+1)-outcome KL reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from bbl.cache.format import (
+    CPU_BATCH_SIZE,
+    DEFAULT_CHUNK_WINDOWS,
+    DEFAULT_TOP_K,
+    DumpConfig,
+    DumpDtype,
+    id_dtype,
+)
+from bbl.cache.kinds.base import CacheKind
+from bbl.config import PAPER_TEMPERATURE
+from bbl.errors import BblError
+
+NAME = "cross_tokenizer"
+ARRAYS = ("input_ids", "window_idx", "teacher_lengths", "teacher_ids", "teacher_spans", "alignment",
+          "teacher_topk_ids", "teacher_topk_logprobs", "teacher_tail_logprob")
+STATIC_ARRAYS = ("teacher_to_student",)
+SETTING_KEYS = ("teacher_vocab_size", "teacher_tokenizer_fingerprint", "context_tokens", "teacher_tokens")
+DEFAULT_CONTEXT_TOKENS = 64
+"""Student tokens of left context (from the stream, before the window) the teacher reads before the window's text,
+so its first predictions are not made cold; their teacher tokens are input only, never stored."""
+
+
+@dataclass
+class CrossTokenizerConfig:
+    """The settings of a cross-tokenizer dump (`bbl dump-logits --cross-tokenizer`), recorded in `dump_config`.
+
+    Raises:
+        BblError: an invalid value, naming the dump-logits option.
+    """
+
+    top_k: int = DEFAULT_TOP_K
+    """Teacher ids kept per teacher token (in the teacher's vocabulary)."""
+    temperature: float = PAPER_TEMPERATURE
+    """Softening temperature T > 0 of the ensemble's p_T."""
+    split: str = "train"
+    """Token stream (and text) of the prepared dir to dump."""
+    seq_len: int = 128
+    """Student tokens per window."""
+    batch_size: int | None = None
+    """Windows per teacher forward pass (each padded on the right to the batch's longest); None: 16 on CPU."""
+    max_windows: int | None = None
+    """The fixed window subset `training.max_train_windows` selects (same seed); None = every window."""
+    seed: int = 0
+    """Seed of the window subset."""
+    chunk_windows: int = DEFAULT_CHUNK_WINDOWS
+    """Windows per Zarr chunk."""
+    context_tokens: int = DEFAULT_CONTEXT_TOKENS
+    """`DEFAULT_CONTEXT_TOKENS`: student tokens of left context whose text the teacher reads first (0: none)."""
+    teacher_tokens: int | None = None
+    """Teacher tokens stored per window at most (the padded width); None = 2 x seq_len. A window holding more is
+    refused with a line naming --teacher-tokens."""
+    dtype: DumpDtype = "auto"
+    """The teachers' precision (as `DumpConfig.dtype`)."""
+
+    def __post_init__(self):
+        if self.teacher_tokens is None:
+            self.teacher_tokens = 2 * self.seq_len
+        for option, value in (("--topk", self.top_k), ("--seq-len", self.seq_len), ("--batch-size", self.batch_size),
+                              ("--chunk-windows", self.chunk_windows), ("--max-windows", self.max_windows),
+                              ("--teacher-tokens", self.teacher_tokens)):
+            if value is not None and value < 1:
+                raise BblError(f"{option} {value} must be >= 1")
+        if self.context_tokens < 0:
+            raise BblError(f"--context-tokens {self.context_tokens} must be >= 0")
+        self.plain()  # the remaining checks (temperature, seed, dtype) are the plain dump's
+
+    def plain(self) -> DumpConfig:
+        """The top-k `DumpConfig` the teachers' forward pass and the stored form share with a plain dump."""
+        return DumpConfig(targets="topk", top_k=self.top_k, temperature=self.temperature, split=self.split,
+                          seq_len=self.seq_len, batch_size=self.batch_size, max_windows=self.max_windows,
+                          seed=self.seed, chunk_windows=self.chunk_windows, dtype=self.dtype)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> CrossTokenizerConfig:
+        """The dump's settings from a cross-tokenizer cache's attributes."""
+        return cls(**attrs["dump_config"])
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def resolved(self, batch_size: int) -> CrossTokenizerConfig:
+        return dataclasses.replace(self, batch_size=batch_size)
+
+
+def array_specs(attrs: dict, n: int, chunk: int) -> dict:
+    """{name: (shape, chunks, dtype, fill, shuffle)} of a cross-tokenizer cache's arrays (docs/cache-format.md)."""
+    s, k, width = int(attrs["seq_len"]), int(attrs["top_k"]), int(attrs["teacher_tokens"])
+    student, teacher = id_dtype(int(attrs["vocab_size"])), id_dtype(int(attrs["teacher_vocab_size"]))
+    i32 = np.dtype(np.int32)
+    return {
+        "input_ids": ((n, s), (chunk, s), student, 0, "shuffle"),
+        "window_idx": ((n,), (chunk,), np.dtype(np.int64), -1, "shuffle"),
+        "teacher_lengths": ((n,), (chunk,), i32, 0, "shuffle"),
+        "teacher_ids": ((n, width), (chunk, width), teacher, 0, "shuffle"),
+        "teacher_spans": ((n, width, 2), (chunk, width, 2), i32, 0, "shuffle"),
+        "alignment": ((n, s), (chunk, s), i32, -1, "shuffle"),
+        "teacher_topk_ids": ((n, width, k), (chunk, width, k), teacher, 0, "shuffle"),
+        "teacher_topk_logprobs": ((n, width, k), (chunk, width, k), np.dtype(np.float16), 0.0, "bitshuffle"),
+        "teacher_tail_logprob": ((n, width), (chunk, width), np.dtype(np.float32), 0.0, "bitshuffle"),
+        "teacher_to_student": ((int(attrs["teacher_vocab_size"]),), (int(attrs["teacher_vocab_size"]),), i32, -1,
+                               "shuffle"),
+    }
+
+
+def describe(attrs: dict) -> str:
+    return (f"top_k {attrs['top_k']} + tail mass per teacher token, teacher vocab {attrs['teacher_vocab_size']}, "
+            f"{attrs['context_tokens']} tokens of context, <= {attrs['teacher_tokens']} teacher tokens per window")
+
+
+def stats(reader, chunks) -> dict:
+    """Aligned fraction (student positions with an aligned teacher position), teacher tokens per window, the
+    teacher top-k mass over stored teacher tokens, and the share of teacher ids with a student twin."""
+    cw = reader.chunk_windows
+    aligned, lengths, tails = [], [], []
+    for c in chunks:
+        rows = reader.read(c * cw, (c + 1) * cw)
+        aligned.append(rows["alignment"].ravel() >= 0)
+        lengths.append(rows["teacher_lengths"])
+        valid = np.arange(rows["teacher_tail_logprob"].shape[1])[None, :] < rows["teacher_lengths"][:, None]
+        tails.append(rows["teacher_tail_logprob"][valid])
+    mapping = reader.read_static("teacher_to_student")
+    mass = -np.expm1(np.concatenate(tails).astype(np.float64)) if tails else np.zeros(0)
+    return {"aligned_fraction": float(np.concatenate(aligned).mean()) if aligned else 0.0,
+            "teacher_tokens_per_window": float(np.concatenate(lengths).mean()) if lengths else 0.0,
+            "teacher_topk_mass_mean": float(mass.mean()) if mass.size else 0.0,
+            "teacher_ids_with_student_twin": float((mapping >= 0).mean())}
+
+
+def training_item(row: dict, static: dict) -> dict:
+    """What distillation reads from one row (`bbl.losses.cross_tokenizer`): the exact-match targets (topk_ids
+    (S, K) int64, topk_logprobs (S, K) float32, tail_logprob (S,) float32, `exact_match_targets`), `aligned` (S,)
+    bool, and the aligned teacher position's own top-k log-probs and tail for ULD (uld_topk_logprobs,
+    uld_tail_logprob; zeros where not aligned)."""
+    rows = {k: v[None] for k, v in row.items()}
+    exact = exact_match_targets(rows, static["teacher_to_student"])
+    aligned = exact["aligned"][0]
+    j = np.where(aligned, row["alignment"], 0)
+    uld_top = np.where(aligned[:, None], row["teacher_topk_logprobs"][j].astype(np.float32), np.float32(-np.inf))
+    return {"topk_ids": exact["topk_ids"][0], "topk_logprobs": exact["topk_logprobs"][0].astype(np.float32),
+            "tail_logprob": exact["tail_logprob"][0], "aligned": aligned, "uld_topk_logprobs": uld_top,
+            "uld_tail_logprob": np.where(aligned, row["teacher_tail_logprob"][j], 0).astype(np.float32)}
+
+
+KIND = CacheKind(name=NAME, arrays=ARRAYS, static_arrays=STATIC_ARRAYS, setting_keys=SETTING_KEYS,
+                 array_specs=array_specs, describe=describe, stats=stats, training_item=training_item)
+
+
+def exact_match_targets(rows: dict, teacher_to_student: np.ndarray) -> dict:
+    """The student-vocabulary top-k targets of a cross-tokenizer row at its aligned positions (exact-match KL).
+
+    At student position s aligned to teacher position j, each of the teacher's top-k ids with a student twin (same
+    byte string, `teacher_to_student`) keeps its log-prob under the twin's id; the mass of the others joins the
+    tail (logsumexp, as the dump computes the tail). Ids are re-sorted ascending (the cache's `TOPK_ORDER`); an
+    unmapped slot holds id 0 and log-prob -inf (no mass). With the student's own tokenizer as the teacher's, every
+    id maps to itself and this equals the ordinary top-k cache bit for bit.
+
+    Args:
+        rows: the cache's arrays for (N, ...) windows (`CacheReader.read`).
+        teacher_to_student: (V_teacher,) int32.
+    Returns:
+        topk_ids (N, S, K) int64, topk_logprobs (N, S, K) float16 (-inf where unmapped or not aligned),
+        tail_logprob (N, S) float32 (0 where not aligned), aligned (N, S) bool.
+    """
+    align = rows["alignment"].astype(np.int64)
+    aligned = align >= 0
+    j = np.where(aligned, align, 0)
+    at = np.arange(len(align))[:, None]
+    ids = rows["teacher_topk_ids"][at, j].astype(np.int64)              # (N, S, K) teacher ids
+    logp = rows["teacher_topk_logprobs"][at, j]                         # (N, S, K) float16
+    tail = rows["teacher_tail_logprob"][at, j].astype(np.float32)       # (N, S)
+    student = teacher_to_student[ids].astype(np.int64)
+    mapped = student >= 0
+    if not mapped.all():
+        lost = np.where(mapped, -np.inf, logp.astype(np.float32))
+        with np.errstate(divide="ignore"):
+            tail = np.logaddexp(tail, np.logaddexp.reduce(lost, axis=-1)).astype(np.float32)
+    student = np.where(mapped, student, 0)
+    logp = np.where(mapped, logp, np.float16(-np.inf)).astype(np.float16)
+    order = np.argsort(np.where(mapped, student, np.iinfo(np.int64).max), axis=-1, kind="stable")
+    student, logp = np.take_along_axis(student, order, -1), np.take_along_axis(logp, order, -1)
+    logp = np.where(aligned[..., None], logp, np.float16(-np.inf)).astype(np.float16)
+    return {"topk_ids": student, "topk_logprobs": logp, "tail_logprob": np.where(aligned, tail, 0).astype(np.float32),
+            "aligned": aligned}
+
+
+def with_batch_size(config: CrossTokenizerConfig) -> CrossTokenizerConfig:
+    """`config` with a concrete batch size: as given, else `CPU_BATCH_SIZE` (padded variable-length batches have
+    no memory probe yet; pass --batch-size on a GPU)."""
+    return config if config.batch_size is not None else config.resolved(CPU_BATCH_SIZE)
+
+
+__all__ = ["ARRAYS", "KIND", "NAME", "STATIC_ARRAYS", "CrossTokenizerConfig", "exact_match_targets"]

@@ -1,0 +1,417 @@
+"""Computing a cross-tokenizer cache (`bbl dump-logits --cross-tokenizer`, issue 31): the dump, the recomputation
+`bbl cache verify` compares against, and the chunks `bbl cache repair` rewrites (format: `cross_tokenizer`).
+
+For each student window: its text is recovered from the prepared dir's offsets (`bbl.data.offsets`), with
+`context_tokens` student tokens of left context; the whole lines holding it are tokenized by the teacher's own
+fast tokenizer line by line (as `bbl prepare` encodes the stream, so a teacher sharing the student's tokenizer sees
+exactly the student's tokens); the teacher tokens from the context's first byte to the window's last byte are the
+teacher's input; those ending inside the window are stored. Batches are padded on the right (a causal model's
+real positions never see the padding) and go through the plain dump's forward pass and stored form
+(`bbl.cache.dump.ChunkComputer`), so an identity dump equals a plain one bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bbl import __version__
+from bbl.cache.dump import ChunkComputer, _compute_and_write, dump_attrs, dump_windows, teacher_dtype
+from bbl.cache.format import quantize_logprobs, sort_by_id
+from bbl.cache.inspect import cache_stats
+from bbl.cache.kinds.cross_tokenizer import NAME, CrossTokenizerConfig, with_batch_size
+from bbl.cache.reader import CacheReader
+from bbl.cache.store import cache_location, claim_cache
+from bbl.cache.writer import CacheWriter
+from bbl.data.offsets import char_to_byte, check_spans, token_char_spans
+from bbl.data.prepared import PreparedData
+from bbl.data.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_fingerprint
+from bbl.data.vocab import vocab_correspondence
+from bbl.errors import BblError
+from bbl.models.build import common_scoring_positions
+from bbl.models.teachers import load_teachers
+from bbl.runtime import barrier, finish_distributed, init_distributed, rank, world_size
+
+__all__ = ["NAME", "CrossChunkComputer", "config_from_attrs", "dump_cross_tokenizer", "recompute_sample"]
+PROBE_WINDOWS = 4
+"""Windows the teacher's tokenizer is checked on before anything is written (its offsets recover their text)."""
+SEARCH_BLOCK = 1 << 16
+"""Bytes read at a time when looking for the line around a window."""
+
+
+def config_from_attrs(attrs: dict) -> CrossTokenizerConfig:
+    return CrossTokenizerConfig.from_attrs(attrs)
+
+
+def teacher_tokenizer(teacher_dirs) -> Path:
+    """The teachers' fast tokenizer file (teachers share one; `load_teachers` checks that).
+
+    Raises:
+        BblError: a teacher without tokenizer.json (a slow tokenizer has no offsets, so its tokens' byte spans
+            are unknown).
+    """
+    for d in map(Path, teacher_dirs):
+        if not (d / TOKENIZER_FILE).is_file():
+            raise BblError(f"--teacher {d}: no fast tokenizer ({TOKENIZER_FILE}), so its tokens' byte spans are "
+                           f"unknown and --cross-tokenizer cannot align them; save one with "
+                           f"AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR) (transformers converts most "
+                           f"slow tokenizers)")
+    return Path(teacher_dirs[0]) / TOKENIZER_FILE
+
+
+def _line_start(text: np.ndarray, pos: int) -> int:
+    """The first byte of the line holding byte `pos` (just after the previous newline, or 0)."""
+    while pos > 0:
+        lo = max(0, pos - SEARCH_BLOCK)
+        k = bytes(text[lo:pos]).rfind(b"\n")
+        if k >= 0:
+            return lo + k + 1
+        pos = lo
+    return 0
+
+
+def _line_end(text: np.ndarray, end: int) -> int:
+    """The end (after its newline, or the text's end) of the line holding byte `end - 1`."""
+    pos = max(end - 1, 0)
+    while pos < len(text):
+        hi = min(len(text), pos + SEARCH_BLOCK)
+        k = bytes(text[pos:hi]).find(b"\n")
+        if k >= 0:
+            return pos + k + 1
+        pos = hi
+    return len(text)
+
+
+@dataclass
+class CrossChunk:
+    """One chunk of a cross-tokenizer cache, numpy, ready to write (`CacheWriter.write_chunk` reads the arrays of
+    `cross_tokenizer.ARRAYS` by name)."""
+
+    index: int
+    input_ids: np.ndarray
+    window_idx: np.ndarray
+    teacher_lengths: np.ndarray
+    teacher_ids: np.ndarray
+    teacher_spans: np.ndarray
+    alignment: np.ndarray
+    teacher_topk_ids: np.ndarray
+    teacher_topk_logprobs: np.ndarray
+    teacher_tail_logprob: np.ndarray
+
+
+class TeacherText:
+    """The teacher's side of the student's windows, from the prepared text alone (no model): `window(w)`.
+
+    Args:
+        positions: the teachers' position limit (None: none checked).
+    """
+
+    def __init__(self, data: PreparedData, config: CrossTokenizerConfig, tokenizer, *, positions: int | None = None):
+        need = "a cross-tokenizer dump (--cross-tokenizer)"
+        self.config, self.tokenizer, self.positions = config, tokenizer, positions
+        self.offsets = np.asarray(data.offsets(config.split, needed_by=need))
+        self.text = data.text(config.split, needed_by=need)
+
+    def window(self, w: int) -> dict:
+        """Window `w`'s teacher side: input ids, where the stored tokens start in them, and the stored tokens' ids,
+        byte spans (relative to the window's first byte) and the alignment of the student's positions.
+
+        Raises:
+            BblError: the teacher's offsets cannot recover a line, the input exceeds the teacher's positions
+                (names --context-tokens), or more than `teacher_tokens` teacher tokens (names --teacher-tokens).
+        """
+        cfg, off = self.config, self.offsets
+        first, stop = w * cfg.seq_len, (w + 1) * cfg.seq_len
+        win_start, win_end = int(off[first, 0]), int(off[stop - 1, 1])
+        ctx_start = int(off[max(0, first - cfg.context_tokens), 0])
+        seg_start, seg_end = _line_start(self.text, ctx_start), _line_end(self.text, win_end)
+        lines = bytes(self.text[seg_start:seg_end]).decode("utf-8").splitlines(keepends=True)
+        ids, spans, base = [], [], seg_start
+        for line, enc in zip(lines, self.tokenizer.encode_batch(lines, add_special_tokens=False), strict=True):
+            chars = token_char_spans(line, enc)
+            check_spans(line, chars, where=f"teacher tokenizer on {cfg.split} window {w}")
+            ids += enc.ids
+            spans.append(char_to_byte(line)[chars] + base)
+            base += len(line.encode())
+        ids = np.asarray(ids, dtype=np.int64)
+        spans = np.concatenate(spans) if spans else np.zeros((0, 2), dtype=np.int64)
+        starts, ends = spans[:, 0], spans[:, 1]
+        i0 = int(np.searchsorted(starts, ctx_start, side="left"))
+        inside = np.flatnonzero((np.arange(len(ids)) >= i0) & (ends <= win_end))
+        i1 = int(inside[-1]) + 1 if len(inside) else i0
+        later = np.flatnonzero(ends[i0:i1] > win_start)
+        j0 = i0 + int(later[0]) if len(later) else i1
+        if self.positions is not None and i1 - i0 > self.positions:
+            raise BblError(f"{cfg.split} window {w}: {i1 - i0} teacher tokens (with context) exceed the teacher's "
+                           f"{self.positions} positions; lower --context-tokens {cfg.context_tokens} or --seq-len")
+        if i1 - j0 > cfg.teacher_tokens:
+            raise BblError(f"{cfg.split} window {w} holds {i1 - j0} teacher tokens, more than --teacher-tokens "
+                           f"{cfg.teacher_tokens}; raise --teacher-tokens")
+        # a boundary after a token: the next token does not start inside it
+        t_bound = np.append(starts[1:], np.iinfo(np.int64).max) >= ends
+        nxt = off[first + 1:stop + 1, 0].astype(np.int64)
+        s_ends = off[first:stop, 1].astype(np.int64)
+        s_bound = np.append(nxt, np.iinfo(np.int64).max)[:cfg.seq_len] >= s_ends
+        return {"input": ids[i0:i1], "offset": j0 - i0, "length": i1 - j0, "ids": ids[j0:i1],
+                "spans": (spans[j0:i1] - win_start).astype(np.int32),
+                "alignment": align_by_end(s_ends, s_bound, ends[j0:i1], t_bound[j0:i1])}
+
+
+class CrossChunkComputer:
+    """Computes a chunk of a cross-tokenizer cache; deterministic for given (teachers, data, config, device), so a
+    resumed dump, any rank and `cache repair` write the same bytes."""
+
+    def __init__(self, teachers, infos, windows, config: CrossTokenizerConfig, *, data: PreparedData, tokenizer,
+                 device: str, teacher_vocab: int, student_dtype=np.int64, teacher_dtype=np.int64):
+        self.config, self.windows, self.tokenizer = config, windows, tokenizer
+        self.plain = ChunkComputer(teachers, infos, windows, config.plain(), device=device, id_dtype=np.int64,
+                                   vocab_size=teacher_vocab)
+        self.side = TeacherText(data, config, tokenizer, positions=common_scoring_positions(teachers))
+        self.student_dtype, self.teacher_dtype = student_dtype, teacher_dtype
+        self.student_tokenizer = load_tokenizer(data.tokenizer_dir)
+
+    def rows(self, c: int) -> range:
+        return self.plain.rows(c)
+
+    def static_arrays(self) -> dict:
+        """The cache's static arrays: `teacher_to_student` (ids of equal byte strings, `vocab_correspondence`)."""
+        return {"teacher_to_student": vocab_correspondence(self.tokenizer, self.student_tokenizer)}
+
+    def teacher_window(self, w: int) -> dict:
+        return self.side.window(w)
+
+    def compute(self, c: int) -> CrossChunk:
+        """Chunk `c` (teacher top-k ids sorted by id, log-probs on the `LOGPROB_STEP` grid, as a top-k cache)."""
+        import torch
+
+        cfg, rows = self.config, self.rows(c)
+        n, width, k = len(rows), cfg.teacher_tokens, cfg.top_k
+        windows = [int(self.windows.indices[i]) for i in rows]
+        sides = [self.teacher_window(w) for w in windows]
+        out = CrossChunk(
+            index=c, input_ids=np.stack([self.windows.window(i) for i in rows]).astype(self.student_dtype),
+            window_idx=np.asarray(windows, dtype=np.int64),
+            teacher_lengths=np.asarray([t["length"] for t in sides], dtype=np.int32),
+            teacher_ids=np.zeros((n, width), dtype=self.teacher_dtype), teacher_spans=np.zeros((n, width, 2), np.int32),
+            alignment=np.stack([t["alignment"] for t in sides]),
+            teacher_topk_ids=np.zeros((n, width, k), dtype=np.int64),
+            teacher_topk_logprobs=np.zeros((n, width, k), dtype=np.float32),
+            teacher_tail_logprob=np.zeros((n, width), dtype=np.float32))
+        kind = self.plain.draw_settings(c)
+        for b in range(0, n, cfg.batch_size):
+            group = sides[b:b + cfg.batch_size]
+            padded = np.zeros((len(group), max(1, *(len(t["input"]) for t in group))), dtype=np.int64)
+            for i, t in enumerate(group):
+                padded[i, :len(t["input"])] = t["input"]
+            got = {key: v.cpu().numpy() for key, v in
+                   self.plain.batch_targets(torch.from_numpy(padded), kind, first_row=rows[b]).items()}
+            for i, t in enumerate(group):
+                r, o, length = b + i, t["offset"], t["length"]
+                out.teacher_ids[r, :length] = t["ids"]
+                out.teacher_spans[r, :length] = t["spans"]
+                out.teacher_topk_ids[r, :length] = got["topk_ids"][i, o:o + length]
+                out.teacher_topk_logprobs[r, :length] = got["topk_logprobs"][i, o:o + length]
+                out.teacher_tail_logprob[r, :length] = got["tail_logprob"][i, o:o + length]
+        ids, logprobs = sort_by_id(out.teacher_topk_ids, out.teacher_topk_logprobs)
+        out.teacher_topk_ids, out.teacher_topk_logprobs = ids.astype(self.teacher_dtype), quantize_logprobs(logprobs)
+        return out
+
+
+def align_by_end(student_ends, student_bound, teacher_ends, teacher_bound) -> np.ndarray:
+    """(S,) int32: for each student position, the teacher position predicting from the same byte, or -1.
+
+    Both sides' tokens must end on that byte with no successor starting inside them (a boundary). Tokens ending
+    on one byte (a newline, then an inserted prefix space of empty span) pair from the last backwards: the last
+    of each side predicts the first token of the text after the byte; the ones before it pair only where both
+    sides have them (the same tokenizer), else stay -1.
+    """
+    by_end: dict[int, list[int]] = {}
+    for j, (e, b) in enumerate(zip(teacher_ends, teacher_bound, strict=True)):
+        if b:
+            by_end.setdefault(int(e), []).append(j)
+    out = np.full(len(student_ends), -1, dtype=np.int32)
+    seen: dict[int, int] = {}
+    for s in range(len(student_ends) - 1, -1, -1):
+        if not student_bound[s]:
+            continue
+        e = int(student_ends[s])
+        r = seen.get(e, 0)
+        seen[e] = r + 1
+        js = by_end.get(e, [])
+        if r < len(js):
+            out[s] = js[len(js) - 1 - r]
+    return out
+
+
+def dump_cross_tokenizer(teacher_dirs: list[Path], data_dir: Path, out, config: CrossTokenizerConfig | None = None, *,
+                         device: str = "cpu", device_map: str | None = None, overwrite: bool = False,
+                         progress: bool = True, log=print) -> dict:
+    """Dump the teachers' own-vocabulary top-k targets for every student window of `config.split` (kind
+    `cross_tokenizer`, docs/cache-format.md); resumable, sharded by rank under torchrun, any fsspec location.
+
+    Returns the summary (windows, tokens, bytes, aligned_fraction, ...) on rank 0, {} on the others.
+
+    Raises:
+        BblError: (before anything is written) a prepared dir without offsets, a teacher without a fast
+            tokenizer, --topk beyond the teacher's vocabulary, fp16 off a GPU; then as `dump_logits`, plus a window
+            beyond --teacher-tokens or the teacher's positions.
+    """
+    config = with_batch_size(config or CrossTokenizerConfig())
+    if config.dtype == "fp16" and not str(device).startswith("cuda"):
+        raise BblError(f"--dtype fp16 needs a GPU (device {device}); use --dtype bf16 or fp32 on CPU")
+    data = PreparedData(data_dir)
+    data.offsets(config.split, needed_by="a cross-tokenizer dump (--cross-tokenizer)")
+    tokenizer = load_tokenizer(teacher_tokenizer(teacher_dirs))
+    vocab = tokenizer.get_vocab_size()
+    if config.top_k > vocab:
+        raise BblError(f"--topk {config.top_k} exceeds the teacher's vocabulary ({vocab}); use --topk <= {vocab}")
+    side = TeacherText(data, config, tokenizer)
+    for w in dump_windows(data, config.plain()).indices[:PROBE_WINDOWS]:  # a tokenizer that drops text, at once
+        side.window(int(w))
+    out = cache_location(out)
+    with claim_cache(out, overwrite=overwrite, lock=rank() == 0, log=log):
+        return _dump(teacher_dirs, data_dir, out, config, device=device, device_map=device_map, overwrite=overwrite,
+                     progress=progress, log=log)
+
+
+def _dump(teacher_dirs, data_dir, out, config: CrossTokenizerConfig, *, device, device_map, overwrite, progress,
+          log) -> dict:
+    """`dump_cross_tokenizer`'s work under the cache's lock (the plain dump's steps, `bbl.cache.dump._dump`)."""
+    device = init_distributed(device)
+    data = PreparedData(data_dir, check_hashes=True)
+    teachers, infos = load_teachers(teacher_dirs, device, dtype=teacher_dtype(config.plain()), device_map=device_map)
+    tok_file = teacher_tokenizer(teacher_dirs)
+    tokenizer = load_tokenizer(tok_file)
+    windows = dump_windows(data, config.plain())
+    attrs = cross_attrs(config, data, infos, tokenizer, device=device, data_dir=data_dir,
+                        teacher_fingerprint=tokenizer_fingerprint(tok_file))
+    if device_map is not None:
+        attrs["dump_device_map"] = str(device_map)
+    kw = {"attrs": attrs, "num_windows": len(windows), "chunk_windows": config.chunk_windows}
+    writer = CacheWriter(out, overwrite=overwrite, **kw) if rank() == 0 else None
+    barrier()
+    writer = writer or CacheWriter(out, create=False, **kw)
+    computer = CrossChunkComputer(teachers, infos, windows, config, data=data, tokenizer=tokenizer, device=device,
+                                  teacher_vocab=tokenizer.get_vocab_size(),
+                                  student_dtype=writer.group["input_ids"].dtype,
+                                  teacher_dtype=writer.group["teacher_ids"].dtype)
+    done = writer.done_chunks()
+    if done.all() and writer.group.attrs.get("complete"):
+        barrier()
+        if rank() == 0:
+            log(f"{out}: a complete cache of these settings already; nothing to do (--overwrite recomputes it)")
+        if world_size() > 1:
+            finish_distributed()
+        return dict(writer.group.attrs.get("summary") or {}) if rank() == 0 else {}
+    if rank() == 0:
+        writer.write_static(computer.static_arrays())
+        if done.any():
+            log(f"resuming {out}: {int(done.sum())}/{writer.num_chunks} chunks already written")
+    todo = [c for c in range(writer.num_chunks) if c % world_size() == rank() and not done[c]]
+    t0 = time.perf_counter()
+    _compute_and_write(computer, writer, todo, out, progress=progress)
+    barrier()
+    summary = {}
+    if rank() == 0:
+        writer.finalize()
+        summary = cache_stats(CacheReader(out), sample_chunks=8)
+        summary["seconds"] = round(time.perf_counter() - t0, 2)
+        writer.group.attrs.update({"summary": summary})
+        log(f"dumped {out}: {summary['windows']:,} windows, {summary['bytes']:,} bytes "
+            f"({summary['bytes_per_token']:.1f} B/token), {summary['teacher_tokens_per_window']:.1f} teacher tokens "
+            f"per window, aligned fraction {summary['aligned_fraction']:.4f} (student positions whose token ends "
+            f"where a teacher token ends), {summary['seconds']:.1f}s")
+    if world_size() > 1:
+        finish_distributed()
+    return summary
+
+
+def cross_attrs(config: CrossTokenizerConfig, data: PreparedData, infos: list[dict], tokenizer, *, device: str,
+                data_dir: Path, teacher_fingerprint: str) -> dict:
+    """The plain dump's attributes (`dump_attrs`) plus the cross-tokenizer ones (docs/cache-format.md)."""
+    attrs = dump_attrs(config.plain(), data, infos, device=device, data_dir=data_dir)
+    attrs.update(targets=NAME, teacher_vocab_size=int(tokenizer.get_vocab_size()),
+                 teacher_tokenizer_fingerprint=teacher_fingerprint, context_tokens=int(config.context_tokens),
+                 teacher_tokens=int(config.teacher_tokens), dump_config=config.to_dict(), bbl_version=__version__,
+                 alignment_rule="token_end")
+    return attrs
+
+
+def chunk_computer(teachers, infos, windows, config: CrossTokenizerConfig, *, data: PreparedData, teacher_dirs,
+                   device: str, reader: CacheReader) -> CrossChunkComputer:
+    """The computer `bbl cache repair` rewrites damaged chunks with (the recorded settings and dtypes).
+
+    Raises:
+        BblError: the teachers' tokenizer is not the one the cache records.
+    """
+    tok_file = teacher_tokenizer(teacher_dirs)
+    if tokenizer_fingerprint(tok_file) != reader.attrs.get("teacher_tokenizer_fingerprint"):
+        raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from the cache's; pass the cache's teachers")
+    tokenizer = load_tokenizer(tok_file)
+    return CrossChunkComputer(teachers, infos, windows, config, data=data, tokenizer=tokenizer, device=device,
+                              teacher_vocab=tokenizer.get_vocab_size(),
+                              student_dtype=reader.arrays["input_ids"].dtype,
+                              teacher_dtype=reader.arrays["teacher_ids"].dtype)
+
+
+def recompute_sample(reader: CacheReader, teacher_dirs, *, sample: int = 16, seed: int = 0,
+                     device: str = "cpu") -> dict:
+    """`sample` random rows recomputed from the recorded prepared dir and the teachers, one window at a time.
+
+    Returns windows_checked; `pairs`: per row (exact log p_T at the stored ids, exact tail, stored log-probs,
+    stored tail) over its stored teacher tokens, for `bbl.cache.verify`'s (k+1)-outcome KL; `problems`: lines for
+    every row whose tokens, spans, alignment or student ids differ from the recomputation (these are exact);
+    aligned_fraction over the sampled rows.
+
+    Raises:
+        BblError: the teachers' tokenizer is not the cache's, or the recorded prepared dir is gone or differs.
+    """
+    import torch
+
+    from bbl.models.ensemble import logit_mean
+    from bbl.models.teachers import teacher_logits
+
+    attrs = reader.attrs
+    config = CrossTokenizerConfig.from_attrs(attrs)
+    data_dir = Path(attrs.get("data_dir", ""))
+    if not (data_dir / "manifest.json").is_file():
+        raise BblError(f"{data_dir}: the prepared dir this cache was dumped from is gone; verify where it exists")
+    data = PreparedData(data_dir)
+    if data.stream_sha256(config.split) != attrs.get("train_stream_sha256"):
+        raise BblError(f"{data_dir}: {config.split} stream differs from the cache's")
+    teachers, infos = load_teachers(list(teacher_dirs), device, dtype=teacher_dtype(config.plain()))
+    windows = dump_windows(data, config.plain())
+    computer = chunk_computer(teachers, infos, windows, config.resolved(1), data=data, teacher_dirs=teacher_dirs,
+                              device=device, reader=reader)
+    vocab = int(attrs["teacher_vocab_size"])
+    rows = np.sort(np.random.default_rng(seed).choice(reader.num_windows, min(sample, reader.num_windows),
+                                                      replace=False))
+    pairs, problems, aligned = [], [], []
+    with torch.inference_mode():
+        for r in map(int, rows):
+            row = {k: v[0] for k, v in reader.read(r, r + 1).items()}
+            w = int(row["window_idx"])
+            side = computer.teacher_window(w)
+            length = int(row["teacher_lengths"])
+            same = (length == side["length"] and np.array_equal(row["teacher_ids"][:length], side["ids"])
+                    and np.array_equal(row["teacher_spans"][:length], side["spans"])
+                    and np.array_equal(row["alignment"], side["alignment"])
+                    and np.array_equal(row["input_ids"], windows.window(r)))
+            if not same:
+                problems.append(f"row {r} (window {w}): teacher tokens, spans or alignment differ from a "
+                                f"recomputation")
+                continue
+            aligned.append(row["alignment"] >= 0)
+            ids = torch.from_numpy(side["input"][None]).to(device)
+            mean = logit_mean([teacher_logits(m, ids, vocab) for m in teachers], temperature=config.temperature)
+            logp = torch.log_softmax(mean, -1)[0, side["offset"]:side["offset"] + length]
+            stored = torch.from_numpy(row["teacher_topk_ids"][:length].astype(np.int64)).to(logp.device)
+            exact_at = logp.gather(-1, stored).cpu().numpy()
+            exact_tail = torch.logsumexp(logp.scatter(-1, stored, float("-inf")), -1).cpu().numpy()
+            pairs.append((exact_at, exact_tail, row["teacher_topk_logprobs"][:length].astype(np.float32),
+                          row["teacher_tail_logprob"][:length]))
+    return {"windows_checked": len(rows), "pairs": pairs, "problems": problems,
+            "aligned_fraction": float(np.concatenate(aligned).mean()) if aligned else 0.0}

@@ -1,0 +1,80 @@
+"""Losses that read a cross-tokenizer cache (issue 31), at the student positions aligned with a teacher position
+(`bbl.cache.kinds.cross_tokenizer`: both tokens end on the same byte); other positions get 0 and a mask.
+
+- `exact_match_kl`: the teacher's top-k ids with a student id of the same byte string keep their mass under that
+  id, all other teacher mass joins the tail, then bbl's (k+1)-outcome KL (`bbl.losses.kd.topk_tail_kl`).
+- `uld_loss`: Universal Logit Distillation (Boizard et al. 2024, "Towards Cross-Tokenizer Distillation: the
+  Universal Logit Distillation Loss for LLMs", Section 3): L1 between the sorted teacher and student
+  probabilities, which needs no shared vocabulary; here over the k largest of each plus the rest.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bbl.config import Reduction
+from bbl.losses.kd import topk_tail_kl
+
+
+def exact_match_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, aligned, temperature):
+    """(k+1)-outcome KL(p ‖ q) of exact-match targets, 0 at unaligned positions.
+
+    Args:
+        student_logits: (B, S, V) float, raw student logits.
+        topk_ids: (B, S, K) int64 student ids (`exact_match_targets`); a slot whose log-prob is -inf (a teacher id
+            without a student twin, whose mass is already in the tail) is ignored whatever its id.
+        topk_logprobs: (B, S, K) float, teacher log p_T (nats); -inf for ignored slots.
+        tail_logprob: (B, S) float, log of the teacher mass outside the mapped ids (nats).
+        aligned: (B, S) bool, positions with an aligned teacher position.
+        temperature: T > 0.
+    Returns:
+        (B, S) float32 KL in nats (0 where not aligned); with every slot mapped it equals `topk_tail_kl`.
+    Raises:
+        ValueError: as `topk_tail_kl`.
+    """
+    b, s, v = student_logits.shape
+    ignored = torch.isneginf(topk_logprobs.float())
+    if not bool(ignored.any()):
+        kl = topk_tail_kl(student_logits, topk_ids, topk_logprobs, tail_logprob.float(), temperature)
+    else:  # an extra student outcome of probability 0 takes the ignored slots: it removes no mass from q's tail
+        padded = torch.cat([student_logits, student_logits.new_full((b, s, 1), float("-inf"))], -1)
+        ids = torch.where(ignored, torch.full_like(topk_ids, v), topk_ids)
+        kl = topk_tail_kl(padded, ids, topk_logprobs, tail_logprob.float(), temperature)
+    return torch.where(aligned, kl, torch.zeros_like(kl))
+
+
+def uld_loss(student_logits, teacher_topk_logprobs, teacher_tail_logprob, aligned, temperature):
+    """ULD: Σ_i |p_(i) − q_(i)| over the K largest probabilities of each, sorted, plus |p_rest − q_rest|.
+
+    Boizard et al. (2024), Eq. 3, compare the whole sorted distributions (the shorter padded with zeros); with the
+    teacher's top k cached, the ranks past k are lumped into one "rest" outcome on each side (the L1 over the
+    lumped outcomes is a lower bound of the full one, equal at K = V).
+
+    Args:
+        student_logits: (B, S, V) float, raw student logits.
+        teacher_topk_logprobs: (B, S, K) float, the aligned teacher position's top-k log p_T (its own vocabulary,
+            any order).
+        teacher_tail_logprob: (B, S) float, log of the teacher mass outside them.
+        aligned: (B, S) bool. temperature: T > 0.
+    Returns:
+        (B, S) float32 in [0, 2] (0 where not aligned).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    k = teacher_topk_logprobs.shape[-1]
+    q = torch.softmax(student_logits.float() / temperature, -1)
+    q_top = q.topk(min(k, q.shape[-1]), dim=-1).values
+    p_top = teacher_topk_logprobs.float().exp().sort(dim=-1, descending=True).values
+    if q_top.shape[-1] < k:
+        q_top = torch.cat([q_top, q_top.new_zeros(*q_top.shape[:-1], k - q_top.shape[-1])], -1)
+    q_rest = (1.0 - q_top.sum(-1)).clamp_min(0.0)
+    loss = (p_top - q_top).abs().sum(-1) + (teacher_tail_logprob.float().exp() - q_rest).abs()
+    return torch.where(aligned, loss, torch.zeros_like(loss))
+
+
+def reduce_aligned(per_position, aligned, reduction: Reduction = "token_mean"):
+    """A scalar from a (B, S) loss that is 0 off the aligned positions: token_mean = the mean over aligned positions
+    (0 when none), babyllama = the sum over positions / B (the original code's scaling, `bbl.losses.reduce_kd`)."""
+    if reduction == "babyllama":
+        return per_position.sum() / per_position.shape[0]
+    return per_position.sum() / aligned.sum().clamp_min(1)
