@@ -43,8 +43,21 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
 BBL = [sys.executable, "-m", "bbl"]
 
 
+CASES_LOG: Path | None = None
+"""Where each finished case is appended as a JSON line (beside --json), so a run cut short keeps what it measured."""
+
+
 def log(msg: str) -> None:
     print(f"[fault] {msg}", flush=True)
+
+
+def record(case: dict) -> dict:
+    """Log a finished case and append it to `CASES_LOG`."""
+    log(f"{case}")
+    if CASES_LOG is not None:
+        with open(CASES_LOG, "a") as f:
+            f.write(json.dumps(case) + "\n")
+    return case
 
 
 def start(argv: list[str], **kw) -> subprocess.Popen:
@@ -108,8 +121,7 @@ def judge(ref: dict, data: Path, workdir: Path, case: dict) -> dict:
         case.update(verdict="stuck", error=error)
     else:
         case["verdict"] = "survived" if same(ref, outcome(workdir)) else "lost"
-    log(f"{case}")
-    return case
+    return record(case)
 
 
 def random_kills(data: Path, root: Path, ref: dict, wall: float, n: int, rng: random.Random) -> list[dict]:
@@ -174,6 +186,7 @@ def durable_write_kills(data: Path, root: Path, ref: dict) -> list[dict]:
     verdict = ("survived" if same(ref, outcome(workdir)) else "lost") if ok else "stuck"
     for c in cases:
         c.update(verdict=verdict, reruns=reruns, **({"error": error} if error else {}))
+        record(c)
     return cases
 
 
@@ -200,8 +213,7 @@ def sweep_kill(data: Path, root: Path, ref_dir: Path) -> dict:
     else:
         case["verdict"] = "survived" if (len(finished) >= 4 and not running and len(set(settings)) == len(settings)) \
             else "lost"
-    log(f"{case}")
-    return case
+    return record(case)
 
 
 def finetune_kill(root: Path, ref_dir: Path, task_data: Path) -> dict:
@@ -222,8 +234,7 @@ def finetune_kill(root: Path, ref_dir: Path, task_data: Path) -> dict:
             "leaked_temp_dirs": len(leaked), "finished": (out / "finetune.json").is_file()}
     case["verdict"] = ("survived" if kept and not leaked and case["finished"] else "lost") if r.returncode == 0 \
         else "stuck"
-    log(f"{case}")
-    return case
+    return record(case)
 
 
 def two_writers(root: Path, ref_dir: Path) -> list[dict]:
@@ -251,8 +262,7 @@ def two_writers(root: Path, ref_dir: Path) -> list[dict]:
             case["dev_ce_equals_a_single_run"] = abs(got - want) <= 1e-6
         case["verdict"] = "survived" if codes == [0, 1] and named and one_line and case.get(
             "dev_ce_equals_a_single_run", True) else "lost"
-        log(f"{case}")
-        cases.append(case)
+        cases.append(record(case))
     return cases
 
 
@@ -348,7 +358,7 @@ def bad_inputs(root: Path, ref_dir: Path) -> list[dict]:
         case["verdict"] = "survived" if (r.returncode != 0 and len(errors) == 1 and not case["traceback"]
                                          and not wrote) else "lost"
         log(f"{case['verdict']}: {name}: {case['error']}")
-        cases.append(case)
+        cases.append(record(case))
     return cases
 
 
@@ -362,6 +372,10 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir, removed at the end")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    global CASES_LOG
+    if args.json:
+        CASES_LOG = args.json.with_suffix(".cases.jsonl")
+        args.json.parent.mkdir(parents=True, exist_ok=True)
     parts = set(args.only.split(","))
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bbl-fault-"))
     root.mkdir(parents=True, exist_ok=True)
