@@ -275,8 +275,9 @@ def _run_pipeline(preset: str, data: Path, workdir: Path, *, until: str | None =
 
 
 def stage_table(state: dict) -> str:
-    """Markdown table of each stage's last wall time and peak RSS."""
+    """Markdown table of each stage's last wall time and peak RSS; "—" for a stage whose run finished but was killed
+    before the runner recorded its time (a re-run finds it done and skips it)."""
     rows = ["| stage | wall time (s) | peak RSS (MiB) |", "|---|---:|---:|"]
-    rows += [f"| {k} | {v['seconds']} | {v['peak_rss_mib']} |" for k, v in state["stages"].items()]
-    total = sum(v["seconds"] for v in state["stages"].values())
+    rows += [f"| {k} | {v.get('seconds', '—')} | {v.get('peak_rss_mib', '—')} |" for k, v in state["stages"].items()]
+    total = sum(v.get("seconds", 0) for v in state["stages"].values())
     return "\n".join([*rows, f"| **total** | **{total:.1f}** | |"]) + "\n"

@@ -58,3 +58,14 @@ def test_pipeline_bad_input(tmp_path):
     data = real_data_or_skip()
     with pytest.raises(BblError, match="not a stage"):
         run_pipeline("tiny", data, tmp_path / "w", until="nope")
+
+
+def test_a_stage_killed_after_it_finished_but_before_its_time_was_recorded_does_not_break_the_table():
+    """Fault injection found it: SIGKILL between a stage's exit and the runner's state write leaves a record with a
+    fingerprint and no time; the re-run skips the finished stage and must still print its table."""
+    from bbl.pipeline import stage_table
+
+    table = stage_table({"stages": {"prepare": {"fingerprint": "f"},
+                                    "teacher": {"fingerprint": "g", "seconds": 12.5, "peak_rss_mib": 300.0}}})
+    assert "| prepare | — | — |" in table and "| teacher | 12.5 | 300.0 |" in table
+    assert "**12.5**" in table
