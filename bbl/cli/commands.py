@@ -15,6 +15,7 @@ import click
 from bbl import __version__
 from bbl.cache.format import DumpDtype
 from bbl.cli.cache_commands import cache
+from bbl.cli.export_command import export_cmd
 from bbl.cli.params import CacheArg, OneLineErrors, PathArg, Positive, PositiveFloat, default_data
 from bbl.config import PAPER_TEMPERATURE, TARGET_KINDS
 from bbl.errors import BblError
@@ -420,3 +421,4 @@ def pipeline_cmd(preset, data, workdir, blimp_dir, supplement_dir, nproc, until,
 
 
 main.add_command(cache)
+main.add_command(export_cmd)
