@@ -18,7 +18,7 @@ from bbl.evaluate.run import EvalConfig, load_model, run_eval
 from bbl.evaluate.tasks import RankingItem, decode_ewok, read_items, read_reading
 from bbl.evaluate.wug import first_form_probability, rankdata, spearman
 
-from .conftest import REAL_DATA
+from .conftest import REAL_DATA, eval_pipeline_or_skip
 from .helpers import error_lines, quiet, run
 
 
@@ -224,7 +224,49 @@ def test_spearman_and_ranks_match_scipy():
 
 def test_wug_probability_is_the_softmax_of_the_two_scores():
     p = first_form_probability(np.array([[-3.0, -4.0], [-10.0, -10.0], [-1000.0, -1.0]]))
-    np.testing.assert_allclose(p, [1 / (1 + math.exp(-1)), 0.5, 0.0], atol=1e-12)
+    np.testing.assert_allclose(p, [1 / (1 + math.exp(-1)), 0.5, 0.0], atol=1e-7)  # float32, as the pipeline
+
+
+def test_wug_rho_and_probabilities_equal_the_pipelines_own_computation(tmp_path):
+    """The pipeline's `rank_and_evaluate_wug` (float32 softmax, scipy's rho) and its collation's
+    `_calculate_wugs_results` (rho of the written probabilities) on float32 scores where float32 ties matter: score
+    gaps beyond ~17 nats round p to 1.0 in float32 but not in float64, so a float64 softmax ranks them apart."""
+    from types import SimpleNamespace
+
+    from bbl.evaluate.predictions import ranking_predictions
+    from bbl.evaluate.tasks import decode_wug
+
+    eval_pipeline_or_skip()
+    from evaluation_pipeline import collate_preds
+    from evaluation_pipeline.sentence_zero_shot.compute_results import rank_and_evaluate_wug
+
+    rng = np.random.default_rng(0)
+    n = 60
+    scores = (-rng.uniform(5, 40, size=(n, 2))).astype(np.float32)
+    scores[:20, 1] = scores[:20, 0] - rng.uniform(17, 30, size=20).astype(np.float32)  # p(first) == 1.0 in float32
+    ratios = rng.uniform(0, 1, size=n).round(3)
+    rows = [{"sentences": f"a wug{i}ity .\ta wug{i}ness .", "ratio": float(r)} for i, r in enumerate(ratios)]
+    items = [decode_wug(r) for r in rows]
+    f64 = np.exp(scores[:, 0].astype(np.float64)) / np.exp(scores.astype(np.float64)).sum(1)
+    assert abs(spearman(f64, ratios) - spearman(first_form_probability(scores), ratios)) > 1e-6  # the case bites
+
+    stats, predictions = {1.0: {}}, {1.0: {"wug_adj": []}}
+    args = SimpleNamespace(save_predictions=True, task="wug_adj")
+    rank_and_evaluate_wug(args, stats, {1.0: [torch.from_numpy(scores[:, 0]), torch.from_numpy(scores[:, 1])]},
+                          [{"completions": list(it.completions)} for it in items], [0] * n,
+                          [{"ratio": r} for r in ratios], ["wug_adj"] * n, predictions)
+    probs = first_form_probability(scores)
+    chosen = np.argmax(scores, axis=1)
+    ours = ranking_predictions(items, chosen, probs=probs)["wug_adj"]["predictions"]
+    assert ours == predictions[1.0]["wug_adj"]  # ids, chosen forms and probabilities, exactly
+    rho = spearman(probs, ratios)
+    assert round(rho, 6) == round(float(stats[1.0]["correlation"]), 6)
+
+    data = tmp_path  # the collation reads the task's data file
+    (data / "wug_adj_nominalization.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    collated = collate_preds._calculate_wugs_results({"wug_adj": {"predictions": ours}}, "wug_adj_nominalization",
+                                                     data)
+    assert round(rho, 6) == round(float(collated["wug_adj"]), 6)
 
 
 def test_reading_surprisal_by_hand(lm):
