@@ -413,3 +413,54 @@ def test_a_suite_missing_here_falls_back_to_the_other_with_a_note(tmp_path, monk
     fast = _task_data(["ewok=elsewhere.zip"], "fast", ["ewok", "entity_tracking"])
     assert fast == {"ewok": Path("elsewhere.zip"), "entity_tracking": Path("data/entity_tracking")}
     assert "entity_tracking: no entity_tracking_fast/ here" in capsys.readouterr().out
+
+
+def test_a_babylm_submission_reads_evaluation_data_as_it_is_and_files_predictions_as_collated(tiny_teachers,
+                                                                                                tmp_path):
+    """`--suite` alone asks for the BabyLM suite (every zero-shot task, the pipeline's scoring, every
+    predictions.json); `--eval-data` takes evaluation_data/{full_eval,fast_eval}/; a task missing from the suite
+    falls back to the other suite and says so in the JSON and results.md; predictions go to the folders the
+    collation reads whatever the source folder is called, under --revision-name."""
+    root = tmp_path / "evaluation_data"
+    pair = {"sentence_good": "the cat sat .", "sentence_bad": "cat the sat .", "field": "syntax", "UID": "p1",
+            "linguistics_term": "word_order"}
+    for suite, blimp, supplement in (("full_eval", "blimp_filtered", "supplement_filtered"),
+                                     ("fast_eval", "blimp_fast", "supplement_fast")):
+        write_jsonl(root / suite / blimp / "p1.jsonl", [pair] * 2)
+        write_jsonl(root / suite / supplement / "hypernym.jsonl", [{"sentence_good": "a b .", "sentence_bad": "b a ."}])
+        write_jsonl(root / suite / "wug_adj_nominalization" / "wug_adj_nominalization.jsonl", WUG_ROWS)
+        write_reading(root / suite / "reading" / "reading_data.csv")
+    write_jsonl(root / "fast_eval" / "entity_tracking_fast" / "regular.jsonl", ET_ROWS)
+    write_jsonl(root / "full_eval" / "entity_tracking" / "regular.jsonl", ET_ROWS)
+    write_jsonl(root / "fast_eval" / "ewok_fast" / "toy-domain.jsonl", EWOK_ROWS[:1])  # no ewok_filtered: falls back
+    mine = write_jsonl(tmp_path / "my_ewok" / "toy-domain.jsonl", EWOK_ROWS[:1]).parent
+    model = tiny_teachers[0]
+
+    r = run(["eval", model, "--suite", "full", "--eval-data", root, "--revision-name", "chck_2M",
+             "--batch-size", "4", "--out", tmp_path / "full"])
+    assert r.exit_code == 0, r.output
+    assert "note: ewok: no ewok_filtered/ here" in r.output
+    result = json.loads((tmp_path / "full" / "results.json").read_text())[0]["tasks"]
+    assert set(result) == {"blimp", "supplement", "ewok", "entity_tracking", "wug_adj", "reading"}
+    assert result["blimp"]["scoring"] == "pipeline" and result["ewok"]["fallback"] == "ewok_filtered"
+    assert "fallback" not in result["blimp"]
+    table = (tmp_path / "full" / "results.md").read_text()
+    assert "**EWoK (mean over domains)** (fell back †)" in table and "† ewok: the full suite's ewok_filtered/" in table
+    causal = tmp_path / "full" / "pipeline" / "llama" / "chck_2M" / "zero_shot" / "causal"
+    found = sorted(str(p.relative_to(causal)) for p in causal.rglob("predictions.json"))
+    assert found == ["blimp/blimp_filtered/predictions.json", "blimp/supplement_filtered/predictions.json",
+                     "entity_tracking/entity_tracking/predictions.json", "ewok/ewok_fast/predictions.json",
+                     "reading/predictions.json", "wug_adj/wug_adj_nominalization/predictions.json"]
+
+    r = run(["eval", model, "--suite", "fast", "--eval-data", root / "fast_eval", "--task-data", f"ewok={mine}",
+             "--tasks", "blimp,ewok", "--pair-scoring", "bos", "--out", tmp_path / "fast"])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "fast" / "results.json").read_text())[0]["tasks"]
+    assert result["blimp"]["scoring"] == "bos" and result["ewok"]["dataset"] == "ewok_fast"
+    causal = tmp_path / "fast" / "pipeline" / "llama" / "main" / "zero_shot" / "causal"
+    assert [str(p.relative_to(causal)) for p in causal.rglob("predictions.json")] == [
+        "ewok/ewok_fast/predictions.json"]  # my_ewok/ filed as the collation reads it; BLiMP under bos writes none
+    r = run(["eval", model, "--suite", "fast", "--eval-data", tmp_path / "my_ewok" / "nope", "--out", tmp_path / "x"])
+    assert r.exit_code == 1 and "--eval-data" in error_lines(r)[0]
+    r = run(["eval", model, "--revision-name", "a/b", "--out", tmp_path / "x"])
+    assert r.exit_code == 1 and "--revision-name" in error_lines(r)[0]

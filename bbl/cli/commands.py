@@ -237,7 +237,7 @@ def eval_cmd(model_dirs, ensembles, tasks, suite, eval_data, revision_name, blim
     """Score models on the BabyLM 2025 zero-shot suite and dev perplexity; write JSON, a table, a plot and the
     pipeline's predictions.json files."""
     from bbl.evaluate.run import EvalConfig, run_eval
-    from bbl.evaluate.tasks import in_layout, resolve_task_data, suite_root
+    from bbl.evaluate.tasks import in_layout, resolve_task_data
     from bbl.runtime import default_device
 
     if not model_dirs and not ensembles:
@@ -245,7 +245,7 @@ def eval_cmd(model_dirs, ensembles, tasks, suite, eval_data, revision_name, blim
     names = _task_names(tasks) if tasks else None
     given = _given_task_data(task_data)
     asked = EvalConfig(tasks=names, suite=suite, data_dirs=given)  # the task list and suite these options mean
-    locate = in_layout(suite_root(eval_data, asked.suite)) if eval_data else default_data
+    locate = in_layout(eval_data, asked.suite) if eval_data else default_data
     paths, fallbacks = resolve_task_data(asked.tasks, asked.suite, locate,
                                          given={**given, "blimp": blimp_dir, "supplement": supplement_dir})
     for task, missing in fallbacks.items():

@@ -66,12 +66,20 @@ def suite_root(eval_data: Path, suite: str) -> Path:
                    "pipeline's evaluation_data/ (holding full_eval/ and fast_eval/) or one of those two")
 
 
-def in_layout(root: Path):
-    """`locate` for `suite_data` in a suite folder: `root/NAME`, or the organisers' `root/NAME.zip` (EWoK) when only
-    that is there."""
+def in_layout(eval_data: Path, suite: str):
+    """`locate` for `suite_data` in a copy of the pipeline's `evaluation_data/`: NAME in the suite's folder
+    (`suite_root`), else in the other suite's folder (where `suite_data` finds a fallback), each as `NAME` or as the
+    organisers' `NAME.zip` (EWoK); a name found nowhere is its path in the suite's folder."""
+    root = suite_root(eval_data, suite)
+    other = Path(eval_data) / SUITE_DIRS["fast" if suite == "full" else "full"]
+    folders = [root] + ([other] if other.is_dir() and other != root else [])
+
     def locate(name: str) -> Path:
-        path = Path(root) / name
-        return path if path.exists() or not path.with_name(f"{name}.zip").is_file() else path.with_name(f"{name}.zip")
+        for folder in folders:
+            for path in (folder / name, folder / f"{name}.zip"):
+                if path.exists():
+                    return path
+        return root / name
     return locate
 
 
