@@ -46,6 +46,8 @@ def test_card_metadata_and_text_follow_the_ledger():
 
     meta, body = parse_card(render_card(RUN, name="student", revisions=revisions, revision="chck_1M"))
     assert meta["bbl"]["revision"] == "chck_1M" and meta["bbl"]["words_seen"] == 1_000_321
+    assert meta["bbl"]["words_seen_with_teachers"] == 1_000_321 + 9_000_000  # the external teacher not counted
+    assert "| this revision and the bbl-trained teachers | 10,000,321 (10.00M) |" in body
     assert "license" not in meta and "model-index" not in meta  # no results for this revision, no license given
     assert 'revision="chck_1M"' in body and "ORG/NAME" in body
 

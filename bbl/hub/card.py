@@ -46,6 +46,15 @@ def _millions(n: int | None) -> str:
     return "unknown" if n is None else f"{n:,} ({n / 1e6:.2f}M)"
 
 
+def _with_teachers(ledger: dict, words: int | None) -> int | None:
+    """Words seen by a revision that had seen `words`, plus what its bbl-trained teachers saw (the ledger's
+    words_seen_with_teachers less the final model's words); None when unknown or the run had no teachers."""
+    final, total = ledger.get("words_seen"), ledger.get("words_seen_with_teachers")
+    if words is None or final is None or total is None:
+        return None
+    return words + (total - final)
+
+
 def _teacher_rows(ledger: dict) -> list[str]:
     rows = []
     for t in ledger.get("teachers") or []:
@@ -114,8 +123,9 @@ def render_card(run: dict, *, name: str, revisions: list[Revision], repo_id: str
     if license:
         meta["license"] = license
     meta["tags"] = ["babylm", "bbl", arch] + (["knowledge-distillation"] if distilled else [])
+    with_teachers = _with_teachers(ledger, this.words_seen)
     meta["bbl"] = {"kind": run.get("kind"), "revision": revision, "words_seen": this.words_seen,
-                   "words_seen_with_teachers": ledger.get("words_seen_with_teachers") if revision == "main" else None,
+                   "words_seen_with_teachers": with_teachers,
                    "final_words_seen": ledger.get("words_seen"), "tokens_seen": ledger.get("tokens_seen"),
                    "epochs": ledger.get("epochs"), "teachers": len(ledger.get("teachers") or []),
                    "bbl_version": run.get("bbl_version")}
@@ -137,6 +147,8 @@ def render_card(run: dict, *, name: str, revisions: list[Revision], repo_id: str
               f"| this revision (`{revision}`) | {_millions(this.words_seen)} |",
               f"| the final model (`main`) | {_millions(ledger.get('words_seen'))} |"]
     if ledger.get("teachers"):
+        if revision != "main":
+            lines.append(f"| this revision and the bbl-trained teachers | {_millions(with_teachers)} |")
         lines.append(f"| the final model and its bbl-trained teachers | {_millions(ledger.get('words_seen_with_teachers'))} |")
     if isinstance(ledger.get("tokens_seen"), int):
         lines += ["", f"The final model saw {ledger['tokens_seen']:,} tokens in {ledger.get('windows_seen', 0):,} "

@@ -60,21 +60,23 @@ class ExportResult:
     """Whether git-lfs stored the weights as LFS objects (needed to `git push` them to the Hub)."""
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-    if not _has_identity(repo):
-        env.update(GIT_AUTHOR_NAME="bbl export", GIT_AUTHOR_EMAIL="bbl@localhost",
-                   GIT_COMMITTER_NAME="bbl export", GIT_COMMITTER_EMAIL="bbl@localhost")
+def _git(repo: Path, *args: str, env: dict | None = None) -> str:
     done = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True)
     if done.returncode:
-        raise BblError(f"git {' '.join(args[:2])} in {repo} failed: {done.stderr.strip().splitlines()[-1:]}; "
-                       "check git works there")
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise BblError(f"git {' '.join(args[:2])} in {repo} failed ({last}); check git works there")
     return done.stdout.strip()
 
 
-def _has_identity(repo: Path) -> bool:
-    return all(subprocess.run(["git", "config", "--get", key], cwd=repo, capture_output=True).returncode == 0
-               for key in ("user.name", "user.email"))
+def _git_env(repo: Path) -> dict:
+    """The environment of every git call: no prompts, and an identity of its own where the user has none."""
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    configured = all(subprocess.run(["git", "config", "--get", key], cwd=repo, capture_output=True).returncode == 0
+                     for key in ("user.name", "user.email"))
+    if not configured:
+        env.update(GIT_AUTHOR_NAME="bbl export", GIT_AUTHOR_EMAIL="bbl@localhost",
+                   GIT_COMMITTER_NAME="bbl export", GIT_COMMITTER_EMAIL="bbl@localhost")
+    return env
 
 
 def find_revisions(run_dir: Path) -> list[tuple[Revision, Path]]:
@@ -144,26 +146,31 @@ def export_run(run_dir: Path, out: Path, *, results_dirs=(), repo_id: str | None
     name = run_dir.resolve().name
     lfs = shutil.which("git-lfs") is not None
     with claim_output(out, "export", overwrite=overwrite, log=log):
-        _git(out, "init", "-q", "-b", "main")
+        env = _git_env(out)
+
+        def git(*args: str) -> str:
+            return _git(out, *args, env=env)
+
+        git("init", "-q", "-b", "main")
         atomic_write_json(out / ".git" / MARKER, {"bbl_version": __version__, "source": str(run_dir.resolve()),
                                                   "complete": False})
         with open(out / ".git" / "info" / "exclude", "a") as f:
             f.write(f"\n{LOCK_FILE}\n")  # the writer's lock sits in the work tree while we commit
         if lfs:
-            _git(out, "lfs", "install", "--local")
+            git("lfs", "install", "--local")
         commits = {}
         for revision, source in revisions:
             _fill_tree(out, source)
             (out / ".gitattributes").write_text(GITATTRIBUTES)
             (out / "README.md").write_text(render_card(run, name=name, revisions=[r for r, _ in revisions],
                                                        repo_id=repo_id, license=license, revision=revision.name))
-            _git(out, "add", "-A")
+            git("add", "-A")
             words = "unknown" if revision.words_seen is None else f"{revision.words_seen:,}"
-            _git(out, "commit", "-q", "-m", f"{revision.name}: {name} after {words} words (step {revision.step})"
+            git("commit", "-q", "-m", f"{revision.name}: {name} after {words} words (step {revision.step})"
                  + (" (the final model)" if revision.name == "main" else ""))
-            commits[revision.name] = _git(out, "rev-parse", "HEAD")
+            commits[revision.name] = git("rev-parse", "HEAD")
             if revision.name != "main":
-                _git(out, "branch", revision.name)
+                git("branch", revision.name)
             log(f"{revision.name}: {source} ({words} words) -> commit {commits[revision.name][:10]}")
         atomic_write_json(out / ".git" / MARKER, {"bbl_version": __version__, "source": str(run_dir.resolve()),
                                                   "repo_id": repo_id, "commits": commits, "complete": True})
