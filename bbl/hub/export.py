@@ -200,7 +200,8 @@ def publish_commands(result: ExportResult, repo_id: str | None = None) -> list[s
     if not result.lfs:
         lines.append("#   git-lfs was not installed at export: the weights are plain git blobs, so use the hf "
                      "commands below (or install git-lfs and export again)")
-    lines += [f"git remote add origin https://huggingface.co/{repo}", f"git push origin {' '.join(branches)}", "",
+    lines += [f"hf repos create {repo} --exist-ok   # the Hub repo must exist before a git push",
+              f"git remote add origin https://huggingface.co/{repo}", f"git push origin {' '.join(branches)}", "",
               "# or with huggingface_hub's CLI (huggingface-cli upload takes the same arguments before 1.0):",
               f"hf upload {repo} . . --revision main --delete '*' --commit-message 'main: the final model'"]
     for b in checkpoints:
