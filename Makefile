@@ -11,7 +11,8 @@ WORKDIR ?= runs/demo
 install: pip-base
 	$(PY) -m pip install -q -e ".[test]"
 
-# What `make test-slow` adds: s3fs and a local moto server, the real lm-evaluation-harness, pyarrow.
+# What `make test-slow` adds: s3fs and a local moto server, the real lm-evaluation-harness, pyarrow, and what the
+# BabyLM pipeline's vendored code imports (pandas, scipy, statsmodels) for the parity and collation tests.
 install-dev: pip-base
 	$(PY) -m pip install -q -e ".[dev]"
 

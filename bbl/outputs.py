@@ -84,6 +84,10 @@ KINDS: dict[str, OutputKind] = {
     "study": OutputKind("study workdir", ("study_state.json", "study.json")),
     "sweep": OutputKind("sweep workdir", ("sweep.db", "trials.json", "trials"), lock=False),
     "pipeline": OutputKind("pipeline workdir", ("pipeline_state.json",)),
+    # `bbl export`: a git repo in the Hub's layout; its marker lives inside .git (never pushed), so any other git
+    # repo is refused, and a killed export (marker written first) is replaced whole by --overwrite
+    "export": OutputKind("bbl export repo", (".git/bbl_export.json",), lambda p: True,
+                         owned=(".git", ".gitattributes", "*")),
 }
 
 

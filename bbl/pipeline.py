@@ -181,8 +181,8 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     ev = ["eval", *map(str, teachers.values()), str(distilled), str(baseline), "--ensemble",
           ",".join(map(str, teachers.values())), "--data", str(prepared), "--out", str(w / "eval"),
           "--seq-len", str(t.seq_len), "--dev-windows", str(t.dev_windows), *task_dirs]
-    if extra:
-        ev += ["--tasks", ",".join([*eval_tasks, "perplexity"]), *extra]
+    if extra:  # BLiMP as the presets always scored it, not the BabyLM-suite default (`bbl eval --suite`)
+        ev += ["--tasks", ",".join([*eval_tasks, "perplexity"]), *extra, "--pair-scoring", "bos"]
     if p.max_pairs:
         ev += ["--max-pairs", str(p.max_pairs)]
     stages.append(stage("eval", ev, w / "eval", [*teachers.values(), distilled, baseline]))

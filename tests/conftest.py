@@ -12,6 +12,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+EVAL_PIPELINE = Path(os.environ.get("BBL_EVAL_PIPELINE")
+                     or Path(__file__).resolve().parents[1].parent / "shared" / "vendor" / "evaluation-pipeline-2025")
+"""The BabyLM 2025 evaluation pipeline's own code (not on PyPI): `BBL_EVAL_PIPELINE`, else the copy vendored at
+../shared/vendor/evaluation-pipeline-2025 beside the repo (Apache-2.0, unchanged; its SOURCE.md names the commit)."""
+
+
+def eval_pipeline_or_skip():
+    """The pipeline's checkout on sys.path (its modules import as `evaluation_pipeline.*`), or skip the test."""
+    import sys
+
+    if not (EVAL_PIPELINE / "evaluation_pipeline" / "collate_preds.py").is_file():
+        pytest.skip(f"the BabyLM evaluation pipeline's code not found at {EVAL_PIPELINE} (set BBL_EVAL_PIPELINE)")
+    pytest.importorskip("pandas")
+    pytest.importorskip("statsmodels")
+    pytest.importorskip("scipy")
+    if str(EVAL_PIPELINE) not in sys.path:
+        sys.path.insert(0, str(EVAL_PIPELINE))
+    return EVAL_PIPELINE
 TINY_VOCAB = 320
 
 WORDS = ("the cat dog bird saw ran sat on a mat big small red blue who what is was it he she they we you "

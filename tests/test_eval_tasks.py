@@ -18,7 +18,7 @@ from bbl.evaluate.run import EvalConfig, load_model, run_eval
 from bbl.evaluate.tasks import RankingItem, decode_ewok, read_items, read_reading
 from bbl.evaluate.wug import first_form_probability, rankdata, spearman
 
-from .conftest import REAL_DATA
+from .conftest import REAL_DATA, eval_pipeline_or_skip
 from .helpers import error_lines, quiet, run
 
 
@@ -224,7 +224,49 @@ def test_spearman_and_ranks_match_scipy():
 
 def test_wug_probability_is_the_softmax_of_the_two_scores():
     p = first_form_probability(np.array([[-3.0, -4.0], [-10.0, -10.0], [-1000.0, -1.0]]))
-    np.testing.assert_allclose(p, [1 / (1 + math.exp(-1)), 0.5, 0.0], atol=1e-12)
+    np.testing.assert_allclose(p, [1 / (1 + math.exp(-1)), 0.5, 0.0], atol=1e-7)  # float32, as the pipeline
+
+
+def test_wug_rho_and_probabilities_equal_the_pipelines_own_computation(tmp_path):
+    """The pipeline's `rank_and_evaluate_wug` (float32 softmax, scipy's rho) and its collation's
+    `_calculate_wugs_results` (rho of the written probabilities) on float32 scores where float32 ties matter: score
+    gaps beyond ~17 nats round p to 1.0 in float32 but not in float64, so a float64 softmax ranks them apart."""
+    from types import SimpleNamespace
+
+    from bbl.evaluate.predictions import ranking_predictions
+    from bbl.evaluate.tasks import decode_wug
+
+    eval_pipeline_or_skip()
+    from evaluation_pipeline import collate_preds
+    from evaluation_pipeline.sentence_zero_shot.compute_results import rank_and_evaluate_wug
+
+    rng = np.random.default_rng(0)
+    n = 60
+    scores = (-rng.uniform(5, 40, size=(n, 2))).astype(np.float32)
+    scores[:20, 1] = scores[:20, 0] - rng.uniform(17, 30, size=20).astype(np.float32)  # p(first) == 1.0 in float32
+    ratios = rng.uniform(0, 1, size=n).round(3)
+    rows = [{"sentences": f"a wug{i}ity .\ta wug{i}ness .", "ratio": float(r)} for i, r in enumerate(ratios)]
+    items = [decode_wug(r) for r in rows]
+    f64 = np.exp(scores[:, 0].astype(np.float64)) / np.exp(scores.astype(np.float64)).sum(1)
+    assert abs(spearman(f64, ratios) - spearman(first_form_probability(scores), ratios)) > 1e-6  # the case bites
+
+    stats, predictions = {1.0: {}}, {1.0: {"wug_adj": []}}
+    args = SimpleNamespace(save_predictions=True, task="wug_adj")
+    rank_and_evaluate_wug(args, stats, {1.0: [torch.from_numpy(scores[:, 0]), torch.from_numpy(scores[:, 1])]},
+                          [{"completions": list(it.completions)} for it in items], [0] * n,
+                          [{"ratio": r} for r in ratios], ["wug_adj"] * n, predictions)
+    probs = first_form_probability(scores)
+    chosen = np.argmax(scores, axis=1)
+    ours = ranking_predictions(items, chosen, probs=probs)["wug_adj"]["predictions"]
+    assert ours == predictions[1.0]["wug_adj"]  # ids, chosen forms and probabilities, exactly
+    rho = spearman(probs, ratios)
+    assert round(rho, 6) == round(float(stats[1.0]["correlation"]), 6)
+
+    data = tmp_path  # the collation reads the task's data file
+    (data / "wug_adj_nominalization.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    collated = collate_preds._calculate_wugs_results({"wug_adj": {"predictions": ours}}, "wug_adj_nominalization",
+                                                     data)
+    assert round(rho, 6) == round(float(collated["wug_adj"]), 6)
 
 
 def test_reading_surprisal_by_hand(lm):
@@ -371,3 +413,54 @@ def test_a_suite_missing_here_falls_back_to_the_other_with_a_note(tmp_path, monk
     fast = _task_data(["ewok=elsewhere.zip"], "fast", ["ewok", "entity_tracking"])
     assert fast == {"ewok": Path("elsewhere.zip"), "entity_tracking": Path("data/entity_tracking")}
     assert "entity_tracking: no entity_tracking_fast/ here" in capsys.readouterr().out
+
+
+def test_a_babylm_submission_reads_evaluation_data_as_it_is_and_files_predictions_as_collated(tiny_teachers,
+                                                                                                tmp_path):
+    """`--suite` alone asks for the BabyLM suite (every zero-shot task, the pipeline's scoring, every
+    predictions.json); `--eval-data` takes evaluation_data/{full_eval,fast_eval}/; a task missing from the suite
+    falls back to the other suite and says so in the JSON and results.md; predictions go to the folders the
+    collation reads whatever the source folder is called, under --revision-name."""
+    root = tmp_path / "evaluation_data"
+    pair = {"sentence_good": "the cat sat .", "sentence_bad": "cat the sat .", "field": "syntax", "UID": "p1",
+            "linguistics_term": "word_order"}
+    for suite, blimp, supplement in (("full_eval", "blimp_filtered", "supplement_filtered"),
+                                     ("fast_eval", "blimp_fast", "supplement_fast")):
+        write_jsonl(root / suite / blimp / "p1.jsonl", [pair] * 2)
+        write_jsonl(root / suite / supplement / "hypernym.jsonl", [{"sentence_good": "a b .", "sentence_bad": "b a ."}])
+        write_jsonl(root / suite / "wug_adj_nominalization" / "wug_adj_nominalization.jsonl", WUG_ROWS)
+        write_reading(root / suite / "reading" / "reading_data.csv")
+    write_jsonl(root / "fast_eval" / "entity_tracking_fast" / "regular.jsonl", ET_ROWS)
+    write_jsonl(root / "full_eval" / "entity_tracking" / "regular.jsonl", ET_ROWS)
+    write_jsonl(root / "fast_eval" / "ewok_fast" / "toy-domain.jsonl", EWOK_ROWS[:1])  # no ewok_filtered: falls back
+    mine = write_jsonl(tmp_path / "my_ewok" / "toy-domain.jsonl", EWOK_ROWS[:1]).parent
+    model = tiny_teachers[0]
+
+    r = run(["eval", model, "--suite", "full", "--eval-data", root, "--revision-name", "chck_2M",
+             "--batch-size", "4", "--out", tmp_path / "full"])
+    assert r.exit_code == 0, r.output
+    assert "note: ewok: no ewok_filtered/ here" in r.output
+    result = json.loads((tmp_path / "full" / "results.json").read_text())[0]["tasks"]
+    assert set(result) == {"blimp", "supplement", "ewok", "entity_tracking", "wug_adj", "reading"}
+    assert result["blimp"]["scoring"] == "pipeline" and result["ewok"]["fallback"] == "ewok_filtered"
+    assert "fallback" not in result["blimp"]
+    table = (tmp_path / "full" / "results.md").read_text()
+    assert "**EWoK (mean over domains)** (fell back †)" in table and "† ewok: the full suite's ewok_filtered/" in table
+    causal = tmp_path / "full" / "pipeline" / "llama" / "chck_2M" / "zero_shot" / "causal"
+    found = sorted(str(p.relative_to(causal)) for p in causal.rglob("predictions.json"))
+    assert found == ["blimp/blimp_filtered/predictions.json", "blimp/supplement_filtered/predictions.json",
+                     "entity_tracking/entity_tracking/predictions.json", "ewok/ewok_fast/predictions.json",
+                     "reading/predictions.json", "wug_adj/wug_adj_nominalization/predictions.json"]
+
+    r = run(["eval", model, "--suite", "fast", "--eval-data", root / "fast_eval", "--task-data", f"ewok={mine}",
+             "--tasks", "blimp,ewok", "--pair-scoring", "bos", "--out", tmp_path / "fast"])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "fast" / "results.json").read_text())[0]["tasks"]
+    assert result["blimp"]["scoring"] == "bos" and result["ewok"]["dataset"] == "ewok_fast"
+    causal = tmp_path / "fast" / "pipeline" / "llama" / "main" / "zero_shot" / "causal"
+    assert [str(p.relative_to(causal)) for p in causal.rglob("predictions.json")] == [
+        "ewok/ewok_fast/predictions.json"]  # my_ewok/ filed as the collation reads it; BLiMP under bos writes none
+    r = run(["eval", model, "--suite", "fast", "--eval-data", tmp_path / "my_ewok" / "nope", "--out", tmp_path / "x"])
+    assert r.exit_code == 1 and "--eval-data" in error_lines(r)[0]
+    r = run(["eval", model, "--revision-name", "a/b", "--out", tmp_path / "x"])
+    assert r.exit_code == 1 and "--revision-name" in error_lines(r)[0]

@@ -236,7 +236,7 @@ def test_other_tasks_add_their_names_and_data_to_the_eval_command(tmp_path):
     argv = _eval_argv(Path("m"), Path("o"), Path("b"), Path("s"), 8, tasks, task_data)
     assert argv == ["eval", "m", "--tasks", "blimp,supplement,entity_tracking,wug_adj", *STUDY_ARGV_TAIL,
                     "--task-data", f"entity_tracking={data['entity_tracking']}",
-                    "--task-data", f"wug_adj={data['wug_adj']}", "--max-pairs", "8"]
+                    "--task-data", f"wug_adj={data['wug_adj']}", "--pair-scoring", "bos", "--max-pairs", "8"]
 
 
 def write_study_runs(workdir, teacher, numbers):

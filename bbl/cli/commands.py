@@ -15,6 +15,7 @@ import click
 from bbl import __version__
 from bbl.cache.format import DumpDtype
 from bbl.cli.cache_commands import cache
+from bbl.cli.export_command import export_cmd
 from bbl.cli.params import CacheArg, OneLineErrors, PathArg, Positive, PositiveFloat, default_data
 from bbl.config import PAPER_TEMPERATURE, TARGET_KINDS
 from bbl.errors import BblError
@@ -224,21 +225,30 @@ def distill_cmd(config, data, out, overrides, resume, overwrite, cache_path, tea
 @click.argument("model_dirs", nargs=-1, type=PathArg)
 @click.option("--ensemble", "ensembles", multiple=True, metavar="DIR,DIR",
               help="Evaluate the logit-mean ensemble of these models as one model (repeatable).")
-@click.option("--tasks", default="blimp,supplement,perplexity", show_default=True,
+@click.option("--tasks", default=None,
               help="Comma-separated, among blimp, supplement, ewok, entity_tracking, wug_adj, reading, perplexity; "
-                   "'zero-shot' = the six BabyLM 2025 zero-shot tasks.")
-@click.option("--suite", type=click.Choice(["full", "fast"]), default="full", show_default=True,
-              help="The pipeline's full_eval data or its fast_eval subsets (blimp_fast, supplement_fast, ewok_fast, "
-                   "entity_tracking_fast): picks each task's default data dir.")
+                   "'zero-shot' = the six BabyLM 2025 zero-shot tasks. Default: zero-shot with --suite, else "
+                   "blimp,supplement,perplexity.")
+@click.option("--suite", type=click.Choice(["full", "fast"]), default=None,
+              help="The BabyLM suite: the pipeline's full_eval data or its fast_eval subsets (blimp_fast, "
+                   "supplement_fast, ewok_fast, entity_tracking_fast); picks each task's default data dir, and "
+                   "--tasks zero-shot and --pair-scoring pipeline unless given. Default data: full.")
+@click.option("--eval-data", type=PathArg, default=None,
+              help="The pipeline's evaluation_data/ as it is (full_eval/ and fast_eval/ inside; or one of those): "
+                   "every task's default data comes from the --suite's folder (default: ../shared/data).")
+@click.option("--revision-name", default="main", show_default=True,
+              help="The pipeline's --revision_name: predictions go to pipeline/<model>/<revision>/ (a checkpoint: "
+                   "chck_{N}M; a bbl word checkpoint is filed under its run's name).")
 @click.option("--blimp-dir", type=PathArg, default=None,
               help="Dir of BLiMP *.jsonl (default: ../shared/data/blimp_filtered, or blimp_fast with --suite fast).")
 @click.option("--supplement-dir", type=PathArg, default=None, help="Dir of the BabyLM supplement *.jsonl.")
 @click.option("--task-data", "task_data", multiple=True, metavar="TASK=PATH",
               help="Data of ewok (dir or the organisers' zip), entity_tracking, wug_adj (dirs) or reading (its CSV "
                    "or dir); default: ../shared/data/<the pipeline's dir name> (repeatable).")
-@click.option("--pair-scoring", type=click.Choice(["bos", "pipeline"]), default="bos", show_default=True,
+@click.option("--pair-scoring", type=click.Choice(["bos", "pipeline"]), default=None,
               help="BLiMP and supplement scoring: bos (lm-eval's: BOS context, every token) or pipeline (the BabyLM "
-                   "2025 pipeline's, which also writes their predictions.json).")
+                   "2025 pipeline's, which also writes their predictions.json). Default: pipeline when the BabyLM "
+                   "suite is asked (--suite, or a task beyond blimp and supplement), else bos.")
 @click.option("--data", type=PathArg, default=None, help="Prepared dir, for dev perplexity.")
 @click.option("--out", type=PathArg, default=Path("results"), show_default=True, help="Output dir.")
 @click.option("--batch-size", type=Positive, default=64, show_default=True, help="Sentences per forward pass.")
@@ -248,26 +258,45 @@ def distill_cmd(config, data, out, overrides, resume, overwrite, cache_path, tea
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
 @click.option("--overwrite", is_flag=True,
               help="Replace a finished evaluation in --out (its results.json/md, plot and the models' files).")
-def eval_cmd(model_dirs, ensembles, tasks, suite, blimp_dir, supplement_dir, task_data, pair_scoring, data, out,
-             batch_size, max_pairs, seq_len, dev_windows, device, overwrite):
+def eval_cmd(model_dirs, ensembles, tasks, suite, eval_data, revision_name, blimp_dir, supplement_dir, task_data,
+             pair_scoring, data, out, batch_size, max_pairs, seq_len, dev_windows, device, overwrite):
     """Score models on the BabyLM 2025 zero-shot suite and dev perplexity; write JSON, a table, a plot and the
     pipeline's predictions.json files."""
     from bbl.evaluate.run import EvalConfig, run_eval
-    from bbl.evaluate.tasks import DATA_NAMES
+    from bbl.evaluate.tasks import in_layout, resolve_task_data
     from bbl.runtime import default_device
 
     if not model_dirs and not ensembles:
         raise BblError("no model: pass MODEL_DIR ... and/or --ensemble DIR,DIR")
-    names = _task_names(tasks)
-    config = EvalConfig(tasks=names, suite=suite, pair_scoring=pair_scoring, data_dirs=_task_data(task_data, suite, names),
-                        blimp_dir=blimp_dir or default_data(DATA_NAMES["blimp"][suite]),
-                        supplement_dir=supplement_dir or default_data(DATA_NAMES["supplement"][suite]),
-                        batch_size=batch_size, max_pairs=max_pairs, seq_len=seq_len, dev_windows=dev_windows,
-                        device=device or default_device())
+    names = _task_names(tasks) if tasks else None
+    given = _given_task_data(task_data)
+    asked = EvalConfig(tasks=names, suite=suite, data_dirs=given)  # the task list and suite these options mean
+    locate = in_layout(eval_data, asked.suite) if eval_data else default_data
+    paths, fallbacks = resolve_task_data(asked.tasks, asked.suite, locate,
+                                         given={**given, "blimp": blimp_dir, "supplement": supplement_dir})
+    for task, missing in fallbacks.items():
+        click.echo(f"note: {task}: no {missing}/ here; scoring {paths[task]}, marked as a fallback in the results "
+                   f"(pass --task-data {task}=PATH for the {asked.suite} set)")
+    config = EvalConfig(tasks=names, suite=suite, pair_scoring=pair_scoring, revision=revision_name,
+                        data_dirs={**given, **{t: p for t, p in paths.items() if t not in ("blimp", "supplement")}},
+                        blimp_dir=paths.get("blimp", blimp_dir), supplement_dir=paths.get("supplement", supplement_dir),
+                        fallbacks=fallbacks, batch_size=batch_size, max_pairs=max_pairs, seq_len=seq_len,
+                        dev_windows=dev_windows, device=device or default_device())
     results = run_eval(list(model_dirs), ensembles=[[Path(p) for p in e.split(",")] for e in ensembles],
                        config=config, data_dir=data, out=out, overwrite=overwrite, log=click.echo)
     click.echo((Path(out) / "results.md").read_text())
     click.echo(f"wrote {len(results)} result file(s), results.md, blimp.png and pipeline/ predictions to {out}")
+
+
+def _given_task_data(specs) -> dict[str, Path]:
+    """`--task-data TASK=PATH` specs as {task: path}."""
+    given = {}
+    for spec in specs:
+        task, sep, path = spec.partition("=")
+        if not sep or not path:
+            raise BblError(f"--task-data {spec}: use TASK=PATH, e.g. --task-data ewok=data/ewok_fast/ewok_fast.zip")
+        given[task.strip()] = Path(path)
+    return given
 
 
 def _task_names(tasks: str) -> list[str]:
@@ -446,3 +475,4 @@ def pipeline_cmd(preset, data, workdir, blimp_dir, supplement_dir, nproc, until,
 
 
 main.add_command(cache)
+main.add_command(export_cmd)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bbl.errors import BblError
 from bbl.evaluate.tasks import RankingItem
 from bbl.io import atomic_write_json
 
@@ -19,10 +20,23 @@ REVISION = "main"
 """The pipeline's results folder for a model evaluated without --revision_name."""
 
 
-def predictions_dir(root: Path, model: str, task: str, dataset: str | None = None) -> Path:
-    """`root/model/main/zero_shot/causal/task[/dataset]`: `task` is the pipeline's task name, `dataset` the data
-    dir's name (blimp_filtered, blimp_fast, ewok_fast, entity_tracking, ...; none for reading)."""
-    path = Path(root) / model / REVISION / "zero_shot" / "causal" / task
+def check_revision(revision: str) -> str:
+    """A revision name that is one folder (`main`, `chck_1M`, ...).
+
+    Raises:
+        BblError: empty, a path, or `.`/`..`.
+    """
+    if not revision or revision in (".", "..") or any(c in revision for c in "/\\") or revision != revision.strip():
+        raise BblError(f"--revision-name {revision!r}: use one folder name, e.g. main or chck_10M")
+    return revision
+
+
+def predictions_dir(root: Path, model: str, task: str, dataset: str | None = None, *,
+                    revision: str = REVISION) -> Path:
+    """`root/model/revision/zero_shot/causal/task[/dataset]`: `task` is the pipeline's task name, `dataset` its
+    data folder (blimp_filtered, blimp_fast, ewok_fast, entity_tracking, ...; none for reading), `revision` the
+    pipeline's `--revision_name` (main, or a checkpoint's chck_{N}M)."""
+    path = Path(root) / model / check_revision(revision) / "zero_shot" / "causal" / task
     return path / dataset if dataset else path
 
 

@@ -48,9 +48,37 @@ def markdown_table(results: list[dict]) -> str:
     if any(r.get("words_seen") is not None for r in results):  # the BabyLM budget line (issue 13)
         rows.append(("words seen (M)", [_millions(r.get("words_seen")) for r in results]))
         rows.append(("words seen incl. teachers (M)", [_millions(r.get("words_seen_with_teachers")) for r in results]))
+    notes = fallback_notes(results)
+    marked = {label for task in notes for label in HEADLINE_ROWS[task]}
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    lines += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows]
+    lines += [f"| {label}{' (fell back †)' if label in marked else ''} | " + " | ".join(vals) + " |"
+              for label, vals in rows]
+    if notes:
+        lines += ["", *[f"† {task}: {note}" for task, note in notes.items()]]
     return "\n".join(lines) + "\n"
+
+
+HEADLINE_ROWS = {
+    "blimp": ("**BLiMP (mean over paradigms)**",), "supplement": ("**Supplement (mean)**",),
+    "ewok": ("**EWoK (mean over domains)**",), "entity_tracking": ("**Entity tracking (mean over splits)**",),
+    "wug_adj": ("**WUG adj. nominalization (Spearman rho)**",),
+    "reading": ("reading: eye tracking (% of unexplained R² gained)",
+                "reading: self-paced reading (% of unexplained R² gained)"),
+}
+"""The row(s) of `markdown_table` holding each zero-shot task's headline number."""
+
+
+def fallback_notes(results: list[dict]) -> dict[str, str]:
+    """{task: what was scored instead} for each task whose suite's data was missing, so the other suite's was
+    scored (`fallback` in its results: the missing dir's name)."""
+    notes = {}
+    for r in results:
+        for task, result in r["tasks"].items():
+            if result.get("fallback") and task in HEADLINE_ROWS:
+                notes[task] = (f"the {result.get('suite')} suite's {result['fallback']}/ is missing; scored "
+                               f"{result.get('dataset')} ({result.get('data')}) instead, so this number is not the "
+                               f"{result.get('suite')} suite's")
+    return notes
 
 
 def _breakdown(results: list[dict], task: str, key: str, label: str, mean_label: str) -> list[tuple[str, list[str]]]:

@@ -17,7 +17,7 @@ from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import tokenizer_fingerprint
 from bbl.data.windows import select_dev_windows
 from bbl.errors import BblError, check_options_at_least_one
-from bbl.evaluate.predictions import predictions_dir, write_predictions
+from bbl.evaluate.predictions import check_revision, predictions_dir, write_predictions
 from bbl.evaluate.report import write_report
 from bbl.evaluate.suite import PAIR_SCORINGS, check_task_data, score_task
 from bbl.evaluate.tasks import SUITES, ZERO_SHOT
@@ -25,6 +25,7 @@ from bbl.io import atomic_write_json, load_json
 from bbl.models.build import check_model_dir, count_parameters, load_causal_lm
 from bbl.models.ensemble import ensemble_logits
 from bbl.outputs import claim_output
+from bbl.train.ledger import CHECKPOINT_DIR
 
 TASKS = (*ZERO_SHOT, "perplexity")
 """Every task `bbl eval` scores."""
@@ -38,20 +39,27 @@ PIPELINE_DIR = "pipeline"
 class EvalConfig:
     """The settings of `bbl eval`."""
 
-    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
-    """Tasks to score, among `TASKS`."""
+    tasks: list[str] | None = None
+    """Tasks to score, among `TASKS`; None: the six zero-shot tasks when `suite` is given (a BabyLM submission),
+    else `DEFAULT_TASKS`."""
     blimp_dir: Path | None = None
     """Dir of the BLiMP *.jsonl files (the BabyLM pipeline's blimp_filtered or blimp_fast)."""
     supplement_dir: Path | None = None
     """Dir of the BabyLM supplement *.jsonl files (supplement_filtered or supplement_fast)."""
     data_dirs: dict[str, Path] = field(default_factory=dict)
     """The data of the other zero-shot tasks: {task: dir, zip (EWoK) or CSV (reading)}."""
-    suite: str = "full"
+    suite: str | None = None
     """Which data the defaults name: `full` (the pipeline's full_eval) or `fast` (its fast_eval subsets); recorded
-    in the results."""
-    pair_scoring: str = "bos"
+    in the results. Naming one asks for the BabyLM suite (see `babylm`); None: `full`, not asked."""
+    pair_scoring: str | None = None
     """How BLiMP and the supplement are scored, among `bbl.evaluate.suite.PAIR_SCORINGS`: `bos` (lm-eval's way, as
-    bbl always has) or `pipeline` (the BabyLM 2025 pipeline's). Every other task is scored the pipeline's way."""
+    bbl always has) or `pipeline` (the BabyLM 2025 pipeline's, with their predictions.json). None: `pipeline` when
+    the BabyLM suite is asked (`babylm`), else `bos`. Every other task is scored the pipeline's way."""
+    fallbacks: dict[str, str] = field(default_factory=dict)
+    """{task: the data dir `suite` names}, for each task whose data is the other suite's since that dir is missing
+    (`bbl.evaluate.tasks.resolve_task_data`); marked in the results (`fallback`) and results.md."""
+    revision: str = "main"
+    """The pipeline's `--revision_name`: predictions go to `pipeline/<model>/<revision>/` (a checkpoint: chck_{N}M)."""
     batch_size: int = 64
     """Sentences per forward pass (dev windows: at most 32)."""
     max_pairs: int | None = None
@@ -64,7 +72,19 @@ class EvalConfig:
     """The runs' data seed: the dev subset is `select_dev_windows(..., seed=data_seed)`, as in training."""
     device: str = "cpu"
 
+    babylm: bool = field(init=False, default=False)
+    """Whether the BabyLM suite is asked: a `suite` named, or `tasks` naming a zero-shot task beyond BLiMP and the
+    supplement. Then the pipeline's scoring is the default and every task writes its predictions.json."""
+
     def __post_init__(self):
+        self.babylm = self.suite is not None or any(t in ZERO_SHOT and t not in ("blimp", "supplement")
+                                                    for t in self.tasks or ())
+        if self.tasks is None:
+            self.tasks = list(ZERO_SHOT) if self.suite is not None else list(DEFAULT_TASKS)
+        self.suite = self.suite or "full"
+        if self.pair_scoring is None:
+            self.pair_scoring = "pipeline" if self.babylm else "bos"
+        check_revision(self.revision)
         bad = [t for t in self.tasks if t not in TASKS]
         if bad:
             raise BblError(f"--tasks: unknown task(s) {', '.join(bad)}; use {', '.join(TASKS)}")
@@ -150,7 +170,7 @@ def evaluate_models(models, tokenizer, config: EvalConfig, *, data: PreparedData
 
     Args:
         predictions_to: the model's folder in the pipeline's layout (`<out>/pipeline/<model>`); each task scored
-            the pipeline's way writes its `predictions.json` there. None: write nothing.
+            the pipeline's way writes its `predictions.json` under its `config.revision`. None: write nothing.
     Raises:
         BblError: perplexity asked without prepared data; bad task files.
     """
@@ -158,12 +178,14 @@ def evaluate_models(models, tokenizer, config: EvalConfig, *, data: PreparedData
     for task in (t for t in ZERO_SHOT if t in config.tasks):
         result, predictions = score_task(task, models, tokenizer, config.task_path(task),
                                          scoring=config.pair_scoring, max_items=config.max_pairs,
-                                         batch_size=config.batch_size, device=config.device, progress=progress)
+                                         batch_size=config.batch_size, device=config.device, progress=progress,
+                                         suite=config.suite)
         result["suite"] = config.suite
+        if task in config.fallbacks:
+            result["fallback"] = config.fallbacks[task]
         if predictions is not None and predictions_to is not None:
-            dataset = None if task == "reading" else result["dataset"]
             write_predictions(predictions_dir(predictions_to.parent, predictions_to.name, result["pipeline_task"],
-                                              dataset), predictions)
+                                              result["dataset"], revision=config.revision), predictions)
         out[task] = result
     if "perplexity" in config.tasks:
         if data is None:
@@ -199,7 +221,8 @@ def _run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), confi
             checked before anything is written).
     """
     config = config or EvalConfig()
-    jobs = job_names([[Path(d)] for d in model_dirs] + [[Path(m) for m in members] for members in ensembles])
+    jobs = job_names([[Path(d)] for d in model_dirs] + [[Path(m) for m in members] for members in ensembles],
+                     revision=config.revision)
     for d in dict.fromkeys(m for members, _ in jobs for m in members):
         check_model_dir(d, seq_len=config.seq_len if "perplexity" in config.tasks else None)
     for members, name in jobs:
@@ -223,7 +246,7 @@ def _run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), confi
         parts = [loaded[str(m.resolve())] for m in members]
         log(f"eval {name}")
         r = evaluate_models([p[0] for p in parts], parts[0][1], config, data=data, progress=progress,
-                            predictions_to=out / PIPELINE_DIR / _pipeline_name(name, len(parts)))
+                            predictions_to=out / PIPELINE_DIR / _pipeline_name(name, members, config.revision))
         for task, result in r.items():
             if result.get("truncated"):
                 log(f"warning: {name} {task}: {result['truncated']} sentence(s) longer than the model's learned position "
@@ -252,7 +275,7 @@ def budget_of(ledgers: list[dict | None]) -> dict:
             "words_seen_with_teachers": None if any(v is None for v in with_teachers) else int(sum(with_teachers))}
 
 
-def job_names(jobs: list[list[Path]]) -> list[tuple[list[Path], str]]:
+def job_names(jobs: list[list[Path]], *, revision: str = "main") -> list[tuple[list[Path], str]]:
     """(members, name) of each model (one member: its dir's name) and ensemble ("ensemble(a+b)") of one `bbl eval`.
 
     Raises:
@@ -267,7 +290,7 @@ def job_names(jobs: list[list[Path]]) -> list[tuple[list[Path], str]]:
               "ensemble(" + "+".join(map(dir_name, members)) + ")") for members in jobs]
     seen: dict[tuple[str, str], list[Path]] = {}
     for members, name in named:
-        for key in (("json", _safe(name)), ("pipeline", _pipeline_name(name, len(members)))):
+        for key in (("json", _safe(name)), ("pipeline", _pipeline_name(name, members, revision))):
             other = seen.setdefault(key, members)
             if other is members:
                 continue
@@ -279,9 +302,14 @@ def job_names(jobs: list[list[Path]]) -> list[tuple[list[Path], str]]:
     return named
 
 
-def _pipeline_name(name: str, members: int) -> str:
-    """The model's folder in the pipeline's layout (`<out>/pipeline/<name>`)."""
-    return _safe(Path(name).stem if members == 1 else name)
+def _pipeline_name(name: str, members: list[Path], revision: str = "main") -> str:
+    """The model's folder in the pipeline's layout (`<out>/pipeline/<name>/<revision>`): a bbl word checkpoint
+    (`RUN/word_checkpoints/chck_*`) scored as a revision other than main is filed under its run's name, as the
+    pipeline files a Hub model's revisions under the model (`collate_preds.py --fast` reads
+    `<model>/chck_{N}M/`)."""
+    if len(members) == 1 and revision != "main" and members[0].resolve().parent.name == CHECKPOINT_DIR:
+        return _safe(members[0].resolve().parent.parent.name)
+    return _safe(Path(name).stem if len(members) == 1 else name)
 
 
 def _safe(name: str) -> str:

@@ -13,7 +13,14 @@ from bbl.errors import BblError
 from bbl.evaluate.predictions import ranking_predictions, reading_predictions
 from bbl.evaluate.ranking import accuracy_by_metadata, entity_tracking_average, rank_items
 from bbl.evaluate.reading import reading_scores, word_surprisals
-from bbl.evaluate.tasks import PIPELINE_TASK, ZERO_SHOT, read_items, read_reading, reading_file
+from bbl.evaluate.tasks import (
+    PIPELINE_TASK,
+    ZERO_SHOT,
+    pipeline_dataset,
+    read_items,
+    read_reading,
+    reading_file,
+)
 from bbl.evaluate.wug import first_form_probability, spearman
 from bbl.evaluate.zero_shot import blimp_accuracy, load_pairs, score_pairs, task_files
 from bbl.io import sha256_file
@@ -47,12 +54,6 @@ def check_task_data(task: str, path: Path | None, *, scoring: str = "bos") -> No
         read_items(task, path, option=data_option(task), max_items=1)
 
 
-def dataset_name(path: Path) -> str:
-    """The pipeline's results folder for a data path: the dir's name, or a zip's stem (ewok_fast.zip -> ewok_fast)."""
-    path = Path(path)
-    return path.stem if path.is_file() else path.name
-
-
 def data_hashes(path: Path) -> dict[str, str]:
     """{file name: sha256} of a task's data: each *.jsonl of a dir, else the file (a zip, the reading CSV)."""
     path = Path(path)
@@ -64,16 +65,18 @@ def data_hashes(path: Path) -> dict[str, str]:
 
 
 def score_task(task: str, models, tokenizer, path: Path, *, scoring: str = "bos", max_items: int | None = None,
-               batch_size: int = 64, device: str = "cpu", progress: bool = True) -> tuple[dict, dict | None]:
+               batch_size: int = 64, device: str = "cpu", progress: bool = True,
+               suite: str = "full") -> tuple[dict, dict | None]:
     """Score one task.
 
     Args:
         task: one of `ZERO_SHOT`; path: its data (dir, zip or CSV); scoring: `PAIR_SCORINGS` (BLiMP, supplement);
-        max_items: the first N items of each file (reading: ignored); progress: show a tqdm bar.
+        max_items: the first N items of each file (reading: ignored); progress: show a tqdm bar; suite: names the
+        predictions' dataset folder when the data's own name is not one of the pipeline's (`pipeline_dataset`).
     Returns:
-        (result, predictions): the task's numbers (accuracies are fractions in [0, 1]), and its per-item
-        predictions in the pipeline's format, or None where bbl's scoring is not the pipeline's (BLiMP and the
-        supplement under `bos`).
+        (result, predictions): the task's numbers (accuracies are fractions in [0, 1]; `dataset` the pipeline's
+        folder for its predictions, `data` the path scored), and its per-item predictions in the pipeline's format,
+        or None where bbl's scoring is not the pipeline's (BLiMP and the supplement under `bos`).
     Raises:
         BblError: bad data (names file:line and the fix).
     """
@@ -95,7 +98,8 @@ def score_task(task: str, models, tokenizer, path: Path, *, scoring: str = "bos"
         result["max_pairs_per_file"] = max_items
     if task in ("blimp", "supplement"):
         result["scoring"] = scoring
-    result["pipeline_task"], result["dataset"] = PIPELINE_TASK[task], dataset_name(path)
+    result["pipeline_task"], result["dataset"] = PIPELINE_TASK[task], pipeline_dataset(task, path, suite)
+    result["data"] = str(path)
     return result, predictions
 
 

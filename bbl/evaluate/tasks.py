@@ -45,6 +45,77 @@ def suite_data(task: str, suite: str, locate) -> tuple[Path, bool]:
     return path, False
 
 
+SUITE_DIRS = {"full": "full_eval", "fast": "fast_eval"}
+"""The suites' folders under the pipeline's `evaluation_data/`."""
+
+
+def suite_root(eval_data: Path, suite: str) -> Path:
+    """The folder of `suite` in a copy of the pipeline's `evaluation_data/` as it is: `eval_data/{full,fast}_eval`,
+    or `eval_data` itself when it is already a suite's folder (holds any task's data dir).
+
+    Raises:
+        BblError: neither.
+    """
+    eval_data = Path(eval_data)
+    if (eval_data / SUITE_DIRS[suite]).is_dir():
+        return eval_data / SUITE_DIRS[suite]
+    names = {n for names in DATA_NAMES.values() for n in names.values()}
+    if eval_data.is_dir() and any((eval_data / n).exists() or (eval_data / f"{n}.zip").exists() for n in names):
+        return eval_data
+    raise BblError(f"--eval-data {eval_data}: no {SUITE_DIRS[suite]}/ inside and no task data dir; pass the "
+                   "pipeline's evaluation_data/ (holding full_eval/ and fast_eval/) or one of those two")
+
+
+def in_layout(eval_data: Path, suite: str):
+    """`locate` for `suite_data` in a copy of the pipeline's `evaluation_data/`: NAME in the suite's folder
+    (`suite_root`), else in the other suite's folder (where `suite_data` finds a fallback), each as `NAME` or as the
+    organisers' `NAME.zip` (EWoK); a name found nowhere is its path in the suite's folder."""
+    root = suite_root(eval_data, suite)
+    other = Path(eval_data) / SUITE_DIRS["fast" if suite == "full" else "full"]
+    folders = [root] + ([other] if other.is_dir() and other != root else [])
+
+    def locate(name: str) -> Path:
+        for folder in folders:
+            for path in (folder / name, folder / f"{name}.zip"):
+                if path.exists():
+                    return path
+        return root / name
+    return locate
+
+
+def resolve_task_data(tasks, suite: str, locate, *, given: dict | None = None) -> tuple[dict[str, Path], dict[str, str]]:
+    """Each zero-shot task's data: `given[task]` (the user's), else its dir in `suite` (`suite_data`: the other
+    suite's when only that one exists).
+
+    Args:
+        tasks: the tasks asked (others are left out); locate: a dir name -> Path.
+    Returns:
+        ({task: path}, {task: the dir name the suite asked for, where the other suite's data is scored instead}).
+    """
+    given = dict(given or {})
+    paths, fallbacks = {}, {}
+    for task in (t for t in ZERO_SHOT if t in tasks):
+        if given.get(task) is not None:
+            paths[task] = Path(given[task])
+            continue
+        paths[task], fell_back = suite_data(task, suite, locate)
+        if fell_back:
+            fallbacks[task] = DATA_NAMES[task][suite]
+    return paths, fallbacks
+
+
+def pipeline_dataset(task: str, path: Path, suite: str) -> str | None:
+    """The dataset folder of a task's predictions in the pipeline's layout, as its collation looks them up
+    (`collate_preds.py`: blimp/blimp_filtered, ewok/ewok_fast, ...): the data dir's own name (a zip's stem) when it
+    is one of the pipeline's names for the task, else the suite's name, whatever the source folder is called (an
+    EWoK copy in `my_ewok/` is filed as ewok_filtered under `--suite full`). None for reading (no dataset folder)."""
+    if task == "reading":
+        return None
+    path = Path(path)
+    own = path.stem if path.is_file() else path.name
+    return own if own in DATA_NAMES[task].values() else DATA_NAMES[task][suite]
+
+
 PIPELINE_TASK = {"blimp": "blimp", "supplement": "blimp", "ewok": "ewok", "entity_tracking": "entity_tracking",
                  "wug_adj": "wug_adj", "reading": "reading"}
 """The pipeline's `--task` for each bbl task (the supplement runs as task blimp on another dir)."""

@@ -9,17 +9,23 @@ import numpy as np
 
 
 def first_form_probability(scores: np.ndarray) -> np.ndarray:
-    """softmax over each row's sentence log-probabilities, column 0.
+    """softmax over each row's sentence log-probabilities, column 0, in float32 as the pipeline computes it.
+
+    The pipeline stacks the two float32 sums and applies `torch.nn.functional.softmax` in float32
+    (`rank_and_evaluate_wug`); its Spearman rho ranks those float32 values. Computed in float64, probabilities
+    that float32 rounds to one value (e.g. 1.0 for score gaps beyond ~17 nats) would rank apart and rho would
+    differ, so this uses the same float32 softmax.
 
     Args:
-        scores: (n, 2) float, each item's two sentence log-probabilities (nats).
+        scores: (n, 2) float, each item's two sentence log-probabilities (nats); float32 sums as
+            `ranking.completion_logprobs` returns them.
     Returns:
-        (n,) float64 in [0, 1].
+        (n,) float64 holding float32 values in [0, 1] (what the pipeline's `prob.item()` writes).
     """
-    s = np.asarray(scores, dtype=np.float64)
-    s = s - s.max(axis=1, keepdims=True)
-    e = np.exp(s)
-    return e[:, 0] / e.sum(axis=1)
+    import torch
+
+    s = torch.as_tensor(np.asarray(scores, dtype=np.float32))
+    return torch.nn.functional.softmax(s, dim=1)[:, 0].double().numpy()
 
 
 def rankdata(x: np.ndarray) -> np.ndarray:

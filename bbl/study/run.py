@@ -105,6 +105,8 @@ def _eval_argv(model_dir: Path, out: Path, blimp_dir: Path, supplement_dir: Path
     argv = ["eval", str(model_dir), "--tasks", ",".join(tasks), "--out", str(out), "--blimp-dir", str(blimp_dir),
             "--supplement-dir", str(supplement_dir), "--batch-size", "256"]  # small models: fewer, larger batches
     argv += [a for t in tasks if t in (task_data or {}) for a in ("--task-data", f"{t}={task_data[t]}")]
+    if any(t not in DEFAULT_TASKS for t in tasks):  # BLiMP as studies always scored it, not the BabyLM-suite default
+        argv += ["--pair-scoring", "bos"]
     return argv + (["--max-pairs", str(max_pairs)] if max_pairs else [])
 
 
