@@ -115,7 +115,7 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     data, w = Path(data), Path(workdir)
     for split in ("babylm_10M", "babylm_dev"):
         if not (data / split).is_dir():
-            raise BblError(f"{data}: no {split}/ inside; pass --data the BabyLM dir holding babylm_10M/ and "
+            raise BblError(f"{data}: no {split}/ inside; pass --corpus the BabyLM dir holding babylm_10M/ and "
                            f"babylm_dev/ (see README, 'Data')")
     student_cfg = load_config(p.student)
     t = student_cfg.training
@@ -139,8 +139,8 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
 
     def dump_stage(name: str, out: Path, temperature: float) -> Step:
         argv = ["dump-logits", *[a for d in teachers.values() for a in ("--teacher", str(d))], "--data",
-                str(prepared), "--topk", str(p.top_k), "--temperature", str(temperature), "--out", str(out),
-                "--seq-len", str(t.seq_len), "--seed", str(data_seed), "--batch-size", str(p.dump_batch_size)]
+                str(prepared), "--topk", str(p.top_k), "--temperature", str(temperature), "--cache", str(out),
+                "--seq-len", str(t.seq_len), "--data-seed", str(data_seed), "--batch-size", str(p.dump_batch_size)]
         if t.max_train_windows:
             argv += ["--max-windows", str(t.max_train_windows)]
         step = stage(name, argv, out, list(teachers.values()), nproc)

@@ -73,7 +73,7 @@ def test_position_s_predicts_token_s_plus_1(tiny_teachers, prepared, tmp_path):
 def test_sigkill_mid_dump_then_resume_equals_uninterrupted(tiny_teachers, prepared, tmp_path):
     dump(tiny_teachers, prepared, tmp_path / "straight.zarr", max_windows=KILL_WINDOWS)
     cmd = [sys.executable, "-m", "bbl", "dump-logits", "--teacher", str(tiny_teachers[0]), "--teacher",
-           str(tiny_teachers[1]), "--data", str(prepared), "--out", str(tmp_path / "killed.zarr"), "--topk", "8",
+           str(tiny_teachers[1]), "--data", str(prepared), "--cache", str(tmp_path / "killed.zarr"), "--topk", "8",
            "--seq-len", str(SEQ), "--chunk-windows", "4", "--batch-size", "2", "--max-windows", str(KILL_WINDOWS)]
     sigkill_after_chunks(cmd, tmp_path / "killed.zarr")
     with pytest.raises(BblError, match="incomplete"):
@@ -93,7 +93,7 @@ def test_two_rank_dump_equals_one_rank(tiny_teachers, prepared, tmp_path):
     dump(tiny_teachers, prepared, tmp_path / "one.zarr")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "bbl", "dump-logits", "--teacher", str(tiny_teachers[0]), "--teacher", str(tiny_teachers[1]),
-           "--data", str(prepared), "--out", str(tmp_path / "two.zarr"), "--topk", "8", "--seq-len", str(SEQ),
+           "--data", str(prepared), "--cache", str(tmp_path / "two.zarr"), "--topk", "8", "--seq-len", str(SEQ),
            "--chunk-windows", "4", "--batch-size", "2", "--max-windows", "24", "--device", "cpu"]
     r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                        timeout=300)
@@ -117,7 +117,7 @@ def test_flipped_byte_is_caught_by_verify(tiny_teachers, prepared, tmp_path):
 
     from bbl.cli import main
 
-    res = CliRunner().invoke(main, ["cache", "verify", str(path)])
+    res = CliRunner().invoke(main, ["cache", "verify", "--cache", str(path)])
     assert res.exit_code == 1 and "topk_logprobs chunk 2" in res.output
 
 

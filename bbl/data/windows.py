@@ -32,7 +32,7 @@ def window_subset(n: int, size: int | None, *, seed: int) -> np.ndarray:
 def select_train_windows(stream: np.ndarray, seq_len: int, max_windows: int | None, *, seed: int) -> TokenWindows:
     """The train windows of a stream: every full window, or the fixed seeded subset of `max_windows`.
 
-    One rule for `dump-logits --max-windows/--seed`, `training.max_train_windows/data_seed` and `cache repair`, so
+    One rule for `dump-logits --max-windows/--data-seed`, `training.max_train_windows/data_seed` and `cache repair`, so
     a cache and the student trained from it hold the same windows.
     """
     return TokenWindows(stream, seq_len, window_subset(num_windows(len(stream), seq_len), max_windows, seed=seed))
