@@ -55,10 +55,10 @@ class PipelinePreset:
     """BLiMP / supplement pairs scored per file; None = every pair."""
     eval_tasks: list[str] = field(default_factory=lambda: ["blimp", "supplement"])
     """The zero-shot tasks the study (or the eval stage, besides dev perplexity) scores: blimp and supplement, plus
-    any of ewok, entity_tracking, wug_adj, reading, whose data is DATA/<the pipeline's full_eval dir name> unless
+    any of ewok, entity_tracking, wug_adj, reading, whose data is CORPUS/<the pipeline's full_eval dir name> unless
     `--task-data` names it. The default leaves every stage's command as it was before this key."""
     eval_suite: str = "full"
-    """Which of the pipeline's data dirs those extra tasks read from DATA: `full` (full_eval's names) or `fast`
+    """Which of the pipeline's data dirs those extra tasks read from CORPUS: `full` (full_eval's names) or `fast`
     (fast_eval's: ewok_fast, entity_tracking_fast); a task whose dir is missing reads the other suite's, as
     `bbl eval` does. BLiMP and the supplement always read blimp_filtered / supplement_filtered."""
     vocab_size: int | None = None
@@ -107,7 +107,7 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     """The ordered stages of a preset (`load_pipeline_preset`); commands are `python -m bbl ...` argument lists.
 
     Args:
-        task_data: {task: path} of the preset's `eval_tasks` beyond blimp and supplement (default: DATA/<dir>).
+        task_data: {task: path} of the preset's `eval_tasks` beyond blimp and supplement (default: CORPUS/<dir>).
     Raises:
         BblError: unknown preset; `data` without babylm_10M/, babylm_dev/ or the task dirs; bad `eval_tasks`.
     """
@@ -196,7 +196,7 @@ def eval_task_args(p: PipelinePreset, data: Path, task_data: dict) -> tuple[list
 
     Raises:
         BblError: an unknown task, blimp or supplement left out, an eval_suite other than full or fast, data given
-            for a task not scored, or a task whose data is neither given nor in DATA (under either suite's name).
+            for a task not scored, or a task whose data is neither given nor in CORPUS (under either suite's name).
     """
     own = [t for t in ZERO_SHOT if t not in ("blimp", "supplement")]
     if any(t not in ZERO_SHOT for t in p.eval_tasks) or not {"blimp", "supplement"} <= set(p.eval_tasks):

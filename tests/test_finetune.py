@@ -15,9 +15,9 @@ from bbl.finetune.recipe import (
     TASK_RECIPES,
     FinetuneConfig,
     classification_metrics,
+    finetune_arguments,
     keep_best_epoch,
     pipeline_optimizer,
-    training_arguments,
 )
 
 from .conftest import save_random_model
@@ -101,7 +101,7 @@ def test_recipe_per_task_is_the_pipelines():
 def test_optimizer_and_schedule_are_the_pipelines(tmp_path):
     from transformers import get_scheduler
 
-    args = training_arguments(TASK_RECIPES["rte"], train_examples=2490, seed=0, device="cpu",
+    args = finetune_arguments(TASK_RECIPES["rte"], train_examples=2490, seed=0, device="cpu",
                               output_dir=str(tmp_path), progress=False)
     total = (2490 // 32) * 10  # the partial batch is dropped
     assert args.per_device_train_batch_size == 32 and args.num_train_epochs == 10

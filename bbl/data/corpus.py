@@ -1,4 +1,4 @@
-"""A BabyLM corpus in any of its released layouts, read as named sources (issue 13; DESIGN.md "BabyLM conventions").
+"""A BabyLM corpus in any of its released layouts, read as named sources (issue 13; docs/commands.md, "Data").
 
 Layouts `bbl prepare --train-dir/--dev-dir` accept:
 - BabyLM text dirs: one `<source>.train` / `<source>.dev` file per source. The 2023 release (`babylm_10M/`,

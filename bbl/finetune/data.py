@@ -45,16 +45,16 @@ TASK_FORMATS = {
 FINETUNE_TASKS = tuple(TASK_FORMATS)
 
 
-def check_tasks(tasks: list[str]) -> None:
+def check_finetune_tasks(tasks: list[str]) -> None:
     """Raises BblError naming an unknown task and the known ones."""
     bad = [t for t in tasks if t not in TASK_FORMATS]
     if bad:
         raise BblError(f"--tasks: unknown task(s) {', '.join(bad)}; use {', '.join(FINETUNE_TASKS)}")
     if not tasks:
-        raise BblError(f"no task: pass --task or --tasks, among {', '.join(FINETUNE_TASKS)}")
+        raise BblError(f"no task: pass --tasks, among {', '.join(FINETUNE_TASKS)}")
 
 
-def task_files(data_dir: Path, task: str) -> tuple[Path, Path]:
+def train_valid_files(data_dir: Path, task: str) -> tuple[Path, Path]:
     """(train, valid) JSONL paths of `task` in `data_dir`; the pipeline trains on train and both validates and
     predicts on valid (`eval_finetuning.sh` passes the valid file as `--valid_data` and `--predict_data`).
 
@@ -63,7 +63,7 @@ def task_files(data_dir: Path, task: str) -> tuple[Path, Path]:
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise BblError(f"{data_dir}: no such data dir; pass --data the dir holding <task>.train.jsonl and "
+        raise BblError(f"{data_dir}: no such data dir; pass --task-data the dir holding <task>.train.jsonl and "
                        f"<task>.valid.jsonl (the pipeline's {PIPELINE_DATA})")
     train, valid = data_dir / f"{task}.train.jsonl", data_dir / f"{task}.valid.jsonl"
     for path, split in ((train, "training"), (valid, "validation")):
