@@ -159,8 +159,8 @@ class FullBatchSampler(EpochPermutationSampler):
     def __len__(self) -> int:
         return self.kept
 
-    def __iter__(self):
-        return iter(list(super().__iter__())[:self.kept])
+    def order(self) -> np.ndarray:
+        return super().order()[:self.kept]
 
 
 def make_finetune_trainer():
