@@ -122,7 +122,22 @@ def test_flipped_byte_is_caught_by_verify(tiny_teachers, prepared, tmp_path):
 
 
 def test_verify_against_teachers_reports_tiny_error(tiny_teachers, prepared, tmp_path):
+    """The stored targets against a reference computed here by hand, not through bbl's `logit_mean`: each
+    teacher's logits of the stored windows from its own forward pass, averaged, softened at T = 2 and
+    log-softmaxed in float64. Then verify, which recomputes through bbl's ensemble, reports the same small error."""
+    from transformers import AutoModelForCausalLM
+
     dump(tiny_teachers, prepared, tmp_path / "c.zarr")
+    a = {k: torch.from_numpy(v[:4].astype(np.int64 if v.dtype.kind in "iu" else np.float64))
+         for k, v in arrays(tmp_path / "c.zarr", ["input_ids", "topk_ids", "topk_logprobs", "tail_logprob"]).items()}
+    with torch.no_grad():
+        logits = [AutoModelForCausalLM.from_pretrained(t).eval()(input_ids=a["input_ids"]).logits.double()
+                  for t in tiny_teachers]
+    hand = torch.log_softmax((logits[0] + logits[1]) / 2 / 2.0, -1)  # (4, S, V)
+    at_stored = hand.gather(-1, a["topk_ids"])
+    assert (at_stored - a["topk_logprobs"]).abs().max() <= 2.0 ** -7 + 1e-4  # the grid's rounding, no more
+    assert torch.all(at_stored.min(-1).values >= hand.topk(8, -1).values[..., -1] - 1e-4)  # they are the top 8
+    torch.testing.assert_close(a["tail_logprob"], torch.log1p(-at_stored.exp().sum(-1)), atol=1e-3, rtol=0)
     r = verify_against_teachers(CacheReader(tmp_path / "c.zarr"), tiny_teachers, sample=4)
     assert r["max_abs_logprob_error"] <= 2.0 ** -7 + 1e-3 and abs(r["mean_kl"]) < 1e-4
 
