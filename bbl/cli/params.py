@@ -163,6 +163,9 @@ class OneLineErrors(click.Group):
         except click.exceptions.Abort:
             click.echo("error: aborted", err=True)
             sys.exit(1)
+        except click.exceptions.NoArgsIsHelpError as e:  # a bare `bbl` or `bbl cache`: the help, as click shows it
+            click.echo(e.format_message(), err=True)
+            sys.exit(e.exit_code)
         except click.ClickException as e:
             ctx = getattr(e, "ctx", None)
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
