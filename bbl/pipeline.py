@@ -181,6 +181,8 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     ev = ["eval", *map(str, teachers.values()), str(distilled), str(baseline), "--ensemble",
           ",".join(map(str, teachers.values())), "--data", str(prepared), "--out", str(w / "eval"),
           "--seq-len", str(t.seq_len), "--dev-windows", str(t.dev_windows), *task_dirs]
+    if data_seed:  # the students' dev subset; 0 (every preset's) is eval's default: those commands stay as they were
+        ev += ["--data-seed", str(data_seed)]
     if extra:
         ev += ["--tasks", ",".join([*eval_tasks, "perplexity"]), *extra]
     if p.max_pairs:

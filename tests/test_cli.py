@@ -194,3 +194,18 @@ def test_dump_logits_options_are_the_dump_config_fields():
     assert docs["seed"].startswith("Seed of the window subset")  # the docstring below the field, on one line
     with pytest.raises(BblError, match="--data-seed"):
         DumpConfig(seed=-1)
+
+
+def test_the_pipeline_evaluates_dev_perplexity_on_the_students_dev_subset(monkeypatch, tmp_path):
+    """The eval stage passes the students' data seed (`--data-seed`) when it is not eval's default 0; with 0 (every
+    preset's) the command stays as before, so a workdir's finished eval is not redone."""
+    import bbl.pipeline
+    from bbl.config import load_config
+
+    for split in ("babylm_10M", "babylm_dev", "blimp_filtered", "supplement_filtered"):
+        (tmp_path / split).mkdir()
+    assert "--data-seed" not in {s.key: s.argv for s in bbl.pipeline.build_stages("tiny", tmp_path, tmp_path)}["eval"]
+    monkeypatch.setattr(bbl.pipeline, "load_config", lambda name: load_config(name, ["training.data_seed=5"]))
+    stages = {s.key: s.argv for s in bbl.pipeline.build_stages("tiny", tmp_path, tmp_path / "w")}
+    for key in ("eval", "dump-logits"):
+        assert stages[key][stages[key].index("--data-seed") + 1] == "5"
