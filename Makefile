@@ -39,7 +39,7 @@ lint:
 	$(PY) -m ruff check .
 
 demo:
-	HF_HUB_OFFLINE=1 $(PY) -m bbl pipeline --preset cpu --data $(DATA) --workdir $(WORKDIR)
+	HF_HUB_OFFLINE=1 $(PY) -m bbl pipeline --preset cpu --corpus $(DATA) --workdir $(WORKDIR)
 
 study:  # the paper's comparison at CPU scale over 3 seeds (`bbl study`; ~2 h on 2 cores, see README)
-	HF_HUB_OFFLINE=1 $(PY) -m bbl pipeline --preset cpu-study --data $(DATA) --workdir runs/study
+	HF_HUB_OFFLINE=1 $(PY) -m bbl pipeline --preset cpu-study --corpus $(DATA) --workdir runs/study

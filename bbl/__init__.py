@@ -42,6 +42,17 @@ MOVED_MODULES = {
 """Module paths of the flat layout (before 0.2) -> where their code lives now (several modules where one was
 split). Importing an old path still works for one release, with a DeprecationWarning naming the new one."""
 
+RENAMED_OPTIONS = {
+    "dump-logits": {"--out": "--cache", "--seed": "--data-seed"},
+    "finetune": {"--data": "--task-data", "--task": "--tasks"},
+    "pipeline": {"--data": "--corpus"},
+    "sweep": {"--seed": "--sampler-seed"},
+}
+"""Option spellings of 0.1 -> their spelling now, by command (docs/commands.md, "Conventions"): `--data` is always a
+prepared dir, a cache is always `--cache`, `--seed` always a run's training seed. The old spelling still works for
+one release, with one `warning:` line naming the new one (`bbl.cli.params.BblCommand`); the runner fingerprints a
+step in the old spelling, so a workdir made before the rename resumes (`bbl.study.runner.fingerprint`)."""
+
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Resolves an old module path to its new module (the same module object) and warns."""

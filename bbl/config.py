@@ -22,6 +22,9 @@ from bbl.io import parse_yaml
 Architecture = typing.Literal["gpt2", "llama"]
 LRScheduler = typing.Literal["cosine", "linear", "constant", "constant_with_warmup"]
 Precision = typing.Literal["auto", "fp32", "bf16", "fp16"]
+"""The numeric precision a model runs in: fp32, bf16 or fp16, or auto, which each use defines (training.precision:
+bf16 where supported, else fp16 on a GPU, fp32 on CPU; the dump's `DumpConfig.dtype`: fp32 weights with bf16
+autocast on a GPU)."""
 LossImpl = typing.Literal["chunked", "hf"]
 TargetKind = typing.Literal["topk", "sampled", "hybrid"]
 """What a cache stores per position (attribute `targets`; docs/cache-format.md): topk: the k most probable ids,
@@ -374,6 +377,11 @@ def _coerce(value, annotation, key: str):
             except BblError:
                 pass
         return _coerce(value, inner[-1], key)
+    if origin is dict:
+        _check_mapping(value, key, "--set")
+        return {_coerce(k, args[0], key): _coerce(v, args[1], key) for k, v in value.items()}
+    if annotation is Path and isinstance(value, str | Path):
+        return Path(value)
     if origin is list:
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
@@ -428,6 +436,34 @@ def _build(raw: dict, source: str, origins: dict[str, str] | None = None) -> Con
     return Config(**kwargs)
 
 
+def _split_override(item: str, sections) -> tuple[str, str, object, str]:
+    """(section, key, the value parsed as YAML, where it came from) of one `--set section.key=value`."""
+    key, sep, value = item.partition("=")
+    section, dot, sub = key.partition(".")
+    if not sep or not dot or section not in sections:
+        raise BblError(f"--set {item!r}: use section.key=value with section in {', '.join(sections)}")
+    origin = f"--set {item!r}"
+    return section, sub, parse_yaml(value, origin, fix="write a YAML value (quote a string that has [ ] { } : #)"), origin
+
+
+def parse_overrides(overrides, sections: dict[str, type]) -> dict[str, dict]:
+    """`--set section.key=value` items as {section: {key: value}}, each value read as YAML and checked against
+    its field's annotation in `sections[section]` (a dataclass): the `--set` of the commands whose settings are
+    one dataclass (`bbl dump-logits`: DumpConfig, `bbl eval`: EvalConfig, `bbl finetune`: FinetuneConfig).
+
+    Raises:
+        BblError: a malformed item, an unknown section or key (the valid ones listed), a value of the wrong type.
+    """
+    out: dict[str, dict] = {}
+    for item in overrides:
+        section, key, value, origin = _split_override(item, sections)
+        hints = typing.get_type_hints(sections[section])
+        if key not in hints:
+            raise BblError(f"{origin}: unknown key {section}.{key}; valid {section} keys: {', '.join(hints)}")
+        out.setdefault(section, {})[key] = _coerce(value, hints[key], f"{origin}: {section}.{key}")
+    return out
+
+
 def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a preset by name (see `preset_names()`) or a YAML file, then apply `section.key=value` overrides.
 
@@ -453,12 +489,8 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
                        f"{_kind(raw)}")
     origins = {}
     for item in overrides:
-        key, sep, value = item.partition("=")
-        section, dot, sub = key.partition(".")
-        if not sep or not dot or section not in SECTIONS:
-            raise BblError(f"--set {item!r}: use section.key=value with section in {', '.join(SECTIONS)}")
-        origins[key] = f"--set {item!r}"
-        parsed = parse_yaml(value, origins[key], fix="write a YAML value (quote a string that has [ ] { } : #)")
+        section, sub, parsed, origin = _split_override(item, SECTIONS)
+        origins[f"{section}.{sub}"] = origin
         raw.setdefault(section, {})
         _check_mapping(raw[section] or {}, section, source)
         raw[section] = dict(raw[section] or {})

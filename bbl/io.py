@@ -90,6 +90,34 @@ def load_json(path: Path, *, fix: str = REWRITE_HINT) -> dict | None:
     return parse_json(path.read_bytes(), path, fix=fix) if path.is_file() else None
 
 
+def read_jsonl(source, *, name: str | None = None, fix: str = "fix or remove the line"):
+    """(line number, row) of each non-blank line of a JSON Lines file: the one JSONL reader (task data, GLUE
+    rows, corpus datasets, training metrics), so a malformed line reads the same everywhere.
+
+    Args:
+        source: a path (streamed as UTF-8, so a caller that stops early reads no further) or the file's lines
+            already in memory (a zip member's, a decoded corpus file's).
+        name: the file as an error line names it (default: the path).
+        fix: what the user should do about a malformed line (the end of the error line).
+    Yields:
+        (line number from 1, the line's JSON value).
+    Raises:
+        BblError: "{name}:{line}: malformed JSON ({problem}); {fix}".
+    """
+    if isinstance(source, str | Path):
+        with open(source, encoding="utf-8") as lines:
+            yield from read_jsonl(lines, name=name or str(source), fix=fix)
+        return
+    for lineno, line in enumerate(source, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BblError(f"{name}:{lineno}: malformed JSON ({e.msg}); {fix}") from None
+        yield lineno, row
+
+
 def parse_yaml(text: str | bytes, source: str, *, fix: str = "fix the YAML there"):
     """The YAML document in `text` (`yaml.safe_load`; None when it holds nothing; bytes are decoded as YAML does:
     UTF-8 or UTF-16 with a BOM), from `source` (a file, or an

@@ -55,10 +55,10 @@ class PipelinePreset:
     """BLiMP / supplement pairs scored per file; None = every pair."""
     eval_tasks: list[str] = field(default_factory=lambda: ["blimp", "supplement"])
     """The zero-shot tasks the study (or the eval stage, besides dev perplexity) scores: blimp and supplement, plus
-    any of ewok, entity_tracking, wug_adj, reading, whose data is DATA/<the pipeline's full_eval dir name> unless
+    any of ewok, entity_tracking, wug_adj, reading, whose data is CORPUS/<the pipeline's full_eval dir name> unless
     `--task-data` names it. The default leaves every stage's command as it was before this key."""
     eval_suite: str = "full"
-    """Which of the pipeline's data dirs those extra tasks read from DATA: `full` (full_eval's names) or `fast`
+    """Which of the pipeline's data dirs those extra tasks read from CORPUS: `full` (full_eval's names) or `fast`
     (fast_eval's: ewok_fast, entity_tracking_fast); a task whose dir is missing reads the other suite's, as
     `bbl eval` does. BLiMP and the supplement always read blimp_filtered / supplement_filtered."""
     vocab_size: int | None = None
@@ -107,7 +107,7 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     """The ordered stages of a preset (`load_pipeline_preset`); commands are `python -m bbl ...` argument lists.
 
     Args:
-        task_data: {task: path} of the preset's `eval_tasks` beyond blimp and supplement (default: DATA/<dir>).
+        task_data: {task: path} of the preset's `eval_tasks` beyond blimp and supplement (default: CORPUS/<dir>).
     Raises:
         BblError: unknown preset; `data` without babylm_10M/, babylm_dev/ or the task dirs; bad `eval_tasks`.
     """
@@ -115,7 +115,7 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     data, w = Path(data), Path(workdir)
     for split in ("babylm_10M", "babylm_dev"):
         if not (data / split).is_dir():
-            raise BblError(f"{data}: no {split}/ inside; pass --data the BabyLM dir holding babylm_10M/ and "
+            raise BblError(f"{data}: no {split}/ inside; pass --corpus the BabyLM dir holding babylm_10M/ and "
                            f"babylm_dev/ (see README, 'Data')")
     student_cfg = load_config(p.student)
     t = student_cfg.training
@@ -139,8 +139,8 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
 
     def dump_stage(name: str, out: Path, temperature: float) -> Step:
         argv = ["dump-logits", *[a for d in teachers.values() for a in ("--teacher", str(d))], "--data",
-                str(prepared), "--topk", str(p.top_k), "--temperature", str(temperature), "--out", str(out),
-                "--seq-len", str(t.seq_len), "--seed", str(data_seed), "--batch-size", str(p.dump_batch_size)]
+                str(prepared), "--topk", str(p.top_k), "--temperature", str(temperature), "--cache", str(out),
+                "--seq-len", str(t.seq_len), "--data-seed", str(data_seed), "--batch-size", str(p.dump_batch_size)]
         if t.max_train_windows:
             argv += ["--max-windows", str(t.max_train_windows)]
         step = stage(name, argv, out, list(teachers.values()), nproc)
@@ -181,6 +181,8 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     ev = ["eval", *map(str, teachers.values()), str(distilled), str(baseline), "--ensemble",
           ",".join(map(str, teachers.values())), "--data", str(prepared), "--out", str(w / "eval"),
           "--seq-len", str(t.seq_len), "--dev-windows", str(t.dev_windows), *task_dirs]
+    if data_seed:  # the students' dev subset; 0 (every preset's) is eval's default: those commands stay as they were
+        ev += ["--data-seed", str(data_seed)]
     if extra:  # BLiMP as the presets always scored it, not the BabyLM-suite default (`bbl eval --suite`)
         ev += ["--tasks", ",".join([*eval_tasks, "perplexity"]), *extra, "--pair-scoring", "bos"]
     if p.max_pairs:
@@ -196,7 +198,7 @@ def eval_task_args(p: PipelinePreset, data: Path, task_data: dict) -> tuple[list
 
     Raises:
         BblError: an unknown task, blimp or supplement left out, an eval_suite other than full or fast, data given
-            for a task not scored, or a task whose data is neither given nor in DATA (under either suite's name).
+            for a task not scored, or a task whose data is neither given nor in CORPUS (under either suite's name).
     """
     own = [t for t in ZERO_SHOT if t not in ("blimp", "supplement")]
     if any(t not in ZERO_SHOT for t in p.eval_tasks) or not {"blimp", "supplement"} <= set(p.eval_tasks):

@@ -51,7 +51,7 @@ def make_teachers(prepared: Path, root: Path) -> list[Path]:
 
 
 def dump_argv(teachers, prepared, out):
-    return ["dump-logits", *[a for t in teachers for a in ("--teacher", t)], "--data", prepared, "--out", out,
+    return ["dump-logits", *[a for t in teachers for a in ("--teacher", t)], "--data", prepared, "--cache", out,
             "--topk", 64, "--seq-len", 32, "--max-windows", 1024, "--chunk-windows", 32, "--batch-size", 8]
 
 
@@ -119,13 +119,13 @@ def fault_rows(teachers, prepared, root: Path, clean: Path) -> list[dict]:
         shutil.rmtree(path, ignore_errors=True)
         shutil.copytree(clean, path)
         name = inject(path, fault)
-        v = bbl("cache", "verify", path)
+        v = bbl("cache", "verify", "--cache", path)
         d = bbl("distill", "student-tiny", "--cache", path, "--data", prepared, "--out", root / "student")
         errors = [line for line in d.stderr.splitlines() if line.startswith("error:")]
         t0 = time.perf_counter()
-        r = bbl("cache", "repair", path, *[a for t in teachers for a in ("--teacher", t)])
+        r = bbl("cache", "repair", "--cache", path, *[a for t in teachers for a in ("--teacher", t)])
         repair_s = time.perf_counter() - t0
-        after = bbl("cache", "verify", path)
+        after = bbl("cache", "verify", "--cache", path)
         lost = sum(len(v_) for k, v_ in chunk_bytes(clean).items() if chunk_bytes(path).get(k) != v_)
         rows.append({"fault": fault, "verify_exit": v.returncode, "verify_names_chunk": name in v.stderr,
                      "distill_exit": d.returncode, "distill_error_lines": len(errors),

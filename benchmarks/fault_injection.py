@@ -100,7 +100,7 @@ def same(a: dict, b: dict) -> bool:
 
 
 def pipeline_argv(data: Path, workdir: Path) -> list:
-    return ["pipeline", "--preset", "tiny", "--data", data, "--workdir", workdir]
+    return ["pipeline", "--preset", "tiny", "--corpus", data, "--workdir", workdir]
 
 
 def finish(data: Path, workdir: Path, tries: int = 3) -> tuple[bool, int, str]:
@@ -197,7 +197,7 @@ def sweep_kill(data: Path, root: Path, ref_dir: Path) -> dict:
     space.write_text("training.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}\n"
                      "training.warmup_steps: {type: int, low: 0, high: 4}\n")
     argv = ["sweep", "student-tiny", "--data", ref_dir / "prepared", "--space", space, "--trials", 4, "--workdir",
-            workdir, "--seed", 0, "--pruner", "none", "--heartbeat", 1]
+            workdir, "--sampler-seed", 0, "--pruner", "none", "--heartbeat", 1]
     hit = kill_when(argv, lambda: (workdir / "trials" / "0001").is_dir())
     time.sleep(2.5)  # past two heartbeats: the dead worker's trial is stale
     r = bbl(argv)
@@ -220,7 +220,7 @@ def finetune_kill(root: Path, ref_dir: Path, task_data: Path) -> dict:
     """A two-task fine-tuning killed during its second task, then re-run; the first task is kept as it was."""
     out = root / "finetune"
     model = ref_dir / "student" / "distilled"
-    argv = ["finetune", model, "--task", "rte", "--task", "wsc", "--data", task_data,
+    argv = ["finetune", model, "--tasks", "rte", "--tasks", "wsc", "--task-data", task_data,
             "--out", out, "--epochs", 2, "--max-train-examples", 64, "--max-valid-examples", 32, "--device", "cpu"]
     tmp_before = set(glob.glob(os.path.join(tempfile.gettempdir(), "bbl-finetune-*")))
     first = lambda: any(out.glob("pipeline/*/main/finetune/rte/predictions.json"))  # noqa: E731
@@ -246,7 +246,7 @@ def two_writers(root: Path, ref_dir: Path) -> list[dict]:
         "distill": ["distill", "student-tiny", "--cache", cache, "--data", prepared, "--out", root / "race-distill"],
         "dump-logits": ["dump-logits", *[a for t in teachers for a in ("--teacher", t)], "--data", prepared,
                         "--topk", 64, "--temperature", 2.0, "--seq-len", 32, "--max-windows", 64, "--batch-size", 16,
-                        "--out", root / "race.zarr"],
+                        "--cache", root / "race.zarr"],
     }
     for name, argv in commands.items():
         procs = [start(argv), start(argv)]
@@ -311,20 +311,20 @@ def bad_inputs(root: Path, ref_dir: Path) -> list[dict]:
                        out("nan")]),
         ("zero-byte zarr.json", ["distill", "student-tiny", "--cache", b / "cache-empty-meta.zarr", "--data",
                                  prepared, "--out", out("zarr0")]),
-        ("truncated zarr.json", ["cache", "info", b / "cache-truncated-meta.zarr"]),
+        ("truncated zarr.json", ["cache", "info", "--cache", b / "cache-truncated-meta.zarr"]),
         ("zero-byte config.json", ["eval", bad_model, "--tasks", "perplexity", "--data", prepared, "--out",
                                    out("config0")]),
         ("zero-byte manifest.json", ["train-student", "student-tiny", "--data", bad_prepared, "--out",
                                      out("manifest0")]),
         ("--out under a file (train)", ["train-student", "student-tiny", "--data", prepared, "--out",
                                         b / "file.txt" / "o"]),
-        ("--out under a file (dump)", ["dump-logits", "--teacher", model, "--data", prepared, "--out",
+        ("--out under a file (dump)", ["dump-logits", "--teacher", model, "--data", prepared, "--cache",
                                        b / "file.txt" / "o.zarr"]),
         ("unwritable --out (train)", ["train-student", "student-tiny", "--data", prepared, "--out", unwritable]),
         ("unwritable --out (eval)", ["eval", model, "--tasks", "perplexity", "--data", prepared, "--out", unwritable]),
-        ("unwritable --out (dump)", ["dump-logits", "--teacher", model, "--data", prepared, "--out", unwritable]),
+        ("unwritable --out (dump)", ["dump-logits", "--teacher", model, "--data", prepared, "--cache", unwritable]),
         ("unwritable --out (prepare)", ["prepare", "--train-dir", b, "--dev-dir", b, "--out", unwritable]),
-        ("unwritable --out (finetune)", ["finetune", model, "--task", "rte", "--out", unwritable]),
+        ("unwritable --out (finetune)", ["finetune", model, "--tasks", "rte", "--out", unwritable]),
         ("unwritable --workdir (sweep)", ["sweep", "student-tiny", "--data", prepared, "--space",
                                           b / "space-bad-choice.yaml", "--trials", 1, "--workdir", unwritable]),
         ("data verify on an empty dir", ["data", "verify", b / "empty-dir"]),

@@ -148,9 +148,9 @@ def test_config_dataclasses_refuse_non_finite_numbers_built_in_code(cls, key):
 
 
 @pytest.mark.parametrize("argv, option", [
-    (["dump-logits", "--teacher", "{teacher}", "--data", "{prepared}", "--out", "{out}", "--temperature", "inf"],
+    (["dump-logits", "--teacher", "{teacher}", "--data", "{prepared}", "--cache", "{out}", "--temperature", "inf"],
      "--temperature"),
-    (["cache", "verify", "{cache}", "--max-kl", "nan"], "--max-kl"),
+    (["cache", "verify", "--cache", "{cache}", "--max-kl", "nan"], "--max-kl"),
 ])
 def test_non_finite_float_options_are_refused(argv, option, tiny_teachers, prepared, cache, tmp_path, guard):
     fill = {"{teacher}": tiny_teachers[0], "{prepared}": prepared, "{out}": tmp_path / "out.zarr", "{cache}": cache}
@@ -188,8 +188,8 @@ def test_damaged_json_metadata_names_the_file_and_the_fix(what, how, tiny_teache
         if name == "bbl_run.json":  # a model bbl trained: its run file holds the ledger eval reports
             bad.write_text(json.dumps({"complete": True, "ledger": {"words_seen": 10}}))
         argv = {"model": ["eval", m, "--out", out, "--tasks", "blimp", "--blimp-dir", blimp],
-                "teacher": ["dump-logits", "--teacher", m, "--data", prepared, "--out", tmp_path / "o.zarr"],
-                "finetune": ["finetune", m, "--task", "rte", "--data", tmp_path, "--out", out]}[what.split()[0]]
+                "teacher": ["dump-logits", "--teacher", m, "--data", prepared, "--cache", tmp_path / "o.zarr"],
+                "finetune": ["finetune", m, "--tasks", "rte", "--task-data", tmp_path, "--out", out]}[what.split()[0]]
         fix = {"config.json": "save the model again", "tokenizer.json": "save the tokenizer again",
                "bbl_run.json": "re-train"}[name]
     damage(bad, how)

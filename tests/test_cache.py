@@ -73,7 +73,7 @@ def test_position_s_predicts_token_s_plus_1(tiny_teachers, prepared, tmp_path):
 def test_sigkill_mid_dump_then_resume_equals_uninterrupted(tiny_teachers, prepared, tmp_path):
     dump(tiny_teachers, prepared, tmp_path / "straight.zarr", max_windows=KILL_WINDOWS)
     cmd = [sys.executable, "-m", "bbl", "dump-logits", "--teacher", str(tiny_teachers[0]), "--teacher",
-           str(tiny_teachers[1]), "--data", str(prepared), "--out", str(tmp_path / "killed.zarr"), "--topk", "8",
+           str(tiny_teachers[1]), "--data", str(prepared), "--cache", str(tmp_path / "killed.zarr"), "--topk", "8",
            "--seq-len", str(SEQ), "--chunk-windows", "4", "--batch-size", "2", "--max-windows", str(KILL_WINDOWS)]
     sigkill_after_chunks(cmd, tmp_path / "killed.zarr")
     with pytest.raises(BblError, match="incomplete"):
@@ -93,7 +93,7 @@ def test_two_rank_dump_equals_one_rank(tiny_teachers, prepared, tmp_path):
     dump(tiny_teachers, prepared, tmp_path / "one.zarr")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
            "-m", "bbl", "dump-logits", "--teacher", str(tiny_teachers[0]), "--teacher", str(tiny_teachers[1]),
-           "--data", str(prepared), "--out", str(tmp_path / "two.zarr"), "--topk", "8", "--seq-len", str(SEQ),
+           "--data", str(prepared), "--cache", str(tmp_path / "two.zarr"), "--topk", "8", "--seq-len", str(SEQ),
            "--chunk-windows", "4", "--batch-size", "2", "--max-windows", "24", "--device", "cpu"]
     r = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
                        timeout=300)
@@ -117,12 +117,27 @@ def test_flipped_byte_is_caught_by_verify(tiny_teachers, prepared, tmp_path):
 
     from bbl.cli import main
 
-    res = CliRunner().invoke(main, ["cache", "verify", str(path)])
+    res = CliRunner().invoke(main, ["cache", "verify", "--cache", str(path)])
     assert res.exit_code == 1 and "topk_logprobs chunk 2" in res.output
 
 
 def test_verify_against_teachers_reports_tiny_error(tiny_teachers, prepared, tmp_path):
+    """The stored targets against a reference computed here by hand, not through bbl's `logit_mean`: each
+    teacher's logits of the stored windows from its own forward pass, averaged, softened at T = 2 and
+    log-softmaxed in float64. Then verify, which recomputes through bbl's ensemble, reports the same small error."""
+    from transformers import AutoModelForCausalLM
+
     dump(tiny_teachers, prepared, tmp_path / "c.zarr")
+    a = {k: torch.from_numpy(v[:4].astype(np.int64 if v.dtype.kind in "iu" else np.float64))
+         for k, v in arrays(tmp_path / "c.zarr", ["input_ids", "topk_ids", "topk_logprobs", "tail_logprob"]).items()}
+    with torch.no_grad():
+        logits = [AutoModelForCausalLM.from_pretrained(t).eval()(input_ids=a["input_ids"]).logits.double()
+                  for t in tiny_teachers]
+    hand = torch.log_softmax((logits[0] + logits[1]) / 2 / 2.0, -1)  # (4, S, V)
+    at_stored = hand.gather(-1, a["topk_ids"])
+    assert (at_stored - a["topk_logprobs"]).abs().max() <= 2.0 ** -7 + 1e-4  # the grid's rounding, no more
+    assert torch.all(at_stored.min(-1).values >= hand.topk(8, -1).values[..., -1] - 1e-4)  # they are the top 8
+    torch.testing.assert_close(a["tail_logprob"], torch.log1p(-at_stored.exp().sum(-1)), atol=1e-3, rtol=0)
     r = verify_against_teachers(CacheReader(tmp_path / "c.zarr"), tiny_teachers, sample=4)
     assert r["max_abs_logprob_error"] <= 2.0 ** -7 + 1e-3 and abs(r["mean_kl"]) < 1e-4
 

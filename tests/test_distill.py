@@ -38,7 +38,7 @@ def test_distill_lowers_ce_and_kd(trained_cache, prepared, tmp_path):
 
 def hand_kd(logits, ids, logprobs, tail, temperature):
     """KL of the teacher's (k+1)-outcome coarsening {top-k ids, rest} to the student's, mean over positions, written
-    out here from its definition (DESIGN.md "The cache") rather than through bbl.losses."""
+    out here from its definition (docs/commands.md, `bbl distill`, kd_variant topk_tail), not through bbl.losses."""
     log_q = torch.log_softmax(logits.double() / temperature, dim=-1)
     log_q_top = log_q.gather(-1, ids)
     log_q_rest = torch.log1p(-log_q_top.exp().sum(-1))

@@ -39,12 +39,20 @@ def test_sentence_logprob_equals_manual_computation(teacher):
 
 
 def test_accuracy_on_hand_written_pairs_equals_hand_count(teacher):
+    """Each pair scored by a hand forward pass of each sentence alone (BOS + its tokens, the sum of log p of every
+    token after BOS from the model's own logits), not through bbl's scorer."""
     model, tok = teacher
     rows = [{"sentence_good": "the cat sat on a mat .", "sentence_bad": "mat a on sat cat the ."},
             {"sentence_good": "she was happy .", "sentence_bad": "was she happy happy happy ."},
             {"sentence_good": "tree tree tree tree .", "sentence_bad": "the dog ran ."}]
-    s = sentence_logprobs([model], tok, [r[k] for k in ("sentence_good", "sentence_bad") for r in rows])
-    hand = [s[i] > s[i + 3] for i in range(3)]
+
+    def hand_logprob(sentence):
+        ids = [tok.bos_token_id, *tok(sentence, add_special_tokens=False)["input_ids"]]
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), -1)
+        return sum(float(logp[i, ids[i + 1]]) for i in range(len(ids) - 1))
+
+    hand = [hand_logprob(r["sentence_good"]) > hand_logprob(r["sentence_bad"]) for r in rows]
     assert score_pairs([model], tok, rows).tolist() == hand
 
 

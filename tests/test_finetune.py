@@ -15,9 +15,9 @@ from bbl.finetune.recipe import (
     TASK_RECIPES,
     FinetuneConfig,
     classification_metrics,
+    finetune_arguments,
     keep_best_epoch,
     pipeline_optimizer,
-    training_arguments,
 )
 
 from .conftest import save_random_model
@@ -101,7 +101,7 @@ def test_recipe_per_task_is_the_pipelines():
 def test_optimizer_and_schedule_are_the_pipelines(tmp_path):
     from transformers import get_scheduler
 
-    args = training_arguments(TASK_RECIPES["rte"], train_examples=2490, seed=0, device="cpu",
+    args = finetune_arguments(TASK_RECIPES["rte"], train_examples=2490, seed=0, device="cpu",
                               output_dir=str(tmp_path), progress=False)
     total = (2490 // 32) * 10  # the partial batch is dropped
     assert args.per_device_train_batch_size == 32 and args.num_train_epochs == 10
@@ -185,7 +185,7 @@ def test_tiny_finetune_learns_and_writes_the_pipelines_layout(tiny_models, tmp_p
     write_jsonl(data / "rte.train.jsonl", train)
     write_jsonl(data / "rte.valid.jsonl", toy_rte(32, seed=1))
     out = tmp_path / "out"
-    result = run(["finetune", tiny_models["llama"], "--task", "rte", "--data", data, "--out", out, "--seed", "0",
+    result = run(["finetune", tiny_models["llama"], "--tasks", "rte", "--task-data", data, "--out", out, "--seed", "0",
                   "--epochs", "4", "--batch-size", "8"])
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
@@ -215,9 +215,9 @@ def test_tiny_finetune_learns_and_writes_the_pipelines_layout(tiny_models, tmp_p
 
 @pytest.mark.parametrize("args, message", [
     (["--tasks", "rte,cola"], "unknown task(s) cola"),
-    (["--task", "rte", "--data", "{tmp}/nowhere"], "no such data dir"),
-    (["--task", "boolq"], "boolq.train.jsonl: no training file for boolq"),
-    (["--task", "rte", "--model", "{tmp}"], "not a model dir"),
+    (["--tasks", "rte", "--task-data", "{tmp}/nowhere"], "no such data dir"),
+    (["--tasks", "boolq"], "boolq.train.jsonl: no training file for boolq"),
+    (["--tasks", "rte", "--model", "{tmp}"], "not a model dir"),
 ])
 def test_bad_input_is_one_error_line_and_nothing_written(tiny_models, tmp_path, args, message):
     data = tmp_path / "glue"
@@ -230,8 +230,8 @@ def test_bad_input_is_one_error_line_and_nothing_written(tiny_models, tmp_path, 
     if "--model" in args:
         model = args[args.index("--model") + 1]
         args = args[:args.index("--model")]
-    if "--data" not in args:
-        args += ["--data", data]
+    if "--task-data" not in args:
+        args += ["--task-data", data]
     out = tmp_path / "out"
     result = run(["finetune", model, *args, "--out", out])
     assert result.exit_code == 1
@@ -348,7 +348,7 @@ def test_a_sigkilled_finetune_leaks_no_temporary_dir_and_its_rerun_matches_a_str
                             data_dir=data, out=tmp_path / "a", progress=False, log=lambda *_: None)
     scratch, out = tmp_path / "tmp", tmp_path / "b"
     scratch.mkdir()
-    argv = [sys.executable, "-m", "bbl", "finetune", str(tiny_models["llama"]), "--tasks", "rte,mrpc", "--data",
+    argv = [sys.executable, "-m", "bbl", "finetune", str(tiny_models["llama"]), "--tasks", "rte,mrpc", "--task-data",
             str(data), "--out", str(out), "--seed", "0", "--epochs", "4", "--batch-size", "8"]
     env = {**os.environ, "TMPDIR": str(scratch), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -60,7 +60,7 @@ def cli_dump_argv(teachers, prepared, out, nproc=1) -> list[str]:
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port()),
         "-m", "bbl"]
     cmd = [*head, "dump-logits", "--teacher", str(teachers[0]), "--teacher", str(teachers[1]), "--data",
-           str(prepared), "--out", out, *DUMP_ARGS]
+           str(prepared), "--cache", out, *DUMP_ARGS]
     return cmd
 
 
@@ -83,9 +83,9 @@ def test_dump_to_s3_equals_a_local_dump_and_verifies(bucket, tiny_teachers, prep
     assert_same(arrays(url), arrays(local_cache))
     keys = {o["Key"] for o in bucket.list_objects_v2(Bucket="bbl", Prefix="direct.zarr/")["Contents"]}
     assert "direct.zarr/zarr.json" in keys and "direct.zarr/topk_logprobs/c/2/0/0" in keys
-    res = CliRunner().invoke(main, ["cache", "verify", url])
+    res = CliRunner().invoke(main, ["cache", "verify", "--cache", url])
     assert res.exit_code == 0 and "checksums OK" in res.output, res.output
-    info = json.loads(CliRunner().invoke(main, ["cache", "info", url, "--json"]).output)
+    info = json.loads(CliRunner().invoke(main, ["cache", "info", "--cache", url, "--json"]).output)
     # the summary is measured before it is itself written into zarr.json
     assert info["complete"] and 0 < info["bytes"] - summary["bytes"] < 2000
 
@@ -114,13 +114,13 @@ def test_a_deleted_chunk_object_is_named_and_repaired(bucket, tiny_teachers, pre
     url = "s3://bbl/damaged.zarr"
     dump(tiny_teachers, prepared, url)
     bucket.delete_object(Bucket="bbl", Key="damaged.zarr/topk_logprobs/c/2/0/0")
-    res = CliRunner().invoke(main, ["cache", "verify", url])
+    res = CliRunner().invoke(main, ["cache", "verify", "--cache", url])
     assert res.exit_code == 1 and "topk_logprobs chunk 2 (rows 8-11) is missing" in res.output, res.output
-    res = CliRunner().invoke(main, ["cache", "repair", url, "--teacher", str(tiny_teachers[0]), "--teacher",
+    res = CliRunner().invoke(main, ["cache", "repair", "--cache", url, "--teacher", str(tiny_teachers[0]), "--teacher",
                                     str(tiny_teachers[1])])
     assert res.exit_code == 0, res.output
     assert_same(arrays(url), arrays(local_cache))
-    assert CliRunner().invoke(main, ["cache", "verify", url]).exit_code == 0
+    assert CliRunner().invoke(main, ["cache", "verify", "--cache", url]).exit_code == 0
 
 
 def test_distill_streams_its_targets_from_s3(bucket, tiny_teachers, prepared, tmp_path):
@@ -135,9 +135,9 @@ def test_distill_streams_its_targets_from_s3(bucket, tiny_teachers, prepared, tm
 
 
 def test_a_url_without_its_backend_or_bucket_is_one_error_line(bucket, tiny_teachers, prepared):
-    res = CliRunner().invoke(main, ["cache", "info", "s3://bbl/nothing-here.zarr"])
+    res = CliRunner().invoke(main, ["cache", "info", "--cache", "s3://bbl/nothing-here.zarr"])
     assert res.exit_code == 1 and res.output.startswith("error: s3://bbl/nothing-here.zarr: no logit cache there")
-    res = CliRunner().invoke(main, ["cache", "info", "nosuchscheme://x/y.zarr"])
+    res = CliRunner().invoke(main, ["cache", "info", "--cache", "nosuchscheme://x/y.zarr"])
     assert res.exit_code == 1 and res.output.count("\n") == 1 and "nosuchscheme" in res.output, res.output
 
 
@@ -146,7 +146,7 @@ def test_missing_credentials_are_one_error_line(bucket, tmp_path):
     env.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"),
                AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"],
                AWS_DEFAULT_REGION="us-east-1")
-    r = subprocess.run([sys.executable, "-m", "bbl", "cache", "info", "s3://bbl/direct.zarr"], env=env,
+    r = subprocess.run([sys.executable, "-m", "bbl", "cache", "info", "--cache", "s3://bbl/direct.zarr"], env=env,
                        capture_output=True, text=True, timeout=120)
     lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
     assert r.returncode == 1 and len(lines) == 1, r.stdout + r.stderr
@@ -158,7 +158,7 @@ def test_a_foreign_prefix_and_a_live_writers_lock_are_refused_on_s3(bucket, tiny
 
     bucket.put_object(Bucket="bbl", Key="notes/a.txt", Body=b"keep")
     argv = ["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--seq-len", 32, "--max-windows", 8,
-            "--overwrite", "--out"]
+            "--overwrite", "--cache"]
     res = run([*argv, "s3://bbl/notes"])
     assert res.exit_code == 1 and len(error_lines(res)) == 1 and "not a zarr store" in error_lines(res)[0], res.output
     assert bucket.get_object(Bucket="bbl", Key="notes/a.txt")["Body"].read() == b"keep"

@@ -50,7 +50,7 @@ def test_dump_into_a_dir_that_is_not_a_cache_is_refused_and_deletes_nothing(tiny
     out = user_dir(tmp_path / "x")
     before = tree_digest(out)
     res = run(["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--seq-len", SEQ, "--max-windows",
-               8, "--out", out, *(["--overwrite"] if overwrite else [])])
+               8, "--cache", out, *(["--overwrite"] if overwrite else [])])
     one_error(res, str(out), "not a logit cache")
     assert tree_digest(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]  # no lock file left beside it
@@ -74,7 +74,7 @@ def test_a_complete_cache_is_left_untouched_by_a_rerun(tiny_teachers, prepared, 
     before = tree_digest(out)
     res = run(["dump-logits", *[a for t in tiny_teachers for a in ("--teacher", t)], "--data", prepared,
                "--topk", 8, "--seq-len", SEQ, "--chunk-windows", 4, "--batch-size", 2, "--max-windows", 24,
-               "--out", out])
+               "--cache", out])
     assert res.exit_code == 0, res.output
     assert "nothing to do" in res.output
     assert tree_digest(out) == before
@@ -110,7 +110,7 @@ def test_a_dir_of_someone_elses_work_is_refused_by_every_writer(command, prepare
         "train-student": ["train-student", "llama-tiny", "--data", prepared, "--out", out, "--overwrite"],
         "distill": ["distill", "student-tiny", "--data", prepared, "--cache", cache, "--out", out, "--overwrite"],
         "eval": ["eval", teachers[0], "--tasks", "perplexity", "--data", prepared, "--out", out, "--overwrite"],
-        "finetune": ["finetune", teachers[0], "--task", "rte", "--out", out, "--overwrite"],
+        "finetune": ["finetune", teachers[0], "--tasks", "rte", "--out", out, "--overwrite"],
         "prepare": ["prepare", "--train-dir", prepared, "--dev-dir", prepared, "--out", out, "--force"],
         "study": ["study", "student-tiny", "--data", prepared, "--workdir", out, "--cache", cache],
         "sweep": ["sweep", "student-tiny", "--data", prepared, "--workdir", out, "--space", out / "results.csv",
@@ -137,11 +137,11 @@ def test_an_unwritable_out_is_one_line_before_any_compute(command, prepared, tin
     argv = {
         "train-student": ["train-student", "llama-tiny", "--data", prepared, "--out", out],
         "dump-logits": ["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--seq-len", SEQ,
-                        "--out", out],
+                        "--cache", out],
         "eval": ["eval", tiny_teachers[0], "--tasks", "perplexity", "--data", prepared, "--out", out],
         "prepare": ["prepare", "--train-dir", tiny_babylm[0], "--dev-dir", tiny_babylm[1], "--out", out],
         "study": ["study", "student-tiny", "--data", prepared, "--workdir", out],
-        "pipeline": ["pipeline", "--preset", "tiny", "--data", tmp_path, "--workdir", out],
+        "pipeline": ["pipeline", "--preset", "tiny", "--corpus", tmp_path, "--workdir", out],
     }[command]
     one_error(run(argv), "cannot write there")
 
@@ -153,7 +153,7 @@ def test_an_out_under_a_file_is_one_line(command, prepared, tiny_teachers, tmp_p
     out = blocker / "out"
     argv = {
         "train-student": ["train-student", "llama-tiny", "--data", prepared, "--out", out],
-        "dump-logits": ["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--out", out],
+        "dump-logits": ["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--cache", out],
         "eval": ["eval", tiny_teachers[0], "--tasks", "perplexity", "--data", prepared, "--out", out],
     }[command]
     one_error(run(argv), "is a file")
@@ -193,7 +193,7 @@ def test_a_second_writer_is_refused_naming_the_holder_until_the_holder_dies(kind
     out = tmp_path / ("student" if kind == "model" else "c.zarr")
     argv = (["train-student", "llama-tiny", "--data", prepared, "--out", out, *TRAIN] if kind == "model" else
             ["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--seq-len", SEQ, "--max-windows", 8,
-             "--chunk-windows", 4, "--out", out])
+             "--chunk-windows", 4, "--cache", out])
     holder = _hold(out, kind)
     try:
         line = one_error(run(argv), "in use by another bbl run", f"pid {holder.pid}")

@@ -92,13 +92,13 @@ def test_a_padded_teacher_stores_no_padding_id_and_its_mass_sits_on_real_ids(qwe
 
 def test_verify_and_repair_a_padded_teachers_cache(qwen, tmp_path):
     prepared, teacher, cache, _ = qwen
-    res = run(["cache", "verify", cache, "--teacher", teacher])
+    res = run(["cache", "verify", "--cache", cache, "--teacher", teacher])
     assert res.exit_code == 0 and "fidelity over" in res.output, res.output
     copy = tmp_path / "c.zarr"
     shutil.copytree(cache, copy)
     (copy / "topk_ids" / "c" / "1" / "0" / "0").unlink()
-    assert run(["cache", "verify", copy]).exit_code == 1
-    res = run(["cache", "repair", copy, "--teacher", teacher, "--data", prepared])
+    assert run(["cache", "verify", "--cache", copy]).exit_code == 1
+    res = run(["cache", "repair", "--cache", copy, "--teacher", teacher, "--data", prepared])
     assert res.exit_code == 0, res.output
     want, got = arrays(cache), arrays(copy)
     for k in want:
@@ -138,7 +138,7 @@ def test_a_teacher_whose_tokenizer_differs_is_refused_in_one_line(qwen, tmp_path
     prepared, _, _, _ = qwen
     tok_dir, vocab = word_tokenizer(tmp_path / "other_tok", extra=["zebra"])
     other = qwen_teacher(tmp_path / "other", tok_dir, vocab)
-    res = run(["dump-logits", "--teacher", other, "--data", prepared, "--out", tmp_path / "x.zarr", "--topk", "4",
+    res = run(["dump-logits", "--teacher", other, "--data", prepared, "--cache", tmp_path / "x.zarr", "--topk", "4",
                "--seq-len", "32"])
     assert res.exit_code == 1 and len(error_lines(res)) == 1 and "tokenizer differs" in error_lines(res)[0]
     assert not (tmp_path / "x.zarr").exists()
@@ -153,7 +153,7 @@ def test_a_device_mapped_teacher_dumps_and_repairs_the_same_bytes(qwen, tmp_path
 
     prepared, teacher, cache, _ = qwen
     mapped = tmp_path / "mapped.zarr"
-    res = run(["dump-logits", "--teacher", teacher, "--data", prepared, "--out", mapped, "--topk", 16, "--seq-len",
+    res = run(["dump-logits", "--teacher", teacher, "--data", prepared, "--cache", mapped, "--topk", 16, "--seq-len",
                32, "--chunk-windows", 4, "--batch-size", 2, "--max-windows", 24, "--device", "cpu", "--device-map",
                "auto"])
     assert res.exit_code == 0, res.output
@@ -162,7 +162,7 @@ def test_a_device_mapped_teacher_dumps_and_repairs_the_same_bytes(qwen, tmp_path
         np.testing.assert_array_equal(want[k], got[k], err_msg=k)
     assert CacheReader(mapped).attrs["dump_device_map"] == "auto"
     (mapped / "tail_logprob" / "c" / "2" / "0").unlink()
-    res = run(["cache", "repair", mapped, "--teacher", teacher, "--data", prepared])
+    res = run(["cache", "repair", "--cache", mapped, "--teacher", teacher, "--data", prepared])
     assert res.exit_code == 0, res.output
     np.testing.assert_array_equal(arrays(mapped)["tail_logprob"], want["tail_logprob"])
     # no --batch-size: 16 on CPU, recorded; a resumed store keeps the size it was dumped with

@@ -1,5 +1,6 @@
 """A cache that cannot silently lie: missing, corrupt and truncated chunks are named by every reader and fixed by
-`bbl cache repair`; every bad numeric option is one `error:` line, exit 1, with nothing written."""
+`bbl cache repair`; every bad numeric option is one `error:` line, exit 2 (click refused it) or 1 (bbl did), with
+nothing written."""
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def test_damaged_chunk_is_named_by_verify_and_distill_and_repaired_to_a_clean_du
     path = tmp_path / "c.zarr"
     shutil.copytree(clean_cache, path)
     damage(path, fault)
-    res = run(["cache", "verify", path])
+    res = run(["cache", "verify", "--cache", path])
     assert res.exit_code == 1
     assert "topk_logprobs chunk 2 (rows 8-11)" in res.output and "bbl cache repair" in res.output
     if fault == "missing":  # opening alone refuses it: zarr would read the absent chunk as zeros
@@ -55,14 +56,14 @@ def test_damaged_chunk_is_named_by_verify_and_distill_and_repaired_to_a_clean_du
     assert len(error_lines(res)) == 1 and "topk_logprobs chunk 2 (rows 8-11)" in error_lines(res)[0]
     assert "Traceback" not in res.output
     assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()  # not a single step
-    res = run(["cache", "repair", path, "--teacher", tiny_teachers[1], "--teacher", tiny_teachers[0]])
+    res = run(["cache", "repair", "--cache", path, "--teacher", tiny_teachers[1], "--teacher", tiny_teachers[0]])
     assert res.exit_code == 0, res.output
     assert "repaired chunk 2" in res.output
     a, b = arrays(clean_cache), arrays(path)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert chunk_file(path).read_bytes() == chunk_file(clean_cache).read_bytes()  # byte-identical, not only equal
-    assert run(["cache", "verify", path]).exit_code == 0
+    assert run(["cache", "verify", "--cache", path]).exit_code == 0
 
 
 def test_repair_leaves_an_intact_cache_untouched_and_refuses_other_teachers(
@@ -74,12 +75,12 @@ def test_repair_leaves_an_intact_cache_untouched_and_refuses_other_teachers(
     path = tmp_path / "c.zarr"
     shutil.copytree(clean_cache, path)
     before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in path.rglob("*") if p.is_file()}
-    res = run(["cache", "repair", path, "--teacher", tiny_teachers[0], "--teacher", tiny_teachers[1]])
+    res = run(["cache", "repair", "--cache", path, "--teacher", tiny_teachers[0], "--teacher", tiny_teachers[1]])
     assert res.exit_code == 0 and "nothing to repair" in res.output
     assert before == {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in path.rglob("*") if p.is_file()}
     chunk_file(path).unlink()
     other = save_random_model("llama-tiny", prepared, tmp_path / "other", seed=7)
-    res = run(["cache", "repair", path, "--teacher", other, "--teacher", tiny_teachers[1]])
+    res = run(["cache", "repair", "--cache", path, "--teacher", other, "--teacher", tiny_teachers[1]])
     assert res.exit_code == 1 and "weights differ" in error_lines(res)[0]
     assert not chunk_file(path).exists()
 
@@ -102,7 +103,7 @@ def test_cache_info_reports_damage_instead_of_statistics_of_zeros(clean_cache, t
     path = tmp_path / "c.zarr"
     shutil.copytree(clean_cache, path)
     chunk_file(path, "tail_logprob", 1).unlink()
-    res = run(["cache", "info", path, "--json"])
+    res = run(["cache", "info", "--cache", path, "--json"])
     assert res.exit_code == 0
     assert "tail_logprob chunk 1 (rows 4-7) is missing" in res.output and "topk_mass_mean" not in res.output
 
@@ -137,35 +138,41 @@ BAD_ARGS = [  # (argv after `bbl`, the option the error must name)
       "distill.temperature=0"], "distill.temperature"),
     (["distill", "student-tiny", "--cache", "{cache}", "--data", "{prepared}", "--out", "{out}", "--set",
       "training.max_train_windows=0"], "training.max_train_windows"),
-    *[(["dump-logits", "--teacher", "{teacher}", "--data", "{prepared}", "--out", "{out}", *extra], option)
+    *[(["dump-logits", "--teacher", "{teacher}", "--data", "{prepared}", "--cache", "{out}", *extra], option)
       for extra, option in [(["--topk", "0"], "--topk"), (["--topk", "-3"], "--topk"), (["--topk", "100000"], "--topk"),
                             (["--batch-size", "0"], "--batch-size"), (["--seq-len", "4096"], "--seq-len"),
                             (["--seq-len", "0"], "--seq-len"), (["--temperature", "0"], "--temperature"),
                             (["--temperature", "-1"], "--temperature"), (["--max-windows", "0"], "--max-windows"),
-                            (["--chunk-windows", "0"], "--chunk-windows"), (["--seed", "-1"], "--seed")]],
-    (["cache", "verify", "{cache}", "--sample", "0"], "--sample"),
-    (["cache", "verify", "{cache}", "--max-kl", "-1"], "--max-kl"),
+                            (["--chunk-windows", "0"], "--chunk-windows"), (["--data-seed", "-1"], "--data-seed")]],
+    (["cache", "verify", "--cache", "{cache}", "--sample", "0"], "--sample"),
+    (["cache", "verify", "--cache", "{cache}", "--max-kl", "-1"], "--max-kl"),
     (["eval", "{teacher}", "--batch-size", "0", "--out", "{out}"], "--batch-size"),
     (["eval", "{teacher}", "--max-pairs", "0", "--out", "{out}"], "--max-pairs"),
     (["eval", "{teacher}", "--dev-windows", "0", "--out", "{out}"], "--dev-windows"),
     (["eval", "{teacher}", "--seq-len", "4096", "--data", "{prepared}", "--out", "{out}"], "--seq-len"),
     (["eval", "{out}", "--out", "{out}"], "config.json"),
-    (["pipeline", "--preset", "tiny", "--data", "D", "--workdir", "{out}", "--nproc", "0"], "--nproc"),
-    (["pipeline", "--preset", "huge", "--data", "D", "--workdir", "{out}"], "--preset"),
+    (["pipeline", "--preset", "tiny", "--corpus", "D", "--workdir", "{out}", "--nproc", "0"], "--nproc"),
+    (["pipeline", "--preset", "huge", "--corpus", "D", "--workdir", "{out}"], "--preset"),
     (["study", "student-tiny", "--data", "{prepared}", "--workdir", "{out}", "--cache", "{cache}", "--seeds", "0"],
      "--seeds"),
     (["study", "student-tiny", "--data", "{prepared}", "--workdir", "{out}", "--cache", "{cache}", "--arm", "x"],
      "--arm"),
 ]
 
+USAGE_ERRORS = {("prepare", "--vocab-size"), ("cache", "--sample"), ("cache", "--max-kl"), ("eval", "--batch-size"),
+                ("eval", "--max-pairs"), ("eval", "--dev-windows"), ("pipeline", "--nproc"), ("pipeline", "--preset"),
+                ("study", "--seeds")}
+"""(command, option) of BAD_ARGS that click's parameter type refuses: a usage error, exit 2 as click's convention;
+every other bad value is bbl's own check (`BblError`), exit 1 (bbl.cli.params)."""
+
 
 @pytest.mark.parametrize("argv,option", BAD_ARGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_ARGS])
-def test_bad_argument_is_one_error_line_exit_1_and_nothing_written(argv, option, clean_cache, tiny_teachers, prepared,
-                                                                   tmp_path):
+def test_bad_argument_is_one_error_line_exit_1_or_2_and_nothing_written(argv, option, clean_cache, tiny_teachers,
+                                                                        prepared, tmp_path):
     out = tmp_path / "out"
     fill = {"{out}": out, "{prepared}": prepared, "{cache}": clean_cache, "{teacher}": tiny_teachers[0]}
     res = run([fill.get(a, a) for a in argv])
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == (2 if (argv[0], option) in USAGE_ERRORS else 1), res.output
     errors = error_lines(res)
     assert len(errors) == 1 and option in errors[0], res.output
     assert "Traceback" not in res.output

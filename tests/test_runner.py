@@ -105,7 +105,7 @@ def test_a_failed_step_is_one_error_naming_it_and_its_command(tmp_path):
     from bbl.errors import BblError
 
     runner = Runner(tmp_path / "state.json", {}, log=lambda *_: None)
-    with pytest.raises(BblError, match=r"bad failed \(exit 1\).*bbl no-such-command"):
+    with pytest.raises(BblError, match=r"bad failed \(exit 2\).*bbl no-such-command"):  # click's usage error
         runner.run(Step("bad", ["no-such-command"], tmp_path / "o"))
     # the attempt is recorded (so a retry resumes its output rather than restarting it), but not as done
     assert json.loads((tmp_path / "state.json").read_text())["steps"]["bad"] == {

@@ -194,11 +194,11 @@ def test_draws_check_fails_draws_from_another_distribution():
 
 
 def test_cli_info_and_verify_describe_each_kind(sparse_caches, tiny_teachers):
-    res = run(["cache", "info", sparse_caches["sampled"]])
+    res = run(["cache", "info", "--cache", sparse_caches["sampled"]])
     assert res.exit_code == 0 and "targets sampled (12 draws from p_T)" in res.output and "distinct ids" in res.output
-    res = run(["cache", "info", sparse_caches["hybrid"]])
+    res = run(["cache", "info", "--cache", sparse_caches["hybrid"]])
     assert "targets hybrid (top_k 8 + 6 draws from the tail)" in res.output and "top-k mass" in res.output
-    res = run(["cache", "verify", sparse_caches["hybrid"], "--teacher", tiny_teachers[0], "--teacher",
+    res = run(["cache", "verify", "--cache", sparse_caches["hybrid"], "--teacher", tiny_teachers[0], "--teacher",
                tiny_teachers[1]])
     assert res.exit_code == 0, res.output
     assert "fidelity over" in res.output and "draws over" in res.output
@@ -209,7 +209,7 @@ def test_a_killed_sampled_dump_resumes_byte_identical_and_a_lost_chunk_is_repair
         sparse_caches, tiny_teachers, prepared, tmp_path):
     path = tmp_path / "s.zarr"
     argv = [sys.executable, "-m", "bbl", "dump-logits", "--teacher", str(tiny_teachers[0]), "--teacher",
-            str(tiny_teachers[1]), "--data", str(prepared), "--out", str(path), "--targets", "sampled", "--samples",
+            str(tiny_teachers[1]), "--data", str(prepared), "--cache", str(path), "--targets", "sampled", "--samples",
             "12", "--seq-len", str(SEQ), "--chunk-windows", "4", "--batch-size", "2", "--max-windows", "24",
             "--device", "cpu"]
     sigkill_after_chunks(argv, path)
@@ -220,8 +220,8 @@ def test_a_killed_sampled_dump_resumes_byte_identical_and_a_lost_chunk_is_repair
         np.testing.assert_array_equal(want[k], got[k], err_msg=k)
     chunk = path / "sample_ids" / "c" / "2" / "0" / "0"
     chunk.unlink()
-    assert run(["cache", "verify", path]).exit_code == 1
-    res = run(["cache", "repair", path, "--teacher", tiny_teachers[0], "--teacher", tiny_teachers[1]])
+    assert run(["cache", "verify", "--cache", path]).exit_code == 1
+    res = run(["cache", "repair", "--cache", path, "--teacher", tiny_teachers[0], "--teacher", tiny_teachers[1]])
     assert res.exit_code == 0, res.output
     assert chunk.read_bytes() == (sparse_caches["sampled"] / "sample_ids" / "c" / "2" / "0" / "0").read_bytes()
 
@@ -261,7 +261,7 @@ def test_distill_reads_a_cache_as_its_own_kind_when_no_variant_is_set(kind, vari
 def test_a_sampled_dump_draws_12_ids_when_samples_is_not_given(sparse_caches, tiny_teachers, prepared, tmp_path):
     out = tmp_path / "s.zarr"
     res = run(["dump-logits", "--teacher", tiny_teachers[0], "--teacher", tiny_teachers[1], "--data", prepared,
-               "--out", out, "--targets", "sampled", "--seq-len", SEQ, "--chunk-windows", 4, "--batch-size", 2,
+               "--cache", out, "--targets", "sampled", "--seq-len", SEQ, "--chunk-windows", 4, "--batch-size", 2,
                "--max-windows", 24, "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert CacheReader(out).num_samples == 12
@@ -292,15 +292,15 @@ def test_sampled_targets_refuse_another_temperature(sparse_caches, prepared, tmp
     assert res.exit_code == 1 and "cannot be re-tempered" in error_lines(res)[0]
 
 
-@pytest.mark.parametrize("extra,option", [
-    (["--samples", "4"], "--samples"),                       # samples with topk
-    (["--targets", "hybrid", "--samples", "0"], "--samples"),
-    (["--targets", "sampled", "--samples", "300"], "--samples"),
-    (["--targets", "sampled", "--samples", "4", "--topk", "8"], "--topk"),
-    (["--targets", "nucleus", "--samples", "4"], "--targets"),
+@pytest.mark.parametrize("extra,option,code", [
+    (["--samples", "4"], "--samples", 1),                       # samples with topk
+    (["--targets", "hybrid", "--samples", "0"], "--samples", 1),
+    (["--targets", "sampled", "--samples", "300"], "--samples", 1),
+    (["--targets", "sampled", "--samples", "4", "--topk", "8"], "--topk", 1),
+    (["--targets", "nucleus", "--samples", "4"], "--targets", 2),  # not a choice: click's usage error
 ])
-def test_bad_sparse_options_are_one_line_and_write_nothing(extra, option, tiny_teachers, prepared, tmp_path):
+def test_bad_sparse_options_are_one_line_and_write_nothing(extra, option, code, tiny_teachers, prepared, tmp_path):
     out = tmp_path / "c.zarr"
-    res = run(["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--out", out, *extra])
-    assert res.exit_code == 1 and len(error_lines(res)) == 1 and option in error_lines(res)[0], res.output
+    res = run(["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--cache", out, *extra])
+    assert res.exit_code == code and len(error_lines(res)) == 1 and option in error_lines(res)[0], res.output
     assert not out.exists()

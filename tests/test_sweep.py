@@ -105,7 +105,7 @@ def test_two_workers_share_one_study(prepared, tmp_path):
     storage = f"sqlite:///{tmp_path / 'shared.db'}"
     argv = cli_sweep(prepared, tmp_path, "--trials", "4", "--storage", storage)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    workers = [subprocess.Popen([*argv, "--seed", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    workers = [subprocess.Popen([*argv, "--sampler-seed", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True) for i in range(2)]
     outputs = [w.communicate(timeout=600) for w in workers]
     assert [w.returncode for w in workers] == [0, 0], [e[-2000:] for _, e in outputs]
@@ -118,7 +118,7 @@ def test_two_workers_share_one_study(prepared, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_and_retries_the_interrupted_trial(prepared, tmp_path):
-    argv = cli_sweep(prepared, tmp_path, "--trials", "3", "--heartbeat", "1", "--seed", "0")
+    argv = cli_sweep(prepared, tmp_path, "--trials", "3", "--heartbeat", "1", "--sampler-seed", "0")
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     trial_dir = tmp_path / "sweep" / "trials" / "bbl-sweep" / "0001"
     deadline = time.monotonic() + 300

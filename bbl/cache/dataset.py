@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bbl.data.windows import window_permutation
+from bbl.data.windows import EpochPermutationSampler, window_permutation
 
 if TYPE_CHECKING:
     from bbl.cache.reader import CacheReader
@@ -41,21 +41,15 @@ def shuffled_order(num_windows: int, chunk_windows: int, *, seed: int, epoch: in
     return np.concatenate(order) if order else np.zeros(0, dtype=np.int64)
 
 
-class ChunkShuffleSampler:
-    """Sampler over cache rows in `shuffled_order`; the Trainer's `set_epoch` picks the epoch."""
+class ChunkShuffleSampler(EpochPermutationSampler):
+    """The epoch sampler over cache rows, in `shuffled_order`; the Trainer's `set_epoch` picks the epoch."""
 
     def __init__(self, num_windows: int, chunk_windows: int, *, seed: int, buffer_chunks: int = 16):
-        self.n, self.chunk, self.seed, self.buffer, self.epoch = num_windows, chunk_windows, seed, buffer_chunks, 0
+        super().__init__(num_windows, seed=seed)
+        self.chunk, self.buffer = chunk_windows, buffer_chunks
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        return iter(shuffled_order(self.n, self.chunk, seed=self.seed, epoch=self.epoch,
-                                   buffer_chunks=self.buffer).tolist())
+    def order(self) -> np.ndarray:
+        return shuffled_order(self.n, self.chunk, seed=self.seed, epoch=self.epoch, buffer_chunks=self.buffer)
 
 
 class CacheDataset:

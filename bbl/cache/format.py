@@ -14,10 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bbl.config import PAPER_TEMPERATURE, TARGET_KINDS, TargetKind
+from bbl.config import PAPER_TEMPERATURE, TARGET_KINDS, Precision, TargetKind
 from bbl.errors import BblError
-
-DumpDtype = typing.Literal["auto", "fp32", "bf16", "fp16"]
 
 FORMAT_VERSION = 1
 ARRAYS = ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob")
@@ -38,7 +36,7 @@ positions share most of their top-k set, so sorted ids compress ~7x better than 
 
 
 def id_dtype(vocab_size: int) -> np.dtype:
-    """uint16 for vocabularies up to 65,535 ids, else int32 (DESIGN.md, 'The cache')."""
+    """uint16 for vocabularies up to 65,535 ids, else int32 (docs/cache-format.md, "Arrays")."""
     return np.dtype(np.uint16) if vocab_size <= 65_535 else np.dtype(np.int32)
 
 
@@ -123,7 +121,9 @@ class DumpConfig:
     """
 
     targets: TargetKind = "topk"
-    """topk, sampled or hybrid (`bbl.config.TargetKind`)."""
+    """What to store per position (`bbl.config.TargetKind`): topk (the k most probable ids, their log-probs, the
+    tail mass); sampled (ids drawn from p_T, Anshumann et al. 2025); hybrid (the top k plus draws from the tail).
+    Read with distill.kd_variant=topk_tail|sampled|hybrid."""
     top_k: int | None = None
     """Ids kept per position (topk, hybrid); None = 64 (`DEFAULT_TOP_K`); 0 for a sampled cache (which refuses
     any other value: it stores draws only)."""
@@ -135,7 +135,7 @@ class DumpConfig:
     split: str = "train"
     """Token stream of the prepared dir to dump."""
     seq_len: int = 128
-    """Tokens per window (the student's)."""
+    """Tokens per window (the student's); at most every teacher's positions."""
     batch_size: int | None = None
     """Windows per teacher forward pass (part of what makes a chunk's bits: repair reuses it). None: chosen when
     the dump starts (`bbl.cache.dump.resolve_batch_size`): a resumed store's own, `CPU_BATCH_SIZE` (16) on CPU,
@@ -143,10 +143,11 @@ class DumpConfig:
     max_windows: int | None = None
     """The fixed subset `training.max_train_windows` selects (same seed); None = every window."""
     seed: int = 0
-    """Seed of the window subset and of the draws (per chunk)."""
+    """Seed of the window subset (the student's training.data_seed, else training.seed) and of the draws (per
+    chunk)."""
     chunk_windows: int = DEFAULT_CHUNK_WINDOWS
     """Windows per Zarr chunk."""
-    dtype: DumpDtype = "auto"
+    dtype: Precision = "auto"
     """The teachers' precision: auto (fp32 weights; bf16 autocast on a GPU, plain fp32 on CPU: what every dump
     before `--dtype` did), or fp32, bf16, fp16 weights with no autocast. The logit mean and log-softmax are fp32."""
 
@@ -173,9 +174,9 @@ class DumpConfig:
         if not self.temperature > 0:
             raise BblError(f"--temperature {self.temperature} must be > 0")
         if self.seed < 0:
-            raise BblError(f"--seed {self.seed} must be >= 0")
-        if self.dtype not in typing.get_args(DumpDtype):
-            raise BblError(f"--dtype {self.dtype!r}: use one of {', '.join(typing.get_args(DumpDtype))}")
+            raise BblError(f"--data-seed {self.seed} must be >= 0")
+        if self.dtype not in typing.get_args(Precision):
+            raise BblError(f"--dtype {self.dtype!r}: use one of {', '.join(typing.get_args(Precision))}")
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> DumpConfig:

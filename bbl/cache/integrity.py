@@ -51,7 +51,7 @@ def missing_chunks(reader) -> list[ChunkProblem]:
 def repair_command(path, attrs: dict) -> str:
     """The `bbl cache repair` command line for a cache, with the teachers it records."""
     teachers = " ".join(f"--teacher {t['path']}" for t in attrs.get("teachers", [])) or "--teacher DIR ..."
-    return f"bbl cache repair {path} {teachers}"
+    return f"bbl cache repair --cache {path} {teachers}"
 
 
 def damage_message(path, problems: list[ChunkProblem], attrs: dict) -> str:

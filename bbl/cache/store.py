@@ -43,7 +43,7 @@ def open_group(location, mode: str):
     if mode not in ("r", "r+"):
         return zarr.open_group(store=zarr_store(location, read_only=False), mode=mode)
     if not group_exists(location):
-        raise BblError(f"{location}: no logit cache there; run `bbl dump-logits --out {location}`")
+        raise BblError(f"{location}: no logit cache there; run `bbl dump-logits --cache {location}`")
     fix = damaged_metadata_fix(location)
     for source, data in metadata_documents(location):
         parse_json(data, source, fix=fix)
@@ -57,7 +57,7 @@ def open_group(location, mode: str):
 def damaged_metadata_fix(location) -> str:
     """What to do about a cache whose metadata (a `zarr.json`) is damaged: its settings and chunk map live there, so
     `bbl cache repair` cannot rebuild it; the dump is redone."""
-    return (f"restore the file, or dump the cache again (`bbl dump-logits ... --out {location} --overwrite`; "
+    return (f"restore the file, or dump the cache again (`bbl dump-logits ... --cache {location} --overwrite`; "
             f"`bbl cache repair` needs this metadata)")
 
 
@@ -192,10 +192,11 @@ def claim_cache(location, *, overwrite: bool = False, lock: bool = True, log=pri
         except Exception as e:  # botocore/aiohttp errors have no common base; all mean "unreachable" here
             raise _unreachable(location, e) from e
         if entries and not any(str(e).rstrip("/").endswith("/zarr.json") for e in entries):
-            raise BblError(f"--out {location}: holds objects that are not a zarr store; bbl writes a cache only to "
-                           f"an empty prefix or a cache of its own: choose another --out")
+            raise BblError(f"--cache {location}: holds objects that are not a zarr store; bbl writes a cache only to "
+                           f"an empty prefix or a cache of its own: choose another --cache")
         return ObjectLock(location) if lock else contextlib.nullcontext()
-    return claim_output(Path(location), "cache", overwrite=overwrite, finished_ok=True, lock=lock, log=log)
+    return claim_output(Path(location), "cache", overwrite=overwrite, finished_ok=True, option="--cache", lock=lock,
+                        log=log)
 
 
 def cache_lock(location, *, option: str = "CACHE"):
@@ -227,7 +228,7 @@ class ObjectLock:
         BblError: another live writer (or one on another host) holds it; the store cannot be reached.
     """
 
-    def __init__(self, url: str, *, option: str = "--out"):
+    def __init__(self, url: str, *, option: str = "--cache"):
         self.url, self.option = url.rstrip("/"), option
         self.fs, root = _filesystem(url)
         self.key = f"{root.rstrip('/')}.bbl.lock"

@@ -61,7 +61,7 @@ class CacheWriter:
             old = existing.attrs.get("settings")
             if old != json.loads(json.dumps(self.settings)):
                 raise BblError(f"{path}: holds a cache of other settings ({_diff(old, self.settings)}); "
-                               f"pass --overwrite to replace it or choose another --out")
+                               f"pass --overwrite to replace it or choose another --cache")
             self.group = existing
         elif not create:
             raise BblError(f"{path}: no cache to resume")

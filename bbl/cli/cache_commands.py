@@ -1,4 +1,5 @@
-"""`bbl cache info | verify | repair`: what a logit cache holds, whether it is intact and faithful, and its repair."""
+"""`bbl cache info | verify | repair --cache PATH|URL`: what a logit cache holds, whether it is intact and faithful,
+and its repair. (The cache was a positional argument before 0.2; that form still works, with a warning.)"""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import sys
 
 import click
 
-from bbl.cache.verify import DEFAULT_MAX_KL
 from bbl.cli.params import CacheArg, NonNegativeFloat, OneLineErrors, PathArg, Positive
+
+
+def _cache_option(f):
+    return click.option("--cache", "path", type=CacheArg, required=True,
+                        help="The cache: a local path or an fsspec URL (s3://bucket/name.zarr).")(f)
 
 
 @click.group(cls=OneLineErrors)
@@ -16,8 +21,8 @@ def cache():
     """Inspect, verify and repair logit caches."""
 
 
-@cache.command("info")
-@click.argument("path", type=CacheArg)
+@cache.command("info", positional="--cache")
+@_cache_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def cache_info_cmd(path, as_json):
     """What a cache holds: settings, teachers, size, bytes/token, top-k mass, completeness."""
@@ -57,13 +62,18 @@ def cache_info_cmd(path, as_json):
                    f"on average")
 
 
-@cache.command("verify")
-@click.argument("path", type=CacheArg)
+def _max_kl_option() -> list[click.Option]:
+    from bbl.cache.verify import DEFAULT_MAX_KL  # bbl.cache imports zarr and numpy: only when verify runs
+
+    return [click.Option(["--max-kl"], type=NonNegativeFloat, default=DEFAULT_MAX_KL, show_default=True,
+                         help="Fail above this mean KL (nats).")]
+
+
+@cache.command("verify", positional="--cache", late_options=_max_kl_option)
+@_cache_option
 @click.option("--teacher", "teachers", type=PathArg, multiple=True,
               help="Recompute a sample of windows with these teachers and compare.")
 @click.option("--sample", type=Positive, default=16, show_default=True, help="Windows to recompute.")
-@click.option("--max-kl", type=NonNegativeFloat, default=DEFAULT_MAX_KL, show_default=True,
-              help="Fail above this mean KL (nats).")
 def cache_verify_cmd(path, teachers, sample, max_kl):
     """Every chunk present and passing its crc32c; with --teacher, the stored targets against a recomputation.
 
@@ -79,8 +89,8 @@ def cache_verify_cmd(path, teachers, sample, max_kl):
     sys.exit(0 if report.ok else 1)
 
 
-@cache.command("repair")
-@click.argument("path", type=CacheArg)
+@cache.command("repair", positional="--cache")
+@_cache_option
 @click.option("--teacher", "teachers", type=PathArg, multiple=True, required=True,
               help="The teachers the cache was dumped with (checked by weights sha256; repeat for each).")
 @click.option("--data", type=PathArg, default=None, help="Prepared dir of the dump (default: the one it records).")
@@ -94,4 +104,4 @@ def cache_repair_cmd(path, teachers, data, device, device_map):
 
     r = repair_cache(path, list(teachers), data_dir=data, device=device, device_map=device_map, log=click.echo)
     if r["repaired"]:
-        click.echo(f"repaired {len(r['repaired'])} chunk(s) of {path}; `bbl cache verify {path}` passes")
+        click.echo(f"repaired {len(r['repaired'])} chunk(s) of {path}; `bbl cache verify --cache {path}` passes")

@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import json
 import sys
-import typing
 from pathlib import Path
 
 import click
 
 from bbl import __version__
-from bbl.cache.format import DumpDtype
 from bbl.cli.cache_commands import cache
 from bbl.cli.export_command import export_cmd
-from bbl.cli.params import CacheArg, OneLineErrors, PathArg, Positive, PositiveFloat, default_data
-from bbl.config import PAPER_TEMPERATURE, TARGET_KINDS
+from bbl.cli.params import (
+    CacheArg,
+    OneLineErrors,
+    PathArg,
+    Positive,
+    apply_sets,
+    config_options,
+    default_data,
+    set_option,
+)
 from bbl.errors import BblError
-from bbl.pipeline import pipeline_preset_names
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120,
@@ -117,44 +122,31 @@ def train_student(config, data, out, overrides, resume, overwrite):
              log=click.echo)
 
 
-@main.command("dump-logits")
+DUMP_FLAGS = {"top_k": "--topk", "num_samples": "--samples", "seed": "--data-seed"}
+"""The dump-logits option of each `DumpConfig` field not spelled --field-name; every other option is the field's
+name, and each option's type, default and help are its field's (`config_options`)."""
+
+
+def _dump_options() -> list[click.Option]:
+    from bbl.cache.format import DumpConfig  # imports numpy: only when dump-logits parses or shows its help
+
+    return config_options(DumpConfig, flags=DUMP_FLAGS)
+
+
+@main.command("dump-logits", late_options=_dump_options, late_after="cache_path")
 @click.option("--teacher", "teachers", type=PathArg, multiple=True, required=True,
               help="Teacher model dir (repeat for an ensemble; logits are averaged).")
 @click.option("--data", type=PathArg, required=True, help="Prepared dir the teachers were trained on.")
-@click.option("--targets", type=click.Choice(TARGET_KINDS), default="topk", show_default=True,
-              help="What to store per position: topk (the k most probable ids, their log-probs, the tail mass); "
-                   "sampled (--samples ids drawn from p_T, Anshumann et al. 2025); hybrid (the top k plus --samples "
-                   "draws from the tail). Read with distill.kd_variant=topk_tail|sampled|hybrid.")
-@click.option("--topk", "top_k", type=Positive, default=None,
-              help="Ids kept per position, in [1, vocab size] (topk and hybrid)  [default: 64]")
-@click.option("--samples", "num_samples", type=Positive, default=None,
-              help="Ids drawn with replacement per position (sampled and hybrid; 1..255), seeded by --seed  "
-                   "[default: 12, as RS-KD]")
-@click.option("--temperature", type=PositiveFloat, default=PAPER_TEMPERATURE, show_default=True,
-              help="Softening temperature T > 0 (the paper: 2).")
-@click.option("--out", type=CacheArg, default=Path("cache/ensemble.zarr"), show_default=True,
-              help="Zarr store: a local path or an fsspec URL (s3://bucket/name.zarr; credentials and endpoint from "
-                   "the environment, e.g. AWS_ENDPOINT_URL).")
-@click.option("--split", default="train", show_default=True, help="Token stream to dump.")
-@click.option("--seq-len", type=Positive, default=128, show_default=True,
-              help="Tokens per window (the student's); at most every teacher's positions.")
-@click.option("--max-windows", type=Positive, default=None,
-              help="Dump the fixed subset training.max_train_windows selects (same --seed); default all windows.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of the window subset (the student's training.data_seed, else training.seed).")
-@click.option("--batch-size", type=Positive, default=None,
-              help="Windows per teacher forward pass  [default: 16 on CPU; on a GPU the largest from 256 down that fits "
-                   "its memory (a resumed dump keeps its own)]")
-@click.option("--chunk-windows", type=Positive, default=256, show_default=True, help="Windows per Zarr chunk.")
+@click.option("--cache", "cache_path", type=CacheArg, default=Path("cache/ensemble.zarr"), show_default=True,
+              help="The cache to write: a local path or an fsspec URL (s3://bucket/name.zarr; credentials and endpoint "
+                   "from the environment, e.g. AWS_ENDPOINT_URL). Was --out (deprecated).")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
-@click.option("--dtype", type=click.Choice(typing.get_args(DumpDtype)), default="auto", show_default=True,
-              help="Teachers' precision: auto = fp32 weights (bf16 autocast on a GPU); fp32/bf16/fp16 = weights in "
-                   "that dtype. The logit mean and log-softmax stay fp32.")
 @click.option("--device-map", default=None,
               help="Load each teacher through accelerate's big-model placement (e.g. auto: layers spread over the "
                    "GPUs, then CPU), for a teacher larger than one GPU; the ensemble is formed on --device.")
+@set_option("dump", "DumpConfig", "dump.top_k=32")
 @click.option("--overwrite", is_flag=True,
-              help="Replace the cache at --out (other settings, or recompute a complete one); a dir that is not a "
+              help="Replace the cache at --cache (other settings, or recompute a complete one); a dir that is not a "
                    "cache is never touched.")
 @click.option("--cross-tokenizer", is_flag=True,
               help="The teachers' tokenizer may differ from --data's: store their top-k in their own vocabulary per "
@@ -166,9 +158,9 @@ def train_student(config, data, out, overrides, resume, overwrite):
 @click.option("--teacher-tokens", type=Positive, default=None,
               help="--cross-tokenizer: teacher tokens stored per window at most (the padded width)  "
                    "[default: 2 x --seq-len]")
-def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, out, split, seq_len, max_windows, seed,
-                    batch_size, chunk_windows, device, dtype, device_map, overwrite, cross_tokenizer, context_tokens,
-                    teacher_tokens):
+@click.pass_context
+def dump_logits_cmd(ctx, teachers, data, cache_path, device, device_map, overrides, overwrite, cross_tokenizer,
+                    context_tokens, teacher_tokens, **settings):
     """Run the teachers once over every window; store the ensemble's soft targets (top-k log-probs, or sampled
     ids, or both) in Zarr.
 
@@ -180,25 +172,24 @@ def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, ou
     from bbl.cache.format import DumpConfig
     from bbl.runtime import default_device
 
+    settings = apply_sets(ctx, settings, overrides, "dump", DumpConfig)
     if cross_tokenizer:
         from bbl.cache.kinds.cross_tokenizer import DEFAULT_CONTEXT_TOKENS, CrossTokenizerConfig
         from bbl.cache.kinds.cross_tokenizer_dump import dump_cross_tokenizer
 
-        if targets != "topk" or num_samples:
+        if settings.get("targets", "topk") != "topk" or settings.get("num_samples"):
             raise BblError("--cross-tokenizer stores top-k targets; drop --targets/--samples")
-        config = CrossTokenizerConfig(top_k=top_k or 64, temperature=temperature, split=split, seq_len=seq_len,
-                                      batch_size=batch_size, max_windows=max_windows, seed=seed,
-                                      chunk_windows=chunk_windows, dtype=dtype, teacher_tokens=teacher_tokens,
-                                      context_tokens=DEFAULT_CONTEXT_TOKENS if context_tokens is None else context_tokens)
-        dump_cross_tokenizer(list(teachers), data, out, config, device=device or default_device(),
+        keep = ("temperature", "split", "seq_len", "batch_size", "max_windows", "seed", "chunk_windows", "dtype")
+        config = CrossTokenizerConfig(top_k=settings.get("top_k") or 64, teacher_tokens=teacher_tokens,
+                                      context_tokens=DEFAULT_CONTEXT_TOKENS if context_tokens is None else context_tokens,
+                                      **{k: settings[k] for k in keep if k in settings})
+        dump_cross_tokenizer(list(teachers), data, cache_path, config, device=device or default_device(),
                              device_map=device_map, overwrite=overwrite, log=click.echo)
         return
     if context_tokens is not None or teacher_tokens is not None:
         raise BblError("--context-tokens and --teacher-tokens apply to --cross-tokenizer only; add it or drop them")
-    config = DumpConfig(targets=targets, top_k=top_k, num_samples=num_samples, temperature=temperature,
-                        split=split, seq_len=seq_len, batch_size=batch_size, max_windows=max_windows, seed=seed,
-                        chunk_windows=chunk_windows, dtype=dtype)
-    dump_logits(list(teachers), data, out, config, device=device or default_device(), device_map=device_map,
+    config = DumpConfig(**settings)
+    dump_logits(list(teachers), data, cache_path, config, device=device or default_device(), device_map=device_map,
                 overwrite=overwrite, log=click.echo)
 
 
@@ -255,11 +246,16 @@ def distill_cmd(config, data, out, overrides, resume, overwrite, cache_path, tea
 @click.option("--max-pairs", type=Positive, default=None, help="Score only the first N items of each task file.")
 @click.option("--seq-len", type=Positive, default=128, show_default=True, help="Dev window length for perplexity.")
 @click.option("--dev-windows", type=Positive, default=8192, show_default=True, help="Dev subset size (as in training).")
+@click.option("--data-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the dev subset, as the models' training.data_seed (else training.seed) picked it.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
+@set_option("eval", "EvalConfig", "eval.data_seed=1")
 @click.option("--overwrite", is_flag=True,
               help="Replace a finished evaluation in --out (its results.json/md, plot and the models' files).")
-def eval_cmd(model_dirs, ensembles, tasks, suite, eval_data, revision_name, blimp_dir, supplement_dir, task_data,
-             pair_scoring, data, out, batch_size, max_pairs, seq_len, dev_windows, device, overwrite):
+@click.pass_context
+def eval_cmd(ctx, model_dirs, ensembles, tasks, suite, eval_data, revision_name, blimp_dir, supplement_dir, task_data,
+             pair_scoring, data, out, batch_size, max_pairs, seq_len, dev_windows, data_seed, device, overrides,
+             overwrite):
     """Score models on the BabyLM 2025 zero-shot suite and dev perplexity; write JSON, a table, a plot and the
     pipeline's predictions.json files."""
     from bbl.evaluate.run import EvalConfig, run_eval
@@ -268,20 +264,26 @@ def eval_cmd(model_dirs, ensembles, tasks, suite, eval_data, revision_name, blim
 
     if not model_dirs and not ensembles:
         raise BblError("no model: pass MODEL_DIR ... and/or --ensemble DIR,DIR")
-    names = _task_names(tasks) if tasks else None
-    given = _given_task_data(task_data)
-    asked = EvalConfig(tasks=names, suite=suite, data_dirs=given)  # the task list and suite these options mean
+    s = apply_sets(ctx, {"tasks": tasks, "suite": suite, "pair_scoring": pair_scoring, "revision": revision_name,
+                         "blimp_dir": blimp_dir, "supplement_dir": supplement_dir, "batch_size": batch_size,
+                         "max_pairs": max_pairs, "seq_len": seq_len, "dev_windows": dev_windows,
+                         "data_seed": data_seed, "device": device}, overrides, "eval", EvalConfig,
+                   options={"data_dirs": "task_data", "revision": "revision_name"})
+    names = _task_names(s["tasks"]) if s["tasks"] else None
+    given = {**_given_task_data(task_data), **{k: Path(v) for k, v in (s.get("data_dirs") or {}).items()}}
+    asked = EvalConfig(tasks=names, suite=s["suite"], data_dirs=given)  # the task list and suite these options mean
     locate = in_layout(eval_data, asked.suite) if eval_data else default_data
     paths, fallbacks = resolve_task_data(asked.tasks, asked.suite, locate,
-                                         given={**given, "blimp": blimp_dir, "supplement": supplement_dir})
+                                         given={**given, "blimp": s["blimp_dir"], "supplement": s["supplement_dir"]})
     for task, missing in fallbacks.items():
         click.echo(f"note: {task}: no {missing}/ here; scoring {paths[task]}, marked as a fallback in the results "
                    f"(pass --task-data {task}=PATH for the {asked.suite} set)")
-    config = EvalConfig(tasks=names, suite=suite, pair_scoring=pair_scoring, revision=revision_name,
+    config = EvalConfig(tasks=names, suite=s["suite"], pair_scoring=s["pair_scoring"], revision=s["revision"],
                         data_dirs={**given, **{t: p for t, p in paths.items() if t not in ("blimp", "supplement")}},
-                        blimp_dir=paths.get("blimp", blimp_dir), supplement_dir=paths.get("supplement", supplement_dir),
-                        fallbacks=fallbacks, batch_size=batch_size, max_pairs=max_pairs, seq_len=seq_len,
-                        dev_windows=dev_windows, device=device or default_device())
+                        blimp_dir=paths.get("blimp", s["blimp_dir"]),
+                        supplement_dir=paths.get("supplement", s["supplement_dir"]), fallbacks=fallbacks,
+                        batch_size=s["batch_size"], max_pairs=s["max_pairs"], seq_len=s["seq_len"],
+                        dev_windows=s["dev_windows"], data_seed=s["data_seed"], device=s["device"] or default_device())
     results = run_eval(list(model_dirs), ensembles=[[Path(p) for p in e.split(",")] for e in ensembles],
                        config=config, data_dir=data, out=out, overwrite=overwrite, log=click.echo)
     click.echo((Path(out) / "results.md").read_text())
@@ -299,11 +301,11 @@ def _given_task_data(specs) -> dict[str, Path]:
     return given
 
 
-def _task_names(tasks: str) -> list[str]:
-    """`--tasks A,B,...` as a list, 'zero-shot' standing for the six zero-shot tasks."""
+def _task_names(tasks: str | list[str]) -> list[str]:
+    """`--tasks A,B,...` (or a `--set` list) as a list, 'zero-shot' standing for the six zero-shot tasks."""
     from bbl.evaluate.tasks import ZERO_SHOT
 
-    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
     return [n for t in names for n in (ZERO_SHOT if t == "zero-shot" else (t,))]
 
 
@@ -332,11 +334,12 @@ def _task_data(specs, suite: str, tasks=None) -> dict[str, Path]:
 
 @main.command("finetune")
 @click.argument("model_dir", type=PathArg)
-@click.option("--task", "task_names", multiple=True, metavar="TASK",
-              help="boolq, mnli, mrpc, multirc, qqp, rte or wsc (repeatable).")
-@click.option("--tasks", default=None, metavar="A,B,...", help="Several tasks, comma-separated; 'all' = the seven.")
-@click.option("--data", type=PathArg, default=None,
-              help="Dir of <task>.train.jsonl and <task>.valid.jsonl (default: ../shared/data/glue_filtered).")
+@click.option("--tasks", multiple=True, metavar="A,B,...",
+              help="Among boolq, mnli, mrpc, multirc, qqp, rte, wsc; comma-separated and repeatable; 'all' = the "
+                   "seven. Was also --task (deprecated).")
+@click.option("--task-data", type=PathArg, default=None,
+              help="Dir of <task>.train.jsonl and <task>.valid.jsonl (default: ../shared/data/glue_filtered). Was "
+                   "--data (deprecated; --data is a prepared dir in every command).")
 @click.option("--out", type=PathArg, default=Path("results"), show_default=True,
               help="Output dir: pipeline/<model>/main/finetune/<task>/predictions.json, finetune.md, finetune.json.")
 @click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True,
@@ -352,9 +355,10 @@ def _task_data(specs, suite: str, tasks=None) -> dict[str, Path]:
 @click.option("--max-valid-examples", type=Positive, default=None,
               help="Validate and predict on the first N rows only (collate_preds then rejects the sizes).")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
+@set_option("finetune", "FinetuneConfig", "finetune.epochs=1")
 @click.option("--overwrite", is_flag=True, help="Replace a finished fine-tuning in --out (finetune.json/md, predictions).")
-def finetune_cmd(model_dir, task_names, tasks, data, out, seed, read, epochs, batch_size, max_train_examples,
-                 max_valid_examples, device, overwrite):
+@click.pass_context
+def finetune_cmd(ctx, model_dir, task_data, out, overrides, overwrite, **settings):
     """Fine-tune MODEL_DIR on (Super)GLUE tasks with the BabyLM 2025 pipeline's recipe (eval_finetuning.sh) and
     write its predictions.json per task, finetune.md and finetune.json."""
     from bbl.finetune.data import FINETUNE_TASKS
@@ -362,12 +366,11 @@ def finetune_cmd(model_dir, task_names, tasks, data, out, seed, read, epochs, ba
     from bbl.finetune.run import run_finetune
     from bbl.runtime import default_device
 
-    names = list(task_names) + [t.strip() for t in (tasks or "").split(",") if t.strip()]
-    names = [n for t in names for n in (FINETUNE_TASKS if t == "all" else (t,))]
-    config = FinetuneConfig(tasks=list(dict.fromkeys(names)), seed=seed, read=read, epochs=epochs,
-                            batch_size=batch_size, max_train_examples=max_train_examples,
-                            max_valid_examples=max_valid_examples, device=device or default_device())
-    run_finetune(model_dir, config, data_dir=data or default_data("glue_filtered"), out=out, overwrite=overwrite,
+    settings["tasks"] = [t.strip() for spec in settings["tasks"] for t in spec.split(",") if t.strip()]
+    s = apply_sets(ctx, settings, overrides, "finetune", FinetuneConfig)
+    names = [n for t in s["tasks"] for n in (FINETUNE_TASKS if t == "all" else (t,))]
+    config = FinetuneConfig(**{**s, "tasks": list(dict.fromkeys(names)), "device": s["device"] or default_device()})
+    run_finetune(model_dir, config, data_dir=task_data or default_data("glue_filtered"), out=out, overwrite=overwrite,
                  log=click.echo)
     click.echo((Path(out) / "finetune.md").read_text())
     click.echo(f"wrote finetune.md, finetune.json and pipeline/ predictions to {out}")
@@ -432,7 +435,8 @@ def study_cmd(config, data, workdir, cache_path, teachers, seeds, arm_specs, ove
 @click.option("--study-name", default="bbl-sweep", show_default=True, help="The study's name in the storage.")
 @click.option("--pruner", default="hyperband", show_default=True,
               help="hyperband, median, none, or threshold:NATS (prune a trial whose dev CE passes NATS).")
-@click.option("--seed", type=click.IntRange(min=0), default=None, help="TPE sampler seed (default: random).")
+@click.option("--sampler-seed", "seed", type=click.IntRange(min=0), default=None,
+              help="TPE sampler seed (default: random). Was --seed (deprecated; --seed is a run's training seed).")
 @click.option("--heartbeat", "heartbeat_s", type=Positive, default=10, show_default=True,
               help="Seconds between trial heartbeats; a trial silent for twice this long (killed) is retried once.")
 def sweep_cmd(config, data, space, trials, workdir, cache_path, teachers, overrides, storage, study_name, pruner,
@@ -451,26 +455,35 @@ def sweep_cmd(config, data, space, trials, workdir, cache_path, teachers, overri
               log=click.echo)
 
 
-@main.command("pipeline")
-@click.option("--preset", type=click.Choice(pipeline_preset_names()), default="cpu", show_default=True,
-              help="tiny: seconds (tests); cpu: <= 15 min on 2 cores; cpu-study: the paper's comparison over 3 "
-                   "seeds on 2 cores (`bbl study`); paper: the paper's models (GPU); babyllama2: BabyLlama-2's "
-                   "345M teachers and student (GPU).")
-@click.option("--data", type=PathArg, required=True, help="BabyLM dir holding babylm_10M/ and babylm_dev/.")
+def _preset_option() -> list[click.Option]:
+    from bbl.pipeline import (
+        pipeline_preset_names,  # reads the presets: only when pipeline parses or shows help
+    )
+
+    return [click.Option(["--preset"], type=click.Choice(pipeline_preset_names()), default="cpu", show_default=True,
+                         help="tiny: seconds (tests); cpu: <= 15 min on 2 cores; cpu-study: the paper's comparison "
+                              "over 3 seeds on 2 cores (`bbl study`); paper: the paper's models (GPU); babyllama2: "
+                              "BabyLlama-2's 345M teachers and student (GPU).")]
+
+
+@main.command("pipeline", late_options=_preset_option)
+@click.option("--corpus", type=PathArg, required=True,
+              help="BabyLM dir holding babylm_10M/ and babylm_dev/ (raw text; `bbl prepare` runs on it). Was --data "
+                   "(deprecated; --data is a prepared dir in every command).")
 @click.option("--workdir", type=PathArg, required=True, help="Where every stage writes (e.g. runs/demo).")
-@click.option("--blimp-dir", type=PathArg, default=None, help="BLiMP *.jsonl dir (default: DATA/blimp_filtered).")
+@click.option("--blimp-dir", type=PathArg, default=None, help="BLiMP *.jsonl dir (default: CORPUS/blimp_filtered).")
 @click.option("--supplement-dir", type=PathArg, default=None,
-              help="Supplement *.jsonl dir (default: DATA/supplement_filtered).")
+              help="Supplement *.jsonl dir (default: CORPUS/supplement_filtered).")
 @click.option("--nproc", type=Positive, default=1, show_default=True, help="Processes per training/dump stage (torchrun).")
 @click.option("--until", default=None, help="Stop after this stage (prepare, teacher-gpt2, ..., eval).")
 @click.option("--task-data", "task_data", multiple=True, metavar="TASK=PATH",
               help="Data of a task the preset's eval_tasks adds (ewok, entity_tracking, wug_adj, reading); default: "
-                   "DATA/<the pipeline's full_eval dir name> (repeatable).")
-def pipeline_cmd(preset, data, workdir, blimp_dir, supplement_dir, nproc, until, task_data):
+                   "CORPUS/<the pipeline's full_eval dir name> (repeatable).")
+def pipeline_cmd(preset, corpus, workdir, blimp_dir, supplement_dir, nproc, until, task_data):
     """Run the whole experiment: prepare, teachers, dump, distill, baseline, eval. Resumable."""
     from bbl.pipeline import run_pipeline
 
-    run_pipeline(preset, data, workdir, until=until, nproc=nproc, blimp_dir=blimp_dir, supplement_dir=supplement_dir,
+    run_pipeline(preset, corpus, workdir, until=until, nproc=nproc, blimp_dir=blimp_dir, supplement_dir=supplement_dir,
                  task_data=_task_data(task_data, "full", ()), log=click.echo)
 
 

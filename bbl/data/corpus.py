@@ -1,4 +1,4 @@
-"""A BabyLM corpus in any of its released layouts, read as named sources (issue 13; DESIGN.md "BabyLM conventions").
+"""A BabyLM corpus in any of its released layouts, read as named sources (issue 13; docs/commands.md, "Data").
 
 Layouts `bbl prepare --train-dir/--dev-dir` accept:
 - BabyLM text dirs: one `<source>.train` / `<source>.dev` file per source. The 2023 release (`babylm_10M/`,
@@ -14,11 +14,11 @@ A source without a cleaner of its own gets generic cleaning and is named in a wa
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from bbl.errors import BblError
+from bbl.io import read_jsonl
 
 TEXT_COLUMNS = ("text", "TEXT", "content", "sentence")
 SOURCE_COLUMNS = ("source", "domain", "filename", "file", "subset")
@@ -96,14 +96,8 @@ def _rows(path: Path):
                            f"jsonl with Dataset.to_json)") from None
         records = pq.read_table(path).to_pylist()
     else:
-        records = []
-        for lineno, line in enumerate(read_text(path).splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise BblError(f"{path}:{lineno}: malformed JSON ({e.msg}); save the dataset with "
-                                   f"Dataset.to_json(path, lines=True)") from None
+        records = [row for _, row in read_jsonl(read_text(path).splitlines(), name=str(path),
+                                                fix="save the dataset with Dataset.to_json(path, lines=True)")]
     if not records:
         raise BblError(f"{path}: no rows; the dataset file is empty")
     columns = list(records[0])

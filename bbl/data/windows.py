@@ -32,7 +32,7 @@ def window_subset(n: int, size: int | None, *, seed: int) -> np.ndarray:
 def select_train_windows(stream: np.ndarray, seq_len: int, max_windows: int | None, *, seed: int) -> TokenWindows:
     """The train windows of a stream: every full window, or the fixed seeded subset of `max_windows`.
 
-    One rule for `dump-logits --max-windows/--seed`, `training.max_train_windows/data_seed` and `cache repair`, so
+    One rule for `dump-logits --max-windows/--data-seed`, `training.max_train_windows/data_seed` and `cache repair`, so
     a cache and the student trained from it hold the same windows.
     """
     return TokenWindows(stream, seq_len, window_subset(num_windows(len(stream), seq_len), max_windows, seed=seed))
@@ -70,7 +70,13 @@ class TokenWindows:
 
 
 class EpochPermutationSampler:
-    """Yields `window_permutation(n, seed, epoch)`; the Trainer calls `set_epoch` at each epoch start."""
+    """Yields `order()`, a permutation of the n rows that depends only on (seed, epoch): `window_permutation`
+    here; the Trainer calls `set_epoch` at each epoch start.
+
+    The one epoch sampler of bbl: the cache's `ChunkShuffleSampler` only overrides `order` (a permutation that
+    reads each chunk once), finetune's `FullBatchSampler` cuts it to whole batches. `train.objectives.PhasedSampler`
+    is not another one: it wraps one and folds the epoch into each index, for the dataset to decode.
+    """
 
     def __init__(self, n: int, *, seed: int):
         self.n, self.seed, self.epoch = n, seed, 0
@@ -78,8 +84,12 @@ class EpochPermutationSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def order(self) -> np.ndarray:
+        """This epoch's order of the rows, (n,) int64."""
+        return window_permutation(self.n, seed=self.seed, epoch=self.epoch)
+
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self):
-        return iter(window_permutation(self.n, seed=self.seed, epoch=self.epoch).tolist())
+        return iter(self.order().tolist())

@@ -1,4 +1,4 @@
-"""Words seen, counted exactly (issue 13; DESIGN.md "BabyLM conventions"): per-token word starts, words per
+"""Words seen, counted exactly (issue 13; docs/commands.md, "Words seen"): per-token word starts, words per
 window and per optimizer step, and the BabyLM checkpoint names `chck_{N}M`.
 
 A word is a maximal run of non-whitespace characters (`str.split()`, as `wc -w` counts a corpus). `bbl prepare`

@@ -8,13 +8,13 @@ EWoK is read from its password-protected zip in memory, never unpacked: its term
 from __future__ import annotations
 
 import csv
-import json
 import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bbl.errors import BblError
+from bbl.io import read_jsonl
 
 ZERO_SHOT = ("blimp", "supplement", "ewok", "entity_tracking", "wug_adj", "reading")
 """The zero-shot tasks of the BabyLM 2025 suite bbl scores (COMPS and wug_past: no data here)."""
@@ -176,13 +176,8 @@ def jsonl_sources(path: Path, *, option: str, password: bytes | None = None) -> 
 
 def _rows(name: str, lines: list[str], origin: Path, max_items: int | None) -> list[dict]:
     rows = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise BblError(f"{origin}:{name}.jsonl:{lineno}: malformed JSON ({e.msg}); fix or remove the line") from None
+    for _, row in read_jsonl(lines, name=f"{origin}:{name}.jsonl"):
+        rows.append(row)
         if max_items is not None and len(rows) >= max_items:
             break
     return rows

@@ -8,13 +8,13 @@ the tokens before it), in nats. A pair is correct when score(good) > score(bad) 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from bbl.errors import BblError
 from bbl.evaluate.batches import by_length, right_padded
+from bbl.io import read_jsonl
 from bbl.models.build import max_positions
 from bbl.models.ensemble import ensemble_logits
 
@@ -28,20 +28,13 @@ def load_pairs(path: Path, *, max_pairs: int | None = None) -> list[dict]:
         BblError: a malformed line (names file:line) or a row without sentence_good / sentence_bad.
     """
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BblError(f"{path}:{lineno}: malformed JSON ({e.msg}); fix or remove the line") from None
-            missing = [k for k in REQUIRED if not isinstance(row.get(k), str)]
-            if missing:
-                raise BblError(f"{path}:{lineno}: missing field {missing[0]!r}; every row needs {', '.join(REQUIRED)}")
-            rows.append(row)
-            if max_pairs is not None and len(rows) >= max_pairs:
-                break
+    for lineno, row in read_jsonl(path):
+        missing = [k for k in REQUIRED if not isinstance(row.get(k), str)]
+        if missing:
+            raise BblError(f"{path}:{lineno}: missing field {missing[0]!r}; every row needs {', '.join(REQUIRED)}")
+        rows.append(row)
+        if max_pairs is not None and len(rows) >= max_pairs:
+            break
     if not rows:
         raise BblError(f"{path}: no pairs; the file is empty")
     return rows

@@ -8,11 +8,11 @@ files are the pipeline's `evaluation_data/full_eval/glue_filtered/<task>.{train,
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from bbl.errors import BblError
+from bbl.io import read_jsonl
 
 PIPELINE_DATA = "evaluation_data/full_eval/glue_filtered"
 """Where the pipeline keeps these files (OSF ryjfm), named in the fix of a missing-file error."""
@@ -45,16 +45,16 @@ TASK_FORMATS = {
 FINETUNE_TASKS = tuple(TASK_FORMATS)
 
 
-def check_tasks(tasks: list[str]) -> None:
+def check_finetune_tasks(tasks: list[str]) -> None:
     """Raises BblError naming an unknown task and the known ones."""
     bad = [t for t in tasks if t not in TASK_FORMATS]
     if bad:
         raise BblError(f"--tasks: unknown task(s) {', '.join(bad)}; use {', '.join(FINETUNE_TASKS)}")
     if not tasks:
-        raise BblError(f"no task: pass --task or --tasks, among {', '.join(FINETUNE_TASKS)}")
+        raise BblError(f"no task: pass --tasks, among {', '.join(FINETUNE_TASKS)}")
 
 
-def task_files(data_dir: Path, task: str) -> tuple[Path, Path]:
+def train_valid_files(data_dir: Path, task: str) -> tuple[Path, Path]:
     """(train, valid) JSONL paths of `task` in `data_dir`; the pipeline trains on train and both validates and
     predicts on valid (`eval_finetuning.sh` passes the valid file as `--valid_data` and `--predict_data`).
 
@@ -63,7 +63,7 @@ def task_files(data_dir: Path, task: str) -> tuple[Path, Path]:
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise BblError(f"{data_dir}: no such data dir; pass --data the dir holding <task>.train.jsonl and "
+        raise BblError(f"{data_dir}: no such data dir; pass --task-data the dir holding <task>.train.jsonl and "
                        f"<task>.valid.jsonl (the pipeline's {PIPELINE_DATA})")
     train, valid = data_dir / f"{task}.train.jsonl", data_dir / f"{task}.valid.jsonl"
     for path, split in ((train, "training"), (valid, "validation")):
@@ -84,24 +84,21 @@ def read_examples(path: Path, task: str, *, limit: int | None = None) -> tuple[l
     """
     fmt = TASK_FORMATS[task]
     pairs, labels = [], []
-    with Path(path).open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if limit is not None and len(pairs) >= limit:
-                break
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                first = [row[k] for k in fmt.first_keys]
-                second = " ".join(row[k] for k in fmt.second_keys)
-                label = row["label"]
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise BblError(f"{path}:{n}: not a {task} row ({type(e).__name__}: {e}); each line must be JSON with "
-                               f"{', '.join((*fmt.first_keys, *fmt.second_keys, 'label'))}") from None
-            if not isinstance(label, int) or not 0 <= label < fmt.num_labels:
-                raise BblError(f"{path}:{n}: label {label!r} is not an int in [0, {fmt.num_labels}) for {task}")
-            pairs.append((fmt.first_template.format(*first) if fmt.first_template else " ".join(first), second))
-            labels.append(label)
+    keys = ", ".join((*fmt.first_keys, *fmt.second_keys, "label"))
+    for n, row in read_jsonl(path, fix=f"each line must be JSON with {keys}"):
+        if limit is not None and len(pairs) >= limit:
+            break
+        try:
+            first = [row[k] for k in fmt.first_keys]
+            second = " ".join(row[k] for k in fmt.second_keys)
+            label = row["label"]
+        except (KeyError, TypeError) as e:
+            raise BblError(f"{path}:{n}: not a {task} row ({type(e).__name__}: {e}); each line must be JSON with "
+                           f"{keys}") from None
+        if not isinstance(label, int) or not 0 <= label < fmt.num_labels:
+            raise BblError(f"{path}:{n}: label {label!r} is not an int in [0, {fmt.num_labels}) for {task}")
+        pairs.append((fmt.first_template.format(*first) if fmt.first_template else " ".join(first), second))
+        labels.append(label)
     if not pairs:
         raise BblError(f"{path}: no rows; a {task} file holds one JSON example per line")
     return pairs, labels

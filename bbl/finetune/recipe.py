@@ -16,7 +16,7 @@ import numpy as np
 
 from bbl.data.windows import EpochPermutationSampler
 from bbl.errors import BblError, check_options_at_least_one
-from bbl.finetune.data import check_tasks
+from bbl.finetune.data import check_finetune_tasks
 from bbl.finetune.model import READ_POSITIONS
 
 LEARNING_RATE = 3e-5
@@ -92,7 +92,7 @@ class FinetuneConfig:
     device: str = "cpu"
 
     def __post_init__(self):
-        check_tasks(self.tasks)
+        check_finetune_tasks(self.tasks)
         if self.read not in READ_POSITIONS:
             raise BblError(f"--read {self.read}: use one of {', '.join(READ_POSITIONS)}")
         check_options_at_least_one(self, ("epochs", "batch_size", "max_train_examples", "max_valid_examples"))
@@ -159,11 +159,11 @@ class FullBatchSampler(EpochPermutationSampler):
     def __len__(self) -> int:
         return self.kept
 
-    def __iter__(self):
-        return iter(list(super().__iter__())[:self.kept])
+    def order(self) -> np.ndarray:
+        return super().order()[:self.kept]
 
 
-def training_arguments(recipe: TaskRecipe, *, train_examples: int, seed: int, device: str, output_dir: str,
+def finetune_arguments(recipe: TaskRecipe, *, train_examples: int, seed: int, device: str, output_dir: str,
                        progress: bool = True, checkpoints: bool = False):
     """`TrainingArguments` of one task's run: the recipe's batch and epochs, lr 3e-5 with 6% linear warmup and
     cosine decay to 0.1 x, evaluation on the valid set after every epoch, fp32 (the pipeline runs no mixed

@@ -18,16 +18,16 @@ import numpy as np
 
 from bbl.errors import BblError
 from bbl.evaluate.predictions import classification_predictions, finetune_predictions_dir, write_predictions
-from bbl.finetune.data import TASK_FORMATS, encode_pairs, read_examples, task_files
+from bbl.finetune.data import TASK_FORMATS, encode_pairs, read_examples, train_valid_files
 from bbl.finetune.recipe import (
     SEQUENCE_LENGTH,
     FinetuneConfig,
     TaskRecipe,
+    finetune_arguments,
     keep_best_epoch,
     metrics_function,
     pipeline_optimizer,
     total_steps,
-    training_arguments,
 )
 from bbl.finetune.work import TaskWork, durable_best, model_digest, task_settings
 from bbl.io import atomic_write_json, atomic_write_text
@@ -85,7 +85,7 @@ def finetune_task(model_dir: Path, task: str, tokenizer, train: tuple[list, list
         log(f"{task}: resuming {resume_from}")
     trainer = FinetuneTrainer(
         model=model,
-        args=training_arguments(recipe, train_examples=len(train_ids), seed=config.seed, device=config.device,
+        args=finetune_arguments(recipe, train_examples=len(train_ids), seed=config.seed, device=config.device,
                                 output_dir=str(work.checkpoints), progress=progress, checkpoints=True),
         train_dataset=_examples(train_ids, train[1]),
         eval_dataset=_examples(valid_ids, valid[1]),
@@ -150,7 +150,7 @@ def _run_finetune(model_dir: Path, config: FinetuneConfig, *, data_dir: Path, ou
     check_model_dir(model_dir)
     data = {}
     for task in config.tasks:
-        train_file, valid_file = task_files(data_dir, task)
+        train_file, valid_file = train_valid_files(data_dir, task)
         data[task] = (read_examples(train_file, task, limit=config.max_train_examples),
                       read_examples(valid_file, task, limit=config.max_valid_examples))
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))

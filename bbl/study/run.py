@@ -11,7 +11,6 @@ Writes curves.png, study.md and, last, study.json (`bbl.study.report`); a re-run
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from bbl.errors import BblError
 from bbl.evaluate.run import EvalConfig
 from bbl.evaluate.suite import check_task_data
 from bbl.evaluate.tasks import ZERO_SHOT
-from bbl.io import load_json
+from bbl.io import load_json, read_jsonl
 from bbl.outputs import claim_output
 from bbl.study.arms import Arm, parse_arm, run_argv
 from bbl.study.report import TASK_METRICS, write_study
@@ -219,7 +218,7 @@ def _eval_numbers(path: Path, tasks=DEFAULT_TASKS) -> dict:
 
 def dev_curve(run_dir: Path) -> list[tuple[int, float]]:
     """(optimizer step, dev CE) of every evaluation of a run, from its metrics.jsonl."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [row for _, row in read_jsonl(run_dir / "metrics.jsonl")]
     curve = {int(r["step"]): float(r["eval_loss"]) for r in rows if "eval_loss" in r}
     return sorted(curve.items())
 

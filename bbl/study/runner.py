@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from bbl import RENAMED_OPTIONS
 from bbl.errors import BblError
 from bbl.io import atomic_write_json, load_json
 
@@ -71,9 +72,17 @@ def marker_digest(output: Path) -> bytes:
     return hashlib.sha256(marker.read_bytes()).digest() if marker.is_file() else b""
 
 
+def legacy_spelling(argv: list[str]) -> list[str]:
+    """`argv` with each option renamed since 0.1 in its old spelling (`bbl.RENAMED_OPTIONS`): what a step's
+    fingerprint hashes, so a workdir a pipeline or study left before the rename resumes instead of redoing (and,
+    for a dump, overwriting) the step. Both spellings mean the same, so equal commands still hash equal."""
+    old = {new: old for old, new in RENAMED_OPTIONS.get(argv[0] if argv else "", {}).items()}
+    return [old.get(a, a) for a in argv]
+
+
 def fingerprint(argv: list[str], parts: list[bytes] = ()) -> str:
-    """sha256 of a step: its command line, then the bytes of what its result depends on."""
-    h = hashlib.sha256(json.dumps(argv).encode())
+    """sha256 of a step: its command line (`legacy_spelling`), then the bytes of what its result depends on."""
+    h = hashlib.sha256(json.dumps(legacy_spelling(argv)).encode())
     for part in parts:
         h.update(part)
     return h.hexdigest()

@@ -211,8 +211,8 @@ def sampler_seed(seed: int | None, trials: int) -> int | None:
     new study, else one derived from (seed, trials) by numpy's `SeedSequence`; None stays None (random).
 
     Why: a sampler seeded alike proposes alike. TPE's first `n_startup_trials` (10) proposals are random draws
-    from its seeded generator, so a sweep restarted after a kill with the same `--seed` re-proposed the settings of
-    the trials it had already run (5 finished trials held 3 distinct settings). Deriving the seed keeps a sweep
+    from its seeded generator, so a sweep restarted after a kill with the same `--sampler-seed` re-proposed the
+    settings of the trials it had already run (5 finished trials held 3 distinct settings). Deriving the seed keeps a sweep
     reproducible (the same command over the same study makes the same proposals) without repeating a finished
     trial. Skipping duplicates instead would need a rule for spaces too small to avoid them and would still not
     continue the first run's stream of draws; a trial the kill interrupted is re-run on purpose, by its retry

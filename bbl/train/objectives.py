@@ -69,7 +69,11 @@ def mask_window(ids: np.ndarray, rng: np.random.Generator, *, mask_token_id: int
 
 
 class PhasedSampler:
-    """The base sampler's order, each row `r` of epoch `e` yielded as `e * rows + r` (`PhasedDataset` decodes it)."""
+    """The base sampler's order, each row `r` of epoch `e` yielded as `e * rows + r` (`PhasedDataset` decodes it).
+
+    Not a second epoch sampler: the order is the base's (`data.windows.EpochPermutationSampler` or the cache's
+    chunk shuffle); this only carries the epoch inside the index, so a dataloader worker knows the epoch's
+    objective and a `--resume` replays the same masks."""
 
     def __init__(self, base, rows: int):
         self.base, self.rows, self.epoch = base, rows, 0
