@@ -22,11 +22,10 @@ from bbl.cache.format import (
     DEFAULT_CHUNK_WINDOWS,
     DEFAULT_TOP_K,
     DumpConfig,
-    DumpDtype,
     id_dtype,
 )
 from bbl.cache.kinds.base import CacheKind
-from bbl.config import PAPER_TEMPERATURE
+from bbl.config import PAPER_TEMPERATURE, Precision
 from bbl.errors import BblError
 
 NAME = "cross_tokenizer"
@@ -68,7 +67,7 @@ class CrossTokenizerConfig:
     teacher_tokens: int | None = None
     """Teacher tokens stored per window at most (the padded width); None = 2 x seq_len. A window holding more is
     refused with a line naming --teacher-tokens."""
-    dtype: DumpDtype = "auto"
+    dtype: Precision = "auto"
     """The teachers' precision (as `DumpConfig.dtype`)."""
 
     def __post_init__(self):
