@@ -23,10 +23,10 @@ import numpy as np
 from bbl import __version__
 from bbl.cache.format import (
     CPU_BATCH_SIZE,
-    LOGPROB_STEP,
     TOPK_ORDER,
     ChunkBatch,
     DumpConfig,
+    count_draws,
     quantize_logprobs,
     sort_by_id,
 )
@@ -135,11 +135,17 @@ class ChunkComputer:
         self.batch_targets(torch.from_numpy(ids), self.draw_settings(0))
 
     def compute(self, c: int) -> ChunkBatch:
-        """Chunk `c` as a `ChunkBatch` (ids sorted by id, log-probs on the `LOGPROB_STEP` grid).
+        """Chunk `c` as a `ChunkBatch` (ids sorted by id, log-probs on the `logprob_step` grid): `stored_form` of
+        `compute_targets`.
 
         Raises:
             BblError: a teacher produced NaN/inf logits (names the teacher and the window).
         """
+        return self.stored_form(self.compute_targets(c))
+
+    def compute_targets(self, c: int) -> RawChunk:
+        """Chunk `c`'s exact targets: the teachers' forward passes and the ensemble's top-k / draws (the part that
+        needs the teachers; the dump runs it on the main thread). Raises as `compute`."""
         import torch
 
         rows = self.rows(c)
@@ -150,16 +156,36 @@ class ChunkComputer:
         for b in range(0, len(rows), cfg.batch_size):
             out = self.batch_targets(torch.from_numpy(ids_np[b:b + cfg.batch_size]), kind, first_row=rows[b])
             parts.append({k: t.cpu() for k, t in out.items()})
-        arrays = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+        return RawChunk(c, ids_np, {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]})
+
+    def stored_form(self, raw: RawChunk) -> ChunkBatch:
+        """The `ChunkBatch` the cache stores from a chunk's exact targets: ids sorted by id, log-probs rounded to
+        the `logprob_step` grid, the draws as (distinct ids, counts) under `sample_counts`. Numpy only and
+        deterministic, so the dump runs it on its writer thread, overlapped with the next chunk's forward."""
+        c, ids_np, arrays = raw.index, raw.input_ids, raw.arrays
+        rows = self.rows(c)
         batch = ChunkBatch(index=c, input_ids=ids_np.astype(self.id_dtype),
                            window_idx=self.windows.indices[rows.start:rows.stop].astype(np.int64))
         if "topk_ids" in arrays:
             top_ids, top_lp = sort_by_id(arrays["topk_ids"], arrays["topk_logprobs"])
-            batch.topk_ids, batch.topk_logprobs = top_ids.astype(self.id_dtype), quantize_logprobs(top_lp)
+            batch.topk_ids = top_ids.astype(self.id_dtype)
+            batch.topk_logprobs = quantize_logprobs(top_lp, self.config.logprob_step)
             batch.tail_logprob = arrays["tail_logprob"].astype(np.float32)
         if "sample_ids" in arrays:
             batch.sample_ids = arrays["sample_ids"].astype(self.id_dtype)
+            if self.config.sample_counts:
+                batch.sample_ids, batch.sample_counts = count_draws(batch.sample_ids)
         return batch
+
+
+@dataclasses.dataclass
+class RawChunk:
+    """One chunk's exact targets as `ChunkComputer.compute_targets` returns them: index, the windows' ids (C, S)
+    and the ensemble's arrays (numpy; top-k by decreasing probability, fp32 log-probs, draws ascending)."""
+
+    index: int
+    input_ids: np.ndarray
+    arrays: dict
 
 
 def teacher_dtype(config: DumpConfig) -> str:
@@ -176,7 +202,8 @@ def dump_attrs(config: DumpConfig, data: PreparedData, infos: list[dict], *, dev
         "teachers_fingerprint": sorted(w for i in infos for w in i["weights_sha256"].values()),
         "tokenizer_fingerprint": data.tokenizer_fingerprint(), "tokenizer_sha256": data.tokenizer_sha256,
         "train_stream_sha256": data.stream_sha256(config.split), "split": config.split,
-        "window_selection": {"max_windows": config.max_windows, "seed": config.seed}, "logprob_step": LOGPROB_STEP,
+        "window_selection": {"max_windows": config.max_windows, "seed": config.seed},
+        "logprob_step": config.logprob_step,
         "topk_order": TOPK_ORDER, "dump_batch_size": int(config.batch_size), "dump_device": str(device).split(":")[0],
         "bbl_version": __version__, "data_dir": str(Path(data_dir).resolve()), "dump_config": config.to_dict(),
     }
@@ -184,6 +211,9 @@ def dump_attrs(config: DumpConfig, data: PreparedData, infos: list[dict], *, dev
         attrs.update(targets=config.targets, num_samples=int(config.num_samples), sample_seed=int(config.seed))
     if config.dtype != "auto":  # part of the settings a resumed dump must match; absent for the default
         attrs["dump_dtype"] = config.dtype
+    for option in ("delta_ids", "sample_counts"):  # storage options (issue 33): recorded only when asked for
+        if getattr(config, option):
+            attrs[option] = True
     return attrs
 
 
@@ -331,8 +361,8 @@ def _dump(teacher_dirs, data_dir, out, config: DumpConfig, *, device, device_map
 
 
 def _compute_and_write(computer: ChunkComputer, writer: CacheWriter, todo: list[int], out, *, progress: bool) -> int:
-    """Compute the chunks `todo` in order while a writer thread compresses and writes the previous ones; returns
-    the windows dumped.
+    """Compute the chunks `todo` in order while a writer thread turns the previous ones into their stored form
+    (`ChunkComputer.stored_form`), compresses and writes them; returns the windows dumped.
 
     Raises:
         BblError: a write failed (disk full: the store is left resumable), or what computing a chunk raised.
@@ -347,7 +377,7 @@ def _compute_and_write(computer: ChunkComputer, writer: CacheWriter, todo: list[
             if errors:
                 continue
             try:
-                writer.write_chunk(item)
+                writer.write_chunk(computer.stored_form(item))
             except OSError as e:
                 errors.append(BblError(f"{out}: write failed at chunk {item.index} ({e.strerror or e}); free disk "
                                        f"space and re-run the same command to resume (the cache is not complete)"))
@@ -364,10 +394,10 @@ def _compute_and_write(computer: ChunkComputer, writer: CacheWriter, todo: list[
         for c in todo:
             if errors:
                 break
-            batch = computer.compute(c)
-            q.put(batch)
-            bar.update(len(batch.window_idx))
-            dumped += len(batch.window_idx)
+            raw = computer.compute_targets(c)  # the sort, rounding and casts run on the writer thread
+            q.put(raw)
+            bar.update(len(raw.input_ids))
+            dumped += len(raw.input_ids)
     finally:
         q.put(None)
         thread.join()

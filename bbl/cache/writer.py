@@ -18,6 +18,7 @@ from bbl.cache.format import (
     ChunkBatch,
     array_specs,
     compressors,
+    filters,
     target_arrays,
 )
 from bbl.cache.store import group_exists, open_group
@@ -48,7 +49,8 @@ class CacheWriter:
             raise BblError(f"--targets {self.targets!r}: use one of {', '.join(TARGET_KINDS)}")
         if self.targets != "topk" and num_samples < 1:
             raise BblError(f"--samples {num_samples}: a {self.targets} cache needs --samples >= 1")
-        self.arrays = target_arrays(self.targets)
+        counts, delta_ids = bool(attrs.get("sample_counts")), bool(attrs.get("delta_ids"))
+        self.arrays = target_arrays(self.targets, sample_counts=counts)
         self.settings = {k: attrs[k] for k in SETTING_KEYS if k in attrs}
         self.settings.update(num_windows=num_windows, chunk_windows=chunk_windows)
         self.num_chunks = -(-num_windows // chunk_windows)
@@ -70,8 +72,10 @@ class CacheWriter:
             self.group = existing if existing is not None else open_group(path, "w")
             for name, (shape, chunks, dtype, fill) in array_specs(num_windows, seq_len, top_k, vocab, chunk_windows,
                                                                    targets=self.targets,
-                                                                   num_samples=num_samples).items():
+                                                                   num_samples=num_samples,
+                                                                   sample_counts=counts).items():
                 self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
+                                        filters=filters(name, dtype, delta_ids=delta_ids),
                                         compressors=compressors(name, codec))
             self.group.create_array("chunk_done", shape=(self.num_chunks,), chunks=(1,), dtype=bool,
                                     fill_value=False, compressors=None)

@@ -152,11 +152,20 @@ def train_student(config, data, out, overrides, resume, overwrite):
 @click.option("--device-map", default=None,
               help="Load each teacher through accelerate's big-model placement (e.g. auto: layers spread over the "
                    "GPUs, then CPU), for a teacher larger than one GPU; the ensemble is formed on --device.")
+@click.option("--logprob-step", type=float, default=2.0 ** -6, show_default=True,
+              help="Grid of the stored top-k log-probs (nats), a power of two in [2^-10, 2^-2]; a coarser grid stores "
+                   "fewer bytes, at a (k+1)-outcome KL to the exact targets of at most ~step^2/8 per position.")
+@click.option("--delta-ids", is_flag=True,
+              help="Store the id arrays delta-coded (numcodecs Delta; lossless; readers need numcodecs).")
+@click.option("--sample-counts", is_flag=True,
+              help="Store the draws (sampled, hybrid) as distinct ids plus uint8 counts instead of repeated ids "
+                   "(lossless; read back as repeated ids).")
 @click.option("--overwrite", is_flag=True,
               help="Replace the cache at --out (other settings, or recompute a complete one); a dir that is not a "
                    "cache is never touched.")
 def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, out, split, seq_len, max_windows, seed,
-                    batch_size, chunk_windows, device, dtype, device_map, overwrite):
+                    batch_size, chunk_windows, device, dtype, device_map, logprob_step, delta_ids, sample_counts,
+                    overwrite):
     """Run the teachers once over every window; store the ensemble's soft targets (top-k log-probs, or sampled
     ids, or both) in Zarr.
 
@@ -170,7 +179,8 @@ def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, ou
 
     config = DumpConfig(targets=targets, top_k=top_k, num_samples=num_samples, temperature=temperature,
                         split=split, seq_len=seq_len, batch_size=batch_size, max_windows=max_windows, seed=seed,
-                        chunk_windows=chunk_windows, dtype=dtype)
+                        chunk_windows=chunk_windows, dtype=dtype, logprob_step=logprob_step, delta_ids=delta_ids,
+                        sample_counts=sample_counts)
     dump_logits(list(teachers), data, out, config, device=device or default_device(), device_map=device_map,
                 overwrite=overwrite, log=click.echo)
 
