@@ -8,6 +8,7 @@ for the token after `input_ids[n, :s+1]`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 from dataclasses import dataclass
@@ -71,13 +72,21 @@ def filters(name: str, dtype, *, delta_ids: bool = False) -> list:
     """
     if not (delta_ids and name in DELTA_ARRAYS):
         return []
-    import warnings
-
     from zarr.codecs.numcodecs import Delta
 
-    with warnings.catch_warnings():  # "not in the Zarr version 3 specification": documented in cache-format.md
-        warnings.simplefilter("ignore")
+    with numcodecs_quiet():
         return [Delta(dtype=np.dtype(dtype).str)]
+
+
+@contextlib.contextmanager
+def numcodecs_quiet():
+    """A context in which zarr does not warn, on every array it opens, that a numcodecs codec (`--delta-ids`) is
+    outside the Zarr v3 specification: said once, in docs/cache-format.md."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3 specification")
+        yield
 
 
 def array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int, *, targets: TargetKind = "topk",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bbl.cache.format import TARGET_KINDS, expand_draws, target_arrays
+from bbl.cache.format import TARGET_KINDS, expand_draws, numcodecs_quiet, target_arrays
 from bbl.cache.integrity import ChunkProblem, damage_message, missing_chunks
 from bbl.cache.store import open_group
 from bbl.data.tokenizer import check_same_tokenizer
@@ -35,7 +35,9 @@ class CacheReader:
             raise BblError(f"{path}: unknown targets kind {self.targets!r} (written by a newer bbl?); upgrade bbl")
         self.num_samples = int(self.attrs.get("num_samples", 0))
         self.sample_counts = bool(self.attrs.get("sample_counts"))  # draws stored as (distinct ids, counts)
-        self.arrays = {name: self.group[name] for name in target_arrays(self.targets, sample_counts=self.sample_counts)}
+        with numcodecs_quiet():
+            self.arrays = {name: self.group[name]
+                           for name in target_arrays(self.targets, sample_counts=self.sample_counts)}
         self.num_windows = self.arrays["input_ids"].shape[0]
         self.seq_len, self.top_k = self.attrs["seq_len"], self.attrs["top_k"]
         self.temperature = float(self.attrs["temperature"])

@@ -19,6 +19,7 @@ from bbl.cache.format import (
     array_specs,
     compressors,
     filters,
+    numcodecs_quiet,
     target_arrays,
 )
 from bbl.cache.store import group_exists, open_group
@@ -74,9 +75,10 @@ class CacheWriter:
                                                                    targets=self.targets,
                                                                    num_samples=num_samples,
                                                                    sample_counts=counts).items():
-                self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
-                                        filters=filters(name, dtype, delta_ids=delta_ids),
-                                        compressors=compressors(name, codec))
+                with numcodecs_quiet():
+                    self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
+                                            filters=filters(name, dtype, delta_ids=delta_ids),
+                                            compressors=compressors(name, codec))
             self.group.create_array("chunk_done", shape=(self.num_chunks,), chunks=(1,), dtype=bool,
                                     fill_value=False, compressors=None)
             self.group.attrs.update({**attrs, "format_version": FORMAT_VERSION, "settings": self.settings,
@@ -96,7 +98,7 @@ class CacheWriter:
 
         start = batch.index * self.chunk_windows
         stop = start + len(batch.window_idx)
-        with zarr.config.set(WRITE_CONFIG):
+        with zarr.config.set(WRITE_CONFIG), numcodecs_quiet():
             for name in self.arrays:
                 self.group[name][start:stop] = getattr(batch, name)
             self.group["chunk_done"][batch.index] = True
