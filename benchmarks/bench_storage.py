@@ -5,7 +5,8 @@ Usage (teachers trained on a prepared dir, e.g. the demo's runs/demo after `make
         [--temperature 1] [--configs topk:64,hybrid:4+8/counts,sampled:8/counts+delta,topk:64/step4] [--json F]
 
 A configuration is KIND:SIZE[/OPTION+OPTION]: topk:K, sampled:M, hybrid:K+M; options step4 (`--logprob-step
-2^-4`; stepN: 2^-N), delta (`--delta-ids`), counts (`--sample-counts`). Per configuration, in one run:
+2^-4`; stepN: 2^-N), delta (`--delta-ids`), counts (`--sample-counts`), sel50 (`--kd-fraction 0.5`: errors over
+the kept positions only). Per configuration, in one run:
 - bytes/token: the whole store (every array and its metadata) over the dumped tokens;
 - kl_mean / kl_max: the (k+1)-outcome KL between the exact and the stored top-k + tail (`bbl.cache.verify.coarse_kl`:
   what rounding the log-probs costs; top-k and hybrid caches), nats per position;
@@ -42,7 +43,8 @@ from bbl.models.ensemble import logit_mean
 from bbl.models.teachers import load_teachers, teacher_logits
 
 DEFAULT_CONFIGS = ("topk:64,topk:64/step4,topk:64/delta,hybrid:8+12,hybrid:4+8,hybrid:2+8,hybrid:4+8/counts+delta+step4,"
-                   "sampled:32,sampled:12,sampled:8,sampled:4,sampled:8/counts,sampled:8/counts+delta")
+                   "sampled:32,sampled:12,sampled:8,sampled:4,sampled:8/counts,sampled:8/counts+delta,"
+                   "hybrid:4+8/sel50,sampled:12/sel50")
 
 
 def parse_config(spec: str) -> dict:
@@ -59,6 +61,8 @@ def parse_config(spec: str) -> dict:
     for opt in filter(None, options.split("+")):
         if opt.startswith("step"):
             kw["logprob_step"] = 2.0 ** -int(opt[4:])
+        elif opt.startswith("sel"):
+            kw["kd_fraction"] = int(opt[3:]) / 100
         else:
             kw[{"delta": "delta_ids", "counts": "sample_counts"}[opt]] = True
     return kw
@@ -73,6 +77,10 @@ def errors(reader: CacheReader, teachers, rows, temperature: float) -> dict:
             ids = torch.from_numpy(row["input_ids"].astype(np.int64))
             logits = [teacher_logits(m, ids, reader.vocab_size) for m in teachers]
             logp = torch.log_softmax(logit_mean(logits, temperature=temperature), -1)[0].double()
+            if "kd_mask" in row:  # the kept positions only
+                keep = row.pop("kd_mask")[0]
+                logp, logits = logp[keep], [x[:, keep] for x in logits]
+                row = {k: v if k == "window_idx" else v[:, keep] for k, v in row.items()}
             p = logp.exp().numpy()
             flat = {k: v[0] for k, v in row.items() if k != "window_idx"}
             target = target_distribution(flat, p.shape[-1])

@@ -118,9 +118,99 @@ def test_distill_reads_each_option_through_its_kinds_variant(name, variant, cach
     (["--logprob-step", "0.3"], "--logprob-step"),
     (["--logprob-step", "0.5"], "--logprob-step"),
     (["--sample-counts"], "--sample-counts"),  # a top-k cache has no draws
+    (["--kd-fraction", "0"], "--kd-fraction"),
+    (["--kd-fraction", "1.5"], "--kd-fraction"),
 ])
 def test_bad_storage_options_are_one_line_and_write_nothing(extra, option, tiny_teachers, prepared, tmp_path):
     out = tmp_path / "c.zarr"
     res = run(["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--out", out, *extra])
     assert res.exit_code == 1 and len(error_lines(res)) == 1 and option in error_lines(res)[0], res.output
     assert not out.exists()
+
+
+# ---------------------------------------------------------------- --kd-fraction: targets at selected positions only
+
+
+@pytest.fixture(scope="module")
+def selected(caches, tiny_teachers, prepared, tmp_path_factory):
+    root = tmp_path_factory.mktemp("selected")
+    paths = {"topk": root / "topk.zarr", "sampled": root / "sampled.zarr"}
+    dump(tiny_teachers, prepared, paths["topk"], kd_fraction=0.25)
+    dump(tiny_teachers, prepared, paths["sampled"], targets="sampled", num_samples=12, kd_fraction=0.5,
+         sample_counts=True)
+    return paths
+
+
+def test_selected_positions_are_the_highest_entropy_ones_and_hold_the_full_caches_targets(
+        selected, caches, tiny_teachers):
+    import torch
+
+    from bbl.models.ensemble import ensemble_logits
+    from bbl.models.teachers import load_teachers
+
+    teachers, _ = load_teachers(tiny_teachers, "cpu")
+    for kind, fraction in (("topk", 0.25), ("sampled", 0.5)):
+        reader, full = CacheReader(selected[kind]), CacheReader(caches[kind])
+        got, want = reader.read(0, len(reader)), full.read(0, len(full))
+        mask = got.pop("kd_mask")
+        assert (mask.sum(-1) == int(np.ceil(fraction * SEQ))).all()
+        with torch.inference_mode():
+            logp = torch.log_softmax(ensemble_logits(teachers, torch.from_numpy(got["input_ids"].astype(np.int64)))
+                                     / reader.temperature, -1)
+        entropy = -(logp.exp() * logp).sum(-1).numpy()
+        kept_min = np.where(mask, entropy, np.inf).min(-1)
+        left_max = np.where(mask, -np.inf, entropy).max(-1)
+        assert (kept_min >= left_max - 1e-4).all()  # every kept position at least as uncertain as any left out
+        for k in want:
+            if k in ("input_ids", "window_idx"):
+                np.testing.assert_array_equal(got[k], want[k])
+                continue
+            m = mask.reshape(mask.shape + (1,) * (want[k].ndim - 2))
+            np.testing.assert_array_equal(got[k], np.where(m, want[k], 0), err_msg=k)  # same draws where kept
+        r = verify_against_teachers(reader, tiny_teachers, sample=8)
+        assert r["kd_mask_errors"] == 0, r
+
+
+def test_a_left_out_position_adds_nothing_to_the_loss_or_its_gradient():
+    import torch
+
+    from bbl.losses.chunked import KDTargets, chunked_head_loss
+
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(2, 6, 8, requires_grad=True), torch.randn(20, 8, requires_grad=True)
+    labels = torch.randint(0, 20, (2, 6))
+    ids = torch.randint(0, 20, (2, 6, 4))
+    top = torch.log_softmax(torch.randn(2, 6, 5), -1)
+    keep = torch.zeros(2, 6, dtype=torch.bool)
+    keep[:, ::2] = True
+    masked = KDTargets("topk_tail", topk_ids=ids, topk_logprobs=top[..., :4].masked_fill(~keep[..., None], -np.inf),
+                       tail_logprob=top[..., 4].masked_fill(~keep, -np.inf))
+    loss, _, kd = chunked_head_loss(hidden, weight, labels, kd=masked, alpha=0.0, temperature=2.0)
+    loss.backward()
+    assert torch.isfinite(hidden.grad).all() and (hidden.grad[~keep] == 0).all()
+    kept = KDTargets("topk_tail", topk_ids=ids[keep][None], topk_logprobs=top[..., :4][keep][None],
+                     tail_logprob=top[..., 4][keep][None])
+    _, _, kd_kept = chunked_head_loss(hidden[keep][None], weight, labels[keep][None], kd=kept, alpha=0.0,
+                                      temperature=2.0)
+    torch.testing.assert_close(kd, kd_kept * keep.float().mean())  # token_mean divides by every position
+
+
+def test_a_selected_cache_is_verified_repaired_and_distilled(selected, tiny_teachers, prepared, tmp_path):
+    res = run(["cache", "verify", selected["sampled"], "--teacher", tiny_teachers[0], "--teacher",
+               tiny_teachers[1]])
+    assert res.exit_code == 0 and "kd_mask over" in res.output, res.output
+    path = tmp_path / "c.zarr"
+    shutil.copytree(selected["topk"], path)
+    chunk = path / "kd_mask" / "c" / "3" / "0"
+    chunk.unlink()
+    assert run(["cache", "verify", path]).exit_code == 1
+    assert run(["cache", "repair", path, "--teacher", tiny_teachers[0], "--teacher", tiny_teachers[1]]).exit_code == 0
+    assert chunk.read_bytes() == (selected["topk"] / "kd_mask" / "c" / "3" / "0").read_bytes()
+    for kind, variant in (("topk", "topk_tail"), ("sampled", "sampled")):
+        res = run(["distill", "student-tiny", "--cache", selected[kind], "--data", prepared, "--out",
+                   tmp_path / kind, "--set", f"distill.kd_variant={variant}", "--set", "training.max_steps=2",
+                   "--set", f"training.seq_len={SEQ}"])
+        assert res.exit_code == 0, res.output
+    res = run(["distill", "student-tiny", "--cache", selected["topk"], "--data", prepared, "--out", tmp_path / "r",
+               "--set", "distill.kd_variant=topk_renorm", "--set", f"training.seq_len={SEQ}"])
+    assert res.exit_code == 1 and "--kd-fraction" in error_lines(res)[0], res.output

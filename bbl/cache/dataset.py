@@ -60,7 +60,7 @@ class ChunkShuffleSampler:
 
 class CacheDataset:
     """Map-style dataset over a cache: item i is row i (input_ids, labels and the cache's target arrays:
-    topk_ids, topk_logprobs, tail_logprob and/or sample_ids).
+    topk_ids, topk_logprobs, tail_logprob and/or sample_ids; kd_mask (S,) bool for a `--kd-fraction` cache).
 
     Decoded chunks are kept in a small LRU (`buffer_chunks` of them), so the `ChunkShuffleSampler` order decodes
     each chunk once per epoch. Ids come out int64, log-probs float32.
@@ -103,4 +103,6 @@ class CacheDataset:
         for name in ("topk_logprobs", "tail_logprob"):
             if name in row:
                 item[name] = torch.from_numpy(row[name].astype(np.float32))
+        if "kd_mask" in row:  # --kd-fraction: the positions that have targets
+            item["kd_mask"] = torch.from_numpy(row["kd_mask"].astype(bool))
         return item

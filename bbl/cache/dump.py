@@ -28,6 +28,7 @@ from bbl.cache.format import (
     DumpConfig,
     count_draws,
     quantize_logprobs,
+    select_positions,
     sort_by_id,
 )
 from bbl.cache.inspect import cache_stats
@@ -78,7 +79,7 @@ class ChunkComputer:
         """What `batch_targets` stores for chunk `c`: the targets kind, k, the draws and their generator."""
         cfg = self.config
         return {"targets": cfg.targets, "top_k": cfg.top_k, "num_samples": cfg.num_samples,
-                "generator": self.generator(c) if cfg.targets != "topk" else None}
+                "generator": self.generator(c) if cfg.targets != "topk" else None, "entropy": cfg.kd_fraction < 1}
 
     def batch_targets(self, ids, kind: dict, *, first_row: int = 0) -> dict:
         """The ensemble's targets of one batch of windows ((B, S) int64 ids) on the dump's device.
@@ -162,8 +163,13 @@ class ChunkComputer:
         """The `ChunkBatch` the cache stores from a chunk's exact targets: ids sorted by id, log-probs rounded to
         the `logprob_step` grid, the draws as (distinct ids, counts) under `sample_counts`. Numpy only and
         deterministic, so the dump runs it on its writer thread, overlapped with the next chunk's forward."""
-        c, ids_np, arrays = raw.index, raw.input_ids, raw.arrays
+        c, ids_np, arrays = raw.index, raw.input_ids, dict(raw.arrays)
         rows = self.rows(c)
+        mask = None
+        if "entropy" in arrays:  # --kd-fraction: targets only at the selected positions, zeros elsewhere
+            mask = select_positions(arrays.pop("entropy"), self.config.kd_fraction)
+            for name, value in arrays.items():
+                arrays[name] = np.where(mask.reshape(mask.shape + (1,) * (value.ndim - 2)), value, 0)
         batch = ChunkBatch(index=c, input_ids=ids_np.astype(self.id_dtype),
                            window_idx=self.windows.indices[rows.start:rows.stop].astype(np.int64))
         if "topk_ids" in arrays:
@@ -175,6 +181,7 @@ class ChunkComputer:
             batch.sample_ids = arrays["sample_ids"].astype(self.id_dtype)
             if self.config.sample_counts:
                 batch.sample_ids, batch.sample_counts = count_draws(batch.sample_ids)
+        batch.kd_mask = mask
         return batch
 
 
@@ -214,6 +221,8 @@ def dump_attrs(config: DumpConfig, data: PreparedData, infos: list[dict], *, dev
     for option in ("delta_ids", "sample_counts"):  # storage options (issue 33): recorded only when asked for
         if getattr(config, option):
             attrs[option] = True
+    if config.kd_fraction < 1:
+        attrs["kd_fraction"] = float(config.kd_fraction)
     return attrs
 
 

@@ -25,12 +25,15 @@ ARRAYS = ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob"
 """The arrays of a top-k cache (`targets` "topk", the default and the only kind before issue 15)."""
 
 
-def target_arrays(targets: TargetKind = "topk", *, sample_counts: bool = False) -> tuple[str, ...]:
+def target_arrays(targets: TargetKind = "topk", *, sample_counts: bool = False,
+                  kd_mask: bool = False) -> tuple[str, ...]:
     """The data arrays a cache of kind `targets` holds, in write order (`sample_counts`: the draws stored as
-    distinct ids and their counts, `--sample-counts`)."""
+    distinct ids and their counts, `--sample-counts`; `kd_mask`: the positions that have targets, `--kd-fraction`)."""
     arrays = {"topk": ARRAYS, "sampled": ("input_ids", "window_idx", "sample_ids"),
               "hybrid": (*ARRAYS, "sample_ids")}[targets]
-    return (*arrays, "sample_counts") if sample_counts and targets != "topk" else arrays
+    if sample_counts and targets != "topk":
+        arrays = (*arrays, "sample_counts")
+    return (*arrays, "kd_mask") if kd_mask else arrays
 
 
 DEFAULT_CHUNK_WINDOWS = 256
@@ -52,7 +55,7 @@ WRITE_CONFIG = {"array.write_empty_chunks": True}
 DEFAULT_CODEC = {"cname": "zstd", "clevel": 3}
 """Blosc settings of every data array (compared with alternatives in BENCHMARKS.md); the shuffle is per array."""
 SHUFFLE = {"input_ids": "shuffle", "window_idx": "shuffle", "topk_ids": "shuffle", "topk_logprobs": "bitshuffle",
-           "tail_logprob": "bitshuffle", "sample_ids": "shuffle", "sample_counts": "bitshuffle"}
+           "tail_logprob": "bitshuffle", "sample_ids": "shuffle", "sample_counts": "bitshuffle", "kd_mask": "bitshuffle"}
 DELTA_ARRAYS = ("topk_ids", "sample_ids")
 """The id arrays `--delta-ids` stores delta-coded (numcodecs' `Delta` filter, zarr name `numcodecs.delta`)."""
 
@@ -90,7 +93,7 @@ def numcodecs_quiet():
 
 
 def array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int, *, targets: TargetKind = "topk",
-                 num_samples: int = 0, sample_counts: bool = False) -> dict:
+                 num_samples: int = 0, sample_counts: bool = False, kd_mask: bool = False) -> dict:
     ids = id_dtype(vocab_size)
     specs = {
         "input_ids": ((n, seq_len), (chunk, seq_len), ids, 0),
@@ -100,8 +103,9 @@ def array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int, *
         "tail_logprob": ((n, seq_len), (chunk, seq_len), np.dtype(np.float32), 0.0),
         "sample_ids": ((n, seq_len, num_samples), (chunk, seq_len, num_samples), ids, 0),
         "sample_counts": ((n, seq_len, num_samples), (chunk, seq_len, num_samples), np.dtype(np.uint8), 0),
+        "kd_mask": ((n, seq_len), (chunk, seq_len), np.dtype(bool), False),
     }
-    return {name: specs[name] for name in target_arrays(targets, sample_counts=sample_counts)}
+    return {name: specs[name] for name in target_arrays(targets, sample_counts=sample_counts, kd_mask=kd_mask)}
 
 
 @dataclass
@@ -116,11 +120,12 @@ class ChunkBatch:
     tail_logprob: np.ndarray | None = None
     sample_ids: np.ndarray | None = None
     sample_counts: np.ndarray | None = None
+    kd_mask: np.ndarray | None = None
 
 
 SETTING_KEYS = ("temperature", "top_k", "seq_len", "vocab_size", "ensemble", "teachers_fingerprint",
                  "tokenizer_fingerprint", "train_stream_sha256", "window_selection", "logprob_step", "topk_order",
-                 "targets", "num_samples", "sample_seed", "dump_dtype", "delta_ids", "sample_counts")
+                 "targets", "num_samples", "sample_seed", "dump_dtype", "delta_ids", "sample_counts", "kd_fraction")
 
 
 
@@ -134,6 +139,20 @@ def sort_by_id(topk_ids: np.ndarray, topk_logprobs: np.ndarray) -> tuple[np.ndar
 def quantize_logprobs(logprobs: np.ndarray, step: float = LOGPROB_STEP) -> np.ndarray:
     """Round to multiples of `step` (nats) as float16: what the cache stores (error <= step / 2 per value)."""
     return (np.round(logprobs / step) * step).astype(np.float16)
+
+
+def select_positions(entropy: np.ndarray, fraction: float) -> np.ndarray:
+    """(N, S) bool: in each window the ceil(fraction x S) positions of highest teacher entropy (ties: the earlier
+    position), the positions `--kd-fraction` keeps targets for.
+
+    Args: entropy (N, S) float, H(p_T) per position in nats; fraction in (0, 1].
+    """
+    n, s = entropy.shape
+    keep = int(np.ceil(fraction * s - 1e-9))
+    order = np.argsort(-entropy.astype(np.float64), axis=-1, kind="stable")[:, :keep]
+    mask = np.zeros((n, s), dtype=bool)
+    np.put_along_axis(mask, order, True, axis=-1)
+    return mask
 
 
 def count_draws(sample_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -222,6 +241,10 @@ class DumpConfig:
     delta_ids: bool = False
     """Store topk_ids and sample_ids delta-coded (numcodecs `Delta`, `bbl.cache.format.filters`): the ascending
     ids of a position become gaps. Lossless; readers need numcodecs (zarr-python 3 with numcodecs reads it)."""
+    kd_fraction: float = 1.0
+    """Keep targets at this fraction of each window's positions, in (0, 1]: the ceil(f x S) of highest teacher
+    entropy H(p_T) (`select_positions`); the others are stored empty (zeros, marked false in `kd_mask`) and train
+    with the CE only (their KD term is exactly 0; `token_mean` still divides by every position)."""
     sample_counts: bool = False
     """Store the draws of a sampled or hybrid cache as each position's distinct ids (`sample_ids`, 0-padded) and
     their counts (`sample_counts`, uint8, summing to --samples) instead of repeated ids (`count_draws`). Lossless:
@@ -257,6 +280,8 @@ class DumpConfig:
         if not (exponent == np.round(exponent) and -10 <= exponent <= -2):
             raise BblError(f"--logprob-step {self.logprob_step} must be a power of two in [2^-10, 2^-2] "
                            f"(e.g. {2.0 ** -4})")
+        if not 0 < self.kd_fraction <= 1:
+            raise BblError(f"--kd-fraction {self.kd_fraction} must be in (0, 1]")
         if self.sample_counts and self.targets == "topk":
             raise BblError("--sample-counts applies to --targets sampled or hybrid (a top-k cache stores no draws)")
 
@@ -281,5 +306,5 @@ class DumpConfig:
         return {k: v for k, v in d.items() if k not in STORAGE_DEFAULTS or v != STORAGE_DEFAULTS[k]}
 
 
-STORAGE_DEFAULTS = {"logprob_step": LOGPROB_STEP, "delta_ids": False, "sample_counts": False}
-"""`DumpConfig`'s storage options (issue 33) and their defaults: the stored form of the same targets."""
+STORAGE_DEFAULTS = {"logprob_step": LOGPROB_STEP, "delta_ids": False, "sample_counts": False, "kd_fraction": 1.0}
+"""`DumpConfig`'s options of issue 33 and their defaults: the stored form of the targets, and at which positions."""

@@ -35,9 +35,10 @@ class CacheReader:
             raise BblError(f"{path}: unknown targets kind {self.targets!r} (written by a newer bbl?); upgrade bbl")
         self.num_samples = int(self.attrs.get("num_samples", 0))
         self.sample_counts = bool(self.attrs.get("sample_counts"))  # draws stored as (distinct ids, counts)
+        self.kd_fraction = float(self.attrs.get("kd_fraction", 1.0))  # < 1: targets only where `kd_mask` is true
         with numcodecs_quiet():
-            self.arrays = {name: self.group[name]
-                           for name in target_arrays(self.targets, sample_counts=self.sample_counts)}
+            self.arrays = {name: self.group[name] for name in target_arrays(
+                self.targets, sample_counts=self.sample_counts, kd_mask=self.kd_fraction < 1)}
         self.num_windows = self.arrays["input_ids"].shape[0]
         self.seq_len, self.top_k = self.attrs["seq_len"], self.attrs["top_k"]
         self.temperature = float(self.attrs["temperature"])

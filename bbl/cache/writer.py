@@ -51,7 +51,8 @@ class CacheWriter:
         if self.targets != "topk" and num_samples < 1:
             raise BblError(f"--samples {num_samples}: a {self.targets} cache needs --samples >= 1")
         counts, delta_ids = bool(attrs.get("sample_counts")), bool(attrs.get("delta_ids"))
-        self.arrays = target_arrays(self.targets, sample_counts=counts)
+        kd_mask = float(attrs.get("kd_fraction", 1.0)) < 1
+        self.arrays = target_arrays(self.targets, sample_counts=counts, kd_mask=kd_mask)
         self.settings = {k: attrs[k] for k in SETTING_KEYS if k in attrs}
         self.settings.update(num_windows=num_windows, chunk_windows=chunk_windows)
         self.num_chunks = -(-num_windows // chunk_windows)
@@ -74,7 +75,8 @@ class CacheWriter:
             for name, (shape, chunks, dtype, fill) in array_specs(num_windows, seq_len, top_k, vocab, chunk_windows,
                                                                    targets=self.targets,
                                                                    num_samples=num_samples,
-                                                                   sample_counts=counts).items():
+                                                                   sample_counts=counts,
+                                                                   kd_mask=kd_mask).items():
                 with numcodecs_quiet():
                     self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
                                             filters=filters(name, dtype, delta_ids=delta_ids),

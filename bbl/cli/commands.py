@@ -155,6 +155,9 @@ def train_student(config, data, out, overrides, resume, overwrite):
 @click.option("--logprob-step", type=float, default=2.0 ** -6, show_default=True,
               help="Grid of the stored top-k log-probs (nats), a power of two in [2^-10, 2^-2]; a coarser grid stores "
                    "fewer bytes, at a (k+1)-outcome KL to the exact targets of at most ~step^2/8 per position.")
+@click.option("--kd-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Keep targets only at this fraction of each window's positions, those of highest teacher entropy "
+                   "(the others train with the CE only; recorded in the array kd_mask).")
 @click.option("--delta-ids", is_flag=True,
               help="Store the id arrays delta-coded (numcodecs Delta; lossless; readers need numcodecs).")
 @click.option("--sample-counts", is_flag=True,
@@ -164,8 +167,8 @@ def train_student(config, data, out, overrides, resume, overwrite):
               help="Replace the cache at --out (other settings, or recompute a complete one); a dir that is not a "
                    "cache is never touched.")
 def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, out, split, seq_len, max_windows, seed,
-                    batch_size, chunk_windows, device, dtype, device_map, logprob_step, delta_ids, sample_counts,
-                    overwrite):
+                    batch_size, chunk_windows, device, dtype, device_map, logprob_step, kd_fraction, delta_ids,
+                    sample_counts, overwrite):
     """Run the teachers once over every window; store the ensemble's soft targets (top-k log-probs, or sampled
     ids, or both) in Zarr.
 
@@ -179,8 +182,8 @@ def dump_logits_cmd(teachers, data, targets, top_k, num_samples, temperature, ou
 
     config = DumpConfig(targets=targets, top_k=top_k, num_samples=num_samples, temperature=temperature,
                         split=split, seq_len=seq_len, batch_size=batch_size, max_windows=max_windows, seed=seed,
-                        chunk_windows=chunk_windows, dtype=dtype, logprob_step=logprob_step, delta_ids=delta_ids,
-                        sample_counts=sample_counts)
+                        chunk_windows=chunk_windows, dtype=dtype, logprob_step=logprob_step, kd_fraction=kd_fraction,
+                        delta_ids=delta_ids, sample_counts=sample_counts)
     dump_logits(list(teachers), data, out, config, device=device or default_device(), device_map=device_map,
                 overwrite=overwrite, log=click.echo)
 

@@ -48,6 +48,9 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
             raise BblError(f"{cache_path}: holds {reader.targets} targets, which distill.kd_variant={d.kd_variant} "
                            f"does not read; set distill.kd_variant={fits} or dump a cache with --targets "
                            f"{'topk' if d.kd_variant.startswith('topk') else d.kd_variant}")
+        if reader.kd_fraction < 1 and d.kd_variant == "topk_renorm":
+            raise BblError(f"{cache_path}: holds targets at {reader.kd_fraction:g} of the positions (--kd-fraction), "
+                           f"which distill.kd_variant=topk_renorm cannot leave out; set distill.kd_variant=topk_tail")
         if reader.targets != "topk" and d.temperature is not None and abs(d.temperature - reader.temperature) > 1e-9:
             raise BblError(f"{cache_path}: {reader.targets} targets were drawn at temperature {reader.temperature} "
                            f"and cannot be re-tempered; drop distill.temperature or dump at {d.temperature}")
