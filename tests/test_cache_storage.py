@@ -214,3 +214,36 @@ def test_a_selected_cache_is_verified_repaired_and_distilled(selected, tiny_teac
     res = run(["distill", "student-tiny", "--cache", selected["topk"], "--data", prepared, "--out", tmp_path / "r",
                "--set", "distill.kd_variant=topk_renorm", "--set", f"training.seq_len={SEQ}"])
     assert res.exit_code == 1 and "--kd-fraction" in error_lines(res)[0], res.output
+
+
+def test_the_overlapped_dump_computes_what_a_sequential_loop_does(tiny_teachers, prepared):
+    """The dump runs each batch's ensemble on a worker thread beside the next forward pass, and the stored form on
+    the writer thread: the chunk must equal one computed batch after batch on this thread."""
+    import torch
+
+    from bbl.cache.dump import ChunkComputer, dump_windows
+    from bbl.cache.format import count_draws, quantize_logprobs, sort_by_id
+    from bbl.data.prepared import PreparedData
+    from bbl.models.teachers import load_teachers
+
+    from .helpers import dump_config
+
+    data = PreparedData(prepared)
+    teachers, infos = load_teachers(tiny_teachers, "cpu")
+    for kw in ({}, {"targets": "hybrid", "num_samples": 6, "sample_counts": True}):
+        config = dump_config(**kw)
+        computer = ChunkComputer(teachers, infos, dump_windows(data, config), config, device="cpu",
+                                 id_dtype=np.uint16, vocab_size=data.vocab_size)
+        got = computer.compute(1)
+        rows, kind = computer.rows(1), computer.draw_settings(1)
+        ids = np.stack([computer.windows.window(i) for i in rows])
+        parts = [computer.batch_targets(torch.from_numpy(ids[b:b + 2]), kind) for b in range(0, len(rows), 2)]
+        want = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+        top_ids, top_lp = sort_by_id(want["topk_ids"], want["topk_logprobs"])
+        np.testing.assert_array_equal(got.topk_ids, top_ids)
+        np.testing.assert_array_equal(got.topk_logprobs, quantize_logprobs(top_lp))
+        np.testing.assert_array_equal(got.tail_logprob, want["tail_logprob"])
+        if "sample_ids" in want:
+            for a, b in zip((got.sample_ids, got.sample_counts), count_draws(want["sample_ids"].astype(np.uint16)),
+                            strict=True):
+                np.testing.assert_array_equal(a, b)

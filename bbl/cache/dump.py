@@ -16,6 +16,7 @@ import dataclasses
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -82,7 +83,19 @@ class ChunkComputer:
                 "generator": self.generator(c) if cfg.targets != "topk" else None, "entropy": cfg.kd_fraction < 1}
 
     def batch_targets(self, ids, kind: dict, *, first_row: int = 0) -> dict:
-        """The ensemble's targets of one batch of windows ((B, S) int64 ids) on the dump's device.
+        """The ensemble's targets of one batch of windows ((B, S) int64 ids) on the dump's device:
+        `batch_ensemble` of `batch_forward`. Raises as `batch_forward`."""
+        return self.batch_ensemble(self.batch_forward(ids, first_row=first_row), kind)
+
+    def _autocast(self):
+        import torch
+
+        cuda = self.device.startswith("cuda") and self.config.dtype == "auto"
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
+    def batch_forward(self, ids, *, first_row: int = 0) -> tuple[list, list]:
+        """The teachers' forward passes of one batch: (per teacher its last hidden states (B, S, H) and `Head`,
+        or its (B, S, V) logits and None), on the dump's device.
 
         A device-mapped teacher (`load_teachers(device_map=...)`) is fed at its first layer's device; its hidden
         states (and, once, its LM head) are brought to the dump's device, where the ensemble is formed.
@@ -93,13 +106,11 @@ class ChunkComputer:
         import torch
 
         cfg = self.config
-        cuda = self.device.startswith("cuda") and cfg.dtype == "auto"
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
         outputs, heads = [], []
         with torch.inference_mode():
             for t, (model, info) in enumerate(zip(self.teachers, self.infos, strict=True)):
                 mapped = getattr(model, "hf_device_map", None) is not None
-                with autocast:
+                with self._autocast():
                     out, head = teacher_forward(model, ids.to(model.device if mapped else self.device), self.vocab_size)
                 bad = ~torch.isfinite(out).flatten(1).all(1)
                 if bad.any():
@@ -111,10 +122,21 @@ class ChunkComputer:
                     out, head = out.to(self.device), self._head_on_device(t, head)
                 outputs.append(out)
                 heads.append(head)
-            with autocast:
-                if all(h is not None for h in heads):  # chunked: no (B, S, V) tensor per teacher
-                    return ensemble_targets_from_hidden(outputs, heads, temperature=cfg.temperature, **kind)
-                return ensemble_targets([o.float() for o in outputs], temperature=cfg.temperature, **kind)
+        return outputs, heads
+
+    def batch_ensemble(self, forward: tuple[list, list], kind: dict) -> dict:
+        """The ensemble's targets (`ensemble_targets_from_hidden`, chunked: no (B, S, V) tensor per teacher; or
+        `ensemble_targets` of logits) from `batch_forward`'s result, moved to the CPU. Thread-safe for one caller
+        at a time: inference mode and autocast are entered here (they are per thread)."""
+        import torch
+
+        outputs, heads = forward
+        with torch.inference_mode(), self._autocast():
+            if all(h is not None for h in heads):
+                out = ensemble_targets_from_hidden(outputs, heads, temperature=self.config.temperature, **kind)
+            else:
+                out = ensemble_targets([o.float() for o in outputs], temperature=self.config.temperature, **kind)
+            return {k: t.cpu() for k, t in out.items()}
 
     def _head_on_device(self, t: int, head):
         """Teacher `t`'s LM head on the dump's device, moved once (a device-mapped teacher's head sits on its last
@@ -154,9 +176,17 @@ class ChunkComputer:
         cfg = self.config
         kind = self.draw_settings(c)
         parts = []
-        for b in range(0, len(rows), cfg.batch_size):
-            out = self.batch_targets(torch.from_numpy(ids_np[b:b + cfg.batch_size]), kind, first_row=rows[b])
-            parts.append({k: t.cpu() for k, t in out.items()})
+        # Batch b's ensemble (head projections, top-k, logsumexps, draws) runs on one worker thread while this
+        # thread runs batch b + 1's forward. One worker takes the batches in order, so the draws consume the
+        # chunk's generator exactly as a sequential loop would: the bytes do not change.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bbl-dump-targets") as pool:
+            pending: list = []
+            for b in range(0, len(rows), cfg.batch_size):
+                forward = self.batch_forward(torch.from_numpy(ids_np[b:b + cfg.batch_size]), first_row=rows[b])
+                pending.append(pool.submit(self.batch_ensemble, forward, kind))
+                if len(pending) > 1:  # at most one batch's hidden states wait beside the one in the worker
+                    parts.append(pending.pop(0).result())
+            parts += [f.result() for f in pending]
         return RawChunk(c, ids_np, {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]})
 
     def stored_form(self, raw: RawChunk) -> ChunkBatch:
