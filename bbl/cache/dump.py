@@ -4,8 +4,10 @@ Zarr.
 Per chunk of windows: each teacher's logits (fp32) → logit mean (the paper's ensemble, `bbl.models.ensemble`) →
 divide by the temperature → top-k ids and log-probs, plus the log of the tail mass by logsumexp over the other ids
 (and/or ids drawn from p_T). For GPT-2 and LLaMA teachers the logits are never materialised per teacher: their
-last hidden states go through `ensemble_targets_from_hidden`, a chunk of positions at a time. A writer thread
-compresses and writes while the next chunk is computed. Resumable (per-chunk done flags) and sharded by rank
+last hidden states go through `ensemble_targets_from_hidden`, a chunk of positions at a time. Three stages overlap:
+the teachers' forward of batch b + 1 (main thread), the ensemble's targets of batch b (one worker thread), and the
+stored form (sort, rounding, counts), compression and writing of the previous chunk (the writer thread); every
+stage keeps its order, so the bytes are those of a sequential dump. Resumable (per-chunk done flags) and sharded by rank
 under torchrun (rank r writes chunks r, r + world, ...). The settings are a `bbl.cache.format.DumpConfig`.
 """
 
