@@ -3,6 +3,8 @@
 Usage (teachers trained on a prepared dir, e.g. the demo's runs/demo after `make demo`):
     python benchmarks/bench_storage.py --workdir runs/demo [--windows 256] [--reps 2] [--check-windows 8]
         [--temperature 1] [--configs topk:64,hybrid:4+8/counts,sampled:8/counts+delta,topk:64/step4] [--json F]
+    python benchmarks/bench_storage.py --workdir runs/demo --teacher DIR_360M --windows 16 --batch-size 4
+        --chunk-windows 8 --reps 2 --configs topk:64,hybrid:8+12    # a paper-sized teacher: 2 chunks of 2 batches
 
 A configuration is KIND:SIZE[/OPTION+OPTION]: topk:K, sampled:M, hybrid:K+M; options step4 (`--logprob-step
 2^-4`; stepN: 2^-N), delta (`--delta-ids`), counts (`--sample-counts`), sel50 (`--kd-fraction 0.5`: errors over
@@ -104,6 +106,10 @@ def errors(reader: CacheReader, teachers, rows, temperature: float) -> dict:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", type=Path, default=Path("runs/demo"))
+    ap.add_argument("--teacher", type=Path, action="append", default=None,
+                    help="teacher dir (repeat); default WORKDIR/teachers/gpt2 and llama")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--chunk-windows", type=int, default=256)
     ap.add_argument("--windows", type=int, default=256)
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--check-windows", type=int, default=8)
@@ -112,7 +118,8 @@ def main():
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     w = args.workdir
-    teacher_dirs = [w / "teachers" / "gpt2", w / "teachers" / "llama"]
+    teacher_dirs = args.teacher or [w / "teachers" / "gpt2", w / "teachers" / "llama"]
+    bs = args.batch_size
     teachers, _ = load_teachers(teacher_dirs, "cpu")
     data = PreparedData(w / "prepared")
     windows = select_train_windows(data.stream("train"), 128, args.windows, seed=0)
@@ -123,17 +130,17 @@ def main():
     def forward_only():
         t0 = time.perf_counter()
         with torch.inference_mode():
-            for b in range(0, len(ids_all), 32):
+            for b in range(0, len(ids_all), bs):
                 for m in teachers:
-                    m(input_ids=ids_all[b:b + 32]).logits.float()
+                    m(input_ids=ids_all[b:b + bs]).logits.float()
         return time.perf_counter() - t0
 
     results = []
     tmp = Path(tempfile.mkdtemp(prefix="bbl-storage-"))
     try:
         for i, spec in enumerate(args.configs.split(",")):
-            config = DumpConfig(temperature=args.temperature, seq_len=128, batch_size=32, max_windows=args.windows,
-                                seed=0, **parse_config(spec))
+            config = DumpConfig(temperature=args.temperature, seq_len=128, batch_size=bs, max_windows=args.windows,
+                                chunk_windows=args.chunk_windows, seed=0, **parse_config(spec))
             out = tmp / f"c{i}.zarr"
             fwd, steady, total = [], [], []
             for _ in range(args.reps):  # interleaved, so drift hits both
