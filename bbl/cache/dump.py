@@ -4,8 +4,10 @@ Zarr.
 Per chunk of windows: each teacher's logits (fp32) → logit mean (the paper's ensemble, `bbl.models.ensemble`) →
 divide by the temperature → top-k ids and log-probs, plus the log of the tail mass by logsumexp over the other ids
 (and/or ids drawn from p_T). For GPT-2 and LLaMA teachers the logits are never materialised per teacher: their
-last hidden states go through `ensemble_targets_from_hidden`, a chunk of positions at a time. A writer thread
-compresses and writes while the next chunk is computed. Resumable (per-chunk done flags) and sharded by rank
+last hidden states go through `ensemble_targets_from_hidden`, a chunk of positions at a time. Three stages overlap:
+the teachers' forward of batch b + 1 (main thread), the ensemble's targets of batch b (one worker thread), and the
+stored form (sort, rounding, counts), compression and writing of the previous chunk (the writer thread); every
+stage keeps its order, so the bytes are those of a sequential dump. Resumable (per-chunk done flags) and sharded by rank
 under torchrun (rank r writes chunks r, r + world, ...). The settings are a `bbl.cache.format.DumpConfig`.
 """
 
@@ -16,6 +18,7 @@ import dataclasses
 import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +26,12 @@ import numpy as np
 from bbl import __version__
 from bbl.cache.format import (
     CPU_BATCH_SIZE,
-    LOGPROB_STEP,
     TOPK_ORDER,
     ChunkBatch,
     DumpConfig,
+    count_draws,
     quantize_logprobs,
+    select_positions,
     sort_by_id,
 )
 from bbl.cache.inspect import cache_stats
@@ -78,10 +82,22 @@ class ChunkComputer:
         """What `batch_targets` stores for chunk `c`: the targets kind, k, the draws and their generator."""
         cfg = self.config
         return {"targets": cfg.targets, "top_k": cfg.top_k, "num_samples": cfg.num_samples,
-                "generator": self.generator(c) if cfg.targets != "topk" else None}
+                "generator": self.generator(c) if cfg.targets != "topk" else None, "entropy": cfg.kd_fraction < 1}
 
     def batch_targets(self, ids, kind: dict, *, first_row: int = 0) -> dict:
-        """The ensemble's targets of one batch of windows ((B, S) int64 ids) on the dump's device.
+        """The ensemble's targets of one batch of windows ((B, S) int64 ids) on the dump's device:
+        `batch_ensemble` of `batch_forward`. Raises as `batch_forward`."""
+        return self.batch_ensemble(self.batch_forward(ids, first_row=first_row), kind)
+
+    def _autocast(self):
+        import torch
+
+        cuda = self.device.startswith("cuda") and self.config.dtype == "auto"
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
+    def batch_forward(self, ids, *, first_row: int = 0) -> tuple[list, list]:
+        """The teachers' forward passes of one batch: (per teacher its last hidden states (B, S, H) and `Head`,
+        or its (B, S, V) logits and None), on the dump's device.
 
         A device-mapped teacher (`load_teachers(device_map=...)`) is fed at its first layer's device; its hidden
         states (and, once, its LM head) are brought to the dump's device, where the ensemble is formed.
@@ -92,13 +108,11 @@ class ChunkComputer:
         import torch
 
         cfg = self.config
-        cuda = self.device.startswith("cuda") and cfg.dtype == "auto"
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
         outputs, heads = [], []
         with torch.inference_mode():
             for t, (model, info) in enumerate(zip(self.teachers, self.infos, strict=True)):
                 mapped = getattr(model, "hf_device_map", None) is not None
-                with autocast:
+                with self._autocast():
                     out, head = teacher_forward(model, ids.to(model.device if mapped else self.device), self.vocab_size)
                 bad = ~torch.isfinite(out).flatten(1).all(1)
                 if bad.any():
@@ -110,10 +124,21 @@ class ChunkComputer:
                     out, head = out.to(self.device), self._head_on_device(t, head)
                 outputs.append(out)
                 heads.append(head)
-            with autocast:
-                if all(h is not None for h in heads):  # chunked: no (B, S, V) tensor per teacher
-                    return ensemble_targets_from_hidden(outputs, heads, temperature=cfg.temperature, **kind)
-                return ensemble_targets([o.float() for o in outputs], temperature=cfg.temperature, **kind)
+        return outputs, heads
+
+    def batch_ensemble(self, forward: tuple[list, list], kind: dict) -> dict:
+        """The ensemble's targets (`ensemble_targets_from_hidden`, chunked: no (B, S, V) tensor per teacher; or
+        `ensemble_targets` of logits) from `batch_forward`'s result, moved to the CPU. Thread-safe for one caller
+        at a time: inference mode and autocast are entered here (they are per thread)."""
+        import torch
+
+        outputs, heads = forward
+        with torch.inference_mode(), self._autocast():
+            if all(h is not None for h in heads):
+                out = ensemble_targets_from_hidden(outputs, heads, temperature=self.config.temperature, **kind)
+            else:
+                out = ensemble_targets([o.float() for o in outputs], temperature=self.config.temperature, **kind)
+            return {k: t.cpu() for k, t in out.items()}
 
     def _head_on_device(self, t: int, head):
         """Teacher `t`'s LM head on the dump's device, moved once (a device-mapped teacher's head sits on its last
@@ -135,11 +160,17 @@ class ChunkComputer:
         self.batch_targets(torch.from_numpy(ids), self.draw_settings(0))
 
     def compute(self, c: int) -> ChunkBatch:
-        """Chunk `c` as a `ChunkBatch` (ids sorted by id, log-probs on the `LOGPROB_STEP` grid).
+        """Chunk `c` as a `ChunkBatch` (ids sorted by id, log-probs on the `logprob_step` grid): `stored_form` of
+        `compute_targets`.
 
         Raises:
             BblError: a teacher produced NaN/inf logits (names the teacher and the window).
         """
+        return self.stored_form(self.compute_targets(c))
+
+    def compute_targets(self, c: int) -> RawChunk:
+        """Chunk `c`'s exact targets: the teachers' forward passes and the ensemble's top-k / draws (the part that
+        needs the teachers; the dump runs it on the main thread). Raises as `compute`."""
         import torch
 
         rows = self.rows(c)
@@ -147,19 +178,53 @@ class ChunkComputer:
         cfg = self.config
         kind = self.draw_settings(c)
         parts = []
-        for b in range(0, len(rows), cfg.batch_size):
-            out = self.batch_targets(torch.from_numpy(ids_np[b:b + cfg.batch_size]), kind, first_row=rows[b])
-            parts.append({k: t.cpu() for k, t in out.items()})
-        arrays = {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+        # Batch b's ensemble (head projections, top-k, logsumexps, draws) runs on one worker thread while this
+        # thread runs batch b + 1's forward. One worker takes the batches in order, so the draws consume the
+        # chunk's generator exactly as a sequential loop would: the bytes do not change.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bbl-dump-targets") as pool:
+            pending: list = []
+            for b in range(0, len(rows), cfg.batch_size):
+                forward = self.batch_forward(torch.from_numpy(ids_np[b:b + cfg.batch_size]), first_row=rows[b])
+                pending.append(pool.submit(self.batch_ensemble, forward, kind))
+                if len(pending) > 1:  # at most one batch's hidden states wait beside the one in the worker
+                    parts.append(pending.pop(0).result())
+            parts += [f.result() for f in pending]
+        return RawChunk(c, ids_np, {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]})
+
+    def stored_form(self, raw: RawChunk) -> ChunkBatch:
+        """The `ChunkBatch` the cache stores from a chunk's exact targets: ids sorted by id, log-probs rounded to
+        the `logprob_step` grid, the draws as (distinct ids, counts) under `sample_counts`. Numpy only and
+        deterministic, so the dump runs it on its writer thread, overlapped with the next chunk's forward."""
+        c, ids_np, arrays = raw.index, raw.input_ids, dict(raw.arrays)
+        rows = self.rows(c)
+        mask = None
+        if "entropy" in arrays:  # --kd-fraction: targets only at the selected positions, zeros elsewhere
+            mask = select_positions(arrays.pop("entropy"), self.config.kd_fraction)
+            for name, value in arrays.items():
+                arrays[name] = np.where(mask.reshape(mask.shape + (1,) * (value.ndim - 2)), value, 0)
         batch = ChunkBatch(index=c, input_ids=ids_np.astype(self.id_dtype),
                            window_idx=self.windows.indices[rows.start:rows.stop].astype(np.int64))
         if "topk_ids" in arrays:
             top_ids, top_lp = sort_by_id(arrays["topk_ids"], arrays["topk_logprobs"])
-            batch.topk_ids, batch.topk_logprobs = top_ids.astype(self.id_dtype), quantize_logprobs(top_lp)
+            batch.topk_ids = top_ids.astype(self.id_dtype)
+            batch.topk_logprobs = quantize_logprobs(top_lp, self.config.logprob_step)
             batch.tail_logprob = arrays["tail_logprob"].astype(np.float32)
         if "sample_ids" in arrays:
             batch.sample_ids = arrays["sample_ids"].astype(self.id_dtype)
+            if self.config.sample_counts:
+                batch.sample_ids, batch.sample_counts = count_draws(batch.sample_ids)
+        batch.kd_mask = mask
         return batch
+
+
+@dataclasses.dataclass
+class RawChunk:
+    """One chunk's exact targets as `ChunkComputer.compute_targets` returns them: index, the windows' ids (C, S)
+    and the ensemble's arrays (numpy; top-k by decreasing probability, fp32 log-probs, draws ascending)."""
+
+    index: int
+    input_ids: np.ndarray
+    arrays: dict
 
 
 def teacher_dtype(config: DumpConfig) -> str:
@@ -176,7 +241,8 @@ def dump_attrs(config: DumpConfig, data: PreparedData, infos: list[dict], *, dev
         "teachers_fingerprint": sorted(w for i in infos for w in i["weights_sha256"].values()),
         "tokenizer_fingerprint": data.tokenizer_fingerprint(), "tokenizer_sha256": data.tokenizer_sha256,
         "train_stream_sha256": data.stream_sha256(config.split), "split": config.split,
-        "window_selection": {"max_windows": config.max_windows, "seed": config.seed}, "logprob_step": LOGPROB_STEP,
+        "window_selection": {"max_windows": config.max_windows, "seed": config.seed},
+        "logprob_step": config.logprob_step,
         "topk_order": TOPK_ORDER, "dump_batch_size": int(config.batch_size), "dump_device": str(device).split(":")[0],
         "bbl_version": __version__, "data_dir": str(Path(data_dir).resolve()), "dump_config": config.to_dict(),
     }
@@ -184,6 +250,11 @@ def dump_attrs(config: DumpConfig, data: PreparedData, infos: list[dict], *, dev
         attrs.update(targets=config.targets, num_samples=int(config.num_samples), sample_seed=int(config.seed))
     if config.dtype != "auto":  # part of the settings a resumed dump must match; absent for the default
         attrs["dump_dtype"] = config.dtype
+    for option in ("delta_ids", "sample_counts"):  # storage options (issue 33): recorded only when asked for
+        if getattr(config, option):
+            attrs[option] = True
+    if config.kd_fraction < 1:
+        attrs["kd_fraction"] = float(config.kd_fraction)
     return attrs
 
 
@@ -334,8 +405,8 @@ def _dump(teacher_dirs, data_dir, out, config: DumpConfig, *, device, device_map
 
 
 def _compute_and_write(computer: ChunkComputer, writer: CacheWriter, todo: list[int], out, *, progress: bool) -> int:
-    """Compute the chunks `todo` in order while a writer thread compresses and writes the previous ones; returns
-    the windows dumped.
+    """Compute the chunks `todo` in order while a writer thread turns the previous ones into their stored form
+    (`ChunkComputer.stored_form`), compresses and writes them; returns the windows dumped.
 
     Raises:
         BblError: a write failed (disk full: the store is left resumable), or what computing a chunk raised.
@@ -350,7 +421,7 @@ def _compute_and_write(computer: ChunkComputer, writer: CacheWriter, todo: list[
             if errors:
                 continue
             try:
-                writer.write_chunk(item)
+                writer.write_chunk(computer.stored_form(item))
             except OSError as e:
                 errors.append(BblError(f"{out}: write failed at chunk {item.index} ({e.strerror or e}); free disk "
                                        f"space and re-run the same command to resume (the cache is not complete)"))
@@ -367,10 +438,10 @@ def _compute_and_write(computer: ChunkComputer, writer: CacheWriter, todo: list[
         for c in todo:
             if errors:
                 break
-            batch = computer.compute(c)
-            q.put(batch)
-            bar.update(len(batch.window_idx))
-            dumped += len(batch.window_idx)
+            raw = computer.compute_targets(c)  # the sort, rounding and casts run on the writer thread
+            q.put(raw)
+            bar.update(len(raw.input_ids))
+            dumped += len(raw.input_ids)
     finally:
         q.put(None)
         thread.join()

@@ -8,6 +8,7 @@ for the token after `input_ids[n, :s+1]`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 from dataclasses import dataclass
@@ -22,10 +23,17 @@ ARRAYS = ("input_ids", "window_idx", "topk_ids", "topk_logprobs", "tail_logprob"
 """The arrays of a top-k cache (`targets` "topk", the default and the only kind before issue 15)."""
 
 
-def target_arrays(targets: TargetKind = "topk") -> tuple[str, ...]:
-    """The data arrays a cache of kind `targets` holds, in write order."""
-    return {"topk": ARRAYS, "sampled": ("input_ids", "window_idx", "sample_ids"),
-            "hybrid": (*ARRAYS, "sample_ids")}[targets]
+def target_arrays(targets: TargetKind = "topk", *, sample_counts: bool = False,
+                  kd_mask: bool = False) -> tuple[str, ...]:
+    """The data arrays a cache of kind `targets` holds, in write order (`sample_counts`: the draws stored as
+    distinct ids and their counts, `--sample-counts`; `kd_mask`: the positions that have targets, `--kd-fraction`)."""
+    arrays = {"topk": ARRAYS, "sampled": ("input_ids", "window_idx", "sample_ids"),
+              "hybrid": (*ARRAYS, "sample_ids")}[targets]
+    if sample_counts and targets != "topk":
+        arrays = (*arrays, "sample_counts")
+    return (*arrays, "kd_mask") if kd_mask else arrays
+
+
 DEFAULT_CHUNK_WINDOWS = 256
 LOGPROB_STEP = 2.0 ** -6
 """Stored log-probs are float16 values rounded to multiples of this (nats): error <= 2^-7 nats per value; the
@@ -45,7 +53,9 @@ WRITE_CONFIG = {"array.write_empty_chunks": True}
 DEFAULT_CODEC = {"cname": "zstd", "clevel": 3}
 """Blosc settings of every data array (compared with alternatives in BENCHMARKS.md); the shuffle is per array."""
 SHUFFLE = {"input_ids": "shuffle", "window_idx": "shuffle", "topk_ids": "shuffle", "topk_logprobs": "bitshuffle",
-           "tail_logprob": "bitshuffle", "sample_ids": "shuffle"}
+           "tail_logprob": "bitshuffle", "sample_ids": "shuffle", "sample_counts": "bitshuffle", "kd_mask": "bitshuffle"}
+DELTA_ARRAYS = ("topk_ids", "sample_ids")
+"""The id arrays `--delta-ids` stores delta-coded (numcodecs' `Delta` filter, zarr name `numcodecs.delta`)."""
 
 
 def compressors(name: str, codec: dict | None = None, *, shuffle: str | None = None):
@@ -55,8 +65,34 @@ def compressors(name: str, codec: dict | None = None, *, shuffle: str | None = N
     return [BloscCodec(**{**DEFAULT_CODEC, "shuffle": shuffle or SHUFFLE[name], **(codec or {})}), Crc32cCodec()]
 
 
+def filters(name: str, dtype, *, delta_ids: bool = False) -> list:
+    """The array-to-array codecs of array `name`: none, or with `delta_ids` numcodecs' `Delta` on the id arrays.
+
+    Delta stores x[0], x[1] - x[0], ... over the chunk in C order (wrapping in the id dtype), so each position's
+    ascending ids become small gaps; any zarr-python 3 reader with numcodecs (a bbl dependency) decodes it, a
+    reader without numcodecs cannot (the codec is not in the Zarr v3 specification).
+    """
+    if not (delta_ids and name in DELTA_ARRAYS):
+        return []
+    from zarr.codecs.numcodecs import Delta
+
+    with numcodecs_quiet():
+        return [Delta(dtype=np.dtype(dtype).str)]
+
+
+@contextlib.contextmanager
+def numcodecs_quiet():
+    """A context in which zarr does not warn, on every array it opens, that a numcodecs codec (`--delta-ids`) is
+    outside the Zarr v3 specification: said once, in docs/cache-format.md."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3 specification")
+        yield
+
+
 def array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int, *, targets: TargetKind = "topk",
-                 num_samples: int = 0) -> dict:
+                 num_samples: int = 0, sample_counts: bool = False, kd_mask: bool = False) -> dict:
     ids = id_dtype(vocab_size)
     specs = {
         "input_ids": ((n, seq_len), (chunk, seq_len), ids, 0),
@@ -65,8 +101,10 @@ def array_specs(n: int, seq_len: int, top_k: int, vocab_size: int, chunk: int, *
         "topk_logprobs": ((n, seq_len, top_k), (chunk, seq_len, top_k), np.dtype(np.float16), 0.0),
         "tail_logprob": ((n, seq_len), (chunk, seq_len), np.dtype(np.float32), 0.0),
         "sample_ids": ((n, seq_len, num_samples), (chunk, seq_len, num_samples), ids, 0),
+        "sample_counts": ((n, seq_len, num_samples), (chunk, seq_len, num_samples), np.dtype(np.uint8), 0),
+        "kd_mask": ((n, seq_len), (chunk, seq_len), np.dtype(bool), False),
     }
-    return {name: specs[name] for name in target_arrays(targets)}
+    return {name: specs[name] for name in target_arrays(targets, sample_counts=sample_counts, kd_mask=kd_mask)}
 
 
 @dataclass
@@ -80,11 +118,13 @@ class ChunkBatch:
     topk_logprobs: np.ndarray | None = None
     tail_logprob: np.ndarray | None = None
     sample_ids: np.ndarray | None = None
+    sample_counts: np.ndarray | None = None
+    kd_mask: np.ndarray | None = None
 
 
 SETTING_KEYS = ("temperature", "top_k", "seq_len", "vocab_size", "ensemble", "teachers_fingerprint",
                  "tokenizer_fingerprint", "train_stream_sha256", "window_selection", "logprob_step", "topk_order",
-                 "targets", "num_samples", "sample_seed", "dump_dtype")
+                 "targets", "num_samples", "sample_seed", "dump_dtype", "delta_ids", "sample_counts", "kd_fraction")
 
 
 
@@ -98,6 +138,52 @@ def sort_by_id(topk_ids: np.ndarray, topk_logprobs: np.ndarray) -> tuple[np.ndar
 def quantize_logprobs(logprobs: np.ndarray, step: float = LOGPROB_STEP) -> np.ndarray:
     """Round to multiples of `step` (nats) as float16: what the cache stores (error <= step / 2 per value)."""
     return (np.round(logprobs / step) * step).astype(np.float16)
+
+
+def select_positions(entropy: np.ndarray, fraction: float) -> np.ndarray:
+    """(N, S) bool: in each window the ceil(fraction x S) positions of highest teacher entropy (ties: the earlier
+    position), the positions `--kd-fraction` keeps targets for.
+
+    Args: entropy (N, S) float, H(p_T) per position in nats; fraction in (0, 1].
+    """
+    n, s = entropy.shape
+    keep = int(np.ceil(fraction * s - 1e-9))
+    order = np.argsort(-entropy.astype(np.float64), axis=-1, kind="stable")[:, :keep]
+    mask = np.zeros((n, s), dtype=bool)
+    np.put_along_axis(mask, order, True, axis=-1)
+    return mask
+
+
+def count_draws(sample_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The draws (..., M) sorted ascending as (distinct ids, counts), each (..., M): a position's distinct ids
+    first, ascending, then 0 (count 0) in the unused slots; counts uint8, summing to M at every position.
+
+    The stored form of `--sample-counts`; `expand_draws` inverts it exactly.
+    """
+    m = sample_ids.shape[-1]
+    flat = sample_ids.reshape(-1, m)
+    new = np.ones(flat.shape, dtype=bool)
+    new[:, 1:] = flat[:, 1:] != flat[:, :-1]  # first slot of each run of an id
+    slot = np.cumsum(new, axis=1) - 1  # the run's index = its slot in the distinct form
+    rows = np.arange(flat.shape[0])[:, None]
+    ids = np.zeros_like(flat)
+    ids[rows, slot] = flat
+    counts = np.zeros(flat.shape, dtype=np.uint8)
+    np.add.at(counts, (np.broadcast_to(rows, flat.shape), slot), 1)
+    return ids.reshape(sample_ids.shape), counts.reshape(sample_ids.shape)
+
+
+def expand_draws(ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The draws (..., M) with repeats, ascending, from `count_draws`' (ids, counts): what a reader hands the
+    losses, so every `distill.kd_variant` reads a counts cache as the repeated-id one.
+
+    Raises:
+        BblError: the counts of some position do not sum to M (a damaged or foreign array).
+    """
+    m = ids.shape[-1]
+    if ids.size and not (counts.reshape(-1, m).sum(-1, dtype=np.int64) == m).all():
+        raise BblError(f"sample_counts: some position's counts do not sum to the {m} draws; run `bbl cache verify`")
+    return np.repeat(ids.reshape(-1), counts.reshape(-1).astype(np.int64)).reshape(ids.shape)
 
 
 MAX_SAMPLES = 255
@@ -150,6 +236,21 @@ class DumpConfig:
     dtype: Precision = "auto"
     """The teachers' precision: auto (fp32 weights; bf16 autocast on a GPU, plain fp32 on CPU: what every dump
     before `--dtype` did), or fp32, bf16, fp16 weights with no autocast. The logit mean and log-softmax are fp32."""
+    logprob_step: float = LOGPROB_STEP
+    """Grid of the stored top-k log-probs (nats), a power of two in [2^-10, 2^-2]: each value is off by at most
+    step / 2, so a position's (k+1)-outcome KL to the exact targets is at most ~step^2 / 8 (second order in the
+    error; 2^-4: <= 5e-4 nats). A coarser grid zeroes more mantissa bits, which bit-shuffle + zstd drop."""
+    delta_ids: bool = False
+    """Store topk_ids and sample_ids delta-coded (numcodecs `Delta`, `bbl.cache.format.filters`): the ascending
+    ids of a position become gaps. Lossless; readers need numcodecs (zarr-python 3 with numcodecs reads it)."""
+    kd_fraction: float = 1.0
+    """Keep targets at this fraction of each window's positions, in (0, 1]: the ceil(f x S) of highest teacher
+    entropy H(p_T) (`select_positions`); the others are stored empty (zeros, marked false in `kd_mask`) and train
+    with the CE only (their KD term is exactly 0; `token_mean` still divides by every position)."""
+    sample_counts: bool = False
+    """Store the draws of a sampled or hybrid cache as each position's distinct ids (`sample_ids`, 0-padded) and
+    their counts (`sample_counts`, uint8, summing to --samples) instead of repeated ids (`count_draws`). Lossless:
+    `CacheReader` expands them back, so the losses read the same targets."""
 
     def __post_init__(self):
         if self.targets not in TARGET_KINDS:
@@ -177,19 +278,35 @@ class DumpConfig:
             raise BblError(f"--data-seed {self.seed} must be >= 0")
         if self.dtype not in typing.get_args(Precision):
             raise BblError(f"--dtype {self.dtype!r}: use one of {', '.join(typing.get_args(Precision))}")
+        exponent = np.log2(self.logprob_step) if self.logprob_step > 0 else np.nan
+        if not (exponent == np.round(exponent) and -10 <= exponent <= -2):
+            raise BblError(f"--logprob-step {self.logprob_step} must be a power of two in [2^-10, 2^-2] "
+                           f"(e.g. {2.0 ** -4})")
+        if not 0 < self.kd_fraction <= 1:
+            raise BblError(f"--kd-fraction {self.kd_fraction} must be in (0, 1]")
+        if self.sample_counts and self.targets == "topk":
+            raise BblError("--sample-counts applies to --targets sampled or hybrid (a top-k cache stores no draws)")
 
     @classmethod
     def from_attrs(cls, attrs: dict) -> DumpConfig:
         """The dump's settings from a cache's attributes (`dump_config`, or the attributes every cache has)."""
         if "dump_config" in attrs:
-            return cls(**attrs["dump_config"])
+            return cls(**attrs["dump_config"])  # fields absent from an older cache's record take their defaults
         selection = attrs.get("window_selection", {})
         return cls(targets=attrs.get("targets", "topk"), top_k=int(attrs["top_k"]),
                    num_samples=int(attrs.get("num_samples", 0)), temperature=float(attrs["temperature"]),
                    split=attrs.get("split", "train"), seq_len=int(attrs["seq_len"]),
                    batch_size=int(attrs.get("dump_batch_size", CPU_BATCH_SIZE)), max_windows=selection.get("max_windows"),
                    seed=int(selection.get("seed", attrs.get("sample_seed", 0))),
-                   chunk_windows=int(attrs.get("chunk_windows", DEFAULT_CHUNK_WINDOWS)))
+                   chunk_windows=int(attrs.get("chunk_windows", DEFAULT_CHUNK_WINDOWS)),
+                   logprob_step=float(attrs.get("logprob_step", LOGPROB_STEP)))
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The settings as recorded in `dump_config`; the storage options (`STORAGE_DEFAULTS`) only when not at
+        their default, so a cache of the default settings records exactly what it did before they existed."""
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k not in STORAGE_DEFAULTS or v != STORAGE_DEFAULTS[k]}
+
+
+STORAGE_DEFAULTS = {"logprob_step": LOGPROB_STEP, "delta_ids": False, "sample_counts": False, "kd_fraction": 1.0}
+"""`DumpConfig`'s options of issue 33 and their defaults: the stored form of the targets, and at which positions."""

@@ -40,8 +40,13 @@ def cache_stats(reader: CacheReader, *, sample_chunks: int | None = None, seed: 
     nbytes = store_bytes(reader.path)
     stats = {"windows": reader.num_windows, "tokens": tokens, "bytes": nbytes, "bytes_per_token": nbytes / max(tokens, 1),
              "targets": reader.targets}
+    if "kd_mask" in reader.arrays:  # --kd-fraction: statistics over the positions that have targets
+        kept = np.concatenate([reader.read_array("kd_mask", c * cw, (c + 1) * cw).ravel() for c in chunks])
+        stats["kd_fraction"] = reader.kd_fraction
+    else:
+        kept = slice(None)
     if "tail_logprob" in reader.arrays:
-        tails = np.concatenate([reader.read_array("tail_logprob", c * cw, (c + 1) * cw).ravel() for c in chunks])
+        tails = np.concatenate([reader.read_array("tail_logprob", c * cw, (c + 1) * cw).ravel() for c in chunks])[kept]
         mass = topk_mass(tails)
         stats.update({"mean_tail_mass": float(1 - mass.mean()), "topk_mass_mean": float(mass.mean()),
                       "topk_mass_percentiles": {str(p): float(np.percentile(mass, p)) for p in (1, 5, 25, 50, 75, 95)}})
@@ -49,7 +54,7 @@ def cache_stats(reader: CacheReader, *, sample_chunks: int | None = None, seed: 
         stats.update(reader.kind.stats(reader, chunks))
     if "sample_ids" in reader.arrays:
         distinct = np.concatenate([distinct_per_position(reader.read_array("sample_ids", c * cw, (c + 1) * cw)).ravel()
-                                   for c in chunks])
+                                   for c in chunks])[kept]
         stats.update({"num_samples": reader.num_samples, "distinct_sampled_ids_mean": float(distinct.mean())})
     return stats
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bbl.cache.format import TARGET_KINDS, target_arrays
+from bbl.cache.format import TARGET_KINDS, expand_draws, numcodecs_quiet, target_arrays
 from bbl.cache.integrity import ChunkProblem, damage_message, missing_chunks
 from bbl.cache.kinds.registry import registered_kind
 from bbl.cache.store import open_group
@@ -36,8 +36,11 @@ class CacheReader:
         if self.targets not in TARGET_KINDS and self.kind is None:
             raise BblError(f"{path}: unknown targets kind {self.targets!r} (written by a newer bbl?); upgrade bbl")
         self.num_samples = int(self.attrs.get("num_samples", 0))
-        self.arrays = {name: self.group[name] for name in (self.kind.arrays if self.kind else
-                                                           target_arrays(self.targets))}
+        self.sample_counts = bool(self.attrs.get("sample_counts"))  # draws stored as (distinct ids, counts)
+        self.kd_fraction = float(self.attrs.get("kd_fraction", 1.0))  # < 1: targets only where `kd_mask` is true
+        with numcodecs_quiet():
+            self.arrays = {name: self.group[name] for name in (self.kind.arrays if self.kind else target_arrays(
+                self.targets, sample_counts=self.sample_counts, kd_mask=self.kd_fraction < 1))}
         self.static = {name: self.group[name] for name in (self.kind.static_arrays if self.kind else ())}
         self.num_windows = self.arrays["input_ids"].shape[0]
         self.seq_len, self.top_k = self.attrs["seq_len"], self.attrs["top_k"]
@@ -57,12 +60,18 @@ class CacheReader:
         return c * self.chunk_windows, min((c + 1) * self.chunk_windows, self.num_windows) - 1
 
     def read_array(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of one array.
+        """Rows [start, stop) of one array; `sample_ids` of a `--sample-counts` cache come out with repeats (the
+        form every cache of its kind has), `sample_counts` is then read alongside.
 
         Raises:
             BblError: a chunk in the range fails its crc32c or cannot be decoded (one line naming the array, the
                 chunk, its rows and the repair command).
         """
+        if name == "sample_ids" and self.sample_counts:
+            return expand_draws(self._read_raw("sample_ids", start, stop), self._read_raw("sample_counts", start, stop))
+        return self._read_raw(name, start, stop)
+
+    def _read_raw(self, name: str, start: int, stop: int) -> np.ndarray:
         arr = self.arrays[name]
         try:
             return arr[start:stop]
@@ -77,8 +86,9 @@ class CacheReader:
             raise
 
     def read(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Rows [start, stop) of every array (contiguous reads are the fast path). Raises as `read_array`."""
-        return {name: self.read_array(name, start, stop) for name in self.arrays}
+        """Rows [start, stop) of every target array (contiguous reads are the fast path), in the form of the cache's
+        kind (`read_array`: no `sample_counts`). Raises as `read_array`."""
+        return {name: self.read_array(name, start, stop) for name in self.arrays if name != "sample_counts"}
 
     def read_static(self, name: str) -> np.ndarray:
         """A static array of a registered kind, whole. Raises `BblError` (one line) when it is corrupt."""

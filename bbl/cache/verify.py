@@ -74,6 +74,12 @@ def verify_cache(path, *, teacher_dirs=(), sample: int = 16, max_kl: float = DEF
             f"mass defect mean {r['mean_mass_defect']:.2e} (max {r['max_mass_defect']:.2e})")
         if r["mean_kl"] > max_kl:
             report.fail(f"bad: {path}: mean KL {r['mean_kl']:.2e} nats exceeds --max-kl {max_kl:g}")
+    if "kd_mask_errors" in r:
+        report.info.append(f"kd_mask over {r['windows_checked']} windows: the {reader.kd_fraction:g} of positions of "
+                           f"highest teacher entropy, {r['kd_mask_errors']} position(s) otherwise")
+        if r["kd_mask_errors"]:
+            report.fail(f"bad: {path}: kd_mask differs from the highest-entropy positions at {r['kd_mask_errors']} "
+                        f"position(s)")
     if "draws_z" in r:
         report.info.append(
             f"draws over {r['windows_checked']} windows: distinct drawn ids cover {r['mean_covered_mass']:.4f} of "
@@ -149,7 +155,7 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
                          subject=f"{teacher_dirs[0]}: teacher", reference="the cache's", fix="pass the cache's teachers")
     rows = np.sort(np.random.default_rng(seed).choice(reader.num_windows, min(sample, reader.num_windows),
                                                       replace=False))
-    max_err, kls, defects, coverage, tvs = 0.0, [], [], [], []
+    max_err, kls, defects, coverage, tvs, mask_errors = 0.0, [], [], [], [], 0
     with torch.inference_mode():
         for r in rows:
             row = reader.read(int(r), int(r) + 1)
@@ -157,6 +163,12 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
             mean = logit_mean([teacher_logits(m, ids, reader.vocab_size) for m in teachers],
                               temperature=reader.temperature)
             logp = torch.log_softmax(mean, -1)[0]
+            if "kd_mask" in row:  # --kd-fraction: the mask is the documented selection; targets checked where kept
+                keep = row.pop("kd_mask")[0].astype(bool)
+                entropy = -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1).double().cpu().numpy()
+                mask_errors += kd_mask_errors(keep, entropy, reader.kd_fraction)
+                logp = logp[torch.from_numpy(keep).to(logp.device)]
+                row = {k: v if k == "window_idx" else v[:, keep] for k, v in row.items()}
             if "sample_ids" in row:  # one window's (S, V) p_T at a time, never all windows' at once
                 p, flat = logp.exp().double().cpu().numpy(), {k: v[0] for k, v in row.items() if k != "window_idx"}
                 coverage.append(drawn_coverage(p, flat))
@@ -172,6 +184,8 @@ def verify_against_teachers(reader: CacheReader, teacher_dirs: list[Path], *, sa
             kls.append(coarse_kl(exact_at, exact_tail, stored_lp, row["tail_logprob"][0]))
             defects.append(mass_defect(stored_lp, row["tail_logprob"][0]))
     out: dict = {"windows_checked": len(rows)}
+    if "kd_mask" in reader.arrays:
+        out["kd_mask_errors"] = mask_errors
     if kls:
         kl, defect = np.concatenate(kls), np.concatenate(defects)
         out.update({"max_abs_logprob_error": max_err, "mean_kl": float(kl.mean()), "max_kl": float(kl.max()),
@@ -192,6 +206,22 @@ def topk_fidelity(pairs) -> dict:
     return {"max_abs_logprob_error": max(float(np.abs(p[0] - p[2]).max(initial=0.0)) for p in pairs),
             "mean_kl": float(kl.mean()), "max_kl": float(kl.max()), "mean_mass_defect": float(defect.mean()),
             "max_mass_defect": float(defect.max())}
+
+
+KD_MASK_ENTROPY_TOLERANCE = 1e-4
+"""nats: a position whose entropy is this close to its window's selection threshold may fall either side of it
+(the dump's chunked fp32 sums and this recomputation differ in rounding), so it is not counted as an error."""
+
+
+def kd_mask_errors(stored: np.ndarray, entropy: np.ndarray, fraction: float) -> int:
+    """Positions of one window whose stored `kd_mask` differs from `select_positions` of the recomputed entropy
+    (S,) by more than rounding (`KD_MASK_ENTROPY_TOLERANCE` around the threshold)."""
+    from bbl.cache.format import select_positions
+
+    want = select_positions(entropy[None], fraction)[0]
+    threshold = np.sort(entropy)[::-1][want.sum() - 1]
+    wrong = (stored != want) & (np.abs(entropy - threshold) > KD_MASK_ENTROPY_TOLERANCE)
+    return int(wrong.sum()) + int(stored.sum() != want.sum())
 
 
 def target_distribution(rows: dict, vocab_size: int) -> np.ndarray:

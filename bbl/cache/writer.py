@@ -18,6 +18,8 @@ from bbl.cache.format import (
     ChunkBatch,
     array_specs,
     compressors,
+    filters,
+    numcodecs_quiet,
     target_arrays,
 )
 from bbl.cache.kinds.registry import registered_kind
@@ -50,7 +52,9 @@ class CacheWriter:
             raise BblError(f"--targets {self.targets!r}: use one of {', '.join(TARGET_KINDS)}")
         if self.targets != "topk" and kind is None and num_samples < 1:
             raise BblError(f"--samples {num_samples}: a {self.targets} cache needs --samples >= 1")
-        self.arrays = kind.arrays if kind else target_arrays(self.targets)
+        counts, delta_ids = bool(attrs.get("sample_counts")), bool(attrs.get("delta_ids"))
+        kd_mask = float(attrs.get("kd_fraction", 1.0)) < 1
+        self.arrays = kind.arrays if kind else target_arrays(self.targets, sample_counts=counts, kd_mask=kd_mask)
         self.static_arrays = kind.static_arrays if kind else ()
         self.settings = {k: attrs[k] for k in SETTING_KEYS + (kind.setting_keys if kind else ()) if k in attrs}
         self.settings.update(num_windows=num_windows, chunk_windows=chunk_windows)
@@ -73,11 +77,13 @@ class CacheWriter:
             self.group = existing if existing is not None else open_group(path, "w")
             specs = kind.array_specs(attrs, num_windows, chunk_windows) if kind else {
                 name: (*spec, None) for name, spec in array_specs(num_windows, seq_len, top_k, vocab, chunk_windows,
-                                                                  targets=self.targets,
-                                                                  num_samples=num_samples).items()}
+                                                                  targets=self.targets, num_samples=num_samples,
+                                                                  sample_counts=counts, kd_mask=kd_mask).items()}
             for name, (shape, chunks, dtype, fill, shuffle) in specs.items():
-                self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
-                                        compressors=compressors(name, codec, shuffle=shuffle))
+                with numcodecs_quiet():
+                    self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
+                                            filters=filters(name, dtype, delta_ids=delta_ids),
+                                            compressors=compressors(name, codec, shuffle=shuffle))
             self.group.create_array("chunk_done", shape=(self.num_chunks,), chunks=(1,), dtype=bool,
                                     fill_value=False, compressors=None)
             self.group.attrs.update({**attrs, "format_version": FORMAT_VERSION, "settings": self.settings,
@@ -97,7 +103,7 @@ class CacheWriter:
 
         start = batch.index * self.chunk_windows
         stop = start + len(batch.window_idx)
-        with zarr.config.set(WRITE_CONFIG):
+        with zarr.config.set(WRITE_CONFIG), numcodecs_quiet():
             for name in self.arrays:
                 self.group[name][start:stop] = getattr(batch, name)
             self.group["chunk_done"][batch.index] = True

@@ -196,8 +196,8 @@ def field_docs(cls) -> dict[str, str]:
 
 def config_options(cls, *, flags: dict[str, str] | None = None, skip: tuple[str, ...] = ()) -> list[click.Option]:
     """One click option per field of the dataclass `cls`: `--field-name` (or `flags[field]`), its type from the
-    annotation (a Literal is a choice, a float any finite number), its default the field's, its help the field's
-    docstring (`field_docs`). Ranges are the dataclass's to check (`__post_init__`, one `BblError` line)."""
+    annotation (a Literal is a choice, a float any finite number, a bool a flag), its default the field's, its help
+    the field's docstring (`field_docs`). Ranges are the dataclass's to check (`__post_init__`, one `BblError` line)."""
     flags, docs, hints = flags or {}, field_docs(cls), typing.get_type_hints(cls)
     options = []
     for f in dataclasses.fields(cls):
@@ -212,6 +212,9 @@ def config_options(cls, *, flags: dict[str, str] | None = None, skip: tuple[str,
             kind = {int: click.INT, float: FiniteFloat, str: click.STRING, bool: click.BOOL, Path: PathArg}[hint]
         default = None if f.default is dataclasses.MISSING else f.default
         flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
+        if hint is bool:  # a switch, as click spells one: --delta-ids (off by default)
+            options.append(click.Option([flag, f.name], is_flag=True, default=bool(default), help=docs.get(f.name)))
+            continue
         options.append(click.Option([flag, f.name], type=kind, default=default, show_default=default is not None,
                                     help=docs.get(f.name)))
     return options

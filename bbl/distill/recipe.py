@@ -97,6 +97,13 @@ def check_distill_inputs(cfg: Config, data: PreparedData, *, reader=None, teache
         raise BblError(f"{reader.path}: holds {reader.targets} targets, which distill.kd_variant={d.kd_variant} "
                        f"does not read; set distill.kd_variant={fits} or dump a cache with --targets "
                        f"{'topk' if d.kd_variant.startswith('topk') else d.kd_variant}")
+    if reader.kd_fraction < 1 and d.kd_variant == "topk_renorm":
+        raise BblError(f"{reader.path}: holds targets at {reader.kd_fraction:g} of the positions (--kd-fraction), "
+                       f"which distill.kd_variant=topk_renorm cannot leave out; set distill.kd_variant=topk_tail")
+    if reader.kd_fraction < 1 and d.divergence != "forward_kl":
+        raise BblError(f"{reader.path}: holds targets at {reader.kd_fraction:g} of the positions (--kd-fraction); "
+                       f"only distill.divergence=forward_kl is defined to skip the others so far; drop "
+                       f"distill.divergence or dump without --kd-fraction")
     problem = reading_problem(d.divergence, d.kd_variant)
     if d.kd_variant in ("exact_match", "uld") and d.divergence != "forward_kl":
         problem = (f"distill.divergence={d.divergence} has no cross-tokenizer form yet: kd_variant={d.kd_variant} "

@@ -52,27 +52,35 @@ class DistillTrainer(WindowTrainer):
         return Divergence.from_config(self.distill)
 
     def _teacher_targets(self, input_ids, targets):
-        """The KD targets at the training temperature: the teachers' logit mean, or the (re-tempered) cache."""
+        """The KD targets at the training temperature: the teachers' logit mean, or the (re-tempered) cache; with a
+        `--kd-fraction` cache, a position left out holds no mass, so its KL and gradient are 0 (forward KL only:
+        `check_distill_inputs` refuses the other divergences on such a cache)."""
         if self.teachers:
             with torch.no_grad():
                 # the student's vocabulary is the tokenizer's: a padded teacher's extra outputs are dropped
                 logits = ensemble_logits(self.teachers, input_ids, vocab_size=self.model.config.vocab_size)
             return KDTargets("full", teacher_logits=logits)
         variant = self.distill.kd_variant
+        ids = targets.get("topk_ids")
         if variant in ("sampled", "hybrid"):  # exact-target forms of topk_tail (bbl.losses.sampled_kl, hybrid_kl)
             ids, top, tail = (sampled_targets(targets["sample_ids"]) if variant == "sampled" else
                               hybrid_targets(targets["topk_ids"], targets["topk_logprobs"],
                                              targets["tail_logprob"], targets["sample_ids"]))
-            return KDTargets("topk_tail", topk_ids=ids, topk_logprobs=top, tail_logprob=tail)
-        top, tail = targets["topk_logprobs"], targets["tail_logprob"]
-        if self.cache_temperature is not None and abs(self.cache_temperature - self.temperature) > 1e-9:
-            top, tail = retemper(top, tail, from_temperature=self.cache_temperature,
-                                 to_temperature=self.temperature)
-        return KDTargets(variant, topk_ids=targets["topk_ids"], topk_logprobs=top, tail_logprob=tail)
+            variant = "topk_tail"
+        else:
+            top, tail = targets["topk_logprobs"], targets["tail_logprob"]
+            if self.cache_temperature is not None and abs(self.cache_temperature - self.temperature) > 1e-9:
+                top, tail = retemper(top, tail, from_temperature=self.cache_temperature,
+                                     to_temperature=self.temperature)
+        if "kd_mask" in targets:  # --kd-fraction: a position left out holds no mass, so its KL and gradient are 0
+            keep = targets["kd_mask"].bool()
+            top = top.float().masked_fill(~keep.unsqueeze(-1), float("-inf"))
+            tail = tail.float().masked_fill(~keep, float("-inf"))
+        return KDTargets(variant, topk_ids=ids, topk_logprobs=top, tail_logprob=tail)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob", "sample_ids", "aligned",
-                                              "uld_topk_logprobs", "uld_tail_logprob") if k in inputs}
+        targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob", "sample_ids", "kd_mask",
+                                              "aligned", "uld_topk_logprobs", "uld_tail_logprob") if k in inputs}
         if self.pop_mlm(inputs):  # an mlm phase: KD only with distill.mlm_kd
             if targets and model.training:
                 return self.masked_kd_loss(model, inputs, targets, return_outputs)

@@ -48,7 +48,7 @@ def ensemble_topk(teacher_logits: list, *, temperature: float, top_k: int):
 
 
 def ensemble_targets(teacher_logits: list, *, temperature: float, targets: str = "topk", top_k: int = 0,
-                     num_samples: int = 0, generator=None) -> dict:
+                     num_samples: int = 0, generator=None, entropy: bool = False) -> dict:
     """The cache's soft targets of the logit-mean ensemble at `temperature` (`sparse_targets` of its p_T).
 
     Args: teacher_logits: list of (B, S, V) float tensors; the rest as `sparse_targets`.
@@ -57,12 +57,12 @@ def ensemble_targets(teacher_logits: list, *, temperature: float, targets: str =
     mean = logit_mean(teacher_logits, temperature=temperature)  # a new tensor, ours to modify
     b, s, v = mean.shape
     out = sparse_targets(mean.reshape(b * s, v), targets=targets, top_k=top_k, num_samples=num_samples,
-                         generator=generator)
+                         generator=generator, entropy=entropy)
     return {k: x.reshape(b, s, *x.shape[1:]) for k, x in out.items()}
 
 
 def sparse_targets(scaled_mean, *, targets: str = "topk", top_k: int = 0, num_samples: int = 0,
-                   generator=None) -> dict:
+                   generator=None, entropy: bool = False) -> dict:
     """One kind of the cache's targets from rows of logits already divided by T; overwrites `scaled_mean`.
 
     Kinds (issue 15; Anshumann et al. 2025, "Sparse Logit Sampling", Section 3, for the sampled estimator):
@@ -77,23 +77,34 @@ def sparse_targets(scaled_mean, *, targets: str = "topk", top_k: int = 0, num_sa
         scaled_mean: (n, V) float32, the ensemble's logit mean / T.
         generator: the `torch.Generator` the draws use (seeded per cache chunk by the dump, so a resumed or
             repaired chunk is byte-identical).
+        entropy: also return `entropy` (n,) float32, H(p_T) = -Σ p log p in nats (the dump's `--kd-fraction`
+            selects positions by it); the draws do not change.
     """
     import torch
 
+    extra = {"entropy": _entropy(scaled_mean)} if entropy else {}
     if targets == "sampled":
         probs = torch.softmax(scaled_mean, dim=-1)
-        return {"sample_ids": _draw(probs, num_samples, generator)}
+        return {"sample_ids": _draw(probs, num_samples, generator), **extra}
     log_z = torch.logsumexp(scaled_mean, dim=-1, keepdim=True)
     top_vals, top_ids = scaled_mean.topk(top_k, dim=-1)
     rest = scaled_mean.scatter_(-1, top_ids, float("-inf"))
     tail = (torch.logsumexp(rest, dim=-1, keepdim=True) - log_z).squeeze(-1)
-    out = {"topk_ids": top_ids, "topk_logprobs": top_vals - log_z, "tail_logprob": tail}
+    out = {"topk_ids": top_ids, "topk_logprobs": top_vals - log_z, "tail_logprob": tail, **extra}
     if targets == "hybrid":
         if top_k == scaled_mean.shape[-1] or num_samples == 0:  # no tail to draw from, or no draws
             out["sample_ids"] = torch.zeros(rest.shape[0], num_samples, dtype=torch.long, device=rest.device)
         else:
             out["sample_ids"] = _draw(torch.softmax(rest, dim=-1), num_samples, generator)
     return out
+
+
+def _entropy(scaled_mean):
+    """(n,) float32 entropy -Σ p log p of p = softmax(scaled_mean) per row, nats (terms with p = 0 count 0)."""
+    import torch
+
+    log_p = torch.log_softmax(scaled_mean, dim=-1)
+    return -(log_p.exp() * log_p.nan_to_num(neginf=0.0)).sum(-1)
 
 
 def _draw(probs, num_samples: int, generator):
@@ -115,7 +126,7 @@ def ensemble_topk_from_hidden(hiddens: list, heads: list, *, temperature: float,
 
 def ensemble_targets_from_hidden(hiddens: list, heads: list, *, temperature: float, targets: str = "topk",
                                  top_k: int = 0, num_samples: int = 0, generator=None,
-                                 chunk_rows: int | None = None) -> dict:
+                                 chunk_rows: int | None = None, entropy: bool = False) -> dict:
     """`ensemble_targets` from the teachers' last hidden states, a chunk of positions at a time (issue 11).
 
     Each chunk's logits are averaged over the teachers by `logit_mean` (never one (B, S, V) tensor per teacher), and its targets (top-k and the two logsumexps, and/or the draws) are taken while the chunk
@@ -125,7 +136,7 @@ def ensemble_targets_from_hidden(hiddens: list, heads: list, *, temperature: flo
     Args:
         hiddens: one (B, S, H_t) float tensor per teacher, the hidden states after its final norm.
         heads: the teachers' LM heads (`nn.Linear` (V, H_t), bias allowed), in the same order.
-        temperature, targets, top_k, num_samples, generator: as `ensemble_targets`.
+        temperature, targets, top_k, num_samples, generator, entropy: as `ensemble_targets`.
         chunk_rows: positions per chunk (default: `bbl.losses.chunked.default_chunk_rows`).
     Returns:
         As `sparse_targets`, shaped (B, S, ...).
@@ -145,5 +156,5 @@ def ensemble_targets_from_hidden(hiddens: list, heads: list, *, temperature: flo
         r1 = min(n, r0 + step)
         logits = [F.linear(h[r0:r1], head.weight, head.bias) for h, head in zip(flat, heads, strict=True)]
         parts.append(sparse_targets(logit_mean(logits, temperature=temperature), targets=targets, top_k=top_k,
-                                    num_samples=num_samples, generator=generator))
+                                    num_samples=num_samples, generator=generator, entropy=entropy))
     return {k: torch.cat([p[k] for p in parts]).reshape(b, s, *parts[0][k].shape[1:]) for k in parts[0]}
