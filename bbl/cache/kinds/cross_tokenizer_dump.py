@@ -183,6 +183,15 @@ class CrossChunkComputer:
     def teacher_window(self, w: int) -> dict:
         return self.side.window(w)
 
+    def compute_targets(self, c: int) -> CrossChunk:
+        """What `bbl.cache.dump._compute_and_write` computes on its main thread: the whole chunk (its stored form is
+        made here, not on the writer thread as for the plain kinds)."""
+        return self.compute(c)
+
+    def stored_form(self, chunk: CrossChunk) -> CrossChunk:
+        """The chunk as the writer thread writes it (already in its stored form)."""
+        return chunk
+
     def compute(self, c: int) -> CrossChunk:
         """Chunk `c` (teacher top-k ids sorted by id, log-probs on the `LOGPROB_STEP` grid, as a top-k cache)."""
         import torch
