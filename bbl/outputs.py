@@ -138,6 +138,21 @@ def check_output(path, kind: str, *, overwrite: bool = False, finished_ok: bool 
     return "continue"
 
 
+def make_output_dir(path, *, option: str = "--out") -> Path:
+    """Create an output dir (and its parents) for a kind without a lock (a sweep's shared workdir), after
+    `check_output`; an unwritable place is one line.
+
+    Raises:
+        BblError: the dir cannot be created there (permission, read-only file system, ...).
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BblError(f"{option} {path}: cannot write there ({e.strerror or e}); choose another {option}") from e
+    return path
+
+
 def lock_path(path, kind: str) -> Path:
     """Where the lock of an output lives: `OUT/.bbl.lock`, or beside a cache (`.NAME.bbl.lock`), since a file
     inside a Zarr store is not part of its hierarchy and zarr warns on every listing."""

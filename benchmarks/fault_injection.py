@@ -281,6 +281,7 @@ def bad_inputs(root: Path, ref_dir: Path) -> list[dict]:
     (b / "empty.yaml").write_text("")
     (b / "file.txt").write_text("x")
     (b / "space-bad-choice.yaml").write_text("training.lr_scheduler: {type: choice, choices: [cosine, nope]}\n")
+    (b / "space.yaml").write_text("training.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}\n")
     (b / "empty-manifest.txt").write_text("")
     (b / "empty-dir").mkdir()
     for name, broken in (("cache-empty-meta", ""), ("cache-truncated-meta", None)):
@@ -325,8 +326,8 @@ def bad_inputs(root: Path, ref_dir: Path) -> list[dict]:
         ("unwritable --out (dump)", ["dump-logits", "--teacher", model, "--data", prepared, "--cache", unwritable]),
         ("unwritable --out (prepare)", ["prepare", "--train-dir", b, "--dev-dir", b, "--out", unwritable]),
         ("unwritable --out (finetune)", ["finetune", model, "--tasks", "rte", "--out", unwritable]),
-        ("unwritable --workdir (sweep)", ["sweep", "student-tiny", "--data", prepared, "--space",
-                                          b / "space-bad-choice.yaml", "--trials", 1, "--workdir", unwritable]),
+        ("unwritable --workdir (sweep)", ["sweep", "student-tiny", "--data", prepared, "--space", b / "space.yaml",
+                                          "--trials", 1, "--workdir", unwritable]),
         ("data verify on an empty dir", ["data", "verify", b / "empty-dir"]),
         ("data verify with a zero-byte manifest", ["data", "verify", b / "empty-dir", "--manifest",
                                                    b / "empty-manifest.txt"]),

@@ -131,9 +131,11 @@ def _unwritable_root() -> Path:
     pytest.skip("no unwritable location on this machine")
 
 
-@pytest.mark.parametrize("command", ["train-student", "dump-logits", "eval", "prepare", "study", "pipeline"])
+@pytest.mark.parametrize("command", ["train-student", "dump-logits", "eval", "prepare", "study", "pipeline", "sweep"])
 def test_an_unwritable_out_is_one_line_before_any_compute(command, prepared, tiny_teachers, tiny_babylm, tmp_path):
     out = _unwritable_root() / "out"
+    space = tmp_path / "space.yaml"
+    space.write_text("training.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}\n")
     argv = {
         "train-student": ["train-student", "llama-tiny", "--data", prepared, "--out", out],
         "dump-logits": ["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--seq-len", SEQ,
@@ -142,6 +144,7 @@ def test_an_unwritable_out_is_one_line_before_any_compute(command, prepared, tin
         "prepare": ["prepare", "--train-dir", tiny_babylm[0], "--dev-dir", tiny_babylm[1], "--out", out],
         "study": ["study", "student-tiny", "--data", prepared, "--workdir", out],
         "pipeline": ["pipeline", "--preset", "tiny", "--corpus", tmp_path, "--workdir", out],
+        "sweep": ["sweep", "student-tiny", "--data", prepared, "--space", space, "--trials", 1, "--workdir", out],
     }[command]
     one_error(run(argv), "cannot write there")
 

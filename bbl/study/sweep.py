@@ -29,7 +29,7 @@ import yaml
 from bbl.config import SECTIONS, Config, load_config
 from bbl.errors import BblError
 from bbl.io import atomic_save_figure, atomic_write_json, atomic_write_text, parse_yaml
-from bbl.outputs import check_output
+from bbl.outputs import check_output, make_output_dir
 
 SPACE_TYPES = ("loguniform", "uniform", "int", "choice")
 CHOICE_TYPES = (str, int, float, bool, type(None))
@@ -321,8 +321,7 @@ def run_sweep(sweep: SweepConfig, *, log=print) -> dict:
     make_pruner(sweep.pruner)
     PreparedData(sweep.data_dir)
     check_space(sweep, params)
-    workdir = Path(sweep.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_output_dir(sweep.workdir, option="--workdir")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = _open_study(sweep)
     settings = {"config": sweep.config, "overrides": list(sweep.overrides), "space": [dataclasses.asdict(p) for p in
