@@ -198,7 +198,7 @@ def sweep_kill(data: Path, root: Path, ref_dir: Path) -> dict:
                      "training.warmup_steps: {type: int, low: 0, high: 4}\n")
     argv = ["sweep", "student-tiny", "--data", ref_dir / "prepared", "--space", space, "--trials", 4, "--workdir",
             workdir, "--sampler-seed", 0, "--pruner", "none", "--heartbeat", 1]
-    hit = kill_when(argv, lambda: (workdir / "trials" / "0001").is_dir())
+    hit = kill_when(argv, lambda: (workdir / "trials" / "bbl-sweep" / "0001").is_dir())  # trials/<study>/NNNN
     time.sleep(2.5)  # past two heartbeats: the dead worker's trial is stale
     r = bbl(argv)
     case = {"kind": "sweep-worker", "landed_in_trial": hit, "exit": r.returncode}
