@@ -315,12 +315,7 @@ def _task_data(specs, suite: str, tasks=None) -> dict[str, Path]:
     here (one `note:` line says so)."""
     from bbl.evaluate.tasks import DATA_NAMES, ZERO_SHOT, suite_data
 
-    given = {}
-    for spec in specs:
-        task, sep, path = spec.partition("=")
-        if not sep or not path:
-            raise BblError(f"--task-data {spec}: use TASK=PATH, e.g. --task-data ewok=data/ewok_fast/ewok_fast.zip")
-        given[task.strip()] = Path(path)
+    given = _given_task_data(specs)
     own = [t for t in ZERO_SHOT if t not in ("blimp", "supplement") and (tasks is None or t in tasks)]
     defaults = {}
     for t in (t for t in own if t not in given):
