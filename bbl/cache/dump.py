@@ -4,10 +4,10 @@ Zarr.
 Per chunk of windows: each teacher's logits (fp32) → logit mean (the paper's ensemble, `bbl.models.ensemble`) →
 divide by the temperature → top-k ids and log-probs, plus the log of the tail mass by logsumexp over the other ids
 (and/or ids drawn from p_T). For GPT-2 and LLaMA teachers the logits are never materialised per teacher: their
-last hidden states go through `ensemble_targets_from_hidden`, a chunk of positions at a time. Three stages overlap:
-the teachers' forward of batch b + 1 (main thread), the ensemble's targets of batch b (one worker thread), and the
-stored form (sort, rounding, counts), compression and writing of the previous chunk (the writer thread); every
-stage keeps its order, so the bytes are those of a sequential dump. Resumable (per-chunk done flags) and sharded by rank
+last hidden states go through `ensemble_targets_from_hidden`, a chunk of positions at a time. Two stages overlap:
+every torch op of a chunk (the teachers' forwards, then the ensemble's targets, batch after batch) on the main
+thread, and the stored form (sort, rounding, counts), compression and writing of the previous chunk on the writer
+thread; so the bytes are those of a sequential dump. Resumable (per-chunk done flags) and sharded by rank
 under torchrun (rank r writes chunks r, r + world, ...). The settings are a `bbl.cache.format.DumpConfig`.
 """
 
@@ -18,7 +18,6 @@ import dataclasses
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -178,17 +177,14 @@ class ChunkComputer:
         cfg = self.config
         kind = self.draw_settings(c)
         parts = []
-        # Batch b's ensemble (head projections, top-k, logsumexps, draws) runs on one worker thread while this
-        # thread runs batch b + 1's forward. One worker takes the batches in order, so the draws consume the
-        # chunk's generator exactly as a sequential loop would: the bytes do not change.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bbl-dump-targets") as pool:
-            pending: list = []
-            for b in range(0, len(rows), cfg.batch_size):
-                forward = self.batch_forward(torch.from_numpy(ids_np[b:b + cfg.batch_size]), first_row=rows[b])
-                pending.append(pool.submit(self.batch_ensemble, forward, kind))
-                if len(pending) > 1:  # at most one batch's hidden states wait beside the one in the worker
-                    parts.append(pending.pop(0).result())
-            parts += [f.result() for f in pending]
+        # Every torch op of a chunk runs on this thread, one batch after another. An ensemble overlapped with the
+        # next batch's forward on a worker thread was tried: two threads sharing torch's intra-op pool let a
+        # reduction (the tail's logsumexp) split differently from run to run, so a resumed or repaired chunk was
+        # not always byte-identical (caught by the fault-injection test). The stored form (sort, rounding, casts)
+        # and the compression still run on the writer thread, overlapped with the next chunk.
+        for b in range(0, len(rows), cfg.batch_size):
+            forward = self.batch_forward(torch.from_numpy(ids_np[b:b + cfg.batch_size]), first_row=rows[b])
+            parts.append(self.batch_ensemble(forward, kind))
         return RawChunk(c, ids_np, {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]})
 
     def stored_form(self, raw: RawChunk) -> ChunkBatch:
