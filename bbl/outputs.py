@@ -12,6 +12,7 @@ broken only when its holder is provably gone. Under torchrun only rank 0 takes i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,25 +24,31 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bbl.errors import BblError
+from bbl.io import load_json
 
 LOCK_FILE = ".bbl.lock"
 """The advisory lock's file, inside the output dir; removed on release."""
 
 
-def _run_finished(path: Path) -> bool:
-    run = path / "bbl_run.json"
-    try:
-        return bool(run.is_file() and json.loads(run.read_text()).get("complete"))
-    except ValueError:
-        return False
+def run_finished(path) -> bool:
+    """Whether `path` holds a finished bbl run: its `bbl_run.json` (written last) says complete. A missing or damaged
+    file says not finished (the command that reads it names the damage)."""
+    meta = _metadata(Path(path) / "bbl_run.json")
+    return bool(meta.get("complete"))
 
 
-def _cache_finished(path: Path) -> bool:
-    meta = path / "zarr.json"
+def cache_finished(path) -> bool:
+    """Whether `path` holds a complete local cache: its `zarr.json` attributes say complete (set last by the dump)."""
+    meta = _metadata(Path(path) / "zarr.json")
+    return bool((meta.get("attributes") or {}).get("complete"))
+
+
+def _metadata(file: Path) -> dict:
+    """The JSON object in `file`, or {} when it is missing or damaged."""
     try:
-        return bool(meta.is_file() and json.loads(meta.read_text()).get("attributes", {}).get("complete"))
-    except ValueError:
-        return False
+        return load_json(file) or {}
+    except BblError:
+        return {}
 
 
 @dataclass(frozen=True)
@@ -68,12 +75,12 @@ RESULTS_MARKERS = ("results.json", "results.md", "finetune.json", "finetune.md",
 
 KINDS: dict[str, OutputKind] = {
     "model": OutputKind(
-        "model run", ("bbl_config.yaml", "bbl_run.json", "checkpoints"), _run_finished,
+        "model run", ("bbl_config.yaml", "bbl_run.json", "checkpoints"), run_finished,
         owned=("bbl_run.json", "bbl_config.yaml", "checkpoints", "partial-checkpoints", "word_checkpoints",
                "config.json", "generation_config.json", "model.safetensors", "model-*.safetensors",
                "model.safetensors.index.json", "pytorch_model*.bin", "training_args.bin", "tokenizer.json",
                "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")),
-    "cache": OutputKind("logit cache", ("zarr.json",), _cache_finished),
+    "cache": OutputKind("logit cache", ("zarr.json",), cache_finished),
     "prepared": OutputKind("prepared dir", (".prepare_state.json", "manifest.json")),
     # eval and finetune share a results dir (the BabyLM pipeline's layout under pipeline/): either's files mark it
     "eval": OutputKind("results dir (bbl eval / bbl finetune)", RESULTS_MARKERS,
@@ -257,14 +264,6 @@ def _read_holder(lock: Path) -> str:
     return f"pid {info.get('pid')} on {info.get('host')} since {info.get('started')}: {info.get('command', '')}"
 
 
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-
 def claim_output(path, kind: str, *, overwrite: bool = False, finished_ok: bool = False, option: str = "--out",
                  lock: bool = True, log=print):
     """`check_output`, then (on the main process) the lock, and with `overwrite` the finished run's own files
@@ -279,7 +278,7 @@ def claim_output(path, kind: str, *, overwrite: bool = False, finished_ok: bool 
     """
     state = check_output(path, kind, overwrite=overwrite, finished_ok=finished_ok, option=option)
     if not (lock and KINDS[kind].lock):
-        return _NoLock()
+        return contextlib.nullcontext()
     return _Claim(Path(path), kind, state, option, log)
 
 

@@ -24,6 +24,7 @@ from typing import Literal
 from bbl import RENAMED_OPTIONS
 from bbl.errors import BblError
 from bbl.io import atomic_write_json, load_json
+from bbl.outputs import cache_finished, run_finished
 
 MARKERS = ("bbl_run.json", "zarr.json", "manifest.json", "results.json", "study.json")
 """The file each stage writes last, in the order a dir is searched for one."""
@@ -55,15 +56,11 @@ def is_complete(output: Path) -> bool:
     marker = completion_marker(output)
     if not marker.is_file():
         return False
-    if marker.name not in ("bbl_run.json", "zarr.json"):
-        return True  # manifest.json, results.json and study.json are written last, atomically
-    try:
-        meta = load_json(marker)
-    except BblError:  # damaged: not a finished output; the step's own command names the file when it reads it
-        return False
     if marker.name == "bbl_run.json":
-        return bool(meta.get("complete"))
-    return bool((meta.get("attributes") or {}).get("complete"))
+        return run_finished(output)
+    if marker.name == "zarr.json":
+        return cache_finished(output)
+    return True  # manifest.json, results.json and study.json are written last, atomically
 
 
 def marker_digest(output: Path) -> bytes:
