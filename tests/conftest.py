@@ -107,3 +107,17 @@ def trained_cache(prepared, tmp_path_factory):
     cache = root / "ensemble.zarr"
     dump_logits(teachers, prepared, cache, DumpConfig(top_k=16, temperature=2.0, seq_len=32, chunk_windows=8), progress=False, log=lambda *_: None)
     return teachers, cache
+
+
+@pytest.fixture(scope="session")
+def sparse_caches(tiny_teachers, prepared, tmp_path_factory) -> dict[str, Path]:
+    """A top-k, a sampled (12 draws) and a hybrid (top-8 + 6 draws) cache of the tiny teachers (`helpers.dump`),
+    dumped once for every module that reads them; tests copy a cache before changing it."""
+    from .helpers import dump
+
+    root = tmp_path_factory.mktemp("sparse")
+    caches = {"topk": root / "topk.zarr", "sampled": root / "sampled.zarr", "hybrid": root / "hybrid.zarr"}
+    dump(tiny_teachers, prepared, caches["topk"])
+    dump(tiny_teachers, prepared, caches["sampled"], targets="sampled", num_samples=12)
+    dump(tiny_teachers, prepared, caches["hybrid"], targets="hybrid", num_samples=6)
+    return caches

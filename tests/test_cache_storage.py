@@ -25,12 +25,9 @@ REFERENCE = {"coarse": "topk", "delta": "topk", "sampled_counts": "sampled", "hy
 
 
 @pytest.fixture(scope="module")
-def caches(tiny_teachers, prepared, tmp_path_factory):
+def caches(sparse_caches, tiny_teachers, prepared, tmp_path_factory):
     root = tmp_path_factory.mktemp("storage")
-    paths = {"topk": root / "topk.zarr", "sampled": root / "sampled.zarr", "hybrid": root / "hybrid.zarr"}
-    dump(tiny_teachers, prepared, paths["topk"])
-    dump(tiny_teachers, prepared, paths["sampled"], targets="sampled", num_samples=12)
-    dump(tiny_teachers, prepared, paths["hybrid"], targets="hybrid", num_samples=6)
+    paths = dict(sparse_caches)  # the references: each option's cache against its kind's plain one
     for name, kw in OPTIONS.items():
         paths[name] = root / f"{name}.zarr"
         dump(tiny_teachers, prepared, paths[name], **kw)

@@ -15,7 +15,7 @@ from bbl.losses import full_kl, hybrid_kl, hybrid_targets, sampled_kl, sampled_l
 from bbl.losses.chunked import KDTargets, chunked_head_loss
 from bbl.models.ensemble import ensemble_targets, ensemble_targets_from_hidden, sparse_targets
 
-from .helpers import SEQ, arrays, dump, error_lines, run, sigkill_after_chunks
+from .helpers import SEQ, arrays, error_lines, run, sigkill_after_chunks
 
 # ---------------------------------------------------------------- the estimators
 
@@ -154,16 +154,6 @@ def test_draws_from_hidden_states_equal_draws_from_logits():
 
 
 # ---------------------------------------------------------------- the dump and the cache
-
-
-@pytest.fixture(scope="module")
-def sparse_caches(tiny_teachers, prepared, tmp_path_factory):
-    root = tmp_path_factory.mktemp("sparse")
-    caches = {"topk": root / "topk.zarr", "sampled": root / "sampled.zarr", "hybrid": root / "hybrid.zarr"}
-    dump(tiny_teachers, prepared, caches["topk"])
-    dump(tiny_teachers, prepared, caches["sampled"], targets="sampled", num_samples=12)
-    dump(tiny_teachers, prepared, caches["hybrid"], targets="hybrid", num_samples=6)
-    return caches
 
 
 def test_sampled_and_hybrid_caches_hold_their_arrays_and_honest_draws(sparse_caches, tiny_teachers):
