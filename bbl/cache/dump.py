@@ -183,8 +183,7 @@ class ChunkComputer:
         # not always byte-identical (caught by the fault-injection test). The stored form (sort, rounding, casts)
         # and the compression still run on the writer thread, overlapped with the next chunk.
         for b in range(0, len(rows), cfg.batch_size):
-            forward = self.batch_forward(torch.from_numpy(ids_np[b:b + cfg.batch_size]), first_row=rows[b])
-            parts.append(self.batch_ensemble(forward, kind))
+            parts.append(self.batch_targets(torch.from_numpy(ids_np[b:b + cfg.batch_size]), kind, first_row=rows[b]))
         return RawChunk(c, ids_np, {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]})
 
     def stored_form(self, raw: RawChunk) -> ChunkBatch:
