@@ -10,7 +10,7 @@ import pytest
 
 from bbl.errors import BblError
 from bbl.study.arms import parse_arm
-from bbl.study.run import run_study
+from bbl.study.run import job_envs, run_study
 from bbl.study.stats import mean_std, paired_interval, t975
 
 from .conftest import WORDS
@@ -167,6 +167,37 @@ def test_tiny_study_two_seeds_every_arm_then_resume(trained_cache, prepared, tmp
     assert "bbl distill" in redone[0] and "bbl eval" in redone[1]
     steps = len(study["arms"]) * kw["seeds"] * 2 + len(teachers)  # a training and an eval per run; teacher evals
     assert sum("up to date, skipped" in line for line in logs) == steps - len(redone)
+
+
+def test_job_envs_split_the_cpus_and_leave_one_job_alone(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(5)))
+    assert job_envs(1) == [{}]  # one job: the runner's environment as it is
+    envs = job_envs(2)
+    assert [e["OMP_NUM_THREADS"] for e in envs] == ["2", "2"]  # 5 CPUs // 2 jobs
+    assert all(e["MKL_NUM_THREADS"] == e["OMP_NUM_THREADS"] for e in envs)
+    assert [e["OMP_NUM_THREADS"] for e in job_envs(8)] == ["1"] * 8  # never 0 threads
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_same_study_as_one_job(trained_cache, prepared, tmp_path, monkeypatch):
+    _, cache = trained_cache
+    blimp, supplement = write_tasks(tmp_path)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})  # 2 jobs of 1 thread on any machine
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the one-job study's runs use 1 thread too: same arithmetic
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    kw = {"cache": cache, "seeds": 2, "overrides": ["training.max_train_windows=null"], "blimp_dir": blimp,
+          "supplement_dir": supplement}
+    logs = []
+    two = run_study("student-tiny", prepared, tmp_path / "two", jobs=2, log=logs.append, **kw)
+    one = run_study("student-tiny", prepared, tmp_path / "one", jobs=1, log=lambda *_: None, **kw)
+    assert two["jobs"] == 2 and one["jobs"] == 1
+    for arm in ("baseline", "cached"):
+        for a, b in zip(two["arms"][arm]["runs"], one["arms"][arm]["runs"], strict=True):
+            assert a["seed"] == b["seed"]
+            assert a["best_dev_ce"] == b["best_dev_ce"] and a["blimp"] == b["blimp"]
+    assert sum(": done in" in line for line in logs) == 2 * 2 * 2  # every run trained and scored once
+    saved = json.loads((tmp_path / "two" / "study.json").read_text())
+    assert set(saved["arms"]) == {"baseline", "cached"}
 
 
 def test_study_refuses_a_cache_of_other_windows_before_writing(trained_cache, prepared, tmp_path):

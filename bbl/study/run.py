@@ -11,7 +11,10 @@ Writes curves.png, study.md and, last, study.json (`bbl.study.report`); a re-run
 
 from __future__ import annotations
 
+import os
+import queue
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bbl.cache.integrity import damage_message
@@ -38,6 +41,22 @@ METRICS = ("best_dev_ce", "blimp", "supplement")
 DEFAULT_TASKS = ("blimp", "supplement")
 """The zero-shot tasks every study scores (its METRICS), and all it scores unless `--tasks` names more."""
 RESUME_HINT = "re-run the same `bbl study` command to continue"
+
+
+def job_envs(jobs: int) -> list[dict]:
+    """The environment of each of `jobs` concurrent runs (`bbl study --jobs`): the CPUs this process may use split
+    evenly (OMP_NUM_THREADS / MKL_NUM_THREADS, which torch reads at start-up), and with several GPUs visible one
+    GPU per job, round robin (CUDA_VISIBLE_DEVICES). One job: no change."""
+    if jobs <= 1:
+        return [{}]
+    import torch
+
+    threads = str(max(1, len(os.sched_getaffinity(0)) // jobs))
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = visible.split(",") if visible else [str(i) for i in range(gpus)]
+    return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+             **({"CUDA_VISIBLE_DEVICES": ids[i % len(ids)]} if gpus > 1 else {})} for i in range(jobs)]
 
 
 def check_tasks(tasks, task_data: dict, blimp_dir: Path, supplement_dir: Path) -> tuple[list[str], dict[str, Path]]:
@@ -110,12 +129,12 @@ def _eval_argv(model_dir: Path, out: Path, blimp_dir: Path, supplement_dir: Path
 
 
 def _eval_step(key: str, model_dir: Path, out: Path, blimp_dir: Path, supplement_dir: Path, max_pairs: int | None,
-               label: str, tasks=DEFAULT_TASKS, task_data: dict | None = None) -> Step:
+               label: str, tasks=DEFAULT_TASKS, task_data: dict | None = None, env: dict | None = None) -> Step:
     """The eval of one model; a retrained model (a new run file) invalidates it."""
     run_file = Path(model_dir) / "bbl_run.json"
     return Step(key, _eval_argv(model_dir, out, blimp_dir, supplement_dir, max_pairs, tasks, task_data), out,
                 parts=[run_file.read_bytes() if run_file.is_file() else b""], section="evals", label=label,
-                on_stale="overwrite", failure_hint=RESUME_HINT)
+                on_stale="overwrite", failure_hint=RESUME_HINT, env=env)
 
 
 def run_study(config: str, data_dir: Path, workdir: Path, **kwargs) -> dict:
@@ -132,10 +151,12 @@ def run_study(config: str, data_dir: Path, workdir: Path, **kwargs) -> dict:
 
 def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None = None, teachers=(), seeds: int = 3,
                arm_specs=(), overrides=(), blimp_dir: Path, supplement_dir: Path, max_pairs: int | None = None,
-               tasks=DEFAULT_TASKS, task_data: dict | None = None, log=print) -> dict:
+               tasks=DEFAULT_TASKS, task_data: dict | None = None, jobs: int = 1, log=print) -> dict:
     """Train and score every arm over `seeds` seeds, then write study.json, study.md, curves.png; returns the study.
 
     Args:
+        jobs: runs trained and scored at once (`job_envs`: the CPUs split between them, one GPU each when there
+            are several). Results do not depend on it; wall times do (study.json records it).
         tasks: the zero-shot tasks each model is scored on (`ZERO_SHOT`), blimp and supplement among them.
         task_data: {task: data path} of the tasks other than blimp and supplement (`bbl eval --task-data`).
     Raises:
@@ -144,6 +165,8 @@ def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None
     """
     if seeds < 1:
         raise BblError(f"--seeds {seeds} must be >= 1")
+    if jobs < 1:
+        raise BblError(f"--jobs {jobs} must be >= 1")
     cfg = load_config(config, list(overrides))
     data = PreparedData(data_dir)
     teachers = [Path(t) for t in teachers]
@@ -187,21 +210,39 @@ def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None
         out = workdir / "teachers" / t.name
         runner.run(_eval_step(f"teacher/{t.name}", t, out, blimp_dir, supplement_dir, max_pairs,
                               f"[study] teacher {t.name} eval", **evals))
-    jobs = [(arm, seed) for seed in range(seeds) for arm in arms]  # seed-major: a partial study stays balanced
-    for i, (arm, seed) in enumerate(jobs, 1):
-        out = workdir / "runs" / arm.name / f"seed{seed}"
-        key = f"{arm.name}/seed{seed}"
-        argv = run_argv(arm, config, data_dir, out, seed, overrides, teachers)
-        meta = group_json(arm.cache) if arm.cache is not None else None
-        runner.run(Step(key, argv, out, parts=[meta] if meta is not None else [], section="runs",
-                        label=f"[study {i}/{len(jobs)}] {key}", on_stale="restart", failure_hint=RESUME_HINT))
-        runner.run(_eval_step(key, out, out / "eval", blimp_dir, supplement_dir, max_pairs,
-                              f"[study {i}/{len(jobs)}] {key} eval", **evals))
+    todo = [(arm, seed) for seed in range(seeds) for arm in arms]  # seed-major: a partial study stays balanced
+    slots = queue.SimpleQueue()  # each concurrent run holds one slot: its threads (and GPU) are its own
+    for env in job_envs(jobs):
+        slots.put(env)
+
+    def train_and_score(i: int, arm, seed: int) -> None:
+        env = slots.get()
+        try:
+            out = workdir / "runs" / arm.name / f"seed{seed}"
+            key = f"{arm.name}/seed{seed}"
+            argv = run_argv(arm, config, data_dir, out, seed, overrides, teachers)
+            meta = group_json(arm.cache) if arm.cache is not None else None
+            runner.run(Step(key, argv, out, parts=[meta] if meta is not None else [], section="runs",
+                            label=f"[study {i}/{len(todo)}] {key}", on_stale="restart", failure_hint=RESUME_HINT,
+                            env=env))
+            runner.run(_eval_step(key, out, out / "eval", blimp_dir, supplement_dir, max_pairs,
+                                  f"[study {i}/{len(todo)}] {key} eval", env=env, **evals))
+        finally:
+            slots.put(env)
+
+    if jobs == 1:
+        for i, (arm, seed) in enumerate(todo, 1):
+            train_and_score(i, arm, seed)
+    else:  # every run is started; the first failure is raised once the others have finished
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(train_and_score, i, arm, seed) for i, (arm, seed) in enumerate(todo, 1)]
+        for future in futures:
+            future.result()
     study = collect(workdir, arms, seeds, teachers, runner.state, tasks=tasks)
     study.update(config=config, overrides=list(overrides), data=str(Path(data_dir).resolve()),
                  cache=str(cache) if cache else None, max_pairs_per_file=max_pairs,
                  task_data={t: str(p) for t, p in task_data.items()},
-                 date=time.strftime("%Y-%m-%d"), seconds_this_run=round(time.perf_counter() - t0, 1))
+                 date=time.strftime("%Y-%m-%d"), jobs=jobs, seconds_this_run=round(time.perf_counter() - t0, 1))
     write_study(study, workdir)
     log(f"[study] wrote {workdir / 'study.md'}, study.json, curves.png")
     return study

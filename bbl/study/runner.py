@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,8 @@ class Step:
     """When an earlier run with another fingerprint left output: resume it as is (the command refuses what it
     cannot resume), append `--overwrite`, or remove the output first."""
     failure_hint: str = "re-run the same command to continue"
+    env: dict | None = None
+    """Variables added to the runner's environment for this step only (e.g. a parallel job's thread count)."""
 
 
 class Runner:
@@ -115,14 +118,19 @@ class Runner:
         state_path: the state file (created on the first finished step).
         initial: the state of a new run (e.g. {"preset": NAME, "stages": {}}).
         env: the children's environment. log: where progress lines go.
+
+    `run` may be called from several threads at once (`bbl study --jobs`): the state is read and saved under a lock,
+    the children run outside it.
     """
 
     def __init__(self, state_path: Path, initial: dict, *, env: dict | None = None, log=print):
         self.path, self.env, self.log = Path(state_path), env, log
         self.state = load_json(self.path, fix="delete it: the next run redoes the steps it recorded") or initial
+        self.lock = threading.RLock()
 
     def save(self) -> None:
-        atomic_write_json(self.path, self.state)
+        with self.lock:
+            atomic_write_json(self.path, self.state)
 
     def run(self, step: Step) -> bool:
         """Run `step` unless done with the same fingerprint; True when it ran.
@@ -132,27 +140,32 @@ class Runner:
         """
         label = step.label or step.key
         fp = fingerprint(step.argv, [*map(marker_digest, step.upstream), *step.parts])
-        records = self.state.setdefault(step.section, {})
-        record = records.get(step.key, {})
-        if record.get("fingerprint") == fp and is_complete(step.output):
-            self.log(f"{label}: up to date, skipped")
-            return False
-        argv = list(step.argv)
-        if record.get("fingerprint") not in (None, fp):  # an earlier run of another command left output
-            if step.on_stale == "overwrite":
-                argv.append("--overwrite")
-            elif step.on_stale == "restart" and Path(step.output).exists():
-                shutil.rmtree(step.output)
-        self.log(f"{label}: bbl {shlex.join(argv)}")
-        # recorded before the run: a kill now leaves output of this fingerprint, which the next run resumes (it is
-        # not overwritten or restarted again); done still needs the output's marker
-        records[step.key] = {"fingerprint": fp}
-        self.save()
-        code, seconds, rss = run_bbl(argv, env=self.env, nproc=step.nproc)
+        with self.lock:
+            records = self.state.setdefault(step.section, {})
+            record = records.get(step.key, {})
+            if record.get("fingerprint") == fp and is_complete(step.output):
+                self.log(f"{label}: up to date, skipped")
+                return False
+            argv = list(step.argv)
+            if record.get("fingerprint") not in (None, fp):  # an earlier run of another command left output
+                if step.on_stale == "overwrite":
+                    argv.append("--overwrite")
+                elif step.on_stale == "restart" and Path(step.output).exists():
+                    shutil.rmtree(step.output)
+            self.log(f"{label}: bbl {shlex.join(argv)}")
+            # recorded before the run: a kill now leaves output of this fingerprint, which the next run resumes (it
+            # is not overwritten or restarted again); done still needs the output's marker
+            records[step.key] = {"fingerprint": fp}
+            self.save()
+        env = self.env
+        if step.env:
+            env = {**(self.env if self.env is not None else os.environ), **step.env}
+        code, seconds, rss = run_bbl(argv, env=env, nproc=step.nproc)
         if code != 0:
             raise BblError(f"{step.key} failed (exit {code}); fix the error above and {step.failure_hint} "
                            f"(reproduce alone: bbl {shlex.join(argv)})")
-        records[step.key] = {"fingerprint": fp, "seconds": round(seconds, 1), "peak_rss_mib": round(rss, 1)}
-        self.save()
+        with self.lock:
+            records[step.key] = {"fingerprint": fp, "seconds": round(seconds, 1), "peak_rss_mib": round(rss, 1)}
+            self.save()
         self.log(f"{label}: done in {seconds:.1f}s, peak RSS {rss:.0f} MiB")
         return True
