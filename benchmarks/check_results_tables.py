@@ -476,7 +476,7 @@ def main(argv=None) -> int:
         rel = doc.relative_to(ROOT)
         for line, mark, header, rows in tables(doc):
             where = f"{rel}:{line}"
-            fields = dict(part.split(":", 1) for part in (mark or "").split(";") if ":" in part)
+            fields = dict(part.split(":", 1) for part in re.split(r";(?![^()]*\))", mark or "") if ":" in part)
             fields = {k.strip(): v.strip() for k, v in fields.items()}
             if "check" in fields:
                 name = fields["check"]
