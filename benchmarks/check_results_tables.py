@@ -1,15 +1,18 @@
-"""Check every results table in README.md and docs/results/*.md against its raw file.
+"""Check every results table in README.md, BENCHMARKS.md, docs/*.md and docs/results/*.md against its raw file.
 
-A results table carries an HTML comment on the line above it (a blank line between is allowed):
+Every table carries an HTML comment on the line above it (a blank line between is allowed):
 
     <!-- check: cpu_study; raw: docs/results/cpu-study/study.json -->
-    <!-- raw: none (not reproducible from the repo: raw output not kept) -->
+    <!-- raw: none (not reproducible from the repo: raw output not kept; re-run: COMMAND) -->
+    <!-- not a result -->
 
 For a `check:` table the function of that name below reads the raw file(s) and rebuilds the table (header and
-rows). A table that holds no result (settings, options) may say `<!-- not a result -->`. Every cell must equal the document's after normalising (`**` and backslashes dropped, "−" read as "-").
+rows). A table that holds no result (settings, options, a reference) says `<!-- not a result -->`; a table
+with no mark, or one that names a raw file without a `check:`, is an error. Every cell must equal the document's
+after normalising (`**` and backslashes dropped, "−" read as "-").
 A cell built as `Near(text, tol)` matches when the document's numbers are each within `tol` of the numbers in
 `text`: for raw values that were themselves rounded (transcribed from a printed table). Exit 1 on any mismatch,
-naming the file, the table and the cell; tables marked `raw: none` or not marked at all are listed.
+naming the file, the table and the cell; tables marked `raw: none` are listed.
 
     python benchmarks/check_results_tables.py              # check everything
     python benchmarks/check_results_tables.py --print antlm_study   # the table one check builds, as markdown
@@ -399,11 +402,217 @@ def readme_summary():
     return header, rows
 
 
+# ---- BENCHMARKS.md ----
+
+DIVERGENCES = "docs/results/divergences/step-ratios.json"
+TARGETS_BENCH = "docs/results/sparse-targets/targets-bench.json"
+FAULT_RUNS = [f"docs/results/fault-injection/run{i}.json" for i in (1, 2, 3)]
+
+
+def divergence_steps():
+    d = load(DIVERGENCES)
+    header = ["divergence", "step CPU (ms)", "÷ forward KL", "step wall (ms)", "÷ forward KL", "head CPU ÷ forward KL"]
+    rows = [[f"`{name}`", f"{x['step_cpu_ms']:.0f}", f"{x['step_cpu_ratio']:.3f}", f"{x['step_ms']:.0f}",
+             f"{x['step_ratio']:.3f}", f"{x['head_cpu_ratio']:.3f}"] for name, x in d["divergences"].items()]
+    return header, rows
+
+
+TARGETS_RENORM_ROWS = (64, 4)
+"""The top-k sizes whose renormalised target the table shows beside the tail-aware one (same cache)."""
+
+
+def targets_bench():
+    b = load(TARGETS_BENCH)
+    header = ["config", "B/token (compressed)", "grad error ‖p−r‖₂", "TV(p, r)"]
+    rows = []
+    for r in b["results"]:
+        if r["targets"] == "topk":
+            k = r["top_k"]
+            rows.append([f"topk {k}, tail-aware" + (" (the study's `cached` arm)" if k == 64 else ""),
+                         f"{r['bytes_per_token']:.1f}", f"{r['grad_error']:.4f}", f"{r['tv']:.3f}"])
+            if k in TARGETS_RENORM_ROWS:
+                rows.append([f"topk {k}, renormalised", "(same cache)", f"{r['renorm_grad_error']:.4f}",
+                             f"{r['renorm_tv']:.3f}"])
+        else:
+            what = (f"sampled {r['num_samples']}" if r["targets"] == "sampled"
+                    else f"hybrid {r['top_k']} + {r['num_samples']}")
+            rows.append([what, f"{r['bytes_per_token']:.1f}", f"{r['grad_error']:.4f}", f"{r['tv']:.3f}"])
+    return header, rows
+
+
+def _fault_cell(run: dict, kind: str, detail) -> str:
+    """One run's outcome for one kind of case: verdict counts (and what they showed), '(discarded)' or 'not run'."""
+    cases = [c for c in run.get("cases", []) if c["kind"] == kind]
+    if not cases:
+        return "(discarded)" if any(c["kind"] == kind for c in run.get("discarded", [])) else "not run"
+    counts = {v: sum(c["verdict"] == v for c in cases) for v in ("survived", "lost", "stuck")}
+    counts = {v: n for v, n in counts.items() if n}
+    assert sum(counts.values()) == len(cases), kind
+    text = ", ".join(f"{n} {v}" for v, n in counts.items())
+    return text + (detail(cases) if detail and set(counts) == {"survived"} else "")
+
+
+def fault_injection():
+    r1, r2, r3 = (load(p) for p in FAULT_RUNS)
+
+    def sweep(cs):
+        (c,) = cs
+        return (f": the dead trial failed and retried with its settings, {c['finished']} finished, "
+                f"{c['distinct_finished_settings']} distinct settings")
+
+    def finetune(cs):
+        (c,) = cs
+        assert c["first_task_kept"] and c["finished"] and c["exit"] == 0
+        return ": rte's predictions byte-equal, " + ("no temporary dir left" if c["leaked_temp_dirs"] == 0 else
+                                                      f"{c['leaked_temp_dirs']} temporary dirs left")
+
+    def writers(cs):
+        assert all(sorted(c["exit_codes"]) == [0, 1] and c["refused_names_holder"] for c in cs)
+        assert [c.get("dev_ce_equals_a_single_run") for c in cs if c["command"] == "distill"] == [True]
+        return (": exit codes 0 and 1, the refusal names the holder; the distilled student's dev CE equals a "
+                "single run's")
+
+    def bad(cs):
+        assert all(c["exit"] != 0 and c["error_lines"] == 1 and not c["traceback"] and not c["wrote"] for c in cs)
+        secs = [c["seconds"] for c in cs]
+        return f" ({min(secs):.1f}-{max(secs):.1f} s each: refused before any compute)"
+
+    writes = [c for c in r2["cases"] if c["kind"] == "durable-write"]
+    landed = sum(c["landed_in_write"] for c in writes)
+    n_bad = sum(c["kind"] == "bad-input" for c in r2["cases"])
+    header = ["case", "how", "run 1", "run 2", "run 3"]
+    cases = [
+        ("random", "random kill of `bbl pipeline --preset tiny` (SIGKILL to its process group at U(1 s, straight "
+                   "wall time)), then re-run", "each kill in a fresh workdir", None),
+        ("durable-write", "kill inside each stage's durable write (a `checkpoint-N` without `trainer_state.json` "
+                          "in each of the 4 trainings; the dump after its first chunk), one workdir, then re-run",
+         f"polled every ms; {'all ' if landed == len(writes) else ''}{landed} landed in run 2", None),
+        ("sweep-worker", "a seeded `bbl sweep` killed in its second trial, re-run", "4 trials, heartbeat 1 s", sweep),
+        ("finetune", "`bbl finetune` of 2 tasks killed once the first task's predictions exist, re-run",
+         "rte + wsc, 2 epochs", finetune),
+        ("two-writers", "two `bbl distill` / two `bbl dump-logits` started together on one output",
+         "same command twice", writers),
+        ("bad-input", f"the bad-input table ({n_bad} invocations: malformed YAML in `--set` and files, a config that "
+                      "is a list / scalar / empty, `.inf` / `.nan`, zero-byte and truncated `zarr.json` / "
+                      "`config.json` / `manifest.json`, `--out` under a file, unwritable `--out` in train, eval, "
+                      "dump, prepare, finetune, sweep, `data verify` on an empty dir and with an empty manifest, "
+                      "study with a bad cache or an arm's typo, eval with an unusable ensemble member or two models "
+                      "of one name, a sweep space with an invalid choice)",
+         "each must exit non-zero with one `error:` line, no traceback, nothing written", bad),
+    ]
+    rows = [[case, how, *(_fault_cell(r, kind, detail) for r in (r1, r2, r3))] for kind, case, how, detail in cases]
+    return header, rows
+
+
+FLOPS = "docs/results/benchmarks/flop-estimates.json"
+
+
+def _sci(x: float) -> str:
+    m, e = f"{x:.1e}".split("e")
+    return f"{m}e{int(e)}"
+
+
+class _Estimate:
+    """FLOPs, minutes at the sustained rate and memory of the presets in the raw file's inputs."""
+
+    def __init__(self):
+        f = load(FLOPS)
+        self.a, self.ps = f["assumptions"], f["presets"]
+        self.tokens = self.a["tokens_per_epoch"]
+
+    def params(self, name: str) -> int:
+        return self.ps[name]["parameters"]
+
+    def minutes(self, flops: float) -> str:
+        return f"~{flops / self.a['sustained_flop_per_s'] / 60:.1f} min"
+
+    def train(self, name: str) -> tuple[float, float]:
+        """(FLOPs, tokens) of training `name` for its epochs."""
+        tokens = self.ps[name]["epochs"] * self.tokens
+        return self.a["train_flops_per_parameter_token"] * self.params(name) * tokens, tokens
+
+    def forward(self, names) -> float:
+        return self.a["forward_flops_per_parameter_token"] * sum(self.params(n) for n in names) * self.tokens
+
+    def memory(self, name: str, note: str = "") -> str:
+        per = self.a["train_bytes_per_parameter"]
+        gib = self.params(name) * per / 2 ** 30
+        return f"{self.params(name) / 1e6:.0f}M × {per} B ≈ {gib:.1f} GiB + activations{note}"
+
+    def micro_batch(self, name: str) -> str:
+        return f" (micro-batch {self.ps[name]['micro_batch_size']} × {self.ps[name]['seq_len']})"
+
+
+VOCAB_CACHE = "docs/results/benchmarks/vocab-cache.json"
+VOCAB_ROWS = {"paper 16,000": ("16,000 (the paper's)", 16_000),
+              "Llama 3 128,256": ("128,256 (Llama 3)", 128_256),
+              "Qwen 2.5 151,936 (151,665 ids)": ("151,936 outputs, 151,665 ids (Qwen 2.5, padding dropped)", 151_665)}
+
+
+def vocab_cache_bytes():
+    v = load(VOCAB_CACHE)
+    header = ["vocabulary", "id dtype", "bytes / token"]
+    rows = [[VOCAB_ROWS[key][0], "uint16" if VOCAB_ROWS[key][1] <= 65_536 else "int32",
+             f"{r['bytes_per_token']:.1f}"] for key, r in v["results"].items()]
+    return header, rows
+
+
+ESTIMATE_HEADER = ["stage", "FLOPs", "estimate on one H100", "memory (weights + AdamW state, fp32 master)"]
+
+
+def paper_estimate():
+    e = _Estimate()
+    rows = []
+    for name, note in (("gpt2-705m", e.micro_batch("gpt2-705m")), ("llama-360m", "")):
+        flops, tokens = e.train(name)
+        rows.append([f"{name}, {e.ps[name]['epochs']:.0f} epochs ({tokens / 1e6:.0f}M tokens)", _sci(flops),
+                     e.minutes(flops), e.memory(name, note)])
+    teachers = ("gpt2-705m", "llama-360m")
+    flops, n = e.forward(teachers), sum(e.params(t) for t in teachers)
+    bf16, cache = e.a["bf16_bytes_per_parameter"], e.a["cache_bytes_per_token"]["paper"]
+    rows.append([f"dump-logits, both teachers once ({e.tokens / 1e6:.1f}M tokens)", _sci(flops),
+                 e.minutes(flops) + " (+ top-k work)",
+                 f"{n / 1e9:.2f}B × {bf16} B (bf16) ≈ {n * bf16 / 2 ** 30:.1f} GiB; cache ≈ {cache} B/token × "
+                 f"{e.tokens / 1e6:.1f}M ≈ {cache * e.tokens / 1e9:.1f} GB on disk"])
+    s = "llama-58m"
+    flops, tokens = e.train(s)
+    rows.append([f"{s} distilled, {e.ps[s]['epochs']:.0f} epochs ({tokens / 1e6:.0f}M tokens)",
+                 f"{_sci(flops)} (+ ~12% KD, measured on CPU)", e.minutes(flops), e.memory(s)])
+    rows.append([f"{s} baseline", _sci(flops), e.minutes(flops), e.memory(s)])
+    rows.append(["eval (BLiMP + supplement, 5 models incl. ensemble)", "small", "minutes", "—"])
+    return ESTIMATE_HEADER, rows
+
+
+def babyllama2_estimate():
+    e = _Estimate()
+    m = "smollama-345m"
+    epochs = f"{e.ps[m]['epochs']:.0f} epochs"
+    flops, _ = e.train(m)
+    fwd = e.forward((m, m))
+    bf16, cache = e.a["bf16_bytes_per_parameter"], e.a["cache_bytes_per_token"]["babyllama2"]
+    per_model = "≈ " + e.memory(m).split(" ≈ ", 1)[1]
+    rows = [
+        [f"teacher a, teacher b (seeds 0, 1), {epochs} each", f"2 × {_sci(flops)}",
+         e.minutes(flops).replace("~", "~2 × "), e.memory(m, e.micro_batch(m))],
+        [f"dump-logits, both teachers once ({e.tokens / 1e6:.1f}M tokens), top-64 at T = 1", _sci(fwd),
+         e.minutes(fwd) + " (+ top-k work)",
+         f"2 × {e.params(m) / 1e6:.0f}M × {bf16} B (bf16) ≈ {2 * e.params(m) * bf16 / 2 ** 30:.1f} GiB; cache ≈ "
+         f"{cache} B/token (top-64, measured at V 4,096) × {e.tokens / 1e6:.1f}M ≈ {cache * e.tokens / 1e9:.1f} GB"],
+        [f"student distilled from the cache, {epochs}", f"{_sci(flops)} (+ the KD term)", e.minutes(flops),
+         per_model],
+        [f"student baseline, {epochs}", _sci(flops), e.minutes(flops), per_model],
+        ["eval (BLiMP + supplement, 5 models incl. the ensemble)", "small", "minutes", "—"],
+    ]
+    return ESTIMATE_HEADER, rows
+
+
 CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
     f.__name__: f for f in (cpu_study, cpu_study_runs, cpu_study_pairs, cpu_study_stages, sparse_targets,
                             sparse_targets_pairs, sparse_targets_runs, antlm_study, antlm_pairs,
                             antlm_supplement_runs, antlm_curves, antlm_entity_tracking, tuned_baseline,
-                            tuned_baseline_pairs, finetune, readme_summary)}
+                            tuned_baseline_pairs, finetune, readme_summary, divergence_steps, targets_bench,
+                            fault_injection, paper_estimate, babyllama2_estimate,
+                            vocab_cache_bytes)}
 
 
 # ---- reading the documents ----
@@ -470,7 +679,8 @@ def main(argv=None) -> int:
         for r in rows:
             print("| " + " | ".join(str(c) for c in r) + " |")
         return 0
-    docs = [ROOT / "README.md", *sorted((ROOT / "docs" / "results").glob("*.md"))]
+    docs = [ROOT / "README.md", ROOT / "BENCHMARKS.md", *sorted((ROOT / "docs").glob("*.md")),
+            *sorted((ROOT / "docs" / "results").glob("*.md"))]
     errors, checked, unbacked, unmarked, used = [], [], [], [], set()
     for doc in docs:
         rel = doc.relative_to(ROOT)
@@ -492,15 +702,16 @@ def main(argv=None) -> int:
             elif fields.get("raw", "").startswith("none"):
                 unbacked.append(f"{where} '{norm(header[0])} | {norm(header[1]) if len(header) > 1 else ''}': "
                                 f"{fields['raw']}")
-            elif mark is None or "raw" not in fields:
+            elif "raw" in fields:  # a raw file named but nothing recomputes the table from it
+                errors.append(f"{where}: names raw file(s) {fields['raw']} but no `check:` that rebuilds the table")
+            else:
                 unmarked.append(f"{where} '{' | '.join(norm(h) for h in header[:3])}'")
     print(f"checked against raw files ({len(checked)}):")
     print("\n".join(f"  {c}" for c in checked))
     print(f"results tables with no raw file ({len(unbacked)}):")
     print("\n".join(f"  {u}" for u in unbacked))
-    if unmarked:
-        print(f"tables with no raw: mark ({len(unmarked)}; settings and reference tables need none):")
-        print("\n".join(f"  {u}" for u in unmarked))
+    errors += [f"{u}: no mark; add `check: NAME; raw: PATH`, `raw: none (why; re-run: COMMAND)` or "
+               f"`not a result`" for u in unmarked]
     for name in sorted(set(CHECKS) - used):
         errors.append(f"check '{name}' is used by no table")
     if errors:
