@@ -360,13 +360,41 @@ def _dump(teacher_dirs, data_dir, out, config: DumpConfig, *, device, device_map
     attrs = dump_attrs(config, data, infos, device=device, data_dir=data_dir)
     if device_map is not None:
         attrs["dump_device_map"] = str(device_map)
-    if rank() == 0:
-        writer = CacheWriter(out, attrs=attrs, num_windows=len(windows), chunk_windows=config.chunk_windows,
-                             overwrite=overwrite)
+
+    def with_store_dtype(writer: CacheWriter) -> ChunkComputer:
+        computer.id_dtype = writer.group["input_ids"].dtype
+        return computer
+
+    def done_line(summary: dict) -> str:
+        tail = f", mean tail mass {summary['mean_tail_mass']:.4f}" if "mean_tail_mass" in summary else ""
+        return (f"dumped {out}: {summary['windows']:,} windows, {summary['tokens']:,} tokens, "
+                f"{summary['bytes']:,} bytes ({summary['bytes_per_token']:.1f} B/token){tail}, "
+                f"{summary['seconds']:.1f}s")
+
+    return write_dump(out, attrs, len(windows), config.chunk_windows, with_store_dtype, overwrite=overwrite,
+                      progress=progress, log=log, done_line=done_line)
+
+
+def write_dump(out, attrs: dict, num_windows: int, chunk_windows: int, make_computer, *, overwrite: bool,
+               progress: bool, log, done_line) -> dict:
+    """The steps every dump kind shares once its teachers are loaded: open the store (rank 0 creates it, the other
+    ranks open it after the barrier), return at once if it is complete, write the computer's static arrays (a
+    registered kind's, `static_arrays()`), compute and write this rank's missing chunks, then on rank 0 mark the
+    store complete and record its summary.
+
+    Args:
+        attrs: the store's attributes (`dump_attrs`, plus a kind's own).
+        make_computer: CacheWriter -> the chunk computer (it may need the store's dtypes).
+        done_line: summary -> the closing log line.
+    Returns:
+        The summary (`cache_stats` plus seconds and windows_per_s, rank 0's own windows) on rank 0, {} on the
+        others.
+    """
+    kw = {"attrs": attrs, "num_windows": num_windows, "chunk_windows": chunk_windows}
+    writer = CacheWriter(out, overwrite=overwrite, **kw) if rank() == 0 else None
     barrier()
-    if rank() != 0:
-        writer = CacheWriter(out, attrs=attrs, num_windows=len(windows), chunk_windows=config.chunk_windows,
-                             create=False)
+    writer = writer or CacheWriter(out, create=False, **kw)
+    computer = make_computer(writer)
     done = writer.done_chunks()
     if done.all() and writer.group.attrs.get("complete"):  # a finished cache of these settings: touch nothing
         barrier()
@@ -376,10 +404,12 @@ def _dump(teacher_dirs, data_dir, out, config: DumpConfig, *, device, device_map
         if world_size() > 1:
             finish_distributed()
         return summary if rank() == 0 else {}
+    if rank() == 0:
+        if hasattr(computer, "static_arrays"):
+            writer.write_static(computer.static_arrays())
+        if done.any():
+            log(f"resuming {out}: {int(done.sum())}/{writer.num_chunks} chunks already written")
     todo = [c for c in range(writer.num_chunks) if c % world_size() == rank() and not done[c]]
-    if rank() == 0 and done.any():
-        log(f"resuming {out}: {int(done.sum())}/{writer.num_chunks} chunks already written")
-    computer.id_dtype = writer.group["input_ids"].dtype
     t0 = time.perf_counter()
     dumped = _compute_and_write(computer, writer, todo, out, progress=progress)
     barrier()
@@ -391,9 +421,7 @@ def _dump(teacher_dirs, data_dir, out, config: DumpConfig, *, device, device_map
         summary["seconds"] = round(seconds, 2)
         summary["windows_per_s"] = round(dumped / max(seconds, 1e-9), 1)  # rank 0's own windows
         writer.group.attrs.update({"summary": summary})
-        tail = f", mean tail mass {summary['mean_tail_mass']:.4f}" if "mean_tail_mass" in summary else ""
-        log(f"dumped {out}: {summary['windows']:,} windows, {summary['tokens']:,} tokens, "
-            f"{summary['bytes']:,} bytes ({summary['bytes_per_token']:.1f} B/token){tail}, {seconds:.1f}s")
+        log(done_line(summary))
     if world_size() > 1:
         finish_distributed()
     return summary

@@ -12,20 +12,17 @@ real positions never see the padding) and go through the plain dump's forward pa
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bbl import __version__
-from bbl.cache.dump import ChunkComputer, _compute_and_write, dump_attrs, dump_windows, teacher_dtype
+from bbl.cache.dump import ChunkComputer, dump_attrs, dump_windows, teacher_dtype, write_dump
 from bbl.cache.format import quantize_logprobs, sort_by_id
-from bbl.cache.inspect import cache_stats
 from bbl.cache.kinds.cross_tokenizer import NAME, CrossTokenizerConfig, with_batch_size
 from bbl.cache.reader import CacheReader
 from bbl.cache.store import cache_location, claim_cache
-from bbl.cache.writer import CacheWriter
 from bbl.data.offsets import char_to_byte, check_spans, token_char_spans
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_fingerprint
@@ -33,7 +30,7 @@ from bbl.data.vocab import vocab_correspondence
 from bbl.errors import BblError
 from bbl.models.build import common_scoring_positions
 from bbl.models.teachers import load_teachers
-from bbl.runtime import barrier, finish_distributed, init_distributed, rank, world_size
+from bbl.runtime import init_distributed, rank
 
 __all__ = ["NAME", "CrossChunkComputer", "config_from_attrs", "dump_cross_tokenizer", "recompute_sample"]
 PROBE_WINDOWS = 4
@@ -288,7 +285,8 @@ def dump_cross_tokenizer(teacher_dirs: list[Path], data_dir: Path, out, config: 
 
 def _dump(teacher_dirs, data_dir, out, config: CrossTokenizerConfig, *, device, device_map, overwrite, progress,
           log) -> dict:
-    """`dump_cross_tokenizer`'s work under the cache's lock (the plain dump's steps, `bbl.cache.dump._dump`)."""
+    """`dump_cross_tokenizer`'s work under the cache's lock: its teachers, attributes and chunk computer, then the
+    steps every kind shares (`bbl.cache.dump.write_dump`)."""
     device = init_distributed(device)
     data = PreparedData(data_dir, check_hashes=True)
     teachers, infos = load_teachers(teacher_dirs, device, dtype=teacher_dtype(config.plain()), device_map=device_map)
@@ -299,43 +297,21 @@ def _dump(teacher_dirs, data_dir, out, config: CrossTokenizerConfig, *, device, 
                         teacher_fingerprint=tokenizer_fingerprint(tok_file))
     if device_map is not None:
         attrs["dump_device_map"] = str(device_map)
-    kw = {"attrs": attrs, "num_windows": len(windows), "chunk_windows": config.chunk_windows}
-    writer = CacheWriter(out, overwrite=overwrite, **kw) if rank() == 0 else None
-    barrier()
-    writer = writer or CacheWriter(out, create=False, **kw)
-    computer = CrossChunkComputer(teachers, infos, windows, config, data=data, tokenizer=tokenizer, device=device,
+
+    def computer(writer) -> CrossChunkComputer:
+        return CrossChunkComputer(teachers, infos, windows, config, data=data, tokenizer=tokenizer, device=device,
                                   teacher_vocab=tokenizer.get_vocab_size(),
                                   student_dtype=writer.group["input_ids"].dtype,
                                   teacher_dtype=writer.group["teacher_ids"].dtype)
-    done = writer.done_chunks()
-    if done.all() and writer.group.attrs.get("complete"):
-        barrier()
-        if rank() == 0:
-            log(f"{out}: a complete cache of these settings already; nothing to do (--overwrite recomputes it)")
-        if world_size() > 1:
-            finish_distributed()
-        return dict(writer.group.attrs.get("summary") or {}) if rank() == 0 else {}
-    if rank() == 0:
-        writer.write_static(computer.static_arrays())
-        if done.any():
-            log(f"resuming {out}: {int(done.sum())}/{writer.num_chunks} chunks already written")
-    todo = [c for c in range(writer.num_chunks) if c % world_size() == rank() and not done[c]]
-    t0 = time.perf_counter()
-    _compute_and_write(computer, writer, todo, out, progress=progress)
-    barrier()
-    summary = {}
-    if rank() == 0:
-        writer.finalize()
-        summary = cache_stats(CacheReader(out), sample_chunks=8)
-        summary["seconds"] = round(time.perf_counter() - t0, 2)
-        writer.group.attrs.update({"summary": summary})
-        log(f"dumped {out}: {summary['windows']:,} windows, {summary['bytes']:,} bytes "
-            f"({summary['bytes_per_token']:.1f} B/token), {summary['teacher_tokens_per_window']:.1f} teacher tokens "
-            f"per window, aligned fraction {summary['aligned_fraction']:.4f} (student positions whose token ends "
-            f"where a teacher token ends), {summary['seconds']:.1f}s")
-    if world_size() > 1:
-        finish_distributed()
-    return summary
+
+    def done_line(summary: dict) -> str:
+        return (f"dumped {out}: {summary['windows']:,} windows, {summary['bytes']:,} bytes "
+                f"({summary['bytes_per_token']:.1f} B/token), {summary['teacher_tokens_per_window']:.1f} teacher "
+                f"tokens per window, aligned fraction {summary['aligned_fraction']:.4f} (student positions whose "
+                f"token ends where a teacher token ends), {summary['seconds']:.1f}s")
+
+    return write_dump(out, attrs, len(windows), config.chunk_windows, computer, overwrite=overwrite,
+                      progress=progress, log=log, done_line=done_line)
 
 
 def cross_attrs(config: CrossTokenizerConfig, data: PreparedData, infos: list[dict], tokenizer, *, device: str,
