@@ -30,7 +30,7 @@ TargetKind = typing.Literal["topk", "sampled", "hybrid"]
 """What a cache stores per position (attribute `targets`; docs/cache-format.md): topk: the k most probable ids,
 their log-probs and the tail's log mass; sampled: `num_samples` ids drawn with replacement from p_T (Anshumann et
 al. 2025); hybrid: topk's arrays plus `num_samples` ids drawn from the tail renormalised."""
-KDVariant = typing.Literal["topk_tail", "topk_renorm", "sampled", "hybrid", "exact_match", "uld"]
+KDVariant = typing.Literal["topk_tail", "topk_renorm", "sampled", "hybrid", "exact_match", "uld", "gold"]
 Reduction = typing.Literal["token_mean", "babyllama"]
 DivergenceName = typing.Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_rkl", "tvd", "akl"]
 """What the KD term measures between teacher and student (`distill.divergence`; each registered by name in
@@ -283,7 +283,7 @@ class TrainingConfig:
 
 KD_VARIANTS_OF_CACHE = {"topk": ("topk_tail", "topk_renorm"), "sampled": ("sampled",),
                         "hybrid": ("hybrid", "topk_tail", "topk_renorm"),
-                        "cross_tokenizer": ("exact_match", "uld")}
+                        "cross_tokenizer": ("exact_match", "uld", "gold")}
 """Which `distill.kd_variant` reads which cache kind (`TARGET_KINDS`); a hybrid cache holds a top-k one. The first
 is the default for that kind (`DistillConfig.kd_variant` None)."""
 
@@ -300,8 +300,8 @@ class DistillConfig:
     """None: the cache's own kind (topk_tail for a top-k cache, sampled, hybrid; `KD_VARIANTS_OF_CACHE`), topk_tail
     for online distillation. Else topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k), for
     top-k and hybrid caches; sampled (a sampled cache, `bbl.losses.sampled_kl`); hybrid (a hybrid cache,
-    `bbl.losses.hybrid_kl`); exact_match or uld (a cross_tokenizer cache, `bbl.losses.cross_tokenizer`: at the
-    student positions aligned with a teacher position only, on the full logits whatever training.loss_impl). A
+    `bbl.losses.hybrid_kl`); exact_match, uld or gold (a cross_tokenizer cache, `bbl.losses.cross_tokenizer`: at
+    the student positions aligned with a teacher position only, on the full logits whatever training.loss_impl). A
     cache of another kind is refused with one line."""
     mlm_kd: bool = False
     """In the mlm phases of `training.objective_schedule` (AntLM), also distil where it is defined: at each position
@@ -325,9 +325,21 @@ class DistillConfig:
     """The skew of DistiLLM's `skew_kl` KL(p ‖ skew p + (1-skew) q) and `skew_rkl` KL(q ‖ (1-skew) p + skew q), in
     (0, 1); the paper calls it alpha (default 0.1), unrelated to `alpha` here (the CE weight). At 0 they would be
     forward_kl / reverse_kl: set those."""
+    gold_matched_weight: float | None = None
+    """`kd_variant: gold`: the weight w_m of the exact-match KL over the teacher ids with a student twin; None (with
+    `gold_unmatched_weight` None) takes GOLD's adaptive pair (trl `GOLDConfig.uld_hybrid_matched_weight` None: w_m
+    = the share of teacher ids with a twin, w_u = 1 - w_m; `bbl.losses.cross_tokenizer.gold_weights`)."""
+    gold_unmatched_weight: float | None = None
+    """`kd_variant: gold`: the weight w_u of the ULD over the ids without a twin; set with `gold_matched_weight`."""
 
     def __post_init__(self):
         check_finite(self, "distill")
+        if (self.gold_matched_weight is None) != (self.gold_unmatched_weight is None):
+            raise BblError("distill.gold_matched_weight and distill.gold_unmatched_weight are set together (both "
+                           "numbers, or both null for GOLD's adaptive weights)")
+        for name in ("gold_matched_weight", "gold_unmatched_weight"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise BblError(f"distill.{name} {getattr(self, name)} must be >= 0")
         if not 0.0 <= self.alpha <= 1.0:
             raise BblError(f"distill.alpha {self.alpha} is outside [0, 1]")
         for name, ends in (("jsd_beta", "0 is divergence=forward_kl, 1 is reverse_kl"),

@@ -303,7 +303,7 @@ def test_distill_reads_a_cross_tokenizer_cache_with_exact_match_and_uld(bpe_teac
     cache = tmp_path / "x.zarr"
     dump_cross_tokenizer([bpe_teacher], student_data, cache, xconfig(top_k=16), progress=False, log=quiet)
     kd = {}
-    for variant in ("exact_match", "uld"):
+    for variant in ("exact_match", "uld", "gold"):
         cfg = load_config("student-tiny", ["training.max_train_windows=null", "training.max_steps=3",
                                            "training.logging_steps=1", f"distill.kd_variant={variant}"])
         out = distill(cfg, student_data, tmp_path / variant, cache_path=cache, log=quiet)
@@ -312,7 +312,11 @@ def test_distill_reads_a_cross_tokenizer_cache_with_exact_match_and_uld(bpe_teac
         kd[variant] = [r["kd_loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
                        if "kd_loss" in r]
         assert kd[variant] and all(np.isfinite(kd[variant])) and min(kd[variant]) > 0
-    assert kd["exact_match"] != kd["uld"]
-    with pytest.raises(BblError, match="distill.kd_variant=exact_match or uld"):
+    assert kd["exact_match"] != kd["uld"] and kd["gold"] not in (kd["exact_match"], kd["uld"])
+    gold = json.loads((tmp_path / "gold" / "bbl_run.json").read_text())
+    twins = CacheReader(cache).read_static("teacher_to_student")
+    assert gold["gold_matched_weight"] == pytest.approx(float((twins >= 0).mean()))  # GOLD's adaptive weights
+    assert gold["gold_matched_weight"] + gold["gold_unmatched_weight"] == pytest.approx(1.0)
+    with pytest.raises(BblError, match="distill.kd_variant=exact_match or uld or gold"):
         distill(load_config("student-tiny", ["distill.kd_variant=topk_tail"]), student_data, tmp_path / "bad",
                 cache_path=cache, log=quiet)

@@ -13,12 +13,14 @@ from pathlib import Path
 
 from bbl.cache.dataset import CacheDataset
 from bbl.cache.integrity import damage_message
+from bbl.cache.kinds.cross_tokenizer import student_twin_mask
 from bbl.cache.reader import open_cache
 from bbl.config import KD_VARIANTS_OF_CACHE, PAPER_TEMPERATURE, Config
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
 from bbl.distill.trainer import DistillTrainer
 from bbl.errors import BblError
+from bbl.losses.cross_tokenizer import gold_weights
 from bbl.losses.divergences import reading_problem
 from bbl.models.build import check_model_dir
 from bbl.models.teachers import load_teachers
@@ -54,6 +56,12 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
         provenance = {"distill_mode": "cached", "cache": str(cache_path), "cache_temperature": reader.temperature,
                       "cache_top_k": reader.top_k, "cache_targets": reader.targets,
                       "cache_num_samples": reader.num_samples}
+        if d.kd_variant == "gold":  # GOLD's unmatched part needs the student ids that have a teacher twin
+            twins = reader.read_static("teacher_to_student")
+            kwargs["student_twins"] = student_twin_mask(twins, data.vocab_size)
+            w_m, w_u = gold_weights(float((twins >= 0).mean()), d.gold_matched_weight, d.gold_unmatched_weight)
+            kwargs["gold_weights"] = (w_m, w_u)
+            provenance.update(gold_matched_weight=w_m, gold_unmatched_weight=w_u)
     else:
         cfg = check_distill_inputs(cfg, data, teacher_dirs=teacher_dirs)
         d = cfg.distill
@@ -105,9 +113,9 @@ def check_distill_inputs(cfg: Config, data: PreparedData, *, reader=None, teache
                        f"only distill.divergence=forward_kl is defined to skip the others so far; drop "
                        f"distill.divergence or dump without --kd-fraction")
     problem = reading_problem(d.divergence, d.kd_variant)
-    if d.kd_variant in ("exact_match", "uld") and d.divergence != "forward_kl":
+    if d.kd_variant in ("exact_match", "uld", "gold") and d.divergence != "forward_kl":
         problem = (f"distill.divergence={d.divergence} has no cross-tokenizer form yet: kd_variant={d.kd_variant} "
-                   f"is its own loss (exact-match KL or ULD); drop distill.divergence")
+                   f"is its own loss (exact-match KL, ULD or GOLD); drop distill.divergence")
     if problem:
         raise BblError(f"{reader.path}: {problem}")
     if reader.targets != "topk" and d.temperature is not None and abs(d.temperature - reader.temperature) > 1e-9:

@@ -13,7 +13,7 @@ import torch
 
 from bbl.config import PAPER_TEMPERATURE, DistillConfig
 from bbl.losses.chunked import IGNORE_INDEX, KDTargets, chunked_head_loss, shift_labels
-from bbl.losses.cross_tokenizer import exact_match_kl, reduce_aligned, uld_loss
+from bbl.losses.cross_tokenizer import exact_match_kl, gold_loss, reduce_aligned, uld_loss
 from bbl.losses.divergences import Divergence
 from bbl.losses.kd import (
     distillation_loss,
@@ -36,13 +36,19 @@ class DistillTrainer(WindowTrainer):
         temperature: T > 0 of the KD term (the cache's unless the config sets another).
         cache_temperature: the cache's T, to re-temper its log-probs when `temperature` differs; None online.
         teachers: resident teacher models (online distillation); empty for cached distillation.
+        student_twins: `kd_variant: gold`: (V,) bool numpy array, the student ids with a teacher twin
+            (`bbl.cache.kinds.cross_tokenizer.student_twin_mask`).
+        gold_weights: `kd_variant: gold`: (w_m, w_u) (`bbl.losses.cross_tokenizer.gold_weights`).
     """
 
     def __init__(self, *args, distill: DistillConfig, temperature: float = PAPER_TEMPERATURE,
-                 cache_temperature: float | None = None, teachers: Sequence[torch.nn.Module] = (), **kwargs):
+                 cache_temperature: float | None = None, teachers: Sequence[torch.nn.Module] = (),
+                 student_twins=None, gold_weights: tuple[float, float] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_is_scaled_for_ga = False  # both paths return a per-micro-batch mean
         self.distill, self.temperature, self.cache_temperature = distill, temperature, cache_temperature
+        self.student_twins = None if student_twins is None else torch.as_tensor(student_twins, dtype=torch.bool)
+        self.gold_weights = gold_weights
         self.teachers = [t.to(self.args.device).eval() for t in teachers or []]
         self._parts: dict[str, list[float]] = {"ce_loss": [], "kd_loss": []}
 
@@ -80,7 +86,7 @@ class DistillTrainer(WindowTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         targets = {k: inputs.pop(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob", "sample_ids", "kd_mask",
-                                              "aligned", "uld_topk_logprobs", "uld_tail_logprob") if k in inputs}
+                                              "aligned", "uld_topk_logprobs", "uld_tail_logprob", "uld_matched") if k in inputs}
         if self.pop_mlm(inputs):  # an mlm phase: KD only with distill.mlm_kd
             if targets and model.training:
                 return self.masked_kd_loss(model, inputs, targets, return_outputs)
@@ -134,12 +140,17 @@ class DistillTrainer(WindowTrainer):
         return (loss, outputs) if return_outputs else loss
 
     def cross_tokenizer_loss(self, model, inputs, targets, return_outputs=False):
-        """CE plus exact-match KL or ULD (`distill.kd_variant`) at the aligned positions, on the full logits (the
+        """CE plus exact-match KL, ULD or GOLD (`distill.kd_variant`) at the aligned positions, on the full logits (the
         cross-tokenizer losses have no chunked path yet; `distill.divergence` other than forward KL is refused for
         them by `check_distill_inputs`)."""
         outputs = model(input_ids=inputs["input_ids"], labels=inputs["labels"])
         aligned = targets["aligned"]
-        if self.distill.kd_variant == "uld":
+        if self.distill.kd_variant == "gold":
+            w_m, w_u = self.gold_weights
+            kl = gold_loss(outputs.logits, targets["topk_ids"], targets["topk_logprobs"], targets["tail_logprob"],
+                           targets["uld_topk_logprobs"], targets["uld_matched"], self.student_twins, aligned,
+                           self.temperature, matched_weight=w_m, unmatched_weight=w_u)
+        elif self.distill.kd_variant == "uld":
             kl = uld_loss(outputs.logits, targets["uld_topk_logprobs"], targets["uld_tail_logprob"], aligned,
                           self.temperature)
         else:

@@ -6,6 +6,11 @@
 - `uld_loss`: Universal Logit Distillation (Boizard et al. 2024, "Towards Cross-Tokenizer Distillation: the
   Universal Logit Distillation Loss for LLMs", Section 3): L1 between the sorted teacher and student
   probabilities, which needs no shared vocabulary; here over the k largest of each plus the rest.
+- `gold_loss`: the hybrid of TRL's GOLD trainer (Patiño et al. 2025, "Unlocking On-Policy Distillation for Any
+  Model Family"; trl `GOLDConfig.uld_use_hybrid_loss`): the teacher ids with a student twin by a divergence (here
+  the exact-match KL above), the ids without one by ULD over the sorted probabilities of the unmatched ids of each
+  side, weighted w_m * matched + w_u * unmatched (GOLD's adaptive default: w_m = the share of teacher ids with a
+  twin, w_u = 1 - w_m).
 """
 
 from __future__ import annotations
@@ -70,6 +75,52 @@ def uld_loss(student_logits, teacher_topk_logprobs, teacher_tail_logprob, aligne
     q_rest = (1.0 - q_top.sum(-1)).clamp_min(0.0)
     loss = (p_top - q_top).abs().sum(-1) + (teacher_tail_logprob.float().exp() - q_rest).abs()
     return torch.where(aligned, loss, torch.zeros_like(loss))
+
+
+def gold_loss(student_logits, topk_ids, topk_logprobs, tail_logprob, teacher_topk_logprobs, teacher_matched,
+              student_twins, aligned, temperature, *, matched_weight: float, unmatched_weight: float):
+    """GOLD's hybrid: w_m * exact-match KL + w_u * ULD over the unmatched ids, 0 at unaligned positions.
+
+    The matched part is `exact_match_kl` (the twins' mass exact, every other teacher mass in the tail: a sound
+    (k+1)-outcome KL, where TRL's GOLD takes a JSD over the matched probabilities alone). The unmatched part is
+    ULD (Boizard et al. 2024, Eq. 3) restricted as GOLD restricts it: Σ_i |p^u_(i) − q^u_(i)|, p^u the teacher's
+    cached top-k probabilities whose ids have no student twin (sorted, 0 for twinned slots), q^u the K largest
+    student probabilities among the ids that are no teacher id's twin. The teacher's unmatched mass past its top k
+    is not known apart from its matched tail, so no "rest" term: a lower bound of GOLD's full-vocabulary L1 that
+    grows to it as k grows.
+
+    Args:
+        student_logits: (B, S, V) float, raw student logits.
+        topk_ids, topk_logprobs, tail_logprob: the exact-match targets (`exact_match_kl`).
+        teacher_topk_logprobs: (B, S, K) float, the aligned teacher position's own top-k log p_T (nats).
+        teacher_matched: (B, S, K) bool, which of those K teacher ids has a student twin.
+        student_twins: (V,) bool, student ids that are some teacher id's twin (`teacher_to_student`'s image).
+        aligned: (B, S) bool. temperature: T > 0.
+        matched_weight, unmatched_weight: w_m, w_u >= 0 (`gold_weights`).
+    Returns:
+        (B, S) float32 (0 where not aligned).
+    Raises:
+        ValueError: temperature <= 0 (as `exact_match_kl`).
+    """
+    matched = exact_match_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, aligned, temperature)
+    k = teacher_topk_logprobs.shape[-1]
+    q = torch.softmax(student_logits.float() / temperature, -1).masked_fill(student_twins.to(student_logits.device),
+                                                                           0.0)
+    q_top = q.topk(min(k, q.shape[-1]), dim=-1).values
+    if q_top.shape[-1] < k:
+        q_top = torch.cat([q_top, q_top.new_zeros(*q_top.shape[:-1], k - q_top.shape[-1])], -1)
+    p = teacher_topk_logprobs.float().exp().masked_fill(teacher_matched, 0.0)
+    p_top = p.sort(dim=-1, descending=True).values
+    unmatched = torch.where(aligned, (p_top - q_top).abs().sum(-1), torch.zeros_like(matched))
+    return matched_weight * matched + unmatched_weight * unmatched
+
+
+def gold_weights(twin_fraction: float, matched_weight: float | None, unmatched_weight: float | None):
+    """(w_m, w_u) of `gold_loss`: the configured pair, else GOLD's adaptive one (trl `GOLDConfig`:
+    uld_hybrid_matched_weight None): w_m = the share of teacher ids with a student twin, w_u = 1 - w_m."""
+    if matched_weight is None:
+        return twin_fraction, 1.0 - twin_fraction
+    return matched_weight, unmatched_weight
 
 
 def reduce_aligned(per_position, aligned, reduction: Reduction = "token_mean"):

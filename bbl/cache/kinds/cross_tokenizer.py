@@ -147,8 +147,9 @@ def stats(reader, chunks) -> dict:
 def training_item(row: dict, static: dict) -> dict:
     """What distillation reads from one row (`bbl.losses.cross_tokenizer`): the exact-match targets (topk_ids
     (S, K) int64, topk_logprobs (S, K) float32, tail_logprob (S,) float32, `exact_match_targets`), `aligned` (S,)
-    bool, and the aligned teacher position's own top-k log-probs and tail for ULD (uld_topk_logprobs,
-    uld_tail_logprob; zeros where not aligned)."""
+    bool, the aligned teacher position's own top-k log-probs and tail for ULD (uld_topk_logprobs,
+    uld_tail_logprob; zeros where not aligned) and which of those ids has a student twin for GOLD (uld_matched
+    (S, K) bool; false where not aligned)."""
     rows = {k: v[None] for k, v in row.items()}
     exact = exact_match_targets(rows, static["teacher_to_student"])
     aligned = exact["aligned"][0]
@@ -156,7 +157,8 @@ def training_item(row: dict, static: dict) -> dict:
     uld_top = np.where(aligned[:, None], row["teacher_topk_logprobs"][j].astype(np.float32), np.float32(-np.inf))
     return {"topk_ids": exact["topk_ids"][0], "topk_logprobs": exact["topk_logprobs"][0].astype(np.float32),
             "tail_logprob": exact["tail_logprob"][0], "aligned": aligned, "uld_topk_logprobs": uld_top,
-            "uld_tail_logprob": np.where(aligned, row["teacher_tail_logprob"][j], 0).astype(np.float32)}
+            "uld_tail_logprob": np.where(aligned, row["teacher_tail_logprob"][j], 0).astype(np.float32),
+            "uld_matched": aligned[:, None] & (static["teacher_to_student"][row["teacher_topk_ids"][j]] >= 0)}
 
 
 KIND = CacheKind(name=NAME, arrays=ARRAYS, static_arrays=STATIC_ARRAYS, setting_keys=SETTING_KEYS,
@@ -201,10 +203,18 @@ def exact_match_targets(rows: dict, teacher_to_student: np.ndarray) -> dict:
             "aligned": aligned}
 
 
+def student_twin_mask(teacher_to_student: np.ndarray, vocab_size: int) -> np.ndarray:
+    """(vocab_size,) bool: the student ids that are some teacher id's twin (same byte string; GOLD's matched
+    student ids). `teacher_to_student` is the cache's (V_teacher,) int32 map, -1 where there is no twin."""
+    mask = np.zeros(vocab_size, dtype=bool)
+    mask[teacher_to_student[teacher_to_student >= 0]] = True
+    return mask
+
+
 def with_batch_size(config: CrossTokenizerConfig) -> CrossTokenizerConfig:
     """`config` with a concrete batch size: as given, else `CPU_BATCH_SIZE` (padded variable-length batches have
     no memory probe yet; pass --batch-size on a GPU)."""
     return config if config.batch_size is not None else config.resolved(CPU_BATCH_SIZE)
 
 
-__all__ = ["ARRAYS", "KIND", "NAME", "STATIC_ARRAYS", "CrossTokenizerConfig", "exact_match_targets"]
+__all__ = ["ARRAYS", "KIND", "NAME", "STATIC_ARRAYS", "CrossTokenizerConfig", "exact_match_targets", "student_twin_mask"]
