@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable
@@ -98,6 +99,8 @@ SPARSE = "docs/results/sparse-targets/summary.json"
 ANTLM = "docs/results/antlm-study/study.json"
 ENTITY = "docs/results/antlm-study/entity-tracking.json"
 FINETUNE = "docs/results/antlm-study/finetune.json"
+EQUAL = "docs/results/equal-bytes/study.json"
+EQUAL_CACHES = "docs/results/equal-bytes/caches.json"
 
 
 def cpu_study():
@@ -367,6 +370,7 @@ def finetune():
 
 def readme_summary():
     s, a, sp, et, ft = load(CPU_STUDY), load(ANTLM), load(SPARSE), load(ENTITY), load(FINETUNE)
+    eb, eb_caches = load(EQUAL), load(EQUAL_CACHES)
     dev = lambda st, arm: runs(st, arm, "best_dev_ce")  # noqa: E731
     wall = mean(runs(s, "cached", "seconds")) / mean(runs(s, "online", "seconds"))
     t = s["teachers"]
@@ -388,6 +392,9 @@ def readme_summary():
          Near(ci(_sparse_dev_ce("sampled32"), dev(s, "cached")), ROUNDED_TOL), "3", sparse],
         [f"hybrid, top-8 + 12 draws ({sp['arms']['hybrid8s12']['bytes_per_token']:.1f} B/token) − top-64: dev CE",
          Near(ci(_sparse_dev_ce("hybrid8s12"), dev(s, "cached")), ROUNDED_TOL), "3", sparse],
+        [f"hybrid, top-4 + 8 draws ({eb_caches['hybrid-4s8']['bytes_per_token']:.1f} B/token) − top-64 "
+         f"({eb_caches['cached']['bytes_per_token']:.1f}), one teacher: dev CE",
+         ci(dev(eb, "hybrid-4s8"), dev(eb, "cached")), "3", "[equal bytes](docs/results/equal-bytes.md)"],
         ["AntLM schedule clm:1,mlm:1,clm:1 − causal only: dev CE", ci(dev(a, "antlm"), dev(a, "baseline")), "3", antlm],
         ["KD in the masked phase too (`distill.mlm_kd`) − KD in causal phases: dev CE",
          ci(dev(a, "antlm-cached-mlmkd"), dev(a, "antlm-cached")), "3", antlm],
@@ -606,13 +613,40 @@ def babyllama2_estimate():
     return ESTIMATE_HEADER, rows
 
 
+EQUAL_ARMS = ("cached", "hybrid-4s8")
+CACHE_LABELS = {("topk", 64, 0): "top-64", ("hybrid", 4, 8): "hybrid: top-4 + 8 draws"}
+
+
+def _cache_label(info: dict) -> str:
+    """How a cache stores its targets, from its `bbl cache info --json` attributes."""
+    a = info["attributes"]
+    label = CACHE_LABELS.get((a.get("targets") or "topk", a["top_k"], a.get("num_samples") or 0), "?")
+    extras = [f"log-prob step 2^{round(math.log2(a['logprob_step']))}"] + (["delta ids"] if a.get("delta_ids") else [])
+    return f"{label}, {', '.join(extras)}"
+
+
+def equal_bytes():
+    s, caches = load(EQUAL), load(EQUAL_CACHES)
+    header = ["arm", "targets", "B/token", "best dev CE (nats)", "Δ vs baseline [95% CI]", "Δ vs top-64 [95% CI]",
+              "BLiMP fast (%)", "supplement fast (%)"]
+    base = runs(s, "baseline", "best_dev_ce")
+    rows = [["baseline", "none (CE only)", "0", ms(base), "", "", ms(runs(s, "baseline", "blimp"), 100, 1),
+             ms(runs(s, "baseline", "supplement"), 100, 1)]]
+    for arm in EQUAL_ARMS:
+        info, dev = caches[arm], runs(s, arm, "best_dev_ce")
+        rows.append([arm, _cache_label(info), f"{info['bytes_per_token']:.1f}", ms(dev), ci(dev, base),
+                     "" if arm == "cached" else ci(dev, runs(s, "cached", "best_dev_ce")),
+                     ms(runs(s, arm, "blimp"), 100, 1), ms(runs(s, arm, "supplement"), 100, 1)])
+    return header, rows
+
+
 CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
     f.__name__: f for f in (cpu_study, cpu_study_runs, cpu_study_pairs, cpu_study_stages, sparse_targets,
                             sparse_targets_pairs, sparse_targets_runs, antlm_study, antlm_pairs,
                             antlm_supplement_runs, antlm_curves, antlm_entity_tracking, tuned_baseline,
                             tuned_baseline_pairs, finetune, readme_summary, divergence_steps, targets_bench,
                             fault_injection, paper_estimate, babyllama2_estimate,
-                            vocab_cache_bytes)}
+                            vocab_cache_bytes, equal_bytes)}
 
 
 # ---- reading the documents ----
