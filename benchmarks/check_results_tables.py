@@ -640,13 +640,26 @@ def equal_bytes():
     return header, rows
 
 
+STORAGE = "docs/results/benchmarks/storage-study-teacher.json"
+
+
+def storage_study_teacher():
+    b = load(STORAGE)
+    header = ["config", "B/token", "KL mean", "KL max", "grad err mean", "grad err max", "dump ÷ forward",
+              "fixed s"]
+    rows = [[r["config"], f"{r['bytes_per_token']:.1f}", f"{r['kl_mean']:.1e}", f"{r['kl_max']:.1e}",
+             f"{r['grad_mean']:.4f}", f"{r['grad_max']:.4f}", f"{r['dump_over_forward']:.2f}",
+             f"{r['dump_fixed_s']:.1f}"] for r in b["results"]]
+    return header, rows
+
+
 CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
     f.__name__: f for f in (cpu_study, cpu_study_runs, cpu_study_pairs, cpu_study_stages, sparse_targets,
                             sparse_targets_pairs, sparse_targets_runs, antlm_study, antlm_pairs,
                             antlm_supplement_runs, antlm_curves, antlm_entity_tracking, tuned_baseline,
                             tuned_baseline_pairs, finetune, readme_summary, divergence_steps, targets_bench,
                             fault_injection, paper_estimate, babyllama2_estimate,
-                            vocab_cache_bytes, equal_bytes)}
+                            vocab_cache_bytes, equal_bytes, storage_study_teacher)}
 
 
 # ---- reading the documents ----
