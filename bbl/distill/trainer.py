@@ -47,7 +47,8 @@ class DistillTrainer(WindowTrainer):
         super().__init__(*args, **kwargs)
         self.loss_is_scaled_for_ga = False  # both paths return a per-micro-batch mean
         self.distill, self.temperature, self.cache_temperature = distill, temperature, cache_temperature
-        self.student_twins = None if student_twins is None else torch.as_tensor(student_twins, dtype=torch.bool)
+        self.student_twins = (None if student_twins is None else  # on the device once, not at every step
+                              torch.as_tensor(student_twins, dtype=torch.bool).to(self.args.device))
         self.gold_weights = gold_weights
         self.teachers = [t.to(self.args.device).eval() for t in teachers or []]
         self._parts: dict[str, list[float]] = {"ce_loss": [], "kd_loss": []}

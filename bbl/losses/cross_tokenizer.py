@@ -48,6 +48,15 @@ def exact_match_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, aligne
     return torch.where(aligned, kl, torch.zeros_like(kl))
 
 
+def largest(q, k: int):
+    """(..., k): the k largest of the probabilities q (..., V), descending, zero-padded when V < k (the sorted
+    student side of ULD, Boizard et al. 2024, Eq. 3: the shorter distribution padded with zeros)."""
+    top = q.topk(min(k, q.shape[-1]), dim=-1).values
+    if top.shape[-1] < k:
+        top = torch.cat([top, top.new_zeros(*top.shape[:-1], k - top.shape[-1])], -1)
+    return top
+
+
 def uld_loss(student_logits, teacher_topk_logprobs, teacher_tail_logprob, aligned, temperature):
     """ULD: Σ_i |p_(i) − q_(i)| over the K largest probabilities of each, sorted, plus |p_rest − q_rest|.
 
@@ -68,10 +77,8 @@ def uld_loss(student_logits, teacher_topk_logprobs, teacher_tail_logprob, aligne
         raise ValueError(f"temperature must be > 0, got {temperature}")
     k = teacher_topk_logprobs.shape[-1]
     q = torch.softmax(student_logits.float() / temperature, -1)
-    q_top = q.topk(min(k, q.shape[-1]), dim=-1).values
+    q_top = largest(q, k)
     p_top = teacher_topk_logprobs.float().exp().sort(dim=-1, descending=True).values
-    if q_top.shape[-1] < k:
-        q_top = torch.cat([q_top, q_top.new_zeros(*q_top.shape[:-1], k - q_top.shape[-1])], -1)
     q_rest = (1.0 - q_top.sum(-1)).clamp_min(0.0)
     loss = (p_top - q_top).abs().sum(-1) + (teacher_tail_logprob.float().exp() - q_rest).abs()
     return torch.where(aligned, loss, torch.zeros_like(loss))
@@ -106,9 +113,7 @@ def gold_loss(student_logits, topk_ids, topk_logprobs, tail_logprob, teacher_top
     k = teacher_topk_logprobs.shape[-1]
     q = torch.softmax(student_logits.float() / temperature, -1).masked_fill(student_twins.to(student_logits.device),
                                                                            0.0)
-    q_top = q.topk(min(k, q.shape[-1]), dim=-1).values
-    if q_top.shape[-1] < k:
-        q_top = torch.cat([q_top, q_top.new_zeros(*q_top.shape[:-1], k - q_top.shape[-1])], -1)
+    q_top = largest(q, k)
     p = teacher_topk_logprobs.float().exp().masked_fill(teacher_matched, 0.0)
     p_top = p.sort(dim=-1, descending=True).values
     unmatched = torch.where(aligned, (p_top - q_top).abs().sum(-1), torch.zeros_like(matched))
