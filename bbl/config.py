@@ -301,7 +301,7 @@ class DistillConfig:
     for online distillation. Else topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k), for
     top-k and hybrid caches; sampled (a sampled cache, `bbl.losses.sampled_kl`); hybrid (a hybrid cache,
     `bbl.losses.hybrid_kl`); exact_match, uld or gold (a cross_tokenizer cache, `bbl.losses.cross_tokenizer`: at
-    the student positions aligned with a teacher position only, on the full logits whatever training.loss_impl). A
+    the student positions aligned with a teacher position only, chunked as `training.loss_impl` says). A
     cache of another kind is refused with one line."""
     mlm_kd: bool = False
     """In the mlm phases of `training.objective_schedule` (AntLM), also distil where it is defined: at each position

@@ -313,6 +313,14 @@ def test_distill_reads_a_cross_tokenizer_cache_with_exact_match_and_uld(bpe_teac
                        if "kd_loss" in r]
         assert kd[variant] and all(np.isfinite(kd[variant])) and min(kd[variant]) > 0
     assert kd["exact_match"] != kd["uld"] and kd["gold"] not in (kd["exact_match"], kd["uld"])
+    for variant in ("exact_match", "uld", "gold"):  # the chunked path (the default) trains as the full-logits one
+        cfg = load_config("student-tiny", ["training.max_train_windows=null", "training.max_steps=3",
+                                           "training.logging_steps=1", f"distill.kd_variant={variant}",
+                                           "training.loss_impl=hf"])
+        out = distill(cfg, student_data, tmp_path / f"{variant}-hf", cache_path=cache, log=quiet)
+        hf = [r["kd_loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+              if "kd_loss" in r]
+        assert hf == pytest.approx(kd[variant], rel=1e-4)
     gold = json.loads((tmp_path / "gold" / "bbl_run.json").read_text())
     twins = CacheReader(cache).read_static("teacher_to_student")
     assert gold["gold_matched_weight"] == pytest.approx(float((twins >= 0).mean()))  # GOLD's adaptive weights

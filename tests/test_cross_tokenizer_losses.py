@@ -88,3 +88,66 @@ def test_gold_weights_are_the_adaptive_pair_unless_both_are_set():
         DistillConfig(gold_matched_weight=1.0)
     with pytest.raises(BblError, match="must be >= 0"):
         DistillConfig(gold_matched_weight=-1.0, gold_unmatched_weight=1.0)
+
+
+def _cross_batch(b=2, s=7, v=50, k=5, seed=0):
+    """Random cross-tokenizer targets of every kind: some teacher slots without a twin (-inf), some positions not
+    aligned, some labels ignored."""
+    g = torch.Generator().manual_seed(seed)
+    teacher = torch.log_softmax(torch.randn(b, s, 80, generator=g), -1)
+    uld_top, _ = teacher.topk(k, -1)
+    uld_tail = torch.logsumexp(teacher, -1).clamp_max(0) + torch.log1p(-uld_top.exp().sum(-1).clamp_max(0.999))
+    matched = torch.rand(b, s, k, generator=g) < 0.6
+    ids = torch.randint(0, v, (b, s, k), generator=g)
+    lp = uld_top.masked_fill(~matched, float("-inf"))
+    tail = torch.logsumexp(torch.cat([uld_top.masked_fill(matched, float("-inf")), uld_tail[..., None]], -1), -1)
+    aligned = torch.rand(b, s, generator=g) < 0.7
+    labels = torch.randint(0, v, (b, s), generator=g)
+    labels[0, 2] = -100
+    twins = torch.zeros(v, dtype=torch.bool)
+    twins[ids[matched]] = True
+    targets = {"aligned": aligned, "topk_ids": ids, "topk_logprobs": lp, "tail_logprob": tail,
+               "uld_topk_logprobs": uld_top, "uld_tail_logprob": uld_tail, "uld_matched": matched}
+    return targets, labels, twins
+
+
+@pytest.mark.parametrize("variant", ["exact_match", "uld", "gold"])
+@pytest.mark.parametrize("temperature, reduction", [(1.0, "token_mean"), (2.0, "babyllama")])
+def test_the_chunked_cross_tokenizer_loss_equals_the_full_logits_one_with_its_gradients(variant, temperature,
+                                                                                        reduction):
+    import torch.nn.functional as F
+
+    from bbl.losses.cross_tokenizer import cross_tokenizer_head_loss, cross_tokenizer_kd, reduce_aligned
+    from bbl.losses.kd import distillation_loss
+
+    targets, labels, twins = _cross_batch()
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(2, 7, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, generator=g, dtype=torch.float64, requires_grad=True)
+    kd_rows = cross_tokenizer_kd(variant, temperature, student_twins=twins, gold_weights=(0.6, 0.4))
+    settings = {"variant": variant, "alpha": 0.3, "temperature": temperature, "reduction": reduction,
+                "student_twins": twins, "gold_weights": (0.6, 0.4)}
+    loss, ce, kd = cross_tokenizer_head_loss(hidden, weight, labels, targets, chunk_rows=3, **settings)
+    grads = torch.autograd.grad(loss, (hidden, weight))
+    logits = hidden @ weight.T
+    ref_ce = F.cross_entropy(logits[:, :-1].reshape(-1, 50), labels[:, 1:].reshape(-1), ignore_index=-100)
+    ref_kd = reduce_aligned(kd_rows(logits, targets), targets["aligned"], reduction)
+    ref = distillation_loss(ref_ce, ref_kd, alpha=0.3, temperature=temperature)
+    ref_grads = torch.autograd.grad(ref, (hidden, weight))
+    assert float(kd) > 0 and float(ce) == pytest.approx(float(ref_ce), rel=1e-6)
+    assert float(kd) == pytest.approx(float(ref_kd), rel=1e-5)
+    assert float(loss) == pytest.approx(float(ref), rel=1e-5)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # the evaluation path computes the same value without gradients
+        assert float(cross_tokenizer_head_loss(hidden, weight, labels, targets, chunk_rows=4, **settings)[0]) == \
+            pytest.approx(float(ref), rel=1e-5)
+
+
+def test_a_cache_kind_without_a_cross_tokenizer_loss_is_refused():
+    from bbl.losses.cross_tokenizer import cross_tokenizer_kd
+
+    with pytest.raises(ValueError, match="cannot read a cross-tokenizer cache"):
+        cross_tokenizer_kd("topk_tail", 1.0)
+    with pytest.raises(ValueError, match="needs the student twins"):
+        cross_tokenizer_kd("gold", 1.0)

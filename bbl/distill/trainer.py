@@ -13,7 +13,7 @@ import torch
 
 from bbl.config import PAPER_TEMPERATURE, DistillConfig
 from bbl.losses.chunked import IGNORE_INDEX, KDTargets, chunked_head_loss, shift_labels
-from bbl.losses.cross_tokenizer import exact_match_kl, gold_loss, reduce_aligned, uld_loss
+from bbl.losses.cross_tokenizer import cross_tokenizer_head_loss, cross_tokenizer_kd, reduce_aligned
 from bbl.losses.divergences import Divergence
 from bbl.losses.kd import (
     distillation_loss,
@@ -141,25 +141,23 @@ class DistillTrainer(WindowTrainer):
         return (loss, outputs) if return_outputs else loss
 
     def cross_tokenizer_loss(self, model, inputs, targets, return_outputs=False):
-        """CE plus exact-match KL, ULD or GOLD (`distill.kd_variant`) at the aligned positions, on the full logits (the
-        cross-tokenizer losses have no chunked path yet; `distill.divergence` other than forward KL is refused for
-        them by `check_distill_inputs`)."""
-        outputs = model(input_ids=inputs["input_ids"], labels=inputs["labels"])
-        aligned = targets["aligned"]
-        if self.distill.kd_variant == "gold":
-            w_m, w_u = self.gold_weights
-            kl = gold_loss(outputs.logits, targets["topk_ids"], targets["topk_logprobs"], targets["tail_logprob"],
-                           targets["uld_topk_logprobs"], targets["uld_matched"], self.student_twins, aligned,
-                           self.temperature, matched_weight=w_m, unmatched_weight=w_u)
-        elif self.distill.kd_variant == "uld":
-            kl = uld_loss(outputs.logits, targets["uld_topk_logprobs"], targets["uld_tail_logprob"], aligned,
-                          self.temperature)
+        """CE plus exact-match KL, ULD or GOLD (`distill.kd_variant`) at the aligned positions: chunked from the last
+        hidden states (`cross_tokenizer_head_loss`), or on the model's full logits with `loss_impl: hf` (the reference);
+        `distill.divergence` other than forward KL is refused for them by `check_distill_inputs`."""
+        variant, twins, weights = self.distill.kd_variant, self.student_twins, self.gold_weights
+        if self.loss_impl == "chunked":
+            outputs, hidden, weight = self.student_hidden(model, inputs["input_ids"])
+            loss, ce, kd_value = cross_tokenizer_head_loss(
+                hidden, weight, inputs["labels"], targets, variant=variant, alpha=self.distill.alpha,
+                temperature=self.temperature, reduction=self.distill.reduction, chunk_rows=self.loss_chunk_rows,
+                student_twins=twins, gold_weights=weights)
         else:
-            kl = exact_match_kl(outputs.logits, targets["topk_ids"], targets["topk_logprobs"],
-                                targets["tail_logprob"], aligned, self.temperature)
-        kd_value = reduce_aligned(kl, aligned, self.distill.reduction)
-        loss = distillation_loss(outputs.loss, kd_value, alpha=self.distill.alpha, temperature=self.temperature)
-        self._parts["ce_loss"].append(float(outputs.loss.detach()))
+            outputs = model(input_ids=inputs["input_ids"], labels=inputs["labels"])
+            ce = outputs.loss
+            kd_rows = cross_tokenizer_kd(variant, self.temperature, student_twins=twins, gold_weights=weights)
+            kd_value = reduce_aligned(kd_rows(outputs.logits, targets), targets["aligned"], self.distill.reduction)
+            loss = distillation_loss(ce, kd_value, alpha=self.distill.alpha, temperature=self.temperature)
+        self._parts["ce_loss"].append(float(ce.detach()))
         self._parts["kd_loss"].append(float(kd_value.detach()))
         return (loss, outputs) if return_outputs else loss
 

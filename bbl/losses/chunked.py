@@ -84,6 +84,16 @@ class KDTargets:
                 "tail_logprob": self.tail_logprob.reshape(n)}
 
 
+def check_loss_settings(temperature: float, alpha: float, reduction: str) -> None:
+    """Raises ValueError: T <= 0, alpha outside [0, 1] or an unknown reduction (one line naming the value)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; use one of {', '.join(REDUCTIONS)}")
+
+
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     """(B, S) labels → (B, S) targets of each position: labels[:, 1:] then IGNORE_INDEX (as HF's ForCausalLMLoss)."""
     pad = torch.full_like(labels[:, :1], IGNORE_INDEX)
@@ -92,7 +102,8 @@ def shift_labels(labels: torch.Tensor) -> torch.Tensor:
 
 def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, kd: KDTargets | None = None,
                       alpha: float = 0.5, temperature: float = 1.0, reduction: Reduction = "token_mean",
-                      chunk_rows: int | None = None, shift: bool = True, divergence: Divergence = FORWARD_KL):
+                      chunk_rows: int | None = None, shift: bool = True, divergence: Divergence = FORWARD_KL,
+                      kd_positions: int | None = None):
     """The student's loss from its last hidden states without materialising the (B, S, V) logits.
 
     Args:
@@ -108,24 +119,22 @@ def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.
             LM whose masked position predicts its own token, `training.mlm_target: own`, or rows the caller has
             already aligned). KD row s is always position s's target.
         divergence: what KD measures (`bbl.losses.divergences.Divergence`; default forward KL, the paper's).
+        kd_positions: the token_mean denominator of the KD term (default B * S; a cross-tokenizer cache's aligned
+            positions, `bbl.losses.cross_tokenizer.reduce_aligned`).
     Returns:
         (loss, ce, kd_value): fp32 scalars (fp64 for fp64 inputs); `loss` is differentiable w.r.t. hidden and weight, `ce` and `kd_value`
         are detached (kd_value is None without kd).
     Raises:
         ValueError: bad temperature, alpha, reduction, shapes, or ids outside [0, V).
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown reduction {reduction!r}; use one of {', '.join(REDUCTIONS)}")
+    check_loss_settings(temperature, alpha, reduction)
     b, s, h = hidden.shape
     v = weight.shape[0]
     if weight.shape[1] != h or labels.shape != (b, s):
         raise ValueError(f"shapes disagree: hidden {tuple(hidden.shape)}, weight {tuple(weight.shape)}, "
                          f"labels {tuple(labels.shape)}")
     n = b * s
+    per_token = max(kd_positions, 1) if kd_positions is not None else n
     targets = kd.rows(n) if kd is not None else {}
     if "topk_ids" in targets:
         ids = targets["topk_ids"]
@@ -139,16 +148,17 @@ def chunked_head_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.
     n_valid = int((target != IGNORE_INDEX).sum())
     spec = _Spec(kind=kd.kind if kd is not None else None, divergence=divergence, temperature=float(temperature),
                  ce_weight=(alpha if kd is not None else 1.0) / max(n_valid, 1),
-                 kd_weight=0.0 if kd is None else (1 - alpha) * temperature ** 2 / (n if reduction == "token_mean" else b),
+                 kd_weight=0.0 if kd is None else (1 - alpha) * temperature ** 2 / (per_token if reduction == "token_mean" else b),
                  chunk_rows=chunk_rows or default_chunk_rows(v))
     tensors = [targets.get(k) for k in ("topk_ids", "topk_logprobs", "tail_logprob", "teacher_logits")]
     flat = hidden.reshape(n, h)
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     if not need_grad:
         loss, ce_sum, kl_sum, _, _ = _passes(flat, weight, target, tensors, spec, want_grad=False)
-        return loss, *_parts(spec, ce_sum, kl_sum, n_valid, n, b, reduction)
-    loss, ce_sum, kl_sum = _ChunkedHeadLoss.apply(flat, weight, target, spec, *tensors)
-    return loss, *_parts(spec, ce_sum, kl_sum, n_valid, n, b, reduction)
+        return loss, *_parts(spec, ce_sum, kl_sum, n_valid, per_token, b, reduction)
+    loss, ce_sum, kl_sum = GradientsInForward.apply(
+        lambda hid, w: _passes(hid, w, target, tensors, spec, want_grad=True), flat, weight)
+    return loss, *_parts(spec, ce_sum, kl_sum, n_valid, per_token, b, reduction)
 
 
 def _parts(spec, ce_sum, kl_sum, n_valid, n, b, reduction):
@@ -168,21 +178,24 @@ class _Spec:
     chunk_rows: int
 
 
-class _ChunkedHeadLoss(torch.autograd.Function):
-    """loss = ce_weight * Σ CE rows + kd_weight * Σ KL rows; gradients computed in the forward, chunk by chunk."""
+class GradientsInForward(torch.autograd.Function):
+    """(loss, Σ CE, Σ KD) of a chunked head loss whose gradients w.r.t. the hidden states and the head weight are
+    computed in the forward, chunk by chunk, by `passes(hidden, weight)` -> (loss, Σ CE, Σ KD, grad_hidden,
+    grad_weight), and only scaled in the backward: no (B, S, V) tensor is kept for it. Used as
+    `GradientsInForward.apply(passes, hidden, weight)` (here and `bbl.losses.chunked_rows`)."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, target, spec, *tensors):
-        loss, ce_sum, kl_sum, grad_hidden, grad_weight = _passes(hidden, weight, target, tensors, spec, want_grad=True)
+    def forward(ctx, passes, hidden, weight):
+        loss, ce_sum, kd_sum, grad_hidden, grad_weight = passes(hidden, weight)
         ctx.save_for_backward(grad_hidden, grad_weight)
-        ctx.mark_non_differentiable(ce_sum, kl_sum)
-        return loss, ce_sum, kl_sum
+        ctx.mark_non_differentiable(ce_sum, kd_sum)
+        return loss, ce_sum, kd_sum
 
     @staticmethod
-    def backward(ctx, grad_loss, _grad_ce, _grad_kl):
+    def backward(ctx, grad_loss, _grad_ce, _grad_kd):
         grad_hidden, grad_weight = ctx.saved_tensors
         scale = grad_loss.to(grad_hidden.dtype)
-        return (grad_hidden * scale, grad_weight * scale.to(grad_weight.dtype), None, None, None, None, None, None)
+        return None, grad_hidden * scale, grad_weight * scale.to(grad_weight.dtype)
 
 
 def _passes(hidden, weight, target, tensors, spec: _Spec, *, want_grad: bool):
@@ -247,7 +260,10 @@ def _kd_chunk(spec: _Spec, logits, lse, tg: dict, row_ce, want_grad: bool):
     log_p_top = tg["topk_logprobs"].to(dtype)
     log_q_top = logits.gather(-1, ids) / t - lse_t
     if kind == "topk_tail":
-        q_top64 = log_q_top.double().exp()
+        # A slot of teacher log-prob -inf carries no mass on either side: its q stays in the student's tail (an
+        # exact-match slot without a student twin, `bbl.losses.cross_tokenizer`; for a repeated draw or a row
+        # without targets p_tail = 0 too, so q_tail does not enter the value or the gradient, bit for bit).
+        q_top64 = log_q_top.double().exp().masked_fill(torch.isneginf(log_p_top), 0.0)
         q_tail = (1.0 - q_top64.sum(-1)).clamp_min(1e-300)
         log_p_tail = tg["tail_logprob"].to(dtype)
         kl = coarse_kl(log_p_top, log_p_tail, log_q_top, q_tail.log().to(dtype))

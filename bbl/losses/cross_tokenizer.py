@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 
 from bbl.config import Reduction
+from bbl.losses.chunked import KDTargets, chunked_head_loss
+from bbl.losses.chunked_rows import chunked_row_loss
 from bbl.losses.kd import topk_tail_kl
 
 
@@ -48,6 +50,12 @@ def exact_match_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, aligne
     return torch.where(aligned, kl, torch.zeros_like(kl))
 
 
+def student_probs(student_logits, temperature: float):
+    """softmax(z / T) in fp32 (..., V); at T = 1 without the division's copy (z / 1 is z, bit for bit)."""
+    logits = student_logits.float()
+    return torch.softmax(logits if temperature == 1.0 else logits / temperature, -1)
+
+
 def largest(q, k: int):
     """(..., k): the k largest of the probabilities q (..., V), descending, zero-padded when V < k (the sorted
     student side of ULD, Boizard et al. 2024, Eq. 3: the shorter distribution padded with zeros)."""
@@ -76,7 +84,7 @@ def uld_loss(student_logits, teacher_topk_logprobs, teacher_tail_logprob, aligne
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     k = teacher_topk_logprobs.shape[-1]
-    q = torch.softmax(student_logits.float() / temperature, -1)
+    q = student_probs(student_logits, temperature)
     q_top = largest(q, k)
     p_top = teacher_topk_logprobs.float().exp().sort(dim=-1, descending=True).values
     q_rest = (1.0 - q_top.sum(-1)).clamp_min(0.0)
@@ -111,8 +119,7 @@ def gold_loss(student_logits, topk_ids, topk_logprobs, tail_logprob, teacher_top
     """
     matched = exact_match_kl(student_logits, topk_ids, topk_logprobs, tail_logprob, aligned, temperature)
     k = teacher_topk_logprobs.shape[-1]
-    q = torch.softmax(student_logits.float() / temperature, -1).masked_fill(student_twins.to(student_logits.device),
-                                                                           0.0)
+    q = student_probs(student_logits, temperature).masked_fill(student_twins.to(student_logits.device), 0.0)
     q_top = largest(q, k)
     p = teacher_topk_logprobs.float().exp().masked_fill(teacher_matched, 0.0)
     p_top = p.sort(dim=-1, descending=True).values
@@ -126,6 +133,72 @@ def gold_weights(twin_fraction: float, matched_weight: float | None, unmatched_w
     if matched_weight is None:
         return twin_fraction, 1.0 - twin_fraction
     return matched_weight, unmatched_weight
+
+
+def cross_tokenizer_kd(variant: str, temperature: float, *, student_twins=None,
+                       gold_weights: tuple[float, float] | None = None):
+    """The KD term of `distill.kd_variant` over a cross-tokenizer cache's batch, as one function of the logits.
+
+    Args:
+        variant: "exact_match", "uld" or "gold".
+        temperature: T > 0.
+        student_twins: "gold": (V,) bool tensor (`gold_loss`).
+        gold_weights: "gold": (w_m, w_u) (`gold_weights`).
+    Returns:
+        f(student_logits (B, S, V), targets) -> (B, S) float32, 0 off the aligned positions; `targets` holds the
+        batch's "aligned", "topk_ids", "topk_logprobs", "tail_logprob" and, for ULD / GOLD, "uld_topk_logprobs",
+        "uld_tail_logprob", "uld_matched" (`bbl.cache.kinds.cross_tokenizer`), each (B, S, ...).
+    Raises:
+        ValueError: an unknown variant, or "gold" without its twins and weights.
+    """
+    if variant == "gold":
+        if student_twins is None or gold_weights is None:
+            raise ValueError("kd_variant gold needs the student twins and the (w_m, w_u) weights")
+        w_m, w_u = gold_weights
+        return lambda logits, t: gold_loss(logits, t["topk_ids"], t["topk_logprobs"], t["tail_logprob"],
+                                           t["uld_topk_logprobs"], t["uld_matched"], student_twins, t["aligned"],
+                                           temperature, matched_weight=w_m, unmatched_weight=w_u)
+    if variant == "uld":
+        return lambda logits, t: uld_loss(logits, t["uld_topk_logprobs"], t["uld_tail_logprob"], t["aligned"],
+                                          temperature)
+    if variant == "exact_match":
+        return lambda logits, t: exact_match_kl(logits, t["topk_ids"], t["topk_logprobs"], t["tail_logprob"],
+                                                t["aligned"], temperature)
+    raise ValueError(f"kd_variant {variant!r} cannot read a cross-tokenizer cache; use exact_match, uld or gold")
+
+
+def cross_tokenizer_head_loss(hidden, weight, labels, targets: dict, *, variant: str, alpha: float,
+                              temperature: float, reduction: Reduction = "token_mean", chunk_rows: int | None = None,
+                              student_twins=None, gold_weights: tuple[float, float] | None = None):
+    """L = alpha * CE + (1 - alpha) * T^2 * KD of a cross-tokenizer batch from the student's last hidden states,
+    without its (B, S, V) logits: the values and gradients of `cross_tokenizer_kd` on the full logits, reduced by
+    `reduce_aligned`.
+
+    exact_match runs through `chunked_head_loss`'s fused (k+1)-outcome KL (the one `topk_tail_kl` computes: a slot
+    of log-prob -inf holds no mass on either side, an unaligned position none at all); ULD and GOLD, whose terms
+    need sorted probabilities, through `chunked_row_loss` (autograd on each chunk).
+
+    Args:
+        hidden: (B, S, H) float final hidden states; weight: (V, H) LM head; labels: (B, S) HF causal-LM labels.
+        targets: the batch's cross-tokenizer targets (`cross_tokenizer_kd`), each (B, S, ...).
+        variant, temperature, student_twins, gold_weights: as `cross_tokenizer_kd`.
+        alpha, reduction, chunk_rows: as `chunked_head_loss`.
+    Returns:
+        (loss, ce, kd) fp32 scalars, `loss` differentiable w.r.t. hidden and weight.
+    Raises:
+        ValueError: as `cross_tokenizer_kd` and `chunked_head_loss`.
+    """
+    aligned = targets["aligned"]
+    if variant == "exact_match":
+        none = float("-inf")
+        kd = KDTargets("topk_tail", topk_ids=targets["topk_ids"],
+                       topk_logprobs=targets["topk_logprobs"].float().masked_fill(~aligned.unsqueeze(-1), none),
+                       tail_logprob=targets["tail_logprob"].float().masked_fill(~aligned, none))
+        return chunked_head_loss(hidden, weight, labels, kd=kd, alpha=alpha, temperature=temperature,
+                                 reduction=reduction, chunk_rows=chunk_rows, kd_positions=int(aligned.sum()))
+    kd_rows = cross_tokenizer_kd(variant, temperature, student_twins=student_twins, gold_weights=gold_weights)
+    return chunked_row_loss(hidden, weight, labels, kd_rows, targets, aligned, alpha=alpha, temperature=temperature,
+                            reduction=reduction, chunk_rows=chunk_rows)
 
 
 def reduce_aligned(per_position, aligned, reduction: Reduction = "token_mean"):
