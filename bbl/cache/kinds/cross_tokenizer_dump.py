@@ -212,15 +212,20 @@ class CrossChunkComputer:
             padded = np.zeros((len(group), max(1, *(len(t["input"]) for t in group))), dtype=np.int64)
             for i, t in enumerate(group):
                 padded[i, :len(t["input"])] = t["input"]
-            got = {key: v.cpu().numpy() for key, v in
-                   self.plain.batch_targets(torch.from_numpy(padded), kind, first_row=rows[b]).items()}
+            outputs, heads = self.plain.batch_forward(torch.from_numpy(padded), first_row=rows[b])
+            # the targets of the stored positions only: not of the left context nor of the padding
+            stored = [torch.cat([x[i, t["offset"]:t["offset"] + t["length"]] for i, t in enumerate(group)])[None]
+                      for x in outputs]
+            got = {key: v[0].numpy() for key, v in self.plain.batch_ensemble((stored, heads), kind).items()}
+            start = 0
             for i, t in enumerate(group):
-                r, o, length = b + i, t["offset"], t["length"]
+                r, length = b + i, t["length"]
                 out.teacher_ids[r, :length] = t["ids"]
                 out.teacher_spans[r, :length] = t["spans"]
-                out.teacher_topk_ids[r, :length] = got["topk_ids"][i, o:o + length]
-                out.teacher_topk_logprobs[r, :length] = got["topk_logprobs"][i, o:o + length]
-                out.teacher_tail_logprob[r, :length] = got["tail_logprob"][i, o:o + length]
+                out.teacher_topk_ids[r, :length] = got["topk_ids"][start:start + length]
+                out.teacher_topk_logprobs[r, :length] = got["topk_logprobs"][start:start + length]
+                out.teacher_tail_logprob[r, :length] = got["tail_logprob"][start:start + length]
+                start += length
         ids, logprobs = sort_by_id(out.teacher_topk_ids, out.teacher_topk_logprobs)
         out.teacher_topk_ids, out.teacher_topk_logprobs = ids.astype(self.teacher_dtype), quantize_logprobs(logprobs)
         return out
