@@ -66,6 +66,11 @@ class ChunkComputer:
                 raise BblError(f"{info['path']}: NaN/inf logits on every {config.split} window (the LM head weight "
                                f"is not finite); the teacher checkpoint is broken, retrain or pick an earlier checkpoint")
 
+    def static_arrays(self) -> dict:
+        """Arrays written once per cache: none for the built-in kinds (a registered kind's computer returns its
+        own, e.g. the cross-tokenizer vocabulary map)."""
+        return {}
+
     def rows(self, c: int) -> range:
         return range(c * self.config.chunk_windows, min((c + 1) * self.config.chunk_windows, len(self.windows)))
 
@@ -405,8 +410,7 @@ def write_dump(out, attrs: dict, num_windows: int, chunk_windows: int, make_comp
             finish_distributed()
         return summary if rank() == 0 else {}
     if rank() == 0:
-        if hasattr(computer, "static_arrays"):
-            writer.write_static(computer.static_arrays())
+        writer.write_static(computer.static_arrays())
         if done.any():
             log(f"resuming {out}: {int(done.sum())}/{writer.num_chunks} chunks already written")
     todo = [c for c in range(writer.num_chunks) if c % world_size() == rank() and not done[c]]
