@@ -653,13 +653,52 @@ def storage_study_teacher():
     return header, rows
 
 
+CROSS = "docs/results/benchmarks/cross-tokenizer.json"
+CROSS_TARGETS = {"dump": 1.3, "bytes": 1.5, "step": 1.15, "rss": 1.10}
+
+
+def _verdict(ratio: float, target: float) -> str:
+    return f"{ratio:.2f} (target ≤ {target:.2f}: {'met' if ratio <= target else 'missed'})"
+
+
+def cross_tokenizer_bench():
+    b = load(CROSS)
+    r, sec, step, rss, m = b["ratios"], b["dump_seconds"], b["step_seconds"], b["peak_rss_mib"], b["measured"]
+    header = ["measure", "same-tokenizer top-k", "cross-tokenizer", "cross ÷ same"]
+    rows = [[f"dump of {b['windows']} windows (s)", f"{sec['same']:.1f}", f"{sec['cross']:.1f}",
+             _verdict(r["dump_time_cross_over_same"], CROSS_TARGETS["dump"])],
+            ["dump without left context (s)", f"{sec['same']:.1f}", f"{sec['cross, no context']:.1f}",
+             f"{r['dump_time_cross_no_context_over_same']:.2f}"],
+            ["bytes per student token", f"{m['same_bytes_per_student_token']:.1f}",
+             f"{m['cross_bytes_per_student_token']:.1f}",
+             _verdict(r["bytes_per_student_token_cross_over_same"], CROSS_TARGETS["bytes"])]]
+    for mode in ("exact_match", "uld", "gold"):
+        rows.append([f"distillation step, {mode} (ms)", f"{1000 * step['same']:.0f}", f"{1000 * step[mode]:.0f}",
+                     _verdict(r[f"step_{mode}_over_same"], CROSS_TARGETS["step"])])
+    for mode in ("exact_match", "uld", "gold"):
+        rows.append([f"peak RSS, {mode} (MiB)", f"{rss['same']['peak']:.0f}", f"{rss[mode]['peak']:.0f}",
+                     _verdict(r[f"rss_{mode}_over_same"], CROSS_TARGETS["rss"])])
+    return header, rows
+
+
+def cross_tokenizer_8b():
+    e = load(CROSS)["estimate_8b"]
+    header = ["teacher tokens", "forward FLOPs", "minutes at 400 TFLOP/s", "bf16 weights", "B / student token",
+              "cache"]
+    teacher_tokens = e["student_tokens"] * e["teacher_tokens_per_student_token"] * (1 + e["context_share"])
+    rows = [[f"{teacher_tokens / 1e6:.1f}M", _sci(e["forward_flops"]), f"{e['minutes_at_sustained']:.1f}",
+             f"{e['bf16_weights_gib']:.1f} GiB", f"{e['bytes_per_student_token']:.0f}", f"{e['cache_gb']:.1f} GB"]]
+    return header, rows
+
+
 CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
     f.__name__: f for f in (cpu_study, cpu_study_runs, cpu_study_pairs, cpu_study_stages, sparse_targets,
                             sparse_targets_pairs, sparse_targets_runs, antlm_study, antlm_pairs,
                             antlm_supplement_runs, antlm_curves, antlm_entity_tracking, tuned_baseline,
                             tuned_baseline_pairs, finetune, readme_summary, divergence_steps, targets_bench,
                             fault_injection, paper_estimate, babyllama2_estimate,
-                            vocab_cache_bytes, equal_bytes, storage_study_teacher)}
+                            vocab_cache_bytes, equal_bytes, storage_study_teacher, cross_tokenizer_bench,
+                            cross_tokenizer_8b)}
 
 
 # ---- reading the documents ----
