@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from report_json import emit
 
 from bbl.cache.kinds.cross_tokenizer import DEFAULT_CONTEXT_TOKENS
 
@@ -41,27 +42,17 @@ ALPHA, TEMPERATURE = 0.5, 1.0
 
 
 def foreign_prepared(workdir: Path, corpus: Path, vocab_size: int) -> Path:
-    """A prepared dir of the same corpus under a Unigram model of the same size (SentencePiece-style spaces, no
-    byte fallback), trained on the same cleaned text: a student tokenizer that differs in kind (built once)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """A prepared dir of the same corpus under a Unigram model of the same size (SentencePiece-style spaces,
+    `foreign_tokenizer.py`), trained on the same cleaned text: a student tokenizer that differs in kind (built once)."""
+    from foreign_tokenizer import prepared_lines, train_tokenizer
 
     from bbl.data.prepare import prepare
-    from bbl.data.prepared import PreparedData
 
     out = workdir / "bench-cross-tokenizer" / "prepared"
     if (out / "manifest.json").exists():
         return out
-    text = bytes(PreparedData(workdir / "prepared").text("train")).decode("utf-8").splitlines()
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    specials = ["<pad>", "<s>", "</s>", "<unk>", "<mask>"]
-    tok.train_from_iterator(text, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                          unk_token="<unk>", show_progress=False))
-    tok_dir = out.parent / "tokenizer"
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
-                            unk_token="<unk>", mask_token="<mask>").save_pretrained(tok_dir)
+    tok_dir = train_tokenizer(prepared_lines(workdir / "prepared"), "unigram", vocab_size,
+                              out.parent / "tokenizer")
     prepare(corpus / "babylm_10M", corpus / "babylm_dev", out, tokenizer_dir=tok_dir, progress=False, log=print)
     return out
 
@@ -292,11 +283,7 @@ def main() -> None:
         "estimate_8b": estimate_8b(measured, args),
         "bare_cross_summary": bare,
     }
-    text = json.dumps(report, indent=2) + "\n"
-    print(text, end="")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
+    emit(report, args.json)
 
 
 if __name__ == "__main__":

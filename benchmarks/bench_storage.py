@@ -5,6 +5,8 @@ Usage (teachers trained on a prepared dir, e.g. the demo's runs/demo after `make
         [--temperature 1] [--configs topk:64,hybrid:4+8/counts,sampled:8/counts+delta,topk:64/step4] [--json F]
     python benchmarks/bench_storage.py --workdir runs/demo --teacher DIR_360M --windows 16 --batch-size 4
         --chunk-windows 8 --reps 2 --configs topk:64,hybrid:8+12    # a paper-sized teacher: 2 chunks of 2 batches
+    python benchmarks/bench_storage.py --workdir W --random-teacher llama-360m ...   # a preset's shape, random
+        weights at W/prepared's vocabulary (speed only: its errors and bytes are not a trained teacher's)
 
 A configuration is KIND:SIZE[/OPTION+OPTION]: topk:K, sampled:M, hybrid:K+M; options step4 (`--logprob-step
 2^-4`; stepN: 2^-N), delta (`--delta-ids`), counts (`--sample-counts`), sel50 (`--kd-fraction 0.5`: errors over
@@ -103,6 +105,20 @@ def errors(reader: CacheReader, teachers, rows, temperature: float) -> dict:
     return out
 
 
+def random_teacher(preset: str, prepared: Path, tmp: Path) -> Path:
+    """A saved model of `preset`'s shape, random weights (seed 0), over `prepared`'s tokenizer: dump speed only."""
+    from transformers import AutoTokenizer
+
+    from bbl.config import load_config
+    from bbl.models.build import build_model
+
+    data = PreparedData(prepared)
+    out = tmp / f"random-{preset}"
+    build_model(load_config(preset).model, data.vocab_size, seed=0).save_pretrained(out)
+    AutoTokenizer.from_pretrained(data.tokenizer_dir).save_pretrained(out)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", type=Path, default=Path("runs/demo"))
@@ -116,9 +132,13 @@ def main():
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--configs", default=DEFAULT_CONFIGS)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--random-teacher", action="append", default=None, metavar="PRESET",
+                    help="a teacher of this preset's shape with random weights (repeat; instead of --teacher)")
     args = ap.parse_args()
     w = args.workdir
-    teacher_dirs = args.teacher or [w / "teachers" / "gpt2", w / "teachers" / "llama"]
+    tmp = Path(tempfile.mkdtemp(prefix="bbl-storage-"))
+    teacher_dirs = (args.teacher or [random_teacher(p, w / "prepared", tmp) for p in args.random_teacher or ()]
+                    or [w / "teachers" / "gpt2", w / "teachers" / "llama"])
     bs = args.batch_size
     teachers, _ = load_teachers(teacher_dirs, "cpu")
     data = PreparedData(w / "prepared")
@@ -136,7 +156,6 @@ def main():
         return time.perf_counter() - t0
 
     results = []
-    tmp = Path(tempfile.mkdtemp(prefix="bbl-storage-"))
     try:
         for i, spec in enumerate(args.configs.split(",")):
             config = DumpConfig(temperature=args.temperature, seq_len=128, batch_size=bs, max_windows=args.windows,
@@ -169,6 +188,7 @@ def main():
         print(f"| {r['config']} | {r['bytes_per_token']:.1f} | {kl} | {r['grad_mean']:.4f} | {r['grad_max']:.4f} | "
               f"{r['dump_over_forward']:.2f} | {r['dump_fixed_s']:.1f} |")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "args": {
             k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2) + "\n")
 

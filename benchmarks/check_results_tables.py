@@ -101,6 +101,11 @@ ENTITY = "docs/results/antlm-study/entity-tracking.json"
 FINETUNE = "docs/results/antlm-study/finetune.json"
 EQUAL = "docs/results/equal-bytes/study.json"
 EQUAL_CACHES = "docs/results/equal-bytes/caches.json"
+EQUAL_FIRST = "docs/results/equal-bytes/first-run/study.json"
+EQUAL_FIRST_CACHES = "docs/results/equal-bytes/first-run/caches.json"
+CROSS_CACHE = "docs/results/cross-tokenizer/cache-info.json"
+CROSS_BPB = "docs/results/cross-tokenizer/bits-per-byte.json"
+CROSS_ALIGNMENT = "docs/results/cross-tokenizer/alignment.json"
 
 
 def cpu_study():
@@ -395,6 +400,13 @@ def readme_summary():
         [f"hybrid, top-4 + 8 draws ({eb_caches['hybrid-4s8']['bytes_per_token']:.1f} B/token) − top-64 "
          f"({eb_caches['cached']['bytes_per_token']:.1f}), one teacher: dev CE",
          ci(dev(eb, "hybrid-4s8"), dev(eb, "cached")), "3", "[equal bytes](docs/results/equal-bytes.md)"],
+        [f"the same at the 50% highest-entropy positions ({eb_caches['hybrid-4s8-kd50']['bytes_per_token']:.1f} "
+         f"B/token) − top-64: dev CE", ci(dev(eb, "hybrid-4s8-kd50"), dev(eb, "cached")), "3",
+         "[equal bytes](docs/results/equal-bytes.md)"],
+        ["KD from a teacher with another tokenizer (Unigram), exact-match KL − plain training: dev CE",
+         ci(dev(eb, "xtok-exact"), dev(eb, "baseline")), "3", "[cross-tokenizer](docs/results/cross-tokenizer.md)"],
+        ["the same teacher through ULD − plain training: dev CE",
+         ci(dev(eb, "xtok-uld"), dev(eb, "baseline")), "3", "[cross-tokenizer](docs/results/cross-tokenizer.md)"],
         ["AntLM schedule clm:1,mlm:1,clm:1 − causal only: dev CE", ci(dev(a, "antlm"), dev(a, "baseline")), "3", antlm],
         ["KD in the masked phase too (`distill.mlm_kd`) − KD in causal phases: dev CE",
          ci(dev(a, "antlm-cached-mlmkd"), dev(a, "antlm-cached")), "3", antlm],
@@ -613,8 +625,9 @@ def babyllama2_estimate():
     return ESTIMATE_HEADER, rows
 
 
-EQUAL_ARMS = ("cached", "hybrid-4s8")
-CACHE_LABELS = {("topk", 64, 0): "top-64", ("hybrid", 4, 8): "hybrid: top-4 + 8 draws"}
+EQUAL_ARMS = ("cached", "hybrid-8s12", "hybrid-4s8", "hybrid-4s8-kd50", "hybrid-4s8-kd25", "hybrid-4s8-kd10")
+CACHE_LABELS = {("topk", 64, 0): "top-64", ("hybrid", 4, 8): "hybrid: top-4 + 8 draws",
+                ("hybrid", 8, 12): "hybrid: top-8 + 12 draws"}
 
 
 def _cache_label(info: dict) -> str:
@@ -622,21 +635,84 @@ def _cache_label(info: dict) -> str:
     a = info["attributes"]
     label = CACHE_LABELS.get((a.get("targets") or "topk", a["top_k"], a.get("num_samples") or 0), "?")
     extras = [f"log-prob step 2^{round(math.log2(a['logprob_step']))}"] + (["delta ids"] if a.get("delta_ids") else [])
+    if a.get("kd_fraction"):
+        extras.append(f"targets at {100 * a['kd_fraction']:.0f}% of positions")
     return f"{label}, {', '.join(extras)}"
 
 
-def equal_bytes():
-    s, caches = load(EQUAL), load(EQUAL_CACHES)
+def _equal_bytes(study: str, caches: str, arms) -> tuple[list[str], list[list]]:
+    s, infos = load(study), load(caches)
     header = ["arm", "targets", "B/token", "best dev CE (nats)", "Δ vs baseline [95% CI]", "Δ vs top-64 [95% CI]",
               "BLiMP fast (%)", "supplement fast (%)"]
     base = runs(s, "baseline", "best_dev_ce")
     rows = [["baseline", "none (CE only)", "0", ms(base), "", "", ms(runs(s, "baseline", "blimp"), 100, 1),
              ms(runs(s, "baseline", "supplement"), 100, 1)]]
-    for arm in EQUAL_ARMS:
-        info, dev = caches[arm], runs(s, arm, "best_dev_ce")
+    for arm in arms:
+        info, dev = infos[arm], runs(s, arm, "best_dev_ce")
         rows.append([arm, _cache_label(info), f"{info['bytes_per_token']:.1f}", ms(dev), ci(dev, base),
                      "" if arm == "cached" else ci(dev, runs(s, "cached", "best_dev_ce")),
                      ms(runs(s, arm, "blimp"), 100, 1), ms(runs(s, arm, "supplement"), 100, 1)])
+    return header, rows
+
+
+def equal_bytes():
+    return _equal_bytes(EQUAL, EQUAL_CACHES, EQUAL_ARMS)
+
+
+def equal_bytes_first_run():
+    return _equal_bytes(EQUAL_FIRST, EQUAL_FIRST_CACHES, ("cached", "hybrid-4s8"))
+
+
+CROSS_ARMS = ("xtok-exact", "xtok-uld", "xtok-gold")
+
+
+def _gain_kept(s: dict, arm: str) -> str:
+    """Share of the same-tokenizer KD gain (baseline - cached dev CE, its mean taken as exact) that `arm` keeps,
+    with the interval of its paired difference to `cached` carried over: 1 - (arm - cached) / gain."""
+    base, same, dev = (runs(s, a, "best_dev_ce") for a in ("baseline", "cached", arm))
+    gain = mean(base) - mean(same)
+    diff = paired_interval(dev, same)
+    lo, hi = diff["ci95"]
+    return f"{100 * (1 - diff['mean'] / gain):.0f}% [{100 * (1 - hi / gain):.0f}%, {100 * (1 - lo / gain):.0f}%]"
+
+
+def cross_tokenizer_study():
+    s, bpb = load(EQUAL), load(CROSS_BPB)
+    header = ["arm", "KD from", "best dev CE (nats)", "Δ vs baseline [95% CI]", "Δ vs same-tokenizer KD [95% CI]",
+              "same-tokenizer gain kept", "dev bits per byte", "BLiMP fast (%)", "supplement fast (%)"]
+    base = runs(s, "baseline", "best_dev_ce")
+    same = runs(s, "cached", "best_dev_ce")
+    label = {"baseline": "none (CE only)", "cached": "top-64, the student's tokenizer (its own teacher)",
+             "xtok-exact": "exact-match KL", "xtok-uld": "ULD", "xtok-gold": "GOLD (exact-match KL + ULD)"}
+    rows = []
+    for arm in ("baseline", "cached", *CROSS_ARMS):
+        dev = runs(s, arm, "best_dev_ce")
+        rows.append([arm, label[arm], ms(dev), "" if arm == "baseline" else ci(dev, base),
+                     ci(dev, same) if arm in CROSS_ARMS else "", _gain_kept(s, arm) if arm in CROSS_ARMS else "",
+                     ms(bpb["students"][arm], digits=4), ms(runs(s, arm, "blimp"), 100, 1),
+                     ms(runs(s, arm, "supplement"), 100, 1)])
+    return header, rows
+
+
+ALIGNMENT_PAIRS = {"tok-unigram": "Unigram, 4,096 ids, Metaspace, the same text (the study's teacher)",
+                   "tok-bpe-dev": "byte-level BPE, 4,096 ids, no prefix space or NFKC, the dev text (no teacher)"}
+
+
+def cross_tokenizer_alignment():
+    a = load(CROSS_ALIGNMENT)
+    header = ["teacher tokenizer", "aligned student positions", "teacher tokens per window",
+              "teacher vocabulary with a student twin", "teacher tokens of the text with a twin"]
+    rows = [[ALIGNMENT_PAIRS[name], f"{100 * p['aligned_fraction']:.1f}%", f"{p['teacher_tokens_per_window']:.1f}",
+             f"{100 * p['vocabulary_with_student_twin']:.1f}%", f"{100 * p['text_tokens_with_student_twin']:.1f}%"]
+            for name, p in a["pairs"].items()]
+    return header, rows
+
+
+def cross_tokenizer_teachers():
+    bpb = load(CROSS_BPB)
+    header = ["teacher", "tokenizer", "dev CE (nats / own token)", "dev bits per byte"]
+    rows = [[name, t["tokenizer"], f"{t['mean_ce']:.3f}", f"{t['bits_per_byte']:.4f}"]
+            for name, t in bpb["teachers"].items()]
     return header, rows
 
 
@@ -697,7 +773,9 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             antlm_supplement_runs, antlm_curves, antlm_entity_tracking, tuned_baseline,
                             tuned_baseline_pairs, finetune, readme_summary, divergence_steps, targets_bench,
                             fault_injection, paper_estimate, babyllama2_estimate,
-                            vocab_cache_bytes, equal_bytes, storage_study_teacher, cross_tokenizer_bench,
+                            vocab_cache_bytes, equal_bytes, equal_bytes_first_run, storage_study_teacher,
+                            cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
+                            cross_tokenizer_alignment,
                             cross_tokenizer_8b)}
 
 

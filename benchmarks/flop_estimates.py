@@ -12,8 +12,9 @@ x tokens to train, 2 x to run forward; minutes = FLOPs / sustained FLOP/s; memor
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from report_json import emit
 
 PRESETS = ("gpt2-705m", "llama-360m", "llama-58m", "smollama-345m")
 VOCAB = 16_000
@@ -54,11 +55,7 @@ def main() -> None:
                          "seq_len": cfg.training.seq_len}
     report = {"command": "python benchmarks/flop_estimates.py --json docs/results/benchmarks/flop-estimates.json",
               "vocab_size": VOCAB, "presets": presets, "assumptions": ASSUMPTIONS}
-    text = json.dumps(report, indent=2) + "\n"
-    print(text, end="")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
+    emit(report, args.json)
 
 
 if __name__ == "__main__":
