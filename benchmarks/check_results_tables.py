@@ -767,6 +767,20 @@ def cross_tokenizer_8b():
     return header, rows
 
 
+DUMP_SHAPES = {"llama-58m": "docs/results/benchmarks/dump-shapes-58m.json",
+               "llama-360m": "docs/results/benchmarks/dump-shapes-360m.json"}
+
+
+def dump_shapes():
+    header = ["teacher shape (random weights, V 16,000)", "windows", "config", "dump ÷ forward", "fixed s"]
+    rows = []
+    for name, path in DUMP_SHAPES.items():
+        b = load(path)
+        rows += [[name, b["args"]["windows"], r["config"], f"{r['dump_over_forward']:.2f}", f"{r['dump_fixed_s']:.1f}"]
+                 for r in b["results"]]
+    return header, rows
+
+
 CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
     f.__name__: f for f in (cpu_study, cpu_study_runs, cpu_study_pairs, cpu_study_stages, sparse_targets,
                             sparse_targets_pairs, sparse_targets_runs, antlm_study, antlm_pairs,
@@ -775,7 +789,7 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             fault_injection, paper_estimate, babyllama2_estimate,
                             vocab_cache_bytes, equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
-                            cross_tokenizer_alignment,
+                            cross_tokenizer_alignment, dump_shapes,
                             cross_tokenizer_8b)}
 
 
