@@ -29,9 +29,9 @@ from bbl.losses.coarse import compute_dtype
 RowLoss = Callable[[torch.Tensor, dict], torch.Tensor]
 
 ROW_BUDGET = 1 << 20
-"""(rows, V) elements per chunk by default (256 rows at V = 4,096): autograd keeps several such buffers per chunk;
-on the 2-core CPU, ULD and GOLD steps took 0.163 / 0.190 s per 4,096 rows at 256 rows against 0.187 / 0.211 s at
-1,024 (V 4,096, H 128, fp32; BENCHMARKS.md, cross-tokenizer cache)."""
+"""(rows, V) elements per chunk by default (256 rows at V = 4,096): autograd keeps several such buffers per chunk.
+At 1,024 rows a GOLD step's peak RSS was 1.21x the same-tokenizer step's, at 256 rows 1.00x (BENCHMARKS.md,
+"Cross-tokenizer cache"); a one-off timing on the 2-core CPU (not kept) found 256 rows no slower."""
 
 
 def chunked_row_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, kd_rows: RowLoss,
