@@ -400,7 +400,9 @@ def readme_summary():
         [f"hybrid, top-4 + 8 draws ({eb_caches['hybrid-4s8']['bytes_per_token']:.1f} B/token) − top-64 "
          f"({eb_caches['cached']['bytes_per_token']:.1f}), one teacher: dev CE",
          ci(dev(eb, "hybrid-4s8"), dev(eb, "cached")), "3", "[equal bytes](docs/results/equal-bytes.md)"],
-        [f"the same at the 50% highest-entropy positions ({eb_caches['hybrid-4s8-kd50']['bytes_per_token']:.1f} "
+        [f"hybrid, top-4 + 4 draws ({eb_caches['hybrid-4s4']['bytes_per_token']:.1f} B/token) − top-64: dev CE",
+         ci(dev(eb, "hybrid-4s4"), dev(eb, "cached")), "3", "[equal bytes](docs/results/equal-bytes.md)"],
+        [f"hybrid top-4 + 8 at the 50% highest-entropy positions ({eb_caches['hybrid-4s8-kd50']['bytes_per_token']:.1f} "
          f"B/token) − top-64: dev CE", ci(dev(eb, "hybrid-4s8-kd50"), dev(eb, "cached")), "3",
          "[equal bytes](docs/results/equal-bytes.md)"],
         ["KD from a teacher with another tokenizer (Unigram), exact-match KL − plain training: dev CE",
@@ -625,9 +627,11 @@ def babyllama2_estimate():
     return ESTIMATE_HEADER, rows
 
 
-EQUAL_ARMS = ("cached", "hybrid-8s12", "hybrid-4s8", "hybrid-4s8-kd50", "hybrid-4s8-kd25", "hybrid-4s8-kd10")
+EQUAL_ARMS = ("cached", "hybrid-8s12", "hybrid-4s8", "hybrid-2s8", "hybrid-4s4", "hybrid-4s8-kd50", "hybrid-4s8-kd25",
+              "hybrid-4s8-kd10")
 CACHE_LABELS = {("topk", 64, 0): "top-64", ("hybrid", 4, 8): "hybrid: top-4 + 8 draws",
-                ("hybrid", 8, 12): "hybrid: top-8 + 12 draws"}
+                ("hybrid", 8, 12): "hybrid: top-8 + 12 draws", ("hybrid", 2, 8): "hybrid: top-2 + 8 draws",
+                ("hybrid", 4, 4): "hybrid: top-4 + 4 draws"}
 
 
 def _cache_label(info: dict) -> str:

@@ -210,8 +210,8 @@ class DumpConfig:
     """What to store per position (`bbl.config.TargetKind`): topk (the k most probable ids, their log-probs, the
     tail mass); sampled (ids drawn from p_T, Anshumann et al. 2025); hybrid (the top k plus draws from the tail).
     Read with distill.kd_variant=topk_tail|sampled|hybrid. Recommended where bytes matter: --targets hybrid --topk 4
-    --samples 8 --logprob-step 0.0625 --delta-ids, the smallest cache that kept the top-64 cache's gain at CPU
-    scale (23.6 B/token against 127; docs/results/equal-bytes.md); none under 20 B/token did."""
+    --samples 4 --logprob-step 0.0625 --delta-ids, the smallest cache that kept the top-64 cache's gain at CPU
+    scale (18.8 B/token against 127; docs/results/equal-bytes.md)."""
     top_k: int | None = None
     """Ids kept per position (topk, hybrid); None = 64 (`DEFAULT_TOP_K`); 0 for a sampled cache (which refuses
     any other value: it stores draws only)."""

@@ -21,21 +21,28 @@ bbl dump-logits $common --cache cache/b20.zarr $hybrid
 bbl dump-logits $common --cache cache/kd50.zarr $hybrid --kd-fraction 0.5
 bbl dump-logits $common --cache cache/kd25.zarr $hybrid --kd-fraction 0.25
 bbl dump-logits $common --cache cache/kd10.zarr $hybrid --kd-fraction 0.1
+# added after the first results (every position, under 20 B/token; --sample-counts was dumped too: 24.5 B/token,
+# larger than repeated ids, not run)
+bbl dump-logits $common --cache cache/h4s4.zarr --targets hybrid --topk 4 --samples 4 --logprob-step 0.0625 --delta-ids
+bbl dump-logits $common --cache cache/h2s8.zarr --targets hybrid --topk 2 --samples 8 --logprob-step 0.0625 --delta-ids
 bbl dump-logits --teacher teacher-unigram --data prepared --cache cache/xtok.zarr --cross-tokenizer --topk 64 \
   --temperature 1.0 --batch-size 32 --max-windows 3072 --data-seed 0
-for c in top64 b36 b20 kd50 kd25 kd10 xtok; do bbl cache info --cache cache/$c.zarr --json > info-$c.json; done
+for c in top64 b36 b20 kd50 kd25 kd10 h4s4 h2s8 xtok; do bbl cache info --cache cache/$c.zarr --json > info-$c.json; done
 # caches.json = {"cached": info-top64, "hybrid-8s12": info-b36, "hybrid-4s8": info-b20, "hybrid-4s8-kd50": info-kd50,
-#                "hybrid-4s8-kd25": info-kd25, "hybrid-4s8-kd10": info-kd10}; cross-tokenizer/cache-info.json = info-xtok
+#                "hybrid-4s8-kd25": info-kd25, "hybrid-4s8-kd10": info-kd10, "hybrid-4s4": info-h4s4,
+#                "hybrid-2s8": info-h2s8}; cross-tokenizer/cache-info.json = info-xtok
 bbl study student-study --data prepared --workdir study --cache cache/top64.zarr --seeds 3 --jobs 2 \
   --arm "hybrid-8s12:--cache cache/b36.zarr" --arm "hybrid-4s8:--cache cache/b20.zarr" \
   --arm "hybrid-4s8-kd50:--cache cache/kd50.zarr" --arm "hybrid-4s8-kd25:--cache cache/kd25.zarr" \
-  --arm "hybrid-4s8-kd10:--cache cache/kd10.zarr" \
+  --arm "hybrid-4s8-kd10:--cache cache/kd10.zarr" --arm "hybrid-4s4:--cache cache/h4s4.zarr" \
+  --arm "hybrid-2s8:--cache cache/h2s8.zarr" \
   --arm "xtok-exact:--cache cache/xtok.zarr --set distill.kd_variant=exact_match" \
   --arm "xtok-uld:--cache cache/xtok.zarr --set distill.kd_variant=uld" \
   --arm "xtok-gold:--cache cache/xtok.zarr --set distill.kd_variant=gold" \
   --blimp-dir $D/blimp_fast --supplement-dir $D/supplement_fast
 # study.json = study/study.json. (The first 6 runs ran in a first invocation without the xtok arms, --jobs 1,
-# while teacher-unigram trained; the second invocation, with every arm, reused them.)
+# while teacher-unigram trained; a second, with the xtok arms, reused them; a third added hybrid-4s4 and hybrid-2s8
+# and reused the rest.)
 # dev bits per byte of every model (cross-tokenizer/bits-per-byte.json): the study's 512 dev windows, data seed 0
 mkdir -p bpb-links  # bbl eval refuses two model dirs of one name (seed0, ...): give each run a distinct one
 for d in study/runs/*/seed*; do ln -sfn "$(realpath $d)" "bpb-links/$(basename $(dirname $d))-$(basename $d)"; done
