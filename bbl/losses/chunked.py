@@ -198,46 +198,70 @@ class GradientsInForward(torch.autograd.Function):
         return None, grad_hidden * scale, grad_weight * scale.to(grad_weight.dtype)
 
 
+def project_chunks(hidden, weight, chunk_rows: int, step, *, want_grad: bool):
+    """The row-chunk loop of both chunked losses (`_passes` here, `bbl.losses.chunked_rows`): per chunk of rows r0:r1,
+    h = hidden[r0:r1] and its logits h @ W^T (c, V), both in the compute dtype and detached, go to
+    `step(r0, r1, logits)` -> (Σ CE, Σ KD or None, dz = d loss / d logits (c, V) or None), and dz's gradients
+    dz @ W and dz^T h are accumulated.
+
+    Returns:
+        (Σ CE, Σ KD, grad_hidden | None, grad_weight | None): sums in the compute dtype (fp32; fp64 for fp64
+        inputs), the gradients in hidden's and weight's dtypes when `want_grad`.
+    """
+    n = hidden.shape[0]
+    dtype = compute_dtype(hidden.dtype)
+    w = weight.detach().to(dtype)
+    ce_sum = torch.zeros((), dtype=dtype, device=hidden.device)
+    kd_sum = torch.zeros((), dtype=dtype, device=hidden.device)
+    grad_hidden = torch.empty_like(hidden) if want_grad else None
+    grad_weight = torch.zeros_like(w) if want_grad else None
+    for r0 in range(0, n, chunk_rows):
+        r1 = min(n, r0 + chunk_rows)
+        h = hidden[r0:r1].detach().to(dtype)
+        ce, kd, dz = step(r0, r1, h @ w.T)
+        ce_sum += ce
+        if kd is not None:
+            kd_sum += kd
+        if want_grad:
+            grad_hidden[r0:r1] = (dz @ w).to(hidden.dtype)
+            grad_weight.addmm_(dz.T, h)
+    if want_grad:
+        grad_weight = grad_weight.to(weight.dtype)
+    return ce_sum, kd_sum, grad_hidden, grad_weight
+
+
 def _passes(hidden, weight, target, tensors, spec: _Spec, *, want_grad: bool):
-    """One pass over row chunks: (loss, Σ CE, Σ KL, grad_hidden | None, grad_weight | None), sums in fp32 (fp64 for
-    fp64 inputs).
+    """One pass over row chunks (`project_chunks`): (loss, Σ CE, Σ KL, grad_hidden | None, grad_weight | None), sums
+    in fp32 (fp64 for fp64 inputs).
 
     Per chunk the (c, V) work is: the projection, one logsumexp, one exp into a buffer that becomes the gradient
     in place (shared by CE and KD at T = 1), and K-wide gathers and scatters; the backward's two matmuls follow.
     """
     targets = {k: v for k, v in zip(("topk_ids", "topk_logprobs", "tail_logprob", "teacher_logits"), tensors,
                                     strict=True) if v is not None}
-    n = hidden.shape[0]
     dtype = compute_dtype(hidden.dtype)
-    w32 = weight.to(dtype)
-    ce_sum = torch.zeros((), dtype=dtype, device=hidden.device)
-    kl_sum = torch.zeros((), dtype=dtype, device=hidden.device)
-    grad_hidden = torch.empty_like(hidden) if want_grad else None
-    grad_weight = torch.zeros_like(w32) if want_grad else None
-    for r0 in range(0, n, spec.chunk_rows):
-        r1 = min(n, r0 + spec.chunk_rows)
-        h = hidden[r0:r1].to(dtype)
-        logits = h @ w32.T  # (c, V) fp32
+
+    def step(r0, r1, logits):
         tgt = target[r0:r1]
         valid = tgt != IGNORE_INDEX
         safe = torch.where(valid, tgt, 0).unsqueeze(-1)
         lse = torch.logsumexp(logits, dim=-1, keepdim=True)
-        ce_sum += ((lse - logits.gather(-1, safe)).squeeze(-1) * valid).sum()
+        ce = ((lse - logits.gather(-1, safe)).squeeze(-1) * valid).sum()
         row_ce = (valid.to(dtype) * spec.ce_weight).unsqueeze(-1)  # d loss / d CE row
+        kl = None
         if spec.kind is None:
             dz = logits.sub_(lse).exp_().mul_(row_ce) if want_grad else None
         else:
             chunk = _kd_chunk if spec.divergence.uses_fused_path else _divergence_chunk
             kl_rows, dz = chunk(spec, logits, lse, {k: v[r0:r1] for k, v in targets.items()}, row_ce, want_grad)
-            kl_sum += kl_rows.sum()
-        if not want_grad:
-            continue
-        dz.scatter_add_(-1, safe, -row_ce)  # the CE's "- onehot(label)"
-        grad_hidden[r0:r1] = (dz @ w32).to(hidden.dtype)
-        grad_weight.addmm_(dz.T, h)
+            kl = kl_rows.sum()
+        if want_grad:
+            dz.scatter_add_(-1, safe, -row_ce)  # the CE's "- onehot(label)"
+        return ce, kl, dz
+
+    ce_sum, kl_sum, grad_hidden, grad_weight = project_chunks(hidden, weight, spec.chunk_rows, step,
+                                                              want_grad=want_grad)
     loss = spec.ce_weight * ce_sum + spec.kd_weight * kl_sum
-    if want_grad:
-        grad_weight = grad_weight.to(weight.dtype)
     return loss, ce_sum, kl_sum, grad_hidden, grad_weight
 
 

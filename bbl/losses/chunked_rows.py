@@ -22,9 +22,9 @@ from bbl.losses.chunked import (
     GradientsInForward,
     check_loss_settings,
     default_chunk_rows,
+    project_chunks,
     shift_labels,
 )
-from bbl.losses.coarse import compute_dtype
 
 RowLoss = Callable[[torch.Tensor, dict], torch.Tensor]
 
@@ -89,30 +89,18 @@ class _Spec:
 
 
 def _passes(hidden, weight, target, spec: _Spec, names, flat, *, want_grad: bool):
-    """(loss, Σ CE, Σ KD, grad_hidden | None, grad_weight | None) in one pass over row chunks."""
-    n = hidden.shape[0]
-    dtype = compute_dtype(hidden.dtype)
-    w = weight.detach().to(dtype)
-    ce_sum = torch.zeros((), dtype=dtype, device=hidden.device)
-    kd_sum = torch.zeros((), dtype=dtype, device=hidden.device)
-    grad_hidden = torch.empty_like(hidden) if want_grad else None
-    grad_weight = torch.zeros_like(w) if want_grad else None
-    for r0 in range(0, n, spec.chunk_rows):
-        r1 = min(n, r0 + spec.chunk_rows)
-        h = hidden[r0:r1].detach().to(dtype)
+    """(loss, Σ CE, Σ KD, grad_hidden | None, grad_weight | None) in one pass over row chunks (`project_chunks`),
+    each chunk's logits differentiated by autograd."""
+
+    def step(r0, r1, logits):
         chunk = {k: t[r0:r1].unsqueeze(0) for k, t in zip(names, flat, strict=True)}
         with torch.enable_grad() if want_grad else torch.no_grad():
-            logits = (h @ w.T).requires_grad_(want_grad)  # (c, V)
-            ce_rows = F.cross_entropy(logits, target[r0:r1], ignore_index=IGNORE_INDEX, reduction="sum")
-            kd_rows = spec.kd_rows(logits.unsqueeze(0), chunk).sum()
-            ce_sum += ce_rows.detach()
-            kd_sum += kd_rows.detach().to(dtype)
-            if not want_grad:
-                continue
-            (dz,) = torch.autograd.grad(spec.ce_weight * ce_rows + spec.kd_weight * kd_rows, logits)
-        grad_hidden[r0:r1] = (dz @ w).to(hidden.dtype)
-        grad_weight.addmm_(dz.T, h)
-    loss = spec.ce_weight * ce_sum + spec.kd_weight * kd_sum
-    if want_grad:
-        grad_weight = grad_weight.to(weight.dtype)
-    return loss, ce_sum, kd_sum, grad_hidden, grad_weight
+            logits.requires_grad_(want_grad)
+            ce = F.cross_entropy(logits, target[r0:r1], ignore_index=IGNORE_INDEX, reduction="sum")
+            kd = spec.kd_rows(logits.unsqueeze(0), chunk).sum()
+            dz = (torch.autograd.grad(spec.ce_weight * ce + spec.kd_weight * kd, logits)[0] if want_grad else None)
+        return ce.detach(), kd.detach().to(ce.dtype), dz
+
+    ce_sum, kd_sum, grad_hidden, grad_weight = project_chunks(hidden, weight, spec.chunk_rows, step,
+                                                              want_grad=want_grad)
+    return spec.ce_weight * ce_sum + spec.kd_weight * kd_sum, ce_sum, kd_sum, grad_hidden, grad_weight
