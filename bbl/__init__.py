@@ -20,6 +20,8 @@ MOVED_MODULES = {
     "bbl.cache_dataset": "bbl.cache.dataset",
     "bbl.cache_integrity": "bbl.cache.integrity",
     "bbl.cache_tools": ("bbl.cache.verify", "bbl.cache.inspect"),
+    "bbl.cache.kinds.cross_tokenizer_dump": "bbl.cache.compute.cross_tokenizer",
+    "bbl.cache.kinds.operations": "bbl.cache.compute.registry",
     "bbl.child": "bbl.study.runner",
     "bbl.chunked_loss": "bbl.losses.chunked",
     "bbl.cleaning": "bbl.data.cleaning",

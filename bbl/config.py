@@ -39,7 +39,6 @@ Objective = typing.Literal["clm", "mlm"]
 """A training phase's objective: clm (causal mask, next-token CE) or mlm (bidirectional mask, CE on masked tokens)."""
 MLMTarget = typing.Literal["previous", "own"]
 
-TARGET_KINDS = typing.get_args(TargetKind)
 REDUCTIONS = typing.get_args(Reduction)
 PAPER_TEMPERATURE = 2.0
 """The softening temperature of Baby Llama (Section 3.2): dump-logits' default, and online distillation's when
@@ -281,11 +280,10 @@ class TrainingConfig:
                 raise BblError(f"training.{name} must be positive, got {getattr(self, name)}")
 
 
-KD_VARIANTS_OF_CACHE = {"topk": ("topk_tail", "topk_renorm"), "sampled": ("sampled",),
-                        "hybrid": ("hybrid", "topk_tail", "topk_renorm"),
-                        "cross_tokenizer": ("exact_match", "uld", "gold")}
-"""Which `distill.kd_variant` reads which cache kind (`TARGET_KINDS`); a hybrid cache holds a top-k one. The first
-is the default for that kind (`DistillConfig.kd_variant` None)."""
+def kd_temperature(distill: DistillConfig, cache_temperature: float | None) -> float:
+    """The KD term's temperature T: `distill.temperature` if set, else the cache's (cached distillation), else the
+    paper's (`PAPER_TEMPERATURE`, online distillation). The one place this rule is written."""
+    return distill.temperature or cache_temperature or PAPER_TEMPERATURE
 
 
 @dataclass
@@ -296,9 +294,10 @@ class DistillConfig:
     """Softening temperature T; None takes the cache's (the paper: 2). Another value needs allow_retemper."""
     allow_retemper: bool = False
     """Accept a temperature other than the cache's, re-tempering the stored log-probs (`bbl.losses.retemper`)."""
-    kd_variant: KDVariant | None = None
-    """None: the cache's own kind (topk_tail for a top-k cache, sampled, hybrid; `KD_VARIANTS_OF_CACHE`), topk_tail
-    for online distillation. Else topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k), for
+    kd_variant: str | None = None
+    """How the cache's rows are read into the KD term, a registered `bbl.losses.readings.KDReading`. None: the cache
+    kind's default (the first of its `CacheKind.kd_variants`: topk_tail for a top-k cache, sampled, hybrid,
+    exact_match for a cross-tokenizer one), topk_tail for online distillation. Else topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k), for
     top-k and hybrid caches; sampled (a sampled cache, `bbl.losses.sampled_kl`); hybrid (a hybrid cache,
     `bbl.losses.hybrid_kl`); exact_match, uld or gold (a cross_tokenizer cache, `bbl.losses.cross_tokenizer`: at
     the student positions aligned with a teacher position only, chunked as `training.loss_impl` says). A

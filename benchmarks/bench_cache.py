@@ -19,10 +19,12 @@ import numpy as np
 import torch
 
 from bbl.cache import CacheDataset, CacheReader, CacheWriter, ChunkBatch, shuffled_order
+from bbl.cache.compute.fidelity import stored_kl
 from bbl.cache.dump import dump_logits
-from bbl.cache.format import DumpConfig, quantize_logprobs, sort_by_id
-from bbl.cache.inspect import store_bytes, topk_mass
-from bbl.cache.verify import coarse_kl
+from bbl.cache.dump_config import DumpConfig
+from bbl.cache.format import quantize_logprobs, sort_by_id
+from bbl.cache.inspect import store_bytes
+from bbl.cache.kinds.builtin import topk_mass
 from bbl.data.prepared import PreparedData
 from bbl.data.windows import TokenWindows, window_subset
 from bbl.models.ensemble import ensemble_topk
@@ -131,7 +133,7 @@ def main():
         reader = CacheReader(path)
         bpt = store_bytes(path) / (n * 128)
         lp = reader.read(0, n)["topk_logprobs"]  # what a reader gets back
-        kl = coarse_kl(lp_exact, tail, lp.astype(np.float32), tail).mean()
+        kl = stored_kl(lp_exact, tail, lp.astype(np.float32), tail).mean()
         err = np.abs(lp.astype(np.float32) - lp_exact).max()
         contiguous = n / median_time(lambda r=reader, c=chunk: [r.read(i, i + c) for i in range(0, n, c)], args.reps)
 

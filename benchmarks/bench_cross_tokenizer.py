@@ -59,10 +59,9 @@ def foreign_prepared(workdir: Path, corpus: Path, vocab_size: int) -> Path:
 
 def dumps(args, foreign: Path, tmp: Path) -> dict:
     """Each dump --reps times, the two kinds interleaved: seconds, bytes, student tokens, teacher tokens."""
+    from bbl.cache.compute.cross_tokenizer import CrossTokenizerConfig
     from bbl.cache.dump import dump_logits
-    from bbl.cache.format import DumpConfig
-    from bbl.cache.kinds.cross_tokenizer import CrossTokenizerConfig
-    from bbl.cache.kinds.cross_tokenizer_dump import dump_cross_tokenizer
+    from bbl.cache.dump_config import DumpConfig
 
     teacher = [args.workdir / "teachers" / args.teacher]
     runs = {"same": [], "cross": [], "cross, no context": []}
@@ -75,7 +74,7 @@ def dumps(args, foreign: Path, tmp: Path) -> dict:
                     top_k=args.top_k, temperature=TEMPERATURE, max_windows=args.windows, batch_size=args.batch_size),
                     progress=False, log=lambda *a, **k: None)
             else:
-                summary = dump_cross_tokenizer(teacher, foreign, out, CrossTokenizerConfig(
+                summary = dump_logits(teacher, foreign, out, CrossTokenizerConfig(
                     top_k=args.top_k, temperature=TEMPERATURE, max_windows=args.windows, batch_size=args.batch_size,
                     **({"context_tokens": 0} if "no context" in name else {})), progress=False,
                     log=lambda *a, **k: None)
@@ -101,10 +100,9 @@ def batches(cache: Path, batch_size: int, count: int):
 
 def step_setup(args, mode: str, tmp: Path):
     """(model, optimizer, batches, loss function of (model, batch)) of one step mode."""
-    from bbl.cache.kinds.cross_tokenizer import student_twin_mask
     from bbl.config import load_config
     from bbl.losses.chunked import KDTargets, chunked_head_loss
-    from bbl.losses.cross_tokenizer import cross_tokenizer_head_loss, gold_weights
+    from bbl.losses.cross_tokenizer import cross_tokenizer_head_loss, gold_weights, student_twin_mask
     from bbl.models.build import build_model, forward_without_logits
 
     cache = tmp / ("same-0.zarr" if mode == "same" else "cross-0.zarr")

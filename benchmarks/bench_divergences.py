@@ -28,7 +28,8 @@ import torch
 
 from bbl.config import load_config
 from bbl.losses.chunked import KDTargets, chunked_head_loss
-from bbl.losses.divergences import DIVERGENCES, Divergence, reading_problem
+from bbl.losses.divergences import DIVERGENCES, Divergence
+from bbl.losses.readings import reading_problem
 from bbl.models.build import build_model, forward_without_logits
 
 TEMPERATURE = 2.0

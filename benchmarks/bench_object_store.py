@@ -78,7 +78,7 @@ def main():
     args = ap.parse_args()
     server = start_s3()
     from bbl.cache.dump import dump_logits
-    from bbl.cache.format import DumpConfig
+    from bbl.cache.dump_config import DumpConfig
 
     tmp = Path(tempfile.mkdtemp(prefix="bbl-s3bench-"))
     w = args.workdir

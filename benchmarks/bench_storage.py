@@ -12,7 +12,7 @@ A configuration is KIND:SIZE[/OPTION+OPTION]: topk:K, sampled:M, hybrid:K+M; opt
 2^-4`; stepN: 2^-N), delta (`--delta-ids`), counts (`--sample-counts`), sel50 (`--kd-fraction 0.5`: errors over
 the kept positions only). Per configuration, in one run:
 - bytes/token: the whole store (every array and its metadata) over the dumped tokens;
-- kl_mean / kl_max: the (k+1)-outcome KL between the exact and the stored top-k + tail (`bbl.cache.verify.coarse_kl`:
+- kl_mean / kl_max: the (k+1)-outcome KL between the exact and the stored top-k + tail (`bbl.cache.compute.fidelity.stored_kl`:
   what rounding the log-probs costs; top-k and hybrid caches), nats per position;
 - grad_mean / grad_max: || p_T - r ||_2 per position, r the target the KD loss pulls the student toward (the KD
   gradient's error x T; BENCHMARKS.md, "gradient error against exact targets"): the stored empirical target for
@@ -37,10 +37,10 @@ import numpy as np
 import torch
 
 from bbl.cache import CacheReader
+from bbl.cache.compute.fidelity import stored_kl, target_distribution
 from bbl.cache.dump import dump_logits
-from bbl.cache.format import DumpConfig
+from bbl.cache.dump_config import DumpConfig
 from bbl.cache.inspect import store_bytes
-from bbl.cache.verify import coarse_kl, target_distribution
 from bbl.data.prepared import PreparedData
 from bbl.data.windows import select_train_windows
 from bbl.models.ensemble import logit_mean
@@ -91,7 +91,7 @@ def errors(reader: CacheReader, teachers, rows, temperature: float) -> dict:
             if "topk_ids" in flat:
                 at = torch.from_numpy(flat["topk_ids"].astype(np.int64))
                 exact_tail = torch.logsumexp(logp.scatter(-1, at, float("-inf")), -1).numpy()
-                kls.append(coarse_kl(logp.gather(-1, at).numpy(), exact_tail, flat["topk_logprobs"],
+                kls.append(stored_kl(logp.gather(-1, at).numpy(), exact_tail, flat["topk_logprobs"],
                                      flat["tail_logprob"]))
             if reader.targets == "topk":  # the tail spread as a stand-in student's q (the first teacher)
                 q = torch.softmax(logits[0][0].float() / temperature, -1).double().numpy()

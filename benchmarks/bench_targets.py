@@ -27,7 +27,7 @@ import torch
 
 from bbl.cache import CacheReader
 from bbl.cache.dump import dump_logits
-from bbl.cache.format import DumpConfig
+from bbl.cache.dump_config import DumpConfig
 from bbl.cache.inspect import store_bytes
 from bbl.cache.verify import target_distribution
 from bbl.models.teachers import load_teachers

@@ -5,7 +5,7 @@
 Dumps the same windows with the workdir's teachers at fp32 and at each --dtype (weights in that precision; the
 logit mean and log-softmax stay fp32), then compares position by position: the share of top-k ids in common, the
 largest |log-prob| error on the ids both keep, on positions whose top-k sets agree the KL(fp32 ‖ other) of the
-(k+1)-outcome coarsenings (`bbl.cache.verify.coarse_kl`), and the dump's wall time (median of --reps).
+(k+1)-outcome coarsenings (`bbl.cache.compute.fidelity.stored_kl`), and the dump's wall time (median of --reps).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from bbl.cache.compute.fidelity import stored_kl
 from bbl.cache.dump import dump_logits
-from bbl.cache.format import DumpConfig
-from bbl.cache.verify import coarse_kl
+from bbl.cache.dump_config import DumpConfig
 
 
 def arrays(path):
@@ -40,7 +40,7 @@ def compare(ref: dict, other: dict) -> dict:
     at = np.where(in_other, (common * o_lp[..., None, :]).sum(-1), np.nan)  # other's log-prob of fp32's ids
     err = np.abs(at - lp)
     same = in_other.all(-1)  # positions whose top-k sets are equal (ids are stored sorted: same order)
-    kl = coarse_kl(lp[same], tail[same], o_lp[same], other["tail_logprob"][same])
+    kl = stored_kl(lp[same], tail[same], o_lp[same], other["tail_logprob"][same])
     return {"ids_in_common": float(in_other.mean()), "positions_same_topk": float(same.mean()),
             "max_abs_logprob_error": float(np.nanmax(err)), "mean_abs_logprob_error": float(np.nanmean(err)),
             "mean_kl_same_topk": float(kl.mean()), "max_kl_same_topk": float(kl.max())}

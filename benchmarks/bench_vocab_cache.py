@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from bbl.cache.dataset import CacheDataset
-from bbl.cache.dump import ChunkComputer
-from bbl.cache.format import DumpConfig, id_dtype
+from bbl.cache.dump import EnsembleChunkComputer
+from bbl.cache.dump_config import DumpConfig
+from bbl.cache.format import id_dtype
 from bbl.cache.inspect import store_bytes
 from bbl.cache.reader import CacheReader
 from bbl.cache.writer import CacheWriter
@@ -54,7 +55,7 @@ def one(vocab: int, output_size: int, args, tmp: Path, rep: int) -> dict:
     attrs = {"temperature": 1.0, "top_k": 64, "seq_len": 128, "vocab_size": vocab}
     out = tmp / f"v{output_size}-{rep}.zarr"
     writer = CacheWriter(out, attrs=attrs, num_windows=len(windows), chunk_windows=config.chunk_windows)
-    computer = ChunkComputer(teachers, infos, windows, config, device="cpu", id_dtype=id_dtype(vocab),
+    computer = EnsembleChunkComputer(teachers, infos, windows, config, device="cpu", id_dtype=id_dtype(vocab),
                              vocab_size=vocab)
     t0 = time.perf_counter()
     for c in range(writer.num_chunks):

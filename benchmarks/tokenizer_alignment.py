@@ -4,7 +4,7 @@
         [--windows 512] [--json F]
 
 For each teacher tokenizer, a tiny LLaMA with random weights over its ids (the figures depend on the tokenizers
-only) is dumped with `dump_cross_tokenizer` over the prepared dir's first --windows training windows (the
+only) is dumped with `dump_logits` over the prepared dir's first --windows training windows (the
 default --context-tokens), and the dump's summary is kept: the aligned fraction (student positions whose token ends
 where a teacher token ends), teacher tokens per student window, and the share of the teacher's vocabulary and of
 the teacher tokens of the text that have a student twin (the same byte string).
@@ -42,8 +42,8 @@ def main() -> None:
     import numpy as np
 
     from bbl.cache import CacheReader
-    from bbl.cache.kinds.cross_tokenizer import CrossTokenizerConfig
-    from bbl.cache.kinds.cross_tokenizer_dump import dump_cross_tokenizer
+    from bbl.cache.compute.cross_tokenizer import CrossTokenizerConfig
+    from bbl.cache.dump import dump_logits
 
     pairs = {}
     with tempfile.TemporaryDirectory(prefix="bbl-align-") as name:
@@ -51,7 +51,7 @@ def main() -> None:
         for i, tok in enumerate(args.teacher_tokenizer):
             teacher = tiny_teacher(tok, tmp / f"teacher{i}")
             out = tmp / f"cache{i}.zarr"
-            summary = dump_cross_tokenizer([teacher], args.prepared, out, CrossTokenizerConfig(
+            summary = dump_logits([teacher], args.prepared, out, CrossTokenizerConfig(
                 top_k=64, temperature=1.0, max_windows=args.windows, seed=0), progress=False, log=lambda *a: None)
             reader = CacheReader(out)
             mapping = reader.read_static("teacher_to_student")

@@ -97,7 +97,7 @@ def tiny_teachers(prepared, tmp_path_factory) -> list[Path]:
 def trained_cache(prepared, tmp_path_factory):
     """Two tiny teachers trained for a few epochs on the tiny data, and their top-16 cache at T = 2."""
     from bbl.cache.dump import dump_logits
-    from bbl.cache.format import DumpConfig
+    from bbl.cache.dump_config import DumpConfig
     from bbl.config import load_config
     from bbl.train.recipe import train_lm
 

@@ -21,7 +21,7 @@ def quiet(*_):
 
 def dump_config(**kw):
     """A `DumpConfig` from `DUMP_DEFAULTS` updated with `kw` (a sampled cache drops the default top_k)."""
-    from bbl.cache.format import DumpConfig
+    from bbl.cache.dump_config import DumpConfig
 
     settings = {**DUMP_DEFAULTS, **kw}
     if settings.get("targets") == "sampled" and "top_k" not in kw:
@@ -107,3 +107,36 @@ def sigkill_after_chunks(argv: list[str], location, chunks: int = 1, *, env=None
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+HEAD_SHAPE = {"B": 3, "S": 7, "H": 16, "V": 50, "K": 5}
+"""Batch, sequence, hidden, vocabulary and top-k sizes of `head_loss_batch`."""
+
+
+def head_loss_batch(temperature, seed=0, dtype=None, *, more_ignored: bool = False, all_mass_row: bool = False):
+    """A random batch for the chunked head loss: (hidden (B, S, H), weight (V, H), both requiring grad; labels
+    (B, S) with -100 at [0, 3] (and [2, 1] with `more_ignored`); teacher logits (B, S, V); its top-K ids and
+    log-probs at `temperature`; the tail's log mass, -inf at [1, 2] with `all_mass_row` (a position whose top k
+    hold all the mass))."""
+    import torch
+
+    dtype = dtype or torch.float32
+    b, s, h, v, k = (HEAD_SHAPE[x] for x in "BSHVK")
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(b, s, h, generator=g).to(dtype).requires_grad_()
+    weight = (torch.randn(v, h, generator=g) * 0.3).to(dtype).requires_grad_()
+    labels = torch.randint(0, v, (b, s), generator=g)
+    labels[0, 3] = -100
+    if more_ignored:
+        labels[2, 1] = -100
+    teacher = torch.randn(b, s, v, generator=g) * 2
+    if not all_mass_row:
+        teacher = teacher.to(dtype)
+    top, ids = torch.log_softmax(teacher / temperature, -1).topk(k, -1)
+    if all_mass_row:
+        tail = torch.log1p(-top.exp().sum(-1).clamp(max=1 - 1e-7))
+        tail[1, 2] = float("-inf")
+    else:
+        tail = torch.log1p(-top.exp().sum(-1))
+    return hidden, weight, labels, teacher, ids, top, tail
+

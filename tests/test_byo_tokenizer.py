@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from bbl.cache.dump import dump_logits
-from bbl.cache.format import DumpConfig
+from bbl.cache.dump_config import DumpConfig
 from bbl.cli import main
 from bbl.data.prepare import prepare
 from bbl.data.prepared import PreparedData

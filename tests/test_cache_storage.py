@@ -218,7 +218,7 @@ def test_the_overlapped_dump_computes_what_a_sequential_loop_does(tiny_teachers,
     the writer thread: the chunk must equal one computed batch after batch on this thread."""
     import torch
 
-    from bbl.cache.dump import ChunkComputer, dump_windows
+    from bbl.cache.dump import EnsembleChunkComputer, dump_windows
     from bbl.cache.format import count_draws, quantize_logprobs, sort_by_id
     from bbl.data.prepared import PreparedData
     from bbl.models.teachers import load_teachers
@@ -229,7 +229,7 @@ def test_the_overlapped_dump_computes_what_a_sequential_loop_does(tiny_teachers,
     teachers, infos = load_teachers(tiny_teachers, "cpu")
     for kw in ({}, {"targets": "hybrid", "num_samples": 6, "sample_counts": True}):
         config = dump_config(**kw)
-        computer = ChunkComputer(teachers, infos, dump_windows(data, config), config, device="cpu",
+        computer = EnsembleChunkComputer(teachers, infos, dump_windows(data, config), config, device="cpu",
                                  id_dtype=np.uint16, vocab_size=data.vocab_size)
         got = computer.compute(1)
         rows, kind = computer.rows(1), computer.draw_settings(1)

@@ -6,20 +6,13 @@ import torch
 from bbl.losses import distillation_loss, full_kl, reduce_kd, topk_renorm_kl, topk_tail_kl
 from bbl.losses.chunked import KDTargets, chunked_head_loss
 
-B, S, H, V, K = 3, 7, 16, 50, 5
+from .helpers import HEAD_SHAPE, head_loss_batch
+
+B, S, H, V, K = (HEAD_SHAPE[x] for x in "BSHVK")
 
 
 def _batch(temperature, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(B, S, H, generator=g).to(dtype).requires_grad_()
-    weight = (torch.randn(V, H, generator=g) * 0.3).to(dtype).requires_grad_()
-    labels = torch.randint(0, V, (B, S), generator=g)
-    labels[0, 3] = labels[2, 1] = -100
-    teacher = torch.randn(B, S, V, generator=g) * 2
-    top, ids = torch.log_softmax(teacher / temperature, -1).topk(K, -1)
-    tail = torch.log1p(-top.exp().sum(-1).clamp(max=1 - 1e-7))
-    tail[1, 2] = float("-inf")  # a position whose top k hold all the mass
-    return hidden, weight, labels, teacher, ids, top, tail
+    return head_loss_batch(temperature, seed, dtype, more_ignored=True, all_mass_row=True)
 
 
 def _reference(kind, hidden, weight, labels, teacher, ids, top, tail, *, alpha, temperature, reduction):

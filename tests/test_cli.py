@@ -178,7 +178,7 @@ def test_dump_logits_options_are_the_dump_config_fields():
     default and docstring as its help."""
     import dataclasses
 
-    from bbl.cache.format import DumpConfig
+    from bbl.cache.dump_config import DumpConfig
     from bbl.cli import main
     from bbl.cli.commands import DUMP_FLAGS
     from bbl.cli.params import field_docs

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bbl.cache.compute.cross_tokenizer import CrossTokenizerConfig
 from bbl.cache.dump import dump_logits
 from bbl.cache.inspect import cache_info
-from bbl.cache.kinds.cross_tokenizer import CrossTokenizerConfig, exact_match_targets
-from bbl.cache.kinds.cross_tokenizer_dump import dump_cross_tokenizer
+from bbl.cache.kinds.cross_tokenizer import exact_match_targets
 from bbl.cache.reader import CacheReader
 from bbl.cache.repair import repair_cache
 from bbl.cache.verify import verify_cache
@@ -117,7 +117,7 @@ def unigram_teacher(student_data, tmp_path_factory):
 def test_identity_reproduces_the_plain_topk_cache_bit_for_bit(prepared, tiny_teachers, tmp_path):
     plain, cross = tmp_path / "plain.zarr", tmp_path / "cross.zarr"
     dump_logits(tiny_teachers, prepared, plain, dump_config(max_windows=12), progress=False, log=quiet)
-    dump_cross_tokenizer(tiny_teachers, prepared, cross, xconfig(context_tokens=0), progress=False, log=quiet)
+    dump_logits(tiny_teachers, prepared, cross, xconfig(context_tokens=0), progress=False, log=quiet)
     a, reader = CacheReader(plain).read(0, 12), CacheReader(cross)
     x, mapping = reader.read(0, 12), reader.read_static("teacher_to_student")
     assert (mapping == np.arange(len(mapping))).all()  # every id maps to itself, specials included
@@ -142,7 +142,7 @@ def test_other_tokenizers_dump_verify_repair(teacher, student_data, tmp_path, re
 
     teacher_dir = request.getfixturevalue(teacher)
     out = tmp_path / "x.zarr"
-    summary = dump_cross_tokenizer([teacher_dir], student_data, out, xconfig(context_tokens=16, top_k=16),
+    summary = dump_logits([teacher_dir], student_data, out, xconfig(context_tokens=16, top_k=16),
                                    progress=False, log=quiet)
     print(f"{teacher}: aligned fraction {summary['aligned_fraction']:.4f}, "
           f"{summary['teacher_tokens_per_window']:.1f} teacher tokens / 32 student tokens")
@@ -193,22 +193,22 @@ def test_resume_after_an_interrupted_dump_is_byte_identical(bpe_teacher, student
     import zarr
 
     full, cut = tmp_path / "full.zarr", tmp_path / "cut.zarr"
-    dump_cross_tokenizer([bpe_teacher], student_data, full, xconfig(), progress=False, log=quiet)
+    dump_logits([bpe_teacher], student_data, full, xconfig(), progress=False, log=quiet)
     shutil.copytree(full, cut)
     g = zarr.open_group(cut, mode="r+")  # what a kill after chunk 0 leaves: later chunks neither done nor present
     g["chunk_done"][1:] = False
     g.attrs["complete"] = False
     for name in ("teacher_topk_ids", "alignment"):
         shutil.rmtree(cut / name / "c" / "2")
-    dump_cross_tokenizer([bpe_teacher], student_data, cut, xconfig(), progress=False, log=quiet)
+    dump_logits([bpe_teacher], student_data, cut, xconfig(), progress=False, log=quiet)
     assert {k: v.tobytes() for k, v in arrays(cut).items()} == {k: v.tobytes() for k, v in arrays(full).items()}
     with pytest.raises(BblError, match="holds a cache of other settings .*context_tokens"):
-        dump_cross_tokenizer([bpe_teacher], student_data, cut, xconfig(context_tokens=3), progress=False, log=quiet)
+        dump_logits([bpe_teacher], student_data, cut, xconfig(context_tokens=3), progress=False, log=quiet)
 
 
 def test_an_object_store_location_holds_a_cross_tokenizer_cache(bpe_teacher, student_data):
     url = "memory://bbl-xtok/cache.zarr"
-    dump_cross_tokenizer([bpe_teacher], student_data, url, xconfig(max_windows=4), progress=False, log=quiet)
+    dump_logits([bpe_teacher], student_data, url, xconfig(max_windows=4), progress=False, log=quiet)
     assert CacheReader(url).read_static("teacher_to_student").shape == (900,)
     assert verify_cache(url, progress=False).ok
 
@@ -248,7 +248,7 @@ def test_bad_input_one_line_nothing_written(prepared, student_data, bpe_teacher,
              (tiny_teachers, old, r"records no token offsets .* re-run `bbl prepare` with the same arguments")]
     for teachers, data, message in cases:
         with pytest.raises(BblError, match=message) as e:
-            dump_cross_tokenizer(teachers, data, out, xconfig(), progress=False, log=quiet)
+            dump_logits(teachers, data, out, xconfig(), progress=False, log=quiet)
         assert "\n" not in str(e.value) and not out.exists() and not list(tmp_path.glob(".x.zarr*"))
 
 
@@ -301,7 +301,7 @@ def test_distill_reads_a_cross_tokenizer_cache_with_exact_match_and_uld(bpe_teac
     from bbl.distill.recipe import distill
 
     cache = tmp_path / "x.zarr"
-    dump_cross_tokenizer([bpe_teacher], student_data, cache, xconfig(top_k=16), progress=False, log=quiet)
+    dump_logits([bpe_teacher], student_data, cache, xconfig(top_k=16), progress=False, log=quiet)
     kd = {}
     for variant in ("exact_match", "uld", "gold"):
         cfg = load_config("student-tiny", ["training.max_train_windows=null", "training.max_steps=3",

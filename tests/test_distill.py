@@ -51,7 +51,7 @@ def test_alpha_one_loss_is_the_plain_ce(trained_cache, prepared, tmp_path):
     from transformers import TrainingArguments
 
     from bbl.cache import CacheDataset, open_cache
-    from bbl.distill.trainer import make_distill_trainer
+    from bbl.distill.trainer import DistillTrainer
     from bbl.models.build import build_model
 
     _, cache = trained_cache
@@ -59,7 +59,7 @@ def test_alpha_one_loss_is_the_plain_ce(trained_cache, prepared, tmp_path):
     batch = {k: torch.stack([ds[i][k] for i in range(4)]) for k in ds[0]}
     model = build_model(student().model, 320, seed=0).train()
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    trainer = make_distill_trainer()(model=model, args=args, distill=DistillConfig(alpha=1.0, kd_variant="topk_tail"), temperature=2.0,
+    trainer = DistillTrainer(model=model, args=args, distill=DistillConfig(alpha=1.0, kd_variant="topk_tail"), temperature=2.0,
                                      cache_temperature=2.0)
     loss = trainer.compute_loss(model, dict(batch))
     plain = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss
@@ -78,10 +78,10 @@ def test_chunked_trainer_loss_and_gradients_equal_the_hf_path(mode, trained_cach
     from transformers import TrainingArguments
 
     from bbl.cache import CacheDataset, open_cache
-    from bbl.distill.trainer import make_distill_trainer
+    from bbl.distill.trainer import DistillTrainer
     from bbl.models.build import build_model
     from bbl.models.teachers import load_teachers
-    from bbl.train.trainer import make_loss_trainer
+    from bbl.train.trainer import LossTrainer
 
     teacher_dirs, cache = trained_cache
     ds = CacheDataset(open_cache(cache))
@@ -95,10 +95,10 @@ def test_chunked_trainer_loss_and_gradients_equal_the_hf_path(mode, trained_cach
         model.train(mode != "eval")
         kw = {"loss_impl": impl, "loss_chunk_rows": 24}
         if mode == "plain":
-            trainer = make_loss_trainer()(model=model, args=args, **kw)
+            trainer = LossTrainer(model=model, args=args, **kw)
         else:
             teachers = load_teachers(teacher_dirs, "cpu")[0] if mode == "online" else None
-            trainer = make_distill_trainer()(model=model, args=args, distill=DistillConfig(alpha=0.5, kd_variant="topk_tail"),
+            trainer = DistillTrainer(model=model, args=args, distill=DistillConfig(alpha=0.5, kd_variant="topk_tail"),
                                              temperature=2.0, cache_temperature=2.0, teachers=teachers, **kw)
         loss = trainer.compute_loss(model, dict(batch))
         if mode == "eval":

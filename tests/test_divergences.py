@@ -23,9 +23,9 @@ from bbl.losses import (
     topk_tail_kl,
 )
 from bbl.losses.chunked import KDTargets, chunked_head_loss
-from bbl.losses.divergences import reading_problem
+from bbl.losses.readings import reading_problem
 
-from .helpers import SEQ, dump, error_lines, run
+from .helpers import HEAD_SHAPE, SEQ, dump, error_lines, head_loss_batch, run
 
 NAMES = list(DIVERGENCES)
 RENORM_REFUSED = ("reverse_kl", "akl")  # infinite against a teacher that gives the tail no mass
@@ -192,19 +192,11 @@ def test_student_tail_is_exact_for_confident_rows_and_close_otherwise():
 
 # ---------------------------------------------------------------- the chunked loss: one gradient path
 
-B, S, H, V, K = 3, 7, 16, 50, 5
+B, S, H, V, K = (HEAD_SHAPE[x] for x in "BSHVK")
 
 
 def _batch(temperature, seed=0, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    hidden = torch.randn(B, S, H, generator=g).to(dtype).requires_grad_()
-    weight = (torch.randn(V, H, generator=g) * 0.3).to(dtype).requires_grad_()
-    labels = torch.randint(0, V, (B, S), generator=g)
-    labels[0, 3] = -100
-    teacher = (torch.randn(B, S, V, generator=g) * 2).to(dtype)
-    top, ids = torch.log_softmax(teacher / temperature, -1).topk(K, -1)
-    tail = torch.log1p(-top.exp().sum(-1))
-    return hidden, weight, labels, teacher, ids, top, tail
+    return head_loss_batch(temperature, seed, dtype)
 
 
 def _unfused(kind, div, hidden, weight, labels, teacher, ids, top, tail, *, alpha, temperature, reduction):
@@ -313,7 +305,7 @@ def test_forward_kl_is_todays_loss_bit_for_bit():
 
 
 def test_verify_fidelity_kl_is_the_losses_kl():
-    from bbl.cache.verify import coarse_kl
+    from bbl.cache.compute.fidelity import stored_kl
 
     rng = np.random.default_rng(0)
     exact = np.log(rng.dirichlet(np.ones(9), size=20))
@@ -321,7 +313,7 @@ def test_verify_fidelity_kl_is_the_losses_kl():
     pe = exact - np.logaddexp.reduce(exact, -1, keepdims=True)
     ps = stored - np.logaddexp.reduce(stored, -1, keepdims=True)
     by_hand = (np.exp(pe) * (pe - ps)).sum(-1)  # KL of the renormalised (k+1)-outcome distributions
-    np.testing.assert_allclose(coarse_kl(exact[:, :8], exact[:, 8], stored[:, :8], stored[:, 8]), by_hand,
+    np.testing.assert_allclose(stored_kl(exact[:, :8], exact[:, 8], stored[:, :8], stored[:, 8]), by_hand,
                                rtol=1e-12, atol=1e-15)
 
 

@@ -171,11 +171,11 @@ def test_a_device_mapped_teacher_dumps_and_repairs_the_same_bytes(qwen, tmp_path
 
     dump_logits([teacher], prepared, auto, dump_config(top_k=16, batch_size=None), progress=False, log=quiet)
     assert CacheReader(auto).attrs["dump_batch_size"] == 16 == CacheReader(auto).attrs["dump_config"]["batch_size"]
-    from bbl.cache.dump import ChunkComputer, resolve_batch_size
-    from bbl.cache.format import DumpConfig
+    from bbl.cache.dump import EnsembleChunkComputer, resolve_batch_size
+    from bbl.cache.dump_config import DumpConfig
 
-    computer = ChunkComputer([], [], None, DumpConfig(), device="cuda:0", id_dtype=np.int64, vocab_size=1)
-    assert resolve_batch_size(DumpConfig(), computer, cache, log=quiet).batch_size == 2  # the store's own
+    computer = EnsembleChunkComputer([], [], None, DumpConfig(), device="cuda:0", id_dtype=np.int64, vocab_size=1)
+    assert resolve_batch_size(DumpConfig(), computer, cache, device="cuda:0", log=quiet).batch_size == 2  # the store's own
 
 
 def test_the_gpu_batch_size_is_the_first_that_fits_as_accelerate_lowers_it():

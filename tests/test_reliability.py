@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bbl.cache import CacheReader, CacheWriter, ChunkBatch
-from bbl.cache.verify import coarse_kl, mass_defect
+from bbl.cache.compute.fidelity import mass_defect, stored_kl
 from bbl.errors import BblError
 
 from .helpers import arrays, dump, error_lines, run
@@ -116,10 +116,10 @@ def test_fidelity_kl_is_never_negative_and_zero_for_identical_targets():
     exact = np.take_along_axis(logp, top, -1)
     tail = np.log(1 - np.exp(exact).sum(-1))
     stored = (np.round(exact / 2 ** -6) * 2 ** -6).astype(np.float16)  # the cache's rounding
-    kl = coarse_kl(exact, tail, stored, tail.astype(np.float32))
+    kl = stored_kl(exact, tail, stored, tail.astype(np.float32))
     assert (kl >= 0).all() and 0 < kl.mean() < 1e-4
     assert mass_defect(stored, tail).max() > 0  # rounding does not keep the mass at exactly 1 ...
-    np.testing.assert_allclose(coarse_kl(exact, tail, exact, tail), 0, atol=1e-15)  # ... the KL sees through it
+    np.testing.assert_allclose(stored_kl(exact, tail, exact, tail), 0, atol=1e-15)  # ... the KL sees through it
 
 
 BAD_ARGS = [  # (argv after `bbl`, the option the error must name)

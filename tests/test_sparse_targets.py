@@ -10,7 +10,8 @@ import torch
 import zarr
 
 from bbl.cache import CacheReader
-from bbl.cache.verify import draws_check, verify_against_teachers
+from bbl.cache.compute.fidelity import draws_check
+from bbl.cache.verify import verify_against_teachers
 from bbl.losses import full_kl, hybrid_kl, hybrid_targets, sampled_kl, sampled_logprobs, topk_tail_kl
 from bbl.losses.chunked import KDTargets, chunked_head_loss
 from bbl.models.ensemble import ensemble_targets, ensemble_targets_from_hidden, sparse_targets

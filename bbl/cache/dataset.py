@@ -53,8 +53,9 @@ class ChunkShuffleSampler(EpochPermutationSampler):
 
 
 class CacheDataset:
-    """Map-style dataset over a cache: item i is row i (input_ids, labels and the cache's target arrays:
-    topk_ids, topk_logprobs, tail_logprob and/or sample_ids; kd_mask (S,) bool for a `--kd-fraction` cache).
+    """Map-style dataset over a cache: item i is row i (input_ids, labels and the targets its kind's
+    `training_item` gives: topk_ids, topk_logprobs, tail_logprob and/or sample_ids, kd_mask (S,) bool for a
+    `--kd-fraction` cache; a cross-tokenizer cache's exact-match and ULD targets, ...).
 
     Decoded chunks are kept in a small LRU (`buffer_chunks` of them), so the `ChunkShuffleSampler` order decodes
     each chunk once per epoch. Ids come out int64, log-probs float32.
@@ -92,14 +93,6 @@ class CacheDataset:
         row = self.rows(i)
         ids = torch.from_numpy(row["input_ids"].astype(np.int64))
         item = {"input_ids": ids, "labels": ids.clone()}
-        for name in ("topk_ids", "sample_ids"):
-            if name in row:
-                item[name] = torch.from_numpy(row[name].astype(np.int64))
-        for name in ("topk_logprobs", "tail_logprob"):
-            if name in row:
-                item[name] = torch.from_numpy(row[name].astype(np.float32))
-        if self.reader.kind is not None:  # a registered kind gives the targets its losses read
-            item.update({k: torch.from_numpy(v) for k, v in self.reader.kind.training_item(row, self._static).items()})
-        if "kd_mask" in row:  # --kd-fraction: the positions that have targets
-            item["kd_mask"] = torch.from_numpy(row["kd_mask"].astype(bool))
+        # the kind gives the targets its KD readings read (`CacheKind.training_item`)
+        item.update({k: torch.from_numpy(v) for k, v in self.reader.kind.training_item(row, self._static).items()})
         return item

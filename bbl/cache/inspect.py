@@ -19,43 +19,17 @@ def store_bytes(path) -> int:
     return sum(len(v) for v in data.values())
 
 
-def topk_mass(tail_logprob: np.ndarray) -> np.ndarray:
-    """Probability mass the top k cover, 1 - exp(tail_logprob), per position."""
-    return -np.expm1(tail_logprob.astype(np.float64))
-
-
-def distinct_per_position(sample_ids: np.ndarray) -> np.ndarray:
-    """Distinct ids among each position's draws (..., N) sorted ascending, as the cache stores them."""
-    return 1 + (np.diff(sample_ids.astype(np.int64), axis=-1) != 0).sum(-1)
-
-
 def cache_stats(reader: CacheReader, *, sample_chunks: int | None = None, seed: int = 0) -> dict:
-    """Sizes and coverage of a cache, from every chunk or a seeded sample of chunks: the top-k mass (top-k and
-    hybrid caches) and the distinct ids among the draws per position (sampled and hybrid caches)."""
+    """Sizes of a cache and its kind's statistics (`CacheKind.stats`: e.g. the top-k mass, the distinct drawn ids
+    per position, the aligned fraction), from every chunk or a seeded sample of chunks."""
     chunks = np.arange(reader.num_chunks)
     if sample_chunks is not None and sample_chunks < len(chunks):
         chunks = np.sort(np.random.default_rng(seed).choice(chunks, sample_chunks, replace=False))
-    cw = reader.chunk_windows
     tokens = reader.num_windows * reader.seq_len
     nbytes = store_bytes(reader.path)
     stats = {"windows": reader.num_windows, "tokens": tokens, "bytes": nbytes, "bytes_per_token": nbytes / max(tokens, 1),
              "targets": reader.targets}
-    if "kd_mask" in reader.arrays:  # --kd-fraction: statistics over the positions that have targets
-        kept = np.concatenate([reader.read_array("kd_mask", c * cw, (c + 1) * cw).ravel() for c in chunks])
-        stats["kd_fraction"] = reader.kd_fraction
-    else:
-        kept = slice(None)
-    if "tail_logprob" in reader.arrays:
-        tails = np.concatenate([reader.read_array("tail_logprob", c * cw, (c + 1) * cw).ravel() for c in chunks])[kept]
-        mass = topk_mass(tails)
-        stats.update({"mean_tail_mass": float(1 - mass.mean()), "topk_mass_mean": float(mass.mean()),
-                      "topk_mass_percentiles": {str(p): float(np.percentile(mass, p)) for p in (1, 5, 25, 50, 75, 95)}})
-    if reader.kind is not None:
-        stats.update(reader.kind.stats(reader, chunks))
-    if "sample_ids" in reader.arrays:
-        distinct = np.concatenate([distinct_per_position(reader.read_array("sample_ids", c * cw, (c + 1) * cw)).ravel()
-                                   for c in chunks])[kept]
-        stats.update({"num_samples": reader.num_samples, "distinct_sampled_ids_mean": float(distinct.mean())})
+    stats.update(reader.kind.stats(reader, chunks))
     return stats
 
 

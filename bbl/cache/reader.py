@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bbl.cache.format import TARGET_KINDS, expand_draws, numcodecs_quiet, target_arrays
+from bbl.cache.format import expand_draws, numcodecs_quiet
 from bbl.cache.integrity import ChunkProblem, damage_message, missing_chunks
-from bbl.cache.kinds.registry import registered_kind
+from bbl.cache.kinds.registry import get_kind
 from bbl.cache.store import open_group
 from bbl.data.tokenizer import check_same_tokenizer
 from bbl.errors import BblError
@@ -32,16 +32,17 @@ class CacheReader:
         if not self.attrs.get("complete") and not allow_incomplete:
             raise BblError(f"{path}: cache is incomplete (dump interrupted?); re-run `bbl dump-logits` to finish it")
         self.targets = self.attrs.get("targets", "topk")
-        self.kind = registered_kind(self.targets)  # None for the kinds of `bbl.cache.format`
-        if self.targets not in TARGET_KINDS and self.kind is None:
-            raise BblError(f"{path}: unknown targets kind {self.targets!r} (written by a newer bbl?); upgrade bbl")
+        try:
+            self.kind = get_kind(self.targets)
+        except BblError:
+            raise BblError(f"{path}: unknown targets kind {self.targets!r} (written by a newer bbl, or a kind whose "
+                           f"package is not imported?); upgrade bbl or register the kind") from None
         self.num_samples = int(self.attrs.get("num_samples", 0))
         self.sample_counts = bool(self.attrs.get("sample_counts"))  # draws stored as (distinct ids, counts)
         self.kd_fraction = float(self.attrs.get("kd_fraction", 1.0))  # < 1: targets only where `kd_mask` is true
         with numcodecs_quiet():
-            self.arrays = {name: self.group[name] for name in (self.kind.arrays if self.kind else target_arrays(
-                self.targets, sample_counts=self.sample_counts, kd_mask=self.kd_fraction < 1))}
-        self.static = {name: self.group[name] for name in (self.kind.static_arrays if self.kind else ())}
+            self.arrays = {name: self.group[name] for name in self.kind.arrays(self.attrs)}
+        self.static = {name: self.group[name] for name in self.kind.static_arrays}
         self.num_windows = self.arrays["input_ids"].shape[0]
         self.seq_len, self.top_k = self.attrs["seq_len"], self.attrs["top_k"]
         self.temperature = float(self.attrs["temperature"])
@@ -91,7 +92,7 @@ class CacheReader:
         return {name: self.read_array(name, start, stop) for name in self.arrays if name != "sample_counts"}
 
     def read_static(self, name: str) -> np.ndarray:
-        """A static array of a registered kind, whole. Raises `BblError` (one line) when it is corrupt."""
+        """A static array of the kind, whole. Raises `BblError` (one line) when it is corrupt."""
         try:
             return self.static[name][:]
         except Exception as e:

@@ -3,7 +3,8 @@
 Damage is what `CacheReader.scan` finds: a missing chunk key (zarr would read fill values), a chunk failing its
 crc32c or decompression, a chunk never marked done. Each damaged chunk is recomputed with the recorded teachers
 (their weights sha256 must match) in the recorded order, on the same windows, with the dump's recorded settings
-(`bbl.cache.format.DumpConfig.from_attrs`), so the repaired store equals a clean dump array for array. A cache with no damage is not opened for writing.
+(`DumpConfig.from_attrs` of the kind's config class) and the kind's chunk computer (`bbl.cache.compute`), so the
+repaired store equals a clean dump array for array. A cache with no damage is not opened for writing.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bbl.cache.dump import ChunkComputer, dump_windows, teacher_dtype
-from bbl.cache.format import DumpConfig
-from bbl.cache.kinds.operations import kind_operations
+from bbl.cache.compute.base import dump_windows, teacher_dtype
+from bbl.cache.compute.registry import operations_of
 from bbl.cache.reader import CacheReader
 from bbl.cache.store import cache_lock
 from bbl.cache.writer import CacheWriter
@@ -70,9 +70,9 @@ def _repair(path, teacher_dirs, *, data_dir, device, device_map, progress, log) 
     chunks = sorted({p.chunk for p in damaged})
     for p in damaged:
         log(f"damaged: {p}")
-    ops = kind_operations(reader.targets)  # a registered kind computes its own chunks (`bbl.cache.kinds`)
-    config = ops.config_from_attrs(attrs) if ops else DumpConfig.from_attrs(attrs)
-    teachers, infos = load_teachers(teacher_dirs, device, seq_len=None if ops else reader.seq_len,
+    ops = operations_of(reader.targets, subject=f"{path}: targets")  # the kind computes its own chunks
+    config = ops.config_class.from_attrs(attrs)
+    teachers, infos = load_teachers(teacher_dirs, device, seq_len=ops.teacher_seq_len(config),
                                     dtype=teacher_dtype(config),
                                     device_map=device_map or attrs.get("dump_device_map"))
     teachers, infos = _teachers_in_recorded_order(teachers, infos, attrs.get("teachers", []), path)
@@ -91,17 +91,14 @@ def _repair(path, teacher_dirs, *, data_dir, device, device_map, progress, log) 
     windows = dump_windows(data, config)
     if len(windows) != reader.num_windows:
         raise BblError(f"{path}: holds {reader.num_windows} windows, the data gives {len(windows)}; {fix}")
+    ops.check_teachers(teacher_dirs, infos, data, config, recorded=attrs)
     writer = CacheWriter(path, attrs=attrs, num_windows=reader.num_windows, chunk_windows=reader.chunk_windows,
                          create=False)
-    if ops:
-        computer = ops.chunk_computer(teachers, infos, windows, config, data=data, teacher_dirs=teacher_dirs,
-                                      device=device, reader=reader)
-        if any(p.array in reader.static for p in damaged):
-            writer.write_static(computer.static_arrays())
-        chunks = sorted({p.chunk for p in damaged if p.array not in reader.static})
-    else:
-        computer = ChunkComputer(teachers, infos, windows, config, device=device,
-                                 id_dtype=reader.arrays["input_ids"].dtype, vocab_size=reader.vocab_size)
+    computer = ops.computer(teachers, infos, windows, config, data=data, teacher_dirs=teacher_dirs, device=device)
+    computer.use_store(reader.arrays)
+    if any(p.array in reader.static for p in damaged):
+        writer.write_static(computer.static_arrays())
+    chunks = sorted({p.chunk for p in damaged if p.array not in reader.static})
     for c in chunks:
         writer.write_chunk(computer.compute(c))
         log(f"repaired chunk {c} (rows {reader.rows_of(c)[0]}-{reader.rows_of(c)[1]})")

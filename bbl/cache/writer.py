@@ -13,16 +13,13 @@ from bbl.cache.format import (
     DEFAULT_CHUNK_WINDOWS,
     FORMAT_VERSION,
     SETTING_KEYS,
-    TARGET_KINDS,
     WRITE_CONFIG,
     ChunkBatch,
-    array_specs,
     compressors,
     filters,
     numcodecs_quiet,
-    target_arrays,
 )
-from bbl.cache.kinds.registry import registered_kind
+from bbl.cache.kinds.registry import get_kind
 from bbl.cache.store import group_exists, open_group
 from bbl.errors import BblError
 
@@ -43,20 +40,15 @@ class CacheWriter:
     def __init__(self, path, *, attrs: dict, num_windows: int, chunk_windows: int = DEFAULT_CHUNK_WINDOWS,
                  overwrite: bool = False, create: bool = True, codec: dict | None = None):
         self.path = path
-        seq_len, top_k, vocab = attrs["seq_len"], attrs["top_k"], attrs.get("teacher_vocab_size", attrs["vocab_size"])
+        top_k, vocab = attrs["top_k"], attrs.get("teacher_vocab_size", attrs["vocab_size"])
         if top_k > vocab:
             raise BblError(f"--topk {top_k} exceeds the vocabulary ({vocab}); use --topk <= {vocab}")
-        self.targets, num_samples = attrs.get("targets", "topk"), int(attrs.get("num_samples", 0))
-        kind = registered_kind(self.targets)  # a registered kind declares its arrays (`bbl.cache.kinds`)
-        if self.targets not in TARGET_KINDS and kind is None:
-            raise BblError(f"--targets {self.targets!r}: use one of {', '.join(TARGET_KINDS)}")
-        if self.targets != "topk" and kind is None and num_samples < 1:
-            raise BblError(f"--samples {num_samples}: a {self.targets} cache needs --samples >= 1")
-        counts, delta_ids = bool(attrs.get("sample_counts")), bool(attrs.get("delta_ids"))
-        kd_mask = float(attrs.get("kd_fraction", 1.0)) < 1
-        self.arrays = kind.arrays if kind else target_arrays(self.targets, sample_counts=counts, kd_mask=kd_mask)
-        self.static_arrays = kind.static_arrays if kind else ()
-        self.settings = {k: attrs[k] for k in SETTING_KEYS + (kind.setting_keys if kind else ()) if k in attrs}
+        self.targets = attrs.get("targets", "topk")
+        kind = get_kind(self.targets)  # the kind declares its arrays (`bbl.cache.kinds`)
+        delta_ids = bool(attrs.get("delta_ids"))
+        self.arrays = kind.arrays(attrs)
+        self.static_arrays = kind.static_arrays
+        self.settings = {k: attrs[k] for k in SETTING_KEYS + kind.setting_keys if k in attrs}
         self.settings.update(num_windows=num_windows, chunk_windows=chunk_windows)
         self.num_chunks = -(-num_windows // chunk_windows)
         self.chunk_windows = chunk_windows
@@ -75,10 +67,7 @@ class CacheWriter:
                     del existing[name]
                 existing.attrs.put({})
             self.group = existing if existing is not None else open_group(path, "w")
-            specs = kind.array_specs(attrs, num_windows, chunk_windows) if kind else {
-                name: (*spec, None) for name, spec in array_specs(num_windows, seq_len, top_k, vocab, chunk_windows,
-                                                                  targets=self.targets, num_samples=num_samples,
-                                                                  sample_counts=counts, kd_mask=kd_mask).items()}
+            specs = kind.array_specs(attrs, num_windows, chunk_windows)
             for name, (shape, chunks, dtype, fill, shuffle) in specs.items():
                 with numcodecs_quiet():
                     self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
@@ -109,7 +98,7 @@ class CacheWriter:
             self.group["chunk_done"][batch.index] = True
 
     def write_static(self, arrays: dict) -> None:
-        """Write a registered kind's static arrays (one chunk each, e.g. a vocabulary map), whole; a dump writes
+        """Write the kind's static arrays (one chunk each, e.g. a vocabulary map), whole; a dump writes
         them before its first chunk, a repair rewrites a damaged one."""
         import zarr
 

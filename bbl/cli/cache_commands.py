@@ -35,13 +35,10 @@ def cache_info_cmd(path, as_json):
     a = info["attributes"]
     click.echo(f"{path}: {'complete' if info['complete'] else 'INCOMPLETE'} ({info['chunks_done']}/{info['chunks']} "
                f"chunks), format v{a.get('format_version')}")
-    from bbl.cache.kinds.registry import registered_kind
+    from bbl.cache.kinds.registry import get_kind
 
     kind = a.get("targets", "topk")
-    registered = registered_kind(kind)
-    what = registered.describe(a) if registered else {
-        "topk": f"top_k {a['top_k']} + tail mass", "sampled": f"{a.get('num_samples')} draws from p_T",
-        "hybrid": f"top_k {a['top_k']} + {a.get('num_samples')} draws from the tail"}[kind]
+    what = get_kind(kind).describe(a)
     click.echo(f"  targets {kind} ({what}), temperature {a['temperature']}, seq_len {a['seq_len']}, "
                f"vocab {a['vocab_size']}, ensemble {a['ensemble']}")
     for t in a.get("teachers", []):

@@ -127,10 +127,48 @@ DUMP_FLAGS = {"top_k": "--topk", "num_samples": "--samples", "seed": "--data-see
 name, and each option's type, default and help are its field's (`config_options`)."""
 
 
-def _dump_options() -> list[click.Option]:
-    from bbl.cache.format import DumpConfig  # imports numpy: only when dump-logits parses or shows its help
+def _dump_config_classes() -> list:
+    """`DumpConfig` and each registered kind's own subclass of it (`KindOperations.config_class`)."""
+    from bbl.cache.compute.registry import (
+        OPERATIONS,  # imports numpy and the kinds: only when dump-logits parses
+    )
+    from bbl.cache.dump_config import DumpConfig
 
-    return config_options(DumpConfig, flags=DUMP_FLAGS)
+    return [DumpConfig, *dict.fromkeys(o.config_class for o in OPERATIONS.values() if o.config_class is not DumpConfig)]
+
+
+def _dump_options() -> list[click.Option]:
+    """DumpConfig's options, then the options of each kind's own settings (fields of its config subclass), all
+    generated from the fields (their docstrings are the help)."""
+    import dataclasses
+
+    from bbl.cache.kinds.registry import kind_names
+
+    base, *kinds = _dump_config_classes()
+    options = config_options(base, flags=DUMP_FLAGS, choices={"targets": kind_names()})
+    names = {f.name for f in dataclasses.fields(base)}
+    for cls in kinds:
+        own = [f.name for f in dataclasses.fields(cls) if f.name not in names]
+        options += [o for o in config_options(cls, flags=DUMP_FLAGS) if o.name in own]
+        names |= set(own)
+    return options
+
+
+def _dump_targets(settings: dict, overrides, cross_tokenizer: bool) -> str:
+    """The kind a dump-logits command asks for: --targets, a `--set dump.targets=...`, or --cross-tokenizer."""
+    from bbl.cache.dump_config import DumpConfig
+    from bbl.config import parse_overrides
+
+    targets = settings.get("targets", "topk")
+    for item in overrides:
+        if item.split("=", 1)[0].strip() == "dump.targets":
+            targets = parse_overrides([item], {"dump": DumpConfig})["dump"]["targets"]
+    if cross_tokenizer:
+        if targets not in ("topk", "cross_tokenizer") or settings.get("num_samples"):
+            raise click.UsageError("--cross-tokenizer stores top-k targets (it is --targets cross_tokenizer); drop "
+                                   "--targets/--samples")
+        targets = "cross_tokenizer"
+    return targets
 
 
 @main.command("dump-logits", late_options=_dump_options, late_after="cache_path")
@@ -149,46 +187,36 @@ def _dump_options() -> list[click.Option]:
               help="Replace the cache at --cache (other settings, or recompute a complete one); a dir that is not a "
                    "cache is never touched.")
 @click.option("--cross-tokenizer", is_flag=True,
-              help="The teachers' tokenizer may differ from --data's: store their top-k in their own vocabulary per "
-                   "teacher token, with byte spans, the alignment to the student's tokens and the vocabulary "
-                   "correspondence (docs/cache-format.md; needs a prepared dir with token offsets).")
-@click.option("--context-tokens", type=click.IntRange(min=0), default=None,
-              help="--cross-tokenizer: student tokens of left context whose text the teacher reads before each "
-                   "window (input only, never stored)  [default: 64]")
-@click.option("--teacher-tokens", type=Positive, default=None,
-              help="--cross-tokenizer: teacher tokens stored per window at most (the padded width)  "
-                   "[default: 2 x --seq-len]")
+              help="The same as --targets cross_tokenizer: the teachers' tokenizer may differ from --data's: store "
+                   "their top-k in their own vocabulary per teacher token, with byte spans, the alignment to the "
+                   "student's tokens and the vocabulary correspondence (docs/cache-format.md; needs a prepared dir "
+                   "with token offsets).")
 @click.pass_context
 def dump_logits_cmd(ctx, teachers, data, cache_path, device, device_map, overrides, overwrite, cross_tokenizer,
-                    context_tokens, teacher_tokens, **settings):
-    """Run the teachers once over every window; store the ensemble's soft targets (top-k log-probs, or sampled
-    ids, or both) in Zarr.
+                    **settings):
+    """Run the teachers once over every window; store their soft targets (top-k log-probs, or sampled ids, or
+    both; or, for teachers of another tokenizer, their own top-k aligned to the student's tokens) in Zarr.
 
     Resumable: re-run the same command after an interruption (draws are seeded per chunk, so the store is
     byte-identical to an uninterrupted dump). Under `torchrun --nproc_per_node N` each rank writes its own chunks
     of the same store.
     """
+    import dataclasses
+
+    from bbl.cache.compute.registry import operations_of
     from bbl.cache.dump import dump_logits
-    from bbl.cache.format import DumpConfig
     from bbl.runtime import default_device
 
-    settings = apply_sets(ctx, settings, overrides, "dump", DumpConfig)
-    if cross_tokenizer:
-        from bbl.cache.kinds.cross_tokenizer import DEFAULT_CONTEXT_TOKENS, CrossTokenizerConfig
-        from bbl.cache.kinds.cross_tokenizer_dump import dump_cross_tokenizer
-
-        if settings.get("targets", "topk") != "topk" or settings.get("num_samples"):
-            raise BblError("--cross-tokenizer stores top-k targets; drop --targets/--samples")
-        keep = ("temperature", "split", "seq_len", "batch_size", "max_windows", "seed", "chunk_windows", "dtype")
-        config = CrossTokenizerConfig(top_k=settings.get("top_k") or 64, teacher_tokens=teacher_tokens,
-                                      context_tokens=DEFAULT_CONTEXT_TOKENS if context_tokens is None else context_tokens,
-                                      **{k: settings[k] for k in keep if k in settings})
-        dump_cross_tokenizer(list(teachers), data, cache_path, config, device=device or default_device(),
-                             device_map=device_map, overwrite=overwrite, log=click.echo)
-        return
-    if context_tokens is not None or teacher_tokens is not None:
-        raise BblError("--context-tokens and --teacher-tokens apply to --cross-tokenizer only; add it or drop them")
-    config = DumpConfig(**settings)
+    targets = _dump_targets(settings, overrides, cross_tokenizer)
+    cls = operations_of(targets).config_class
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for name in [n for n in settings if n not in fields]:  # another kind's own option
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            flag = next(o for p in ctx.command.params if p.name == name for o in p.opts)
+            raise click.UsageError(f"{flag} does not apply to --targets {targets}; drop it")
+        del settings[name]
+    settings = apply_sets(ctx, {**settings, "targets": targets}, overrides, "dump", cls)
+    config = cls(**settings)
     dump_logits(list(teachers), data, cache_path, config, device=device or default_device(), device_map=device_map,
                 overwrite=overwrite, log=click.echo)
 

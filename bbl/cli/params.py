@@ -194,11 +194,14 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-def config_options(cls, *, flags: dict[str, str] | None = None, skip: tuple[str, ...] = ()) -> list[click.Option]:
+def config_options(cls, *, flags: dict[str, str] | None = None, skip: tuple[str, ...] = (),
+                   choices: dict[str, tuple[str, ...]] | None = None) -> list[click.Option]:
     """One click option per field of the dataclass `cls`: `--field-name` (or `flags[field]`), its type from the
-    annotation (a Literal is a choice, a float any finite number, a bool a flag), its default the field's, its help
-    the field's docstring (`field_docs`). Ranges are the dataclass's to check (`__post_init__`, one `BblError` line)."""
+    annotation (a Literal is a choice, a float any finite number, a bool a flag; `choices[field]` makes a str field
+    a choice, e.g. the names in a registry), its default the field's, its help the field's docstring
+    (`field_docs`). Ranges are the dataclass's to check (`__post_init__`, one `BblError` line)."""
     flags, docs, hints = flags or {}, field_docs(cls), typing.get_type_hints(cls)
+    choices = choices or {}
     options = []
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -206,7 +209,9 @@ def config_options(cls, *, flags: dict[str, str] | None = None, skip: tuple[str,
         hint = hints[f.name]
         if typing.get_origin(hint) in (typing.Union, types.UnionType):
             hint = next(a for a in typing.get_args(hint) if a is not type(None))
-        if typing.get_origin(hint) is typing.Literal:
+        if f.name in choices:
+            kind = click.Choice(choices[f.name])
+        elif typing.get_origin(hint) is typing.Literal:
             kind = click.Choice(typing.get_args(hint))
         else:
             kind = {int: click.INT, float: FiniteFloat, str: click.STRING, bool: click.BOOL, Path: PathArg}[hint]

@@ -13,15 +13,14 @@ from pathlib import Path
 
 from bbl.cache.dataset import CacheDataset
 from bbl.cache.integrity import damage_message
-from bbl.cache.kinds.cross_tokenizer import student_twin_mask
+from bbl.cache.kinds.registry import get_kind, kind_names
 from bbl.cache.reader import open_cache
-from bbl.config import KD_VARIANTS_OF_CACHE, PAPER_TEMPERATURE, Config
+from bbl.config import Config, kd_temperature
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
 from bbl.distill.trainer import DistillTrainer
 from bbl.errors import BblError
-from bbl.losses.cross_tokenizer import gold_weights
-from bbl.losses.divergences import reading_problem
+from bbl.losses.readings import get_reading
 from bbl.models.build import check_model_dir
 from bbl.models.teachers import load_teachers
 from bbl.train.ledger import teacher_ledgers
@@ -35,9 +34,9 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
 
     Raises:
         BblError: neither or both of cache and teachers; cache incomplete or not matching the prepared data,
-            tokenizer, seq_len, vocab or temperature (see `CacheReader.validate`); a cache whose targets kind
-            `distill.kd_variant` does not read (`bbl.config.KD_VARIANTS_OF_CACHE`); a `distill.divergence` the
-            reading does not support (`bbl.losses.divergences.reading_problem`); plus `train_lm`'s errors.
+            tokenizer, seq_len, vocab or temperature (see `CacheReader.validate`); a cache whose kind does not admit
+            `distill.kd_variant` (`CacheKind.kd_variants`); a `distill.divergence` the reading does not support
+            (`KDReading.divergence_problem`); plus `train_lm`'s errors.
     """
     if bool(cache_path) == bool(teacher_dirs):
         raise BblError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
@@ -51,23 +50,22 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
         if damaged:
             raise BblError(damage_message(cache_path, damaged, reader.attrs))
         dataset = CacheDataset(reader, seed=cfg.training.seed)
-        kwargs = {"distill": d, "temperature": d.temperature or reader.temperature,
+        kwargs = {"distill": d, "temperature": kd_temperature(d, reader.temperature),
                   "cache_temperature": reader.temperature}
         provenance = {"distill_mode": "cached", "cache": str(cache_path), "cache_temperature": reader.temperature,
                       "cache_top_k": reader.top_k, "cache_targets": reader.targets,
                       "cache_num_samples": reader.num_samples}
-        if d.kd_variant == "gold":  # GOLD's unmatched part needs the student ids that have a teacher twin
-            twins = reader.read_static("teacher_to_student")
-            kwargs["student_twins"] = student_twin_mask(twins, data.vocab_size)
-            w_m, w_u = gold_weights(float((twins >= 0).mean()), d.gold_matched_weight, d.gold_unmatched_weight)
-            kwargs["gold_weights"] = (w_m, w_u)
-            provenance.update(gold_matched_weight=w_m, gold_unmatched_weight=w_u)
+        reading = get_reading(d.kd_variant)
+        if reading.prepare is not None:  # what the reading needs once from the cache (e.g. GOLD's twins)
+            static = {name: reader.read_static(name) for name in reader.static}
+            kwargs["reading_extras"], more = reading.prepare(static, d, data.vocab_size)
+            provenance.update(more)
     else:
         cfg = check_distill_inputs(cfg, data, teacher_dirs=teacher_dirs)
         d = cfg.distill
         teachers, infos = load_teachers(list(teacher_dirs), "cpu", seq_len=cfg.training.seq_len)
         dataset = None  # the same windows and order as plain training
-        kwargs = {"distill": d, "temperature": d.temperature or PAPER_TEMPERATURE, "teachers": teachers}
+        kwargs = {"distill": d, "temperature": kd_temperature(d, None), "teachers": teachers}
         provenance = {"distill_mode": "online", "teachers": infos}
     teacher_infos = reader.attrs.get("teachers", []) if cache_path else infos
     provenance["teacher_ledgers"] = teacher_ledgers(teacher_infos)  # the ledger counts bbl's teachers' words too
@@ -97,14 +95,16 @@ def check_distill_inputs(cfg: Config, data: PreparedData, *, reader=None, teache
                             written_by="`bbl train-teacher`")
             check_same_tokenizer(tokenizer_fingerprint(t), data.tokenizer_fingerprint(), subject=f"{t}: teacher",
                                  reference=data.tokenizer_dir, fix="pass the --data the teachers were trained on")
-        return resolve_kd_variant(cfg, "topk")  # unused by the full-vocabulary KL; recorded as the default
-    cfg = resolve_kd_variant(cfg, reader.targets)
+        return resolve_kd_variant(cfg, "topk_tail")  # unused by the full-vocabulary KL; recorded as the default
+    cfg = resolve_kd_variant(cfg, reader.kind.kd_variants[0])
     d = cfg.distill
-    if d.kd_variant not in KD_VARIANTS_OF_CACHE[reader.targets]:
-        fits = " or ".join(KD_VARIANTS_OF_CACHE[reader.targets])
-        raise BblError(f"{reader.path}: holds {reader.targets} targets, which distill.kd_variant={d.kd_variant} "
-                       f"does not read; set distill.kd_variant={fits} or dump a cache with --targets "
-                       f"{'topk' if d.kd_variant.startswith('topk') else d.kd_variant}")
+    reading = get_reading(d.kd_variant)  # an unknown name: one line listing the readings
+    problem = reader.kind.variant_problem(d.kd_variant)
+    if problem:
+        kinds = [k for k in kind_names() if d.kd_variant in get_kind(k).kd_variants]
+        dump = f"dump a cache with --targets {' or '.join(kinds)}" if kinds else "no cache kind is read that way"
+        raise BblError(f"{reader.path}: {problem}, or {dump}")
+    _check_mlm_kd_reading(cfg, reading)
     if reader.kd_fraction < 1 and d.kd_variant == "topk_renorm":
         raise BblError(f"{reader.path}: holds targets at {reader.kd_fraction:g} of the positions (--kd-fraction), "
                        f"which distill.kd_variant=topk_renorm cannot leave out; set distill.kd_variant=topk_tail")
@@ -112,19 +112,23 @@ def check_distill_inputs(cfg: Config, data: PreparedData, *, reader=None, teache
         raise BblError(f"{reader.path}: holds targets at {reader.kd_fraction:g} of the positions (--kd-fraction); "
                        f"only distill.divergence=forward_kl is defined to skip the others so far; drop "
                        f"distill.divergence or dump without --kd-fraction")
-    problem = reading_problem(d.divergence, d.kd_variant)
-    if d.kd_variant in ("exact_match", "uld", "gold") and d.divergence != "forward_kl":
-        problem = (f"distill.divergence={d.divergence} has no cross-tokenizer form yet: kd_variant={d.kd_variant} "
-                   f"is its own loss (exact-match KL, ULD or GOLD); drop distill.divergence")
+    problem = reading.divergence_problem(d.divergence)
     if problem:
         raise BblError(f"{reader.path}: {problem}")
-    if reader.targets != "topk" and d.temperature is not None and abs(d.temperature - reader.temperature) > 1e-9:
-        raise BblError(f"{reader.path}: {reader.targets} targets were drawn at temperature {reader.temperature} "
+    if not reader.kind.retemper and d.temperature is not None and abs(d.temperature - reader.temperature) > 1e-9:
+        raise BblError(f"{reader.path}: {reader.targets} targets were made at temperature {reader.temperature} "
                        f"and cannot be re-tempered; drop distill.temperature or dump at {d.temperature}")
     reader.validate(tokenizer_fingerprint=data.tokenizer_fingerprint(), train_stream_sha256=data.stream_sha256("train"),
                     seq_len=cfg.training.seq_len, temperature=d.temperature, allow_retemper=d.allow_retemper,
                     vocab_size=data.vocab_size)
     return cfg
+
+
+def _check_mlm_kd_reading(cfg: Config, reading) -> None:
+    """`distill.mlm_kd` picks the rows of a (k+1)-outcome reading; refuse a reading that is its own loss."""
+    if cfg.distill.mlm_kd and reading.coarse_targets is None:
+        raise BblError(f"distill.mlm_kd: kd_variant={reading.name} has no row-wise (k+1)-outcome form; set "
+                       f"distill.mlm_kd=false")
 
 
 def _check_mlm_kd(cfg: Config, *, cached: bool) -> None:
@@ -140,11 +144,11 @@ def _check_mlm_kd(cfg: Config, *, cached: bool) -> None:
         raise BblError(f"distill.mlm_kd: {problem}, or set distill.mlm_kd=false")
 
 
-def resolve_kd_variant(cfg: Config, targets: str) -> Config:
-    """`cfg` with `distill.kd_variant` set: as given, or (None) the default reader of a cache of kind `targets`
-    (the first of `KD_VARIANTS_OF_CACHE[targets]`: topk_tail, sampled, hybrid). The run's saved config records the
+def resolve_kd_variant(cfg: Config, default: str) -> Config:
+    """`cfg` with `distill.kd_variant` set: as given, or (None) `default`, the cache kind's default reading (the
+    first of `CacheKind.kd_variants`: topk_tail, sampled, hybrid, exact_match). The run's saved config records the
     concrete variant, so a resumed run compares like with like."""
     if cfg.distill.kd_variant is not None:
         return cfg
-    distill = dataclasses.replace(cfg.distill, kd_variant=KD_VARIANTS_OF_CACHE[targets][0])
+    distill = dataclasses.replace(cfg.distill, kd_variant=default)
     return dataclasses.replace(cfg, distill=distill)

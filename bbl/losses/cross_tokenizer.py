@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from bbl.config import Reduction
@@ -151,20 +152,37 @@ def cross_tokenizer_kd(variant: str, temperature: float, *, student_twins=None,
     Raises:
         ValueError: an unknown variant, or "gold" without its twins and weights.
     """
-    if variant == "gold":
-        if student_twins is None or gold_weights is None:
-            raise ValueError("kd_variant gold needs the student twins and the (w_m, w_u) weights")
-        w_m, w_u = gold_weights
-        return lambda logits, t: gold_loss(logits, t["topk_ids"], t["topk_logprobs"], t["tail_logprob"],
-                                           t["uld_topk_logprobs"], t["uld_matched"], student_twins, t["aligned"],
-                                           temperature, matched_weight=w_m, unmatched_weight=w_u)
-    if variant == "uld":
-        return lambda logits, t: uld_loss(logits, t["uld_topk_logprobs"], t["uld_tail_logprob"], t["aligned"],
-                                          temperature)
-    if variant == "exact_match":
-        return lambda logits, t: exact_match_kl(logits, t["topk_ids"], t["topk_logprobs"], t["tail_logprob"],
-                                                t["aligned"], temperature)
-    raise ValueError(f"kd_variant {variant!r} cannot read a cross-tokenizer cache; use exact_match, uld or gold")
+    if variant not in ROW_LOSSES:
+        raise ValueError(f"kd_variant {variant!r} cannot read a cross-tokenizer cache; use {', '.join(ROW_LOSSES)}")
+    return ROW_LOSSES[variant](temperature, student_twins=student_twins, gold_weights=gold_weights)
+
+
+def _gold_rows(temperature, *, student_twins=None, gold_weights=None):
+    if student_twins is None or gold_weights is None:
+        raise ValueError("kd_variant gold needs the student twins and the (w_m, w_u) weights")
+    w_m, w_u = gold_weights
+    return lambda logits, t: gold_loss(logits, t["topk_ids"], t["topk_logprobs"], t["tail_logprob"],
+                                       t["uld_topk_logprobs"], t["uld_matched"], student_twins, t["aligned"],
+                                       temperature, matched_weight=w_m, unmatched_weight=w_u)
+
+
+ROW_LOSSES = {
+    "exact_match": lambda temperature, **_: lambda logits, t: exact_match_kl(
+        logits, t["topk_ids"], t["topk_logprobs"], t["tail_logprob"], t["aligned"], temperature),
+    "uld": lambda temperature, **_: lambda logits, t: uld_loss(
+        logits, t["uld_topk_logprobs"], t["uld_tail_logprob"], t["aligned"], temperature),
+    "gold": _gold_rows,
+}
+"""Each cross-tokenizer loss by its `distill.kd_variant` name: (temperature, student_twins, gold_weights) -> the
+per-position loss of (logits, targets) (`cross_tokenizer_kd`)."""
+
+
+def student_twin_mask(teacher_to_student: np.ndarray, vocab_size: int) -> np.ndarray:
+    """(vocab_size,) bool: the student ids that are some teacher id's twin (same byte string; GOLD's matched
+    student ids). `teacher_to_student` is the cache's (V_teacher,) int32 map, -1 where there is no twin."""
+    mask = np.zeros(vocab_size, dtype=bool)
+    mask[teacher_to_student[teacher_to_student >= 0]] = True
+    return mask
 
 
 def cross_tokenizer_head_loss(hidden, weight, labels, targets: dict, *, variant: str, alpha: float,

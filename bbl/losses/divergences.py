@@ -255,22 +255,3 @@ class Divergence:
 
 FORWARD_KL = Divergence()
 """The default: forward KL, today's (and the paper's) KD term."""
-
-_READINGS = {"sampled": "from_draws", "hybrid": "from_draws", "topk_renorm": "zero_teacher_mass"}
-_FIXES = {"from_draws": "set distill.divergence=forward_kl, or read a top-k cache (`dump-logits --targets "
-                        "topk`, or distill.kd_variant=topk_tail on a hybrid cache)",
-          "zero_teacher_mass": "set distill.kd_variant=topk_tail (the tail-aware reading) or another divergence"}
-
-
-def reading_problem(name: str, kd_variant: str | None) -> str | None:
-    """Why divergence `name` cannot be trained on cache rows read as `kd_variant`, with the fix; None if it can.
-
-    Top-k targets read tail-aware (topk_tail) and online full-vocabulary targets support every divergence;
-    sampled and hybrid targets only those with a sound estimator from draws (forward KL); topk_renorm, whose
-    teacher gives the tail outcome zero mass, those that stay finite there (all but reverse_kl and akl).
-    """
-    attribute = _READINGS.get(kd_variant or "")
-    reason = getattr(DIVERGENCES[name], attribute) if attribute else None
-    if reason is None:
-        return None
-    return f"distill.divergence={name} cannot train on {kd_variant} targets: {reason}; {_FIXES[attribute]}"

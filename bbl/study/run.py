@@ -20,7 +20,7 @@ from pathlib import Path
 from bbl.cache.integrity import damage_message
 from bbl.cache.reader import open_cache
 from bbl.cache.store import cache_location, group_json
-from bbl.config import PAPER_TEMPERATURE, load_config
+from bbl.config import kd_temperature, load_config
 from bbl.data.prepared import PreparedData
 from bbl.distill.recipe import check_distill_inputs
 from bbl.errors import BblError
@@ -171,13 +171,12 @@ def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None
     data = PreparedData(data_dir)
     teachers = [Path(t) for t in teachers]
     arms = [Arm("baseline", "baseline")]
-    temperature = cfg.distill.temperature
     study_cache = open_cache(cache) if cache is not None else None  # opened once: each open lists the store
     if study_cache is not None:
-        temperature = temperature or study_cache.temperature
         arms.append(Arm("cached", "cached", cache_location(cache)))
-    if teachers:
-        arms.append(Arm("online", "online", overrides=[f"distill.temperature={temperature or PAPER_TEMPERATURE}"]))
+    if teachers:  # the online arm at the cached arm's temperature
+        temperature = kd_temperature(cfg.distill, study_cache.temperature if study_cache else None)
+        arms.append(Arm("online", "online", overrides=[f"distill.temperature={temperature}"]))
     arms += [parse_arm(s, default_cache=cache_location(cache) if cache else None) for s in arm_specs]
     spec_names = {a.name for a in arms[len(arms) - len(arm_specs):]}
     names = [a.name for a in arms]

@@ -102,11 +102,6 @@ class WindowTrainer(LossTrainer):
         return train_sampler(ds, self.args.seed)
 
 
-def make_loss_trainer() -> type[LossTrainer]:
-    """`LossTrainer` (kept for callers of the factory this module had before the class moved to module level)."""
-    return LossTrainer
-
-
 def make_window_trainer(base: type[LossTrainer] | None = None) -> type[WindowTrainer]:
     """The Trainer class `train_lm` runs: `base` when it already has the window order (`DistillTrainer`), else
     `WindowTrainer`.

@@ -1,5 +1,5 @@
-"""Cache target kinds registered by name (DESIGN.md, "Layout and extension points"): one module per kind says what
-its cache holds (`base.CacheKind`: arrays, specs, settings, statistics), `registry` looks a kind up by the
-`targets` attribute, `operations` finds the module that computes it (dump, recompute, repair). The kinds from
-before the registry (topk, sampled, hybrid) are still described by `bbl.cache.format`.
+"""Cache target kinds, declared and registered by name (DESIGN.md, "Layout and extension points"): `base.CacheKind`
+(arrays, specs, statistics, the KD readings of its rows), `builtin` (topk, sampled, hybrid), `cross_tokenizer`,
+`registry` (`get_kind`, `register_kind`). Declarations only: they sit below the reader and writer that ask them; how
+a kind's chunks are computed is `bbl.cache.compute`'s.
 """

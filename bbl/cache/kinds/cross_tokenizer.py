@@ -12,20 +12,10 @@ student-vocabulary top-k targets the (k+1)-outcome KL reads.
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 import numpy as np
 
-from bbl.cache.format import (
-    CPU_BATCH_SIZE,
-    DEFAULT_CHUNK_WINDOWS,
-    DEFAULT_TOP_K,
-    DumpConfig,
-    id_dtype,
-)
+from bbl.cache.format import DEFAULT_TOP_K, STORAGE_DEFAULTS, id_dtype
 from bbl.cache.kinds.base import CacheKind
-from bbl.config import PAPER_TEMPERATURE, Precision
 from bbl.errors import BblError
 
 NAME = "cross_tokenizer"
@@ -36,68 +26,6 @@ SETTING_KEYS = ("teacher_vocab_size", "teacher_tokenizer_fingerprint", "context_
 DEFAULT_CONTEXT_TOKENS = 64
 """Student tokens of left context (from the stream, before the window) the teacher reads before the window's text,
 so its first predictions are not made cold; their teacher tokens are input only, never stored."""
-
-
-@dataclass
-class CrossTokenizerConfig:
-    """The settings of a cross-tokenizer dump (`bbl dump-logits --cross-tokenizer`), recorded in `dump_config`.
-
-    Raises:
-        BblError: an invalid value, naming the dump-logits option.
-    """
-
-    top_k: int = DEFAULT_TOP_K
-    """Teacher ids kept per teacher token (in the teacher's vocabulary)."""
-    temperature: float = PAPER_TEMPERATURE
-    """Softening temperature T > 0 of the ensemble's p_T."""
-    split: str = "train"
-    """Token stream (and text) of the prepared dir to dump."""
-    seq_len: int = 128
-    """Student tokens per window."""
-    batch_size: int | None = None
-    """Windows per teacher forward pass (each padded on the right to the batch's longest); None: 16 on CPU."""
-    max_windows: int | None = None
-    """The fixed window subset `training.max_train_windows` selects (same seed); None = every window."""
-    seed: int = 0
-    """Seed of the window subset."""
-    chunk_windows: int = DEFAULT_CHUNK_WINDOWS
-    """Windows per Zarr chunk."""
-    context_tokens: int = DEFAULT_CONTEXT_TOKENS
-    """`DEFAULT_CONTEXT_TOKENS`: student tokens of left context whose text the teacher reads first (0: none)."""
-    teacher_tokens: int | None = None
-    """Teacher tokens stored per window at most (the padded width); None = 2 x seq_len. A window holding more is
-    refused with a line naming --teacher-tokens."""
-    dtype: Precision = "auto"
-    """The teachers' precision (as `DumpConfig.dtype`)."""
-
-    def __post_init__(self):
-        if self.teacher_tokens is None:
-            self.teacher_tokens = 2 * self.seq_len
-        for option, value in (("--topk", self.top_k), ("--seq-len", self.seq_len), ("--batch-size", self.batch_size),
-                              ("--chunk-windows", self.chunk_windows), ("--max-windows", self.max_windows),
-                              ("--teacher-tokens", self.teacher_tokens)):
-            if value is not None and value < 1:
-                raise BblError(f"{option} {value} must be >= 1")
-        if self.context_tokens < 0:
-            raise BblError(f"--context-tokens {self.context_tokens} must be >= 0")
-        self.plain()  # the remaining checks (temperature, seed, dtype) are the plain dump's
-
-    def plain(self) -> DumpConfig:
-        """The top-k `DumpConfig` the teachers' forward pass and the stored form share with a plain dump."""
-        return DumpConfig(targets="topk", top_k=self.top_k, temperature=self.temperature, split=self.split,
-                          seq_len=self.seq_len, batch_size=self.batch_size, max_windows=self.max_windows,
-                          seed=self.seed, chunk_windows=self.chunk_windows, dtype=self.dtype)
-
-    @classmethod
-    def from_attrs(cls, attrs: dict) -> CrossTokenizerConfig:
-        """The dump's settings from a cross-tokenizer cache's attributes."""
-        return cls(**attrs["dump_config"])
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def resolved(self, batch_size: int) -> CrossTokenizerConfig:
-        return dataclasses.replace(self, batch_size=batch_size)
 
 
 def array_specs(attrs: dict, n: int, chunk: int) -> dict:
@@ -161,8 +89,24 @@ def training_item(row: dict, static: dict) -> dict:
             "uld_matched": aligned[:, None] & (static["teacher_to_student"][row["teacher_topk_ids"][j]] >= 0)}
 
 
-KIND = CacheKind(name=NAME, arrays=ARRAYS, static_arrays=STATIC_ARRAYS, setting_keys=SETTING_KEYS,
-                 array_specs=array_specs, describe=describe, stats=stats, training_item=training_item)
+def check_config(config) -> None:
+    """A cross-tokenizer dump stores top-k targets at every position in the default stored form: settle top_k and
+    refuse the options that do not apply to it (one line naming each)."""
+    config.top_k = DEFAULT_TOP_K if config.top_k is None else config.top_k
+    if config.top_k < 1:
+        raise BblError(f"--topk {config.top_k} must be >= 1")
+    if config.num_samples:
+        raise BblError(f"--samples {config.num_samples} does not apply to --targets {NAME} (it stores top-k "
+                       f"targets); drop --samples")
+    config.num_samples = 0
+    for name, default in STORAGE_DEFAULTS.items():
+        if getattr(config, name) != default:
+            raise BblError(f"--{name.replace('_', '-')} does not apply to --targets {NAME} yet; drop it")
+
+
+KIND = CacheKind(name=NAME, arrays=lambda attrs: ARRAYS, static_arrays=STATIC_ARRAYS, setting_keys=SETTING_KEYS,
+                 array_specs=array_specs, describe=describe, stats=stats, training_item=training_item,
+                 kd_variants=("exact_match", "uld", "gold"), check_config=check_config)
 
 
 def exact_match_targets(rows: dict, teacher_to_student: np.ndarray) -> dict:
@@ -203,18 +147,4 @@ def exact_match_targets(rows: dict, teacher_to_student: np.ndarray) -> dict:
             "aligned": aligned}
 
 
-def student_twin_mask(teacher_to_student: np.ndarray, vocab_size: int) -> np.ndarray:
-    """(vocab_size,) bool: the student ids that are some teacher id's twin (same byte string; GOLD's matched
-    student ids). `teacher_to_student` is the cache's (V_teacher,) int32 map, -1 where there is no twin."""
-    mask = np.zeros(vocab_size, dtype=bool)
-    mask[teacher_to_student[teacher_to_student >= 0]] = True
-    return mask
-
-
-def with_batch_size(config: CrossTokenizerConfig) -> CrossTokenizerConfig:
-    """`config` with a concrete batch size: as given, else `CPU_BATCH_SIZE` (padded variable-length batches have
-    no memory probe yet; pass --batch-size on a GPU)."""
-    return config if config.batch_size is not None else config.resolved(CPU_BATCH_SIZE)
-
-
-__all__ = ["ARRAYS", "KIND", "NAME", "STATIC_ARRAYS", "CrossTokenizerConfig", "exact_match_targets", "student_twin_mask"]
+__all__ = ["ARRAYS", "KIND", "NAME", "STATIC_ARRAYS", "exact_match_targets"]

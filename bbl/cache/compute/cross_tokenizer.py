@@ -1,5 +1,6 @@
-"""Computing a cross-tokenizer cache (`bbl dump-logits --cross-tokenizer`, issue 31): the dump, the recomputation
-`bbl cache verify` compares against, and the chunks `bbl cache repair` rewrites (format: `cross_tokenizer`).
+"""Computing a cross-tokenizer cache (`bbl dump-logits --targets cross_tokenizer`, or `--cross-tokenizer`): its
+settings (`CrossTokenizerConfig`), its chunks (`CrossChunkComputer`), the recomputation `bbl cache verify` compares
+against, and its operations (`CrossTokenizerOperations`, format: `bbl.cache.kinds.cross_tokenizer`).
 
 For each student window: its text is recovered from the prepared dir's offsets (`bbl.data.offsets`), with
 `context_tokens` student tokens of left context; the whole lines holding it are tokenized by the teacher's own
@@ -7,22 +8,23 @@ fast tokenizer line by line (as `bbl prepare` encodes the stream, so a teacher s
 exactly the student's tokens); the teacher tokens from the context's first byte to the window's last byte are the
 teacher's input; those ending inside the window are stored. Batches are padded on the right (a causal model's
 real positions never see the padding) and go through the plain dump's forward pass and stored form
-(`bbl.cache.dump.ChunkComputer`), so an identity dump equals a plain one bit for bit.
+(`bbl.cache.compute.ensemble.EnsembleChunkComputer`), so an identity dump equals a plain one bit for bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bbl import __version__
-from bbl.cache.dump import ChunkComputer, dump_attrs, dump_windows, teacher_dtype, write_dump
-from bbl.cache.format import quantize_logprobs, sort_by_id
-from bbl.cache.kinds.cross_tokenizer import NAME, CrossTokenizerConfig, with_batch_size
-from bbl.cache.reader import CacheReader
-from bbl.cache.store import cache_location, claim_cache
+from bbl.cache.compute.base import ChunkComputer, KindOperations, dump_attrs, dump_windows, teacher_dtype
+from bbl.cache.compute.ensemble import EnsembleChunkComputer
+from bbl.cache.compute.fidelity import topk_fidelity
+from bbl.cache.dump_config import DumpConfig
+from bbl.cache.format import STORAGE_DEFAULTS, quantize_logprobs, sort_by_id
+from bbl.cache.kinds.cross_tokenizer import DEFAULT_CONTEXT_TOKENS, NAME
 from bbl.data.offsets import char_to_byte, check_spans, token_char_spans
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_fingerprint
@@ -30,17 +32,54 @@ from bbl.data.vocab import vocab_correspondence
 from bbl.errors import BblError
 from bbl.models.build import common_scoring_positions
 from bbl.models.teachers import load_teachers
-from bbl.runtime import init_distributed, rank
 
-__all__ = ["NAME", "CrossChunkComputer", "config_from_attrs", "dump_cross_tokenizer", "recompute_sample"]
+__all__ = ["CrossChunkComputer", "CrossTokenizerConfig", "CrossTokenizerOperations", "recompute_sample"]
 PROBE_WINDOWS = 4
 """Windows the teacher's tokenizer is checked on before anything is written (its offsets recover their text)."""
 SEARCH_BLOCK = 1 << 16
 """Bytes read at a time when looking for the line around a window."""
 
 
-def config_from_attrs(attrs: dict) -> CrossTokenizerConfig:
-    return CrossTokenizerConfig.from_attrs(attrs)
+@dataclass
+class CrossTokenizerConfig(DumpConfig):
+    """The settings of a cross-tokenizer dump: `DumpConfig`'s (targets cross_tokenizer; top-k only, in the default
+    stored form: `bbl.cache.kinds.cross_tokenizer.check_config`) plus its own, recorded in `dump_config`.
+
+    Raises:
+        BblError: an invalid value, naming the dump-logits option.
+    """
+
+    targets: str = NAME
+    """Always cross_tokenizer (`--cross-tokenizer` is `--targets cross_tokenizer`)."""
+    context_tokens: int = DEFAULT_CONTEXT_TOKENS
+    """--targets cross_tokenizer: student tokens of left context whose text the teacher reads before each window
+    (input only, never stored; 0: none)."""
+    teacher_tokens: int | None = None
+    """--targets cross_tokenizer: teacher tokens stored per window at most (the padded width); None = 2 x seq_len. A
+    window holding more is refused with a line naming --teacher-tokens."""
+
+    def __post_init__(self):
+        if self.targets != NAME:
+            raise BblError(f"--targets {self.targets}: a cross-tokenizer config stores --targets {NAME}")
+        if self.teacher_tokens is None:
+            self.teacher_tokens = 2 * self.seq_len
+        if self.teacher_tokens < 1:
+            raise BblError(f"--teacher-tokens {self.teacher_tokens} must be >= 1")
+        if self.context_tokens < 0:
+            raise BblError(f"--context-tokens {self.context_tokens} must be >= 0")
+        super().__post_init__()
+
+    def plain(self) -> DumpConfig:
+        """The top-k `DumpConfig` the teachers' forward pass and the stored form share with a plain dump."""
+        return DumpConfig(targets="topk", top_k=self.top_k, temperature=self.temperature, split=self.split,
+                          seq_len=self.seq_len, batch_size=self.batch_size, max_windows=self.max_windows,
+                          seed=self.seed, chunk_windows=self.chunk_windows, dtype=self.dtype)
+
+    def to_dict(self) -> dict:
+        """The settings as the cache records them: those that apply to this kind (no targets, draws or storage
+        options), as every cross-tokenizer cache has recorded them."""
+        skip = {"targets", "num_samples", *STORAGE_DEFAULTS}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
 def teacher_tokenizer(teacher_dirs) -> Path:
@@ -157,21 +196,29 @@ class TeacherText:
                 "alignment": align_by_end(s_ends, s_bound, ends[j0:i1], t_bound[j0:i1])}
 
 
-class CrossChunkComputer:
+class CrossChunkComputer(ChunkComputer):
     """Computes a chunk of a cross-tokenizer cache; deterministic for given (teachers, data, config, device), so a
-    resumed dump, any rank and `cache repair` write the same bytes."""
+    resumed dump, any rank and `cache repair` write the same bytes. The whole chunk is made on the dump's main
+    thread (`compute_targets`); its stored form is the chunk itself."""
 
     def __init__(self, teachers, infos, windows, config: CrossTokenizerConfig, *, data: PreparedData, tokenizer,
                  device: str, teacher_vocab: int, student_dtype=np.int64, teacher_dtype=np.int64):
         self.config, self.windows, self.tokenizer = config, windows, tokenizer
-        self.plain = ChunkComputer(teachers, infos, windows, config.plain(), device=device, id_dtype=np.int64,
-                                   vocab_size=teacher_vocab)
+        self.plain = EnsembleChunkComputer(teachers, infos, windows, config.plain(), device=device,
+                                           id_dtype=np.int64, vocab_size=teacher_vocab)
         self.side = TeacherText(data, config, tokenizer, positions=common_scoring_positions(teachers))
         self.student_dtype, self.teacher_dtype = student_dtype, teacher_dtype
         self.student_tokenizer = load_tokenizer(data.tokenizer_dir)
 
-    def rows(self, c: int) -> range:
-        return self.plain.rows(c)
+    def num_windows(self) -> int:
+        return len(self.windows)
+
+    def with_config(self, config: CrossTokenizerConfig) -> None:
+        self.config = config
+        self.plain.with_config(config.plain())
+
+    def use_store(self, arrays: dict) -> None:
+        self.student_dtype, self.teacher_dtype = arrays["input_ids"].dtype, arrays["teacher_ids"].dtype
 
     def static_arrays(self) -> dict:
         """The cache's static arrays: `teacher_to_student` (ids of equal byte strings, `vocab_correspondence`)."""
@@ -181,15 +228,6 @@ class CrossChunkComputer:
         return self.side.window(w)
 
     def compute_targets(self, c: int) -> CrossChunk:
-        """What `bbl.cache.dump._compute_and_write` computes on its main thread: the whole chunk (its stored form is
-        made here, not on the writer thread as for the plain kinds)."""
-        return self.compute(c)
-
-    def stored_form(self, chunk: CrossChunk) -> CrossChunk:
-        """The chunk as the writer thread writes it (already in its stored form)."""
-        return chunk
-
-    def compute(self, c: int) -> CrossChunk:
         """Chunk `c` (teacher top-k ids sorted by id, log-probs on the `LOGPROB_STEP` grid, as a top-k cache)."""
         import torch
 
@@ -257,98 +295,7 @@ def align_by_end(student_ends, student_bound, teacher_ends, teacher_bound) -> np
     return out
 
 
-def dump_cross_tokenizer(teacher_dirs: list[Path], data_dir: Path, out, config: CrossTokenizerConfig | None = None, *,
-                         device: str = "cpu", device_map: str | None = None, overwrite: bool = False,
-                         progress: bool = True, log=print) -> dict:
-    """Dump the teachers' own-vocabulary top-k targets for every student window of `config.split` (kind
-    `cross_tokenizer`, docs/cache-format.md); resumable, sharded by rank under torchrun, any fsspec location.
-
-    Returns the summary (windows, tokens, bytes, aligned_fraction, ...) on rank 0, {} on the others.
-
-    Raises:
-        BblError: (before anything is written) a prepared dir without offsets, a teacher without a fast
-            tokenizer, --topk beyond the teacher's vocabulary, fp16 off a GPU; then as `dump_logits`, plus a window
-            beyond --teacher-tokens or the teacher's positions.
-    """
-    config = with_batch_size(config or CrossTokenizerConfig())
-    if config.dtype == "fp16" and not str(device).startswith("cuda"):
-        raise BblError(f"--dtype fp16 needs a GPU (device {device}); use --dtype bf16 or fp32 on CPU")
-    data = PreparedData(data_dir)
-    data.offsets(config.split, needed_by="a cross-tokenizer dump (--cross-tokenizer)")
-    tokenizer = load_tokenizer(teacher_tokenizer(teacher_dirs))
-    vocab = tokenizer.get_vocab_size()
-    if config.top_k > vocab:
-        raise BblError(f"--topk {config.top_k} exceeds the teacher's vocabulary ({vocab}); use --topk <= {vocab}")
-    side = TeacherText(data, config, tokenizer)
-    for w in dump_windows(data, config.plain()).indices[:PROBE_WINDOWS]:  # a tokenizer that drops text, at once
-        side.window(int(w))
-    out = cache_location(out)
-    with claim_cache(out, overwrite=overwrite, lock=rank() == 0, log=log):
-        return _dump(teacher_dirs, data_dir, out, config, device=device, device_map=device_map, overwrite=overwrite,
-                     progress=progress, log=log)
-
-
-def _dump(teacher_dirs, data_dir, out, config: CrossTokenizerConfig, *, device, device_map, overwrite, progress,
-          log) -> dict:
-    """`dump_cross_tokenizer`'s work under the cache's lock: its teachers, attributes and chunk computer, then the
-    steps every kind shares (`bbl.cache.dump.write_dump`)."""
-    device = init_distributed(device)
-    data = PreparedData(data_dir, check_hashes=True)
-    teachers, infos = load_teachers(teacher_dirs, device, dtype=teacher_dtype(config.plain()), device_map=device_map)
-    tok_file = teacher_tokenizer(teacher_dirs)
-    tokenizer = load_tokenizer(tok_file)
-    windows = dump_windows(data, config.plain())
-    attrs = cross_attrs(config, data, infos, tokenizer, device=device, data_dir=data_dir,
-                        teacher_fingerprint=tokenizer_fingerprint(tok_file))
-    if device_map is not None:
-        attrs["dump_device_map"] = str(device_map)
-
-    def computer(writer) -> CrossChunkComputer:
-        return CrossChunkComputer(teachers, infos, windows, config, data=data, tokenizer=tokenizer, device=device,
-                                  teacher_vocab=tokenizer.get_vocab_size(),
-                                  student_dtype=writer.group["input_ids"].dtype,
-                                  teacher_dtype=writer.group["teacher_ids"].dtype)
-
-    def done_line(summary: dict) -> str:
-        return (f"dumped {out}: {summary['windows']:,} windows, {summary['bytes']:,} bytes "
-                f"({summary['bytes_per_token']:.1f} B/token), {summary['teacher_tokens_per_window']:.1f} teacher "
-                f"tokens per window, aligned fraction {summary['aligned_fraction']:.4f} (student positions whose "
-                f"token ends where a teacher token ends), {summary['seconds']:.1f}s")
-
-    return write_dump(out, attrs, len(windows), config.chunk_windows, computer, overwrite=overwrite,
-                      progress=progress, log=log, done_line=done_line)
-
-
-def cross_attrs(config: CrossTokenizerConfig, data: PreparedData, infos: list[dict], tokenizer, *, device: str,
-                data_dir: Path, teacher_fingerprint: str) -> dict:
-    """The plain dump's attributes (`dump_attrs`) plus the cross-tokenizer ones (docs/cache-format.md)."""
-    attrs = dump_attrs(config.plain(), data, infos, device=device, data_dir=data_dir)
-    attrs.update(targets=NAME, teacher_vocab_size=int(tokenizer.get_vocab_size()),
-                 teacher_tokenizer_fingerprint=teacher_fingerprint, context_tokens=int(config.context_tokens),
-                 teacher_tokens=int(config.teacher_tokens), dump_config=config.to_dict(), bbl_version=__version__,
-                 alignment_rule="token_end")
-    return attrs
-
-
-def chunk_computer(teachers, infos, windows, config: CrossTokenizerConfig, *, data: PreparedData, teacher_dirs,
-                   device: str, reader: CacheReader) -> CrossChunkComputer:
-    """The computer `bbl cache repair` rewrites damaged chunks with (the recorded settings and dtypes).
-
-    Raises:
-        BblError: the teachers' tokenizer is not the one the cache records.
-    """
-    tok_file = teacher_tokenizer(teacher_dirs)
-    if tokenizer_fingerprint(tok_file) != reader.attrs.get("teacher_tokenizer_fingerprint"):
-        raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from the cache's; pass the cache's teachers")
-    tokenizer = load_tokenizer(tok_file)
-    return CrossChunkComputer(teachers, infos, windows, config, data=data, tokenizer=tokenizer, device=device,
-                              teacher_vocab=tokenizer.get_vocab_size(),
-                              student_dtype=reader.arrays["input_ids"].dtype,
-                              teacher_dtype=reader.arrays["teacher_ids"].dtype)
-
-
-def recompute_sample(reader: CacheReader, teacher_dirs, *, sample: int = 16, seed: int = 0,
-                     device: str = "cpu") -> dict:
+def recompute_sample(reader, teacher_dirs, *, sample: int = 16, seed: int = 0, device: str = "cpu") -> dict:
     """`sample` random rows recomputed from the recorded prepared dir and the teachers, one window at a time.
 
     Returns windows_checked; `pairs`: per row (exact log p_T at the stored ids, exact tail, stored log-probs,
@@ -374,8 +321,10 @@ def recompute_sample(reader: CacheReader, teacher_dirs, *, sample: int = 16, see
         raise BblError(f"{data_dir}: {config.split} stream differs from the cache's")
     teachers, infos = load_teachers(list(teacher_dirs), device, dtype=teacher_dtype(config.plain()))
     windows = dump_windows(data, config.plain())
-    computer = chunk_computer(teachers, infos, windows, config.resolved(1), data=data, teacher_dirs=teacher_dirs,
-                              device=device, reader=reader)
+    OPERATIONS.check_teachers(teacher_dirs, infos, data, config, recorded=attrs)
+    computer = OPERATIONS.computer(teachers, infos, windows, config.resolved(1), data=data,
+                                   teacher_dirs=teacher_dirs, device=device)
+    computer.use_store(reader.arrays)
     vocab = int(attrs["teacher_vocab_size"])
     rows = np.sort(np.random.default_rng(seed).choice(reader.num_windows, min(sample, reader.num_windows),
                                                       replace=False))
@@ -405,3 +354,66 @@ def recompute_sample(reader: CacheReader, teacher_dirs, *, sample: int = 16, see
                           row["teacher_tail_logprob"][:length]))
     return {"windows_checked": len(rows), "pairs": pairs, "problems": problems,
             "aligned_fraction": float(np.concatenate(aligned).mean()) if aligned else 0.0}
+
+
+class CrossTokenizerOperations(KindOperations):
+    """The operations of the cross_tokenizer kind: teachers of their own tokenizer, aligned by bytes."""
+
+    name = NAME
+    config_class = CrossTokenizerConfig
+
+    def check_inputs(self, teacher_dirs, data_dir: Path, config: CrossTokenizerConfig) -> None:
+        """Before anything is written: a prepared dir with offsets, a fast teacher tokenizer, --topk within the
+        teacher's vocabulary, and a tokenizer whose offsets recover the first windows' text."""
+        data = PreparedData(data_dir)
+        data.offsets(config.split, needed_by="a cross-tokenizer dump (--cross-tokenizer)")
+        tokenizer = load_tokenizer(teacher_tokenizer(teacher_dirs))
+        vocab = tokenizer.get_vocab_size()
+        if config.top_k > vocab:
+            raise BblError(f"--topk {config.top_k} exceeds the teacher's vocabulary ({vocab}); use --topk <= {vocab}")
+        side = TeacherText(data, config, tokenizer)
+        for w in dump_windows(data, config).indices[:PROBE_WINDOWS]:  # a tokenizer that drops text, at once
+            side.window(int(w))
+
+    def teacher_seq_len(self, config: CrossTokenizerConfig) -> None:
+        return None  # the teacher's positions are checked per window (`TeacherText`), in its own tokens
+
+    def check_teachers(self, teacher_dirs, infos, data, config, *, recorded: dict | None = None) -> None:
+        if recorded is not None:
+            fingerprint = tokenizer_fingerprint(teacher_tokenizer(teacher_dirs))
+            if fingerprint != recorded.get("teacher_tokenizer_fingerprint"):
+                raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from the cache's; pass the cache's "
+                               f"teachers")
+
+    def computer(self, teachers, infos, windows, config: CrossTokenizerConfig, *, data: PreparedData, teacher_dirs,
+                 device: str) -> CrossChunkComputer:
+        tokenizer = load_tokenizer(teacher_tokenizer(teacher_dirs))
+        return CrossChunkComputer(teachers, infos, windows, config, data=data, tokenizer=tokenizer, device=device,
+                                  teacher_vocab=tokenizer.get_vocab_size())
+
+    def attrs(self, config: CrossTokenizerConfig, data: PreparedData, infos: list[dict], *, teacher_dirs,
+              device: str, data_dir: Path) -> dict:
+        """The plain dump's attributes (`dump_attrs` of the top-k config) plus the cross-tokenizer ones."""
+        tok_file = teacher_tokenizer(teacher_dirs)
+        tokenizer = load_tokenizer(tok_file)
+        attrs = dump_attrs(config.plain(), data, infos, device=device, data_dir=data_dir)
+        attrs.update(targets=NAME, teacher_vocab_size=int(tokenizer.get_vocab_size()),
+                     teacher_tokenizer_fingerprint=tokenizer_fingerprint(tok_file),
+                     context_tokens=int(config.context_tokens), teacher_tokens=int(config.teacher_tokens),
+                     dump_config=config.to_dict(), alignment_rule="token_end")
+        return attrs
+
+    def done_line(self, out, summary: dict) -> str:
+        return (f"dumped {out}: {summary['windows']:,} windows, {summary['bytes']:,} bytes "
+                f"({summary['bytes_per_token']:.1f} B/token), {summary['teacher_tokens_per_window']:.1f} teacher "
+                f"tokens per window, aligned fraction {summary['aligned_fraction']:.4f} (student positions whose "
+                f"token ends where a teacher token ends), {summary['seconds']:.1f}s")
+
+    def recompute_sample(self, reader, teacher_dirs, *, sample: int, seed: int, device: str) -> dict:
+        """`recompute_sample`'s rows, their top-k compared as a top-k cache's (`topk_fidelity`)."""
+        r = recompute_sample(reader, teacher_dirs, sample=sample, seed=seed, device=device)
+        return {**{k: v for k, v in r.items() if k != "pairs"}, **topk_fidelity(r["pairs"])}
+
+
+OPERATIONS = CrossTokenizerOperations()
+
