@@ -1,16 +1,20 @@
-"""BabyLlama-2's data handling (issue 43): random-offset windows (`training.window_offset: random`), off unless
-asked."""
+"""BabyLlama-2's data handling (issue 43): random-offset windows (`training.window_offset: random`) and the train /
+selection split (`bbl prepare --selection-fraction`), both off unless asked."""
 
 import json
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from bbl.config import load_config, preset_names
+from bbl.data.prepare import prepare
 from bbl.data.prepared import PreparedData
+from bbl.data.tokenizer import load_tokenizer
 from bbl.data.windows import EpochPermutationSampler, select_train_windows
 from bbl.data.words import window_words
+from bbl.errors import BblError
 from bbl.train.batching import load_windows, train_sampler
 from bbl.train.ledger import plan_words
 from bbl.train.recipe import train_lm
@@ -122,3 +126,55 @@ def test_cached_distillation_refuses_random_offsets_and_online_takes_them(tiny_t
     online = distill(load_config("student-tiny", [*RANDOM, "training.max_steps=2"]), prepared, tmp_path / "online",
                      teacher_dirs=tiny_teachers, log=quiet)
     assert json.loads((online / "bbl_run.json").read_text())["complete"]
+
+
+def _babylm_with_markers(root, *, lines: int = 40):
+    """Two train sources and one dev source whose every line holds a unique marker word `m<source><line>`."""
+    dirs = []
+    for split, suffix, sources in (("babylm_10M", "train", ("aochildes", "switchboard")),
+                                   ("babylm_dev", "dev", ("aochildes",))):
+        d = root / split
+        d.mkdir(parents=True)
+        for source in sources:
+            text = "".join(f"m{source[0]}{i} the cat saw a dog and the ball\n" for i in range(lines))
+            (d / f"{source}.{suffix}").write_text(text)
+        dirs.append(d)
+    return dirs
+
+
+def test_selection_holds_out_each_sources_last_lines_and_chooses_checkpoints(tmp_path):
+    train_dir, dev_dir = _babylm_with_markers(tmp_path / "babylm")
+    whole = prepare(train_dir, dev_dir, tmp_path / "whole", vocab_size=300, progress=False, log=quiet)
+    manifest = prepare(train_dir, dev_dir, tmp_path / "split", vocab_size=300, selection_fraction=0.1,
+                       progress=False, log=quiet)
+    data = PreparedData(tmp_path / "split", check_hashes=True)
+    tokenizer = load_tokenizer(data.tokenizer_dir)
+    markers = {split: {w for w in tokenizer.decode(data.stream(split).tolist()).split() if w[0] == "m"}
+               for split in ("train", "selection")}
+    assert not markers["train"] & markers["selection"]  # no selection word is a training word
+    # BabyLlama-2's split_file: each source keeps its first round(0.9 x 40) = 36 lines; the rest is selection
+    assert markers["selection"] == {f"m{s}{i}" for s in "as" for i in range(36, 40)}
+    assert markers["train"] == {f"m{s}{i}" for s in "as" for i in range(36)}
+    t = manifest["totals"]
+    words = whole["totals"]["train"]["words_in_stream"]
+    assert t["train"]["words_in_stream"] + t["selection"]["words_in_stream"] == words
+    assert manifest["selection"]["words"] == t["selection"]["words_in_stream"] == 8 * 9
+    assert manifest["tokenizer"]["sha256"] == whole["tokenizer"]["sha256"]  # trained on every train word, as theirs
+    assert data.eval_split == "selection"
+    cfg = load_config("llama-tiny", ["training.max_steps=2", "training.seq_len=16"])
+    _, evaluated = load_windows(cfg, data)
+    assert len(evaluated.stream) == len(data.stream("selection"))
+    run_dir = train_lm(cfg, tmp_path / "split", tmp_path / "run", log=quiet)
+    assert json.loads((run_dir / "bbl_run.json").read_text())["eval_split"] == "selection"
+
+
+@pytest.mark.parametrize("fraction, message", [(1.0, "in \\[0, 1\\)"), (-0.1, "in \\[0, 1\\)"),
+                                               (0.001, "holds out no line")])
+def test_bad_selection_fractions_are_one_error_line(tmp_path, fraction, message):
+    train_dir, dev_dir = _babylm_with_markers(tmp_path / "babylm", lines=10)
+    with pytest.raises(BblError, match=message):
+        prepare(train_dir, dev_dir, tmp_path / "out", vocab_size=260, selection_fraction=fraction, progress=False,
+                log=quiet)
+    result = run(["prepare", "--train-dir", train_dir, "--dev-dir", dev_dir, "--out", tmp_path / "cli",
+                  "--selection-fraction", "1"])
+    assert result.exit_code == 2 and len(error_lines(result)) == 1 and "--selection-fraction" in result.output
