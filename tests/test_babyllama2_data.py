@@ -1,5 +1,5 @@
 """BabyLlama-2's data handling (issue 43): random-offset windows (`training.window_offset: random`) and the train /
-selection split (`bbl prepare --selection-fraction`), both off unless asked."""
+selection split (`bbl prepare --selection-fraction`), both off unless asked; the `babyllama2` pipeline asks."""
 
 import json
 
@@ -15,6 +15,7 @@ from bbl.data.tokenizer import load_tokenizer
 from bbl.data.windows import EpochPermutationSampler, select_train_windows
 from bbl.data.words import window_words
 from bbl.errors import BblError
+from bbl.pipeline import build_stages, pipeline_preset_names
 from bbl.train.batching import load_windows, train_sampler
 from bbl.train.ledger import plan_words
 from bbl.train.recipe import train_lm
@@ -178,3 +179,21 @@ def test_bad_selection_fractions_are_one_error_line(tmp_path, fraction, message)
     result = run(["prepare", "--train-dir", train_dir, "--dev-dir", dev_dir, "--out", tmp_path / "cli",
                   "--selection-fraction", "1"])
     assert result.exit_code == 2 and len(error_lines(result)) == 1 and "--selection-fraction" in result.output
+
+
+def test_only_the_babyllama2_pipeline_turns_them_on(tmp_path):
+    from bbl.evaluate.tasks import DATA_NAMES
+
+    corpus = tmp_path / "babylm"
+    for name in {"babylm_10M", "babylm_dev", *(n for names in DATA_NAMES.values() for n in names.values())}:
+        (corpus / name).mkdir(parents=True)
+    for preset in pipeline_preset_names():
+        stages = {s.key: s.argv for s in build_stages(preset, corpus, tmp_path / preset)}
+        random_stages = {k for k, argv in stages.items() if "training.window_offset=random" in argv}
+        split = "--selection-fraction" in stages["prepare"]
+        if preset == "babyllama2":
+            prep = stages["prepare"]
+            assert split and prep[prep.index("--selection-fraction") + 1] == "0.05"
+            assert random_stages == {"teacher-a", "teacher-b", "baseline"}  # the cached student reads fixed windows
+        else:
+            assert not split and not random_stages, preset
