@@ -38,6 +38,8 @@ DivergenceName = typing.Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "s
 Objective = typing.Literal["clm", "mlm"]
 """A training phase's objective: clm (causal mask, next-token CE) or mlm (bidirectional mask, CE on masked tokens)."""
 MLMTarget = typing.Literal["previous", "own"]
+WindowOffset = typing.Literal["fixed", "random"]
+"""Where an epoch cuts the train windows (`training.window_offset`; `bbl.data.windows`)."""
 
 REDUCTIONS = typing.get_args(Reduction)
 PAPER_TEMPERATURE = 2.0
@@ -240,6 +242,15 @@ class TrainingConfig:
     """Which output predicts a masked token: previous (the position before it, as next-token prediction, "MNTP";
     the LM head keeps its causal meaning across phases) or own (the masked position itself, as BERT). The AntLM
     paper does not say which its BabyLlama used."""
+
+    window_offset: WindowOffset = "fixed"
+    """Where each epoch cuts the train windows. fixed: window n is tokens [n*S, (n+1)*S) in every epoch (Baby
+    Llama's). random: BabyLlama-2's (`BabylmDataset(random_chunk=True)`, src/babyllama2/babylm_dataset.py of
+    JLTastet/BabyLlama-2): in each epoch window n starts at n*S + an offset in [0, S) drawn for that window and
+    epoch, seeded by `data_seed` (else `seed`), so a boundary falls elsewhere each epoch and `--resume` replays the
+    same offsets; there are N//S - 1 windows so every offset fits. The ledger counts the words of the windows as
+    cut. Dev (or selection) windows stay fixed. Cached distillation refuses random (a cache holds targets for the
+    fixed windows it was dumped at); online distillation takes it."""
 
     @property
     def phases(self) -> tuple[Phase, ...]:

@@ -66,6 +66,10 @@ class PipelinePreset:
     mask_token: bool = True
     """`bbl prepare --mask-token` (reserve `<mask>` for masked-LM phases, the default) or --no-mask-token (the
     paper's exact three specials: the `paper` and `babyllama2` presets)."""
+    selection_fraction: float = 0.0
+    """`bbl prepare --selection-fraction`: the share of each train source's lines held out as the selection split,
+    which then chooses every model's best checkpoint instead of dev (`babyllama2`: 0.05, BabyLlama-2's 9.5M / 0.5M
+    words); 0 (the other presets) holds nothing out."""
     top_k: int = DEFAULT_TOP_K
     """`dump-logits --topk`."""
     temperature: float = PAPER_TEMPERATURE
@@ -76,6 +80,9 @@ class PipelinePreset:
     teacher_overrides: dict[str, list[str]] = field(default_factory=dict)
     """{key: [SECTION.KEY=VALUE, ...]}: `--set` overrides of one teacher (e.g. its seed, for two teachers of one
     preset)."""
+    baseline_overrides: list[str] = field(default_factory=list)
+    """[SECTION.KEY=VALUE, ...]: `--set` overrides of the plain-trained student (the baseline) only, e.g.
+    training.window_offset=random, which the cached distillation cannot take (its cache holds fixed windows)."""
 
 
 def pipeline_preset_names() -> list[str]:
@@ -129,6 +136,8 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
         prep += ["--vocab-size", str(p.vocab_size)]
     if not p.mask_token:
         prep += ["--no-mask-token"]
+    if p.selection_fraction:
+        prep += ["--selection-fraction", str(p.selection_fraction)]
     stages = [stage("prepare", prep, prepared)]
     for key, cfg in p.teachers.items():
         sets = [a for o in p.teacher_overrides.get(key, []) for a in ("--set", o)]
@@ -156,6 +165,9 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
             raise BblError(f"{data}: no {name}/ inside; pass {flag} (the BabyLM evaluation pipeline's filtered data)")
         task_dirs += [flag, str(task_dir)]
     eval_tasks, extra = eval_task_args(p, data, task_data or {})
+    if p.study is not None and p.baseline_overrides:
+        raise BblError(f"pipeline preset {p.name}: baseline_overrides applies to the baseline stage, which a study "
+                       f"preset has not; give the study's arms their --set instead")
     if p.study is not None:
         arms = []
         for key, temperature in p.study.caches.items():
@@ -176,8 +188,9 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
         return stages
     stages.append(stage("distill", ["distill", p.student, "--cache", str(cache), "--data", str(prepared),
                                     "--out", str(distilled), "--resume"], distilled, [cache], nproc))
+    baseline_sets = [a for o in p.baseline_overrides for a in ("--set", o)]
     stages.append(stage("baseline", ["train-student", p.student, "--data", str(prepared), "--out", str(baseline),
-                                     "--resume"], baseline, [prepared], nproc))
+                                     "--resume", *baseline_sets], baseline, [prepared], nproc))
     ev = ["eval", *map(str, teachers.values()), str(distilled), str(baseline), "--ensemble",
           ",".join(map(str, teachers.values())), "--data", str(prepared), "--out", str(w / "eval"),
           "--seq-len", str(t.seq_len), "--dev-windows", str(t.dev_windows), *task_dirs]

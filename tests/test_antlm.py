@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from bbl.config import load_config, parse_objective_schedule
 from bbl.errors import BblError
+from bbl.train.batching import train_sampler
 from bbl.train.objectives import PhasedDataset, in_last_phase, mask_window
 from bbl.train.recipe import train_lm
 from tests.helpers import error_lines, quiet, run
@@ -68,7 +69,7 @@ def test_phased_items_know_their_epoch_and_masks_depend_only_on_seed_epoch_windo
     mask = data.mask_token_id(needed_by="this test")
     ds = PhasedDataset(windows, parse_objective_schedule("clm:1,mlm:2"), seed=0, mask_token_id=mask,
                        vocab_size=data.vocab_size)
-    sampler = ds.sampler()
+    sampler = train_sampler(ds, seed=0)  # what the Trainer draws: rows folded with their epoch
     sampler.set_epoch(1)
     order = list(sampler)
     assert sorted(i - 16 for i in order) == list(range(16))  # epoch 1: rows offset by one epoch

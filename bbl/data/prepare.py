@@ -2,6 +2,13 @@
 
 Three resumable steps (clean, tokenizer, encode), each skipped when its recorded input fingerprint matches, then
 the manifest, written last and atomically (the layout: `bbl.data.prepared`).
+
+A selection split (`--selection-fraction F`, BabyLlama-2's notebooks/split_dataset.ipynb of JLTastet/BabyLlama-2,
+`test_fraction` 0.05: train_9.5M / select_0.5M): the last lines of each cleaned train source are held out of the
+train stream as the `selection` stream, which chooses checkpoints and hyperparameters instead of dev
+(`PreparedData.eval_split`). Each source keeps its first round((1 - F) x lines) lines, as that notebook splits.
+The tokenizer is trained on the whole cleaned train split, as BabyLlama-2's was (on train_10M_clean), so it is
+the same with or without the split.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def _inputs_fingerprint(sources: dict[str, list], vocab_size: int, tokenizer_sha256: str | None = None,
-                        mask_token: bool = True) -> dict:
+                        mask_token: bool = True, selection_fraction: float = 0.0) -> dict:
     fp = {
         "files": {split: {s.label: "+".join(sha256_file(p) for p in s.paths) for s in ss}
                   for split, ss in sources.items()},
@@ -38,7 +45,27 @@ def _inputs_fingerprint(sources: dict[str, list], vocab_size: int, tokenizer_sha
     if tokenizer_sha256:  # an existing tokenizer (`--tokenizer`) replaces the trained one
         fp.update(vocab_size=None, tokenizer_sha256=tokenizer_sha256)
         fp.pop("mask_token", None)
+    if selection_fraction:  # absent without a split, so a dir prepared before it existed still matches
+        fp["selection_fraction"] = selection_fraction
     return fp
+
+
+def check_selection_fraction(fraction: float) -> float:
+    """`--selection-fraction`, checked before anything is written: in [0, 1) (0: no selection split).
+
+    Raises:
+        BblError: outside [0, 1), naming the option and BabyLlama-2's value.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise BblError(f"--selection-fraction {fraction}: use a share of each train source's lines in [0, 1), e.g. "
+                       f"0.05 (BabyLlama-2's 9.5M / 0.5M words); 0 holds nothing out")
+    return float(fraction)
+
+
+def selection_lines(num_lines: int, fraction: float) -> int:
+    """How many of a source's `num_lines` cleaned lines stay in train: round((1 - fraction) x num_lines), Python's
+    round as BabyLlama-2's split_file; the rest (its tail) is the selection split."""
+    return round((1 - fraction) * num_lines)
 
 
 def _given_tokenizer(tokenizer_dir: Path) -> Path:
@@ -95,7 +122,8 @@ class _State:
 
 
 def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 16000, force: bool = False,
-            tokenizer_dir: Path | None = None, mask_token: bool = True, progress: bool = True, log=print) -> dict:
+            tokenizer_dir: Path | None = None, mask_token: bool = True, selection_fraction: float = 0.0,
+            progress: bool = True, log=print) -> dict:
     """`_prepare` into `out` once it is claimed (`bbl.outputs`): new, empty or a prepared dir, one writer at a
     time; a dir holding anything else is refused whatever `force` says.
 
@@ -103,13 +131,15 @@ def prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 1600
         BblError: an --out that is a file, under a file, not a prepared dir, unwritable or held by another run;
             and `_prepare`'s errors.
     """
+    selection_fraction = check_selection_fraction(selection_fraction)
     with claim_output(out, "prepared", overwrite=force, log=log):
         return _prepare(train_dir, dev_dir, out, vocab_size=vocab_size, force=force, tokenizer_dir=tokenizer_dir,
-                        mask_token=mask_token, progress=progress, log=log)
+                        mask_token=mask_token, selection_fraction=selection_fraction, progress=progress, log=log)
 
 
 def _prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 16000, force: bool = False,
-             tokenizer_dir: Path | None = None, mask_token: bool = True, progress: bool = True, log=print) -> dict:
+             tokenizer_dir: Path | None = None, mask_token: bool = True, selection_fraction: float = 0.0,
+             progress: bool = True, log=print) -> dict:
     """Run the whole preparation; returns the manifest dict.
 
     With `tokenizer_dir` (an HF tokenizer dir holding tokenizer.json, e.g. a pretrained teacher's), the corpus is
@@ -117,6 +147,7 @@ def _prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 160
     is then ignored); any HF causal LM with that tokenizer is a valid `--teacher`. Streams (and caches) are int32
     when the vocabulary exceeds 65,536 ids. `mask_token` (default) reserves `<mask>` in a trained tokenizer, which
     masked-LM phases need (`training.objective_schedule`); False gives Baby Llama's exact three specials.
+    `selection_fraction` > 0 holds the tail of each train source out as the `selection` split (module docstring).
 
     Each step (clean, tokenizer, encode) is skipped when its recorded input fingerprint matches; `force` redoes
     them all. The manifest is written last, so an interrupted run leaves no dir a later stage accepts.
@@ -131,14 +162,17 @@ def _prepare(train_dir: Path, dev_dir: Path, out: Path, *, vocab_size: int = 160
     files = {"train": read_sources(train_dir, "train"), "dev": read_sources(dev_dir, "dev")}
     if given is not None:
         _probe_offsets(given, files["train"])
-    fingerprint = _inputs_fingerprint(files, vocab_size, sha256_file(given) if given else None, mask_token)
+    fingerprint = _inputs_fingerprint(files, vocab_size, sha256_file(given) if given else None, mask_token,
+                                      selection_fraction)
     state = _State(out, fingerprint, force=force)
     out.mkdir(parents=True, exist_ok=True)
     cleaned = _clean(files, out / "clean", state, progress=progress, log=log)
     tok_dir = _tokenizer(cleaned["train"], out / "tokenizer", state, given=given, vocab_size=vocab_size,
                          mask_token=mask_token, source=str(train_dir), progress=progress, log=log)
-    per_file, hashes = _encode(cleaned, out, tok_dir, state, progress=progress, log=log)
-    manifest = _manifest(files, per_file, hashes, tok_dir, fingerprint, tokenizer_dir)
+    parts = _split_selection(cleaned, selection_fraction) if selection_fraction else \
+        {split: [(src, path, None) for src, path in pairs] for split, pairs in cleaned.items()}
+    per_file, hashes = _encode(parts, out, tok_dir, state, progress=progress, log=log)
+    manifest = _manifest(files, per_file, hashes, tok_dir, fingerprint, tokenizer_dir, selection_fraction)
     atomic_write_json(out / MANIFEST, manifest, sort_keys=True)
     return manifest
 
@@ -186,10 +220,27 @@ def _tokenizer(train: list[tuple[Source, Path]], tok_dir: Path, state: _State, *
     return tok_dir
 
 
-def _encode(cleaned: dict[str, list[tuple[Source, Path]]], out: Path, tok_dir: Path, state: _State, *,
-            progress: bool, log) -> tuple[list[dict], dict[str, dict[str, str]]]:
+def _split_selection(cleaned: dict[str, list[tuple[Source, Path]]],
+                     fraction: float) -> dict[str, list[tuple[Source, Path, tuple[int, int] | None]]]:
+    """The encode step's parts with a selection split: each cleaned train source's first `selection_lines` lines
+    in `train`, the rest in `selection` (as (source, cleaned file, (first line, end line))); dev whole."""
+    parts = {"train": [], "selection": [], "dev": [(src, path, None) for src, path in cleaned["dev"]]}
+    for src, path in cleaned["train"]:
+        lines = len(path.read_text().splitlines())
+        keep = selection_lines(lines, fraction)
+        parts["train"].append((src, path, (0, keep)))
+        parts["selection"].append((src, path, (keep, lines)))
+    if all(first == end for _, _, (first, end) in parts["selection"]):
+        raise BblError(f"--selection-fraction {fraction}: holds out no line of any train source (each keeps "
+                       f"round((1 - {fraction}) x lines)); raise it, or pass 0 for no selection split")
+    return parts
+
+
+def _encode(parts: dict[str, list[tuple[Source, Path, tuple[int, int] | None]]], out: Path, tok_dir: Path,
+            state: _State, *, progress: bool, log) -> tuple[list[dict], dict[str, dict[str, str]]]:
     """Step 3: each split as one flat token stream, its word starts, its text and each token's byte span in it
-    (`bbl.data.offsets`); (per-file records, {split: {artifact: sha256}}).
+    (`bbl.data.offsets`); (per-file records, {split: {artifact: sha256}}). Each part is a cleaned file, or the
+    lines [first, end) of one (a selection split).
 
     Raises:
         BblError: a line whose tokens' offsets cannot recover it (`bbl.data.offsets.check_spans`).
@@ -203,7 +254,7 @@ def _encode(cleaned: dict[str, list[tuple[Source, Path]]], out: Path, tok_dir: P
     dtype = stream_dtype(tokenizer.get_vocab_size())
     per_file: list[dict] = []
     hashes = {}
-    for split, pairs in cleaned.items():
+    for split, pairs in parts.items():
         paths = {"sha256": out / f"{split}.npy", "word_starts_sha256": out / f"{split}.word_starts.npy",
                  "text_sha256": out / f"{split}.text", "offsets_sha256": out / f"{split}.offsets.npy"}
         record = state.done.get(f"encode_{split}")
@@ -214,9 +265,12 @@ def _encode(cleaned: dict[str, list[tuple[Source, Path]]], out: Path, tok_dir: P
             continue
         parts, start_parts, texts, span_parts, records = [], [], [], [], []
         base = 0
-        for src, dst in tqdm(pairs, desc=f"encode {split}", unit="file", disable=not progress):
+        for src, dst, span in tqdm(pairs, desc=f"encode {split}", unit="file", disable=not progress):
             text = dst.read_text()
             lines = text.splitlines(keepends=True)
+            if span is not None:
+                lines = lines[span[0]:span[1]]
+                text = "".join(lines)
             encoded = list(encode_lines_with_spans(tokenizer, lines, where=str(dst)))
             line_base = base + np.cumsum([0] + [len(line.encode()) for line in lines[:-1]], dtype=np.int64)
             ids = np.asarray([i for line_ids, _, _ in encoded for i in line_ids], dtype=dtype)
@@ -229,10 +283,13 @@ def _encode(cleaned: dict[str, list[tuple[Source, Path]]], out: Path, tok_dir: P
             start_parts.append(starts)
             span_parts.append(spans)
             texts.append(raw)
-            records.append({"split": split, "source": src.name, "cleaner": cleaner_of(src.name) or "generic",
-                            "path": ", ".join(map(str, src.paths)), "git_sha1": git_blob_sha1(src.paths[0]),
-                            "words": len(src.text.split()), "words_clean": len(text.split()),
-                            "words_in_stream": int(starts.sum(dtype=np.int64)), "tokens": len(ids)})
+            record = {"split": split, "source": src.name, "cleaner": cleaner_of(src.name) or "generic",
+                      "path": ", ".join(map(str, src.paths)), "git_sha1": git_blob_sha1(src.paths[0]),
+                      "words": len(src.text.split()), "words_clean": len(text.split()),
+                      "words_in_stream": int(starts.sum(dtype=np.int64)), "tokens": len(ids)}
+            if span is not None:  # a part of a source, its cleaned lines [first, end): the raw file is split only
+                record.update(lines=list(span), words=len(text.split()))  # after cleaning, so words are clean
+            records.append(record)
         digests = {}
         spans = np.concatenate(span_parts) if span_parts else np.zeros((0, 2), dtype=np.int64)
         arrays = {"sha256": np.concatenate(parts) if parts else np.zeros(0, dtype=dtype),
@@ -254,18 +311,25 @@ def _encode(cleaned: dict[str, list[tuple[Source, Path]]], out: Path, tok_dir: P
 
 
 def _manifest(files: dict, per_file: list[dict], hashes: dict[str, dict[str, str]], tok_dir: Path,
-              fingerprint: dict, tokenizer_dir: Path | None) -> dict:
-    """The manifest of a finished preparation (the layout: `bbl.data.prepared`)."""
+              fingerprint: dict, tokenizer_dir: Path | None, selection_fraction: float = 0.0) -> dict:
+    """The manifest of a finished preparation (the layout: `bbl.data.prepared`); with a selection split, its
+    record under `selection` (absent without one)."""
     from bbl.data.tokenizer import load_tokenizer, mask_token_id
 
     vocab_size = load_tokenizer(tok_dir).get_vocab_size()
     totals = {}
-    for split in files:
+    for split in hashes:
         rows = [r for r in per_file if r["split"] == split]
         words, tokens = sum(r["words"] for r in rows), sum(r["tokens"] for r in rows)
         totals[split] = {"words": words, "tokens": tokens, "tokens_per_word": round(tokens / max(words, 1), 4),
                          "words_in_stream": sum(r.get("words_in_stream", 0) for r in rows)}
+    selection = {} if not selection_fraction else {"selection": {
+        "fraction": selection_fraction, "split": "selection", "words": totals["selection"]["words_in_stream"],
+        "tokens": totals["selection"]["tokens"],
+        "rule": "each cleaned train source's last lines, after its first round((1 - fraction) x lines) "
+                "(BabyLlama-2, notebooks/split_dataset.ipynb); chooses checkpoints and sweeps instead of dev"}}
     return {
+        **selection,
         "bbl_version": __version__,
         "files": per_file,
         "totals": totals,

@@ -4,6 +4,8 @@ Layout of a prepared dir OUT (written by `bbl.data.prepare`):
     OUT/clean/{train,dev}/<source>.txt   cleaned text, one file per BabyLM source
     OUT/tokenizer/                       Hugging Face tokenizer dir (tokenizer.json, bos/eos/pad set)
     OUT/train.npy, OUT/dev.npy           1-D token streams (uint16 if vocab <= 65,536, else int32)
+    OUT/selection.npy, ...               with --selection-fraction: the train words held out (each source's last
+                                         lines; `bbl.data.prepare`), every artifact a split has
     OUT/train.word_starts.npy, ...       words starting in each token (uint8; `bbl.data.words`), for words seen
     OUT/train.text, OUT/dev.text         the split's cleaned text as one UTF-8 file (what the stream encodes)
     OUT/train.offsets.npy, ...           (tokens, 2) [start, end) byte span of each token in it (`bbl.data.offsets`)
@@ -63,6 +65,18 @@ class PreparedData:
         if split not in self.manifest["streams"]:
             raise BblError(f"{self.path}: no {split!r} stream; known: {', '.join(self.manifest['streams'])}")
         return np.load(self.path / self.manifest["streams"][split]["path"], mmap_mode="r")
+
+    @property
+    def selection(self) -> dict | None:
+        """The manifest's record of the held-out selection split (fraction, rule, words, tokens), or None when the
+        dir was prepared without `--selection-fraction`."""
+        return self.manifest.get("selection")
+
+    @property
+    def eval_split(self) -> str:
+        """The split that chooses checkpoints and hyperparameters: `selection` when the train words hold one out
+        (BabyLlama-2 never chooses on the BabyLM dev set), else `dev`."""
+        return "selection" if self.selection else "dev"
 
     def stream_sha256(self, split: str) -> str:
         return self.manifest["streams"][split]["sha256"]

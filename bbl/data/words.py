@@ -10,7 +10,7 @@ word count exactly (tested against `len(text.split())`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -65,10 +65,26 @@ def window_words(word_starts: np.ndarray, seq_len: int, indices: np.ndarray) -> 
     return per_window[np.asarray(indices, dtype=np.int64)]
 
 
-def words_per_step(words: np.ndarray, orders: Iterator[np.ndarray], batch_size: int, max_steps: int) -> np.ndarray:
+def span_words(word_starts: np.ndarray, seq_len: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A function giving the words of the windows of `seq_len` tokens that start at the tokens `starts` (any start:
+    random-offset windows overlap or leave gaps, and a word starting in two windows' shared tokens counts in each),
+    int64. The running sum of the word starts is taken once, here."""
+    cum = np.concatenate([[0], np.cumsum(word_starts, dtype=np.int64)])
+
+    def words(starts: np.ndarray) -> np.ndarray:
+        starts = np.asarray(starts, dtype=np.int64)
+        return cum[starts + seq_len] - cum[starts]
+
+    return words
+
+
+def words_per_step(words: np.ndarray | Callable[[int], np.ndarray], orders: Iterator[np.ndarray], batch_size: int,
+                   max_steps: int) -> np.ndarray:
     """Cumulative words seen after each optimizer step 1..max_steps (int64, (max_steps,)).
 
-    `orders` yields each epoch's order of dataset rows (the train sampler's); a step consumes the next
+    `words` holds the words of each dataset row, or is a function of the epoch giving them (random-offset windows
+    hold other tokens each epoch). `orders` yields each epoch's order of dataset rows (the train sampler's); a step
+    consumes the next
     `batch_size` rows of its epoch (the last step of an epoch may take fewer, as the Trainer's DataLoader does).
     Under DDP the ranks' micro-batches of one step are consecutive slices of that order, so the count is the same
     (tested with 2 processes). When an epoch's windows do not fill whole micro-batches on every rank, accelerate
@@ -76,8 +92,8 @@ def words_per_step(words: np.ndarray, orders: Iterator[np.ndarray], batch_size: 
     """
     steps: list[np.ndarray] = []
     total, done = 0, 0
-    for order in orders:
-        per_row = words[np.asarray(order, dtype=np.int64)]
+    for epoch, order in enumerate(orders):
+        per_row = (words(epoch) if callable(words) else words)[np.asarray(order, dtype=np.int64)]
         bounds = np.arange(batch_size, len(per_row) + batch_size, batch_size).clip(max=len(per_row))
         cum = np.cumsum(per_row)[bounds - 1] + total
         steps.append(cum)

@@ -83,12 +83,17 @@ def check_distill_inputs(cfg: Config, data: PreparedData, *, reader=None, teache
     Args:
         reader: the opened cache (`open_cache`) of a cached run; None for an online run from `teacher_dirs`.
     Raises:
-        BblError: `distill.mlm_kd` where it cannot apply; a cache whose kind `distill.kd_variant` does not read, whose
-            sampled draws would need re-tempering, or that does not match the prepared data and the config
+        BblError: `distill.mlm_kd` where it cannot apply; `training.window_offset` random with a cache; a cache
+            whose kind `distill.kd_variant` does not read, whose sampled draws would need re-tempering, or that
+            does not match the prepared data and the config
             (`CacheReader.validate`); a teacher that is not a model dir of the prepared tokenizer with the positions
             of `training.seq_len`.
     """
     _check_mlm_kd(cfg, cached=reader is not None)
+    if reader is not None and cfg.training.window_offset == "random":
+        raise BblError(f"{reader.path}: training.window_offset=random cuts other windows each epoch, but a cache holds "
+                       f"targets for the fixed windows it was dumped at only; set training.window_offset=fixed, or "
+                       f"distil online with --teacher")
     if reader is None:
         for t in teacher_dirs:
             check_model_dir(t, seq_len=cfg.training.seq_len, option="training.seq_len",

@@ -1,6 +1,7 @@
 """`bbl sweep`: a hyperparameter search over any bbl training (teacher, baseline or distilled student, cached or
 online) minimising its best dev CE, on Optuna (TPE sampler; Hyperband, median or threshold pruning fed by each
-evaluation's dev loss; RDB storage).
+evaluation's dev loss; RDB storage). "Dev" is the run's eval split: the selection split when the prepared dir holds
+one (`bbl prepare --selection-fraction`, BabyLlama-2's way: never tuned on the BabyLM dev set), else dev.
 
 BabyLlama-2 (Tastet & Timiryasov 2024, Section 3) tuned its teachers and baselines by a Bayesian search with
 hyperband early stopping on eval loss; this is that search for bbl runs. A study lives in a database (SQLite by
@@ -392,7 +393,7 @@ def _objective(trial, sweep: SweepConfig, params: list[Param], log) -> float:
     if callback.pruned:
         log(f"[sweep] trial {trial.number}: pruned at step {run['global_step']}")
         raise optuna.TrialPruned()
-    log(f"[sweep] trial {trial.number}: best dev CE {run['best_eval_loss']:.4f}")
+    log(f"[sweep] trial {trial.number}: best {run.get('eval_split', 'dev')} CE {run['best_eval_loss']:.4f}")
     return float(run["best_eval_loss"])
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from bbl.config import parse_word_checkpoints
-from bbl.data.words import checkpoint_name, window_words, words_per_step
+from bbl.data.words import checkpoint_name, span_words, window_words, words_per_step
 from bbl.errors import BblError
 from bbl.io import load_json
 from bbl.runtime import world_size
-from bbl.train.batching import resolve_batch, train_sampler
+from bbl.train.batching import epoch_order, resolve_batch
 
 CHECKPOINT_DIR = "word_checkpoints"
 CHECKPOINT_FILE = "bbl_checkpoint.json"
@@ -91,12 +91,16 @@ def plan_words(cfg, data, dataset, *, teachers=(), world: int | None = None) -> 
     world = world or world_size()
     rows, steps = len(dataset), planned_steps(cfg, len(dataset), world)
     try:
-        words = window_words(data.word_starts("train"), t.seq_len, row_windows(dataset))
+        word_starts = data.word_starts("train")
+        words = window_words(word_starts, t.seq_len, row_windows(dataset))
     except BblError:
         if t.word_checkpoints or t.max_words_seen:
             raise
         words = None
-    sampler = train_sampler(dataset, t.seed)
+    corpus_words = None if words is None else int(words.sum())  # at the windows' home (fixed) positions
+    if words is not None and getattr(dataset, "epoch_indexed", False) and callable(getattr(dataset, "starts", None)):
+        words = _epoch_words(span_words(word_starts, t.seq_len), dataset)  # random offsets: other tokens each epoch
+    sampler = epoch_order(dataset, t.seed)
 
     def orders():
         for epoch in count():
@@ -106,8 +110,14 @@ def plan_words(cfg, data, dataset, *, teachers=(), world: int | None = None) -> 
     rows_at_step = words_per_step(np.ones(rows, dtype=np.int64), orders(), t.batch_size, steps)
     words_at_step = words_per_step(words, orders(), t.batch_size, steps) if words is not None else None
     return WordPlan(rows=rows, seq_len=t.seq_len, batch_size=t.batch_size, steps=steps, words_at_step=words_at_step,
-                    rows_at_step=rows_at_step, corpus_words=None if words is None else int(words.sum()),
+                    rows_at_step=rows_at_step, corpus_words=corpus_words,
                     teachers=list(teachers), checkpoints=parse_word_checkpoints(t.word_checkpoints))
+
+
+def _epoch_words(span, dataset):
+    """The words of each row of `dataset` (random-offset `TokenWindows`) as a function of the epoch: `span`
+    (`span_words`) at the rows' starts in that epoch."""
+    return lambda epoch: span(dataset.starts(epoch))
 
 
 def check_budget(cfg, plan: WordPlan) -> None:

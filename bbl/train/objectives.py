@@ -1,10 +1,11 @@
 """Objective schedules (AntLM, Yu et al. 2024, arXiv 2412.03275): epochs that alternate the causal objective (CLM)
 and the masked one (MLM) in the same network, e.g. `training.objective_schedule: clm:4,mlm:16,clm:4`.
 
-How a phase reaches the loss: `PhasedDataset` wraps the train dataset (windows or a cache) and its sampler so
-that each index the sampler yields is `epoch * rows + row`; the item then knows its epoch, hence its phase,
-exactly, in any DataLoader worker and after `--resume` (the Trainer replays the epoch's order and skips the
-batches it has done). An MLM item carries masked `input_ids`, labels at the selected positions only and
+How a phase reaches the loss: `PhasedDataset` wraps the train dataset (windows or a cache) and is `epoch_indexed`,
+so the train sampler yields `epoch * rows + row` (`bbl.data.windows.EpochIndexSampler`, `train_sampler`); the item
+then knows its epoch, hence its phase, exactly, in any DataLoader worker and after `--resume` (the Trainer replays
+the epoch's order and skips the batches it has done). A base that is itself epoch-indexed (random-offset windows)
+gets the folded index too. An MLM item carries masked `input_ids`, labels at the selected positions only and
 `mlm = 1`; the Trainer runs it with a bidirectional attention mask (`bbl.models.build.bidirectional_attention`).
 A batch never mixes phases: a DataLoader batch lies within one epoch.
 
@@ -21,7 +22,7 @@ import numpy as np
 
 from bbl.config import Phase
 from bbl.losses.chunked import IGNORE_INDEX
-from bbl.train.batching import train_sampler
+from bbl.train.batching import epoch_order
 
 MASK_SHARE, RANDOM_SHARE = 0.8, 0.1
 """Of the selected tokens: 80% `<mask>`, 10% a random id, the rest (10%) unchanged (BERT, Section 3.1)."""
@@ -68,28 +69,6 @@ def mask_window(ids: np.ndarray, rng: np.random.Generator, *, mask_token_id: int
     return inputs, labels
 
 
-class PhasedSampler:
-    """The base sampler's order, each row `r` of epoch `e` yielded as `e * rows + r` (`PhasedDataset` decodes it).
-
-    Not a second epoch sampler: the order is the base's (`data.windows.EpochPermutationSampler` or the cache's
-    chunk shuffle); this only carries the epoch inside the index, so a dataloader worker knows the epoch's
-    objective and a `--resume` replays the same masks."""
-
-    def __init__(self, base, rows: int):
-        self.base, self.rows, self.epoch = base, rows, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self.base.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __iter__(self):
-        offset = self.epoch * self.rows
-        return (offset + int(i) for i in self.base)
-
-
 class PhasedDataset:
     """A train dataset whose items follow the objective schedule (see the module docstring).
 
@@ -99,6 +78,8 @@ class PhasedDataset:
     student never reads the cache. With `mlm_kd_targets` an mlm item keeps the base item's KD targets too
     (`distill.mlm_kd`), and the cache is read in every epoch.
     """
+
+    epoch_indexed = True  # items are `epoch * rows + row` (`bbl.train.batching.train_sampler` folds the order)
 
     def __init__(self, base, phases: tuple[Phase, ...], *, seed: int, mask_token_id: int, vocab_size: int,
                  probability: float = 0.15, target: str = "previous", mlm_windows=None, mlm_kd_targets: bool = False):
@@ -118,22 +99,28 @@ class PhasedDataset:
         """The epoch's objective (past the schedule's end, e.g. a last partial epoch: the last phase's)."""
         return self.objectives[min(epoch, len(self.objectives) - 1)]
 
-    def sampler(self) -> PhasedSampler:
-        return PhasedSampler(train_sampler(self.base, self.seed), self.rows)
+    def sampler(self):
+        """The base's order of rows each epoch (`epoch_order`; `train_sampler` folds the epoch in)."""
+        return epoch_order(self.base, self.seed)
 
     def __getitem__(self, index: int) -> dict:
         import torch
 
         epoch, row = divmod(int(index), self.rows)
         if self.objective(epoch) == "clm":
-            return {**self.base[row], "mlm": torch.tensor(0)}
-        item = self.mlm_windows[row]
+            return {**_item(self.base, index, row), "mlm": torch.tensor(0)}
+        item = _item(self.mlm_windows, index, row)
         rng = np.random.default_rng([self.seed, epoch, row, 0x4D4C4D])
         inputs, labels = mask_window(item["input_ids"].numpy(), rng, mask_token_id=self.mask_token_id,
                                      vocab_size=self.vocab_size, probability=self.probability, target=self.target)
         targets = {k: v for k, v in item.items() if k not in ("input_ids", "labels")} if self.mlm_kd_targets else {}
         return {**targets, "input_ids": torch.from_numpy(inputs), "labels": torch.from_numpy(labels),
                 "mlm": torch.tensor(1)}
+
+
+def _item(dataset, index: int, row: int) -> dict:
+    """`dataset`'s item of `row` in the epoch `index` folds in: the folded index for an epoch-indexed dataset."""
+    return dataset[index] if getattr(dataset, "epoch_indexed", False) else dataset[row]
 
 
 def in_last_phase(phases: tuple[Phase, ...], epoch: float | None) -> bool:

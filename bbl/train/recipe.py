@@ -1,7 +1,8 @@
 """Training on the transformers `Trainer`: teachers, the un-distilled student, and (via a subclass) distillation.
 
 Recipe: resolve config → check prepared data and output dir → build the model → Trainer with the per-epoch window
-permutation, eval each epoch (and every N steps), best-by-eval-loss kept → save an HF dir with the tokenizer.
+permutation, eval each epoch (and every N steps) on the dev windows, or on the prepared selection split when the
+train words hold one out, best-by-eval-loss kept → save an HF dir with the tokenizer.
 Run under `torchrun --nproc_per_node N` for DDP with the same global batch.
 """
 
@@ -48,8 +49,9 @@ def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData, log
         for d in (old, new):  # settings that change neither the math nor the data may differ on resume
             for key in ("stop_after_steps", "loss_impl", "loss_chunk_rows"):
                 d["training"].pop(key, None)
+        defaults = Config().to_dict()  # a key saved before it existed had its default (e.g. window_offset)
         diff = [f"{s}.{k}" for s in new for k in (new[s] if isinstance(new[s], dict) else {})
-                if isinstance(old.get(s), dict) and old[s].get(k) != new[s][k]]
+                if isinstance(old.get(s), dict) and old[s].get(k, defaults[s].get(k)) != new[s][k]]
         if diff:
             raise BblError(f"{saved}: --resume with a different config ({', '.join(diff)}); "
                            f"use the original config or another --out")
@@ -155,7 +157,8 @@ def _train(cfg: Config, data: PreparedData, data_dir: Path, out: Path, *, resume
     if is_main_process():
         log(f"{kind} {cfg.name}: {cfg.model.architecture} {n_params / 1e6:.2f}M parameters; {len(train):,} train "
             f"windows x {cfg.training.epochs:g} epochs, batch {cfg.training.batch_size} = {micro} x {accum} accum x "
-            f"{world_size()} proc; {len(dev):,} dev windows"
+            f"{world_size()} proc; {len(dev):,} {data.eval_split} windows"
+            + ("; random window offsets" if cfg.training.window_offset == "random" else "")
             + (f"; objectives {cfg.training.objective_schedule}" if mask_token_id is not None else "")
             + (f"; resuming {resume_from}" if resume_from else ""))
     trainer_cls = make_window_trainer(trainer_base)
@@ -176,13 +179,14 @@ def _train(cfg: Config, data: PreparedData, data_dir: Path, out: Path, *, resume
             "architecture": cfg.model.architecture, "tokenizer_sha256": data.tokenizer_sha256,
             "train_stream_sha256": data.stream_sha256("train"), "data_dir": str(Path(data_dir).resolve()),
             "global_step": trainer.state.global_step, "best_eval_loss": trainer.state.best_metric,
+            "eval_split": data.eval_split,
             "best_checkpoint": trainer.state.best_model_checkpoint, "train_runtime_s": result.metrics.get("train_runtime"),
             "train_tokens": trainer.state.global_step * cfg.training.batch_size * cfg.training.seq_len,
             "complete": not stopped_early, **{k: v for k, v in (provenance or {}).items() if k != "teacher_ledgers"},
             "ledger": final_ledger(ledger, trainer.state.global_step),
         }
         atomic_write_json(out / RUN_FILE, run)
-        log(f"saved {out} (best eval loss {trainer.state.best_metric})")
+        log(f"saved {out} (best {data.eval_split} loss {trainer.state.best_metric})")
     finish_distributed()
     return out
 
