@@ -22,7 +22,8 @@ MOVED_MODULES = {
     "bbl.cache_tools": ("bbl.cache.verify", "bbl.cache.inspect"),
     "bbl.cache.kinds.cross_tokenizer_dump": "bbl.cache.compute.cross_tokenizer",
     "bbl.cache.kinds.operations": "bbl.cache.compute.registry",
-    "bbl.child": "bbl.study.runner",
+    "bbl.child": "bbl.orchestration.runner",
+    "bbl.study.runner": "bbl.orchestration.runner",
     "bbl.chunked_loss": "bbl.losses.chunked",
     "bbl.cleaning": "bbl.data.cleaning",
     "bbl.cli_cache": "bbl.cli.cache_commands",
@@ -53,7 +54,7 @@ RENAMED_OPTIONS = {
 """Option spellings of 0.1 -> their spelling now, by command (docs/commands.md, "Conventions"): `--data` is always a
 prepared dir, a cache is always `--cache`, `--seed` always a run's training seed. The old spelling still works for
 one release, with one `warning:` line naming the new one (`bbl.cli.params.BblCommand`); the runner fingerprints a
-step in the old spelling, so a workdir made before the rename resumes (`bbl.study.runner.fingerprint`)."""
+step in the old spelling, so a workdir made before the rename resumes (`bbl.orchestration.runner.fingerprint`)."""
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):

@@ -3,7 +3,7 @@
 prepare → train both teachers → dump the ensemble's top-k at T into WORKDIR/cache/ensemble.zarr → distill the
 student from the cache → train the same student without distillation → evaluate everything → results.md/json
 and the plot. Presets are YAML files in `bbl/presets/pipelines/` (`PipelinePreset`). Stages run through the
-study's resumable runner (`bbl.study.runner`): a stage whose recorded inputs match and whose output is complete is
+study's resumable runner (`bbl.orchestration.runner`): a stage whose recorded inputs match and whose output is complete is
 skipped; a killed stage resumes from its own checkpoints; each runs as a child process, so its wall time and peak
 RSS are exact.
 """
@@ -24,8 +24,8 @@ from bbl.cache.format import DEFAULT_TOP_K
 from bbl.config import PAPER_TEMPERATURE, load_config
 from bbl.errors import BblError
 from bbl.evaluate.tasks import SUITES, ZERO_SHOT, suite_data
+from bbl.orchestration.runner import Runner, Step
 from bbl.outputs import claim_output
-from bbl.study.runner import Runner, Step
 
 STATE_FILE = "pipeline_state.json"
 
@@ -130,15 +130,7 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     teachers = {k: w / "teachers" / k for k in p.teachers}
     cache = w / "cache" / "ensemble.zarr"
     distilled, baseline = w / "student" / "distilled", w / "student" / "baseline"
-    prep = ["prepare", "--train-dir", str(data / "babylm_10M"), "--dev-dir", str(data / "babylm_dev"), "--out",
-            str(prepared)]
-    if p.vocab_size:
-        prep += ["--vocab-size", str(p.vocab_size)]
-    if not p.mask_token:
-        prep += ["--no-mask-token"]
-    if p.selection_fraction:
-        prep += ["--selection-fraction", str(p.selection_fraction)]
-    stages = [stage("prepare", prep, prepared)]
+    stages = [stage("prepare", _prepare_argv(p, data, prepared), prepared)]
     for key, cfg in p.teachers.items():
         sets = [a for o in p.teacher_overrides.get(key, []) for a in ("--set", o)]
         stages.append(stage(f"teacher-{key}", ["train-teacher", cfg, "--data", str(prepared), "--out",
@@ -157,13 +149,7 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
         return step
 
     stages.append(dump_stage("dump-logits", cache, p.temperature))
-    task_dirs = []
-    for flag, given, name in (("--blimp-dir", blimp_dir, "blimp_filtered"),
-                              ("--supplement-dir", supplement_dir, "supplement_filtered")):
-        task_dir = given or (data / name if (data / name).is_dir() else None)
-        if task_dir is None:
-            raise BblError(f"{data}: no {name}/ inside; pass {flag} (the BabyLM evaluation pipeline's filtered data)")
-        task_dirs += [flag, str(task_dir)]
+    task_dirs = _task_dir_args(data, blimp_dir, supplement_dir)
     eval_tasks, extra = eval_task_args(p, data, task_data or {})
     if p.study is not None and p.baseline_overrides:
         raise BblError(f"pipeline preset {p.name}: baseline_overrides applies to the baseline stage, which a study "
@@ -174,16 +160,8 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
             extra_cache = w / "cache" / f"ensemble-{key}.zarr"
             stages.append(dump_stage(f"dump-logits-{key}", extra_cache, temperature))
             arms += ["--arm", f"cached-{key}:--cache {extra_cache}"]
-        for arm in p.study.arms:
-            arms += ["--arm", arm]
-        argv = ["study", p.student, "--data", str(prepared), "--workdir", str(w / "study"), "--cache", str(cache),
-                *[a for d in teachers.values() for a in ("--teacher", str(d))], "--seeds", str(p.study.seeds),
-                *arms, *task_dirs]
-        if extra:
-            argv += ["--tasks", ",".join(eval_tasks), *extra]
-        if p.max_pairs:
-            argv += ["--max-pairs", str(p.max_pairs)]
         caches = [s.output for s in stages if s.key.startswith("dump-logits")]
+        argv = _study_argv(p, prepared, w / "study", cache, teachers, arms, task_dirs, eval_tasks, extra)
         stages.append(stage("study", argv, w / "study", caches))
         return stages
     stages.append(stage("distill", ["distill", p.student, "--cache", str(cache), "--data", str(prepared),
@@ -191,18 +169,71 @@ def build_stages(preset: str, data: Path, workdir: Path, *, nproc: int = 1, blim
     baseline_sets = [a for o in p.baseline_overrides for a in ("--set", o)]
     stages.append(stage("baseline", ["train-student", p.student, "--data", str(prepared), "--out", str(baseline),
                                      "--resume", *baseline_sets], baseline, [prepared], nproc))
-    ev = ["eval", *map(str, teachers.values()), str(distilled), str(baseline), "--ensemble",
-          ",".join(map(str, teachers.values())), "--data", str(prepared), "--out", str(w / "eval"),
-          "--seq-len", str(t.seq_len), "--dev-windows", str(t.dev_windows), *task_dirs]
-    if data_seed:  # the students' dev subset; 0 (every preset's) is eval's default: those commands stay as they were
-        ev += ["--data-seed", str(data_seed)]
-    if extra:  # BLiMP as the presets always scored it, not the BabyLM-suite default (`bbl eval --suite`)
-        ev += ["--tasks", ",".join([*eval_tasks, "perplexity"]), *extra, "--pair-scoring", "bos"]
-    if p.max_pairs:
-        ev += ["--max-pairs", str(p.max_pairs)]
-    stages.append(stage("eval", ev, w / "eval", [*teachers.values(), distilled, baseline]))
+    models = [*teachers.values(), distilled, baseline]
+    ev = _eval_argv(p, models, list(teachers.values()), prepared, w / "eval", t, task_dirs, eval_tasks, extra)
+    stages.append(stage("eval", ev, w / "eval", models))
     stages[-1].on_stale = "overwrite"  # a model changed: the finished evaluation is stale
     return stages
+
+
+def _prepare_argv(p: PipelinePreset, data: Path, prepared: Path) -> list[str]:
+    """`bbl prepare`'s arguments for the preset (the options it leaves at their defaults are not passed)."""
+    argv = ["prepare", "--train-dir", str(data / "babylm_10M"), "--dev-dir", str(data / "babylm_dev"), "--out",
+            str(prepared)]
+    if p.vocab_size:
+        argv += ["--vocab-size", str(p.vocab_size)]
+    if not p.mask_token:
+        argv += ["--no-mask-token"]
+    if p.selection_fraction:
+        argv += ["--selection-fraction", str(p.selection_fraction)]
+    return argv
+
+
+def _task_dir_args(data: Path, blimp_dir: Path | None, supplement_dir: Path | None) -> list[str]:
+    """--blimp-dir / --supplement-dir: as given, else CORPUS/blimp_filtered and CORPUS/supplement_filtered.
+
+    Raises:
+        BblError: neither given nor inside the corpus (one line naming the option).
+    """
+    args = []
+    for flag, given, name in (("--blimp-dir", blimp_dir, "blimp_filtered"),
+                              ("--supplement-dir", supplement_dir, "supplement_filtered")):
+        task_dir = given or (data / name if (data / name).is_dir() else None)
+        if task_dir is None:
+            raise BblError(f"{data}: no {name}/ inside; pass {flag} (the BabyLM evaluation pipeline's filtered data)")
+        args += [flag, str(task_dir)]
+    return args
+
+
+def _study_argv(p: PipelinePreset, prepared: Path, workdir: Path, cache: Path, teachers: dict, arms: list[str],
+                task_dirs: list[str], eval_tasks: list[str], extra: list[str]) -> list[str]:
+    """`bbl study`'s arguments of a study preset: its cache's arm, the online arm, the extra caches' `arms`, the
+    preset's own arms."""
+    for arm in p.study.arms:
+        arms = [*arms, "--arm", arm]
+    argv = ["study", p.student, "--data", str(prepared), "--workdir", str(workdir), "--cache", str(cache),
+            *[a for d in teachers.values() for a in ("--teacher", str(d))], "--seeds", str(p.study.seeds),
+            *arms, *task_dirs]
+    if extra:
+        argv += ["--tasks", ",".join(eval_tasks), *extra]
+    if p.max_pairs:
+        argv += ["--max-pairs", str(p.max_pairs)]
+    return argv
+
+
+def _eval_argv(p: PipelinePreset, models: list[Path], teachers: list[Path], prepared: Path, out: Path, t,
+               task_dirs: list[str], eval_tasks: list[str], extra: list[str]) -> list[str]:
+    """`bbl eval`'s arguments: every model, the teachers' ensemble, the students' dev subset (`t`: the student's
+    `TrainingConfig`) and the preset's tasks."""
+    argv = ["eval", *map(str, models), "--ensemble", ",".join(map(str, teachers)), "--data", str(prepared),
+            "--out", str(out), "--seq-len", str(t.seq_len), "--dev-windows", str(t.dev_windows), *task_dirs]
+    if t.window_seed:  # the students' dev subset; 0 (every preset's) is eval's default: those commands stay as they were
+        argv += ["--data-seed", str(t.window_seed)]
+    if extra:  # BLiMP as the presets always scored it, not the BabyLM-suite default (`bbl eval --suite`)
+        argv += ["--tasks", ",".join([*eval_tasks, "perplexity"]), *extra, "--pair-scoring", "bos"]
+    if p.max_pairs:
+        argv += ["--max-pairs", str(p.max_pairs)]
+    return argv
 
 
 def eval_task_args(p: PipelinePreset, data: Path, task_data: dict) -> tuple[list[str], list[str]]:

@@ -30,7 +30,7 @@ def guard(monkeypatch):
     import transformers
 
     import bbl.evaluate.run
-    import bbl.study.runner
+    import bbl.orchestration.runner
     import bbl.study.sweep
 
     started = []
@@ -42,7 +42,7 @@ def guard(monkeypatch):
         return refuse
 
     monkeypatch.setattr(transformers.Trainer, "train", stop("training"))
-    monkeypatch.setattr(bbl.study.runner, "run_bbl", stop("child run"))
+    monkeypatch.setattr(bbl.orchestration.runner, "run_bbl", stop("child run"))
     monkeypatch.setattr(bbl.evaluate.run, "evaluate_models", stop("scoring"))
     monkeypatch.setattr(bbl.study.sweep, "_open_study", stop("optuna study"))
     return started

@@ -112,7 +112,7 @@ def test_option_values_are_not_respelled(calls):
 def test_a_step_is_fingerprinted_in_its_old_spelling():
     """A pipeline workdir made before the renames resumes its dump: the step's fingerprint is that of the command
     as 0.1 spelled it, which is what its state file recorded."""
-    from bbl.study.runner import fingerprint
+    from bbl.orchestration.runner import fingerprint
 
     new = ["dump-logits", "--teacher", "t", "--cache", "c.zarr", "--data-seed", "0"]
     old = ["dump-logits", "--teacher", "t", "--out", "c.zarr", "--seed", "0"]

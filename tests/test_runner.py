@@ -8,8 +8,8 @@ import os
 import pytest
 
 from bbl.evaluate.report import write_report
+from bbl.orchestration.runner import Runner, Step, fingerprint, is_complete
 from bbl.study.report import write_study
-from bbl.study.runner import Runner, Step, fingerprint, is_complete
 
 
 class Killed(BaseException):
@@ -134,7 +134,7 @@ def test_a_training_step_killed_during_a_save_continues_when_re_run(prepared, tm
     import shutil
 
     from bbl.errors import BblError
-    from bbl.study import runner as runner_module
+    from bbl.orchestration import runner as runner_module
 
     from .helpers import run as run_cli
 

@@ -60,7 +60,7 @@ def _teacher_rows(ledger: dict) -> list[str]:
     for t in ledger.get("teachers") or []:
         if t.get("external"):
             origin = f"external: {t.get('source', 'pretrained')} ({t.get('name') or Path(t['path']).name})"
-            words = "not counted (approved teacher)"
+            words = "not counted (external pretrained teacher)"
         else:
             origin = "trained by bbl"
             words = _millions(t.get("words_seen"))
@@ -119,20 +119,8 @@ def render_card(run: dict, *, name: str, revisions: list[Revision], repo_id: str
     this = next(r for r in revisions if r.name == revision)
     distilled = run.get("kind") == "student_distilled"
     arch = run.get("architecture") or (run.get("config") or {}).get("model", {}).get("architecture") or "causal LM"
-    meta: dict = {"library_name": "transformers", "pipeline_tag": "text-generation", "language": ["en"]}
-    if license:
-        meta["license"] = license
-    meta["tags"] = ["babylm", "bbl", arch] + (["knowledge-distillation"] if distilled else [])
-    with_teachers = _with_teachers(ledger, this.words_seen)
-    meta["bbl"] = {"kind": run.get("kind"), "revision": revision, "words_seen": this.words_seen,
-                   "words_seen_with_teachers": with_teachers,
-                   "final_words_seen": ledger.get("words_seen"), "tokens_seen": ledger.get("tokens_seen"),
-                   "epochs": ledger.get("epochs"), "teachers": len(ledger.get("teachers") or []),
-                   "bbl_version": run.get("bbl_version")}
-    if this.results:
-        index = model_index(name, this.results)
-        if index:
-            meta["model-index"] = index
+    meta = _card_meta(run, ledger, this, name=name, arch=arch, license=license, revision=revision,
+                      distilled=distilled)
     repo = repo_id or "ORG/NAME"
     params = run.get("parameters")
     lines = [f"# {name}" + ("" if revision == "main" else f" — checkpoint {revision}"), ""]
@@ -142,13 +130,52 @@ def render_card(run: dict, *, name: str, revisions: list[Revision], repo_id: str
                  f"bbl {run.get('bbl_version', '')} (run kind `{run.get('kind')}`)"
                  + ("." if revision == "main" else f"; this revision is the model after {_millions(this.words_seen)} "
                     f"words (step {this.step}), saved on the way to `main`."))
-    lines += ["", "## Words seen (the BabyLM budget)", "",
-              "| | words |", "|---|---:|",
-              f"| this revision (`{revision}`) | {_millions(this.words_seen)} |",
-              f"| the final model (`main`) | {_millions(ledger.get('words_seen'))} |"]
+    lines += _words_lines(ledger, this, revision)
+    if distilled:
+        lines += _distillation_lines(run)
+    lines += ["", "## Revisions", "",
+              "`main` is the final model; each intermediate checkpoint is a branch named `chck_{N}M` after the words "
+              "seen (the BabyLM convention).", "", "| revision | words seen | step |", "|---|---:|---:|"]
+    lines += [f"| `{r.name}` | {_millions(r.words_seen)} | {'' if r.step is None else r.step} |" for r in revisions]
+    lines += ["", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+              f'model = AutoModelForCausalLM.from_pretrained("{repo}", revision="{revision}")',
+              f'tokenizer = AutoTokenizer.from_pretrained("{repo}", revision="{revision}")', "```"]
+    lines += _evaluation_lines(this.results)
+    lines += ["", "The full ledger of the run is `bbl_run.json` on `main` (`bbl_checkpoint.json` on a checkpoint "
+              "branch)."]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
+
+
+def _card_meta(run: dict, ledger: dict, this: Revision, *, name: str, arch: str, license: str | None,
+               revision: str, distilled: bool) -> dict:
+    """The card's YAML metadata: the Hub's fields, bbl's own (kind, words seen with and without teachers), and
+    the model-index of the revision's results."""
+    meta: dict = {"library_name": "transformers", "pipeline_tag": "text-generation", "language": ["en"]}
+    if license:
+        meta["license"] = license
+    meta["tags"] = ["babylm", "bbl", arch] + (["knowledge-distillation"] if distilled else [])
+    meta["bbl"] = {"kind": run.get("kind"), "revision": revision, "words_seen": this.words_seen,
+                   "words_seen_with_teachers": _with_teachers(ledger, this.words_seen),
+                   "final_words_seen": ledger.get("words_seen"), "tokens_seen": ledger.get("tokens_seen"),
+                   "epochs": ledger.get("epochs"), "teachers": len(ledger.get("teachers") or []),
+                   "bbl_version": run.get("bbl_version")}
+    if this.results:
+        index = model_index(name, this.results)
+        if index:
+            meta["model-index"] = index
+    return meta
+
+
+def _words_lines(ledger: dict, this: Revision, revision: str) -> list[str]:
+    """The words seen (the BabyLM budget), with the bbl-trained teachers' words, and the teachers' table."""
+    lines = ["", "## Words seen (the BabyLM budget)", "",
+             "| | words |", "|---|---:|",
+             f"| this revision (`{revision}`) | {_millions(this.words_seen)} |",
+             f"| the final model (`main`) | {_millions(ledger.get('words_seen'))} |"]
     if ledger.get("teachers"):
         if revision != "main":
-            lines.append(f"| this revision and the bbl-trained teachers | {_millions(with_teachers)} |")
+            lines.append(f"| this revision and the bbl-trained teachers | "
+                         f"{_millions(_with_teachers(ledger, this.words_seen))} |")
         lines.append(f"| the final model and its bbl-trained teachers | {_millions(ledger.get('words_seen_with_teachers'))} |")
     if isinstance(ledger.get("tokens_seen"), int):
         lines += ["", f"The final model saw {ledger['tokens_seen']:,} tokens in {ledger.get('windows_seen', 0):,} "
@@ -158,34 +185,36 @@ def render_card(run: dict, *, name: str, revisions: list[Revision], repo_id: str
         lines += ["", "## Teachers", "", "| teacher | provenance | words seen | epochs |", "|---|---|---:|---:|",
                   *_teacher_rows(ledger)]
         if ledger.get("external_teachers"):
-            lines += ["", "External (approved) teachers are counted apart, not in the words seen with teachers."]
-    if distilled:
-        lines += ["", "## Distillation", "", "| setting | value |", "|---|---|",
-                  f"| mode | {run.get('distill_mode')} |", f"| alpha (weight of the hard-label CE) | {run.get('alpha')} |",
-                  f"| temperature | {run.get('temperature')} |", f"| KD variant | {run.get('kd_variant')} |",
-                  f"| reduction | {run.get('reduction')} |"]
-        if run.get("distill_mode") == "cached":
-            lines += [f"| logit cache | `{Path(str(run.get('cache'))).name}` |",
-                      f"| cache temperature | {run.get('cache_temperature')} |",
-                      f"| cache top-k | {run.get('cache_top_k')} |", f"| cache targets | {run.get('cache_targets')} |",
-                      f"| cache samples per position | {run.get('cache_num_samples')} |"]
-    lines += ["", "## Revisions", "",
-              "`main` is the final model; each intermediate checkpoint is a branch named `chck_{N}M` after the words "
-              "seen (the BabyLM convention).", "", "| revision | words seen | step |", "|---|---:|---:|"]
-    lines += [f"| `{r.name}` | {_millions(r.words_seen)} | {'' if r.step is None else r.step} |" for r in revisions]
-    lines += ["", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-              f'model = AutoModelForCausalLM.from_pretrained("{repo}", revision="{revision}")',
-              f'tokenizer = AutoTokenizer.from_pretrained("{repo}", revision="{revision}")', "```"]
-    if this.results:
-        rows = headline_results(this.results)
-        if rows:
-            lines += ["", "## Evaluation (`bbl eval`)", "", "| task | value | data |", "|---|---:|---|"]
-            for task, label, value, kind in rows:
-                shown = f"{100 * value:.1f}%" if kind == "accuracy" else f"{value:.4f}"
-                lines.append(f"| {label} | {shown} | {_dataset_note(this.results['tasks'][task])} |")
-    lines += ["", "The full ledger of the run is `bbl_run.json` on `main` (`bbl_checkpoint.json` on a checkpoint "
-              "branch)."]
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n" + "\n".join(lines) + "\n"
+            lines += ["", "External pretrained teachers are listed apart: their training words are not in these "
+                      "counts, and the BabyLM rules do not let a competition entry distil their output "
+                      "distributions (bbl's docs/commands.md, 'What the BabyLM rules say about teachers')."]
+    return lines
+
+
+def _distillation_lines(run: dict) -> list[str]:
+    """The distillation settings table of a distilled student."""
+    lines = ["", "## Distillation", "", "| setting | value |", "|---|---|",
+             f"| mode | {run.get('distill_mode')} |", f"| alpha (weight of the hard-label CE) | {run.get('alpha')} |",
+             f"| temperature | {run.get('temperature')} |", f"| KD variant | {run.get('kd_variant')} |",
+             f"| reduction | {run.get('reduction')} |"]
+    if run.get("distill_mode") == "cached":
+        lines += [f"| logit cache | `{Path(str(run.get('cache'))).name}` |",
+                  f"| cache temperature | {run.get('cache_temperature')} |",
+                  f"| cache top-k | {run.get('cache_top_k')} |", f"| cache targets | {run.get('cache_targets')} |",
+                  f"| cache samples per position | {run.get('cache_num_samples')} |"]
+    return lines
+
+
+def _evaluation_lines(results: dict | None) -> list[str]:
+    """The headline `bbl eval` results of the revision, if it has any."""
+    rows = headline_results(results) if results else []
+    if not rows:
+        return []
+    lines = ["", "## Evaluation (`bbl eval`)", "", "| task | value | data |", "|---|---:|---|"]
+    for task, label, value, kind in rows:
+        shown = f"{100 * value:.1f}%" if kind == "accuracy" else f"{value:.4f}"
+        lines.append(f"| {label} | {shown} | {_dataset_note(results['tasks'][task])} |")
+    return lines
 
 
 def parse_card(text: str) -> tuple[dict, str]:

@@ -4,7 +4,7 @@ Arms (`bbl.study.arms`): `baseline` (plain CE, `train-student`), `cached` (`dist
 --teacher ...`: teachers resident, full-vocabulary KL at the cache's temperature) and any `--arm NAME:OPTIONS`.
 Seed s means the same initialisation and window order in every arm, and `training.data_seed` keeps the windows
 fixed across seeds, so arms are compared per seed (paired). Each run is a child `bbl` process through the
-resumable runner (`bbl.study.runner`), scored by `bbl eval` on BLiMP and the supplement, and on any other zero-shot
+resumable runner (`bbl.orchestration.runner`), scored by `bbl eval` on BLiMP and the supplement, and on any other zero-shot
 task of `--tasks` (EWoK, entity tracking, WUG, reading: each one's headline number, `bbl.study.report.TASK_METRICS`).
 Writes curves.png, study.md and, last, study.json (`bbl.study.report`); a re-run skips what is done.
 """
@@ -28,10 +28,10 @@ from bbl.evaluate.run import EvalConfig
 from bbl.evaluate.suite import check_task_data
 from bbl.evaluate.tasks import ZERO_SHOT
 from bbl.io import load_json, read_jsonl
+from bbl.orchestration.runner import Runner, Step
 from bbl.outputs import claim_output
 from bbl.study.arms import Arm, parse_arm, run_argv
 from bbl.study.report import TASK_METRICS, write_study
-from bbl.study.runner import Runner, Step
 from bbl.study.stats import mean_std, paired_interval
 from bbl.train.recipe import check_config_data
 
@@ -170,34 +170,12 @@ def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None
     cfg = load_config(config, list(overrides))
     data = PreparedData(data_dir)
     teachers = [Path(t) for t in teachers]
-    arms = [Arm("baseline", "baseline")]
     study_cache = open_cache(cache) if cache is not None else None  # opened once: each open lists the store
-    if study_cache is not None:
-        arms.append(Arm("cached", "cached", cache_location(cache)))
-    if teachers:  # the online arm at the cached arm's temperature
-        temperature = kd_temperature(cfg.distill, study_cache.temperature if study_cache else None)
-        arms.append(Arm("online", "online", overrides=[f"distill.temperature={temperature}"]))
-    arms += [parse_arm(s, default_cache=cache_location(cache) if cache else None) for s in arm_specs]
-    spec_names = {a.name for a in arms[len(arms) - len(arm_specs):]}
-    names = [a.name for a in arms]
-    if len(set(names)) != len(names):
-        raise BblError(f"--arm: arm names must be unique, got {', '.join(names)}")
-    overrides = list(overrides)
-    data_seed = cfg.training.data_seed
-    if data_seed is None:  # fix the windows and the dev subset across seeds, so that seeds are paired
-        data_seed = study_cache.attrs.get("window_selection", {}).get("seed", 0) if study_cache else 0
-        overrides.append(f"training.data_seed={data_seed}")
+    arms, spec_names = _study_arms(cfg, cache, study_cache, teachers, arm_specs)
+    overrides = _paired_overrides(cfg, overrides, study_cache)
     tasks, task_data = check_tasks(tasks, task_data or {}, blimp_dir, supplement_dir)
-    readers = {cache_location(cache): study_cache} if study_cache else {}
-    for arm in arms:
-        try:
-            check_arm(arm, config, overrides, data, teachers, readers)
-        except BblError as e:
-            raise BblError(f"--arm {arm.name}: {e}" if arm.name in spec_names else str(e)) from None
-    for location, reader in readers.items():  # decode every chunk once (crc32c): damage stops the study now
-        damaged = reader.scan()
-        if damaged:
-            raise BblError(damage_message(location, damaged, reader.attrs))
+    _check_arms(arms, spec_names, config, overrides, data, teachers,
+                {cache_location(cache): study_cache} if study_cache else {})
     evals = {"tasks": tasks, "task_data": task_data}
 
     workdir = Path(workdir)
@@ -210,33 +188,19 @@ def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None
         runner.run(_eval_step(f"teacher/{t.name}", t, out, blimp_dir, supplement_dir, max_pairs,
                               f"[study] teacher {t.name} eval", **evals))
     todo = [(arm, seed) for seed in range(seeds) for arm in arms]  # seed-major: a partial study stays balanced
-    slots = queue.SimpleQueue()  # each concurrent run holds one slot: its threads (and GPU) are its own
-    for env in job_envs(jobs):
-        slots.put(env)
 
-    def train_and_score(i: int, arm, seed: int) -> None:
-        env = slots.get()
-        try:
-            out = workdir / "runs" / arm.name / f"seed{seed}"
-            key = f"{arm.name}/seed{seed}"
-            argv = run_argv(arm, config, data_dir, out, seed, overrides, teachers)
-            meta = group_json(arm.cache) if arm.cache is not None else None
-            runner.run(Step(key, argv, out, parts=[meta] if meta is not None else [], section="runs",
-                            label=f"[study {i}/{len(todo)}] {key}", on_stale="restart", failure_hint=RESUME_HINT,
-                            env=env))
-            runner.run(_eval_step(key, out, out / "eval", blimp_dir, supplement_dir, max_pairs,
-                                  f"[study {i}/{len(todo)}] {key} eval", env=env, **evals))
-        finally:
-            slots.put(env)
+    def train_and_score(i: int, arm, seed: int, env: dict) -> None:
+        out = workdir / "runs" / arm.name / f"seed{seed}"
+        key = f"{arm.name}/seed{seed}"
+        argv = run_argv(arm, config, data_dir, out, seed, overrides, teachers)
+        meta = group_json(arm.cache) if arm.cache is not None else None
+        runner.run(Step(key, argv, out, parts=[meta] if meta is not None else [], section="runs",
+                        label=f"[study {i}/{len(todo)}] {key}", on_stale="restart", failure_hint=RESUME_HINT,
+                        env=env))
+        runner.run(_eval_step(key, out, out / "eval", blimp_dir, supplement_dir, max_pairs,
+                              f"[study {i}/{len(todo)}] {key} eval", env=env, **evals))
 
-    if jobs == 1:
-        for i, (arm, seed) in enumerate(todo, 1):
-            train_and_score(i, arm, seed)
-    else:  # every run is started; the first failure is raised once the others have finished
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(train_and_score, i, arm, seed) for i, (arm, seed) in enumerate(todo, 1)]
-        for future in futures:
-            future.result()
+    _run_concurrently(train_and_score, todo, jobs)
     study = collect(workdir, arms, seeds, teachers, runner.state, tasks=tasks)
     study.update(config=config, overrides=list(overrides), data=str(Path(data_dir).resolve()),
                  cache=str(cache) if cache else None, max_pairs_per_file=max_pairs,
@@ -245,6 +209,72 @@ def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None
     write_study(study, workdir)
     log(f"[study] wrote {workdir / 'study.md'}, study.json, curves.png")
     return study
+
+
+def _study_arms(cfg, cache, study_cache, teachers: list[Path], arm_specs) -> tuple[list[Arm], set[str]]:
+    """The study's arms: baseline, cached (with a cache), online (with teachers, at the cached arm's temperature),
+    then each `--arm`; and the names of the `--arm` ones. Raises `BblError` on a repeated name."""
+    arms = [Arm("baseline", "baseline")]
+    if study_cache is not None:
+        arms.append(Arm("cached", "cached", cache_location(cache)))
+    if teachers:
+        temperature = kd_temperature(cfg.distill, study_cache.temperature if study_cache else None)
+        arms.append(Arm("online", "online", overrides=[f"distill.temperature={temperature}"]))
+    arms += [parse_arm(s, default_cache=cache_location(cache) if cache else None) for s in arm_specs]
+    spec_names = {a.name for a in arms[len(arms) - len(arm_specs):]}
+    names = [a.name for a in arms]
+    if len(set(names)) != len(names):
+        raise BblError(f"--arm: arm names must be unique, got {', '.join(names)}")
+    return arms, spec_names
+
+
+def _paired_overrides(cfg, overrides, study_cache) -> list[str]:
+    """`overrides` plus, unless the config sets one, the data seed (the cache's, else 0): the windows and the dev
+    subset are then the same across seeds, so seeds are paired."""
+    overrides = list(overrides)
+    if cfg.training.data_seed is None:
+        data_seed = study_cache.attrs.get("window_selection", {}).get("seed", 0) if study_cache else 0
+        overrides.append(f"training.data_seed={data_seed}")
+    return overrides
+
+
+def _check_arms(arms, spec_names, config, overrides, data, teachers, readers: dict) -> None:
+    """Every arm's run checked before anything is written (`check_arm`; an `--arm`'s error names it), then every
+    chunk of the study's caches decoded once (crc32c): damage stops the study now, not at its last run."""
+    for arm in arms:
+        try:
+            check_arm(arm, config, overrides, data, teachers, readers)
+        except BblError as e:
+            raise BblError(f"--arm {arm.name}: {e}" if arm.name in spec_names else str(e)) from None
+    for location, reader in readers.items():
+        damaged = reader.scan()
+        if damaged:
+            raise BblError(damage_message(location, damaged, reader.attrs))
+
+
+def _run_concurrently(work, todo: list, jobs: int) -> None:
+    """`work(i, *item, env)` for each item of `todo` (numbered from 1), `jobs` at a time, each holding one of
+    `job_envs(jobs)` (its threads and GPU are its own); with several jobs every item is started and the first
+    failure is raised once the others have finished."""
+    slots = queue.SimpleQueue()
+    for env in job_envs(jobs):
+        slots.put(env)
+
+    def one(i: int, item) -> None:
+        env = slots.get()
+        try:
+            work(i, *item, env)
+        finally:
+            slots.put(env)
+
+    if jobs == 1:
+        for i, item in enumerate(todo, 1):
+            one(i, item)
+        return
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(one, i, item) for i, item in enumerate(todo, 1)]
+    for future in futures:
+        future.result()
 
 
 def _eval_numbers(path: Path, tasks=DEFAULT_TASKS) -> dict:

@@ -50,8 +50,9 @@ class WordPlan:
         return int(self.words_at_step[step - 1]) if step > 0 else 0
 
     def teacher_words(self) -> int | None:
-        """Words the teachers bbl trained saw (external pretrained teachers are not counted: the BabyLM 2026
-        rules treat approved teachers apart); None when one of bbl's teachers has no count."""
+        """Words the teachers bbl trained saw (an external pretrained teacher's training words are unknown to bbl, so
+        it is listed apart, not counted; docs/commands.md quotes what the BabyLM rules say of such teachers); None
+        when one of bbl's teachers has no count."""
         words = [t.get("words_seen") for t in self.teachers if not t.get("external")]
         return None if any(w is None for w in words) else int(sum(words))
 
@@ -143,16 +144,15 @@ def check_budget(cfg, plan: WordPlan) -> None:
                            + (f" + its bbl-trained teachers' {helpers:,}" if len(external) < len(plan.teachers)
                               else "")
                            + f" = {own + helpers:,}"
-                           + (f" (external approved teachers not counted: {', '.join(external)})" if external
+                           + (f" (external pretrained teachers, whose words bbl cannot count: {', '.join(external)})" if external
                               else "")
                            + "; lower training.epochs or training.max_steps")
 
 
 def teacher_ledgers(teachers: list[dict]) -> list[dict]:
     """What each teacher saw in training: from its `bbl_run.json` ledger for a teacher bbl trained; a teacher that
-    `load_teachers` found without one (a pretrained HF dir, e.g. a BabyLM 2026 approved teacher) is recorded as
-    external, with its name, parameters and source, and no words (the rules count approved teachers apart: not in
-    words_seen_with_teachers). A bbl teacher whose run file is gone (moved, another machine) has unknown words.
+    `load_teachers` found without one (a pretrained HF dir such as Llama or Qwen) is recorded as external, with its
+    name, parameters and source, and no words (bbl cannot count them: not in words_seen_with_teachers). A bbl teacher whose run file is gone (moved, another machine) has unknown words.
 
     Args:
         teachers: provenance dicts with `path` (and `parameters`, `architecture`, `external` when known), as
@@ -193,7 +193,7 @@ def final_ledger(plan: WordPlan, global_step: int) -> dict:
         ledger["teachers"] = plan.teachers
         ledger["words_seen_with_teachers"] = None if words is None or helpers is None else words + helpers
         if plan.external_teachers():
-            ledger["external_teachers"] = plan.external_teachers()  # approved teachers, counted apart
+            ledger["external_teachers"] = plan.external_teachers()  # pretrained teachers, listed apart
     if plan.checkpoints:
         ledger["word_checkpoints"] = [checkpoint_name(n) for n in plan.checkpoints
                                       if words is not None and n <= words]
