@@ -11,7 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL_DATA = Path(os.environ.get("BBL_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+"""The real BabyLM data and evaluation sets: `BBL_DATA`, else ../shared/data beside the repo (a checkout elsewhere,
+e.g. a git worktree, names it)."""
 EVAL_PIPELINE = Path(os.environ.get("BBL_EVAL_PIPELINE")
                      or Path(__file__).resolve().parents[1].parent / "shared" / "vendor" / "evaluation-pipeline-2025")
 """The BabyLM 2025 evaluation pipeline's own code (not on PyPI): `BBL_EVAL_PIPELINE`, else the copy vendored at
@@ -72,17 +74,19 @@ def prepared(tiny_babylm, tmp_path_factory) -> Path:
 
 
 def save_random_model(preset: str, prepared: Path, out: Path, *, seed: int = 0) -> Path:
-    """A randomly initialised model of `preset`, saved with the prepared tokenizer (an untrained teacher)."""
+    """A randomly initialised model of `preset`, saved with the prepared tokenizer as bbl saves a model's (an
+    untrained teacher)."""
     from transformers import AutoTokenizer
 
     from bbl.config import load_config
     from bbl.data.prepared import PreparedData
+    from bbl.data.tokenizer import save_hf_tokenizer
     from bbl.models.build import build_model
 
     data = PreparedData(prepared)
     model = build_model(load_config(preset).model, data.vocab_size, seed=seed)
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(data.tokenizer_dir).save_pretrained(out)
+    save_hf_tokenizer(AutoTokenizer.from_pretrained(data.tokenizer_dir), out)
     return out
 
 

@@ -13,7 +13,7 @@ import click
 
 from bbl import __version__
 from bbl.cli.cache_commands import cache
-from bbl.cli.export_command import export_cmd
+from bbl.cli.export_command import export_cmd, fix_tokenizer_cmd
 from bbl.cli.params import (
     CacheArg,
     OneLineErrors,
@@ -487,3 +487,4 @@ def pipeline_cmd(preset, corpus, workdir, blimp_dir, supplement_dir, nproc, unti
 
 main.add_command(cache)
 main.add_command(export_cmd)
+main.add_command(fix_tokenizer_cmd)
