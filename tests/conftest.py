@@ -32,6 +32,27 @@ def eval_pipeline_or_skip():
     if str(EVAL_PIPELINE) not in sys.path:
         sys.path.insert(0, str(EVAL_PIPELINE))
     return EVAL_PIPELINE
+
+
+@pytest.fixture(scope="session")
+def pipeline_python() -> Path:
+    """The python of the BabyLM pipeline's own environment: a venv of its requirements.txt pins (transformers
+    4.51.3, ...), built once under the cache dir by benchmarks/pipeline_env.py (`make pipeline-env`; the first call
+    installs, about 1.5 min, later ones find it); `BBL_PIPELINE_PYTHON` names an existing one instead. Fails, not
+    skips, when it cannot be built: CI reaches the package registries."""
+    import subprocess
+    import sys
+
+    if os.environ.get("BBL_PIPELINE_PYTHON"):
+        return Path(os.environ["BBL_PIPELINE_PYTHON"])
+    if not (EVAL_PIPELINE / "requirements.txt").is_file():
+        pytest.skip(f"the BabyLM evaluation pipeline's code not found at {EVAL_PIPELINE} (set BBL_EVAL_PIPELINE)")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "pipeline_env.py"), "--pipeline",
+                           str(EVAL_PIPELINE)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.fail(f"the pipeline env could not be built: {done.stderr[-2000:]}")
+    return Path(done.stdout.splitlines()[-1])
 TINY_VOCAB = 320
 
 WORDS = ("the cat dog bird saw ran sat on a mat big small red blue who what is was it he she they we you "
