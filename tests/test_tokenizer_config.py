@@ -93,3 +93,16 @@ def test_fix_tokenizer_refuses_a_dir_without_a_readable_tokenizer_in_one_line(tm
     r = CliRunner().invoke(main, ["fix-tokenizer", str(d)])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and r.output.startswith("error: ")
     assert ("no tokenizer.json" if make == "empty" else "tokenizer.json") in r.output
+
+
+def test_export_of_an_old_run_commits_the_portable_config_and_leaves_the_run_as_it_was(prepared, tmp_path):
+    old = old_style_dir(prepared, tmp_path / "run")
+    (old / "bbl_run.json").write_text(json.dumps({"complete": True, "global_step": 1, "ledger": {"words_seen": 10}}))
+    config = (old / "tokenizer_config.json").read_bytes()
+    r = CliRunner().invoke(main, ["export", str(old), "--out", str(tmp_path / "repo")])
+    assert r.exit_code == 0, r.output
+    committed = json.loads((tmp_path / "repo" / "tokenizer_config.json").read_text())
+    assert committed["tokenizer_class"] == PORTABLE_CLASS and committed["add_prefix_space"] is True
+    assert (old / "tokenizer_config.json").read_bytes() == config  # the source run is not touched
+    assert (tmp_path / "repo" / "tokenizer.json").read_bytes() == (old / "tokenizer.json").read_bytes()
+    assert hf_ids(tmp_path / "repo") == hf_ids(old)
