@@ -111,12 +111,10 @@ def rank_items(models, tokenizer, items: list[RankingItem], *, share_prefix: boo
     completions = [c for i in plain for c in items[i].completions]
     flat, cut = completion_logprobs(models, tokenizer, sentences, completions, **kw)
     bounds = np.cumsum([0] + [len(items[i].sentences) for i in plain])
-    for i, a, b in zip(plain, bounds[:-1], bounds[1:], strict=True):
-        per_item[i] = flat[a:b]
-    chosen = np.array([int(np.argmax(s)) for s in per_item], dtype=np.int64)
     truncated = np.zeros(len(items), dtype=bool)  # a shared-prefix item fits the positions by its selection
     for i, a, b in zip(plain, bounds[:-1], bounds[1:], strict=True):
-        truncated[i] = cut[a:b].any()
+        per_item[i], truncated[i] = flat[a:b], cut[a:b].any()
+    chosen = np.array([int(np.argmax(s)) for s in per_item], dtype=np.int64)
     return per_item, chosen, truncated
 
 
