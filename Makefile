@@ -5,7 +5,7 @@ PY ?= python3
 DATA ?= $(firstword $(wildcard ../shared/data) data)
 WORKDIR ?= runs/demo
 
-.PHONY: install install-dev pip-base test test-slow test-all lint demo study
+.PHONY: install install-dev pip-base pipeline-env test test-slow test-all lint demo study
 
 # What `make demo` and `make test` need: the package (editable), pytest, ruff and Optuna (`bbl sweep`).
 install: pip-base
@@ -15,6 +15,11 @@ install: pip-base
 # BabyLM pipeline's vendored code imports (pandas, scipy, statsmodels) for the parity and collation tests.
 install-dev: pip-base
 	$(PY) -m pip install -q -e ".[dev]"
+
+# The BabyLM pipeline's own environment for the slow tier's parity tests: a venv of its requirements.txt pins
+# (transformers 4.51.3; torch: the one installed here) under ~/.cache/bbl (BBL_CACHE_DIR), built once (~1.5 min).
+pipeline-env:
+	$(PY) benchmarks/pipeline_env.py
 
 pip-base:
 	@# zarr 3 (the cache's format) needs Python >= 3.11: say so in one line instead of a resolver error.

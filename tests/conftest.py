@@ -11,7 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL_DATA = Path(os.environ.get("BBL_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+"""The real BabyLM data and evaluation sets: `BBL_DATA`, else ../shared/data beside the repo (a checkout elsewhere,
+e.g. a git worktree, names it)."""
 EVAL_PIPELINE = Path(os.environ.get("BBL_EVAL_PIPELINE")
                      or Path(__file__).resolve().parents[1].parent / "shared" / "vendor" / "evaluation-pipeline-2025")
 """The BabyLM 2025 evaluation pipeline's own code (not on PyPI): `BBL_EVAL_PIPELINE`, else the copy vendored at
@@ -30,6 +32,27 @@ def eval_pipeline_or_skip():
     if str(EVAL_PIPELINE) not in sys.path:
         sys.path.insert(0, str(EVAL_PIPELINE))
     return EVAL_PIPELINE
+
+
+@pytest.fixture(scope="session")
+def pipeline_python() -> Path:
+    """The python of the BabyLM pipeline's own environment: a venv of its requirements.txt pins (transformers
+    4.51.3, ...), built once under the cache dir by benchmarks/pipeline_env.py (`make pipeline-env`; the first call
+    installs, about 1.5 min, later ones find it); `BBL_PIPELINE_PYTHON` names an existing one instead. Fails, not
+    skips, when it cannot be built: CI reaches the package registries."""
+    import subprocess
+    import sys
+
+    if os.environ.get("BBL_PIPELINE_PYTHON"):
+        return Path(os.environ["BBL_PIPELINE_PYTHON"])
+    if not (EVAL_PIPELINE / "requirements.txt").is_file():
+        pytest.skip(f"the BabyLM evaluation pipeline's code not found at {EVAL_PIPELINE} (set BBL_EVAL_PIPELINE)")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "pipeline_env.py"), "--pipeline",
+                           str(EVAL_PIPELINE)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.fail(f"the pipeline env could not be built: {done.stderr[-2000:]}")
+    return Path(done.stdout.splitlines()[-1])
 TINY_VOCAB = 320
 
 WORDS = ("the cat dog bird saw ran sat on a mat big small red blue who what is was it he she they we you "
@@ -72,17 +95,19 @@ def prepared(tiny_babylm, tmp_path_factory) -> Path:
 
 
 def save_random_model(preset: str, prepared: Path, out: Path, *, seed: int = 0) -> Path:
-    """A randomly initialised model of `preset`, saved with the prepared tokenizer (an untrained teacher)."""
+    """A randomly initialised model of `preset`, saved with the prepared tokenizer as bbl saves a model's (an
+    untrained teacher)."""
     from transformers import AutoTokenizer
 
     from bbl.config import load_config
     from bbl.data.prepared import PreparedData
+    from bbl.data.tokenizer import save_hf_tokenizer
     from bbl.models.build import build_model
 
     data = PreparedData(prepared)
     model = build_model(load_config(preset).model, data.vocab_size, seed=seed)
     model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(data.tokenizer_dir).save_pretrained(out)
+    save_hf_tokenizer(AutoTokenizer.from_pretrained(data.tokenizer_dir), out)
     return out
 
 

@@ -63,14 +63,15 @@ READING_HEADER = ("item,word,word2,sentence,context_length,sent_id,item_id,list,
                   "prev_item,prev_length")
 
 
-def write_reading(path, n=40, seed=0):
-    """A reading CSV in the pipeline's columns (first column unnamed, as the real file), seeded numbers."""
+def write_reading(path, n=40, seed=0, long_rows=()):
+    """A reading CSV in the pipeline's columns (first column unnamed, as the real file), seeded numbers; the rows
+    `long_rows` get a context of 240 words, past a 128-position table."""
     rng = np.random.default_rng(seed)
     words = "the cat dog sat on a mat big red tree house ball".split()
     lines = ["," + READING_HEADER]
     for i in range(n):
         ctx_len = int(rng.integers(1, 5))
-        ctx = " ".join(rng.choice(words, ctx_len))
+        ctx = " ".join(rng.choice(words, ctx_len)) if i not in long_rows else " ".join(["the big red tree"] * 60)
         word = str(rng.choice(words))
         prev_item, prev_word = (" ".join(ctx.split()[:-1]), ctx.split()[-1]) if ctx_len > 1 else ("", "")
         rts = rng.normal(200, 30, 5)
@@ -91,7 +92,7 @@ def test_completion_score_is_the_sum_over_the_completion_tokens_only(lm):
     by_hand = logprobs_of(model, ids)[-k:].sum()
     got, truncated = completion_logprobs([model], tok, [sentence, "the dog ran ."], [" " + target, "the dog ran ."],
                                          batch_size=2)
-    assert got[0] == pytest.approx(by_hand, abs=1e-4) and truncated == 0
+    assert got[0] == pytest.approx(by_hand, abs=1e-4) and not truncated.any()
 
 
 def test_a_whole_sentence_skips_its_first_token_and_has_no_bos(lm):
@@ -148,14 +149,15 @@ def test_past_its_positions_llama_scores_whole_as_the_pipeline_and_gpt2_keeps_it
     long = " ".join(["the big dog saw a red bird on the mat ."] * 40)
     ids = tok(long)["input_ids"]
     assert len(ids) > max(max_positions(llama), max_positions(gpt2))
-    got, truncated = completion_logprobs([llama], tok, [long], [long])
-    assert truncated == 0 and got[0] == pytest.approx(logprobs_of(llama, ids).sum(), rel=1e-4)
+    got, truncated = completion_logprobs([llama], tok, [long, "the cat ."], [long, "the cat ."])
+    assert truncated.tolist() == [False, False] and got[0] == pytest.approx(logprobs_of(llama, ids).sum(), rel=1e-4)
     n = max_positions(gpt2)
-    got, truncated = completion_logprobs([gpt2], tok, [long], [long])
-    assert truncated == 1 and got[0] == pytest.approx(logprobs_of(gpt2, ids[-n:]).sum(), rel=1e-4)
-    _, _, truncated = rank_items([llama, gpt2], tok, [RankingItem((long, long + " ."), (long, long + " ."), "u")],
-                                 share_prefix=True)
-    assert truncated == 2  # an ensemble with a GPT-2 member is held to its table
+    got, truncated = completion_logprobs([gpt2], tok, [long, "the cat ."], [long, "the cat ."])
+    assert truncated.tolist() == [True, False] and got[0] == pytest.approx(logprobs_of(gpt2, ids[-n:]).sum(), rel=1e-4)
+    items = [RankingItem(("the cat .", "cat the ."), ("the cat .", "cat the ."), "u"),
+             RankingItem((long, long + " ."), (long, long + " ."), "u")]
+    _, _, truncated = rank_items([llama, gpt2], tok, items, share_prefix=True)
+    assert truncated.tolist() == [False, True]  # an ensemble with a GPT-2 member is held to its table; per item
 
 
 def test_shared_prefix_is_the_longest_common_token_run_leaving_one_token_each():
@@ -276,8 +278,8 @@ def test_reading_surprisal_by_hand(lm):
     ids = tok(context)["input_ids"]
     with torch.no_grad():
         p = torch.softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].double(), -1)[target]
-    got = word_surprisals([model], tok, [context, None, "a big"], [word, "x", "dog"], batch_size=2)
-    assert got[0] == pytest.approx(-math.log(float(p)), abs=1e-4)
+    got, truncated = word_surprisals([model], tok, [context, None, "a big"], [word, "x", "dog"], batch_size=2)
+    assert not truncated.any() and got[0] == pytest.approx(-math.log(float(p)), abs=1e-4)
     assert math.isnan(got[1]) and got[2] > 0
 
 
@@ -294,7 +296,7 @@ def test_a_multi_token_word_multiplies_its_pieces_as_the_pipeline(lm):
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([tok(context)["input_ids"]])).logits[0, -1]
         total -= float(torch.log_softmax(logits.double(), -1)[target])
-    assert word_surprisals([model], tok, ["the"], [word])[0] == pytest.approx(total, abs=1e-4)
+    assert word_surprisals([model], tok, ["the"], [word])[0][0] == pytest.approx(total, abs=1e-4)
 
 
 def test_ols_r2_and_the_reading_gain():
@@ -439,6 +441,8 @@ def test_a_babylm_submission_reads_evaluation_data_as_it_is_and_files_prediction
     r = run(["eval", model, "--suite", "full", "--eval-data", root, "--revision-name", "chck_2M",
              "--batch-size", "4", "--out", tmp_path / "full"])
     assert r.exit_code == 0, r.output
+    assert (f"wrote 1 model JSON(s), results.md, blimp.png, results.json and 6 predictions.json under pipeline/ "
+            f"to {tmp_path / 'full'}\n") in r.output
     assert "note: ewok: no ewok_filtered/ here" in r.output
     result = json.loads((tmp_path / "full" / "results.json").read_text())[0]["tasks"]
     assert set(result) == {"blimp", "supplement", "ewok", "entity_tracking", "wug_adj", "reading"}
@@ -460,7 +464,52 @@ def test_a_babylm_submission_reads_evaluation_data_as_it_is_and_files_prediction
     causal = tmp_path / "fast" / "pipeline" / "llama" / "main" / "zero_shot" / "causal"
     assert [str(p.relative_to(causal)) for p in causal.rglob("predictions.json")] == [
         "ewok/ewok_fast/predictions.json"]  # my_ewok/ filed as the collation reads it; BLiMP under bos writes none
+    assert result["ewok"]["predictions"] == "pipeline/llama/main/zero_shot/causal/ewok/ewok_fast/predictions.json"
+    assert "predictions" not in result["blimp"] and "and 1 predictions.json under pipeline/" in r.output
+    r = run(["eval", model, "--tasks", "blimp", "--blimp-dir", root / "full_eval" / "blimp_filtered", "--out",
+             tmp_path / "bos"])  # no --suite: lm-eval's scoring, none of the pipeline's files, and it says so
+    assert r.exit_code == 0, r.output
+    assert not list((tmp_path / "bos").rglob("predictions.json"))
+    assert "results.json; no pipeline/ predictions.json" in r.output and "and pipeline/" not in r.output
     r = run(["eval", model, "--suite", "fast", "--eval-data", tmp_path / "my_ewok" / "nope", "--out", tmp_path / "x"])
     assert r.exit_code == 1 and "--eval-data" in error_lines(r)[0]
     r = run(["eval", model, "--revision-name", "a/b", "--out", tmp_path / "x"])
     assert r.exit_code == 1 and "--revision-name" in error_lines(r)[0]
+
+
+def test_items_past_a_learned_position_table_are_marked_truncated_in_the_results_and_predictions(tiny_teachers,
+                                                                                               tmp_path):
+    """GPT-2 (128 learned positions) keeps the last tokens of a longer item, where the pipeline's code fails: the
+    count of such items per task in results.json, a mark on the number in results.md and on each such item in
+    predictions.json. A rotary LLaMA scores the same items whole: nothing marked."""
+    long_prefix = "Box 0 contains the ball, " * 40 + "Box 1 contains "
+    rows = [{**row, "input_prefix": long_prefix} if i in (1, 3) else row for i, row in enumerate(ET_ROWS)]
+    et = write_jsonl(tmp_path / "et" / "regular.jsonl", rows).parent
+    reading = write_reading(tmp_path / "reading.csv", n=30, long_rows=(4,))
+    args = ["--tasks", "entity_tracking,reading", "--task-data", f"entity_tracking={et}", "--task-data",
+            f"reading={reading}", "--batch-size", "4"]
+
+    r = run(["eval", tiny_teachers[1], *args, "--out", tmp_path / "gpt2"])
+    assert r.exit_code == 0, r.output
+    assert "warning: gpt2 entity_tracking: 2 item(s) longer than the model's learned position table" in r.output
+    tasks = json.loads((tmp_path / "gpt2" / "results.json").read_text())[0]["tasks"]
+    assert (tasks["entity_tracking"]["truncated"], tasks["reading"]["truncated"]) == (2, 1)
+    causal = tmp_path / "gpt2" / "pipeline" / "gpt2" / "main" / "zero_shot" / "causal"
+    preds = json.loads((causal / "entity_tracking" / "entity_tracking" / "predictions.json").read_text())
+    marked = {p["id"]: p.get("truncated", False) for v in preds.values() for p in v["predictions"]}
+    assert marked == {"regular_0_ops_0": False, "regular_0_ops_1": False,  # rows 0 and 2 (numops 0)
+                      "regular_1_ops_0": True, "regular_1_ops_1": True}  # rows 1 and 3, the long ones
+    preds = json.loads((causal / "reading" / "predictions.json").read_text())["reading"]["predictions"]
+    assert [p["id"] for p in preds if p.get("truncated")] == [4] and set(preds[0]) == {"id", "pred", "prev_pred"}
+    table = (tmp_path / "gpt2" / "results.md").read_text()
+    assert "| **Entity tracking (mean over splits)** (truncated ‡) |" in table
+    assert "‡ entity_tracking: items longer than the model's learned positions, scored on their last tokens (gpt2 2 " \
+           "of 4); the pipeline cannot score them" in table
+    assert "‡ reading: " in table and "(gpt2 1 of 30)" in table
+
+    r = run(["eval", tiny_teachers[0], *args, "--out", tmp_path / "llama"])
+    assert r.exit_code == 0, r.output
+    tasks = json.loads((tmp_path / "llama" / "results.json").read_text())[0]["tasks"]
+    assert tasks["entity_tracking"]["truncated"] == tasks["reading"]["truncated"] == 0
+    assert "‡" not in (tmp_path / "llama" / "results.md").read_text() and "truncated" not in "".join(
+        p.read_text() for p in (tmp_path / "llama").rglob("predictions.json"))

@@ -114,6 +114,10 @@ def test_resume_equals_straight_run(prepared, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    # the final dir and the Trainer's checkpoints carry the tokenizer config transformers 4.51.3 also reads
+    saved = [straight, *(straight / "checkpoints").glob("checkpoint-*")]
+    assert len(saved) == 3 and all(json.loads((d / "tokenizer_config.json").read_text())["tokenizer_class"]
+                                   == "PreTrainedTokenizerFast" for d in saved)
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import click
 
 from bbl import __version__
 from bbl.cli.cache_commands import cache
-from bbl.cli.export_command import export_cmd
+from bbl.cli.export_command import export_cmd, fix_tokenizer_cmd
 from bbl.cli.params import (
     CacheArg,
     OneLineErrors,
@@ -293,6 +293,7 @@ def eval_cmd(ctx, model_dirs, ensembles, tasks, suite, eval_data, revision_name,
              overwrite):
     """Score models on the BabyLM 2025 zero-shot suite and dev perplexity; write JSON, a table, a plot and the
     pipeline's predictions.json files."""
+    from bbl.evaluate.report import written_files
     from bbl.evaluate.run import EvalConfig, run_eval
     from bbl.evaluate.tasks import in_layout, resolve_task_data
     from bbl.runtime import default_device
@@ -322,7 +323,7 @@ def eval_cmd(ctx, model_dirs, ensembles, tasks, suite, eval_data, revision_name,
     results = run_eval(list(model_dirs), ensembles=[[Path(p) for p in e.split(",")] for e in ensembles],
                        config=config, data_dir=data, out=out, overwrite=overwrite, log=click.echo)
     click.echo((Path(out) / "results.md").read_text())
-    click.echo(f"wrote {len(results)} result file(s), results.md, blimp.png and pipeline/ predictions to {out}")
+    click.echo(f"wrote {written_files(results)} to {out}")
 
 
 def _given_task_data(specs) -> dict[str, Path]:
@@ -525,3 +526,4 @@ def pipeline_cmd(preset, corpus, workdir, blimp_dir, supplement_dir, nproc, unti
 
 main.add_command(cache)
 main.add_command(export_cmd)
+main.add_command(fix_tokenizer_cmd)

@@ -1,4 +1,5 @@
-"""`bbl export`: parse, call `bbl.hub.export.export_run`, print the commands that publish the repo."""
+"""`bbl export`: parse, call `bbl.hub.export.export_run`, print the commands that publish the repo; `bbl
+fix-tokenizer`: the same tokenizer config for model dirs in place (`bbl.hub.export.fix_tokenizer_configs`)."""
 
 from __future__ import annotations
 
@@ -28,3 +29,16 @@ def export_cmd(run_dir, out, repo_id, results_dirs, license_, overwrite):
     click.echo(f"exported {run_dir} to {out}: {len(result.revisions)} revision(s) "
                f"({', '.join(r.name for r in result.revisions)}); to publish:\n")
     click.echo("\n".join(publish_commands(result, repo_id)))
+
+
+@click.command("fix-tokenizer")
+@click.argument("model_dirs", nargs=-1, required=True, type=PathArg)
+def fix_tokenizer_cmd(model_dirs):
+    """Rewrite the tokenizer_config.json of MODEL_DIRS (and of a run's word_checkpoints/chck_* and checkpoints/)
+    so that the BabyLM pipeline's transformers 4.51.3 loads them and tokenizes as bbl does; token ids unchanged.
+    For model dirs written before bbl did this itself (bbl export does it in the repo it writes)."""
+    from bbl.hub.export import fix_tokenizer_configs
+
+    for model_dir in model_dirs:
+        for d, changed in fix_tokenizer_configs(model_dir).items():
+            click.echo(f"{d}: {'rewrote tokenizer_config.json' if changed else 'tokenizer_config.json already portable'}")

@@ -2,6 +2,9 @@
 
 NFKC normalisation, byte-level pre-tokenizer with a prefix space, specials `<pad>` `<s>` `</s>`, vocab 16000,
 min_frequency 2, trained on the cleaned train split only. `AutoTokenizer.from_pretrained(dir)` loads the result.
+Every tokenizer dir bbl writes (prepared dirs, teachers, students, word checkpoints, exported revisions) gets its
+`tokenizer_config.json` from `write_portable_config`, which the BabyLM pipeline's transformers 4.51.3 and the
+transformers 5 bbl installs read the same way.
 By default a fourth special, `<mask>` (id 3), is reserved for masked-language-model phases (AntLM, Yu et al. 2024;
 `training.objective_schedule`); `mask_token=False` gives Baby Llama's exact three specials.
 """
@@ -12,12 +15,19 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bbl.errors import BblError
-from bbl.io import load_json
+from bbl.io import atomic_write_json, load_json
 
 PAD, BOS, EOS, MASK = "<pad>", "<s>", "</s>", "<mask>"
 SPECIAL_TOKENS = [PAD, BOS, EOS]
 """Baby Llama's specials (ids 0, 1, 2); `MASK` follows them (id 3) unless `mask_token=False`."""
 TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "tokenizer_config.json"
+PORTABLE_CLASS = "PreTrainedTokenizerFast"
+"""The class a bbl tokenizer dir names: a plain `tokenizer.json` wrapper in transformers 4 and 5 alike (5 loads it as
+`TokenizersBackend`, a name 4.x does not know)."""
+LOAD_TIME_KEYS = ("backend", "is_local", "local_files_only")
+"""Keys transformers 5 copies from `from_pretrained`'s arguments into a saved config; they describe one load, not
+the tokenizer."""
 RESAVE_HINT = ("re-run `bbl prepare` (a prepared dir) or save the tokenizer again with "
                "AutoTokenizer.from_pretrained(...).save_pretrained(DIR)")
 
@@ -73,9 +83,58 @@ def save_tokenizer(tokenizer, out_dir: Path) -> Path:
     mask = {"mask_token": MASK} if tokenizer.token_to_id(MASK) is not None else {}
     hf = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=BOS, eos_token=EOS, pad_token=PAD,
                                  model_max_length=1_000_000, **mask)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    hf.save_pretrained(str(out_dir))
+    save_hf_tokenizer(hf, out_dir)
     return out_dir / TOKENIZER_FILE
+
+
+def save_hf_tokenizer(tokenizer, out_dir: Path) -> Path:
+    """`tokenizer.save_pretrained(out_dir)` (a transformers tokenizer) with the portable `tokenizer_config.json`
+    of `write_portable_config`: how every bbl model dir gets its tokenizer files. Returns `out_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(str(out_dir))
+    write_portable_config(out_dir)
+    return out_dir
+
+
+def portable_config(config: dict, tokenizer_json: dict) -> dict:
+    """The `tokenizer_config.json` that transformers 4.51.3 (the BabyLM 2025 pipeline's pin) and 5.x read the same
+    way, for a dir whose `tokenizer.json` is `tokenizer_json`: every key of `config` kept (special tokens, max
+    length, added tokens) but the class, which becomes `PORTABLE_CLASS`, and the `LOAD_TIME_KEYS`, dropped.
+
+    Where the pre-tokenizer has its own `add_prefix_space` (byte-level, as bbl's BPE), the config states the same
+    value: 4.x's `PreTrainedTokenizerFast.__init__` sets that flag of the pre-tokenizer to the config's
+    `add_prefix_space`, default False, so a config without it drops the space before a text's first word there
+    (transformers 4.51.3 `tokenization_utils_fast.py`; 5.x leaves `tokenizer.json` as it is). A pre-tokenizer
+    without the flag (a sequence, whitespace, metaspace) is left alone by both, and the config names none.
+    """
+    out = {k: v for k, v in config.items() if k not in LOAD_TIME_KEYS}
+    out["tokenizer_class"] = PORTABLE_CLASS
+    pre = tokenizer_json.get("pre_tokenizer")
+    if isinstance(pre, dict) and "add_prefix_space" in pre:
+        out["add_prefix_space"] = bool(pre["add_prefix_space"])
+    else:
+        out.pop("add_prefix_space", None)
+    return out
+
+
+def write_portable_config(tokenizer_dir: Path) -> bool:
+    """Rewrite `tokenizer_dir/tokenizer_config.json` as `portable_config` says (atomically; `tokenizer.json`, and so
+    every token id, untouched). Returns whether the file changed (False: it was portable already).
+
+    Raises:
+        BblError: the dir has no tokenizer.json, or a damaged tokenizer.json / tokenizer_config.json.
+    """
+    tokenizer_dir = Path(tokenizer_dir)
+    file = tokenizer_dir / TOKENIZER_FILE
+    if not file.is_file():
+        raise BblError(f"{tokenizer_dir}: no {TOKENIZER_FILE}; pass a model dir bbl wrote (or a tokenizer dir)")
+    config = load_json(tokenizer_dir / CONFIG_FILE, fix=RESAVE_HINT) or {}
+    new = portable_config(config, load_json(file, fix=RESAVE_HINT))
+    if new == config:
+        return False
+    atomic_write_json(tokenizer_dir / CONFIG_FILE, new)
+    return True
 
 
 def load_tokenizer(path: Path):

@@ -52,23 +52,37 @@ def classification_predictions(task: str, predicted: np.ndarray) -> dict:
     return {task: {"predictions": [{"id": f"{task}_{i}", "pred": int(p)} for i, p in enumerate(predicted)]}}
 
 
-def ranking_predictions(items: list[RankingItem], chosen: np.ndarray, *, probs: np.ndarray | None = None) -> dict:
+TRUNCATED = "truncated"
+"""The key bbl adds, true, to an item's prediction when it was scored on its last tokens only (longer than the
+model's learned position table): the pipeline's code fails on such an item, so it has no official counterpart.
+Absent on every other item, so those are the pipeline's format exactly (its collation ignores the key)."""
+
+
+def ranking_predictions(items: list[RankingItem], chosen: np.ndarray, *, probs: np.ndarray | None = None,
+                        truncated: np.ndarray | None = None) -> dict:
     """{UID: {"predictions": [{"id": "<UID>_<i>", "pred": chosen completion[, "prob": p]}, ...]}} in item order,
-    the i-th of each UID numbered from 0; `probs` (WUG) adds each item's probability of its first sentence."""
+    the i-th of each UID numbered from 0; `probs` (WUG) adds each item's probability of its first sentence;
+    `truncated` ((n,) bool) marks the items cut to their last tokens (`TRUNCATED`)."""
     out: dict[str, dict] = {}
     for n, (item, c) in enumerate(zip(items, chosen, strict=True)):
         preds = out.setdefault(item.uid, {"predictions": []})["predictions"]
         entry = {"id": f"{item.uid}_{len(preds)}", "pred": item.completions[int(c)]}
         if probs is not None:
             entry["prob"] = float(probs[n])
+        if truncated is not None and truncated[n]:
+            entry[TRUNCATED] = True
         preds.append(entry)
     return out
 
 
-def reading_predictions(pred: np.ndarray, prev_pred: np.ndarray) -> dict:
-    """{"reading": {"predictions": [{"id": row, "pred": surprisal, "prev_pred": surprisal or NaN}, ...]}}."""
-    return {"reading": {"predictions": [{"id": i, "pred": float(p), "prev_pred": float(q)}
-                                        for i, (p, q) in enumerate(zip(pred, prev_pred, strict=True))]}}
+def reading_predictions(pred: np.ndarray, prev_pred: np.ndarray, *, truncated: np.ndarray | None = None) -> dict:
+    """{"reading": {"predictions": [{"id": row, "pred": surprisal, "prev_pred": surprisal or NaN}, ...]}};
+    `truncated` ((n,) bool) marks the rows whose item or previous item was cut to its last tokens (`TRUNCATED`)."""
+    rows = [{"id": i, "pred": float(p), "prev_pred": float(q)}
+            for i, (p, q) in enumerate(zip(pred, prev_pred, strict=True))]
+    for i in (np.flatnonzero(truncated) if truncated is not None else ()):
+        rows[i][TRUNCATED] = True
+    return {"reading": {"predictions": rows}}
 
 
 def write_predictions(path: Path, predictions: dict) -> Path:

@@ -41,7 +41,7 @@ def encode_completions(tokenizer, sentences: list[str], completions: list[str]) 
 
 
 def completion_logprobs(models, tokenizer, sentences: list[str], completions: list[str], *, batch_size: int = 64,
-                        device: str = "cpu", progress=None) -> tuple[np.ndarray, int]:
+                        device: str = "cpu", progress=None) -> tuple[np.ndarray, np.ndarray]:
     """Sum of log p(token | tokens before it) over each sentence's completion tokens, under a model or logit-mean
     ensemble (`bbl.models.ensemble.ensemble_logits`), at temperature 1.
 
@@ -52,18 +52,17 @@ def completion_logprobs(models, tokenizer, sentences: list[str], completions: li
     end) and is counted (`bbl.models.build.scoring_positions`).
 
     Returns:
-        (scores (n,) float64 in nats, sentences truncated).
+        (scores (n,) float64 in nats, truncated (n,) bool: the sentences cut to their last tokens).
     """
     import torch
 
     if not sentences:
-        return np.zeros(0, dtype=np.float64), 0
+        return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=bool)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     max_len = common_scoring_positions(models)
     encoded = encode_completions(tokenizer, sentences, completions)
-    truncated = 0
+    truncated = np.array([max_len is not None and len(ids) > max_len for ids, _ in encoded], dtype=bool)
     if max_len is not None:
-        truncated = sum(len(ids) > max_len for ids, _ in encoded)
         encoded = [(ids[-max_len:], mask[-max_len:]) for ids, mask in encoded]
     scores = np.zeros(len(sentences), dtype=np.float64)
     with torch.inference_mode():
@@ -82,7 +81,7 @@ def completion_logprobs(models, tokenizer, sentences: list[str], completions: li
 
 
 def rank_items(models, tokenizer, items: list[RankingItem], *, share_prefix: bool = False,
-               **kw) -> tuple[list[np.ndarray], np.ndarray, int]:
+               **kw) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     """Score every sentence of every item and pick each item's best.
 
     Args:
@@ -94,7 +93,8 @@ def rank_items(models, tokenizer, items: list[RankingItem], *, share_prefix: boo
         kw: `completion_logprobs`'s batch_size, device, progress.
     Returns:
         (per-item scores, a list of (k_i,) float64 arrays in nats; chosen (n,) int64, the index of the highest
-        score, the first on a tie as the pipeline's `torch.max`; sentences truncated).
+        score, the first on a tie as the pipeline's `torch.max`; truncated (n,) bool, the items of which a sentence
+        was cut to its last tokens, `completion_logprobs`).
     """
     per_item: list[np.ndarray | None] = [None] * len(items)
     plain = list(range(len(items)))
@@ -109,10 +109,11 @@ def rank_items(models, tokenizer, items: list[RankingItem], *, share_prefix: boo
         plain = sorted(set(plain) - set(shared))
     sentences = [s for i in plain for s in items[i].sentences]
     completions = [c for i in plain for c in items[i].completions]
-    flat, truncated = completion_logprobs(models, tokenizer, sentences, completions, **kw)
+    flat, cut = completion_logprobs(models, tokenizer, sentences, completions, **kw)
     bounds = np.cumsum([0] + [len(items[i].sentences) for i in plain])
+    truncated = np.zeros(len(items), dtype=bool)  # a shared-prefix item fits the positions by its selection
     for i, a, b in zip(plain, bounds[:-1], bounds[1:], strict=True):
-        per_item[i] = flat[a:b]
+        per_item[i], truncated[i] = flat[a:b], cut[a:b].any()
     chosen = np.array([int(np.argmax(s)) for s in per_item], dtype=np.int64)
     return per_item, chosen, truncated
 

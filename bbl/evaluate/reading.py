@@ -37,15 +37,18 @@ def surprisal_queries(tokenizer, context: str, word: str) -> list[tuple[str, int
 
 
 def word_surprisals(models, tokenizer, contexts: list[str | None], words: list[str | None], *, batch_size: int = 64,
-                    device: str = "cpu", progress=None) -> np.ndarray:
+                    device: str = "cpu", progress=None) -> tuple[np.ndarray, np.ndarray]:
     """-log p(word | context) in nats for each row (NaN where the context is None), under a model or logit-mean
     ensemble. The context is encoded with the tokenizer's default special tokens (bbl's add none) and the
     probability read at its last position, as `get_p`; a multi-token word multiplies its tokens' probabilities
     (`surprisal_queries`). Computed as a sum of log-softmax values, equal to the pipeline's -log(prod p) up to
     float rounding.
 
+    A context longer than a learned position table (GPT-2; rotary models run whole, as the pipeline runs them)
+    keeps its last tokens, where the pipeline would fail.
+
     Returns:
-        (n,) float64.
+        (surprisal (n,) float64, truncated (n,) bool: the rows whose context was cut to its last tokens).
     """
     import torch
 
@@ -58,7 +61,11 @@ def word_surprisals(models, tokenizer, contexts: list[str | None], words: list[s
             queries.append(q)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
     max_len = common_scoring_positions(models)  # None: rotary positions run whole, as the pipeline runs them
-    encoded = [ids if max_len is None else ids[-max_len:] for ids in tokenizer([c for c, _ in queries])["input_ids"]]
+    encoded = tokenizer([c for c, _ in queries])["input_ids"]
+    truncated = np.zeros(len(contexts), dtype=bool)
+    if max_len is not None:
+        truncated[[r for r, ids in zip(rows, encoded, strict=True) if len(ids) > max_len]] = True
+        encoded = [ids[-max_len:] for ids in encoded]
     logp = np.zeros(len(queries), dtype=np.float64)
     with torch.inference_mode():
         for idx in by_length([len(e) for e in encoded], batch_size):
@@ -74,7 +81,7 @@ def word_surprisals(models, tokenizer, contexts: list[str | None], words: list[s
     for r in set(rows):
         out[r] = 0.0
     np.add.at(out, rows, -logp)
-    return out
+    return out, truncated
 
 
 def ols_r2(y: np.ndarray, columns: list[np.ndarray]) -> float:

@@ -48,13 +48,15 @@ def markdown_table(results: list[dict]) -> str:
     if any(r.get("words_seen") is not None for r in results):  # the BabyLM budget line (issue 13)
         rows.append(("words seen (M)", [_millions(r.get("words_seen")) for r in results]))
         rows.append(("words seen incl. teachers (M)", [_millions(r.get("words_seen_with_teachers")) for r in results]))
-    notes = fallback_notes(results)
+    notes, cut = fallback_notes(results), truncation_notes(results)
     marked = {label for task in notes for label in HEADLINE_ROWS[task]}
+    truncated = {label for task in cut for label in HEADLINE_ROWS[task]}
     lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    lines += [f"| {label}{' (fell back †)' if label in marked else ''} | " + " | ".join(vals) + " |"
-              for label, vals in rows]
-    if notes:
-        lines += ["", *[f"† {task}: {note}" for task, note in notes.items()]]
+    lines += [f"| {label}{' (fell back †)' if label in marked else ''}{' (truncated ‡)' if label in truncated else ''}"
+              f" | " + " | ".join(vals) + " |" for label, vals in rows]
+    if notes or cut:
+        lines += ["", *[f"† {task}: {note}" for task, note in notes.items()],
+                  *[f"‡ {task}: {note}" for task, note in cut.items()]]
     return "\n".join(lines) + "\n"
 
 
@@ -78,6 +80,21 @@ def fallback_notes(results: list[dict]) -> dict[str, str]:
                 notes[task] = (f"the {result.get('suite')} suite's {result['fallback']}/ is missing; scored "
                                f"{result.get('dataset')} ({result.get('data')}) instead, so this number is not the "
                                f"{result.get('suite')} suite's")
+    return notes
+
+
+def truncation_notes(results: list[dict]) -> dict[str, str]:
+    """{task: which models had how many items scored on their last tokens only} for each task where a model's
+    learned position table (GPT-2) was shorter than some items (`truncated` in its results: a count of items,
+    reading: of rows). The pipeline's code fails on those items, so the number has no official counterpart."""
+    notes = {}
+    for task in HEADLINE_ROWS:
+        cut = [(r["model"], res["truncated"], res.get("items", res.get("pairs", res.get("words"))))
+               for r in results for res in [r["tasks"].get(task) or {}] if res.get("truncated")]
+        if cut:
+            counts = ", ".join(f"{model} {n:,}" + (f" of {total:,}" if total else "") for model, n, total in cut)
+            notes[task] = (f"items longer than the model's learned positions, scored on their last tokens ({counts}); "
+                           "the pipeline cannot score them, so this number has no official counterpart")
     return notes
 
 
@@ -122,6 +139,19 @@ def plot_blimp(results: list[dict], path: Path) -> Path | None:
     atomic_save_figure(fig, path)
     plt.close(fig)
     return path
+
+
+def written_files(results: list[dict]) -> str:
+    """What `bbl eval` wrote, for its last line: the per-model JSONs, results.md, blimp.png (only when BLiMP was
+    scored), results.json and the pipeline's predictions.json files (each task's `predictions`; none for BLiMP and
+    the supplement under `--pair-scoring bos`, the default without `--suite`)."""
+    predictions = sum(1 for r in results for res in r["tasks"].values() if res.get("predictions"))
+    files = [f"{len(results)} model JSON(s)", "results.md",
+             *(["blimp.png"] if any(r["tasks"].get("blimp") for r in results) else []), "results.json"]
+    if predictions:
+        return ", ".join(files) + f" and {predictions} predictions.json under pipeline/"
+    return (", ".join(files) + "; no pipeline/ predictions.json (the pipeline's files come with --suite or "
+            "--pair-scoring pipeline; BLiMP and the supplement scored bos have none)")
 
 
 def write_report(results: list[dict], out: Path) -> None:

@@ -170,7 +170,8 @@ def evaluate_models(models, tokenizer, config: EvalConfig, *, data: PreparedData
 
     Args:
         predictions_to: the model's folder in the pipeline's layout (`<out>/pipeline/<model>`); each task scored
-            the pipeline's way writes its `predictions.json` under its `config.revision`. None: write nothing.
+            the pipeline's way writes its `predictions.json` under its `config.revision`, its path relative to
+            `<out>` recorded as the task's `predictions`. None: write nothing.
     Raises:
         BblError: perplexity asked without prepared data; bad task files.
     """
@@ -184,8 +185,10 @@ def evaluate_models(models, tokenizer, config: EvalConfig, *, data: PreparedData
         if task in config.fallbacks:
             result["fallback"] = config.fallbacks[task]
         if predictions is not None and predictions_to is not None:
-            write_predictions(predictions_dir(predictions_to.parent, predictions_to.name, result["pipeline_task"],
-                                              result["dataset"], revision=config.revision), predictions)
+            written = write_predictions(predictions_dir(predictions_to.parent, predictions_to.name,
+                                                        result["pipeline_task"], result["dataset"],
+                                                        revision=config.revision), predictions)
+            result["predictions"] = str(written.relative_to(predictions_to.parent.parent))
         out[task] = result
     if "perplexity" in config.tasks:
         if data is None:
@@ -249,8 +252,9 @@ def _run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), confi
                             predictions_to=out / PIPELINE_DIR / _pipeline_name(name, members, config.revision))
         for task, result in r.items():
             if result.get("truncated"):
-                log(f"warning: {name} {task}: {result['truncated']} sentence(s) longer than the model's learned position "
-                    "table kept their last tokens (the pipeline cannot score them)")
+                log(f"warning: {name} {task}: {result['truncated']} item(s) longer than the model's learned position "
+                    "table scored on their last tokens (the pipeline cannot score them; marked truncated in "
+                    "results.md and predictions.json)")
         record = {"model": name, "paths": [p[2]["path"] for p in parts],
                   "parameters": sum(p[2]["parameters"] for p in parts), "ensemble": len(parts) > 1,
                   "tokenizer_fingerprint": parts[0][2]["tokenizer_fingerprint"],

@@ -118,14 +118,14 @@ def _ranking(task, models, tokenizer, path, max_items, *, bar, **kw) -> tuple[di
     by_file = read_items(task, path, option=data_option(task), max_items=max_items)
     items = [it for file_items in by_file.values() for it in file_items]
     bar.reset(total=sum(len(it.sentences) for it in items))
-    scores, chosen, truncated = rank_items(models, tokenizer, items, progress=bar,
-                                           share_prefix=task == "entity_tracking", **kw)
+    scores, chosen, cut = rank_items(models, tokenizer, items, progress=bar,
+                                     share_prefix=task == "entity_tracking", **kw)
     correct = chosen == 0
     if task == "wug_adj":
         probs = first_form_probability(np.stack(scores))
         rho = spearman(probs, [it.ratio for it in items])
-        return ({"spearman": rho, "items": len(items), "truncated": truncated},
-                ranking_predictions(items, chosen, probs=probs))
+        return ({"spearman": rho, "items": len(items), "truncated": int(cut.sum())},
+                ranking_predictions(items, chosen, probs=probs, truncated=cut))
     acc = accuracy_by_metadata(items, correct)
     result: dict = {}
     if task == "blimp":
@@ -145,8 +145,8 @@ def _ranking(task, models, tokenizer, path, max_items, *, bar, **kw) -> tuple[di
             raise BblError(f"{path}: no regular / ambiref / move_contents file; pass {data_option(task)} the "
                            "pipeline's entity_tracking dir") from None
         result = {"by_subset": acc["UID"], "by_split": splits, "overall": overall, "items": len(items)}
-    result["truncated"] = truncated
-    return result, ranking_predictions(items, chosen)
+    result["truncated"] = int(cut.sum())  # items scored on their last tokens only (no official counterpart)
+    return result, ranking_predictions(items, chosen, truncated=cut)
 
 
 def _reading(models, tokenizer, path, *, bar, **kw) -> tuple[dict, dict]:
@@ -155,6 +155,8 @@ def _reading(models, tokenizer, path, *, bar, **kw) -> tuple[dict, dict]:
     contexts = columns["item"] + columns["prev_item"]
     words = columns["word"] + columns["prev_word"]
     contexts = [c if w is not None else None for c, w in zip(contexts, words, strict=True)]
-    surprisal = word_surprisals(models, tokenizer, contexts, words, progress=bar, **kw)
+    surprisal, cut = word_surprisals(models, tokenizer, contexts, words, progress=bar, **kw)
     pred, prev_pred = surprisal[:n], surprisal[n:]
-    return {**reading_scores(columns, pred, prev_pred), "words": n}, reading_predictions(pred, prev_pred)
+    cut = cut[:n] | cut[n:]  # a row whose item or previous item was cut
+    return ({**reading_scores(columns, pred, prev_pred), "words": n, "truncated": int(cut.sum())},
+            reading_predictions(pred, prev_pred, truncated=cut))

@@ -2,7 +2,9 @@
 
 `main` holds the final model, and each `word_checkpoints/chck_{N}M` dir a branch of that name (the BabyLM 2025/2026
 convention: intermediate checkpoints are revisions `chck_{N}M` of one repo). Each revision is a plain HF dir
-(config, weights, tokenizer, the ledger) with its model card (`bbl.hub.card`) and the Hub's `.gitattributes`. The
+(config, weights, tokenizer, the ledger) with its model card (`bbl.hub.card`) and the Hub's `.gitattributes`; its
+tokenizer config is the one the BabyLM pipeline's transformers 4.51.3 reads as bbl's transformers 5 does, also for a
+run written by an older bbl (`bbl.data.tokenizer.write_portable_config`; the source run is not touched). The
 commits form one line in training order (chck_1M, chck_2M, ..., main), so `git log main` is the run's progress and
 each weight file is stored once per revision. Git runs as a subprocess; nothing touches the network: the commands
 to publish are returned (`publish_commands`) for the user to run.
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bbl import __version__
+from bbl.data.tokenizer import write_portable_config
 from bbl.errors import BblError
 from bbl.hub.card import Revision, render_card
 from bbl.io import atomic_write_json, load_json
@@ -178,7 +181,8 @@ def export_run(run_dir: Path, out: Path, *, results_dirs=(), repo_id: str | None
 
 
 def _fill_tree(out: Path, source: Path) -> None:
-    """Make the work tree hold exactly `source`'s model files (all but .git and the lock removed first)."""
+    """Make the work tree hold exactly `source`'s model files (all but .git and the lock removed first), its
+    tokenizer config rewritten by `bbl.data.tokenizer.write_portable_config` (token ids unchanged)."""
     for p in out.iterdir():
         if p.name in (".git", LOCK_FILE):
             continue
@@ -187,6 +191,26 @@ def _fill_tree(out: Path, source: Path) -> None:
         for f in sorted(source.glob(pattern)):
             if f.is_file():
                 shutil.copy2(f, out / f.name)
+    write_portable_config(out)  # a run of an older bbl gets the config the BabyLM pipeline's transformers reads
+
+
+def fix_tokenizer_configs(model_dir: Path) -> dict[Path, bool]:
+    """`bbl fix-tokenizer`: rewrite the tokenizer config of `model_dir` and of the model dirs a run keeps inside it
+    (`word_checkpoints/chck_*`, the Trainer's `checkpoints/checkpoint-*`) as `write_portable_config` does, for dirs
+    written before it existed; `tokenizer.json`, and so every token id, is not touched.
+
+    Returns:
+        {dir: whether its tokenizer_config.json changed}, `model_dir` first.
+    Raises:
+        BblError: neither `model_dir` nor any of those dirs holds a tokenizer.json.
+    """
+    model_dir = Path(model_dir)
+    inner = [d for pattern in (f"{CHECKPOINT_DIR}/chck_*", "checkpoints/checkpoint-*")
+             for d in sorted(model_dir.glob(pattern)) if not d.name.endswith(".tmp")]
+    dirs = [d for d in (model_dir, *inner) if (d / "tokenizer.json").is_file()]
+    if not dirs:
+        raise BblError(f"{model_dir}: no tokenizer.json here or in its checkpoints; pass a model dir bbl wrote")
+    return {d: write_portable_config(d) for d in dirs}
 
 
 def publish_commands(result: ExportResult, repo_id: str | None = None) -> list[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bbl.config import parse_word_checkpoints
+from bbl.data.tokenizer import save_hf_tokenizer
 from bbl.data.words import checkpoint_name, span_words, window_words, words_per_step
 from bbl.errors import BblError
 from bbl.io import load_json
@@ -233,7 +234,7 @@ def save_word_checkpoint(out: Path, target: int, model, tokenizer, *, step: int,
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
+    save_hf_tokenizer(tokenizer, tmp)
     (tmp / CHECKPOINT_FILE).write_text(json.dumps({"target_words": target, "words_seen": words, "tokens_seen": tokens,
                                                    "step": step}, indent=2) + "\n")
     os.replace(tmp, final)

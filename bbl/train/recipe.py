@@ -13,7 +13,7 @@ from pathlib import Path
 from bbl import __version__
 from bbl.config import Config
 from bbl.data.prepared import PreparedData
-from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
+from bbl.data.tokenizer import check_same_tokenizer, save_hf_tokenizer, tokenizer_fingerprint
 from bbl.errors import BblError
 from bbl.io import atomic_write_json, parse_yaml
 from bbl.models.build import check_seq_len
@@ -173,7 +173,7 @@ def _train(cfg: Config, data: PreparedData, data_dir: Path, out: Path, *, resume
     stopped_early = bool(cfg.training.stop_after_steps) and trainer.state.global_step < trainer.state.max_steps
     if is_main_process():
         trainer.save_model(str(out))
-        tokenizer.save_pretrained(str(out))
+        save_hf_tokenizer(tokenizer, out)  # over the Trainer's copy: the config the BabyLM pipeline also reads
         run = {
             "bbl_version": __version__, "kind": kind, "config": cfg.to_dict(), "parameters": n_params,
             "architecture": cfg.model.architecture, "tokenizer_sha256": data.tokenizer_sha256,

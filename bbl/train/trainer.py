@@ -1,5 +1,6 @@
 """The transformers `Trainer` as bbl runs it: the chunked head loss (`training.loss_impl: chunked`, the default),
-the run's train order, its `TrainingArguments` and callbacks (metrics.jsonl, eval each epoch, stop after N steps).
+the run's train order, its `TrainingArguments` and callbacks (metrics.jsonl, eval each epoch, stop after N steps,
+each checkpoint's tokenizer config made portable).
 
 `LossTrainer` is a `Trainer` subclass whose `compute_loss` runs the model for its last hidden states only
 (`logits_to_keep` = no position, `output_hidden_states`), then computes the CE (and, in `bbl.distill`'s subclass,
@@ -23,8 +24,10 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from bbl.config import Config, LossImpl, MLMTarget
+from bbl.data.tokenizer import TOKENIZER_FILE, write_portable_config
 from bbl.errors import BblError
 from bbl.losses.chunked import IGNORE_INDEX, chunked_head_loss, shift_labels
 from bbl.models.build import BIDIRECTIONAL, bidirectional_attention, forward_without_logits
@@ -187,7 +190,15 @@ def run_callbacks(out: Path, cfg: Config):
                 control.should_save = True
                 control.should_training_stop = True
 
-    callbacks = [MetricsJsonl()]
+    class PortableTokenizerConfig(TrainerCallback):
+        """Each saved checkpoint's tokenizer config rewritten as every bbl model dir's (`write_portable_config`)."""
+
+        def on_save(self, args, state, control, **kw):
+            saved = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if state.is_world_process_zero and (saved / TOKENIZER_FILE).is_file():
+                write_portable_config(saved)
+
+    callbacks = [MetricsJsonl(), PortableTokenizerConfig()]
     if cfg.training.eval_every_steps:
         callbacks.append(EvalEachEpoch())
     if cfg.training.stop_after_steps:
