@@ -298,8 +298,8 @@ def kd_temperature(distill: DistillConfig, cache_temperature: float | None) -> f
     return distill.temperature or cache_temperature or PAPER_TEMPERATURE
 
 
-CACHE_KEYS = ("weight", "kd_variant", "temperature", "allow_retemper", "reduction", "divergence", "jsd_beta", "skew",
-              "gold_matched_weight", "gold_unmatched_weight")
+CACHE_KEYS = ("weight", "kd_variant", "temperature", "allow_retemper", "reduction", "divergence", "jsd_beta",
+              "skew", "gold_matched_weight", "gold_unmatched_weight")
 """The keys of one cache's settings (`DistillConfig.caches`, `--cache PATH:KEY=VALUE,...`): its weight and the
 `distill` keys a cache reads on its own; alpha and mlm_kd belong to the whole run."""
 
@@ -344,11 +344,11 @@ def resolve_cache_weights(given: list[float | None]) -> list[float]:
     unset = sum(w is None for w in given)
     form = "the w_c of L = alpha*CE + (1-alpha) * sum_c w_c * T_c^2 * KD_c sum to 1"
     if unset and fixed > 1 + 1e-6:
-        raise BblError(f"cache weights given sum to {fixed:g} > 1, leaving nothing for the {unset} cache(s) without "
-                       f"one ({form}); lower them, e.g. --cache A:weight=0.7 --cache B:weight=0.3")
+        raise BblError(f"cache weights given sum to {fixed:g} > 1, leaving nothing for the {unset} cache(s) "
+                       f"without one ({form}); lower them, e.g. --cache A:weight=0.7 --cache B:weight=0.3")
     if not unset and abs(fixed - 1) > 1e-6:
-        raise BblError(f"cache weights sum to {fixed:g}; {form} (alpha alone weighs the CE): give weights that do, "
-                       f"e.g. --cache A:weight=0.7 --cache B:weight=0.3, or leave one out to take the rest")
+        raise BblError(f"cache weights sum to {fixed:g}; {form} (alpha alone weighs the CE): give weights that "
+                       f"do, e.g. --cache A:weight=0.7 --cache B:weight=0.3, or leave one out to take the rest")
     share = max(1 - fixed, 0.0) / unset if unset else 0.0
     return [share if w is None else float(w) for w in given]
 

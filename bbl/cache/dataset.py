@@ -117,8 +117,8 @@ class MultiCacheDataset:
 
     def __init__(self, readers: Sequence[CacheReader], *, seed: int = 0, buffer_chunks: int = 16):
         first = readers[0].chunk_windows
-        self.datasets = [CacheDataset(r, seed=seed, buffer_chunks=buffer_chunks * (-(-first // r.chunk_windows) + 1)
-                                      if c else buffer_chunks) for c, r in enumerate(readers)]
+        buffers = [buffer_chunks] + [buffer_chunks * (-(-first // r.chunk_windows) + 1) for r in readers[1:]]
+        self.datasets = [CacheDataset(r, seed=seed, buffer_chunks=n) for r, n in zip(readers, buffers, strict=True)]
         self.reader = readers[0]
 
     def __len__(self) -> int:

@@ -231,11 +231,11 @@ def dump_logits_cmd(ctx, teachers, data, cache_path, device, device_map, overrid
 @main.command("distill")
 @_train_options
 @click.option("--cache", "caches", multiple=True, metavar="PATH[:KEY=VALUE,...]",
-              help="Logit cache from `bbl dump-logits` (a path or an fsspec URL such as s3://bucket/name.zarr). Repeat "
-                   "it to distil from several caches (e.g. teachers of two tokenizers), each with its own settings "
-                   "after a colon: weight (w_c; the weights sum to 1, equal by default) and any of distill's "
-                   "kd_variant, temperature, allow_retemper, reduction, divergence, jsd_beta, skew, gold_*, e.g. "
-                   "--cache gpt2.zarr --cache llama.zarr:kd_variant=uld,weight=0.3.")
+              help="Logit cache from `bbl dump-logits` (a path or an fsspec URL such as s3://bucket/name.zarr). "
+                   "Repeat it to distil from several caches (e.g. teachers of two tokenizers), each with its own "
+                   "settings after a colon: weight (w_c; the weights sum to 1, equal by default) and any of "
+                   "distill's kd_variant, temperature, allow_retemper, reduction, divergence, jsd_beta, skew, "
+                   "gold_*, e.g. --cache gpt2.zarr --cache llama.zarr:kd_variant=uld,weight=0.3.")
 @click.option("--teacher", "teachers", type=PathArg, multiple=True,
               help="Online reference instead of --cache: keep these teachers resident (full-vocab KL).")
 def distill_cmd(config, data, out, overrides, resume, overwrite, caches, teachers):

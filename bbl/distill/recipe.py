@@ -69,7 +69,8 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
             (source,) = sources
             dataset = CacheDataset(source.reader, seed=cfg.training.seed)
             extras, more = _prepare_reading(source, data)
-            kwargs = {"distill": d, "temperature": source.temperature, "cache_temperature": source.reader.temperature,
+            kwargs = {"distill": d, "temperature": source.temperature,
+                      "cache_temperature": source.reader.temperature,
                       **({"reading_extras": extras} if extras is not None else {})}
             provenance = {"distill_mode": "cached", **_cache_provenance(source), **more}
         else:
@@ -80,9 +81,10 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
                 terms.append(CacheTerm(cache_prefix(c), source.distill, source.weight, source.temperature,
                                        source.reader.temperature, extras or {}))
                 e = source.distill
-                caches.append({**_cache_provenance(source), "weight": source.weight, "temperature": source.temperature,
-                               "kd_variant": e.kd_variant, "reduction": e.reduction, "divergence": e.divergence,
-                               "jsd_beta": e.jsd_beta, "skew": e.skew, **more})
+                caches.append({**_cache_provenance(source), "weight": source.weight,
+                               "temperature": source.temperature, "kd_variant": e.kd_variant,
+                               "reduction": e.reduction, "divergence": e.divergence, "jsd_beta": e.jsd_beta,
+                               "skew": e.skew, **more})
             kwargs = {"distill": d, "caches": terms}
             provenance = {"distill_mode": "cached", "caches": caches}
     else:
@@ -134,7 +136,8 @@ def cache_specs(cache_path) -> list[tuple[Path | str, dict]]:
     return specs
 
 
-def check_caches(cfg: Config, data: PreparedData, specs, *, open_reader=open_cache) -> tuple[Config, list[CacheSource]]:
+def check_caches(cfg: Config, data: PreparedData, specs, *,
+                 open_reader=open_cache) -> tuple[Config, list[CacheSource]]:
     """Open and check each cache of a cached run before anything is written (`bbl study` calls it per arm); returns
     the config the run saves and the checked caches, in order.
 
@@ -170,7 +173,8 @@ def check_caches(cfg: Config, data: PreparedData, specs, *, open_reader=open_cac
         checked = check_distill_inputs(dataclasses.replace(cfg, distill=merged.for_cache(c)), data, reader=reader)
         sources.append(CacheSource(location, reader, checked.distill, weights[c]))
     check_same_windows(sources)
-    resolved = [{**e, "kd_variant": s.distill.kd_variant, "weight": s.weight} for e, s in zip(entries, sources, strict=True)]
+    resolved = [{**e, "kd_variant": s.distill.kd_variant, "weight": s.weight}
+                for e, s in zip(entries, sources, strict=True)]
     return dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, caches=resolved)), sources
 
 
@@ -186,13 +190,13 @@ def check_same_windows(sources: list[CacheSource]) -> None:
     fix = "dump every cache with the same --data, --seq-len, --max-windows and --data-seed"
     for s in sources[1:]:
         if len(s.reader) != len(first.reader):
-            raise BblError(f"{s.location}: holds {len(s.reader)} windows, {first.location} {len(first.reader)}; caches "
-                           f"distilled together must hold the same student windows; {fix}")
+            raise BblError(f"{s.location}: holds {len(s.reader)} windows, {first.location} {len(first.reader)}; "
+                           f"caches distilled together must hold the same student windows; {fix}")
         idx = np.asarray(s.reader.read_array("window_idx", 0, len(s.reader)))
         if not np.array_equal(idx, ref):
             r = int(np.flatnonzero(idx != ref)[0])
-            raise BblError(f"{s.location}: row {r} holds window {idx[r]}, {first.location}'s window {ref[r]}; caches "
-                           f"distilled together must hold the same student windows; {fix}")
+            raise BblError(f"{s.location}: row {r} holds window {idx[r]}, {first.location}'s window {ref[r]}; "
+                           f"caches distilled together must hold the same student windows; {fix}")
 
 
 def _cache_provenance(source: CacheSource) -> dict:

@@ -201,10 +201,11 @@ class DistillTrainer(WindowTrainer):
                    for t, tg in zip(self.caches, split, strict=True)]
             loss = alpha * ce + (1 - alpha) * sum(t.weight * t.temperature ** 2 * kd
                                                   for t, kd in zip(self.caches, kds, strict=True))
+        kds = [float(kd.detach()) for kd in kds]
         self._parts["ce_loss"].append(float(ce.detach()))
-        self._parts["kd_loss"].append(sum(t.weight * float(kd) for t, kd in zip(self.caches, kds, strict=True)))
+        self._parts["kd_loss"].append(sum(t.weight * kd for t, kd in zip(self.caches, kds, strict=True)))
         for c, kd in enumerate(kds):
-            self._parts[f"kd_loss_{c}"].append(float(kd.detach()))
+            self._parts[f"kd_loss_{c}"].append(kd)
         return (loss, outputs) if return_outputs else loss
 
     def log(self, logs, start_time=None):
