@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -297,6 +298,86 @@ def kd_temperature(distill: DistillConfig, cache_temperature: float | None) -> f
     return distill.temperature or cache_temperature or PAPER_TEMPERATURE
 
 
+CACHE_KEYS = ("weight", "kd_variant", "temperature", "allow_retemper", "reduction", "divergence", "jsd_beta",
+              "skew", "gold_matched_weight", "gold_unmatched_weight")
+"""The keys of one cache's settings (`DistillConfig.caches`, `--cache PATH:KEY=VALUE,...`): its weight and the
+`distill` keys a cache reads on its own; alpha and mlm_kd belong to the whole run."""
+
+
+def check_cache_settings(settings, where: str) -> dict:
+    """One cache's settings (`CACHE_KEYS`) with each value checked against its `DistillConfig` field's type (weight: a
+    number >= 0). Returns a new dict.
+
+    Raises:
+        BblError: not a mapping, an unknown key (the valid ones listed), a value of the wrong type; naming `where`.
+    """
+    if not isinstance(settings, dict):
+        raise BblError(f"{where}: {_kind(settings)}, not a mapping of {', '.join(CACHE_KEYS)}")
+    hints = typing.get_type_hints(DistillConfig)
+    out = {}
+    for key, value in settings.items():
+        if key not in CACHE_KEYS:
+            run = " (it applies to the whole run: --set distill.KEY=VALUE)" if key in hints else ""
+            raise BblError(f"{where}: unknown key {key}{run}; a cache takes {', '.join(CACHE_KEYS)}")
+        if key == "weight":
+            value = _coerce(value, float, f"{where}: weight")
+            if value < 0:
+                raise BblError(f"{where}: weight {value:g} must be >= 0")
+        else:
+            value = _coerce(value, hints[key], f"{where}: {key}")
+        out[key] = value
+    return out
+
+
+def resolve_cache_weights(given: list[float | None]) -> list[float]:
+    """The w_c of L = alpha*CE + (1-alpha) * sum_c w_c * T_c^2 * KD_c from the weights given (None: not given): they
+    sum to 1, so alpha stays the CE's share and one cache gets w = 1 (today's loss); the caches without a weight
+    share equally what the given ones leave (all None: 1/n each).
+
+    Raises:
+        BblError: a weight below 0; given weights that leave less than 0 for the others, or, all given, do not sum to
+            1 (within 1e-6); naming the fix.
+    """
+    if any(w is not None and w < 0 for w in given):
+        raise BblError(f"cache weights {given}: a weight must be >= 0")
+    fixed = sum(w for w in given if w is not None)
+    unset = sum(w is None for w in given)
+    form = "the w_c of L = alpha*CE + (1-alpha) * sum_c w_c * T_c^2 * KD_c sum to 1"
+    if unset and fixed > 1 + 1e-6:
+        raise BblError(f"cache weights given sum to {fixed:g} > 1, leaving nothing for the {unset} cache(s) "
+                       f"without one ({form}); lower them, e.g. --cache A:weight=0.7 --cache B:weight=0.3")
+    if not unset and abs(fixed - 1) > 1e-6:
+        raise BblError(f"cache weights sum to {fixed:g}; {form} (alpha alone weighs the CE): give weights that "
+                       f"do, e.g. --cache A:weight=0.7 --cache B:weight=0.3, or leave one out to take the rest")
+    share = max(1 - fixed, 0.0) / unset if unset else 0.0
+    return [share if w is None else float(w) for w in given]
+
+
+def parse_cache_spec(spec) -> tuple[str, dict]:
+    """A `--cache PATH[:KEY=VALUE,...]` spec as (the location as typed, its settings checked by
+    `check_cache_settings`). Values are read as YAML scalars; the split is at the last ':' followed by KEY=VALUE
+    pairs only, so a URL (s3://bucket/x.zarr) or a path keeps its own colons.
+
+    Raises:
+        BblError: a malformed KEY=VALUE pair, an unknown key or a value of the wrong type, naming the spec.
+    """
+    text = str(spec)
+    match = re.fullmatch(r"(?P<location>.+?):(?P<settings>[A-Za-z_]\w*=[^,]*(?:,[A-Za-z_]\w*=[^,]*)*)", text)
+    if not match:
+        return text, {}
+    where = f"--cache {text}"
+    raw = {}
+    for pair in match["settings"].split(","):
+        key, _, value = pair.partition("=")
+        raw[key] = parse_yaml(value, where, fix="write KEY=VALUE pairs, e.g. PATH:kd_variant=uld,weight=0.5")
+    settings = check_cache_settings(raw, where)
+    try:  # the section's own checks (a temperature > 0, a known divergence...)
+        DistillConfig(**{k: v for k, v in settings.items() if k != "weight"})
+    except BblError as e:
+        raise BblError(f"{where}: {e}") from None
+    return match["location"], settings
+
+
 @dataclass
 class DistillConfig:
     alpha: float = 0.5
@@ -341,9 +422,46 @@ class DistillConfig:
     = the share of teacher ids with a twin, w_u = 1 - w_m; `bbl.losses.cross_tokenizer.gold_weights`)."""
     gold_unmatched_weight: float | None = None
     """`kd_variant: gold`: the weight w_u of the ULD over the ids without a twin; set with `gold_matched_weight`."""
+    caches: list[dict] | None = None
+    """Per-cache settings of a run that distils from several caches (`bbl distill --cache A --cache B:KEY=VALUE,...`,
+    whose specs fill it): one mapping per --cache, in order, of `weight` (w_c >= 0 in L = alpha*CE + (1-alpha) *
+    sum_c w_c * T_c^2 * KD_c; the weights sum to 1, those not given sharing equally what the given ones leave) and
+    any of the keys a cache reads on its own (`CACHE_KEYS`: kd_variant, temperature, allow_retemper, reduction,
+    divergence, jsd_beta, skew, gold_*), each overriding this section's value for that cache only. The run saves it
+    resolved (each cache's kd_variant and weight), so --resume compares it. None: one cache, read with this
+    section's settings (Baby Llama's logit mean of teachers of one tokenizer is one cache)."""
+
+    def for_cache(self, c: int) -> DistillConfig:
+        """The settings cache `c` is read with: this section with `caches[c]`'s keys (no `weight`) in place.
+
+        Raises:
+            BblError: `caches` has no entry `c`; a value the section refuses (naming `distill.caches[c]`).
+        """
+        if not self.caches or not 0 <= c < len(self.caches):
+            raise BblError(f"distill.caches has no entry {c}; give one mapping per --cache")
+        own = {k: v for k, v in self.caches[c].items() if k != "weight"}
+        try:
+            return dataclasses.replace(self, caches=None, **own)
+        except BblError as e:
+            raise BblError(f"distill.caches[{c}]: {e}") from None
+
+    def cache_weights(self) -> list[float]:
+        """Each cache's w_c (`caches`), summing to 1: as given, those not given sharing what the given ones leave.
+
+        Raises:
+            BblError: a weight below 0, given weights above 1, or all given and not summing to 1.
+        """
+        return resolve_cache_weights([e.get("weight") for e in self.caches or [{}]])
 
     def __post_init__(self):
         check_finite(self, "distill")
+        if self.caches is not None:
+            if not self.caches:
+                raise BblError("distill.caches is empty; give one mapping per --cache, or null for one cache")
+            self.caches = [check_cache_settings(e, f"distill.caches[{c}]") for c, e in enumerate(self.caches)]
+            self.cache_weights()
+            for c in range(len(self.caches)):
+                self.for_cache(c)
         if (self.gold_matched_weight is None) != (self.gold_unmatched_weight is None):
             raise BblError("distill.gold_matched_weight and distill.gold_unmatched_weight are set together (both "
                            "numbers, or both null for GOLD's adaptive weights)")

@@ -306,7 +306,7 @@ def test_collect_reports_the_other_tasks_with_paired_intervals(tmp_path):
         "baseline": [eval_tasks(0.6, 0.50, 0.10, 0.010, 0.020), eval_tasks(0.6, 0.56, 0.30, 0.012, 0.020)],
         "cached": [eval_tasks(0.7, 0.60, 0.20, 0.011, 0.030), eval_tasks(0.7, 0.62, 0.30, 0.014, 0.040)],
         "teacher": eval_tasks(0.8, 0.75, 0.5, 0.03, 0.05)})
-    arms = [Arm("baseline", "baseline"), Arm("cached", "cached", "c.zarr")]
+    arms = [Arm("baseline", "baseline"), Arm("cached", "cached", ["c.zarr"])]
     tasks = ["blimp", "supplement", "ewok", "wug_adj", "reading"]
     study = collect(tmp_path / "w", arms, 2, [teacher], {"runs": {}}, tasks=tasks)
     assert study["metrics"] == ["best_dev_ce", "blimp", "supplement", "ewok", "wug_adj", "reading_eye_tracking",

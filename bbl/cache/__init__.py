@@ -7,7 +7,13 @@ computed, registered by name); `dump` (the one dump driver, `bbl dump-logits`), 
 API is exported here: `bbl.cache.open_cache`, `CacheReader`, `CacheWriter`, `CacheDataset`, ...
 """
 
-from bbl.cache.dataset import CacheDataset, ChunkShuffleSampler, shuffled_order
+from bbl.cache.dataset import (
+    CacheDataset,
+    ChunkShuffleSampler,
+    MultiCacheDataset,
+    cache_prefix,
+    shuffled_order,
+)
 from bbl.cache.dump_config import DumpConfig
 from bbl.cache.format import (
     ARRAYS,
@@ -24,5 +30,6 @@ from bbl.cache.reader import CacheReader, open_cache
 from bbl.cache.writer import CacheWriter
 
 __all__ = ["ARRAYS", "DEFAULT_CHUNK_WINDOWS", "FORMAT_VERSION", "LOGPROB_STEP", "TOPK_ORDER", "CacheDataset",
-           "CacheReader", "CacheWriter", "ChunkBatch", "ChunkShuffleSampler", "DumpConfig", "get_kind", "id_dtype",
-           "kind_names", "open_cache", "register_kind", "shuffled_order", "target_arrays"]
+           "CacheReader", "CacheWriter", "ChunkBatch", "ChunkShuffleSampler", "DumpConfig", "MultiCacheDataset",
+           "cache_prefix", "get_kind", "id_dtype", "kind_names", "open_cache", "register_kind", "shuffled_order",
+           "target_arrays"]

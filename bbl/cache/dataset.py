@@ -1,4 +1,5 @@
-"""Reading a logit cache for training: the chunk-aware shuffle order, its sampler and the map-style dataset.
+"""Reading a logit cache for training: the chunk-aware shuffle order, its sampler and the map-style dataset, and
+several caches of the same windows read as one (`MultiCacheDataset`, each cache's targets under its key prefix).
 
 Exported by `bbl.cache`; rows are read through a `bbl.cache.reader.CacheReader`.
 """
@@ -6,6 +7,7 @@ Exported by `bbl.cache`; rows are read through a `bbl.cache.reader.CacheReader`.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -96,3 +98,38 @@ class CacheDataset:
         # the kind gives the targets its KD readings read (`CacheKind.training_item`)
         item.update({k: torch.from_numpy(v) for k, v in self.reader.kind.training_item(row, self._static).items()})
         return item
+
+
+def cache_prefix(c: int) -> str:
+    """The batch-key prefix of cache `c`'s targets in a `MultiCacheDataset` item ("cache0/", "cache1/", ...)."""
+    return f"cache{c}/"
+
+
+class MultiCacheDataset:
+    """Several caches of the same student windows (row n is window `window_idx[n]` in every one, checked by the
+    caller: `bbl.distill.recipe`) read as one map-style dataset: item i is input_ids and labels once, then each
+    cache's targets (its kind's `training_item`) under `cache_prefix(c)`, e.g. "cache1/topk_ids".
+
+    The order is the first cache's chunk shuffle (`sampler`), and `reader` is the first cache's (the ledger reads
+    its `window_idx`). Another cache may be chunked otherwise: its LRU holds enough of its chunks to cover a
+    shuffle group of the first's, so each of its chunks too is decoded about once per epoch.
+    """
+
+    def __init__(self, readers: Sequence[CacheReader], *, seed: int = 0, buffer_chunks: int = 16):
+        first = readers[0].chunk_windows
+        buffers = [buffer_chunks] + [buffer_chunks * (-(-first // r.chunk_windows) + 1) for r in readers[1:]]
+        self.datasets = [CacheDataset(r, seed=seed, buffer_chunks=n) for r, n in zip(readers, buffers, strict=True)]
+        self.reader = readers[0]
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def sampler(self) -> ChunkShuffleSampler:
+        return self.datasets[0].sampler()
+
+    def __getitem__(self, i: int) -> dict:
+        items = [ds[i] for ds in self.datasets]
+        out = {"input_ids": items[0]["input_ids"], "labels": items[0]["labels"]}
+        for c, item in enumerate(items):
+            out.update({cache_prefix(c) + k: v for k, v in item.items() if k not in ("input_ids", "labels")})
+        return out

@@ -230,12 +230,17 @@ def dump_logits_cmd(ctx, teachers, data, cache_path, device, device_map, overrid
 
 @main.command("distill")
 @_train_options
-@click.option("--cache", "cache_path", type=CacheArg, default=None,
-              help="Logit cache from `bbl dump-logits` (a path or an fsspec URL such as s3://bucket/name.zarr).")
+@click.option("--cache", "caches", multiple=True, metavar="PATH[:KEY=VALUE,...]",
+              help="Logit cache from `bbl dump-logits` (a path or an fsspec URL such as s3://bucket/name.zarr). "
+                   "Repeat it to distil from several caches (e.g. teachers of two tokenizers), each with its own "
+                   "settings after a colon: weight (w_c; the weights sum to 1, equal by default) and any of "
+                   "distill's kd_variant, temperature, allow_retemper, reduction, divergence, jsd_beta, skew, "
+                   "gold_*, e.g. --cache gpt2.zarr --cache llama.zarr:kd_variant=uld,weight=0.3.")
 @click.option("--teacher", "teachers", type=PathArg, multiple=True,
               help="Online reference instead of --cache: keep these teachers resident (full-vocab KL).")
-def distill_cmd(config, data, out, overrides, resume, overwrite, cache_path, teachers):
-    """Distill the student from cached soft targets: L = alpha*CE + (1-alpha)*T^2*KD.
+def distill_cmd(config, data, out, overrides, resume, overwrite, caches, teachers):
+    """Distill the student from cached soft targets: L = alpha*CE + (1-alpha)*T^2*KD; from several caches,
+    L = alpha*CE + (1-alpha) * sum_c w_c * T_c^2 * KD_c, each cache read as its own kind.
 
     Defaults follow the paper (alpha 0.5, T from the cache); KD variant and reduction are config keys:
     --set distill.kd_variant=topk_renorm, --set distill.reduction=babyllama (the original code's scaling).
@@ -243,8 +248,8 @@ def distill_cmd(config, data, out, overrides, resume, overwrite, cache_path, tea
     from bbl.config import load_config
     from bbl.distill.recipe import distill
 
-    distill(load_config(config, overrides), data, out, cache_path=cache_path, teacher_dirs=teachers, resume=resume,
-            overwrite=overwrite, log=click.echo)
+    distill(load_config(config, overrides), data, out, cache_path=list(caches) or None, teacher_dirs=teachers,
+            resume=resume, overwrite=overwrite, log=click.echo)
 
 
 @main.command("eval")

@@ -1,4 +1,5 @@
-"""`bbl distill`: train the student with L = alpha*CE + (1-alpha)*T^2*KD on the transformers Trainer.
+"""`bbl distill`: train the student with L = alpha*CE + (1-alpha)*T^2*KD on the transformers Trainer; from several
+caches (teachers of other tokenizers each in its own), L = alpha*CE + (1-alpha) * sum_c w_c * T_c^2 * KD_c.
 
 Cached (default): input ids and soft targets stream from the Zarr cache in its chunk-shuffled order; the
 teachers are never loaded. Online (`--teacher DIR ...`, no cache): the teachers stay resident and the KD term is
@@ -9,16 +10,20 @@ cache right and to measure what the cache saves.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 
-from bbl.cache.dataset import CacheDataset
+import numpy as np
+
+from bbl.cache.dataset import CacheDataset, MultiCacheDataset, cache_prefix
 from bbl.cache.integrity import damage_message
 from bbl.cache.kinds.registry import get_kind, kind_names
-from bbl.cache.reader import open_cache
-from bbl.config import Config, kd_temperature
+from bbl.cache.reader import CacheReader, open_cache
+from bbl.cache.store import cache_location
+from bbl.config import Config, DistillConfig, kd_temperature, parse_cache_spec
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
-from bbl.distill.trainer import DistillTrainer
+from bbl.distill.trainer import CacheTerm, DistillTrainer
 from bbl.errors import BblError
 from bbl.losses.readings import get_reading
 from bbl.models.build import check_model_dir
@@ -30,50 +35,185 @@ from bbl.train.recipe import check_run_out, train_lm
 
 def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_dirs=(), resume: bool = False,
             overwrite: bool = False, callbacks=(), log=print) -> Path:
-    """Distill `cfg`'s student from a cache (or, with `teacher_dirs` and no cache, from resident teachers).
+    """Distill `cfg`'s student from one cache or several (or, with `teacher_dirs` and no cache, from resident
+    teachers).
 
+    Args:
+        cache_path: a cache location (a path or an fsspec URL), or a list of them; each may be a spec
+            `LOCATION:KEY=VALUE,...` of that cache's own settings (`bbl.config.parse_cache_spec`,
+            `DistillConfig.caches`). From several caches L = alpha*CE + (1-alpha) * sum_c w_c * T_c^2 * KD_c
+            (`check_caches`, `bbl.distill.trainer.CacheTerm`); from one, exactly the single-cache loss.
     Raises:
-        BblError: neither or both of cache and teachers; cache incomplete or not matching the prepared data,
+        BblError: neither or both of cache and teachers; a cache incomplete or not matching the prepared data,
             tokenizer, seq_len, vocab or temperature (see `CacheReader.validate`); a cache whose kind does not admit
-            `distill.kd_variant` (`CacheKind.kd_variants`); a `distill.divergence` the reading does not support
-            (`KDReading.divergence_problem`); plus `train_lm`'s errors.
+            its `kd_variant` (`CacheKind.kd_variants`); a `distill.divergence` the reading does not support
+            (`KDReading.divergence_problem`); caches of other windows, or weights not summing to 1 (`check_caches`);
+            plus `train_lm`'s errors. All before anything is written.
     """
-    if bool(cache_path) == bool(teacher_dirs):
+    specs = cache_specs(cache_path)
+    if bool(specs) == bool(teacher_dirs):
         raise BblError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
     check_run_out(Path(out), resume=resume, overwrite=overwrite)  # before the cache scan or the teachers load
     data = PreparedData(data_dir)
-    if cache_path:
-        reader = open_cache(cache_path)
-        cfg = check_distill_inputs(cfg, data, reader=reader)
+    if specs:
+        cfg, sources = check_caches(cfg, data, specs)
         d = cfg.distill
-        damaged = reader.scan()  # decode every chunk once (crc32c) so damage stops the run before its first step
-        if damaged:
-            raise BblError(damage_message(cache_path, damaged, reader.attrs))
-        dataset = CacheDataset(reader, seed=cfg.training.seed)
-        kwargs = {"distill": d, "temperature": kd_temperature(d, reader.temperature),
-                  "cache_temperature": reader.temperature}
-        provenance = {"distill_mode": "cached", "cache": str(cache_path), "cache_temperature": reader.temperature,
-                      "cache_top_k": reader.top_k, "cache_targets": reader.targets,
-                      "cache_num_samples": reader.num_samples}
-        reading = get_reading(d.kd_variant)
-        if reading.prepare is not None:  # what the reading needs once from the cache (e.g. GOLD's twins)
-            static = {name: reader.read_static(name) for name in reader.static}
-            kwargs["reading_extras"], more = reading.prepare(static, d, data.vocab_size)
-            provenance.update(more)
+        for source in sources:  # decode every chunk once (crc32c) so damage stops the run before its first step
+            damaged = source.reader.scan()
+            if damaged:
+                raise BblError(damage_message(source.location, damaged, source.reader.attrs))
+        teacher_infos = [t for s in sources for t in s.reader.attrs.get("teachers", [])]
+        if len(sources) > 1:  # a teacher in two caches saw its words once
+            teacher_infos = list({t["path"]: t for t in teacher_infos}.values())
+        if len(sources) == 1:
+            (source,) = sources
+            dataset = CacheDataset(source.reader, seed=cfg.training.seed)
+            extras, more = _prepare_reading(source, data)
+            kwargs = {"distill": d, "temperature": source.temperature,
+                      "cache_temperature": source.reader.temperature,
+                      **({"reading_extras": extras} if extras is not None else {})}
+            provenance = {"distill_mode": "cached", **_cache_provenance(source), **more}
+        else:
+            dataset = MultiCacheDataset([s.reader for s in sources], seed=cfg.training.seed)
+            terms, caches = [], []
+            for c, source in enumerate(sources):
+                extras, more = _prepare_reading(source, data)
+                terms.append(CacheTerm(cache_prefix(c), source.distill, source.weight, source.temperature,
+                                       source.reader.temperature, extras or {}))
+                e = source.distill
+                caches.append({**_cache_provenance(source), "weight": source.weight,
+                               "temperature": source.temperature, "kd_variant": e.kd_variant,
+                               "reduction": e.reduction, "divergence": e.divergence, "jsd_beta": e.jsd_beta,
+                               "skew": e.skew, **more})
+            kwargs = {"distill": d, "caches": terms}
+            provenance = {"distill_mode": "cached", "caches": caches}
     else:
         cfg = check_distill_inputs(cfg, data, teacher_dirs=teacher_dirs)
         d = cfg.distill
-        teachers, infos = load_teachers(list(teacher_dirs), "cpu", seq_len=cfg.training.seq_len)
+        teachers, teacher_infos = load_teachers(list(teacher_dirs), "cpu", seq_len=cfg.training.seq_len)
         dataset = None  # the same windows and order as plain training
         kwargs = {"distill": d, "temperature": kd_temperature(d, None), "teachers": teachers}
-        provenance = {"distill_mode": "online", "teachers": infos}
-    teacher_infos = reader.attrs.get("teachers", []) if cache_path else infos
+        provenance = {"distill_mode": "online", "teachers": teacher_infos}
     provenance["teacher_ledgers"] = teacher_ledgers(teacher_infos)  # the ledger counts bbl's teachers' words too
-    provenance.update(alpha=d.alpha, temperature=kwargs["temperature"], kd_variant=d.kd_variant,
-                      reduction=d.reduction, divergence=d.divergence, jsd_beta=d.jsd_beta, skew=d.skew)
+    provenance["alpha"] = d.alpha
+    if "caches" not in provenance:  # several caches: each one's settings are in its entry
+        provenance.update(temperature=kwargs["temperature"], kd_variant=d.kd_variant, reduction=d.reduction,
+                          divergence=d.divergence, jsd_beta=d.jsd_beta, skew=d.skew)
     return train_lm(cfg, data_dir, out, resume=resume, overwrite=overwrite, kind="student_distilled",
                     train_dataset=dataset, trainer_base=DistillTrainer, trainer_kwargs=kwargs, provenance=provenance,
                     callbacks=callbacks, log=log)
+
+
+@dataclass
+class CacheSource:
+    """One cache of a cached run, checked (`check_caches`).
+
+    Attributes:
+        location: the cache's path or URL. reader: it, opened. distill: the settings it is read with (kd_variant
+        resolved). weight: its w_c (1 for one cache). temperature: its KD term's T_c (`kd_temperature`).
+    """
+
+    location: Path | str
+    reader: CacheReader
+    distill: DistillConfig
+    weight: float = 1.0
+
+    @property
+    def temperature(self) -> float:
+        return kd_temperature(self.distill, self.reader.temperature)
+
+
+def cache_specs(cache_path) -> list[tuple[Path | str, dict]]:
+    """`distill`'s `cache_path` (None, one location or spec, or a list of them) as [(location, its settings)]
+    (`bbl.config.parse_cache_spec`; a `Path` is a location as it is). Raises `BblError` for a malformed spec."""
+    if cache_path is None:
+        return []
+    items = [cache_path] if isinstance(cache_path, str | Path) else list(cache_path)
+    specs = []
+    for item in items:
+        location, settings = (item, {}) if isinstance(item, Path) else parse_cache_spec(item)
+        specs.append((cache_location(location), settings))
+    return specs
+
+
+def check_caches(cfg: Config, data: PreparedData, specs, *,
+                 open_reader=open_cache) -> tuple[Config, list[CacheSource]]:
+    """Open and check each cache of a cached run before anything is written (`bbl study` calls it per arm); returns
+    the config the run saves and the checked caches, in order.
+
+    One cache: its settings (`specs`, `distill.caches`) fold into `distill`, which `check_distill_inputs` checks as
+    ever. Several: each cache is read as `distill.for_cache(c)` and checked on its own (its kind admits the
+    kd_variant, divergence, temperature, `CacheReader.validate`); they must hold the same student windows row by
+    row (`window_idx`); the weights resolve to sum to 1 (`resolve_cache_weights`); the saved config's
+    `distill.caches` records each one's kd_variant and weight.
+
+    Args:
+        specs: [(location, settings)] (`cache_specs`). open_reader: location -> an open `CacheReader`.
+    Raises:
+        BblError: `distill.caches` of another length than `specs`; `distill.mlm_kd` with several caches; caches of
+            other windows; weights not summing to 1; and each cache's `check_distill_inputs` errors.
+    """
+    entries = cfg.distill.caches
+    if entries is not None and len(entries) != len(specs):
+        raise BblError(f"distill.caches has {len(entries)} entries for {len(specs)} --cache; give one per --cache "
+                       f"(or per-cache settings as --cache PATH:KEY=VALUE,...)")
+    entries = [{**(entries[c] if entries else {}), **settings} for c, (_, settings) in enumerate(specs)]
+    merged = dataclasses.replace(cfg.distill, caches=entries)  # checks every entry and the weights
+    weights = merged.cache_weights()
+    if len(specs) == 1:
+        location = specs[0][0]
+        reader = open_reader(location)
+        one = check_distill_inputs(dataclasses.replace(cfg, distill=merged.for_cache(0)), data, reader=reader)
+        return one, [CacheSource(location, reader, one.distill)]
+    if cfg.distill.mlm_kd:
+        raise BblError("distill.mlm_kd reads one cache; set distill.mlm_kd=false, or distil from one --cache")
+    sources = []
+    for c, (location, _) in enumerate(specs):
+        reader = open_reader(location)
+        checked = check_distill_inputs(dataclasses.replace(cfg, distill=merged.for_cache(c)), data, reader=reader)
+        sources.append(CacheSource(location, reader, checked.distill, weights[c]))
+    check_same_windows(sources)
+    resolved = [{**e, "kd_variant": s.distill.kd_variant, "weight": s.weight}
+                for e, s in zip(entries, sources, strict=True)]
+    return dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, caches=resolved)), sources
+
+
+def check_same_windows(sources: list[CacheSource]) -> None:
+    """Refuse caches that do not hold the same student windows in the same rows (their `window_idx`), which
+    distilling from them together needs: row n of every cache must be one window.
+
+    Raises:
+        BblError: one line naming the cache, how it differs from the first, and the fix.
+    """
+    first = sources[0]
+    ref = np.asarray(first.reader.read_array("window_idx", 0, len(first.reader)))
+    fix = "dump every cache with the same --data, --seq-len, --max-windows and --data-seed"
+    for s in sources[1:]:
+        if len(s.reader) != len(first.reader):
+            raise BblError(f"{s.location}: holds {len(s.reader)} windows, {first.location} {len(first.reader)}; "
+                           f"caches distilled together must hold the same student windows; {fix}")
+        idx = np.asarray(s.reader.read_array("window_idx", 0, len(s.reader)))
+        if not np.array_equal(idx, ref):
+            r = int(np.flatnonzero(idx != ref)[0])
+            raise BblError(f"{s.location}: row {r} holds window {idx[r]}, {first.location}'s window {ref[r]}; "
+                           f"caches distilled together must hold the same student windows; {fix}")
+
+
+def _cache_provenance(source: CacheSource) -> dict:
+    """What the run's ledger records of a cache."""
+    r = source.reader
+    return {"cache": str(source.location), "cache_temperature": r.temperature, "cache_top_k": r.top_k,
+            "cache_targets": r.targets, "cache_num_samples": r.num_samples}
+
+
+def _prepare_reading(source: CacheSource, data: PreparedData) -> tuple[dict | None, dict]:
+    """(extras, provenance) of what the cache's reading needs once from its static arrays (e.g. GOLD's twins);
+    (None, {}) for a reading with nothing to prepare."""
+    reading = get_reading(source.distill.kd_variant)
+    if reading.prepare is None:
+        return None, {}
+    static = {name: source.reader.read_static(name) for name in source.reader.static}
+    return reading.prepare(static, source.distill, data.vocab_size)
 
 
 def check_distill_inputs(cfg: Config, data: PreparedData, *, reader=None, teacher_dirs=()) -> Config:

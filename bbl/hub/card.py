@@ -194,10 +194,16 @@ def _words_lines(ledger: dict, this: Revision, revision: str) -> list[str]:
 def _distillation_lines(run: dict) -> list[str]:
     """The distillation settings table of a distilled student."""
     lines = ["", "## Distillation", "", "| setting | value |", "|---|---|",
-             f"| mode | {run.get('distill_mode')} |", f"| alpha (weight of the hard-label CE) | {run.get('alpha')} |",
-             f"| temperature | {run.get('temperature')} |", f"| KD variant | {run.get('kd_variant')} |",
-             f"| reduction | {run.get('reduction')} |"]
-    if run.get("distill_mode") == "cached":
+             f"| mode | {run.get('distill_mode')} |", f"| alpha (weight of the hard-label CE) | {run.get('alpha')} |"]
+    if not run.get("caches"):
+        lines += [f"| temperature | {run.get('temperature')} |", f"| KD variant | {run.get('kd_variant')} |",
+                  f"| reduction | {run.get('reduction')} |"]
+    for c, cache in enumerate(run.get("caches") or []):  # several caches: each one's own reading and weight
+        name = Path(str(cache.get("cache"))).name
+        lines.append(f"| logit cache {c} | `{name}`: {cache.get('cache_targets')} targets, KD variant "
+                     f"{cache.get('kd_variant')}, weight {cache.get('weight'):g}, temperature "
+                     f"{cache.get('temperature')} |")
+    if run.get("distill_mode") == "cached" and not run.get("caches"):
         lines += [f"| logit cache | `{Path(str(run.get('cache'))).name}` |",
                   f"| cache temperature | {run.get('cache_temperature')} |",
                   f"| cache top-k | {run.get('cache_top_k')} |", f"| cache targets | {run.get('cache_targets')} |",

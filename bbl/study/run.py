@@ -22,7 +22,7 @@ from bbl.cache.reader import open_cache
 from bbl.cache.store import cache_location, group_json
 from bbl.config import kd_temperature, load_config
 from bbl.data.prepared import PreparedData
-from bbl.distill.recipe import check_distill_inputs
+from bbl.distill.recipe import cache_specs, check_caches, check_distill_inputs
 from bbl.errors import BblError
 from bbl.evaluate.run import EvalConfig
 from bbl.evaluate.suite import check_task_data
@@ -91,7 +91,8 @@ def check_arm(arm: Arm, config: str, overrides: list[str], data: PreparedData, t
     """Everything an arm's runs would refuse, checked before the study's first run: its config with the study's and
     its own `--set` values, against the prepared data (`check_config_data`), and its cache or teachers
     (`check_distill_inputs`), the cache holding the windows the student trains on. `readers` holds the caches
-    opened so far, by location (each is opened once: an open lists the store).
+    opened so far, by location (each is opened once: an open lists the store); an arm of several caches is checked
+    as `bbl distill` checks them (`check_caches`: each cache's settings, the same windows, the weights).
 
     Raises:
         BblError: what the arm's first run would have failed with.
@@ -104,16 +105,18 @@ def check_arm(arm: Arm, config: str, overrides: list[str], data: PreparedData, t
         check_distill_inputs(cfg, data, teacher_dirs=teachers)
     if arm.mode != "cached":
         return
-    reader = readers.get(arm.cache) or readers.setdefault(arm.cache, open_cache(arm.cache))
-    selection = reader.attrs.get("window_selection", {})  # opened: complete, no missing chunk
-    t = cfg.training
-    want = (t.max_train_windows, t.window_seed if t.max_train_windows else None)
-    if (selection.get("max_windows"), selection.get("seed") if selection.get("max_windows") else None) != want:
-        raise BblError(f"{arm.cache}: dumped for max_windows {selection.get('max_windows')}, seed "
-                       f"{selection.get('seed')}, the student trains on max_train_windows {t.max_train_windows}, "
-                       f"data_seed {t.window_seed}: arms would see other windows; --set training.max_train_windows=... "
-                       f"training.data_seed=... to match the cache")
-    check_distill_inputs(cfg, data, reader=reader)
+    specs = cache_specs(arm.caches)
+    for location, _ in specs:
+        reader = readers.get(location) or readers.setdefault(location, open_cache(location))
+        selection = reader.attrs.get("window_selection", {})  # opened: complete, no missing chunk
+        t = cfg.training
+        want = (t.max_train_windows, t.window_seed if t.max_train_windows else None)
+        if (selection.get("max_windows"), selection.get("seed") if selection.get("max_windows") else None) != want:
+            raise BblError(f"{location}: dumped for max_windows {selection.get('max_windows')}, seed "
+                           f"{selection.get('seed')}, the student trains on max_train_windows {t.max_train_windows}, "
+                           f"data_seed {t.window_seed}: arms would see other windows; --set "
+                           f"training.max_train_windows=... training.data_seed=... to match the cache")
+    check_caches(cfg, data, specs, open_reader=readers.__getitem__)
 
 
 def _eval_argv(model_dir: Path, out: Path, blimp_dir: Path, supplement_dir: Path, max_pairs: int | None,
@@ -193,8 +196,8 @@ def _run_study(config: str, data_dir: Path, workdir: Path, *, cache: Path | None
         out = workdir / "runs" / arm.name / f"seed{seed}"
         key = f"{arm.name}/seed{seed}"
         argv = run_argv(arm, config, data_dir, out, seed, overrides, teachers)
-        meta = group_json(arm.cache) if arm.cache is not None else None
-        runner.run(Step(key, argv, out, parts=[meta] if meta is not None else [], section="runs",
+        metas = [group_json(location) for location, _ in cache_specs(arm.caches)]
+        runner.run(Step(key, argv, out, parts=[m for m in metas if m is not None], section="runs",
                         label=f"[study {i}/{len(todo)}] {key}", on_stale="restart", failure_hint=RESUME_HINT,
                         env=env))
         runner.run(_eval_step(key, out, out / "eval", blimp_dir, supplement_dir, max_pairs,
@@ -216,7 +219,7 @@ def _study_arms(cfg, cache, study_cache, teachers: list[Path], arm_specs) -> tup
     then each `--arm`; and the names of the `--arm` ones. Raises `BblError` on a repeated name."""
     arms = [Arm("baseline", "baseline")]
     if study_cache is not None:
-        arms.append(Arm("cached", "cached", cache_location(cache)))
+        arms.append(Arm("cached", "cached", [cache_location(cache)]))
     if teachers:
         temperature = kd_temperature(cfg.distill, study_cache.temperature if study_cache else None)
         arms.append(Arm("online", "online", overrides=[f"distill.temperature={temperature}"]))
@@ -314,6 +317,7 @@ def collect(workdir: Path, arms: list[Arm], seeds: int, teachers: list[Path], st
                          "curve": dev_curve(d)})
         summary = {m: dict(zip(("mean", "std"), mean_std([r[m] for r in runs]), strict=True)) for m in metrics}
         out["arms"][arm.name] = {"mode": arm.mode, "cache": str(arm.cache) if arm.cache else None,
+                                 **({"caches": [str(c) for c in arm.caches]} if len(arm.caches) > 1 else {}),
                                  "overrides": arm.overrides, "runs": runs, **summary}
     base = out["arms"]["baseline"]["runs"]
     for arm in out["arms"].values():
