@@ -38,6 +38,8 @@ DivergenceName = typing.Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "s
 Objective = typing.Literal["clm", "mlm"]
 """A training phase's objective: clm (causal mask, next-token CE) or mlm (bidirectional mask, CE on masked tokens)."""
 MLMTarget = typing.Literal["previous", "own"]
+ULDForm = typing.Literal["boizard", "tempered"]
+"""How `kd_variant: uld` weighs and tempers ULD (`distill.uld_form`): as its source runs it, or bbl's earlier form."""
 WindowOffset = typing.Literal["fixed", "random"]
 """Where an epoch cuts the train windows (`training.window_offset`; `bbl.data.windows`)."""
 
@@ -343,6 +345,14 @@ class DistillConfig:
     = the share of teacher ids with a twin, w_u = 1 - w_m; `bbl.losses.cross_tokenizer.gold_weights`)."""
     gold_unmatched_weight: float | None = None
     """`kd_variant: gold`: the weight w_u of the ULD over the ids without a twin; set with `gold_matched_weight`."""
+    uld_form: ULDForm = "boizard"
+    """`kd_variant: uld`: boizard (Boizard et al. 2024 as their code runs it, Nicolas-BZRD/llm-recipes: teacher and
+    student at T = 1, L = CE + uld_weight * ULD, alpha unused; the cache must be dumped at --temperature 1) or
+    tempered (bbl's earlier form, which the recorded ULD results used: both at the cache's T, L = alpha*CE +
+    (1-alpha)*T^2*ULD)."""
+    uld_weight: float = 1.5
+    """`kd_variant: uld` with uld_form boizard: lambda of L = CE + lambda * ULD (llm-recipes `distil_factor`: 1.5 in
+    its configs/distillation.py and its README's command)."""
     alm_temperature: float = 100.0
     """`kd_variant: alm`: tau > 0, which divides chunk log-likelihoods before the binarisation (P^(1/tau)); not a
     softmax temperature (both sides' token distributions are at T = 1). The paper's 100 (Appendix B; tokenkit
@@ -365,6 +375,8 @@ class DistillConfig:
                 raise BblError(f"distill.{name} {getattr(self, name)} must be >= 0")
         if not 0.0 <= self.alpha <= 1.0:
             raise BblError(f"distill.alpha {self.alpha} is outside [0, 1]")
+        if self.uld_weight < 0:
+            raise BblError(f"distill.uld_weight {self.uld_weight} must be >= 0")
         if not self.alm_temperature > 0:
             raise BblError(f"distill.alm_temperature {self.alm_temperature} must be > 0")
         if not 0.0 <= self.alm_gamma < 1.0:

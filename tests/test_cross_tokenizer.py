@@ -303,7 +303,7 @@ def test_distill_reads_a_cross_tokenizer_cache_with_exact_match_and_uld(bpe_teac
     cache = tmp_path / "x.zarr"
     dump_logits([bpe_teacher], student_data, cache, xconfig(top_k=16), progress=False, log=quiet)
     kd = {}
-    own = {"exact_match": [], "uld": [], "gold": []}
+    own = {"exact_match": [], "uld": ["distill.uld_form=tempered"], "gold": []}  # a T = 2 cache: ULD's tempered form
     for variant in ("exact_match", "uld", "gold"):
         cfg = load_config("student-tiny", ["training.max_train_windows=null", "training.max_steps=3",
                                            "training.logging_steps=1", f"distill.kd_variant={variant}", *own[variant]])
@@ -329,3 +329,6 @@ def test_distill_reads_a_cross_tokenizer_cache_with_exact_match_and_uld(bpe_teac
     with pytest.raises(BblError, match="distill.kd_variant=exact_match or uld or gold or alm"):
         distill(load_config("student-tiny", ["distill.kd_variant=topk_tail"]), student_data, tmp_path / "bad",
                 cache_path=cache, log=quiet)
+    with pytest.raises(BblError, match="dump with --temperature 1, or set distill.uld_form=tempered"):
+        distill(load_config("student-tiny", ["distill.kd_variant=uld"]), student_data, tmp_path / "boizard",
+                cache_path=cache, log=quiet)  # Boizard et al.'s ULD (the default) compares T = 1 distributions

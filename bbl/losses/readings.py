@@ -221,7 +221,51 @@ def _prepare_gold(static: dict, distill, vocab_size: int) -> tuple[dict, dict]:
     return extras, {"gold_matched_weight": w_m, "gold_unmatched_weight": w_u}
 
 
-for _reading in (_cross_reading("exact_match"), _cross_reading("uld"), _cross_reading("gold", _prepare_gold)):
+def _prepare_uld(static: dict, distill, vocab_size: int) -> tuple[dict, dict]:
+    """ULD's form and weight (`distill.uld_form`, `distill.uld_weight`), the run's to record."""
+    return ({"uld_form": distill.uld_form, "uld_weight": distill.uld_weight},
+            {"uld_form": distill.uld_form, "uld_weight": distill.uld_weight})
+
+
+def _uld_settings(ctx: KDContext) -> tuple[float, tuple[float, float]]:
+    """(temperature of both sides, (w_ce, w_kd)) of ULD in the run's `distill.uld_form`: boizard = Boizard et al.'s
+    code (Nicolas-BZRD/llm-recipes, configs/distillation.py:15-18 and train/train_utils.py:52: T = 1 on both sides,
+    cross-entropy weight 1, `distil_factor` lambda); tempered = bbl's earlier form (the cache's T on both sides,
+    alpha*CE + (1-alpha)*T^2*ULD)."""
+    if "uld_form" not in ctx.extras:
+        raise ValueError("kd_variant uld needs its settings in KDContext.extras (its KDReading.prepare)")
+    if ctx.extras["uld_form"] == "boizard":
+        return 1.0, (1.0, ctx.extras["uld_weight"])
+    return ctx.temperature, (ctx.alpha, (1.0 - ctx.alpha) * ctx.temperature ** 2)
+
+
+def _uld_cache_problem(attrs: dict, distill) -> str | None:
+    """Boizard et al.'s ULD compares the T = 1 distributions: a cache of other targets cannot give the teacher's."""
+    temperature = float(attrs.get("temperature", 1.0))
+    if distill.uld_form == "boizard" and abs(temperature - 1.0) > 1e-9:
+        return (f"distill.kd_variant=uld compares the T = 1 distributions (Boizard et al., distill.uld_form=boizard), "
+                f"but the cache holds targets at temperature {temperature:g}; dump with --temperature 1, or set "
+                f"distill.uld_form=tempered (ULD at the cache's T, alpha*CE + (1-alpha)*T^2*ULD)")
+    return None
+
+
+def _uld_reading() -> KDReading:
+    def chunked_loss(hidden, weight, labels, targets, ctx: KDContext):
+        temperature, weights = _uld_settings(ctx)
+        return cross_tokenizer_head_loss(hidden, weight, labels, targets, variant="uld", alpha=ctx.alpha,
+                                         temperature=temperature, reduction=ctx.reduction, chunk_rows=ctx.chunk_rows,
+                                         weights=weights)
+
+    def logits_kd(logits, targets, ctx: KDContext):
+        temperature, _ = _uld_settings(ctx)
+        return reduce_aligned(cross_tokenizer_kd("uld", temperature)(logits, targets), targets["aligned"],
+                              ctx.reduction)
+
+    return KDReading("uld", chunked_loss, logits_kd, _CROSS_KEYS, divergence_support="forward_kl",
+                     prepare=_prepare_uld, weights=lambda ctx: _uld_settings(ctx)[1], check_cache=_uld_cache_problem)
+
+
+for _reading in (_cross_reading("exact_match"), _uld_reading(), _cross_reading("gold", _prepare_gold)):
     register_reading(_reading)
 
 
