@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from bbl.config import REDUCTIONS, Reduction
 from bbl.losses.chunked import (
@@ -35,6 +34,7 @@ from bbl.losses.chunked import (
     shift_labels,
 )
 from bbl.losses.chunked_rows import ROW_BUDGET
+from bbl.losses.coarse import compute_dtype
 
 ALM_EPSILON = 1e-6
 """ε subtracted after dividing a log-likelihood by τ, so log(1 - e^b) stays finite at a log-likelihood of 0
@@ -211,10 +211,14 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
     values and gradients of `alm_loss` on the full logits (and of HF's mean CE).
 
     A group's log-likelihood spans positions that may sit in different row chunks, so the chunks are passed
-    twice: first (no autograd) for each position's token and boundary log-probs, from which the (B, S) group terms
-    and their gradients w.r.t. those log-probs follow by autograd; then again, each chunk's logit gradient being
-    that of CE plus Σ (dL/d token_logprob · token_logprob + dL/d boundary_logprob · boundary_logprob) by autograd
-    on the chunk (the chain rule through the per-position values). Two projections per chunk instead of one.
+    twice: first (no autograd) for each position's token and boundary log-probs and the CE, from which the (B, S)
+    group terms and their gradients g_tok, g_bnd w.r.t. those log-probs follow by autograd; then again for each
+    chunk's logit gradient by the chain rule, in closed form (p = softmax(z), q = the softmax of z over the
+    boundary ids, 0 elsewhere; w_ce' = ce_weight / the labelled positions):
+
+        dL/dz = w_ce' (p - e_label) + kd_weight [g_tok (e_next - p) + g_bnd (q - p)]
+
+    Two projections per chunk instead of one, and no autograd graph over (rows, V).
 
     Args:
         hidden: (B, S, H) float final hidden states; weight: (V, H) LM head; labels: (B, S) HF causal-LM labels
@@ -242,14 +246,19 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
     rows = chunk_rows or default_chunk_rows(weight.shape[0], budget_elements=ROW_BUDGET)
     ce_scale = ce_weight / n_valid
 
+    safe_target = target.clamp_min(0)
+    labelled = (target != IGNORE_INDEX).to(hidden.dtype)
+
     def passes(hid, w, want_grad: bool):
         token = torch.empty(n, dtype=torch.float64, device=hid.device)
         mass = torch.empty_like(token)
 
         def measure(r0, r1, logits):
-            ce = F.cross_entropy(logits, target[r0:r1], ignore_index=IGNORE_INDEX, reduction="sum")
-            token[r0:r1], mass[r0:r1] = student_alm_logprobs(logits, next_ids[r0:r1], mask)
-            return ce, None, None
+            log_z = torch.logsumexp(logits, dim=-1)
+            label_logprob = logits.gather(-1, safe_target[r0:r1, None]).squeeze(-1) - log_z
+            token[r0:r1] = logits.gather(-1, next_ids[r0:r1, None]).squeeze(-1) - log_z
+            mass[r0:r1] = torch.logsumexp(logits.masked_fill(~mask, float("-inf")), dim=-1) - log_z
+            return -(label_logprob * labelled[r0:r1].to(logits.dtype)).sum(), None, None
 
         with torch.no_grad():
             ce_sum, _, _, _ = project_chunks(hid, w, rows, measure, want_grad=False)
@@ -268,15 +277,22 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
             return loss, ce_sum, kd, None, None
         d_token = torch.zeros_like(token) if d_token is None else d_token
         d_mass = torch.zeros_like(mass) if d_mass is None else d_mass
+        dtype = compute_dtype(hid.dtype)
+        g_ce = (ce_scale * labelled).to(dtype)
+        g_tok, g_bnd = (kd_weight * d_token).to(dtype), (kd_weight * d_mass).to(dtype)
+        log_boundary = (mass.detach()).to(dtype)  # lse over the boundary ids - lse over all, per row
 
         def differentiate(r0, r1, logits):
-            with torch.enable_grad():
-                logits.requires_grad_(True)
-                ce = F.cross_entropy(logits, target[r0:r1], ignore_index=IGNORE_INDEX, reduction="sum")
-                tok, bnd = student_alm_logprobs(logits, next_ids[r0:r1], mask)
-                chain = (d_token[r0:r1].to(tok.dtype) * tok).sum() + (d_mass[r0:r1].to(bnd.dtype) * bnd).sum()
-                dz = torch.autograd.grad(ce_scale * ce + kd_weight * chain, logits)[0]
-            return ce.detach(), None, dz
+            log_z = torch.logsumexp(logits, dim=-1, keepdim=True)
+            dz = torch.exp(logits - log_z)  # p, becoming the gradient in place
+            dz.mul_((g_ce[r0:r1] - g_tok[r0:r1] - g_bnd[r0:r1]).unsqueeze(-1))
+            at = g_bnd[r0:r1] != 0
+            if bool(at.any()):  # q at the rows that end a group: exp(z - lse over the boundary ids) on the ids
+                q = torch.exp(logits[at] - (log_z[at] + log_boundary[r0:r1][at].unsqueeze(-1)))
+                dz[at] += q.masked_fill_(~mask, 0.0) * g_bnd[r0:r1][at].unsqueeze(-1)
+            dz.scatter_add_(-1, safe_target[r0:r1, None], -g_ce[r0:r1, None])
+            dz.scatter_add_(-1, next_ids[r0:r1, None], g_tok[r0:r1, None])
+            return log_z.new_zeros(()), None, dz
 
         _, _, grad_hidden, grad_weight = project_chunks(hid, w, rows, differentiate, want_grad=True)
         return loss, ce_sum, kd, grad_hidden, grad_weight
