@@ -31,7 +31,7 @@ TargetKind = typing.Literal["topk", "sampled", "hybrid"]
 """What a cache stores per position (attribute `targets`; docs/cache-format.md): topk: the k most probable ids,
 their log-probs and the tail's log mass; sampled: `num_samples` ids drawn with replacement from p_T (Anshumann et
 al. 2025); hybrid: topk's arrays plus `num_samples` ids drawn from the tail renormalised."""
-KDVariant = typing.Literal["topk_tail", "topk_renorm", "sampled", "hybrid", "exact_match", "uld", "gold"]
+KDVariant = typing.Literal["topk_tail", "topk_renorm", "sampled", "hybrid", "exact_match", "uld", "gold", "alm"]
 Reduction = typing.Literal["token_mean", "babyllama"]
 DivergenceName = typing.Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_rkl", "tvd", "akl"]
 """What the KD term measures between teacher and student (`distill.divergence`; each registered by name in
@@ -39,6 +39,8 @@ DivergenceName = typing.Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "s
 Objective = typing.Literal["clm", "mlm"]
 """A training phase's objective: clm (causal mask, next-token CE) or mlm (bidirectional mask, CE on masked tokens)."""
 MLMTarget = typing.Literal["previous", "own"]
+ULDForm = typing.Literal["boizard", "tempered"]
+"""How `kd_variant: uld` weighs and tempers ULD (`distill.uld_form`): as its source runs it, or bbl's earlier form."""
 WindowOffset = typing.Literal["fixed", "random"]
 """Where an epoch cuts the train windows (`training.window_offset`; `bbl.data.windows`)."""
 
@@ -392,8 +394,10 @@ class DistillConfig:
     exact_match for a cross-tokenizer one), topk_tail for online distillation. Else topk_tail (exact KL of the (k+1)-outcome coarsening) or topk_renorm (teacher renormalised over top-k), for
     top-k and hybrid caches; sampled (a sampled cache, `bbl.losses.sampled_kl`); hybrid (a hybrid cache,
     `bbl.losses.hybrid_kl`); exact_match, uld or gold (a cross_tokenizer cache, `bbl.losses.cross_tokenizer`: at
-    the student positions aligned with a teacher position only, chunked as `training.loss_impl` says). A
-    cache of another kind is refused with one line."""
+    the student positions aligned with a teacher position only, chunked as `training.loss_impl` says); alm (a
+    cross_tokenizer cache dumped with ALM's arrays, `bbl.losses.alm`: the teacher's and student's likelihoods of
+    the chunks between shared token boundaries, L = alpha*CE + (1-alpha)*ALM, no T^2). A cache of another kind is
+    refused with one line."""
     mlm_kd: bool = False
     """In the mlm phases of `training.objective_schedule` (AntLM), also distil where it is defined: at each position
     that predicts a masked token (`training.mlm_target: previous`), the cached teacher distribution of that next
@@ -422,6 +426,25 @@ class DistillConfig:
     = the share of teacher ids with a twin, w_u = 1 - w_m; `bbl.losses.cross_tokenizer.gold_weights`)."""
     gold_unmatched_weight: float | None = None
     """`kd_variant: gold`: the weight w_u of the ULD over the ids without a twin; set with `gold_matched_weight`."""
+    uld_form: ULDForm = "boizard"
+    """`kd_variant: uld`: boizard (Boizard et al. 2024 as their code runs it, Nicolas-BZRD/llm-recipes: teacher and
+    student at T = 1, L = CE + uld_weight * ULD, alpha unused; the cache must be dumped at --temperature 1) or
+    tempered (bbl's earlier form, which the recorded ULD results used: both at the cache's T, L = alpha*CE +
+    (1-alpha)*T^2*ULD)."""
+    uld_weight: float = 1.5
+    """`kd_variant: uld` with uld_form boizard: lambda of L = CE + lambda * ULD (llm-recipes `distil_factor`: 1.5 in
+    its configs/distillation.py and its README's command)."""
+    alm_temperature: float = 100.0
+    """`kd_variant: alm`: tau > 0, which divides chunk log-likelihoods before the binarisation (P^(1/tau)); not a
+    softmax temperature (both sides' token distributions are at T = 1). The paper's 100 (Appendix B; tokenkit
+    `binarization_temp`); its note 16 finds 5 better."""
+    alm_gamma: float = 0.1
+    """`kd_variant: alm`: gamma in [0, 1), the teacher's boundary mass after a chunk above which the chunk ends a
+    group (chunks merge until then; tokenkit `merge_by_space_prob`, strict >); 0 = every chunk its own group. The
+    paper's 0.1 (Appendix B)."""
+    alm_debias: bool = True
+    """`kd_variant: alm`: add each side's log-mass on its boundary ids (space, newline, tab, special) after a group
+    to the group's log-likelihood (outcome chunk debiasing, Section 3.1; tokenkit `append_space`); on in the paper."""
     caches: list[dict] | None = None
     """Per-cache settings of a run that distils from several caches (`bbl distill --cache A --cache B:KEY=VALUE,...`,
     whose specs fill it): one mapping per --cache, in order, of `weight` (w_c >= 0 in L = alpha*CE + (1-alpha) *
@@ -470,6 +493,12 @@ class DistillConfig:
                 raise BblError(f"distill.{name} {getattr(self, name)} must be >= 0")
         if not 0.0 <= self.alpha <= 1.0:
             raise BblError(f"distill.alpha {self.alpha} is outside [0, 1]")
+        if self.uld_weight < 0:
+            raise BblError(f"distill.uld_weight {self.uld_weight} must be >= 0")
+        if not self.alm_temperature > 0:
+            raise BblError(f"distill.alm_temperature {self.alm_temperature} must be > 0")
+        if not 0.0 <= self.alm_gamma < 1.0:
+            raise BblError(f"distill.alm_gamma {self.alm_gamma} must be in [0, 1) (0: no merging)")
         for name, ends in (("jsd_beta", "0 is divergence=forward_kl, 1 is reverse_kl"),
                            ("skew", "0 is divergence=forward_kl / reverse_kl, 1 makes the divergence 0")):
             if not 0.0 < getattr(self, name) < 1.0:

@@ -14,8 +14,9 @@ with SentencePiece-style spaces, trained here on the same text. Which side holds
 the "foreign" tokenizer does not change what is measured: one teacher forward over the text of a window plus its
 left context, the alignment, and what is stored. Steps: the study's student (`--student`) at the same vocabulary
 size, one optimizer step each, from the same-tokenizer cache (topk_tail, `chunked_head_loss`) and from the
-cross-tokenizer cache (exact_match / uld / gold, `cross_tokenizer_head_loss`), modes interleaved per repetition.
-Peak RSS: each mode in its own child process, the peak during its steps. Medians over --reps.
+cross-tokenizer cache (exact_match / uld / gold, `cross_tokenizer_head_loss`; alm, `alm_head_loss`, whose chunked
+path projects the head twice), modes interleaved per repetition. Peak RSS: each mode in its own child process, the
+peak during its steps. Medians over --reps. Also the stored bytes of ALM's arrays per teacher and per student token.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from report_json import emit
 
 from bbl.cache.kinds.cross_tokenizer import DEFAULT_CONTEXT_TOKENS
 
-STEP_MODES = ("same", "exact_match", "uld", "gold")
+STEP_MODES = ("same", "exact_match", "uld", "gold", "alm")
 ALPHA, TEMPERATURE = 0.5, 1.0
 
 
@@ -119,6 +120,19 @@ def step_setup(args, mode: str, tmp: Path):
             return chunked_head_loss(hidden, model.get_output_embeddings().weight, batch["labels"], kd=kd,
                                      alpha=ALPHA, temperature=TEMPERATURE)[0]
         return model, opt, data, loss_fn
+    if mode == "alm":  # what the alm reading runs with loss_impl: chunked, at the paper's settings
+        from bbl.config import DistillConfig
+        from bbl.losses.alm import ALMSettings, alm_head_loss
+
+        boundary = torch.from_numpy(reader.read_static("student_boundary").astype(bool))
+        alm = ALMSettings.from_config(DistillConfig())
+
+        def alm_fn(batch):
+            hidden = forward_without_logits(model, batch["input_ids"]).hidden_states[-1]
+            targets = {k: v for k, v in batch.items() if k not in ("input_ids", "labels")}
+            return alm_head_loss(hidden, model.get_output_embeddings().weight, batch["labels"], targets,
+                                 boundary=boundary, settings=alm, ce_weight=ALPHA, kd_weight=1 - ALPHA)[0]
+        return model, opt, data, alm_fn
     mapping = reader.read_static("teacher_to_student")
     settings = {"variant": mode, "alpha": ALPHA, "temperature": TEMPERATURE,
                 "student_twins": torch.from_numpy(student_twin_mask(mapping, vocab)),
@@ -162,6 +176,19 @@ def rss_child(args, mode: str, tmp: Path) -> dict:
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     before, steps_peak, process_peak = map(float, out.strip().splitlines()[-1].split())
     return {"peak": steps_peak, "before_steps": before, "process_peak": process_peak}
+
+
+def alm_bytes(cache: Path) -> dict:
+    """Stored bytes of ALM's arrays in a cross-tokenizer cache, per stored teacher token and per student token."""
+    from bbl.cache import open_cache
+    from bbl.cache.kinds.cross_tokenizer import ALM_ARRAYS
+
+    reader = open_cache(cache)
+    teacher_tokens = int(reader.read_array("teacher_lengths", 0, reader.num_windows).sum())
+    stored = {name: sum(f.stat().st_size for f in (cache / name).rglob("*") if f.is_file()) for name in ALM_ARRAYS}
+    total = sum(stored.values())
+    return {"bytes": stored, "per_teacher_token": total / teacher_tokens,
+            "per_student_token": total / (reader.num_windows * reader.seq_len)}
 
 
 def vm_kib(key: str) -> float:
@@ -252,6 +279,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-xtok-") as name:
         tmp = Path(name)
         dump_runs = dumps(args, foreign, tmp)
+        alm_storage = alm_bytes(tmp / "cross-0.zarr")
         step_runs = steps(args, tmp)
         rss = {m: rss_child(args, m, tmp) for m in STEP_MODES}
     same, cross, bare = dump_runs["same"][0], dump_runs["cross"][0], dump_runs["cross, no context"][0]
@@ -263,6 +291,7 @@ def main() -> None:
         "teacher_tokens_per_student_token": cross["teacher_tokens_per_window"] / (cross["tokens"] / cross["windows"]),
         "context_share": DEFAULT_CONTEXT_TOKENS / (cross["tokens"] / cross["windows"]),
         "aligned_fraction": cross["aligned_fraction"],
+        "alm_arrays": alm_storage,
     }
     report = {
         "command": " ".join(["python", *sys.argv]), "windows": args.windows, "top_k": args.top_k,

@@ -1,9 +1,10 @@
 """Helpers shared by the test modules (no test module imports another): a silent log, the small dump every cache
-test uses, a cache's arrays, the CLI runner, a free TCP port."""
+test uses, a cache's arrays, the CLI runner, a free TCP port, a teacher of another tokenizer."""
 
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import zarr
 from click.testing import CliRunner
@@ -140,3 +141,26 @@ def head_loss_batch(temperature, seed=0, dtype=None, *, more_ignored: bool = Fal
         tail = torch.log1p(-top.exp().sum(-1))
     return hidden, weight, labels, teacher, ids, top, tail
 
+
+def foreign_teacher(prepared: Path, out: Path) -> Path:
+    """A random tiny LLaMA over a 400-id byte-level BPE without prefix space trained on the prepared text."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from bbl.data.prepared import PreparedData
+
+    text = bytes(PreparedData(prepared).text("train")).decode().splitlines(keepends=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(text, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                 max_position_embeddings=512)).save_pretrained(out)
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                            unk_token="<unk>").save_pretrained(out)
+    return out

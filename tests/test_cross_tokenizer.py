@@ -303,9 +303,10 @@ def test_distill_reads_a_cross_tokenizer_cache_with_exact_match_and_uld(bpe_teac
     cache = tmp_path / "x.zarr"
     dump_logits([bpe_teacher], student_data, cache, xconfig(top_k=16), progress=False, log=quiet)
     kd = {}
+    own = {"exact_match": [], "uld": ["distill.uld_form=tempered"], "gold": []}  # a T = 2 cache: ULD's tempered form
     for variant in ("exact_match", "uld", "gold"):
         cfg = load_config("student-tiny", ["training.max_train_windows=null", "training.max_steps=3",
-                                           "training.logging_steps=1", f"distill.kd_variant={variant}"])
+                                           "training.logging_steps=1", f"distill.kd_variant={variant}", *own[variant]])
         out = distill(cfg, student_data, tmp_path / variant, cache_path=cache, log=quiet)
         run = json.loads((out / "bbl_run.json").read_text())
         assert run["complete"] and run["kd_variant"] == variant and run["cache_targets"] == "cross_tokenizer"
@@ -316,7 +317,7 @@ def test_distill_reads_a_cross_tokenizer_cache_with_exact_match_and_uld(bpe_teac
     for variant in ("exact_match", "uld", "gold"):  # the chunked path (the default) trains as the full-logits one
         cfg = load_config("student-tiny", ["training.max_train_windows=null", "training.max_steps=3",
                                            "training.logging_steps=1", f"distill.kd_variant={variant}",
-                                           "training.loss_impl=hf"])
+                                           "training.loss_impl=hf", *own[variant]])
         out = distill(cfg, student_data, tmp_path / f"{variant}-hf", cache_path=cache, log=quiet)
         hf = [r["kd_loss"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
               if "kd_loss" in r]
@@ -325,6 +326,9 @@ def test_distill_reads_a_cross_tokenizer_cache_with_exact_match_and_uld(bpe_teac
     twins = CacheReader(cache).read_static("teacher_to_student")
     assert gold["gold_matched_weight"] == pytest.approx(float((twins >= 0).mean()))  # GOLD's adaptive weights
     assert gold["gold_matched_weight"] + gold["gold_unmatched_weight"] == pytest.approx(1.0)
-    with pytest.raises(BblError, match="distill.kd_variant=exact_match or uld or gold"):
+    with pytest.raises(BblError, match="distill.kd_variant=exact_match or uld or gold or alm"):
         distill(load_config("student-tiny", ["distill.kd_variant=topk_tail"]), student_data, tmp_path / "bad",
                 cache_path=cache, log=quiet)
+    with pytest.raises(BblError, match="dump with --temperature 1, or set distill.uld_form=tempered"):
+        distill(load_config("student-tiny", ["distill.kd_variant=uld"]), student_data, tmp_path / "boizard",
+                cache_path=cache, log=quiet)  # Boizard et al.'s ULD (the default) compares T = 1 distributions

@@ -151,3 +151,58 @@ def test_a_cache_kind_without_a_cross_tokenizer_loss_is_refused():
         cross_tokenizer_kd("topk_tail", 1.0)
     with pytest.raises(ValueError, match="needs the student twins"):
         cross_tokenizer_kd("gold", 1.0)
+
+
+def _uld_step(uld_form: str, temperature: float, alpha: float = 0.5):
+    """One position of `test_uld_is_the_l1_between_sorted_probabilities_by_hand` (student q = (0.2, 0.3, 0.5), label
+    id 2; the teacher's top 2 (0.7, 0.1), tail 0.2) through the uld reading's chunked loss and its full-logits form
+    (hidden = the logits, an identity head); position 1 has no label and no aligned teacher position."""
+    from bbl.config import DistillConfig
+    from bbl.losses.readings import KDContext, get_reading
+
+    reading = get_reading("uld")
+    extras, provenance = reading.prepare({}, DistillConfig(uld_form=uld_form), 3)
+    ctx = KDContext(alpha=alpha, temperature=temperature, extras=extras)
+    hidden = torch.tensor([[0.2, 0.3, 0.5], [1 / 3, 1 / 3, 1 / 3]], dtype=torch.float64).log()[None]
+    targets = {"aligned": torch.tensor([[True, False]]),
+               "uld_topk_logprobs": torch.tensor([[[0.1, 0.7], [0.5, 0.5]]]).log(),
+               "uld_tail_logprob": torch.tensor([[0.2, 1e-9]]).log(),
+               "topk_ids": torch.zeros(1, 2, 2, dtype=torch.long), "topk_logprobs": torch.zeros(1, 2, 2),
+               "tail_logprob": torch.zeros(1, 2), "uld_matched": torch.zeros(1, 2, 2, dtype=torch.bool)}
+    labels = torch.tensor([[0, 2]])
+    loss, ce, kd = reading.chunked_loss(hidden, torch.eye(3, dtype=torch.float64), labels, targets, ctx)
+    w_ce, w_kd = reading.loss_weights(ctx)
+    full = w_ce * math.log(1 / 0.5) + w_kd * float(reading.logits_kd(hidden, targets, ctx))
+    return float(loss), float(kd), full, provenance
+
+
+def test_uld_by_default_is_boizard_et_al_s_ce_plus_1_5_uld_at_temperature_1_by_hand():
+    # Nicolas-BZRD/llm-recipes: T = 1 on both sides, L = CE + distil_factor * ULD, distil_factor 1.5
+    loss, kd, full, provenance = _uld_step("boizard", temperature=1.0)
+    assert provenance == {"uld_form": "boizard", "uld_weight": 1.5}
+    assert kd == pytest.approx(0.4, abs=1e-6)  # |0.7 - 0.5| + |0.1 - 0.3| + |0.2 - 0.2|
+    assert loss == pytest.approx(-math.log(0.5) + 1.5 * 0.4, abs=1e-6)  # alpha plays no part
+    assert full == pytest.approx(loss, abs=1e-6)
+
+
+def test_uld_tempered_is_bbls_earlier_alpha_ce_plus_t2_uld_at_the_caches_temperature_by_hand():
+    root = [math.sqrt(p) for p in (0.2, 0.3, 0.5)]  # the student at T = 2: q ∝ p^(1/2)
+    q = [r / sum(root) for r in root]
+    uld = abs(0.7 - q[2]) + abs(0.1 - q[1]) + abs(0.2 - q[0])
+    loss, kd, full, _ = _uld_step("tempered", temperature=2.0, alpha=0.3)
+    assert kd == pytest.approx(uld, abs=1e-6)
+    assert loss == pytest.approx(0.3 * -math.log(0.5) + 0.7 * 4 * uld, abs=1e-6)
+    assert full == pytest.approx(loss, abs=1e-6)
+
+
+def test_boizard_uld_refuses_a_cache_of_another_temperature_in_one_line():
+    from bbl.config import DistillConfig
+    from bbl.losses.readings import get_reading
+
+    reading = get_reading("uld")
+    line = reading.cache_problem({"temperature": 2.0}, DistillConfig())
+    assert "--temperature 1" in line and "distill.uld_form=tempered" in line and "\n" not in line
+    assert reading.cache_problem({"temperature": 1.0}, DistillConfig()) is None
+    assert reading.cache_problem({"temperature": 2.0}, DistillConfig(uld_form="tempered")) is None
+    with pytest.raises(BblError, match="uld_weight"):
+        DistillConfig(uld_weight=-1.0)

@@ -257,7 +257,7 @@ def check_distill_inputs(cfg: Config, data: PreparedData, *, reader=None, teache
         raise BblError(f"{reader.path}: holds targets at {reader.kd_fraction:g} of the positions (--kd-fraction); "
                        f"only distill.divergence=forward_kl is defined to skip the others so far; drop "
                        f"distill.divergence or dump without --kd-fraction")
-    problem = reading.divergence_problem(d.divergence)
+    problem = reading.divergence_problem(d.divergence) or reading.cache_problem(reader.attrs, d)
     if problem:
         raise BblError(f"{reader.path}: {problem}")
     if not reader.kind.retemper and d.temperature is not None and abs(d.temperature - reader.temperature) > 1e-9:

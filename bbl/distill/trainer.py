@@ -158,9 +158,12 @@ class DistillTrainer(WindowTrainer):
                     kl = full_divergence(outputs.logits, self._online_targets(inputs["input_ids"]).teacher_logits,
                                          self.temperature, self.divergence)
                     kd_value = reduce_kd(kl, self.distill.reduction)
-                else:
-                    kd_value = self.reading.logits_kd(outputs.logits, targets, self.kd_context())
-                loss = distillation_loss(ce, kd_value, alpha=self.distill.alpha, temperature=self.temperature)
+                    loss = distillation_loss(ce, kd_value, alpha=self.distill.alpha, temperature=self.temperature)
+                else:  # the reading says how CE and KD combine (alpha*CE + (1-alpha)*T^2*KD unless its own)
+                    ctx = self.kd_context()
+                    kd_value = self.reading.logits_kd(outputs.logits, targets, ctx)
+                    ce_weight, kd_weight = self.reading.loss_weights(ctx)
+                    loss = ce_weight * ce + kd_weight * kd_value
         if distilling:
             self._parts["ce_loss"].append(float(ce.detach()))
             self._parts["kd_loss"].append(float(kd_value.detach()))

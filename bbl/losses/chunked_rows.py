@@ -36,8 +36,10 @@ At 1,024 rows a GOLD step's peak RSS was 1.21x the same-tokenizer step's, at 256
 
 def chunked_row_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, kd_rows: RowLoss,
                      targets: dict, aligned: torch.Tensor, *, alpha: float = 0.5, temperature: float = 1.0,
-                     reduction: Reduction = "token_mean", chunk_rows: int | None = None):
-    """L = alpha * CE + (1 - alpha) * T^2 * KD, KD reduced over the aligned positions (`reduce_aligned`), chunked.
+                     reduction: Reduction = "token_mean", chunk_rows: int | None = None,
+                     weights: tuple[float, float] | None = None):
+    """L = alpha * CE + (1 - alpha) * T^2 * KD (or w_ce * CE + w_kd * KD with `weights`), KD reduced over the
+    aligned positions (`reduce_aligned`), chunked.
 
     Args:
         hidden: (B, S, H) float, the final hidden states (after the last norm).
@@ -50,6 +52,7 @@ def chunked_row_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.T
         alpha: CE weight in [0, 1]. temperature: T > 0 (the KD term's T^2 factor; `kd_rows` softens itself).
         reduction: "token_mean" (KD over aligned positions) or "babyllama" (sum / B), as `reduce_aligned`.
         chunk_rows: rows projected at once (default `default_chunk_rows(V, ROW_BUDGET)`).
+        weights: (w_ce, w_kd) >= 0 in place of (alpha, (1 - alpha) * T^2), e.g. ULD's CE + lambda * ULD.
     Returns:
         (loss, ce, kd): fp32 scalars; `loss` is differentiable w.r.t. hidden and weight, `ce` (the mean CE over the
         labelled positions, HF's) and `kd` (the reduced KD) are detached.
@@ -65,7 +68,8 @@ def chunked_row_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.T
     target = shift_labels(labels).reshape(n)
     n_valid = int((target != IGNORE_INDEX).sum())
     kd_denominator = max(int(aligned.sum()), 1) if reduction == "token_mean" else b
-    spec = _Spec(kd_rows, alpha / max(n_valid, 1), (1 - alpha) * temperature ** 2 / kd_denominator,
+    w_ce, w_kd = weights if weights is not None else (alpha, (1 - alpha) * temperature ** 2)
+    spec = _Spec(kd_rows, w_ce / max(n_valid, 1), w_kd / kd_denominator,
                  chunk_rows or default_chunk_rows(weight.shape[0], budget_elements=ROW_BUDGET))
     names = sorted(targets)
     flat = [targets[k].reshape(n, *targets[k].shape[2:]) for k in names]

@@ -5,7 +5,9 @@
   id, all other teacher mass joins the tail, then bbl's (k+1)-outcome KL (`bbl.losses.kd.topk_tail_kl`).
 - `uld_loss`: Universal Logit Distillation (Boizard et al. 2024, "Towards Cross-Tokenizer Distillation: the
   Universal Logit Distillation Loss for LLMs", Section 3): L1 between the sorted teacher and student
-  probabilities, which needs no shared vocabulary; here over the k largest of each plus the rest.
+  probabilities, which needs no shared vocabulary; here over the k largest of each plus the rest. How it joins the
+  CE (`distill.uld_form`: Boizard et al.'s CE + lambda * ULD at T = 1, or alpha*CE + (1-alpha)*T^2*ULD) is the uld
+  reading's (`bbl.losses.readings`).
 - `gold_loss`: the hybrid of TRL's GOLD trainer (Patiño et al. 2025, "Unlocking On-Policy Distillation for Any
   Model Family"; trl `GOLDConfig.uld_use_hybrid_loss`): the teacher ids with a student twin by a divergence (here
   the exact-match KL above), the ids without one by ULD over the sorted probabilities of the unmatched ids of each
@@ -187,10 +189,11 @@ def student_twin_mask(teacher_to_student: np.ndarray, vocab_size: int) -> np.nda
 
 def cross_tokenizer_head_loss(hidden, weight, labels, targets: dict, *, variant: str, alpha: float,
                               temperature: float, reduction: Reduction = "token_mean", chunk_rows: int | None = None,
-                              student_twins=None, gold_weights: tuple[float, float] | None = None):
-    """L = alpha * CE + (1 - alpha) * T^2 * KD of a cross-tokenizer batch from the student's last hidden states,
-    without its (B, S, V) logits: the values and gradients of `cross_tokenizer_kd` on the full logits, reduced by
-    `reduce_aligned`.
+                              student_twins=None, gold_weights: tuple[float, float] | None = None,
+                              weights: tuple[float, float] | None = None):
+    """L = alpha * CE + (1 - alpha) * T^2 * KD (or w_ce * CE + w_kd * KD with `weights`) of a cross-tokenizer batch
+    from the student's last hidden states, without its (B, S, V) logits: the values and gradients of
+    `cross_tokenizer_kd` on the full logits, reduced by `reduce_aligned`.
 
     exact_match runs through `chunked_head_loss`'s fused (k+1)-outcome KL (the one `topk_tail_kl` computes: a slot
     of log-prob -inf holds no mass on either side, an unaligned position none at all); ULD and GOLD, whose terms
@@ -201,13 +204,16 @@ def cross_tokenizer_head_loss(hidden, weight, labels, targets: dict, *, variant:
         targets: the batch's cross-tokenizer targets (`cross_tokenizer_kd`), each (B, S, ...).
         variant, temperature, student_twins, gold_weights: as `cross_tokenizer_kd`.
         alpha, reduction, chunk_rows: as `chunked_head_loss`.
+        weights: ULD and GOLD: (w_ce, w_kd) in place of (alpha, (1 - alpha) * T^2) (`chunked_row_loss`).
     Returns:
         (loss, ce, kd) fp32 scalars, `loss` differentiable w.r.t. hidden and weight.
     Raises:
-        ValueError: as `cross_tokenizer_kd` and `chunked_head_loss`.
+        ValueError: as `cross_tokenizer_kd` and `chunked_head_loss`; `weights` with exact_match.
     """
     aligned = targets["aligned"]
     if variant == "exact_match":
+        if weights is not None:
+            raise ValueError("exact_match takes alpha and T (the fused (k+1)-outcome path), not weights")
         none = float("-inf")
         kd = KDTargets("topk_tail", topk_ids=targets["topk_ids"],
                        topk_logprobs=targets["topk_logprobs"].float().masked_fill(~aligned.unsqueeze(-1), none),
@@ -216,7 +222,7 @@ def cross_tokenizer_head_loss(hidden, weight, labels, targets: dict, *, variant:
                                  reduction=reduction, chunk_rows=chunk_rows, kd_positions=int(aligned.sum()))
     kd_rows = cross_tokenizer_kd(variant, temperature, student_twins=student_twins, gold_weights=gold_weights)
     return chunked_row_loss(hidden, weight, labels, kd_rows, targets, aligned, alpha=alpha, temperature=temperature,
-                            reduction=reduction, chunk_rows=chunk_rows)
+                            reduction=reduction, chunk_rows=chunk_rows, weights=weights)
 
 
 def reduce_aligned(per_position, aligned, reduction: Reduction = "token_mean"):

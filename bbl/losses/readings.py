@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 import torch
 
 from bbl.errors import BblError
+from bbl.losses.alm import TARGET_KEYS as ALM_TARGET_KEYS
+from bbl.losses.alm import ALMSettings, alm_head_loss, alm_loss
 from bbl.losses.chunked import KDTargets, chunked_head_loss
 from bbl.losses.cross_tokenizer import (
     cross_tokenizer_head_loss,
@@ -62,6 +64,11 @@ class KDReading:
             refusal reason, or "forward_kl" (its own loss: the divergence setting has no meaning for it).
         prepare: (the cache's static arrays, `DistillConfig`, student vocab_size) -> (extras for `KDContext`,
             provenance for the run's ledger), run once before training; None: nothing to prepare.
+        weights: ctx -> (w_ce, w_kd) of L = w_ce*CE + w_kd*KD (the full-logits path combines its CE and KD so; the
+            chunked loss uses the same); None: the paper's (alpha, (1-alpha)*T^2) (`loss_weights`).
+        check_cache: (the cache's attributes, `DistillConfig`) -> why this reading cannot train on that cache with
+            the fix, or None; asked before anything is loaded (`cache_problem`). None: every cache of the kinds
+            that admit it.
     """
 
     name: str
@@ -71,6 +78,20 @@ class KDReading:
     coarse_targets: Callable | None = None
     divergence_support: str = "any"
     prepare: Callable | None = None
+    weights: Callable | None = None
+    check_cache: Callable | None = None
+
+    def loss_weights(self, ctx: KDContext) -> tuple[float, float]:
+        """(w_ce, w_kd) of L = w_ce*CE + w_kd*KD: the reading's own, else alpha*CE + (1-alpha)*T^2*KD (Baby Llama,
+        Section 3.2; `bbl.losses.kd.distillation_loss`)."""
+        if self.weights is not None:
+            return self.weights(ctx)
+        return ctx.alpha, (1.0 - ctx.alpha) * ctx.temperature ** 2
+
+    def cache_problem(self, attrs: dict, distill) -> str | None:
+        """Why this reading cannot train on a cache of these attributes with `distill`'s settings, with the fix;
+        None if it can."""
+        return None if self.check_cache is None else self.check_cache(attrs, distill)
 
     def divergence_problem(self, divergence: str) -> str | None:
         """Why `distill.divergence=divergence` cannot be trained through this reading, with the fix; None if it can."""
@@ -118,7 +139,7 @@ def reading_problem(divergence: str, kd_variant: str | None) -> str | None:
     if it can (online distillation, `kd_variant` None, takes every divergence). Top-k targets read tail-aware
     (topk_tail) support every divergence; sampled and hybrid targets only those with a sound estimator from draws
     (forward KL); topk_renorm, whose teacher gives the tail outcome zero mass, those that stay finite there (all but
-    reverse_kl and akl); a reading that is its own loss (exact_match, uld, gold) only forward_kl."""
+    reverse_kl and akl); a reading that is its own loss (exact_match, uld, gold, alm) only forward_kl."""
     return None if kd_variant is None else get_reading(kd_variant).divergence_problem(divergence)
 
 
@@ -200,5 +221,96 @@ def _prepare_gold(static: dict, distill, vocab_size: int) -> tuple[dict, dict]:
     return extras, {"gold_matched_weight": w_m, "gold_unmatched_weight": w_u}
 
 
-for _reading in (_cross_reading("exact_match"), _cross_reading("uld"), _cross_reading("gold", _prepare_gold)):
+def _prepare_uld(static: dict, distill, vocab_size: int) -> tuple[dict, dict]:
+    """ULD's form and weight (`distill.uld_form`, `distill.uld_weight`), the run's to record."""
+    return ({"uld_form": distill.uld_form, "uld_weight": distill.uld_weight},
+            {"uld_form": distill.uld_form, "uld_weight": distill.uld_weight})
+
+
+def _uld_settings(ctx: KDContext) -> tuple[float, tuple[float, float]]:
+    """(temperature of both sides, (w_ce, w_kd)) of ULD in the run's `distill.uld_form`: boizard = Boizard et al.'s
+    code (Nicolas-BZRD/llm-recipes, configs/distillation.py:15-18 and train/train_utils.py:52: T = 1 on both sides,
+    cross-entropy weight 1, `distil_factor` lambda); tempered = bbl's earlier form (the cache's T on both sides,
+    alpha*CE + (1-alpha)*T^2*ULD)."""
+    if "uld_form" not in ctx.extras:
+        raise ValueError("kd_variant uld needs its settings in KDContext.extras (its KDReading.prepare)")
+    if ctx.extras["uld_form"] == "boizard":
+        return 1.0, (1.0, ctx.extras["uld_weight"])
+    return ctx.temperature, (ctx.alpha, (1.0 - ctx.alpha) * ctx.temperature ** 2)
+
+
+def _uld_cache_problem(attrs: dict, distill) -> str | None:
+    """Boizard et al.'s ULD compares the T = 1 distributions: a cache of other targets cannot give the teacher's."""
+    temperature = float(attrs.get("temperature", 1.0))
+    if distill.uld_form == "boizard" and abs(temperature - 1.0) > 1e-9:
+        return (f"distill.kd_variant=uld compares the T = 1 distributions (Boizard et al., distill.uld_form=boizard), "
+                f"but the cache holds targets at temperature {temperature:g}; dump with --temperature 1, or set "
+                f"distill.uld_form=tempered (ULD at the cache's T, alpha*CE + (1-alpha)*T^2*ULD)")
+    return None
+
+
+def _uld_reading() -> KDReading:
+    def chunked_loss(hidden, weight, labels, targets, ctx: KDContext):
+        temperature, weights = _uld_settings(ctx)
+        return cross_tokenizer_head_loss(hidden, weight, labels, targets, variant="uld", alpha=ctx.alpha,
+                                         temperature=temperature, reduction=ctx.reduction, chunk_rows=ctx.chunk_rows,
+                                         weights=weights)
+
+    def logits_kd(logits, targets, ctx: KDContext):
+        temperature, _ = _uld_settings(ctx)
+        return reduce_aligned(cross_tokenizer_kd("uld", temperature)(logits, targets), targets["aligned"],
+                              ctx.reduction)
+
+    return KDReading("uld", chunked_loss, logits_kd, _CROSS_KEYS, divergence_support="forward_kl",
+                     prepare=_prepare_uld, weights=lambda ctx: _uld_settings(ctx)[1], check_cache=_uld_cache_problem)
+
+
+for _reading in (_cross_reading("exact_match"), _uld_reading(), _cross_reading("gold", _prepare_gold)):
     register_reading(_reading)
+
+
+# --- ALM over a cross-tokenizer cache with ALM's arrays (`bbl.losses.alm`)
+
+def _prepare_alm(static: dict, distill, vocab_size: int) -> tuple[dict, dict]:
+    """ALM's settings (`ALMSettings`) and the student's boundary ids (the cache's `student_boundary`)."""
+    boundary = static["student_boundary"].astype(bool)
+    if boundary.shape != (vocab_size,) or not boundary.any():
+        raise BblError(f"the cache's student_boundary has {int(boundary.sum())} of {boundary.shape[0]} ids set, for a "
+                       f"student of {vocab_size} ids; ALM's debiasing needs the student's boundary ids: re-dump the "
+                       f"cache with this prepared dir")
+    settings = ALMSettings.from_config(distill)
+    return ({"alm": settings, "student_boundary": torch.from_numpy(boundary)},
+            {"alm_temperature": settings.temperature, "alm_gamma": settings.gamma, "alm_debias": settings.debias})
+
+
+def _alm_cache_problem(attrs: dict, distill) -> str | None:
+    """A cross-tokenizer cache dumped before ALM's arrays existed cannot give ALM's teacher side."""
+    if not attrs.get("alm_targets"):
+        return ("distill.kd_variant=alm needs the teacher's token log-probs and boundary masses, which this "
+                "cross-tokenizer cache (dumped before they were stored) lacks; re-dump it with `bbl dump-logits "
+                "--cross-tokenizer`")
+    return None
+
+
+def _alm_reading() -> KDReading:
+    def chunked_loss(hidden, weight, labels, targets, ctx: KDContext):
+        w_ce, w_kd = _alm_weights(ctx)
+        return alm_head_loss(hidden, weight, labels, targets, boundary=ctx.extras["student_boundary"],
+                             settings=ctx.extras["alm"], ce_weight=w_ce, kd_weight=w_kd, reduction=ctx.reduction,
+                             chunk_rows=ctx.chunk_rows)
+
+    def logits_kd(logits, targets, ctx: KDContext):
+        return alm_loss(logits, targets, ctx.extras["student_boundary"], ctx.extras["alm"], ctx.reduction).float()
+
+    return KDReading("alm", chunked_loss, logits_kd, ALM_TARGET_KEYS, divergence_support="forward_kl",
+                     prepare=_prepare_alm, weights=_alm_weights, check_cache=_alm_cache_problem)
+
+
+def _alm_weights(ctx: KDContext) -> tuple[float, float]:
+    """alpha*CE + (1-alpha)*ALM: no T^2. The T^2 of Hinton et al. offsets the 1/T^2 a softmax temperature puts on
+    KD's gradients; ALM's token distributions are at T = 1 and its tau divides log-likelihoods, not logits, so
+    the dump's temperature has no place in it (docs/cache-format.md, "ALM")."""
+    return ctx.alpha, 1.0 - ctx.alpha
+
+
+register_reading(_alm_reading())

@@ -1,6 +1,7 @@
 """The teachers' ensemble: the logit mean (Baby Llama, Section 3.2), computed by one function (`logit_mean`)
 wherever teachers are combined — the dump, `cache verify`, online distillation and the evaluation of an ensemble
-— and the cache's sparse soft targets of its tempered distribution p_T (top-k, sampled, hybrid).
+— and the cache's sparse soft targets of its tempered distribution p_T (top-k, sampled, hybrid), and what ALM reads
+of its untempered one (`ensemble_token_logprobs`).
 """
 
 from __future__ import annotations
@@ -158,3 +159,43 @@ def ensemble_targets_from_hidden(hiddens: list, heads: list, *, temperature: flo
         parts.append(sparse_targets(logit_mean(logits, temperature=temperature), targets=targets, top_k=top_k,
                                     num_samples=num_samples, generator=generator, entropy=entropy))
     return {k: torch.cat([p[k] for p in parts]).reshape(b, s, *parts[0][k].shape[1:]) for k in parts[0]}
+
+
+def ensemble_token_logprobs(outputs: list, heads: list, next_ids, boundary, *, chunk_rows: int | None = None):
+    """What ALM reads of the logit-mean ensemble at temperature 1, for R chosen positions (rows): the log-prob of
+    one token at each and the log of its mass on a set of ids (Minixhofer et al. 2025, Sections 3 and 3.1).
+
+    p = softmax(`logit_mean`(logits, temperature=1)) per row, whatever temperature the cache's top-k targets use.
+    The boundary mass is logsumexp over the set's logits minus logsumexp over all (never log of a sum of
+    probabilities, which underflows to -inf), as tokenkit computes it (tokenkit@bcacdef, losses.py:393-406).
+
+    Args:
+        outputs: per teacher, its rows' hidden states (R, H_t) after the final norm with `heads[t]` its LM head
+            (`bbl.models.teachers.Head`), or its rows' logits (R, V) with `heads[t]` None.
+        heads: as `outputs`, one per teacher.
+        next_ids: (R,) int64, the token each row is scored at (any valid id where the caller ignores it).
+        boundary: (V,) bool, the ids whose mass is returned (`bbl.data.boundary.boundary_mask`).
+        chunk_rows: rows whose (rows, V) logits are made at once (default `bbl.losses.chunked.default_chunk_rows`).
+    Returns:
+        (token_logprob (R,), boundary_logprob (R,)): float32 nats, on the rows' device.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from bbl.losses.chunked import default_chunk_rows
+
+    n = outputs[0].shape[0]
+    v = boundary.shape[0]
+    step = chunk_rows or default_chunk_rows(v)
+    off = ~boundary.to(outputs[0].device)
+    token, mass = [], []
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        logits = [o[r0:r1] if h is None else F.linear(o[r0:r1], h.weight, h.bias)
+                  for o, h in zip(outputs, heads, strict=True)]
+        mean = logit_mean(logits, temperature=1.0)
+        log_z = torch.logsumexp(mean, dim=-1)
+        token.append(mean.gather(-1, next_ids[r0:r1, None].to(mean.device)).squeeze(-1) - log_z)
+        mass.append(torch.logsumexp(mean.masked_fill_(off, float("-inf")), dim=-1) - log_z)
+    empty = outputs[0].new_zeros(0, dtype=torch.float32)
+    return (torch.cat(token) if token else empty), (torch.cat(mass) if mass else empty)

@@ -8,7 +8,8 @@ fast tokenizer line by line (as `bbl prepare` encodes the stream, so a teacher s
 exactly the student's tokens); the teacher tokens from the context's first byte to the window's last byte are the
 teacher's input; those ending inside the window are stored. Batches are padded on the right (a causal model's
 real positions never see the padding) and go through the plain dump's forward pass and stored form
-(`bbl.cache.compute.ensemble.EnsembleChunkComputer`), so an identity dump equals a plain one bit for bit.
+(`bbl.cache.compute.ensemble.EnsembleChunkComputer`), so an identity dump equals a plain one bit for bit. The same
+forward pass gives ALM's arrays at temperature 1 (`CrossChunkComputer.alm_values`).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from bbl.cache.compute.base import ChunkComputer, KindOperations, dump_attrs, du
 from bbl.cache.compute.ensemble import EnsembleChunkComputer
 from bbl.cache.compute.fidelity import topk_fidelity
 from bbl.cache.dump_config import DumpConfig
-from bbl.cache.format import STORAGE_DEFAULTS, quantize_logprobs, sort_by_id
-from bbl.cache.kinds.cross_tokenizer import DEFAULT_CONTEXT_TOKENS, NAME
+from bbl.cache.format import LOGPROB_STEP, STORAGE_DEFAULTS, quantize_logprobs, sort_by_id
+from bbl.cache.kinds.cross_tokenizer import ALM_ATTR, DEFAULT_CONTEXT_TOKENS, NAME, has_alm
+from bbl.data.boundary import boundary_mask
 from bbl.data.offsets import char_to_byte, check_spans, token_char_spans
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_fingerprint
@@ -136,6 +138,8 @@ class CrossChunk:
     teacher_topk_ids: np.ndarray
     teacher_topk_logprobs: np.ndarray
     teacher_tail_logprob: np.ndarray
+    teacher_token_logprob: np.ndarray | None = None
+    teacher_boundary_logprob: np.ndarray | None = None
 
 
 class TeacherText:
@@ -209,6 +213,8 @@ class CrossChunkComputer(ChunkComputer):
         self.side = TeacherText(data, config, tokenizer, positions=common_scoring_positions(teachers))
         self.student_dtype, self.teacher_dtype = student_dtype, teacher_dtype
         self.student_tokenizer = load_tokenizer(data.tokenizer_dir)
+        self.student_vocab = data.vocab_size
+        self.teacher_boundary = boundary_mask(tokenizer, teacher_vocab)
 
     def num_windows(self) -> int:
         return len(self.windows)
@@ -221,8 +227,11 @@ class CrossChunkComputer(ChunkComputer):
         self.student_dtype, self.teacher_dtype = arrays["input_ids"].dtype, arrays["teacher_ids"].dtype
 
     def static_arrays(self) -> dict:
-        """The cache's static arrays: `teacher_to_student` (ids of equal byte strings, `vocab_correspondence`)."""
-        return {"teacher_to_student": vocab_correspondence(self.tokenizer, self.student_tokenizer)}
+        """The cache's static arrays: `teacher_to_student` (ids of equal byte strings, `vocab_correspondence`) and
+        `student_boundary` (the student's boundary ids, `boundary_mask`; written where the cache records ALM's
+        arrays)."""
+        return {"teacher_to_student": vocab_correspondence(self.tokenizer, self.student_tokenizer),
+                "student_boundary": boundary_mask(self.student_tokenizer, self.student_vocab)}
 
     def teacher_window(self, w: int) -> dict:
         return self.side.window(w)
@@ -243,7 +252,9 @@ class CrossChunkComputer(ChunkComputer):
             alignment=np.stack([t["alignment"] for t in sides]),
             teacher_topk_ids=np.zeros((n, width, k), dtype=np.int64),
             teacher_topk_logprobs=np.zeros((n, width, k), dtype=np.float32),
-            teacher_tail_logprob=np.zeros((n, width), dtype=np.float32))
+            teacher_tail_logprob=np.zeros((n, width), dtype=np.float32),
+            teacher_token_logprob=np.zeros((n, width), dtype=np.float32),
+            teacher_boundary_logprob=np.zeros((n, width), dtype=np.float32))
         kind = self.plain.draw_settings(c)
         for b in range(0, n, cfg.batch_size):
             group = sides[b:b + cfg.batch_size]
@@ -255,6 +266,7 @@ class CrossChunkComputer(ChunkComputer):
             stored = [torch.cat([x[i, t["offset"]:t["offset"] + t["length"]] for i, t in enumerate(group)])[None]
                       for x in outputs]
             got = {key: v[0].numpy() for key, v in self.plain.batch_ensemble((stored, heads), kind).items()}
+            token, boundary = self.alm_values(group, outputs, heads)
             start = 0
             for i, t in enumerate(group):
                 r, length = b + i, t["length"]
@@ -263,10 +275,46 @@ class CrossChunkComputer(ChunkComputer):
                 out.teacher_topk_ids[r, :length] = got["topk_ids"][start:start + length]
                 out.teacher_topk_logprobs[r, :length] = got["topk_logprobs"][start:start + length]
                 out.teacher_tail_logprob[r, :length] = got["tail_logprob"][start:start + length]
+                out.teacher_token_logprob[r, :length] = token[i]
+                out.teacher_boundary_logprob[r, :length] = boundary[i]
                 start += length
         ids, logprobs = sort_by_id(out.teacher_topk_ids, out.teacher_topk_logprobs)
         out.teacher_topk_ids, out.teacher_topk_logprobs = ids.astype(self.teacher_dtype), quantize_logprobs(logprobs)
+        out.teacher_token_logprob = quantize_logprobs(out.teacher_token_logprob)
+        out.teacher_boundary_logprob = quantize_logprobs(out.teacher_boundary_logprob)
         return out
+
+    def alm_values(self, group: list[dict], outputs: list, heads: list) -> tuple[list, list]:
+        """ALM's teacher values of a batch of windows (`ALM_ARRAYS`, before rounding): per window, (L,) float32
+        log p_T(t_j | t_<j) of each stored token j at temperature 1, read at input position offset + j - 1 (NaN
+        where that is before the input: no left context), and (L,) float32 boundary log-mass at offset + j.
+
+        Args:
+            group: the windows' `TeacherText.window` dicts, in batch order.
+            outputs, heads: `batch_forward`'s result for the padded batch of their inputs.
+        """
+        import torch
+
+        picks, next_ids, spans = [], [], []
+        for i, t in enumerate(group):
+            first = max(t["offset"] - 1, 0)  # the position predicting the first stored token, if any
+            last = t["offset"] + t["length"]
+            picks.append((i, first, last))
+            next_ids.append(np.append(t["input"][first + 1:last], 0)[:last - first])  # the last predicts nothing stored
+            spans.append(last - first)
+        rows = [torch.cat([x[i, lo:hi] for i, lo, hi in picks]) for x in outputs]
+        ids = torch.from_numpy(np.concatenate(next_ids).astype(np.int64))
+        token, mass = self.plain.batch_token_logprobs(rows, heads, ids, torch.from_numpy(self.teacher_boundary))
+        token, mass = token.numpy(), mass.numpy()
+        tokens, masses, at = [], [], 0
+        for t, (_, first, _), n in zip(group, picks, spans, strict=True):
+            lp, bm = token[at:at + n], mass[at:at + n]
+            skip = t["offset"] - first  # 1 when a context position predicts the first stored token, else 0
+            tokens.append(np.concatenate([np.full(1 - skip, np.nan, np.float32), lp[:n - 1]])[:t["length"]]
+                          if t["length"] else np.zeros(0, np.float32))
+            masses.append(bm[skip:skip + t["length"]])
+            at += n
+        return tokens, masses
 
 
 def align_by_end(student_ends, student_bound, teacher_ends, teacher_bound) -> np.ndarray:
@@ -328,7 +376,8 @@ def recompute_sample(reader, teacher_dirs, *, sample: int = 16, seed: int = 0, d
     vocab = int(attrs["teacher_vocab_size"])
     rows = np.sort(np.random.default_rng(seed).choice(reader.num_windows, min(sample, reader.num_windows),
                                                       replace=False))
-    pairs, problems, aligned = [], [], []
+    pairs, problems, aligned, alm_errors = [], [], [], []
+    alm_tolerance = LOGPROB_STEP
     with torch.inference_mode():
         for r in map(int, rows):
             row = {k: v[0] for k, v in reader.read(r, r + 1).items()}
@@ -345,15 +394,50 @@ def recompute_sample(reader, teacher_dirs, *, sample: int = 16, seed: int = 0, d
                 continue
             aligned.append(row["alignment"] >= 0)
             ids = torch.from_numpy(side["input"][None]).to(device)
-            mean = logit_mean([teacher_logits(m, ids, vocab) for m in teachers], temperature=config.temperature)
+            logits = [teacher_logits(m, ids, vocab) for m in teachers]
+            if has_alm(attrs):
+                error = alm_error(row, side, logits, computer.teacher_boundary)
+                alm_errors.append(error)
+                if error > alm_tolerance:
+                    problems.append(f"row {r} (window {w}): teacher token log-probs or boundary masses differ from "
+                                    f"a recomputation by {error:.2e} nats (> {alm_tolerance:.2e})")
+            mean = logit_mean(logits, temperature=config.temperature)
             logp = torch.log_softmax(mean, -1)[0, side["offset"]:side["offset"] + length]
             stored = torch.from_numpy(row["teacher_topk_ids"][:length].astype(np.int64)).to(logp.device)
             exact_at = logp.gather(-1, stored).cpu().numpy()
             exact_tail = torch.logsumexp(logp.scatter(-1, stored, float("-inf")), -1).cpu().numpy()
             pairs.append((exact_at, exact_tail, row["teacher_topk_logprobs"][:length].astype(np.float32),
                           row["teacher_tail_logprob"][:length]))
-    return {"windows_checked": len(rows), "pairs": pairs, "problems": problems,
-            "aligned_fraction": float(np.concatenate(aligned).mean()) if aligned else 0.0}
+    out = {"windows_checked": len(rows), "pairs": pairs, "problems": problems,
+           "aligned_fraction": float(np.concatenate(aligned).mean()) if aligned else 0.0}
+    if alm_errors:
+        out["max_abs_alm_error"] = max(alm_errors)
+    return out
+
+
+def alm_error(row: dict, side: dict, logits: list, boundary: np.ndarray) -> float:
+    """The largest |stored - recomputed| of a row's ALM arrays (nats), beyond the fp16 rounding of the stored value
+    (2^-11 of its size: the grid is finer than fp16 past 32 nats); NaN (no predicting position) must match."""
+    import torch
+
+    from bbl.models.ensemble import logit_mean
+
+    length, offset = int(row["teacher_lengths"]), side["offset"]
+    logp = torch.log_softmax(logit_mean(logits, temperature=1.0), -1)[0].double().cpu().numpy()
+    positions = np.arange(length)
+    token = np.full(length, np.nan)
+    has = offset + positions - 1 >= 0
+    token[has] = logp[offset + positions[has] - 1, side["ids"][has]]
+    mass = np.logaddexp.reduce(np.where(boundary[None, :], logp[offset:offset + length], -np.inf), axis=-1)
+    worst = 0.0
+    for exact, name in ((token, "teacher_token_logprob"), (mass, "teacher_boundary_logprob")):
+        stored = row[name][:length].astype(np.float64)
+        if not np.array_equal(np.isnan(exact), np.isnan(stored)):
+            return float("inf")
+        ok = ~np.isnan(exact)
+        excess = np.abs(exact[ok] - stored[ok]) - np.abs(exact[ok]) * 2.0 ** -11
+        worst = max(worst, float(excess.max(initial=0.0)))
+    return worst
 
 
 class CrossTokenizerOperations(KindOperations):
@@ -400,7 +484,7 @@ class CrossTokenizerOperations(KindOperations):
         attrs.update(targets=NAME, teacher_vocab_size=int(tokenizer.get_vocab_size()),
                      teacher_tokenizer_fingerprint=tokenizer_fingerprint(tok_file),
                      context_tokens=int(config.context_tokens), teacher_tokens=int(config.teacher_tokens),
-                     dump_config=config.to_dict(), alignment_rule="token_end")
+                     dump_config=config.to_dict(), alignment_rule="token_end", **{ALM_ATTR: True})
         return attrs
 
     def done_line(self, out, summary: dict) -> str:

@@ -29,7 +29,12 @@ from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer
 from bbl.data.windows import TokenWindows
 from bbl.errors import BblError
-from bbl.models.ensemble import ensemble_targets, ensemble_targets_from_hidden, logit_mean
+from bbl.models.ensemble import (
+    ensemble_targets,
+    ensemble_targets_from_hidden,
+    ensemble_token_logprobs,
+    logit_mean,
+)
 from bbl.models.teachers import Head, load_teachers, teacher_forward, teacher_logits
 
 
@@ -130,6 +135,15 @@ class EnsembleChunkComputer(ChunkComputer):
             else:
                 out = ensemble_targets([o.float() for o in outputs], temperature=self.config.temperature, **kind)
             return {k: t.cpu() for k, t in out.items()}
+
+    def batch_token_logprobs(self, rows: list, heads: list, next_ids, boundary) -> tuple:
+        """`ensemble_token_logprobs` (temperature 1) of chosen rows of `batch_forward`'s outputs (per teacher (R, H)
+        hidden states or (R, V) logits, `heads` as it returned them), in the dump's precision, on the CPU."""
+        import torch
+
+        with torch.inference_mode(), self._autocast():
+            token, mass = ensemble_token_logprobs(rows, heads, next_ids, boundary)
+        return token.float().cpu(), mass.float().cpu()
 
     def _head_on_device(self, t: int, head):
         """Teacher `t`'s LM head on the dump's device, moved once (a device-mapped teacher's head sits on its last

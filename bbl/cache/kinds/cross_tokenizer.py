@@ -8,6 +8,11 @@ the teacher position whose distribution predicts from the same byte as student p
 student token s ends, and neither token's successor overlaps it), or -1. `teacher_to_student` (static) maps each
 teacher id to the student id with the same byte string, or -1. `exact_match_targets` turns a row into the
 student-vocabulary top-k targets the (k+1)-outcome KL reads.
+
+Dumps that record `alm_targets: true` (all since ALM came in) also store, per teacher token, the teacher's T = 1
+log-prob of that token and its T = 1 log-mass on the pretoken-boundary ids after it (`ALM_ARRAYS`), and the
+student's boundary ids (`student_boundary`, static): what ALM reads (`alm_targets` turns a row into its chunks).
+Caches written before hold neither and read as before.
 """
 
 from __future__ import annotations
@@ -22,10 +27,33 @@ NAME = "cross_tokenizer"
 ARRAYS = ("input_ids", "window_idx", "teacher_lengths", "teacher_ids", "teacher_spans", "alignment",
           "teacher_topk_ids", "teacher_topk_logprobs", "teacher_tail_logprob")
 STATIC_ARRAYS = ("teacher_to_student",)
-SETTING_KEYS = ("teacher_vocab_size", "teacher_tokenizer_fingerprint", "context_tokens", "teacher_tokens")
+ALM_ARRAYS = ("teacher_token_logprob", "teacher_boundary_logprob")
+"""Per stored teacher token j, float16 on the cache's log-prob grid, both at temperature 1 whatever the dump's T:
+log p_T(t_j | t_<j) from the distribution at position j - 1 (NaN for a first stored token no position predicts:
+no left context), and log of p_T's mass on the teacher's boundary ids at position j (`bbl.data.boundary`)."""
+ALM_STATIC = ("student_boundary",)
+"""(V,) bool: the student ids in the student tokenizer's boundary set (`bbl.data.boundary.boundary_mask`)."""
+ALM_ATTR = "alm_targets"
+"""The attribute a dump that stores `ALM_ARRAYS` and `ALM_STATIC` records (true); absent in older caches."""
+SETTING_KEYS = ("teacher_vocab_size", "teacher_tokenizer_fingerprint", "context_tokens", "teacher_tokens", ALM_ATTR)
 DEFAULT_CONTEXT_TOKENS = 64
 """Student tokens of left context (from the stream, before the window) the teacher reads before the window's text,
 so its first predictions are not made cold; their teacher tokens are input only, never stored."""
+
+
+def has_alm(attrs: dict) -> bool:
+    """Whether a cache of these attributes stores ALM's arrays (`ALM_ATTR`)."""
+    return bool(attrs.get(ALM_ATTR))
+
+
+def arrays(attrs: dict) -> tuple[str, ...]:
+    """The per-window arrays of a cross-tokenizer cache: `ARRAYS`, plus `ALM_ARRAYS` where it records them."""
+    return ARRAYS + ALM_ARRAYS if has_alm(attrs) else ARRAYS
+
+
+def static_arrays(attrs: dict) -> tuple[str, ...]:
+    """Its static arrays: `STATIC_ARRAYS`, plus `ALM_STATIC` where it records ALM's arrays."""
+    return STATIC_ARRAYS + ALM_STATIC if has_alm(attrs) else STATIC_ARRAYS
 
 
 def array_specs(attrs: dict, n: int, chunk: int) -> dict:
@@ -33,6 +61,10 @@ def array_specs(attrs: dict, n: int, chunk: int) -> dict:
     s, k, width = int(attrs["seq_len"]), int(attrs["top_k"]), int(attrs["teacher_tokens"])
     student, teacher = id_dtype(int(attrs["vocab_size"])), id_dtype(int(attrs["teacher_vocab_size"]))
     i32 = np.dtype(np.int32)
+    alm = {} if not has_alm(attrs) else {
+        **{name: ((n, width), (chunk, width), np.dtype(np.float16), 0.0, "bitshuffle") for name in ALM_ARRAYS},
+        "student_boundary": ((int(attrs["vocab_size"]),), (int(attrs["vocab_size"]),), np.dtype(bool), False, "shuffle"),
+    }
     return {
         "input_ids": ((n, s), (chunk, s), student, 0, "shuffle"),
         "window_idx": ((n,), (chunk,), np.dtype(np.int64), -1, "shuffle"),
@@ -45,11 +77,13 @@ def array_specs(attrs: dict, n: int, chunk: int) -> dict:
         "teacher_tail_logprob": ((n, width), (chunk, width), np.dtype(np.float32), 0.0, "bitshuffle"),
         "teacher_to_student": ((int(attrs["teacher_vocab_size"]),), (int(attrs["teacher_vocab_size"]),), i32, -1,
                                "shuffle"),
+        **alm,
     }
 
 
 def describe(attrs: dict) -> str:
-    return (f"top_k {attrs['top_k']} + tail mass per teacher token, teacher vocab {attrs['teacher_vocab_size']}, "
+    alm = " + T=1 token log-prob and boundary mass (ALM)" if has_alm(attrs) else ""
+    return (f"top_k {attrs['top_k']} + tail mass{alm} per teacher token, teacher vocab {attrs['teacher_vocab_size']}, "
             f"{attrs['context_tokens']} tokens of context, <= {attrs['teacher_tokens']} teacher tokens per window")
 
 
@@ -66,10 +100,32 @@ def stats(reader, chunks) -> dict:
         tails.append(rows["teacher_tail_logprob"][valid])
     mapping = reader.read_static("teacher_to_student")
     mass = -np.expm1(np.concatenate(tails).astype(np.float64)) if tails else np.zeros(0)
-    return {"aligned_fraction": float(np.concatenate(aligned).mean()) if aligned else 0.0,
-            "teacher_tokens_per_window": float(np.concatenate(lengths).mean()) if lengths else 0.0,
-            "teacher_topk_mass_mean": float(mass.mean()) if mass.size else 0.0,
-            "teacher_ids_with_student_twin": float((mapping >= 0).mean())}
+    out = {"aligned_fraction": float(np.concatenate(aligned).mean()) if aligned else 0.0,
+           "teacher_tokens_per_window": float(np.concatenate(lengths).mean()) if lengths else 0.0,
+           "teacher_topk_mass_mean": float(mass.mean()) if mass.size else 0.0,
+           "teacher_ids_with_student_twin": float((mapping >= 0).mean())}
+    if has_alm(reader.attrs):
+        out.update(alm_stats(reader, chunks))
+    return out
+
+
+def alm_stats(reader, chunks) -> dict:
+    """ALM's arrays over the stored teacher tokens: the teacher's mean T = 1 loss per own token (nats, over the
+    tokens a position predicts) and its mean boundary mass."""
+    cw = reader.chunk_windows
+    token, boundary = [], []
+    for c in chunks:
+        first, stop = c * cw, min((c + 1) * cw, reader.num_windows)
+        lengths = reader.read_array("teacher_lengths", first, stop)
+        rows = {name: reader.read_array(name, first, stop) for name in ALM_ARRAYS}
+        valid = np.arange(rows["teacher_token_logprob"].shape[1])[None, :] < lengths[:, None]
+        token.append(rows["teacher_token_logprob"][valid].astype(np.float64))
+        boundary.append(rows["teacher_boundary_logprob"][valid].astype(np.float64))
+    token = np.concatenate(token) if token else np.zeros(0)
+    token = token[np.isfinite(token)]
+    boundary = np.concatenate(boundary) if boundary else np.zeros(0)
+    return {"teacher_nats_per_token": float(-token.mean()) if token.size else 0.0,
+            "teacher_boundary_mass_mean": float(np.exp(boundary).mean()) if boundary.size else 0.0}
 
 
 def training_item(row: dict, static: dict) -> dict:
@@ -77,16 +133,61 @@ def training_item(row: dict, static: dict) -> dict:
     (S, K) int64, topk_logprobs (S, K) float32, tail_logprob (S,) float32, `exact_match_targets`), `aligned` (S,)
     bool, the aligned teacher position's own top-k log-probs and tail for ULD (uld_topk_logprobs,
     uld_tail_logprob; zeros where not aligned) and which of those ids has a student twin for GOLD (uld_matched
-    (S, K) bool; false where not aligned)."""
+    (S, K) bool; false where not aligned); where the cache stores ALM's arrays, ALM's chunks (`alm_targets`)."""
     rows = {k: v[None] for k, v in row.items()}
     exact = exact_match_targets(rows, static["teacher_to_student"])
     aligned = exact["aligned"][0]
     j = np.where(aligned, row["alignment"], 0)
     uld_top = np.where(aligned[:, None], row["teacher_topk_logprobs"][j].astype(np.float32), np.float32(-np.inf))
+    alm = alm_targets(row) if ALM_ARRAYS[0] in row else {}
     return {"topk_ids": exact["topk_ids"][0], "topk_logprobs": exact["topk_logprobs"][0].astype(np.float32),
             "tail_logprob": exact["tail_logprob"][0], "aligned": aligned, "uld_topk_logprobs": uld_top,
             "uld_tail_logprob": np.where(aligned, row["teacher_tail_logprob"][j], 0).astype(np.float32),
-            "uld_matched": aligned[:, None] & (static["teacher_to_student"][row["teacher_topk_ids"][j]] >= 0)}
+            "uld_matched": aligned[:, None] & (static["teacher_to_student"][row["teacher_topk_ids"][j]] >= 0),
+            **alm}
+
+
+def alm_targets(row: dict) -> dict:
+    """ALM's chunks of one cross-tokenizer row, as (S,) arrays at the student position that ends each chunk.
+
+    The chunks are the stored alignment's (ALM's shared boundaries, Minixhofer et al. 2025, Section 3; tokenkit
+    `align.get_unconstrained_alignments`): between consecutive aligned pairs (s', j') < (s, j), chunk k holds the
+    student tokens s'+1..s and the teacher tokens j'+1..j, which cover the same bytes. The chunk before the first
+    aligned pair is left out (the student's first token has no log-prob in its window), and so is any chunk whose
+    teacher side holds a token without a log-prob (NaN) or no token.
+
+    Args:
+        row: one row of the arrays (`CacheReader.read`), with `ALM_ARRAYS`.
+    Returns:
+        alm_next_ids (S,) int64: the student token position s predicts (input_ids[s + 1]; 0 at the last);
+        alm_start (S,) int64: at a chunk's last student position s, the previous aligned position s' (the chunk's
+        student tokens are s'+1..s, their log-probs read at positions s'..s-1); -1 elsewhere;
+        alm_teacher_logprob (S,) float32: there, the chunk's teacher log-likelihood Σ_j log p_T(t_j | t_<j),
+        clamped to <= 0 (nats, T = 1); 0 elsewhere;
+        alm_teacher_boundary (S,) float32: there, the teacher's boundary log-mass after the chunk's last teacher
+        token (clamped to <= 0); 0 elsewhere.
+    """
+    ids = row["input_ids"].astype(np.int64)
+    s_len = len(ids)
+    align = row["alignment"].astype(np.int64)
+    token = row["teacher_token_logprob"].astype(np.float64)
+    boundary = row["teacher_boundary_logprob"].astype(np.float64)
+    start = np.full(s_len, -1, dtype=np.int64)
+    teacher = np.zeros(s_len, dtype=np.float32)
+    debias = np.zeros(s_len, dtype=np.float32)
+    ends = np.flatnonzero(align >= 0)
+    if len(ends) >= 2:
+        js = align[ends]
+        missing = np.concatenate([[0], np.cumsum(np.isnan(token))])
+        summed = np.concatenate([[0.0], np.cumsum(np.nan_to_num(np.minimum(token, 0.0), nan=0.0))])
+        lo, hi = js[:-1] + 1, js[1:] + 1  # teacher tokens [lo, hi) of each chunk after the first
+        ok = (hi > lo) & (missing[hi] == missing[lo])
+        at = ends[1:]
+        start[at] = np.where(ok, ends[:-1], -1)
+        teacher[at] = np.where(ok, np.minimum(summed[hi] - summed[lo], 0.0), 0.0)
+        debias[at] = np.where(ok, np.minimum(boundary[js[1:]], 0.0), 0.0)
+    return {"alm_next_ids": np.append(ids[1:], 0), "alm_start": start, "alm_teacher_logprob": teacher,
+            "alm_teacher_boundary": debias}
 
 
 def check_config(config) -> None:
@@ -104,9 +205,9 @@ def check_config(config) -> None:
             raise BblError(f"--{name.replace('_', '-')} does not apply to --targets {NAME} yet; drop it")
 
 
-KIND = CacheKind(name=NAME, arrays=lambda attrs: ARRAYS, static_arrays=STATIC_ARRAYS, setting_keys=SETTING_KEYS,
+KIND = CacheKind(name=NAME, arrays=arrays, static_arrays=static_arrays, setting_keys=SETTING_KEYS,
                  array_specs=array_specs, describe=describe, stats=stats, training_item=training_item,
-                 kd_variants=("exact_match", "uld", "gold"), check_config=check_config)
+                 kd_variants=("exact_match", "uld", "gold", "alm"), check_config=check_config)
 
 
 def exact_match_targets(rows: dict, teacher_to_student: np.ndarray) -> dict:
@@ -147,4 +248,5 @@ def exact_match_targets(rows: dict, teacher_to_student: np.ndarray) -> dict:
             "aligned": aligned}
 
 
-__all__ = ["ARRAYS", "KIND", "NAME", "STATIC_ARRAYS", "exact_match_targets"]
+__all__ = ["ALM_ARRAYS", "ALM_ATTR", "ALM_STATIC", "ARRAYS", "KIND", "NAME", "STATIC_ARRAYS", "alm_targets",
+           "exact_match_targets", "has_alm"]

@@ -37,9 +37,11 @@ bbl study student-study --data prepared --workdir study --cache cache/top64.zarr
   --arm "hybrid-4s8-kd10:--cache cache/kd10.zarr" --arm "hybrid-4s4:--cache cache/h4s4.zarr" \
   --arm "hybrid-2s8:--cache cache/h2s8.zarr" \
   --arm "xtok-exact:--cache cache/xtok.zarr --set distill.kd_variant=exact_match" \
-  --arm "xtok-uld:--cache cache/xtok.zarr --set distill.kd_variant=uld" \
+  --arm "xtok-uld:--cache cache/xtok.zarr --set distill.kd_variant=uld --set distill.uld_form=tempered" \
   --arm "xtok-gold:--cache cache/xtok.zarr --set distill.kd_variant=gold" \
   --blimp-dir $D/blimp_fast --supplement-dir $D/supplement_fast
+# (xtok-uld ran before distill.uld_form existed, as `--set distill.kd_variant=uld` alone, which then meant the
+# tempered form; since issue 41 plain uld is Boizard et al.'s CE + 1.5 ULD, so the setting reproduces the run.)
 # study.json = study/study.json. (The first 6 runs ran in a first invocation without the xtok arms, --jobs 1,
 # while teacher-unigram trained; a second, with the xtok arms, reused them; a third added hybrid-4s4 and hybrid-2s8
 # and reused the rest.)
