@@ -144,7 +144,7 @@ def _argv(prepared, out, *caches, sets=()):
 def test_distill_from_caches_of_two_tokenizers_trains_and_records_each(topk_cache, cross_cache, trained_cache,
                                                                        unigram_teacher, prepared, tmp_path):
     out = tmp_path / "two"
-    res = run(_argv(prepared, out, topk_cache, f"{cross_cache}:kd_variant=uld,weight=0.25"))
+    res = run(_argv(prepared, out, topk_cache, f"{cross_cache}:kd_variant=gold,weight=0.25"))
     assert res.exit_code == 0, res.output
     logged = [m for m in _metrics(out) if "kd_loss" in m]
     assert len(logged) == 3
@@ -156,14 +156,14 @@ def test_distill_from_caches_of_two_tokenizers_trains_and_records_each(topk_cach
     caches = ran["caches"]
     assert [c["cache"] for c in caches] == [str(topk_cache), str(cross_cache)]
     assert [c["cache_targets"] for c in caches] == ["topk", "cross_tokenizer"]
-    assert [c["kd_variant"] for c in caches] == ["topk_tail", "uld"]
+    assert [c["kd_variant"] for c in caches] == ["topk_tail", "gold"]
     assert [c["weight"] for c in caches] == [0.75, 0.25] and [c["temperature"] for c in caches] == [2.0, 1.5]
     assert ran["config"]["distill"]["caches"] == [{"kd_variant": "topk_tail", "weight": 0.75},
-                                                  {"kd_variant": "uld", "weight": 0.25}]
+                                                  {"kd_variant": "gold", "weight": 0.25}]
     assert {t["path"] for t in ran["ledger"]["teachers"]} == {str(t) for t in [*trained_cache[0], unigram_teacher]}
     # the saved config holds each cache's settings: --resume with other weights is refused, not mixed
     assert list((out / "checkpoints").glob("checkpoint-*"))
-    res = run([*_argv(prepared, out, topk_cache, f"{cross_cache}:kd_variant=uld,weight=0.5"), "--resume"])
+    res = run([*_argv(prepared, out, topk_cache, f"{cross_cache}:kd_variant=gold,weight=0.5"), "--resume"])
     assert res.exit_code == 1 and "distill.caches" in res.output, res.output
 
 
@@ -203,6 +203,7 @@ def test_bad_multi_cache_input_is_one_line_before_anything_is_written(topk_cache
         ((topk_cache, cross_cache), ("distill.mlm_kd=true",), r"distill.mlm_kd reads one cache"),
         ((topk_cache, cross_cache), ("distill.caches=[{weight: 1}]",), r"distill.caches has 1 entries for 2 --cache"),
         ((topk_cache, cross_cache), ("distill.temperature=1.5",), r"topk.zarr: cache was written at temperature 2.0"),
+        ((topk_cache, f"{cross_cache}:kd_variant=alm"), (), r"kd_variant=alm weighs CE and KD its own way"),
     ]
     out = tmp_path / "x"
     for caches, sets, message in cases:
@@ -217,12 +218,12 @@ def test_study_arm_with_several_caches(topk_cache, cross_cache, tiny_teachers, p
     from bbl.study.arms import parse_arm, run_argv
     from bbl.study.run import check_arm
 
-    spec = f"ens:--cache {topk_cache} --cache '{cross_cache}:kd_variant=uld,weight=0.3' --set distill.alpha=0.4"
+    spec = f"ens:--cache {topk_cache} --cache '{cross_cache}:kd_variant=gold,weight=0.3' --set distill.alpha=0.4"
     arm = parse_arm(spec, default_cache=Path("study.zarr"))
-    assert arm.mode == "cached" and arm.caches == [topk_cache, f"{cross_cache}:kd_variant=uld,weight=0.3"]
+    assert arm.mode == "cached" and arm.caches == [topk_cache, f"{cross_cache}:kd_variant=gold,weight=0.3"]
     argv = run_argv(arm, "student-tiny", prepared, tmp_path / "r", 0, [], [])
     assert argv[0] == "distill" and argv[-4:] == ["--cache", str(topk_cache), "--cache",
-                                                  f"{cross_cache}:kd_variant=uld,weight=0.3"]
+                                                  f"{cross_cache}:kd_variant=gold,weight=0.3"]
     assert parse_arm("one:--set distill.alpha=0.4", default_cache=Path("s.zarr")).caches == [Path("s.zarr")]
     data = PreparedData(prepared)
     sets = [f"training.max_train_windows={WINDOWS}", "training.data_seed=0"]

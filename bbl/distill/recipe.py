@@ -171,6 +171,10 @@ def check_caches(cfg: Config, data: PreparedData, specs, *,
     for c, (location, _) in enumerate(specs):
         reader = open_reader(location)
         checked = check_distill_inputs(dataclasses.replace(cfg, distill=merged.for_cache(c)), data, reader=reader)
+        if get_reading(checked.distill.kd_variant).weights is not None:  # its own CE/KD weighting (ALM, ULD's source)
+            raise BblError(f"{location}: kd_variant={checked.distill.kd_variant} weighs CE and KD its own way, "
+                           f"which the several-cache sum alpha*CE + (1-alpha)*sum_c w_c*T_c^2*KD_c cannot hold yet; "
+                           f"distil from it alone, or read it with another kd_variant")
         sources.append(CacheSource(location, reader, checked.distill, weights[c]))
     check_same_windows(sources)
     resolved = [{**e, "kd_variant": s.distill.kd_variant, "weight": s.weight}
