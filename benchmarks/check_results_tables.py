@@ -437,6 +437,65 @@ def divergence_steps():
              f"{x['step_ratio']:.3f}", f"{x['head_cpu_ratio']:.3f}"] for name, x in d["divergences"].items()]
     return header, rows
 
+DIVERGENCES_RERUN = "docs/results/divergences/step-ratios-2026-12-07.json"
+
+
+def divergence_steps_rerun():
+    """The re-run after the cache refactor beside the recorded run: each divergence's ratios to forward KL."""
+    old, new = load(DIVERGENCES)["divergences"], load(DIVERGENCES_RERUN)["divergences"]
+    header = ["divergence", "step CPU (ms), now", "step CPU ÷ forward KL, before", "step CPU ÷ forward KL, now",
+              "head CPU ÷ forward KL, before", "head CPU ÷ forward KL, now"]
+    rows = [[f"`{name}`", f"{x['step_cpu_ms']:.0f}", f"{old[name]['step_cpu_ratio']:.3f}", f"{x['step_cpu_ratio']:.3f}",
+             f"{old[name]['head_cpu_ratio']:.3f}", f"{x['head_cpu_ratio']:.3f}"] for name, x in new.items()]
+    return header, rows
+
+
+DISTILL_STEP = "docs/results/benchmarks/distill-step-2026-12-07.json"
+
+
+def _target(ratio: float, target: float, digits: int = 3) -> str:
+    return f"{ratio:.{digits}f} (target ≤ {target:g}: {'met' if ratio <= target else 'missed'})"
+
+
+def chunked_loss_step():
+    """bench_distill.py --modes plain,cached,hf-plain: the chunked loss against the model's own (B, S, V) logits."""
+    m = load(DISTILL_STEP)["modes"]
+    hf, plain, cached = m["hf-plain"], m["plain"], m["cached"]
+    header = ["mode", "ms/step", "÷ HF plain", "÷ chunked plain", "peak RSS (MiB)", "÷ HF plain"]
+    rows = [["HF plain CE (`loss_impl: hf`)", f"{hf['total_ms']:,.1f}", "1.000", "", f"{hf['peak_rss_mib']:,.0f}",
+             "1.000"],
+            ["chunked plain CE (bbl's default)", f"{plain['total_ms']:,.1f}", f"{plain['total_ms'] / hf['total_ms']:.3f}",
+             "1.000", f"{plain['peak_rss_mib']:,.0f}", f"{plain['peak_rss_mib'] / hf['peak_rss_mib']:.3f}"],
+            ["chunked cached KD (`topk_tail`, k = 64)", f"{cached['total_ms']:,.1f}",
+             _target(cached["total_ms"] / hf["total_ms"], 1.0), _target(cached["total_ms"] / plain["total_ms"], 1.10),
+             f"{cached['peak_rss_mib']:,.0f}", _target(cached["peak_rss_mib"] / hf["peak_rss_mib"], 0.9)]]
+    return header, rows
+
+
+CACHE_BENCH = "docs/results/benchmarks/cache-2026-12-07.json"
+
+
+def cache_dump():
+    """bench_cache.py: dump throughput against the same teachers' forward-only throughput (target ≥ 0.90)."""
+    b = load(CACHE_BENCH)
+    sizes = " + ".join(f"{n / 1e6:.2f}M" for n in b["teachers"].values())
+    r = b["dump_over_forward"]
+    header = ["teachers", "forward-only", "dump", "dump ÷ forward"]
+    rows = [[f"demo CPU teachers ({sizes}), {b['windows']} windows", f"{b['forward_windows_per_s']:.1f} windows/s",
+             f"{b['dump_windows_per_s']:.1f} windows/s",
+             f"{r:.2f} — {'meets' if r >= 0.9 else 'misses'} the target"]]
+    return header, rows
+
+
+def cache_layouts():
+    """bench_cache.py: each layout's bytes/token, fidelity against the fp32 targets, and read speeds."""
+    header = ["layout", "bytes/token", "mean KL vs exact (nats)", "max abs log-prob error", "contiguous read (windows/s)",
+              "shuffled read (windows/s)", "random single windows/s"]
+    rows = [[x["name"], f"{x['bytes_per_token']:.1f}", f"{x['mean_kl']:.1e}", f"{x['max_abs_logprob_error']:.1e}",
+             f"{x['contiguous_windows_per_s']:,.0f}", f"{x['shuffled_windows_per_s']:,.0f}",
+             f"{x['random_single_windows_per_s']:,.0f}"] for x in load(CACHE_BENCH)["layouts"]]
+    return header, rows
+
 
 TARGETS_RENORM_ROWS = (64, 4)
 """The top-k sizes whose renormalised target the table shows beside the tail-aware one (same cache)."""
@@ -789,7 +848,8 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
     f.__name__: f for f in (cpu_study, cpu_study_runs, cpu_study_pairs, cpu_study_stages, sparse_targets,
                             sparse_targets_pairs, sparse_targets_runs, antlm_study, antlm_pairs,
                             antlm_supplement_runs, antlm_curves, antlm_entity_tracking, tuned_baseline,
-                            tuned_baseline_pairs, finetune, readme_summary, divergence_steps, targets_bench,
+                            tuned_baseline_pairs, finetune, readme_summary, divergence_steps, divergence_steps_rerun,
+                            targets_bench,
                             fault_injection, paper_estimate, babyllama2_estimate,
                             vocab_cache_bytes, equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
