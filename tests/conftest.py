@@ -11,7 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL_DATA = Path(os.environ.get("BBL_REAL_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+"""The real BabyLM and evaluation data: `BBL_REAL_DATA`, else ../shared/data beside the repo (a git worktree kept
+elsewhere names it)."""
 EVAL_PIPELINE = Path(os.environ.get("BBL_EVAL_PIPELINE")
                      or Path(__file__).resolve().parents[1].parent / "shared" / "vendor" / "evaluation-pipeline-2025")
 """The BabyLM 2025 evaluation pipeline's own code (not on PyPI): `BBL_EVAL_PIPELINE`, else the copy vendored at
