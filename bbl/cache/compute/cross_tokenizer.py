@@ -167,7 +167,7 @@ class TeacherText:
         lines = bytes(self.text[seg_start:seg_end]).decode("utf-8").splitlines(keepends=True)
         ids, spans, base = [], [], seg_start
         for line, enc in zip(lines, self.tokenizer.encode_batch(lines, add_special_tokens=False), strict=True):
-            chars = token_char_spans(line, enc)
+            chars = token_char_spans(line, enc, self.tokenizer.normalizer)
             check_spans(line, chars, where=f"teacher tokenizer on {cfg.split} window {w}")
             ids += enc.ids
             spans.append(char_to_byte(line)[chars] + base)
