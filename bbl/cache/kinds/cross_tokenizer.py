@@ -114,16 +114,19 @@ def exact_match_targets(rows: dict, teacher_to_student: np.ndarray) -> dict:
 
     At student position s aligned to teacher position j, each of the teacher's top-k ids with a student twin (same
     byte string, `teacher_to_student`) keeps its log-prob under the twin's id; the mass of the others joins the
-    tail (logsumexp, as the dump computes the tail). Ids are re-sorted ascending (the cache's `TOPK_ORDER`); an
-    unmapped slot holds id 0 and log-prob -inf (no mass). With the student's own tokenizer as the teacher's, every
-    id maps to itself and this equals the ordinary top-k cache bit for bit.
+    tail (logsumexp, as the dump computes the tail). Teacher ids sharing a twin (a byte-fallback vocabulary's `A`
+    and `<0x41>`) are merged into one slot holding their summed mass (logaddexp), so every student id appears
+    once, as the (k+1)-outcome KL's rest mass assumes (`bbl.losses.coarse.student_rest_logprob`). Ids are re-sorted
+    ascending (the cache's `TOPK_ORDER`); an unmapped or merged-away slot holds id 0 and log-prob -inf (no mass),
+    after the others. With the student's own tokenizer as the teacher's, every id maps to itself and this equals
+    the ordinary top-k cache bit for bit.
 
     Args:
         rows: the cache's arrays for (N, ...) windows (`CacheReader.read`).
         teacher_to_student: (V_teacher,) int32.
     Returns:
-        topk_ids (N, S, K) int64, topk_logprobs (N, S, K) float16 (-inf where unmapped or not aligned),
-        tail_logprob (N, S) float32 (0 where not aligned), aligned (N, S) bool.
+        topk_ids (N, S, K) int64, topk_logprobs (N, S, K) float16 (-inf where unmapped, merged away or not
+        aligned), tail_logprob (N, S) float32 (0 where not aligned), aligned (N, S) bool.
     """
     align = rows["alignment"].astype(np.int64)
     aligned = align >= 0
@@ -140,11 +143,32 @@ def exact_match_targets(rows: dict, teacher_to_student: np.ndarray) -> dict:
             tail = np.logaddexp(tail, np.logaddexp.reduce(lost, axis=-1)).astype(np.float32)
     student = np.where(mapped, student, 0)
     logp = np.where(mapped, logp, np.float16(-np.inf)).astype(np.float16)
-    order = np.argsort(np.where(mapped, student, np.iinfo(np.int64).max), axis=-1, kind="stable")
-    student, logp = np.take_along_axis(student, order, -1), np.take_along_axis(logp, order, -1)
+    key = np.where(mapped, student, np.iinfo(np.int64).max)
+    order = np.argsort(key, axis=-1, kind="stable")
+    student, logp, key = (np.take_along_axis(x, order, -1) for x in (student, logp, key))
+    repeat = np.zeros_like(mapped)
+    repeat[..., 1:] = (key[..., 1:] == key[..., :-1]) & (key[..., 1:] != np.iinfo(np.int64).max)
+    if repeat.any():
+        student, logp = _merge_repeats(student, logp, repeat)
     logp = np.where(aligned[..., None], logp, np.float16(-np.inf)).astype(np.float16)
     return {"topk_ids": student, "topk_logprobs": logp, "tail_logprob": np.where(aligned, tail, 0).astype(np.float32),
             "aligned": aligned}
+
+
+def _merge_repeats(student: np.ndarray, logp: np.ndarray, repeat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Slots sorted by student id, `repeat` marking a slot whose id equals the one before: each run's log-probs
+    summed (logaddexp, in float32) into its first slot, the repeats freed (id 0, -inf) and moved after the rest."""
+    k = student.shape[-1]
+    run = np.cumsum(~repeat, axis=-1) - 1                              # run index of each slot within its row
+    flat_rows = np.arange(student.size // k).reshape(student.shape[:-1])[..., None] * k
+    merged = np.full(student.size, -np.inf, dtype=np.float32)
+    np.logaddexp.at(merged, (flat_rows + run).ravel(), logp.astype(np.float32).ravel())
+    merged = merged.reshape(student.shape)
+    first = ~repeat
+    logp = np.where(first, np.take_along_axis(merged, run, -1), -np.inf).astype(np.float16)
+    student = np.where(first, student, 0)
+    order = np.argsort(repeat, axis=-1, kind="stable")                # kept slots first, in id order
+    return np.take_along_axis(student, order, -1), np.take_along_axis(logp, order, -1)
 
 
 __all__ = ["ARRAYS", "KIND", "NAME", "STATIC_ARRAYS", "exact_match_targets"]
