@@ -114,6 +114,104 @@ def unigram_teacher(student_data, tmp_path_factory):
     return _save_teacher(tok, "llama", tmp_path_factory.mktemp("unigram") / "llama")
 
 
+def _tiny_corpus_teacher(kind: str, prepared: Path, out: Path) -> Path:
+    """A teacher tokenizer trained on the tiny corpus under a random tiny LLaMA: `bpe-no-prefix` (byte-level BPE
+    without prefix space, as GPT-2, LLaMA-3 and Qwen tokenize) or `unigram` (60 ids, Metaspace: many line starts are
+    a lone `▁` before the word's pieces)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if kind == "bpe-no-prefix":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        tok = Tokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=60, special_tokens=SPECIALS, unk_token="<unk>",
+                                          show_progress=False)
+    tok.train_from_iterator(_train_text(prepared), trainer)
+    return _save_teacher(tok, "llama", out)
+
+
+@pytest.mark.parametrize("kind", ["bpe-no-prefix", "unigram"])
+def test_a_line_start_targets_the_student_token_the_student_predicts_there(kind, prepared, tmp_path):
+    """A teacher sure of its next token gives, at every aligned position whose next student and teacher tokens
+    cover the same bytes, exact-match targets on the student's next token: at line starts too, where the student's
+    token carries the prefix space it inserts (`Ġshe`) and a GPT-2-style teacher's does not (`she`), and where a
+    Unigram teacher inserts its space as a lone `▁` (the student's newline pairs with the teacher's newline, not
+    with the `▁`, which predicts the word without its space)."""
+    from bbl.cache.kinds.cross_tokenizer import training_item
+
+    out = tmp_path / "x.zarr"
+    teacher = _tiny_corpus_teacher(kind, prepared, tmp_path / "teacher")
+    dump_logits([teacher], prepared, out, xconfig(context_tokens=8, top_k=4), progress=False, log=quiet)
+    reader, data = CacheReader(out), PreparedData(prepared)
+    static = {name: reader.read_static(name) for name in reader.static}
+    off, text = data.offsets("train").astype(np.int64), data.text("train")
+    checked, line_starts, lone_next = 0, 0, 0
+    for n in range(reader.num_windows):
+        row = {k: v[0] for k, v in reader.read(n, n + 1).items()}
+        length, first = int(row["teacher_lengths"]), int(row["window_idx"]) * 32
+        spans, ids = row["teacher_spans"][:length], row["teacher_ids"][:length].astype(np.int64)
+        # teacher-forced: position j is sure of the teacher's token j + 1
+        row["teacher_topk_ids"] = np.append(ids[1:], 0)[:, None]
+        row["teacher_topk_logprobs"] = np.zeros((length, 1), dtype=np.float16)
+        row["teacher_tail_logprob"] = np.full(length, -np.inf, dtype=np.float32)
+        row["teacher_spans"] = spans
+        item = training_item(row, static)
+        student_spans = off[first:first + 32] - off[first, 0]
+        for s in range(31):
+            j = int(row["alignment"][s])
+            if j < 0:
+                continue
+            line_start = text[off[first + s + 1, 0] - 1] == ord("\n")
+            if kind == "unigram" and line_start:  # a lone inserted space pairs with a lone inserted space only
+                assert (spans[j, 0] == spans[j, 1]) == (student_spans[s, 0] == student_spans[s, 1]), (n, s, j)
+                lone_next += int(j + 1 < length and spans[j + 1, 0] == spans[j + 1, 1])
+            if j == length - 1 or not np.array_equal(spans[j + 1], student_spans[s + 1]):
+                continue  # the two sides' next tokens cover other bytes
+            got = item["topk_ids"][s][np.isfinite(item["topk_logprobs"][s])]
+            assert got.tolist() == [int(row["input_ids"][s + 1])], (n, s, j, bool(line_start))
+            checked += 1
+            line_starts += int(line_start)
+    assert checked > 100 and line_starts > 10
+    assert kind != "unigram" or lone_next >= 5  # newlines paired with the teacher's newline before its lone `▁`
+
+
+def test_a_cache_dumped_before_the_line_start_rule_reads_but_is_not_recomputed(prepared, tmp_path):
+    """A cache of `alignment_rule: token_end` (no prefix_space, no shifted maps) reads and distils as before; verify
+    --teacher, the repair of a damaged chunk and a resumed dump, which would follow the new rule, are refused in one
+    line."""
+    import zarr
+
+    from bbl.cache.dataset import CacheDataset
+
+    teacher, out = _tiny_corpus_teacher("bpe-no-prefix", prepared, tmp_path / "teacher"), tmp_path / "x.zarr"
+    dump_logits([teacher], prepared, out, xconfig(max_windows=4), progress=False, log=quiet)
+    g = zarr.open_group(out, mode="r+")
+    for name in ("prefix_space", "teacher_to_student_spaced", "teacher_to_student_unspaced"):
+        del g[name]
+    settings = {k: v for k, v in g.attrs["settings"].items() if k != "alignment_rule"}
+    g.attrs.update({"alignment_rule": "token_end", "settings": settings})
+    reader = CacheReader(out)
+    assert sorted(reader.static) == ["teacher_to_student"] and "prefix_space" not in reader.arrays
+    item = CacheDataset(reader)[0]
+    assert item["aligned"].any() and verify_cache(out, progress=False).ok
+    for call, message in ((lambda: verify_cache(out, teacher_dirs=[teacher], progress=False),
+                           "alignment_rule token_end .* re-dump it"),
+                          (lambda: (out / "teacher_topk_ids" / "c" / "0" / "0" / "0").unlink()
+                           or repair_cache(out, [teacher], progress=False, log=quiet),
+                           "alignment_rule token_end .* re-dump it"),
+                          (lambda: dump_logits([teacher], prepared, out, xconfig(max_windows=4), progress=False,
+                                               log=quiet), "other settings .*alignment_rule")):
+        with pytest.raises(BblError, match=message) as e:
+            call()
+        assert "\n" not in str(e.value)
+
+
 def test_identity_reproduces_the_plain_topk_cache_bit_for_bit(prepared, tiny_teachers, tmp_path):
     plain, cross = tmp_path / "plain.zarr", tmp_path / "cross.zarr"
     dump_logits(tiny_teachers, prepared, plain, dump_config(max_windows=12), progress=False, log=quiet)
@@ -169,7 +267,8 @@ def test_other_tokenizers_dump_verify_repair(teacher, student_data, tmp_path, re
     s_bytes = token_byte_strings(load_tokenizer(data.tokenizer_dir))
     pairs = [(t, s) for t, s in enumerate(mapping) if s >= 0 and t_bytes[t] is not None]
     assert len(pairs) > 100 and all(t_bytes[t] == s_bytes[s] for t, s in pairs)
-    exact = exact_match_targets(rows, mapping)
+    exact = exact_match_targets(rows, mapping, spaced=reader.read_static("teacher_to_student_spaced"),
+                                unspaced=reader.read_static("teacher_to_student_unspaced"))
     at = exact["aligned"]
     total = np.exp(exact["topk_logprobs"][at].astype(np.float64)).sum(-1) + np.exp(exact["tail_logprob"][at])
     assert np.abs(total - 1).max() < 0.02

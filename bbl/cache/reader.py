@@ -42,7 +42,7 @@ class CacheReader:
         self.kd_fraction = float(self.attrs.get("kd_fraction", 1.0))  # < 1: targets only where `kd_mask` is true
         with numcodecs_quiet():
             self.arrays = {name: self.group[name] for name in self.kind.arrays(self.attrs)}
-        self.static = {name: self.group[name] for name in self.kind.static_arrays}
+        self.static = {name: self.group[name] for name in self.kind.static_names(self.attrs)}
         self.num_windows = self.arrays["input_ids"].shape[0]
         self.seq_len, self.top_k = self.attrs["seq_len"], self.attrs["top_k"]
         self.temperature = float(self.attrs["temperature"])

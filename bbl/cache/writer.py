@@ -47,7 +47,7 @@ class CacheWriter:
         kind = get_kind(self.targets)  # the kind declares its arrays (`bbl.cache.kinds`)
         delta_ids = bool(attrs.get("delta_ids"))
         self.arrays = kind.arrays(attrs)
-        self.static_arrays = kind.static_arrays
+        self.static_arrays = kind.static_names(attrs)
         self.settings = {k: attrs[k] for k in SETTING_KEYS + kind.setting_keys if k in attrs}
         self.settings.update(num_windows=num_windows, chunk_windows=chunk_windows)
         self.num_chunks = -(-num_windows // chunk_windows)

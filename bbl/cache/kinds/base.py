@@ -34,7 +34,8 @@ class CacheKind:
         training_item: (one row of the arrays (numpy), the static arrays) -> {name: numpy array} that distillation
             reads besides input_ids and labels (the KD reading's `target_keys`).
         stats: (reader, chunk indices) -> statistics for `cache info` and the dump's summary.
-        static_arrays: arrays written once per cache (not per window chunk), each one chunk, checksummed.
+        static_arrays: arrays written once per cache (not per window chunk), each one chunk, checksummed: a tuple
+            of names, or attrs -> the names (a kind whose later dumps add one; `static_names`).
         setting_keys: attributes besides `bbl.cache.format.SETTING_KEYS` that a resumed dump must match.
         check_config: a `DumpConfig` of this kind -> None; settles its kind-dependent defaults in place and raises
             `BblError` naming the dump-logits option for a setting the kind refuses.
@@ -49,10 +50,14 @@ class CacheKind:
     kd_variants: tuple[str, ...]
     training_item: Callable[[dict, dict], dict]
     stats: Callable = _no_stats
-    static_arrays: tuple[str, ...] = ()
+    static_arrays: tuple[str, ...] | Callable[[dict], tuple[str, ...]] = ()
     setting_keys: tuple[str, ...] = ()
     check_config: Callable = _no_checks
     retemper: bool = False
+
+    def static_names(self, attrs: dict) -> tuple[str, ...]:
+        """The static arrays a cache of these attributes holds (`static_arrays`, asked with the cache's attrs)."""
+        return self.static_arrays(attrs) if callable(self.static_arrays) else self.static_arrays
 
     def variant_problem(self, kd_variant: str) -> str | None:
         """Why `distill.kd_variant=kd_variant` cannot read this kind, with the fix; None if it can."""
