@@ -771,6 +771,23 @@ def cross_tokenizer_alignment():
     return header, rows
 
 
+QWEN_ALIGNMENT = "docs/results/benchmarks/tokenizer-alignment-qwen.json"
+QWEN_ALIGNMENT_PAIRS = {"tok-unigram": "Unigram, 4,096 ids, Metaspace, trained on the same text",
+                        "qwen2": "Qwen2's own: byte-level BPE, 151,646 ids, no prefix space, NFC"}
+
+
+def tokenizer_alignment_qwen():
+    a = load(QWEN_ALIGNMENT)
+    header = ["teacher tokenizer", "aligned student positions", "teacher tokens per window",
+              "teacher vocabulary with a student twin", "teacher tokens of the text with a twin",
+              "aligned positions read space-shifted (+1 / -1)"]
+    rows = [[QWEN_ALIGNMENT_PAIRS[name], f"{100 * p['aligned_fraction']:.1f}%", f"{p['teacher_tokens_per_window']:.1f}",
+             f"{100 * p['vocabulary_with_student_twin']:.1f}%", f"{100 * p['text_tokens_with_student_twin']:.1f}%",
+             f"{100 * p['aligned_with_student_prefix_space']:.2f}% / {100 * p['aligned_with_teacher_prefix_space']:.2f}%"]
+            for name, p in a["pairs"].items()]
+    return header, rows
+
+
 def cross_tokenizer_teachers():
     bpb = load(CROSS_BPB)
     header = ["teacher", "tokenizer", "dev CE (nats / own token)", "dev bits per byte"]
@@ -853,7 +870,7 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             fault_injection, paper_estimate, babyllama2_estimate,
                             vocab_cache_bytes, equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
-                            cross_tokenizer_alignment, dump_shapes,
+                            cross_tokenizer_alignment, tokenizer_alignment_qwen, dump_shapes,
                             cross_tokenizer_8b)}
 
 

@@ -11,9 +11,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REAL_DATA = Path(os.environ.get("BBL_DATA") or Path(__file__).resolve().parents[1].parent / "shared" / "data")
-"""The real BabyLM data and evaluation sets: `BBL_DATA`, else ../shared/data beside the repo (a checkout elsewhere,
-e.g. a git worktree, names it)."""
+REAL_DATA = Path(os.environ.get("BBL_DATA") or os.environ.get("BBL_REAL_DATA")
+                 or Path(__file__).resolve().parents[1].parent / "shared" / "data")
+"""The real BabyLM data and evaluation sets: `BBL_DATA` (or `BBL_REAL_DATA`), else ../shared/data beside the repo
+(a checkout elsewhere, e.g. a git worktree, names it)."""
 EVAL_PIPELINE = Path(os.environ.get("BBL_EVAL_PIPELINE")
                      or Path(__file__).resolve().parents[1].parent / "shared" / "vendor" / "evaluation-pipeline-2025")
 """The BabyLM 2025 evaluation pipeline's own code (not on PyPI): `BBL_EVAL_PIPELINE`, else the copy vendored at

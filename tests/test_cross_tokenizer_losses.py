@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -206,3 +207,60 @@ def test_boizard_uld_refuses_a_cache_of_another_temperature_in_one_line():
     assert reading.cache_problem({"temperature": 2.0}, DistillConfig(uld_form="tempered")) is None
     with pytest.raises(BblError, match="uld_weight"):
         DistillConfig(uld_weight=-1.0)
+
+
+def _byte_fallback_teacher():
+    """A Llama-2-style byte-fallback BPE (Metaspace, `<0x00>`..`<0xFF>`): it holds both `A` and `<0x41>`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {t: i for i, t in enumerate(["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)),
+                                         "\u2581", "A", "B", "\u2581A", "\u2581AB"])}
+    merges = [("\u2581", "A"), ("\u2581A", "B")]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, byte_fallback=True, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok.add_special_tokens(["<unk>", "<s>", "</s>"])
+    return tok
+
+
+def test_exact_match_kl_merges_teacher_ids_of_one_byte_string_by_hand():
+    # a byte-fallback teacher puts p = 0.5 on `A` and 0.3 on `<0x41>`, both the student's `A`; 0.1 on `B`; 0.05 on
+    # `▁AB` (no student twin) and 0.05 in its tail. The student's outcomes: A (0.8), B (0.1), the rest (0.1).
+    from bbl.cache.kinds.cross_tokenizer import training_item
+    from bbl.data.tokenizer import train_tokenizer
+    from bbl.data.vocab import vocab_correspondence
+    from bbl.losses.cross_tokenizer import cross_tokenizer_head_loss
+
+    teacher = _byte_fallback_teacher()
+    assert teacher.encode("\u00e9").tokens == ["\u2581", "<0xC3>", "<0xA9>"]  # byte fallback at work
+    student = train_tokenizer(["a cat sat on the mat\n"] * 40, vocab_size=262, show_progress=False)
+    mapping = vocab_correspondence(teacher, student)
+    t = {name: teacher.token_to_id(name) for name in ("A", "<0x41>", "B", "\u2581AB")}
+    a, b = student.token_to_id("A"), student.token_to_id("B")
+    assert mapping[t["A"]] == mapping[t["<0x41>"]] == a and mapping[t["B"]] == b and mapping[t["\u2581AB"]] == -1
+    p = {"A": 0.5, "<0x41>": 0.3, "B": 0.1, "\u2581AB": 0.05}
+    order = sorted(p, key=t.get)
+    row = {"alignment": np.array([0, -1], dtype=np.int32),
+           "teacher_topk_ids": np.array([[t[n] for n in order]] * 2, dtype=np.int32),
+           "teacher_topk_logprobs": np.log(np.array([[p[n] for n in order]] * 2)).astype(np.float16),
+           "teacher_tail_logprob": np.log(np.array([0.05, 0.05], dtype=np.float32))}
+    item = training_item(row, {"teacher_to_student": mapping})
+
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(1, 2, 8, generator=g, dtype=torch.float64)
+    weight = torch.randn(student.get_vocab_size(), 8, generator=g, dtype=torch.float64)
+    q = torch.softmax(hidden[0, 0] @ weight.T, -1)
+    stored = {n: float(np.exp(np.float64(row["teacher_topk_logprobs"][0, order.index(n)]))) for n in p}
+    p_a, p_b = stored["A"] + stored["<0x41>"], stored["B"]
+    p_rest = stored["\u2581AB"] + 0.05
+    q_a, q_b = float(q[a]), float(q[b])
+    want = (p_a * math.log(p_a / q_a) + p_b * math.log(p_b / q_b) + p_rest * math.log(p_rest / (1 - q_a - q_b)))
+    targets = {k: torch.from_numpy(np.asarray(v))[None] for k, v in item.items()}
+    full = exact_match_kl(hidden @ weight.T, targets["topk_ids"], targets["topk_logprobs"], targets["tail_logprob"],
+                          targets["aligned"], 1.0)
+    assert float(full[0, 0]) == pytest.approx(want, rel=1e-4) and float(full[0, 1]) == 0
+    _, _, kd = cross_tokenizer_head_loss(hidden, weight, torch.zeros(1, 2, dtype=torch.long), targets,
+                                         variant="exact_match", alpha=0.0, temperature=1.0)
+    assert float(kd) == pytest.approx(want, rel=1e-4)  # the default chunked path, over the one aligned position
+    ids, logp = item["topk_ids"][0], item["topk_logprobs"][0]
+    assert sorted(ids[np.isfinite(logp)].tolist()) == [a, b]  # one slot per student id, the merged one first

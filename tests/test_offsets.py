@@ -70,6 +70,32 @@ def test_offsets_recover_every_token_and_the_whole_text(real_prepared):
         assert (np.cumsum(covered)[:-1] > 0).all()  # byte-level BPE: every byte of the text is in some token
 
 
+COMPOSED = ("the cafe\u0301 was open", "\uff76\uff9e is ga", "\u1100\u1161 is ga too", "e\u0301\u0323 and e\u0302\u0301")
+"""Lines NFKC composes: `e` + U+0301 -> `é`, halfwidth `ｶ` + `ﾞ` -> `ガ`, Hangul jamo -> `가`, two marks (reordered)."""
+
+
+def test_prepare_keeps_text_its_nfkc_tokenizer_composes_and_covers_every_byte(tmp_path):
+    from .conftest import write_tiny_babylm
+
+    train, dev = write_tiny_babylm(tmp_path / "babylm", lines=60)
+    for d, suffix in ((train, "train"), (dev, "dev")):
+        with (d / f"aochildes.{suffix}").open("a") as f:
+            f.write("".join(line + "\n" for line in COMPOSED))
+    out = tmp_path / "prepared"
+    prepare(train, dev, out, vocab_size=300, progress=False, log=quiet)
+    data = PreparedData(out, check_hashes=True)
+    for split in ("train", "dev"):
+        text, offsets = bytes(data.text(split)), np.asarray(data.offsets(split)).astype(np.int64)
+        assert all(line.encode() in text for line in COMPOSED)
+        covered = np.zeros(len(text) + 1, dtype=np.int64)
+        np.add.at(covered, offsets[:, 0], 1)
+        np.add.at(covered, offsets[:, 1], -1)
+        assert (np.cumsum(covered)[:-1] > 0).all()  # every byte, the combining ones included, is in some token
+        assert (np.diff(offsets[:, 0]) >= 0).all() and (offsets[:, 1] >= offsets[:, 0]).all()
+        jamo = text.index("\u1100\u1161".encode())  # the syllable's tokens cover both jamo (6 bytes)
+        assert any(a == jamo and b == jamo + 6 for a, b in offsets)
+
+
 def test_a_tokenizer_that_drops_text_is_refused_before_anything_is_written(tmp_path, prepared, tiny_babylm):
     from tokenizers import normalizers
 

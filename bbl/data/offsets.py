@@ -6,7 +6,8 @@ NFKC-normalised text), for cross-tokenizer dumps and bits per byte.
 file of the split, in manifest order, as UTF-8) and `OUT/{split}.offsets.npy` ((tokens, 2) [start, end) byte
 offsets into it, uint32, int64 past 4 GiB). Spans come from the fast tokenizer's offsets (characters of the
 original, un-normalised text), turned into bytes. Pieces of one character (byte-level BPE) share its span, and so
-may a prefix space and the first piece of a line.
+may a prefix space and the first piece of a line; a character the normaliser composed into the one before it (NFKC:
+`e` + U+0301 -> `é`) is covered by that one's tokens (`cover_composed`).
 """
 
 from __future__ import annotations
@@ -71,15 +72,50 @@ INSERTED_SPACES = ("\u0120", "\u2581")
 line's first word and whose offsets it reports as that word's first character."""
 
 
-def token_char_spans(line: str, encoding) -> np.ndarray:
+def token_char_spans(line: str, encoding, normalizer=None) -> np.ndarray:
     """(tokens, 2) int64 [start, end) character spans of a `tokenizers.Encoding` of `line`, with an inserted prefix
     space (`INSERTED_SPACES` over a non-space character) given an empty span at its start: it covers no text, so
-    the token before it and it both end where the line starts, and the next token's boundary stays exact."""
+    the token before it and it both end where the line starts, and the next token's boundary stays exact. With
+    the tokenizer's `normalizer`, characters it composed into the one before them get that one's span too
+    (`cover_composed`)."""
     chars = np.asarray(encoding.offsets, dtype=np.int64).reshape(-1, 2)
     for i, token in enumerate(encoding.tokens):
         if token in INSERTED_SPACES and chars[i, 1] > chars[i, 0] and not line[chars[i, 0]].isspace():
             chars[i, 1] = chars[i, 0]
-    return chars
+    return chars if normalizer is None else cover_composed(line, chars, normalizer)
+
+
+def cover_composed(line: str, char_spans: np.ndarray, normalizer) -> np.ndarray:
+    """Spans extended over the characters a normalizer composed into the character before them.
+
+    NFC / NFKC compose `e` + U+0301 into `é`, halfwidth `ｶ` + `ﾞ` into `ガ`, Hangul jamo into a syllable; the
+    tokenizer's offsets then give the composed character the first one's span and leave the others uncovered, so
+    the text could not be recovered from the spans. A character is taken into the tokens whose (nonempty) span
+    ends just before it when it is uncovered, not whitespace, and adding it changes the normalised text of their
+    span: a character the normalizer deletes changes nothing and stays uncovered (`check_spans` refuses it).
+
+    Args:
+        line: the encoded text. char_spans: (tokens, 2) int64 [start, end) character spans, in order.
+        normalizer: the tokenizer's `tokenizers.normalizers.Normalizer` (`normalize_str`).
+    Returns:
+        (tokens, 2) int64, a copy when a span changed (else `char_spans` itself).
+    """
+    if uncovered_char(line, char_spans) < 0:
+        return char_spans
+    out = char_spans.copy()
+    covered = np.zeros(len(line) + 1, dtype=np.int64)
+    np.add.at(covered, out[:, 0], 1)
+    np.add.at(covered, out[:, 1], -1)
+    for c in np.flatnonzero(np.cumsum(covered)[:-1] == 0):
+        if line[c].isspace():
+            continue
+        before = np.flatnonzero((out[:, 1] == c) & (out[:, 0] < c))
+        if not len(before):
+            continue
+        start = int(out[before[0], 0])
+        if normalizer.normalize_str(line[start:c + 1]) != normalizer.normalize_str(line[start:c]):
+            out[before, 1] = c + 1
+    return out
 
 
 def encode_lines_with_spans(tokenizer, lines: list[str], *, where: str, first_line: int = 1,
@@ -95,7 +131,7 @@ def encode_lines_with_spans(tokenizer, lines: list[str], *, where: str, first_li
         encodings = tokenizer.encode_batch(batch, add_special_tokens=False)
         starts = word_starts_of_encodings(batch, encodings)
         for i, (line, enc, ws) in enumerate(zip(batch, encodings, starts, strict=True)):
-            chars = token_char_spans(line, enc)
+            chars = token_char_spans(line, enc, tokenizer.normalizer)
             check_spans(line, chars, where=f"{where}:{first_line + start + i}")
             yield enc.ids, ws, char_to_byte(line)[chars]
 

@@ -62,13 +62,26 @@ def token_byte_strings(tokenizer) -> list[bytes | None]:
     return out
 
 
-def vocab_correspondence(source, target) -> np.ndarray:
+def vocab_correspondence(source, target, *, prefix_space: int = 0) -> np.ndarray:
     """(source vocab,) int32: for each id of the `source` tokenizer (a `tokenizers.Tokenizer`), the `target` id with
     the same byte string (`token_byte_strings`), or -1. Special tokens match the target's special of the same
     content only (so a tokenizer maps to itself id for id). Where several target ids share a byte string, the
-    smallest."""
-    def keys(tokenizer):
+    smallest; several source ids may map to one target id (a byte-fallback vocabulary holds both `A` and `<0x41>`).
+
+    `prefix_space` shifts the match by the space a tokenizer inserts before a line's first word (the
+    cross-tokenizer cache's `prefix_space`, docs/cache-format.md): +1 maps a source token b to the target's b" " + b
+    (the target inserted the space, the source did not), -1 maps a source token b" " + b to the target's b (the
+    source inserted it); special tokens match as with 0 (they stand for no text).
+    """
+    if prefix_space not in (-1, 0, 1):
+        raise ValueError(f"prefix_space must be -1, 0 or 1, got {prefix_space}")
+
+    def keys(tokenizer, shift: int = 0):
         out = token_byte_strings(tokenizer)
+        if shift == 1:
+            out = [None if b is None else b" " + b for b in out]
+        elif shift == -1:
+            out = [b[1:] if b is not None and len(b) > 1 and b[:1] == b" " else None for b in out]
         for t_id, t in tokenizer.get_added_tokens_decoder().items():
             if t.special and t_id < len(out):
                 out[t_id] = ("special", t.content)
@@ -78,4 +91,10 @@ def vocab_correspondence(source, target) -> np.ndarray:
     for i, key in enumerate(keys(target)):
         if key is not None:
             index.setdefault(key, i)
-    return np.asarray([index.get(key, -1) if key is not None else -1 for key in keys(source)], dtype=np.int32)
+    return np.asarray([index.get(key, -1) if key is not None else -1 for key in keys(source, prefix_space)],
+                      dtype=np.int32)
+
+
+def starts_with_space(tokenizer) -> np.ndarray:
+    """(vocab,) bool: the ids whose byte string (`token_byte_strings`) begins with a space (b" ")."""
+    return np.asarray([b is not None and b[:1] == b" " for b in token_byte_strings(tokenizer)], dtype=bool)

@@ -25,12 +25,12 @@ from bbl.cache.compute.ensemble import EnsembleChunkComputer
 from bbl.cache.compute.fidelity import topk_fidelity
 from bbl.cache.dump_config import DumpConfig
 from bbl.cache.format import LOGPROB_STEP, STORAGE_DEFAULTS, quantize_logprobs, sort_by_id
-from bbl.cache.kinds.cross_tokenizer import ALM_ATTR, DEFAULT_CONTEXT_TOKENS, NAME, has_alm
+from bbl.cache.kinds.cross_tokenizer import ALIGNMENT_RULE, ALM_ATTR, DEFAULT_CONTEXT_TOKENS, NAME, has_alm
 from bbl.data.boundary import boundary_mask
 from bbl.data.offsets import char_to_byte, check_spans, token_char_spans
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import TOKENIZER_FILE, load_tokenizer, tokenizer_fingerprint
-from bbl.data.vocab import vocab_correspondence
+from bbl.data.vocab import starts_with_space, vocab_correspondence
 from bbl.errors import BblError
 from bbl.models.build import common_scoring_positions
 from bbl.models.teachers import load_teachers
@@ -138,6 +138,7 @@ class CrossChunk:
     teacher_topk_ids: np.ndarray
     teacher_topk_logprobs: np.ndarray
     teacher_tail_logprob: np.ndarray
+    prefix_space: np.ndarray
     teacher_token_logprob: np.ndarray | None = None
     teacher_boundary_logprob: np.ndarray | None = None
 
@@ -154,10 +155,23 @@ class TeacherText:
         self.config, self.tokenizer, self.positions = config, tokenizer, positions
         self.offsets = np.asarray(data.offsets(config.split, needed_by=need))
         self.text = data.text(config.split, needed_by=need)
+        self.stream = data.stream(config.split)
+        self.teacher_space = starts_with_space(tokenizer)
+        self.student_space = starts_with_space(load_tokenizer(data.tokenizer_dir))
+
+    def inserted_space(self, starts_with: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """(n,) bool: tokens whose bytes begin with a space the text does not hold there, at a line's first byte
+        (the prefix space a tokenizer inserts before a line's first word), from `starts_with` (n,) bool (the
+        token's bytes begin with b" ") and `starts` (n,) int64 (its first byte in the text)."""
+        text, n = self.text, len(self.text)
+        inside = np.clip(starts, 0, max(n - 1, 0))
+        line_start = (starts == 0) | ((starts > 0) & (starts <= n) & (text[np.clip(starts - 1, 0, None)] == 0x0A))
+        return starts_with & line_start & (starts < n) & (text[inside] != 0x20)
 
     def window(self, w: int) -> dict:
         """Window `w`'s teacher side: input ids, where the stored tokens start in them, and the stored tokens' ids,
-        byte spans (relative to the window's first byte) and the alignment of the student's positions.
+        byte spans (relative to the window's first byte), the alignment of the student's positions and its
+        prefix-space differences (`align_by_end`).
 
         Raises:
             BblError: the teacher's offsets cannot recover a line, the input exceeds the teacher's positions
@@ -169,15 +183,7 @@ class TeacherText:
         ctx_start = int(off[max(0, first - cfg.context_tokens), 0])
         seg_start, seg_end = _line_start(self.text, ctx_start), _line_end(self.text, win_end)
         lines = bytes(self.text[seg_start:seg_end]).decode("utf-8").splitlines(keepends=True)
-        ids, spans, base = [], [], seg_start
-        for line, enc in zip(lines, self.tokenizer.encode_batch(lines, add_special_tokens=False), strict=True):
-            chars = token_char_spans(line, enc)
-            check_spans(line, chars, where=f"teacher tokenizer on {cfg.split} window {w}")
-            ids += enc.ids
-            spans.append(char_to_byte(line)[chars] + base)
-            base += len(line.encode())
-        ids = np.asarray(ids, dtype=np.int64)
-        spans = np.concatenate(spans) if spans else np.zeros((0, 2), dtype=np.int64)
+        ids, spans = self._encode(lines, seg_start, w)
         starts, ends = spans[:, 0], spans[:, 1]
         i0 = int(np.searchsorted(starts, ctx_start, side="left"))
         inside = np.flatnonzero((np.arange(len(ids)) >= i0) & (ends <= win_end))
@@ -193,11 +199,38 @@ class TeacherText:
         # a boundary after a token: the next token does not start inside it
         t_bound = np.append(starts[1:], np.iinfo(np.int64).max) >= ends
         nxt = off[first + 1:stop + 1, 0].astype(np.int64)
-        s_ends = off[first:stop, 1].astype(np.int64)
-        s_bound = np.append(nxt, np.iinfo(np.int64).max)[:cfg.seq_len] >= s_ends
+        s_spans = off[first:stop].astype(np.int64)
+        s_bound = np.append(nxt, np.iinfo(np.int64).max)[:cfg.seq_len] >= s_spans[:, 1]
+        # whether each side's next token begins with a space its tokenizer inserted (the token after the window's
+        # last: the stream's next token; the teacher's, from the next line when the stored ones reach the lines' end)
+        s_next = np.asarray(self.stream[first + 1:stop + 1], dtype=np.int64)
+        s_next_space = np.zeros(cfg.seq_len, dtype=bool)
+        s_next_space[:len(s_next)] = self.inserted_space(self.student_space[s_next], nxt)
+        t_next_ids, t_next_starts = ids[j0 + 1:i1 + 1], starts[j0 + 1:i1 + 1]
+        if i1 - j0 and i1 == len(ids) and seg_end < len(self.text):
+            line = bytes(self.text[seg_end:_line_end(self.text, seg_end + 1)]).decode("utf-8")
+            more_ids, more_spans = self._encode([line], seg_end, w)
+            t_next_ids, t_next_starts = np.append(t_next_ids, more_ids[:1]), np.append(t_next_starts, more_spans[:1, 0])
+        t_next_space = np.zeros(i1 - j0, dtype=bool)
+        t_next_space[:len(t_next_ids)] = self.inserted_space(self.teacher_space[t_next_ids], t_next_starts)
+        alignment, prefix_space = align_by_end(s_spans, s_bound, s_next_space, spans[j0:i1], t_bound[j0:i1],
+                                               t_next_space)
         return {"input": ids[i0:i1], "offset": j0 - i0, "length": i1 - j0, "ids": ids[j0:i1],
-                "spans": (spans[j0:i1] - win_start).astype(np.int32),
-                "alignment": align_by_end(s_ends, s_bound, ends[j0:i1], t_bound[j0:i1])}
+                "spans": (spans[j0:i1] - win_start).astype(np.int32), "alignment": alignment,
+                "prefix_space": prefix_space}
+
+    def _encode(self, lines: list[str], base: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        """The teacher's ids (n,) int64 and absolute byte spans (n, 2) int64 of `lines`, which start at byte `base`
+        of the text, encoded line by line. Raises `BblError` (`check_spans`) naming window `w`."""
+        ids, spans = [], []
+        for line, enc in zip(lines, self.tokenizer.encode_batch(lines, add_special_tokens=False), strict=True):
+            chars = token_char_spans(line, enc, self.tokenizer.normalizer)
+            check_spans(line, chars, where=f"teacher tokenizer on {self.config.split} window {w}")
+            ids += enc.ids
+            spans.append(char_to_byte(line)[chars] + base)
+            base += len(line.encode())
+        return (np.asarray(ids, dtype=np.int64),
+                np.concatenate(spans) if spans else np.zeros((0, 2), dtype=np.int64))
 
 
 class CrossChunkComputer(ChunkComputer):
@@ -227,10 +260,15 @@ class CrossChunkComputer(ChunkComputer):
         self.student_dtype, self.teacher_dtype = arrays["input_ids"].dtype, arrays["teacher_ids"].dtype
 
     def static_arrays(self) -> dict:
-        """The cache's static arrays: `teacher_to_student` (ids of equal byte strings, `vocab_correspondence`) and
+        """The cache's static arrays: `teacher_to_student` (ids of equal byte strings, `vocab_correspondence`), the
+        maps read where one side inserted a prefix space (`teacher_to_student_spaced` / `_unspaced`), and
         `student_boundary` (the student's boundary ids, `boundary_mask`; written where the cache records ALM's
         arrays)."""
         return {"teacher_to_student": vocab_correspondence(self.tokenizer, self.student_tokenizer),
+                "teacher_to_student_spaced": vocab_correspondence(self.tokenizer, self.student_tokenizer,
+                                                                  prefix_space=1),
+                "teacher_to_student_unspaced": vocab_correspondence(self.tokenizer, self.student_tokenizer,
+                                                                    prefix_space=-1),
                 "student_boundary": boundary_mask(self.student_tokenizer, self.student_vocab)}
 
     def teacher_window(self, w: int) -> dict:
@@ -250,6 +288,7 @@ class CrossChunkComputer(ChunkComputer):
             teacher_lengths=np.asarray([t["length"] for t in sides], dtype=np.int32),
             teacher_ids=np.zeros((n, width), dtype=self.teacher_dtype), teacher_spans=np.zeros((n, width, 2), np.int32),
             alignment=np.stack([t["alignment"] for t in sides]),
+            prefix_space=np.stack([t["prefix_space"] for t in sides]),
             teacher_topk_ids=np.zeros((n, width, k), dtype=np.int64),
             teacher_topk_logprobs=np.zeros((n, width, k), dtype=np.float32),
             teacher_tail_logprob=np.zeros((n, width), dtype=np.float32),
@@ -317,30 +356,48 @@ class CrossChunkComputer(ChunkComputer):
         return tokens, masses
 
 
-def align_by_end(student_ends, student_bound, teacher_ends, teacher_bound) -> np.ndarray:
-    """(S,) int32: for each student position, the teacher position predicting from the same byte, or -1.
+def align_by_end(student_spans, student_bound, student_next_space, teacher_spans, teacher_bound,
+                 teacher_next_space) -> tuple[np.ndarray, np.ndarray]:
+    """For each student position, the teacher position predicting from the same byte (or -1), and the prefix-space
+    difference of what the two predict there.
 
-    Both sides' tokens must end on that byte with no successor starting inside them (a boundary). Tokens ending
-    on one byte (a newline, then an inserted prefix space of empty span) pair from the last backwards: the last
-    of each side predicts the first token of the text after the byte; the ones before it pair only where both
-    sides have them (the same tokenizer), else stay -1.
+    Both sides' tokens must end on that byte with no successor starting inside them (a boundary). Several tokens
+    end on one byte where a tokenizer inserted a prefix space before a line's first word as a token of its own (a
+    lone `Ġ` / `▁`, of empty span, `bbl.data.offsets.token_char_spans`): the text token before it predicts the
+    line's first token, space included; the lone space predicts it without the space. So text tokens pair with
+    text tokens and lone spaces with lone spaces, each from the last backwards; a student's lone space with no
+    teacher one pairs with the teacher's text token when the teacher's next token has no inserted space (both then
+    predict the line's first token without one). Others stay -1.
+
+    Args:
+        student_spans: (S, 2) int64 [start, end) bytes; student_bound: (S,) bool; student_next_space: (S,) bool,
+            whether the token after each begins with an inserted prefix space (`TeacherText.inserted_space`).
+        teacher_spans, teacher_bound, teacher_next_space: the same for the (L,) stored teacher tokens.
+    Returns:
+        alignment (S,) int32; prefix_space (S,) int8: student_next_space - teacher_next_space at aligned positions
+        (+1: only the student's next token carries the inserted space, -1: only the teacher's), 0 elsewhere.
     """
-    by_end: dict[int, list[int]] = {}
-    for j, (e, b) in enumerate(zip(teacher_ends, teacher_bound, strict=True)):
-        if b:
-            by_end.setdefault(int(e), []).append(j)
-    out = np.full(len(student_ends), -1, dtype=np.int32)
-    seen: dict[int, int] = {}
-    for s in range(len(student_ends) - 1, -1, -1):
-        if not student_bound[s]:
-            continue
-        e = int(student_ends[s])
-        r = seen.get(e, 0)
-        seen[e] = r + 1
-        js = by_end.get(e, [])
-        if r < len(js):
-            out[s] = js[len(js) - 1 - r]
-    return out
+    def by_end(spans, bound) -> dict[int, tuple[list[int], list[int]]]:
+        out: dict[int, tuple[list[int], list[int]]] = {}
+        for i in np.flatnonzero(bound):
+            text, space = out.setdefault(int(spans[i, 1]), ([], []))
+            (space if spans[i, 0] == spans[i, 1] else text).append(int(i))
+        return out
+
+    teacher = by_end(np.asarray(teacher_spans), np.asarray(teacher_bound, dtype=bool))
+    alignment = np.full(len(student_spans), -1, dtype=np.int32)
+    for e, (s_text, s_space) in by_end(np.asarray(student_spans), np.asarray(student_bound, dtype=bool)).items():
+        t_text, t_space = teacher.get(e, ([], []))
+        for ours, theirs in ((s_text, t_text), (s_space, t_space)):  # from the last backwards, while both have one
+            for s, j in zip(reversed(ours), reversed(theirs), strict=False):
+                alignment[s] = j
+        if s_space and not t_space and t_text and not teacher_next_space[t_text[-1]]:
+            alignment[s_space[-1]] = t_text[-1]
+    prefix_space = np.zeros(len(student_spans), dtype=np.int8)
+    at = alignment >= 0
+    prefix_space[at] = (np.asarray(student_next_space, dtype=np.int8)[at]
+                        - np.asarray(teacher_next_space, dtype=np.int8)[alignment[at]])
+    return alignment, prefix_space
 
 
 def recompute_sample(reader, teacher_dirs, *, sample: int = 16, seed: int = 0, device: str = "cpu") -> dict:
@@ -387,6 +444,7 @@ def recompute_sample(reader, teacher_dirs, *, sample: int = 16, seed: int = 0, d
             same = (length == side["length"] and np.array_equal(row["teacher_ids"][:length], side["ids"])
                     and np.array_equal(row["teacher_spans"][:length], side["spans"])
                     and np.array_equal(row["alignment"], side["alignment"])
+                    and np.array_equal(row["prefix_space"], side["prefix_space"])
                     and np.array_equal(row["input_ids"], windows.window(r)))
             if not same:
                 problems.append(f"row {r} (window {w}): teacher tokens, spans or alignment differ from a "
@@ -468,6 +526,11 @@ class CrossTokenizerOperations(KindOperations):
             if fingerprint != recorded.get("teacher_tokenizer_fingerprint"):
                 raise BblError(f"{teacher_dirs[0]}: teacher tokenizer differs from the cache's; pass the cache's "
                                f"teachers")
+            rule = recorded.get("alignment_rule")
+            if rule != ALIGNMENT_RULE:
+                raise BblError(f"the cache was dumped with alignment_rule {rule} (before bbl paired line starts and "
+                               f"inserted prefix spaces as it does now, {ALIGNMENT_RULE}), so its rows cannot be "
+                               f"recomputed; re-dump it (bbl dump-logits --cross-tokenizer ... --overwrite)")
 
     def computer(self, teachers, infos, windows, config: CrossTokenizerConfig, *, data: PreparedData, teacher_dirs,
                  device: str) -> CrossChunkComputer:
@@ -484,7 +547,7 @@ class CrossTokenizerOperations(KindOperations):
         attrs.update(targets=NAME, teacher_vocab_size=int(tokenizer.get_vocab_size()),
                      teacher_tokenizer_fingerprint=tokenizer_fingerprint(tok_file),
                      context_tokens=int(config.context_tokens), teacher_tokens=int(config.teacher_tokens),
-                     dump_config=config.to_dict(), alignment_rule="token_end", **{ALM_ATTR: True})
+                     dump_config=config.to_dict(), alignment_rule=ALIGNMENT_RULE, **{ALM_ATTR: True})
         return attrs
 
     def done_line(self, out, summary: dict) -> str:
