@@ -35,11 +35,11 @@ from bbl.models.teachers import load_teachers
 LAYOUTS = {
     "A: prob order, plain fp16, zstd-3 bitshuffle": ({"shuffle": "bitshuffle"}, None, False, 64),
     "B: prob order, fp16 on 2^-6 grid, per-array shuffle": (None, 2.0 ** -6, False, 64),
-    "C: id order, fp16 on 2^-6 grid, per-array shuffle (kept)": (None, 2.0 ** -6, True, 64),
+    "C: id order, fp16 on 2^-6 grid, per-array shuffle": (None, 2.0 ** -6, True, 64),
     "D: id order, fp16 on 2^-8 grid, per-array shuffle": (None, 2.0 ** -8, True, 64),
     "E: id order, fp16 on 2^-6 grid, lz4 bitshuffle": ({"cname": "lz4", "clevel": 5, "shuffle": "bitshuffle"},
                                                       2.0 ** -6, True, 64),
-    "F: id order, fp16 on 2^-6 grid, per-array shuffle, 256 win/chunk": (None, 2.0 ** -6, True, 256),
+    "F: id order, fp16 on 2^-6 grid, per-array shuffle, 256 win/chunk (kept)": (None, 2.0 ** -6, True, 256),
 }
 
 
@@ -62,7 +62,8 @@ def main():
     ap.add_argument("--paper-teachers", type=int, default=0, metavar="N",
                     help="only measure dump / forward with random-weight paper-sized teachers on N windows")
     ap.add_argument("--dump-only", action="store_true", help="stop after the dump / forward figure")
-    ap.add_argument("--json", type=Path, default=None, help="also write the dump / forward figures to this file")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="also write every figure (dump / forward, top-k mass, each layout's row) to this file")
     args = ap.parse_args()
     if args.paper_teachers:
         return paper_scale(args)
@@ -99,10 +100,19 @@ def main():
     print("## Dump throughput\n")
     print("| forward-only (windows/s) | dump (windows/s) | dump / forward |\n|---:|---:|---:|")
     print(f"| {fwd:.1f} | {dmp:.1f} | **{dmp / fwd:.3f}** |\n")
-    if args.json:
-        args.json.write_text(json.dumps({"windows": n, "reps": args.reps, "forward_windows_per_s": fwd,
-                                         "dump_windows_per_s": dmp, "dump_over_forward": dmp / fwd}, indent=2) + "\n")
+    report = {"windows": n, "seq_len": 128, "top_k": args.topk, "temperature": args.temperature, "reps": args.reps,
+              "threads": torch.get_num_threads(), "vocab_size": data.vocab_size,
+              "teachers": {d.name: sum(p.numel() for p in m.parameters()) for d, m in zip(teacher_dirs, teachers,
+                                                                                          strict=True)},
+              "forward_windows_per_s": fwd, "dump_windows_per_s": dmp, "dump_over_forward": dmp / fwd}
+
+    def write_json():
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(report, indent=2) + "\n")
+
     if args.dump_only:
+        write_json()
         shutil.rmtree(tmp, ignore_errors=True)
         return
     print("(dump time includes loading the teachers and finalizing the store, ~1 s per run.)\n")
@@ -117,6 +127,8 @@ def main():
     mass = topk_mass(tail)
     print(f"Mean top-{args.topk} mass at T={args.temperature}: **{mass.mean():.4f}** "
           f"(p5 {np.percentile(mass, 5):.4f}, p50 {np.percentile(mass, 50):.4f}, p95 {np.percentile(mass, 95):.4f})\n")
+    report["topk_mass"] = {"mean": float(mass.mean()), **{f"p{q}": float(np.percentile(mass, q)) for q in (5, 50, 95)}}
+    report["layouts"] = []
     print("## Layouts\n")
     print("| layout | bytes/token | mean KL vs exact (nats) | max abs log-prob err | contiguous read (win/s) "
           "| shuffled read (win/s) | random single reads (win/s) |\n|---|---:|---:|---:|---:|---:|---:|")
@@ -147,7 +159,12 @@ def main():
         singles = 64 / median_time(lambda r=reader, g=rng: [r.read(int(i), int(i) + 1) for i in g.integers(0, n, 64)],
                                    args.reps)
         print(f"| {name} | {bpt:.1f} | {kl:.2e} | {err:.2e} | {contiguous:,.0f} | {shuf:,.0f} | {singles:,.0f} |")
+        report["layouts"].append({
+            "name": name, "codec": codec, "grid_step": step, "by_id": by_id, "chunk_windows": chunk,
+            "bytes_per_token": bpt, "mean_kl": float(kl), "max_abs_logprob_error": float(err),
+            "contiguous_windows_per_s": contiguous, "shuffled_windows_per_s": shuf, "random_single_windows_per_s": singles})
     print(f"\nRaw size for comparison: uint16 ids + fp16 log-probs = {args.topk * 4} B/token, + 4 B tail + 2 B input id.")
+    write_json()
     shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -637,6 +637,20 @@ def vocab_cache_bytes():
     return header, rows
 
 
+VOCAB_CACHE_RERUN = "docs/results/benchmarks/vocab-cache-2026-12-07.json"
+
+
+def vocab_cache_throughput():
+    """bench_vocab_cache.py's dump and read throughput per vocabulary, sizes interleaved per repetition."""
+    res = load(VOCAB_CACHE_RERUN)["results"]
+    base = next(iter(res.values()))["dump_windows_per_s"]
+    header = ["vocabulary", "dump (windows/s)", "dump ÷ 16,000's", "read (windows/s, `CacheDataset`)"]
+    rows = [[VOCAB_ROWS[key][0], f"{r['dump_windows_per_s']:.2f}" if r["dump_windows_per_s"] < 10
+             else f"{r['dump_windows_per_s']:.1f}", f"{r['dump_windows_per_s'] / base:.2f}",
+             f"{r['read_windows_per_s']:,.0f}"] for key, r in res.items()]
+    return header, rows
+
+
 ESTIMATE_HEADER = ["stage", "FLOPs", "estimate on one H100", "memory (weights + AdamW state, fp32 master)"]
 
 
@@ -837,6 +851,24 @@ def cross_tokenizer_bench():
     return header, rows
 
 
+CROSS_RERUN = "docs/results/benchmarks/cross-tokenizer-2026-12-07.json"
+CROSS_MODES = {"same": "same-tokenizer top-k (`topk_tail`)", "exact_match": "cross, `exact_match`",
+               "uld": "cross, `uld`", "gold": "cross, `gold`", "alm": "cross, `alm`"}
+
+
+def cross_tokenizer_alm():
+    """bench_cross_tokenizer.py with the alm mode: every reading's step and peak RSS against the same-tokenizer
+    step and against exact-match KL, measured side by side in one run."""
+    b = load(CROSS_RERUN)
+    step, rss = b["step_seconds"], b["peak_rss_mib"]
+    header = ["distillation reading", "step (ms)", "÷ same-tokenizer", "÷ exact_match", "peak RSS (MiB)",
+              "÷ same-tokenizer", "÷ exact_match"]
+    rows = [[label, f"{1000 * step[m]:.0f}", f"{step[m] / step['same']:.2f}", f"{step[m] / step['exact_match']:.2f}",
+             f"{rss[m]['peak']:.0f}", f"{rss[m]['peak'] / rss['same']['peak']:.2f}",
+             f"{rss[m]['peak'] / rss['exact_match']['peak']:.2f}"] for m, label in CROSS_MODES.items() if m in step]
+    return header, rows
+
+
 def cross_tokenizer_8b():
     e = load(CROSS)["estimate_8b"]
     header = ["teacher tokens", "forward FLOPs", "minutes at 400 TFLOP/s", "bf16 weights", "B / student token",
@@ -868,7 +900,8 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             tuned_baseline_pairs, finetune, readme_summary, divergence_steps, divergence_steps_rerun,
                             targets_bench,
                             fault_injection, paper_estimate, babyllama2_estimate,
-                            vocab_cache_bytes, equal_bytes, equal_bytes_first_run, storage_study_teacher,
+                            vocab_cache_bytes, vocab_cache_throughput,
+                            equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
                             cross_tokenizer_alignment, tokenizer_alignment_qwen, dump_shapes,
                             cross_tokenizer_8b)}

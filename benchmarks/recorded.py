@@ -3,7 +3,7 @@
     python benchmarks/recorded.py OUT.json -- python benchmarks/bench_x.py ... --json OUT.json
 
 After the command exits 0, OUT.json (which the command wrote) gains a "run" block: the date (UTC), the machine
-(`lscpu`'s model name, cores, memory), the command line, the git commit, the load average before and after, and the
+(`lscpu`'s model name, cores, memory), the command line, the git commit (and any bbl/ file that differs from it), the load average before and after, and the
 wall time of the whole command. On a shared VM the load says how far absolute times are from a quiet machine's;
 ratios measured side by side in one run (medians over repetitions) are what the tables judge.
 """
@@ -37,6 +37,8 @@ def main(argv: list[str]) -> int:
         return 2
     out, cmd = Path(argv[0]), argv[2:]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    changed = [line[3:] for line in subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "bbl"],
+                                                   capture_output=True, text=True).stdout.splitlines()]
     started = datetime.datetime.now(datetime.UTC)
     before, t0 = _load(), time.perf_counter()
     code = subprocess.run(cmd).returncode
@@ -46,6 +48,7 @@ def main(argv: list[str]) -> int:
     report = json.loads(out.read_text())
     report["run"] = {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"), "machine": _machine(), "git_commit": commit,
+        "bbl_files_changed_from_commit": changed,
         "command": shlex.join(cmd), "load_average_1_5_15_before": before, "load_average_1_5_15_after": after,
         "wall_seconds": round(wall, 1),
         "note": "a shared 2-core VM (other jobs running: see the load): absolute times are not measurements of a "
