@@ -41,7 +41,7 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     """
     if bool(cache_path) == bool(teacher_dirs):
         raise BblError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
-    check_run_out(Path(out), resume=resume, overwrite=overwrite)  # before the cache scan or the teachers load
+    check_run_out(Path(out), resume=resume, overwrite=overwrite, kind="student_distilled")  # before the cache scan or the teachers load
     data = PreparedData(data_dir)
     if cache_path:
         reader = open_cache(cache_path)

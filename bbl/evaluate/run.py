@@ -198,9 +198,10 @@ def evaluate_models(models, tokenizer, config: EvalConfig, *, data: PreparedData
 
 def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), config: EvalConfig | None = None,
              data_dir=None, out: Path, overwrite: bool = False, progress: bool = True, log=print) -> list[dict]:
-    """`_run_eval` into `out` once it is claimed (`bbl.outputs`): new, empty or a results dir; a finished
-    evaluation (results.json) is replaced only with `overwrite` (its results.json/md and plot; per-model files are
-    rewritten by name); one writer at a time.
+    """`_run_eval` into `out` once it is claimed (`bbl.outputs`): new, empty or a results dir (a killed
+    evaluation's per-model JSONs included: a re-run continues it); a finished evaluation (results.json) is replaced
+    only with `overwrite` (the files earlier evaluations wrote, as the dir's manifest lists them); one writer at a
+    time.
 
     Raises:
         BblError: an --out that is a file, under a file, not a results dir, unwritable or held by another run; a
