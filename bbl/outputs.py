@@ -91,6 +91,8 @@ class OutputKind:
         shares: other kinds that may write into the same dir (eval and finetune: one results dir).
         manifest: whether runs of this kind keep the manifest of their files (`MANIFEST_FILE`).
         recognise: a dir holding a file for which this returns True is of this kind too (eval's per-model JSON).
+        refuse: (path, option) -> a problem with `path` this kind alone has (a cache's array given for the cache),
+            or None.
     """
 
     noun: str
@@ -102,6 +104,23 @@ class OutputKind:
     shares: tuple[str, ...] = ()
     manifest: bool = False
     recognise: Callable[[Path], bool] | None = None
+    refuse: Callable[[Path, str], str | None] | None = None
+
+
+def _zarr_node(path: Path) -> str | None:
+    """The node type ("group", "array") a `zarr.json` in `path` declares, or None."""
+    return _metadata(path / "zarr.json").get("node_type") if (path / "zarr.json").is_file() else None
+
+
+def inside_a_store(path: Path, option: str) -> str | None:
+    """A cache path that names an array or group inside a Zarr store (`ensemble.zarr/topk_ids`): the store is what
+    `--cache` means, and a dump there would nest a store in a store."""
+    if _zarr_node(path) == "array":
+        return f"is an array of a Zarr store, not a logit cache; pass the store itself ({option} {path.parent})"
+    for parent in path.parents:
+        if _zarr_node(parent) == "group":
+            return f"is inside the Zarr store {parent}; pass the store itself ({option} {parent}) or a path outside it"
+    return None
 
 
 RESULTS_MARKERS = ("results.json", "results.md", "finetune.json", "finetune.md", "pipeline", "finetune-tasks")
@@ -133,7 +152,7 @@ KINDS: dict[str, OutputKind] = {
     # any model run, whatever its kind (a tool that only reads or holds one)
     "model": OutputKind("model run", MODEL_MARKERS, run_finished, owned=MODEL_OWNED, family="model", manifest=True,
                         shares=MODEL_KINDS),
-    "cache": OutputKind("logit cache", ("zarr.json",), cache_finished),
+    "cache": OutputKind("logit cache", ("zarr.json",), cache_finished, refuse=inside_a_store),
     "prepared": OutputKind("prepared dir", (".prepare_state.json", "manifest.json")),
     # eval and finetune share a results dir (the BabyLM pipeline's layout under pipeline/): either's files mark it
     "eval": OutputKind(RESULTS_NOUN, RESULTS_MARKERS, lambda p: (p / "results.json").is_file(), owned=EVAL_OWNED,
@@ -246,6 +265,8 @@ def check_output(path, kind: str, *, overwrite: bool = False, finished_ok: bool 
         raise BblError(f"{option} {path}: {above} is a file, not a directory; choose another {option}")
     if exists and not is_dir:
         raise BblError(f"{option} {path}: is a file, not a directory; choose another {option}")
+    if spec.refuse is not None and (problem := spec.refuse(path, option)):
+        raise BblError(f"{option} {path}: {problem}")
     if not is_dir:
         return "new"
     manifest = read_manifest(path, option=option) if spec.manifest else None

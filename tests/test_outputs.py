@@ -310,10 +310,11 @@ HOLDER = textwrap.dedent("""
 """)
 
 
-def _hold(path: Path, kind: str) -> subprocess.Popen:
-    """Another process holding the output's lock, as a running bbl command would."""
+def _hold(path: Path, kind: str, *extra: str) -> subprocess.Popen:
+    """Another process holding the output's lock, as a running bbl command would (`extra`: more of its argv)."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), kind], stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), kind, *extra], stdout=subprocess.PIPE, text=True,
+                            env=env)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -324,9 +325,10 @@ def test_a_second_writer_is_refused_naming_the_holder_until_the_holder_dies(kind
     argv = (["train-student", "llama-tiny", "--data", prepared, "--out", out, *TRAIN] if kind == "model" else
             ["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--seq-len", SEQ, "--max-windows", 8,
              "--chunk-windows", 4, "--cache", out])
-    holder = _hold(out, kind)
+    holder = _hold(out, kind, "--set", "training.seed=7", "--resume", "LAST-ARG")
     try:
         line = one_error(run(argv), "in use by another bbl run", f"pid {holder.pid}")
+        assert "training.seed=7 --resume LAST-ARG" in line, line  # the holder's whole command, not its first words
         assert "host" not in line or "on " in line
         assert not (out / "bbl_run.json").exists() and not (out / "zarr.json").exists()
     finally:
@@ -335,3 +337,4 @@ def test_a_second_writer_is_refused_naming_the_holder_until_the_holder_dies(kind
     time.sleep(0.1)
     res = run(argv)  # the holder is gone: the kernel dropped its lock, nobody has to delete a stale file
     assert res.exit_code == 0, res.output
+

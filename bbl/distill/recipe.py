@@ -19,7 +19,7 @@ from bbl.config import KD_VARIANTS_OF_CACHE, PAPER_TEMPERATURE, Config
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
 from bbl.distill.trainer import DistillTrainer
-from bbl.errors import BblError
+from bbl.errors import BblError, UsageError
 from bbl.losses.cross_tokenizer import gold_weights
 from bbl.losses.divergences import reading_problem
 from bbl.models.build import check_model_dir
@@ -40,12 +40,12 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
             reading does not support (`bbl.losses.divergences.reading_problem`); plus `train_lm`'s errors.
     """
     if bool(cache_path) == bool(teacher_dirs):
-        raise BblError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
+        raise UsageError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
     check_run_out(Path(out), resume=resume, overwrite=overwrite, kind="student_distilled")  # before the cache scan or the teachers load
     data = PreparedData(data_dir)
     if cache_path:
         reader = open_cache(cache_path)
-        cfg = check_distill_inputs(cfg, data, reader=reader)
+        cfg = cached_train_windows(check_distill_inputs(cfg, data, reader=reader), reader, log=log)
         d = cfg.distill
         damaged = reader.scan()  # decode every chunk once (crc32c) so damage stops the run before its first step
         if damaged:
@@ -53,7 +53,9 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
         dataset = CacheDataset(reader, seed=cfg.training.seed)
         kwargs = {"distill": d, "temperature": d.temperature or reader.temperature,
                   "cache_temperature": reader.temperature}
-        provenance = {"distill_mode": "cached", "cache": str(cache_path), "cache_temperature": reader.temperature,
+        provenance = {"distill_mode": "cached", "cache": str(cache_path), "train_windows": reader.num_windows,
+                      "cache_window_selection": reader.attrs.get("window_selection"),
+                      "cache_temperature": reader.temperature,
                       "cache_top_k": reader.top_k, "cache_targets": reader.targets,
                       "cache_num_samples": reader.num_samples}
         if d.kd_variant == "gold":  # GOLD's unmatched part needs the student ids that have a teacher twin
@@ -125,6 +127,21 @@ def check_distill_inputs(cfg: Config, data: PreparedData, *, reader=None, teache
                     seq_len=cfg.training.seq_len, temperature=d.temperature, allow_retemper=d.allow_retemper,
                     vocab_size=data.vocab_size)
     return cfg
+
+
+def cached_train_windows(cfg: Config, reader, *, log=print) -> Config:
+    """`cfg` with `training.max_train_windows` saying what a cached distillation trains on: the cache's windows
+    (null when it holds every window, else their count), whatever the config asked; a `note:` line when that
+    differs, so the run's recorded config never names windows it did not see."""
+    dumped = (reader.attrs.get("window_selection") or {}).get("max_windows")
+    trained = None if dumped is None else reader.num_windows
+    asked = cfg.training.max_train_windows
+    if asked == trained:
+        return cfg
+    log(f"note: training.max_train_windows {asked}: the cache {reader.path} holds {reader.num_windows} windows "
+        f"({'every window' if dumped is None else f'dumped with --max-windows {dumped}'}), which a cached "
+        f"distillation trains on; recorded as training.max_train_windows={trained}")
+    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, max_train_windows=trained))
 
 
 def _check_mlm_kd(cfg: Config, *, cached: bool) -> None:

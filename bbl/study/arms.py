@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bbl.cache.store import cache_location
-from bbl.errors import BblError
+from bbl.errors import UsageError
 
 ARM_HELP = ("NAME:OPTIONS, OPTIONS among --set SECTION.KEY=VALUE, --cache PATH, --online, --baseline; e.g. "
             "--arm 'renorm:--set distill.kd_variant=topk_renorm'")
@@ -33,7 +33,7 @@ def parse_arm(spec: str, *, default_cache: Path | None) -> Arm:
     """
     name, sep, rest = spec.partition(":")
     if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise BblError(f"--arm {spec!r}: use {ARM_HELP}")
+        raise UsageError(f"--arm {spec!r}: use {ARM_HELP}")
     arm = Arm(name, "cached", default_cache)
     tokens = shlex.split(rest)
     i = 0
@@ -49,9 +49,9 @@ def parse_arm(spec: str, *, default_cache: Path | None) -> Arm:
             arm.mode = token[2:]
             i += 1
         else:
-            raise BblError(f"--arm {spec!r}: unexpected {token!r}; use {ARM_HELP}")
+            raise UsageError(f"--arm {spec!r}: unexpected {token!r}; use {ARM_HELP}")
     if arm.mode == "cached" and arm.cache is None:
-        raise BblError(f"--arm {spec!r}: a cached arm needs a cache; give the study --cache or the arm --cache PATH")
+        raise UsageError(f"--arm {spec!r}: a cached arm needs a cache; give the study --cache or the arm --cache PATH")
     return arm
 
 

@@ -14,7 +14,7 @@ from bbl import __version__
 from bbl.config import Config
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
-from bbl.errors import BblError
+from bbl.errors import BblError, UsageError
 from bbl.io import atomic_write_json, atomic_write_text, load_json, parse_yaml
 from bbl.models.build import check_seq_len
 from bbl.outputs import check_output, claim_output, run_finished
@@ -124,7 +124,7 @@ def check_run_out(out: Path, *, resume: bool, overwrite: bool, kind: str = "mode
         BblError: --resume with --overwrite; see `check_output`.
     """
     if resume and overwrite:
-        raise BblError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
+        raise UsageError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
                        "--overwrite replaces it; pass one")
     return check_output(out, kind, overwrite=overwrite, finished_ok=resume)
 
