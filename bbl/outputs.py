@@ -431,14 +431,14 @@ class OutputLock:
         self.path, self.option = Path(path), option
         self.lock_file = Path(lock_file) if lock_file is not None else self.path / LOCK_FILE
         self.fd: int | None = None
-        self.created = False
+        self.created: list[Path] = []  # the dirs acquire created, deepest first (removed again when left empty)
 
     def acquire(self) -> OutputLock:
         import fcntl
 
         lock = self.lock_file
         try:
-            self.created = not lock.parent.exists()
+            self.created = [d for d in (lock.parent, *lock.parent.parents) if not d.exists()]
             lock.parent.mkdir(parents=True, exist_ok=True)
             while True:
                 fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
@@ -482,10 +482,12 @@ class OutputLock:
         self._undo_create()
 
     def _undo_create(self) -> None:
-        folder = self.lock_file.parent
-        with contextlib.suppress(OSError):
-            if self.created and folder.is_dir() and not any(folder.iterdir()):
+        for folder in self.created:  # deepest first; one that holds anything stops the climb
+            try:
                 folder.rmdir()
+            except OSError:
+                break
+        self.created = []
 
     def __enter__(self) -> OutputLock:
         return self.acquire()

@@ -375,6 +375,7 @@ def _no_gpu():
     "prepare --vocab-size 1e11", "sweep --storage bogus://x", "sweep --pruner threshold:nan",
     "dump --temperature nan", "dump --temperature 0", "dump --topk 0", "dump --max-windows 0", "dump --seq-len 0",
     "eval --tasks bogus", "finetune --tasks bogus", "malformed --set", "train --resume --overwrite",
+    "epochs 5.8e16",
 ])
 def test_usage_errors_are_one_line_exit_2_and_write_nothing(case, tiny_teachers, prepared, tiny_babylm, cache,
                                                              tmp_path, guard):
@@ -414,6 +415,7 @@ def test_usage_errors_are_one_line_exit_2_and_write_nothing(case, tiny_teachers,
         "finetune --tasks bogus": (["finetune", teacher, "--tasks", "bogus", "--out", out], ["bogus"]),
         "malformed --set": ([*train, "--set", "training.seed"], ["--set"]),
         "train --resume --overwrite": ([*train, "--resume", "--overwrite"], ["--resume", "--overwrite"]),
+        "epochs 5.8e16": ([*train, "--set", "training.epochs=5.8e16"], ["training.epochs", "optimizer steps"]),
     }[case]
     refused(argv, tmp_path, guard, *names)
     assert run(argv).exit_code == 2
@@ -421,9 +423,9 @@ def test_usage_errors_are_one_line_exit_2_and_write_nothing(case, tiny_teachers,
 
 @pytest.mark.parametrize("case", ["long --out train", "long --out eval", "long --cache dump",
                                   "sweep --storage in /proc", "finetune 0-byte weights", "finetune batch",
-                                  "cache array as --cache"])
+                                  "cache array as --cache", "long --train-dir prepare", "pipeline in new dirs"])
 def test_work_that_cannot_be_done_is_one_line_exit_1_and_writes_nothing(case, tiny_teachers, prepared, cache,
-                                                                        tmp_path, guard):
+                                                                        tiny_babylm, tmp_path, guard):
     teacher = tiny_teachers[0]
     space = tmp_path / "space.yaml"
     space.write_text("training.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}\n")
@@ -449,6 +451,10 @@ def test_work_that_cannot_be_done_is_one_line_exit_1_and_writes_nothing(case, ti
                             "--batch-size", 4], ["rte", "one batch of 4"]),
         "cache array as --cache": (["dump-logits", "--teacher", teacher, "--data", prepared, "--cache",
                                     cache / "topk_ids", "--overwrite"], [f"--cache {cache}"]),
+        "long --train-dir prepare": (["prepare", "--train-dir", tmp_path / LONG, "--dev-dir", tmp_path, "--out",
+                                      tmp_path / "out"], ["File name too long"]),
+        "pipeline in new dirs": (["pipeline", "--preset", "tiny", "--corpus", tiny_babylm[0].parent, "--workdir",
+                                  tmp_path / "new" / "dirs"], ["blimp_filtered"]),  # the claim's dirs go again
     }[case]
     line = refused(argv, tmp_path, guard, *names)
     assert "again" not in line or case != "cache array as --cache"  # the fix is another path, not a re-run

@@ -155,14 +155,22 @@ class BblCommand(click.Command):
         return out
 
 
+def _short_path(path) -> str:
+    """A path for an error line: one longer than 120 characters shown by its start and end."""
+    text = str(path)
+    return text if len(text) <= 120 else f"{text[:60]}...{text[-40:]} ({len(text)} characters)"
+
+
 def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
 class OneLineErrors(click.Group):
     """Turns a BblError anywhere below into one line `error: ...` and exit status 1, and click's usage errors (a
-    bad option value, a missing option) into one line naming the option and `--help`, with click's exit status 2;
-    nothing has been written by then. Its commands are `BblCommand`s."""
+    bad option value, a missing option; bbl's `UsageError` becomes one in `BblCommand`) into one line naming the
+    option and `--help`, with click's exit status 2; nothing has been written by then. An `OSError` no check turned
+    into a BblError first (a path the file system refuses) is one line and exit 1 too, never a traceback. Its
+    commands are `BblCommand`s."""
 
     command_class = BblCommand
 
@@ -171,6 +179,10 @@ class OneLineErrors(click.Group):
             return super().invoke(ctx)
         except BblError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except OSError as e:  # a path the file system refuses where no check named it first: still one line
+            where = f"{_short_path(e.filename)}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or e}; check the path (and the disk), or choose another", err=True)
             sys.exit(1)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
