@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from bbl.errors import BblError
+from bbl.errors import BblError, UsageError, as_usage_error
 from bbl.io import parse_yaml
 
 Architecture = typing.Literal["gpt2", "llama"]
@@ -56,7 +56,7 @@ def check_literals(obj, section: str) -> None:
     """Refuse a dataclass field whose value is not one of its `Literal` annotation's choices.
 
     Raises:
-        BblError: naming `section.field`, the value and the choices.
+        UsageError: naming `section.field`, the value and the choices.
     """
     for name, hint in typing.get_type_hints(type(obj)).items():
         value = getattr(obj, name)
@@ -65,7 +65,7 @@ def check_literals(obj, section: str) -> None:
                 continue
             hint = next((a for a in typing.get_args(hint) if typing.get_origin(a) is typing.Literal), hint)
         if typing.get_origin(hint) is typing.Literal and value not in typing.get_args(hint):
-            raise BblError(f"{section}.{name} {value!r}: use one of {', '.join(typing.get_args(hint))}")
+            raise UsageError(f"{section}.{name} {value!r}: use one of {', '.join(typing.get_args(hint))}")
 
 
 def check_finite(obj, section: str) -> None:
@@ -73,19 +73,19 @@ def check_finite(obj, section: str) -> None:
     bound check catches NaN (every comparison with it is false), and an infinite epoch count or rate is no run.
 
     Raises:
-        BblError: naming `section.field` and the value.
+        UsageError: naming `section.field` and the value.
     """
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if isinstance(value, float) and not math.isfinite(value):
-            raise BblError(f"{section}.{f.name} {value}: must be a finite number")
+            raise UsageError(f"{section}.{f.name} {value}: must be a finite number")
 
 
 def parse_word_checkpoints(value) -> tuple[int, ...]:
     """`training.word_checkpoints`: null, "babylm" (`BABYLM_CHECKPOINTS`) or a list of positive word counts.
 
     Raises:
-        BblError: anything else, naming the key and the accepted values.
+        UsageError: anything else, naming the key and the accepted values.
     """
     if value is None:
         return ()
@@ -99,7 +99,7 @@ def parse_word_checkpoints(value) -> tuple[int, ...]:
     if isinstance(value, list | tuple) and value and all(isinstance(v, int) and not isinstance(v, bool) and v > 0
                                                           for v in value):
         return tuple(sorted(set(value)))
-    raise BblError(f"training.word_checkpoints {value!r}: use babylm or a list of positive word counts, "
+    raise UsageError(f"training.word_checkpoints {value!r}: use babylm or a list of positive word counts, "
                    f"e.g. [1000000, 2000000]")
 
 
@@ -117,7 +117,7 @@ def parse_objective_schedule(value) -> tuple[Phase, ...]:
     2024).
 
     Raises:
-        BblError: an unknown objective, a phase of zero or fractional epochs, or a malformed entry; one line naming
+        UsageError: an unknown objective, a phase of zero or fractional epochs, or a malformed entry; one line naming
             the key and the accepted form.
     """
     if value is None:
@@ -128,14 +128,14 @@ def parse_objective_schedule(value) -> tuple[Phase, ...]:
     for item in items:
         objective, sep, epochs = str(item).strip().partition(":")
         if objective not in typing.get_args(Objective):
-            raise BblError(f"training.objective_schedule {value!r}: unknown objective {objective!r}; use "
+            raise UsageError(f"training.objective_schedule {value!r}: unknown objective {objective!r}; use "
                            f"{' or '.join(typing.get_args(Objective))} in {form}")
         if not sep or not epochs.strip().isdigit() or int(epochs) <= 0:
-            raise BblError(f"training.objective_schedule {value!r}: {str(item).strip()!r} needs a whole number of "
+            raise UsageError(f"training.objective_schedule {value!r}: {str(item).strip()!r} needs a whole number of "
                            f"epochs >= 1; use {form}")
         phases.append(Phase(objective, int(epochs)))
     if not phases:
-        raise BblError(f"training.objective_schedule {value!r}: no phase; use {form} (or null)")
+        raise UsageError(f"training.objective_schedule {value!r}: no phase; use {form} (or null)")
     return tuple(phases)
 
 
@@ -163,17 +163,17 @@ class ModelConfig:
         check_finite(self, "model")
         for name in ("n_layer", "n_head", "hidden_size", "intermediate_size", "max_position_embeddings"):
             if getattr(self, name) <= 0:
-                raise BblError(f"model.{name} must be >= 1, got {getattr(self, name)}")
+                raise UsageError(f"model.{name} must be >= 1, got {getattr(self, name)}")
         if self.vocab_size is not None and self.vocab_size <= 0:
-            raise BblError(f"model.vocab_size must be >= 1 (or null), got {self.vocab_size}")
+            raise UsageError(f"model.vocab_size must be >= 1 (or null), got {self.vocab_size}")
         check_literals(self, "model")
         if self.hidden_size % self.n_head:
-            raise BblError(f"model.hidden_size {self.hidden_size} is not divisible by model.n_head {self.n_head}")
+            raise UsageError(f"model.hidden_size {self.hidden_size} is not divisible by model.n_head {self.n_head}")
         if self.n_kv_head is not None:
             if self.n_kv_head <= 0 or self.n_head % self.n_kv_head:
-                raise BblError(f"model.n_kv_head {self.n_kv_head} must be >= 1 and divide model.n_head {self.n_head}")
+                raise UsageError(f"model.n_kv_head {self.n_kv_head} must be >= 1 and divide model.n_head {self.n_head}")
             if self.architecture == "gpt2" and self.n_kv_head != self.n_head:
-                raise BblError("model.n_kv_head applies to llama only (GPT-2 has no grouped-query attention); drop it")
+                raise UsageError("model.n_kv_head applies to llama only (GPT-2 has no grouped-query attention); drop it")
 
 
 @dataclass
@@ -269,29 +269,29 @@ class TrainingConfig:
         check_finite(self, "training")
         check_literals(self, "training")
         if self.epochs <= 0 or self.lr <= 0:
-            raise BblError(f"training.epochs ({self.epochs}) and training.lr ({self.lr}) must be > 0")
+            raise UsageError(f"training.epochs ({self.epochs}) and training.lr ({self.lr}) must be > 0")
         for name in ("warmup_steps", "weight_decay", "dataloader_workers", "seed"):
             if getattr(self, name) < 0:
-                raise BblError(f"training.{name} must be >= 0, got {getattr(self, name)}")
+                raise UsageError(f"training.{name} must be >= 0, got {getattr(self, name)}")
         if self.data_seed is not None and self.data_seed < 0:
-            raise BblError(f"training.data_seed must be >= 0 (or null), got {self.data_seed}")
+            raise UsageError(f"training.data_seed must be >= 0 (or null), got {self.data_seed}")
         parse_word_checkpoints(self.word_checkpoints)
         phases = self.phases
         if phases and sum(p.epochs for p in phases) != self.epochs:
-            raise BblError(f"training.objective_schedule spans {sum(p.epochs for p in phases)} epochs but "
+            raise UsageError(f"training.objective_schedule spans {sum(p.epochs for p in phases)} epochs but "
                            f"training.epochs is {self.epochs:g}; set training.epochs={sum(p.epochs for p in phases)}")
         if not 0.0 < self.mlm_probability <= 1.0:
-            raise BblError(f"training.mlm_probability {self.mlm_probability} must be in (0, 1]")
+            raise UsageError(f"training.mlm_probability {self.mlm_probability} must be in (0, 1]")
         if self.max_epochs_seen is not None and self.max_epochs_seen <= 0:
-            raise BblError(f"training.max_epochs_seen must be > 0 (or null), got {self.max_epochs_seen}")
+            raise UsageError(f"training.max_epochs_seen must be > 0 (or null), got {self.max_epochs_seen}")
         for name in ("micro_batch_size", "dev_windows", "max_train_windows", "max_steps", "eval_every_steps",
                      "stop_after_steps", "loss_chunk_rows", "max_words_seen"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise BblError(f"training.{name} must be >= 1 (or null), got {value}")
+                raise UsageError(f"training.{name} must be >= 1 (or null), got {value}")
         for name in ("batch_size", "seq_len", "logging_steps"):
             if getattr(self, name) <= 0:
-                raise BblError(f"training.{name} must be positive, got {getattr(self, name)}")
+                raise UsageError(f"training.{name} must be positive, got {getattr(self, name)}")
 
 
 def kd_temperature(distill: DistillConfig, cache_temperature: float | None) -> float:
@@ -486,25 +486,25 @@ class DistillConfig:
             for c in range(len(self.caches)):
                 self.for_cache(c)
         if (self.gold_matched_weight is None) != (self.gold_unmatched_weight is None):
-            raise BblError("distill.gold_matched_weight and distill.gold_unmatched_weight are set together (both "
+            raise UsageError("distill.gold_matched_weight and distill.gold_unmatched_weight are set together (both "
                            "numbers, or both null for GOLD's adaptive weights)")
         for name in ("gold_matched_weight", "gold_unmatched_weight"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
-                raise BblError(f"distill.{name} {getattr(self, name)} must be >= 0")
+                raise UsageError(f"distill.{name} {getattr(self, name)} must be >= 0")
         if not 0.0 <= self.alpha <= 1.0:
-            raise BblError(f"distill.alpha {self.alpha} is outside [0, 1]")
+            raise UsageError(f"distill.alpha {self.alpha} is outside [0, 1]")
         if self.uld_weight < 0:
-            raise BblError(f"distill.uld_weight {self.uld_weight} must be >= 0")
+            raise UsageError(f"distill.uld_weight {self.uld_weight} must be >= 0")
         if not self.alm_temperature > 0:
-            raise BblError(f"distill.alm_temperature {self.alm_temperature} must be > 0")
+            raise UsageError(f"distill.alm_temperature {self.alm_temperature} must be > 0")
         if not 0.0 <= self.alm_gamma < 1.0:
-            raise BblError(f"distill.alm_gamma {self.alm_gamma} must be in [0, 1) (0: no merging)")
+            raise UsageError(f"distill.alm_gamma {self.alm_gamma} must be in [0, 1) (0: no merging)")
         for name, ends in (("jsd_beta", "0 is divergence=forward_kl, 1 is reverse_kl"),
                            ("skew", "0 is divergence=forward_kl / reverse_kl, 1 makes the divergence 0")):
             if not 0.0 < getattr(self, name) < 1.0:
-                raise BblError(f"distill.{name} {getattr(self, name)} must be in (0, 1) ({ends})")
+                raise UsageError(f"distill.{name} {getattr(self, name)} must be in (0, 1) ({ends})")
         if self.temperature is not None and self.temperature <= 0:
-            raise BblError(f"distill.temperature {self.temperature} must be > 0")
+            raise UsageError(f"distill.temperature {self.temperature} must be > 0")
         check_literals(self, "distill")
 
 
@@ -534,7 +534,7 @@ def _coerce(value, annotation, key: str):
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is typing.Literal:
         if value not in args:
-            raise BblError(f"{key} {value!r}: use one of {', '.join(map(str, args))}")
+            raise UsageError(f"{key} {value!r}: use one of {', '.join(map(str, args))}")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -555,21 +555,41 @@ def _coerce(value, annotation, key: str):
         if isinstance(value, str):
             value = [v for v in value.split(",") if v]
         if not isinstance(value, list):
-            raise BblError(f"{key}: expected a list, got {value!r}")
+            raise UsageError(f"{key}: expected a list, got {value!r}")
         return [_coerce(v, args[0], key) for v in value]
     if annotation is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:  # YAML 1.1 reads `1e-4` (no dot) as a string
             number = float(value)
         except ValueError:
-            raise BblError(f"{key}: expected float, got {value!r}") from None
+            raise UsageError(f"{key}: expected float, got {value!r}") from None
         if not math.isfinite(number):
-            raise BblError(f"{key} {value!r}: must be a finite number")
+            raise UsageError(f"{key} {value!r}: must be a finite number")
         return number
     if annotation is bool and isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     if not isinstance(value, annotation) or (annotation is int and isinstance(value, bool)):
-        raise BblError(f"{key}: expected {annotation.__name__}, got {value!r}")
+        raise UsageError(f"{key}: expected {annotation.__name__}, got {value!r}")
+    if annotation is int:
+        check_int_range(value, key)
     return value
+
+
+SEED_MAX = 2**32 - 1
+"""The largest seed: numpy's legacy seeding (the Trainer's `set_seed`) takes 0 to 2**32 - 1."""
+INT64_MAX = 2**63 - 1
+
+
+def check_int_range(value: int, key: str) -> None:
+    """Refuse an integer setting no run can use: a seed (a key ending in `seed`) outside [0, 2**32 - 1], any other
+    beyond an int64 (torch and numpy hold none larger).
+
+    Raises:
+        UsageError: naming the key, the value and the range.
+    """
+    if key.rsplit(".", 1)[-1].endswith("seed") and not 0 <= value <= SEED_MAX:
+        raise UsageError(f"{key} {value}: a seed is 0 to {SEED_MAX} (2**32 - 1)")
+    if abs(value) > INT64_MAX:
+        raise UsageError(f"{key} {value}: too large (at most {INT64_MAX})")
 
 
 def _kind(value) -> str:
@@ -580,7 +600,7 @@ def _kind(value) -> str:
 
 def _check_mapping(values, what: str, source: str) -> None:
     if not isinstance(values, dict):
-        raise BblError(f"{source}: {what} is {_kind(values)}, not a mapping; write {what}: {{key: value, ...}}")
+        raise UsageError(f"{source}: {what} is {_kind(values)}, not a mapping; write {what}: {{key: value, ...}}")
 
 
 def _build(raw: dict, source: str, origins: dict[str, str] | None = None) -> Config:
@@ -589,7 +609,7 @@ def _build(raw: dict, source: str, origins: dict[str, str] | None = None) -> Con
     origins = origins or {}
     unknown = set(raw) - {"name", *SECTIONS}
     if unknown:
-        raise BblError(f"{source}: unknown section(s) {', '.join(sorted(map(str, unknown)))}; valid: name, "
+        raise UsageError(f"{source}: unknown section(s) {', '.join(sorted(map(str, unknown)))}; valid: name, "
                        f"{', '.join(SECTIONS)}")
     kwargs = {"name": str(raw.get("name", "custom"))}
     for section, cls in SECTIONS.items():
@@ -599,7 +619,7 @@ def _build(raw: dict, source: str, origins: dict[str, str] | None = None) -> Con
         bad = sorted(f"{section}.{b}" for b in set(values) - set(hints))
         if bad:
             where = origins.get(bad[0], source)
-            raise BblError(f"{where}: unknown key(s) {', '.join(bad)}; valid {section} keys: {', '.join(hints)}")
+            raise UsageError(f"{where}: unknown key(s) {', '.join(bad)}; valid {section} keys: {', '.join(hints)}")
         kwargs[section] = cls(**{k: _coerce(v, hints[k], f"{origins.get(f'{section}.{k}', source)}: {section}.{k}")
                                  for k, v in values.items()})
     return Config(**kwargs)
@@ -610,9 +630,11 @@ def _split_override(item: str, sections) -> tuple[str, str, object, str]:
     key, sep, value = item.partition("=")
     section, dot, sub = key.partition(".")
     if not sep or not dot or section not in sections:
-        raise BblError(f"--set {item!r}: use section.key=value with section in {', '.join(sections)}")
+        raise UsageError(f"--set {item!r}: use section.key=value with section in {', '.join(sections)}")
     origin = f"--set {item!r}"
-    return section, sub, parse_yaml(value, origin, fix="write a YAML value (quote a string that has [ ] { } : #)"), origin
+    with as_usage_error():
+        parsed = parse_yaml(value, origin, fix="write a YAML value (quote a string that has [ ] { } : #)")
+    return section, sub, parsed, origin
 
 
 def parse_overrides(overrides, sections: dict[str, type]) -> dict[str, dict]:
@@ -621,14 +643,14 @@ def parse_overrides(overrides, sections: dict[str, type]) -> dict[str, dict]:
     one dataclass (`bbl dump-logits`: DumpConfig, `bbl eval`: EvalConfig, `bbl finetune`: FinetuneConfig).
 
     Raises:
-        BblError: a malformed item, an unknown section or key (the valid ones listed), a value of the wrong type.
+        UsageError: a malformed item, an unknown section or key (the valid ones listed), a value of the wrong type.
     """
     out: dict[str, dict] = {}
     for item in overrides:
         section, key, value, origin = _split_override(item, sections)
         hints = typing.get_type_hints(sections[section])
         if key not in hints:
-            raise BblError(f"{origin}: unknown key {section}.{key}; valid {section} keys: {', '.join(hints)}")
+            raise UsageError(f"{origin}: unknown key {section}.{key}; valid {section} keys: {', '.join(hints)}")
         out.setdefault(section, {})[key] = _coerce(value, hints[key], f"{origin}: {section}.{key}")
     return out
 
@@ -637,24 +659,25 @@ def load_config(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     """Load a preset by name (see `preset_names()`) or a YAML file, then apply `section.key=value` overrides.
 
     Raises:
-        BblError: unknown preset or file, malformed override, unknown key, wrong type or invalid value.
+        UsageError: unknown preset or file, malformed override, unknown key, wrong type or invalid value.
     """
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise BblError(f"{path}: config file not found; pass a YAML path or a preset ({', '.join(preset_names())})")
-        raw, source = parse_yaml(path.read_bytes(), str(path)), str(path)
+            raise UsageError(f"{path}: config file not found; pass a YAML path or a preset ({', '.join(preset_names())})")
+        with as_usage_error():  # the config is the user's settings, a file or not
+            raw, source = parse_yaml(path.read_bytes(), str(path)), str(path)
         if raw is None:  # an empty file is a mistake, not a request for the defaults
-            raise BblError(f"{path}: empty config file; write its sections (name:, model:, training:, distill:) or "
+            raise UsageError(f"{path}: empty config file; write its sections (name:, model:, training:, distill:) or "
                            f"name a preset ({', '.join(preset_names())})")
     else:
         name = str(name_or_path)
         if name not in preset_names():
-            raise BblError(f"unknown preset {name!r}; presets: {', '.join(preset_names())} (or a YAML path)")
+            raise UsageError(f"unknown preset {name!r}; presets: {', '.join(preset_names())} (or a YAML path)")
         source = f"preset {name}"
         raw = parse_yaml(resources.files("bbl").joinpath("presets", f"{name}.yaml").read_text(), source)
     if not isinstance(raw, dict):
-        raise BblError(f"{source}: a config is a mapping of sections (name:, model:, training:, distill:), not "
+        raise UsageError(f"{source}: a config is a mapping of sections (name:, model:, training:, distill:), not "
                        f"{_kind(raw)}")
     origins = {}
     for item in overrides:

@@ -36,6 +36,41 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+"""The devices bbl runs models on (`--device`): cpu, cuda or cuda:N, mps."""
+
+
+def check_device(device: str | None, *, option: str = "--device") -> str:
+    """`device` (None: `default_device()`) checked against this machine: a name torch knows, of a type bbl runs on,
+    and present (a GPU visible, its index among them). Returns it as torch spells it.
+
+    Raises:
+        UsageError: naming the option, the value and what to pass instead (one line, before any work).
+    """
+    import torch
+
+    from bbl.errors import UsageError
+
+    if device is None:
+        return default_device()
+    try:
+        parsed = torch.device(str(device).strip())
+    except (RuntimeError, ValueError, TypeError):
+        raise UsageError(f"{option} {device!r}: not a device; use cpu, cuda, cuda:N or mps") from None
+    if parsed.type not in DEVICE_TYPES:
+        raise UsageError(f"{option} {device!r}: bbl runs models on {', '.join(DEVICE_TYPES)}; use one of them")
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"{option} {device}: no CUDA GPU is visible here (torch.cuda.is_available() is False; "
+                             f"torch {torch.__version__}); use {option} cpu")
+        if parsed.index is not None and parsed.index >= count:
+            raise UsageError(f"{option} {device}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    if parsed.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UsageError(f"{option} {device}: no Apple GPU (MPS) here; use {option} cpu")
+    return str(parsed)
+
+
 def init_distributed(device: str) -> str:
     """Join the process group of a multi-process run (nccl on GPU, gloo on CPU); returns this rank's device."""
     import torch.distributed as dist

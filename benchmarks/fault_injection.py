@@ -5,11 +5,15 @@ Runs real `bbl` processes on the real BabyLM data (../shared/data) and reports, 
 result that differs or with a user's files gone) or got *stuck* (could not finish after 3 re-runs):
 
 1. random kills: `bbl pipeline --preset tiny` SIGKILLed (its whole process group) at a uniformly random moment of
-   a straight run's wall time, then re-run until it finishes; the cache's chunk files must be byte-equal to the
-   straight run's and every model's best dev CE equal.
+   a straight run's whole wall time (measured end to end, eval included), then re-run until it finishes; the
+   cache's chunk files must be byte-equal to the straight run's, every model's best dev CE equal, and every
+   evaluation number equal.
 2. kills at each stage's durable write: one workdir, killed while a checkpoint dir of each training stage exists
-   without its trainer_state.json (the Trainer writes that last), and while the dump has written its first chunk
-   but not its last; then re-run; same equality.
+   without its trainer_state.json (the Trainer writes that last), while the dump has written its first chunk
+   but not its last, and while the eval has written a model's JSON but not results.json; then re-run; same
+   equality.
+2b. `bbl eval` of the reference's models killed once its first model's JSON exists, then re-run as it was and
+   again with --overwrite: both finish, with the numbers of an uninterrupted eval.
 3. a sweep worker killed during its second trial, a fine-tuning killed in its second task: re-runs finish, no
    trial stays running, no finished trial's settings are proposed again, the first task is not redone, no
    temporary dir is left.
@@ -17,6 +21,8 @@ result that differs or with a user's files gone) or got *stuck* (could not finis
 5. the bad-input table: each invocation must exit non-zero with one `error:` line, no traceback, nothing written.
 
     python benchmarks/fault_injection.py --kills 10 --json docs/results/fault-injection.json
+
+Parts (--only): random, writes, eval, sweep, finetune, writers, bad.
 
 Takes ~25 min on 2 CPU cores at --kills 10 (each tiny pipeline run is ~1.5 min). The slow test tier runs a
 smaller version (tests/test_fault_injection.py).
@@ -83,20 +89,44 @@ def bbl(argv: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
 
 
 def outcome(workdir: Path) -> dict:
-    """The cache's chunk files (sha256 of each, the root's zarr.json aside: it holds timings) and each model's best
-    dev CE, of a finished tiny pipeline."""
+    """The cache's chunk files (sha256 of each, the root's zarr.json aside: it holds timings), each model's best
+    dev CE and every number of the evaluation (`eval_numbers`), of a finished tiny pipeline."""
     cache = workdir / "cache" / "ensemble.zarr"
     chunks = {str(p.relative_to(cache)): hashlib.sha256(p.read_bytes()).hexdigest()
               for p in sorted(cache.rglob("*")) if p.is_file() and p.relative_to(cache) != Path("zarr.json")}
     ce = {}
     for run in sorted(workdir.glob("teachers/*/bbl_run.json")) + sorted(workdir.glob("student/*/bbl_run.json")):
         ce[run.parent.name] = json.loads(run.read_text())["best_eval_loss"]
-    return {"chunks": chunks, "dev_ce": ce}
+    return {"chunks": chunks, "dev_ce": ce, "eval": eval_numbers(workdir / "eval")}
+
+
+def eval_numbers(out: Path) -> dict:
+    """{"model/task/key": number} of every number a finished `bbl eval` reports (results.json); {} when none."""
+    file = out / "results.json"
+    if not file.is_file():
+        return {}
+    numbers = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                if "second" not in k and "time" not in k:  # timings differ run to run
+                    walk(f"{prefix}/{k}", v)
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            numbers[prefix] = float(value)
+
+    for record in json.loads(file.read_text()):
+        walk(record["model"], record.get("tasks", {}))
+    return numbers
+
+
+def same_numbers(a: dict, b: dict, tol: float = 1e-6) -> bool:
+    return a.keys() == b.keys() and all(abs(a[k] - b[k]) <= tol * max(1.0, abs(b[k])) for k in a)
 
 
 def same(a: dict, b: dict) -> bool:
-    return a["chunks"] == b["chunks"] and a["dev_ce"].keys() == b["dev_ce"].keys() and all(
-        abs(a["dev_ce"][k] - b["dev_ce"][k]) <= 1e-6 for k in a["dev_ce"])
+    return a["chunks"] == b["chunks"] and same_numbers(a["dev_ce"], b["dev_ce"]) and same_numbers(a["eval"],
+                                                                                                b["eval"])
 
 
 def pipeline_argv(data: Path, workdir: Path) -> list:
@@ -149,6 +179,12 @@ def _partial_checkpoint(out: Path) -> bool:
     return any(not (Path(c) / "trainer_state.json").is_file() for c in glob.glob(str(out / "checkpoints" / "checkpoint-*")))
 
 
+def _partial_eval(out: Path) -> bool:
+    """`bbl eval` has written a model's JSON (the first file it writes per model) but not results.json (its last)."""
+    return out.is_dir() and not (out / "results.json").is_file() and any(
+        p.suffix == ".json" and not p.name.startswith(".") for p in out.iterdir())
+
+
 def _partial_dump(cache: Path) -> bool:
     done = cache / "chunk_done" / "c"
     n = len(list(done.iterdir())) if done.is_dir() else 0
@@ -176,7 +212,8 @@ def durable_write_kills(data: Path, root: Path, ref: dict) -> list[dict]:
                ("teacher-llama", lambda: _partial_checkpoint(workdir / "teachers" / "llama")),
                ("dump-logits", lambda: _partial_dump(workdir / "cache" / "ensemble.zarr")),
                ("distill", lambda: _partial_checkpoint(workdir / "student" / "distilled")),
-               ("baseline", lambda: _partial_checkpoint(workdir / "student" / "baseline"))]
+               ("baseline", lambda: _partial_checkpoint(workdir / "student" / "baseline")),
+               ("eval", lambda: _partial_eval(workdir / "eval"))]
     cases = []
     for stage, condition in targets:
         hit = kill_when(pipeline_argv(data, workdir), condition)
@@ -187,6 +224,32 @@ def durable_write_kills(data: Path, root: Path, ref: dict) -> list[dict]:
     for c in cases:
         c.update(verdict=verdict, reruns=reruns, **({"error": error} if error else {}))
         record(c)
+    return cases
+
+
+def eval_kill(data: Path, root: Path, ref_dir: Path) -> list[dict]:
+    """`bbl eval` of the reference's models (the pipeline's own eval command, `bbl.pipeline.build_stages`) SIGKILLed
+    once its first model's JSON exists, then re-run: as it was, and with --overwrite. Each must finish with the
+    reference evaluation's numbers."""
+    sys.path.insert(0, str(REPO))
+    from bbl.pipeline import build_stages
+
+    stage = next(s for s in build_stages("tiny", data, ref_dir) if s.key == "eval")
+    want = eval_numbers(ref_dir / "eval")
+    cases = []
+    for rerun in ("same command", "--overwrite"):
+        out = root / f"eval-kill-{rerun.strip('-').replace(' ', '-')}"
+        shutil.rmtree(out, ignore_errors=True)
+        at = stage.argv.index("--out")
+        cmd = [*stage.argv[:at + 1], out, *stage.argv[at + 2:]]
+        hit = kill_when(cmd, lambda: _partial_eval(out))  # noqa: B023
+        r = bbl([*cmd, *(["--overwrite"] if rerun == "--overwrite" else [])])
+        case = {"kind": "eval-kill", "rerun": rerun, "landed_after_first_model": hit, "exit": r.returncode}
+        if r.returncode != 0:
+            case.update(verdict="stuck", error=(r.stderr.strip().splitlines() or ["?"])[-1])
+        else:
+            case["verdict"] = "survived" if same_numbers(eval_numbers(out), want) else "lost"
+        cases.append(record(case))
     return cases
 
 
@@ -363,12 +426,27 @@ def bad_inputs(root: Path, ref_dir: Path) -> list[dict]:
     return cases
 
 
+def reference_wall(ref_dir: Path, measured: float) -> float:
+    """The straight pipeline's whole wall time, start to exit (every stage's child process, their start-up and the
+    eval included), the window of the random kills: measured when the reference ran now (and kept beside it), else
+    the kept figure, else the stages' own seconds plus a start-up allowance per stage."""
+    kept = ref_dir.parent / "reference_wall.json"
+    stages = json.loads((ref_dir / "pipeline_state.json").read_text())["stages"]
+    inside = sum(v["seconds"] for v in stages.values())
+    if measured >= inside:  # the run computed the stages now
+        kept.write_text(json.dumps({"wall_s": measured}) + "\n")
+        return measured
+    if kept.is_file():
+        return json.loads(kept.read_text())["wall_s"]
+    return inside + 10.0 * len(stages)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--kills", type=int, default=10, help="random kills of the tiny pipeline")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", default="random,writes,sweep,finetune,writers,bad",
+    ap.add_argument("--only", default="random,writes,eval,sweep,finetune,writers,bad",
                     help="comma-separated parts to run")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir, removed at the end")
     ap.add_argument("--json", type=Path, default=None)
@@ -383,10 +461,11 @@ def main() -> int:
     rng = random.Random(args.seed)
     t0 = time.time()
     ref_dir = root / "reference"
+    t_ref = time.time()
     r = bbl(pipeline_argv(args.data, ref_dir))  # straight (or skipped when --workdir holds it finished)
     if r.returncode != 0:
         sys.exit(f"the straight tiny pipeline failed: {r.stderr[-2000:]}")
-    wall = sum(v["seconds"] for v in json.loads((ref_dir / "pipeline_state.json").read_text())["stages"].values())
+    wall = reference_wall(ref_dir, time.time() - t_ref)
     ref = outcome(ref_dir)
     log(f"reference: {wall:.1f}s, {len(ref['chunks'])} cache files, dev CE {ref['dev_ce']}")
     cases = []
@@ -394,6 +473,8 @@ def main() -> int:
         cases += random_kills(args.data, root, ref, wall, args.kills, rng)
     if "writes" in parts:
         cases += durable_write_kills(args.data, root, ref)
+    if "eval" in parts:
+        cases += eval_kill(args.data, root, ref_dir)
     if "sweep" in parts:
         cases.append(sweep_kill(args.data, root, ref_dir))
     if "finetune" in parts:

@@ -221,7 +221,7 @@ def test_eval_ensemble_checks_every_member_before_scoring_anything(member, tiny_
         says = "different tokenizers"
     elif member == "truncated weights":
         damage(m / "model.safetensors", "truncated")
-        says = "cannot load the model"
+        says = "not loadable weights"  # read from the header before any model loads
     elif member == "not a model dir":
         (m / "config.json").unlink()
         says = "not a model dir"
@@ -344,3 +344,118 @@ def test_sweep_checks_every_space_value_before_the_study_so_a_corrected_space_ru
         result = run(argv)
         assert result.exit_code == 0, result.output
         assert json.loads((w / "trials.json").read_text())["trials"][0]["state"] == "complete"
+
+
+# ---- #42: inputs that raised tracebacks, or ran on quietly; each one line, exit 2 for a usage error -------------
+
+def _glue(root):
+    """An RTE train/valid pair of two rows each (too few for a batch of 4)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [{"sentence1": "the cat sat .", "sentence2": "a cat sat .", "label": i % 2, "idx": i} for i in range(2)]
+    for split in ("train", "valid"):
+        (root / f"rte.{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+LONG = "n" * 300
+"""A file name longer than any file system's limit (255 bytes)."""
+
+
+def _no_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here: --device cuda is usable")
+
+
+@pytest.mark.parametrize("case", [
+    "seed 1e23", "seed 2**63", "finetune --seed 2**63", "dump --set dump.seed 2**40",
+    "eval --device bogus", "dump --device bogus", "finetune --device bogus", "repair --device bogus",
+    "eval --device cuda", "finetune --device cuda", "dump --device cuda:0",
+    "prepare --vocab-size 1e11", "sweep --storage bogus://x", "sweep --pruner threshold:nan",
+    "dump --temperature nan", "dump --temperature 0", "dump --topk 0", "dump --max-windows 0", "dump --seq-len 0",
+    "eval --tasks bogus", "finetune --tasks bogus", "malformed --set", "train --resume --overwrite",
+    "epochs 5.8e16",
+])
+def test_usage_errors_are_one_line_exit_2_and_write_nothing(case, tiny_teachers, prepared, tiny_babylm, cache,
+                                                             tmp_path, guard):
+    if "cuda" in case:
+        _no_gpu()
+    teacher, out = tiny_teachers[0], tmp_path / "out"
+    dump = ["dump-logits", "--teacher", teacher, "--data", prepared, "--cache", tmp_path / "c.zarr"]
+    train = ["train-student", "student-tiny", "--data", prepared, "--out", out]
+    finetune = ["finetune", teacher, "--tasks", "rte", "--task-data", _glue(tmp_path / "glue"), "--out", out]
+    evaluate = ["eval", teacher, "--tasks", "perplexity", "--data", prepared, "--out", out]
+    space = tmp_path / "space.yaml"
+    space.write_text("training.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}\n")
+    sweep = ["sweep", "student-tiny", "--data", prepared, "--space", space, "--trials", 1, "--workdir", out]
+    argv, names = {
+        "seed 1e23": ([*train, "--set", "training.seed=99999999999999999999999"], ["training.seed"]),
+        "seed 2**63": ([*train, "--set", f"training.seed={2**63}"], ["training.seed"]),
+        "finetune --seed 2**63": ([*finetune, "--seed", 2**63], ["--seed"]),
+        "dump --set dump.seed 2**40": ([*dump, "--set", f"dump.seed={2**40}"], ["dump.seed"]),
+        "eval --device bogus": ([*evaluate, "--device", "bogus"], ["--device", "bogus"]),
+        "dump --device bogus": ([*dump, "--device", "bogus"], ["--device"]),
+        "finetune --device bogus": ([*finetune, "--device", "bogus"], ["--device"]),
+        "repair --device bogus": (["cache", "repair", "--cache", cache, "--teacher", teacher, "--device", "bogus"],
+                                  ["--device"]),
+        "eval --device cuda": ([*evaluate, "--device", "cuda"], ["--device cuda", "no CUDA GPU"]),
+        "finetune --device cuda": ([*finetune, "--device", "cuda"], ["--device cuda", "no CUDA GPU"]),
+        "dump --device cuda:0": ([*dump, "--device", "cuda:0"], ["--device cuda:0"]),
+        "prepare --vocab-size 1e11": (["prepare", "--train-dir", tiny_babylm[0], "--dev-dir", tiny_babylm[1],
+                                       "--out", out, "--vocab-size", 99999999999], ["--vocab-size"]),
+        "sweep --storage bogus://x": ([*sweep, "--storage", "bogus://x"], ["--storage bogus://x"]),
+        "sweep --pruner threshold:nan": ([*sweep, "--pruner", "threshold:nan"], ["--pruner"]),
+        "dump --temperature nan": ([*dump, "--temperature", "nan"], ["--temperature"]),
+        "dump --temperature 0": ([*dump, "--temperature", 0], ["--temperature"]),
+        "dump --topk 0": ([*dump, "--topk", 0], ["--topk"]),
+        "dump --max-windows 0": ([*dump, "--max-windows", 0], ["--max-windows"]),
+        "dump --seq-len 0": ([*dump, "--seq-len", 0], ["--seq-len"]),
+        "eval --tasks bogus": ([*evaluate, "--tasks", "bogus"], ["--tasks", "bogus"]),
+        "finetune --tasks bogus": (["finetune", teacher, "--tasks", "bogus", "--out", out], ["bogus"]),
+        "malformed --set": ([*train, "--set", "training.seed"], ["--set"]),
+        "train --resume --overwrite": ([*train, "--resume", "--overwrite"], ["--resume", "--overwrite"]),
+        "epochs 5.8e16": ([*train, "--set", "training.epochs=5.8e16"], ["training.epochs", "optimizer steps"]),
+    }[case]
+    refused(argv, tmp_path, guard, *names)
+    assert run(argv).exit_code == 2
+
+
+@pytest.mark.parametrize("case", ["long --out train", "long --out eval", "long --cache dump",
+                                  "sweep --storage in /proc", "finetune 0-byte weights", "finetune batch",
+                                  "cache array as --cache", "long --train-dir prepare", "pipeline in new dirs"])
+def test_work_that_cannot_be_done_is_one_line_exit_1_and_writes_nothing(case, tiny_teachers, prepared, cache,
+                                                                        tiny_babylm, tmp_path, guard):
+    teacher = tiny_teachers[0]
+    space = tmp_path / "space.yaml"
+    space.write_text("training.lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}\n")
+    glue = _glue(tmp_path / "glue")
+    if case == "finetune 0-byte weights":
+        teacher = shutil.copytree(teacher, tmp_path / "model")
+        (teacher / "model.safetensors").write_bytes(b"")
+    if case == "cache array as --cache":
+        cache = shutil.copytree(cache, tmp_path / "c.zarr")
+    argv, names = {
+        "long --out train": (["train-student", "student-tiny", "--data", prepared, "--out", tmp_path / LONG],
+                             ["--out", "File name too long"]),
+        "long --out eval": (["eval", teacher, "--tasks", "perplexity", "--data", prepared, "--out", tmp_path / LONG],
+                            ["--out", "File name too long"]),
+        "long --cache dump": (["dump-logits", "--teacher", teacher, "--data", prepared, "--cache", tmp_path / LONG],
+                              ["--cache"]),
+        "sweep --storage in /proc": (["sweep", "student-tiny", "--data", prepared, "--space", space, "--trials", 1,
+                                      "--workdir", tmp_path / "w", "--storage", "sqlite:////proc/x/sweep.db"],
+                                     ["--storage", "/proc/x"]),
+        "finetune 0-byte weights": (["finetune", teacher, "--tasks", "rte", "--task-data", glue, "--out",
+                                     tmp_path / "out"], ["model.safetensors", "empty"]),
+        "finetune batch": (["finetune", teacher, "--tasks", "rte", "--task-data", glue, "--out", tmp_path / "out",
+                            "--batch-size", 4], ["rte", "one batch of 4"]),
+        "cache array as --cache": (["dump-logits", "--teacher", teacher, "--data", prepared, "--cache",
+                                    cache / "topk_ids", "--overwrite"], [f"--cache {cache}"]),
+        "long --train-dir prepare": (["prepare", "--train-dir", tmp_path / LONG, "--dev-dir", tmp_path, "--out",
+                                      tmp_path / "out"], ["File name too long"]),
+        "pipeline in new dirs": (["pipeline", "--preset", "tiny", "--corpus", tiny_babylm[0].parent, "--workdir",
+                                  tmp_path / "new" / "dirs"], ["blimp_filtered"]),  # the claim's dirs go again
+    }[case]
+    line = refused(argv, tmp_path, guard, *names)
+    assert "again" not in line or case != "cache array as --cache"  # the fix is another path, not a re-run
+    assert run(argv).exit_code == 1

@@ -221,3 +221,21 @@ def test_disk_full_leaves_a_resumable_incomplete_store(tiny_teachers, prepared, 
     a, b = arrays(tmp_path / "c.zarr"), arrays(tmp_path / "ref.zarr")
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_verify_with_teachers_other_than_the_caches_fails_before_any_number(sparse_caches, tiny_teachers):
+    """One of a cache's two teachers is not its ensemble: verify compares the teachers' weights hashes the cache
+    records first, and fails naming the teachers to pass; no fidelity figure is computed with the wrong ones."""
+    from .helpers import run
+
+    cache = sparse_caches["topk"]
+    for given in ([tiny_teachers[0]], [tiny_teachers[1]], [tiny_teachers[0], tiny_teachers[0]]):
+        res = run(["cache", "verify", "--cache", cache, *[a for t in given for a in ("--teacher", t)], "--sample", 2])
+        assert res.exit_code == 1, res.output
+        assert "not the ones the cache was dumped with" in res.output and "fidelity" not in res.output, res.output
+    both = ["--teacher", tiny_teachers[1], "--teacher", tiny_teachers[0]]  # any order
+    res = run(["cache", "verify", "--cache", cache, *both, "--sample", 2])
+    assert res.exit_code == 0 and "fidelity" in res.output, res.output
+    # the max error has a stated tolerance, and it can fail
+    res = run(["cache", "verify", "--cache", cache, *both, "--sample", 2, "--max-logprob-error", "1e-9"])
+    assert res.exit_code == 1 and "exceeds --max-logprob-error 1e-09" in res.output, res.output

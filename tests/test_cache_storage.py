@@ -121,7 +121,7 @@ def test_distill_reads_each_option_through_its_kinds_variant(name, variant, cach
 def test_bad_storage_options_are_one_line_and_write_nothing(extra, option, tiny_teachers, prepared, tmp_path):
     out = tmp_path / "c.zarr"
     res = run(["dump-logits", "--teacher", tiny_teachers[0], "--data", prepared, "--out", out, *extra])
-    assert res.exit_code == 1 and len(error_lines(res)) == 1 and option in error_lines(res)[0], res.output
+    assert res.exit_code == 2 and len(error_lines(res)) == 1 and option in error_lines(res)[0], res.output  # usage
     assert not out.exists()
 
 

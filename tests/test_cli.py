@@ -133,10 +133,23 @@ def test_every_renamed_option_exists_under_its_new_name():
     (["dump-logits", "--teacher", "t"], 2),                              # a required option missing
     (["eval", "m", "--no-such-option"], 2),                              # an unknown option
     (["eval", "m", "--batch-size", "zero"], 2),                          # a malformed value
-    (["dump-logits", "--teacher", "t", "--data", "p", "--topk", "0"], 1),  # bbl's own range check (DumpConfig)
-    (["train-student", "no-such-preset", "--data", "p", "--out", "o"], 1),  # bbl's own refusal
+    (["dump-logits", "--teacher", "t", "--data", "p", "--topk", "0"], 2),  # bbl's own range check (DumpConfig)
+    (["dump-logits", "--teacher", "t", "--data", "p", "--temperature", "0"], 2),
+    (["dump-logits", "--teacher", "t", "--data", "p", "--temperature", "nan"], 2),
+    (["dump-logits", "--teacher", "t", "--data", "p", "--max-windows", "0"], 2),
+    (["dump-logits", "--teacher", "t", "--data", "p", "--seq-len", "0"], 2),
+    (["train-student", "no-such-preset", "--data", "p", "--out", "o"], 2),  # an unknown name
+    (["train-student", "student-tiny", "--data", "p", "--out", "o", "--set", "training"], 2),  # a malformed --set
+    (["eval", "m", "--tasks", "bogus"], 2),
+    (["finetune", "m", "--tasks", "bogus"], 2),
+    (["sweep", "student-tiny", "--data", "p", "--space", "s", "--trials", "1", "--workdir", "w", "--pruner", "bogus"],
+     2),
+    (["eval", "no-such-model-dir", "--tasks", "perplexity", "--out", "o"], 1),  # the work cannot be done
 ])
-def test_usage_errors_exit_2_and_bbl_refusals_exit_1(argv, code):
+def test_usage_errors_exit_2_and_bbl_refusals_exit_1(argv, code, tmp_path, monkeypatch):
+    """One rule: every usage error (a bad option value, a bad --set, an unknown name) exits 2, whether click or
+    bbl's own check finds it; a failure of the work exits 1."""
+    monkeypatch.chdir(tmp_path)
     result = run(argv)
     assert result.exit_code == code and len(error_lines(result)) == 1, result.output
 
@@ -146,11 +159,11 @@ def test_set_reaches_the_dump_config_and_refuses_a_setting_given_twice(calls):
     config = calls["dump"][0][3]
     assert (config.top_k, config.seed) == (32, 5)
     twice = run([*DUMP, "--topk", "8", "--set", "dump.top_k=32"])
-    assert twice.exit_code == 1 and "--topk" in error_lines(twice)[0] and "dump.top_k" in error_lines(twice)[0]
+    assert twice.exit_code == 2 and "--topk" in error_lines(twice)[0] and "dump.top_k" in error_lines(twice)[0]
     unknown = run([*DUMP, "--set", "dump.topk=32"])
-    assert unknown.exit_code == 1 and "valid dump keys: targets, top_k" in error_lines(unknown)[0]
+    assert unknown.exit_code == 2 and "valid dump keys: targets, top_k" in error_lines(unknown)[0]
     wrong = run([*DUMP, "--set", "training.lr=1"])
-    assert wrong.exit_code == 1 and "section in dump" in error_lines(wrong)[0]
+    assert wrong.exit_code == 2 and "section in dump" in error_lines(wrong)[0]
 
 
 @pytest.mark.parametrize("extra", [["--data-seed", "3"], ["--set", "eval.data_seed=3"]])
@@ -170,7 +183,7 @@ def test_set_reaches_the_eval_and_finetune_configs(calls, tmp_path):
     assert result.exit_code == 0, result.output
     assert (calls["finetune"][0][1].epochs, calls["finetune"][0][1].read) == (2, "first")
     bad = run(["finetune", "m", "--tasks", "rte", "--out", tmp_path, "--set", "finetune.epochs=two"])
-    assert bad.exit_code == 1 and "finetune.epochs: expected int" in error_lines(bad)[0]
+    assert bad.exit_code == 2 and "finetune.epochs: expected int" in error_lines(bad)[0]
 
 
 def test_dump_logits_options_are_the_dump_config_fields():

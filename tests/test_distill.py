@@ -174,3 +174,17 @@ def test_bad_inputs_fail_before_training(trained_cache, prepared, tmp_path):
     with pytest.raises(BblError, match="token stream"):
         distill(student(), prepared, tmp_path / "x", cache_path=broken, log=quiet)
     assert not (tmp_path / "x" / "checkpoints").exists()
+
+
+def test_a_cached_distillation_records_the_windows_it_trained_on(sparse_caches, prepared, tmp_path):
+    """A 24-window cache asked for 128 windows: the run trains on the cache's 24, and its recorded config and run
+    file say 24 (with a note), never the 128 it did not see."""
+    logs = []
+    out = distill(load_config("student-tiny", ["training.max_train_windows=128", "training.max_steps=1",
+                                               "training.seq_len=32"]),
+                  prepared, tmp_path / "s", cache_path=sparse_caches["topk"], log=logs.append)
+    run = json.loads((out / "bbl_run.json").read_text())
+    assert run["config"]["training"]["max_train_windows"] == 24 and run["train_windows"] == 24
+    assert run["cache_window_selection"]["max_windows"] == 24
+    assert "max_train_windows: 24" in (out / "bbl_config.yaml").read_text()
+    assert any(line.startswith("note: training.max_train_windows 128") for line in logs), logs

@@ -163,3 +163,18 @@ def test_real_blimp_paradigm_file(teacher, tmp_path):
     assert verdicts.tolist() == by_hand
     acc = blimp_accuracy({"anaphor_number_agreement": (rows, verdicts)})
     assert acc["overall"] == pytest.approx(sum(by_hand) / len(rows)) and acc["pairs"] == len(rows) == 50
+
+
+def test_perplexity_of_a_model_of_another_tokenizer_is_refused_before_anything(tiny_teachers, tiny_babylm, tmp_path):
+    """Dev perplexity scores --data's token ids: a model of another tokenizer would read them as other tokens and
+    report a number of nothing; refused in one line, nothing written."""
+    from bbl.data.prepare import prepare
+
+    other = tmp_path / "other"
+    prepare(*tiny_babylm, other, vocab_size=300, progress=False, log=quiet)
+    out = tmp_path / "ev"
+    r = CliRunner().invoke(main, ["eval", str(tiny_teachers[0]), "--tasks", "perplexity", "--data", str(other),
+                                  "--out", str(out), "--dev-windows", "4", "--seq-len", "32"])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert r.output.count("error:") == 1 and "tokenizer differs" in r.output and str(other) in r.output
+    assert not out.exists()

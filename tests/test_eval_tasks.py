@@ -396,7 +396,7 @@ def test_bad_task_input_is_one_error_line(tiny_teachers, tmp_path):
              "--out", tmp_path / "o"])
     assert r.exit_code == 1 and "reading_data.csv" in error_lines(r)[0]
     r = run(["eval", tiny_teachers[0], "--tasks", "wug", "--out", tmp_path / "o"])
-    assert r.exit_code == 1 and "unknown task" in error_lines(r)[0]
+    assert r.exit_code == 2 and "unknown task" in error_lines(r)[0]  # a usage error
     bad = write_jsonl(tmp_path / "et" / "regular.jsonl", [{"input_prefix": "x", "options": ["a"]}])
     with pytest.raises(BblError, match=r"regular.jsonl:1: missing field 'numops'"):
         read_items("entity_tracking", bad.parent, option="x")
@@ -474,7 +474,7 @@ def test_a_babylm_submission_reads_evaluation_data_as_it_is_and_files_prediction
     r = run(["eval", model, "--suite", "fast", "--eval-data", tmp_path / "my_ewok" / "nope", "--out", tmp_path / "x"])
     assert r.exit_code == 1 and "--eval-data" in error_lines(r)[0]
     r = run(["eval", model, "--revision-name", "a/b", "--out", tmp_path / "x"])
-    assert r.exit_code == 1 and "--revision-name" in error_lines(r)[0]
+    assert r.exit_code == 2 and "--revision-name" in error_lines(r)[0]  # a usage error
 
 
 def test_items_past_a_learned_position_table_are_marked_truncated_in_the_results_and_predictions(tiny_teachers,

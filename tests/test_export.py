@@ -64,6 +64,10 @@ def test_export_refuses_a_non_empty_destination_in_one_line(tmp_path):
     (run / "bbl_run.json").write_text(json.dumps(RUN))
     (run / "config.json").write_text("{}")
     (run / "tokenizer.json").write_text("{}")
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(1)}, str(run / "model.safetensors"))  # weights that load: the dest is what fails
     r = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path / "dest")])
     assert r.exit_code == 1 and r.output.count("\n") == 1 and "is not a bbl export repo" in r.output
     assert (tmp_path / "dest" / "notes.txt").read_text() == "mine"
@@ -120,3 +124,29 @@ def test_export_clones_to_main_and_checkpoint_branches_equal_to_the_run(prepared
     log = subprocess.run(["git", "-C", str(clone), "log", "--format=%s", "origin/main"], capture_output=True,
                          text=True, check=True).stdout.split("\n")
     assert [line.split(":")[0] for line in log if line] == ["main", *reversed(branches)]
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "checkpoint"])
+def test_export_refuses_weights_that_do_not_load(damage, tmp_path):
+    """A 0-byte or truncated model.safetensors (the run's, or a word checkpoint's) is refused in one line naming
+    it, before the repo is created: never committed with publish commands printed."""
+    import torch
+    from click.testing import CliRunner
+    from safetensors.torch import save_file
+
+    from bbl.cli import main
+
+    run = tmp_path / "run"
+    dirs = [run, run / "word_checkpoints" / "chck_1M"]
+    for d in dirs:
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+        (d / "tokenizer.json").write_text("{}")
+        save_file({"w": torch.zeros(64)}, str(d / "model.safetensors"))
+    (run / "bbl_run.json").write_text(json.dumps(RUN))
+    (dirs[1] / "bbl_checkpoint.json").write_text(json.dumps({"words_seen": 1_000_000, "step": 1}))
+    bad = (dirs[1] if damage == "checkpoint" else run) / "model.safetensors"
+    bad.write_bytes(b"" if damage == "empty" else bad.read_bytes()[:-16])
+    r = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path / "repo")])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and str(bad) in r.output, r.output
+    assert "git push" not in r.output and not (tmp_path / "repo").exists()

@@ -159,11 +159,10 @@ BAD_ARGS = [  # (argv after `bbl`, the option the error must name)
      "--arm"),
 ]
 
-USAGE_ERRORS = {("prepare", "--vocab-size"), ("cache", "--sample"), ("cache", "--max-kl"), ("eval", "--batch-size"),
-                ("eval", "--max-pairs"), ("eval", "--dev-windows"), ("pipeline", "--nproc"), ("pipeline", "--preset"),
-                ("study", "--seeds")}
-"""(command, option) of BAD_ARGS that click's parameter type refuses: a usage error, exit 2 as click's convention;
-every other bad value is bbl's own check (`BblError`), exit 1 (bbl.cli.params)."""
+WORK_ERRORS = {("eval", "config.json"), ("dump-logits", "100000")}
+"""(command, the bad value) of BAD_ARGS that only the work can refuse: a model dir without config.json, and a top-k
+above the teachers' vocabulary (known once the prepared dir is read): exit 1. Every other bad value is a usage
+error, exit 2, whether click's parameter type or bbl's own check refuses it (bbl.cli.params)."""
 
 
 @pytest.mark.parametrize("argv,option", BAD_ARGS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_ARGS])
@@ -172,7 +171,8 @@ def test_bad_argument_is_one_error_line_exit_1_or_2_and_nothing_written(argv, op
     out = tmp_path / "out"
     fill = {"{out}": out, "{prepared}": prepared, "{cache}": clean_cache, "{teacher}": tiny_teachers[0]}
     res = run([fill.get(a, a) for a in argv])
-    assert res.exit_code == (2 if (argv[0], option) in USAGE_ERRORS else 1), res.output
+    work = (argv[0], option) in WORK_ERRORS or (argv[0], argv[-1]) in WORK_ERRORS
+    assert res.exit_code == (1 if work else 2), res.output
     errors = error_lines(res)
     assert len(errors) == 1 and option in errors[0], res.output
     assert "Traceback" not in res.output

@@ -284,11 +284,11 @@ def test_sampled_targets_refuse_another_temperature(sparse_caches, prepared, tmp
 
 
 @pytest.mark.parametrize("extra,option,code", [
-    (["--samples", "4"], "--samples", 1),                       # samples with topk
-    (["--targets", "hybrid", "--samples", "0"], "--samples", 1),
-    (["--targets", "sampled", "--samples", "300"], "--samples", 1),
-    (["--targets", "sampled", "--samples", "4", "--topk", "8"], "--topk", 1),
-    (["--targets", "nucleus", "--samples", "4"], "--targets", 2),  # not a choice: click's usage error
+    (["--samples", "4"], "--samples", 2),                       # samples with topk: every one a usage error
+    (["--targets", "hybrid", "--samples", "0"], "--samples", 2),
+    (["--targets", "sampled", "--samples", "300"], "--samples", 2),
+    (["--targets", "sampled", "--samples", "4", "--topk", "8"], "--topk", 2),
+    (["--targets", "nucleus", "--samples", "4"], "--targets", 2),  # not a choice: click's own
 ])
 def test_bad_sparse_options_are_one_line_and_write_nothing(extra, option, code, tiny_teachers, prepared, tmp_path):
     out = tmp_path / "c.zarr"

@@ -157,7 +157,7 @@ def test_a_dead_workers_trial_found_at_the_end_is_failed_and_retried_from_its_ch
     values = {p.key: p.suggest(trial) for p in load_space(sweep.space)}
     dead = trial_dir(sweep, trial.number)
     train_lm(trial_config(dataclasses.replace(sweep, overrides=[*OVERRIDES, "training.stop_after_steps=2"]), values),
-             prepared, dead, log=quiet)
+             prepared, dead, kind="sweep_trial", log=quiet)
     trial.report(json.loads((dead / "bbl_run.json").read_text())["best_eval_loss"], 2)
     storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(
         storage.get_study_id_from_name("bbl-sweep"), trial.number))

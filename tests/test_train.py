@@ -118,6 +118,21 @@ def test_resume_equals_straight_run(prepared, tmp_path):
     saved = [straight, *(straight / "checkpoints").glob("checkpoint-*")]
     assert len(saved) == 3 and all(json.loads((d / "tokenizer_config.json").read_text())["tokenizer_class"]
                                    == "PreTrainedTokenizerFast" for d in saved)
+    # the metrics read as one run's: the straight run's steps and losses (the stop adds an evaluation), one summary
+    assert _metric_rows(resumed) == pytest.approx(_metric_rows(straight), rel=1e-4)
+    # --resume of the finished run has nothing to continue: its files stay byte for byte
+    before = {name: (resumed / name).read_bytes() for name in ("bbl_run.json", "metrics.jsonl")}
+    logs = []
+    train_lm(load_config(PRESET, overrides), prepared, tmp_path / "b", resume=True, log=logs.append)
+    assert any("nothing to resume" in line for line in logs), logs
+    assert {name: (resumed / name).read_bytes() for name in before} == before
+
+
+def _metric_rows(run) -> list:
+    """The distinct (step, loss or eval_loss) of a run's metrics.jsonl, and how many summary lines it holds."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return sorted({(r["step"], r.get("loss", r.get("eval_loss"))) for r in rows if "train_runtime" not in r}) + \
+        [sum("train_runtime" in r for r in rows)]
 
 
 @pytest.mark.slow

@@ -12,12 +12,23 @@ from pathlib import Path
 from bbl.cache.compute.registry import operations_of
 from bbl.cache.integrity import repair_command
 from bbl.cache.reader import CacheReader
+from bbl.models.teachers import teachers_match
 
 MAX_DRAWS_Z = 5.0
 """`cache verify --teacher` fails a sampled/hybrid cache whose draws' coverage z-score passes this (honest draws:
 |z| > 5 with probability ~6e-7)."""
 DEFAULT_MAX_KL = 1e-3
 """`cache verify --teacher` fails a top-k cache whose mean KL to the recomputed targets passes this (nats)."""
+MAX_LOGPROB_ERROR = {"float32": 0.05, "other": 0.3}
+"""`cache verify --teacher` fails a cache whose largest |stored - recomputed| log-prob passes this (nats), by the
+dump's teacher precision (`dump_dtype`): a float32 dump's error is the grid's half step (2^-7) plus float16's spacing
+at the lowest stored log-probs (2^-6 below -32); a bf16/fp16 dump adds the teachers' own rounding. The wrong teachers
+give 0.1-1 nats."""
+
+
+def max_logprob_error(attrs: dict) -> float:
+    """The default `--max-logprob-error` of a cache (`MAX_LOGPROB_ERROR` by its recorded `dump_dtype`)."""
+    return MAX_LOGPROB_ERROR["float32" if attrs.get("dump_dtype") in (None, "float32", "fp32") else "other"]
 
 
 @dataclass
@@ -35,9 +46,11 @@ class VerifyReport:
 
 
 def verify_cache(path, *, teacher_dirs=(), sample: int = 16, max_kl: float = DEFAULT_MAX_KL,
-                 progress: bool = True) -> VerifyReport:
+                 max_error: float | None = None, progress: bool = True) -> VerifyReport:
     """Check a cache: every chunk of every array present and passing its crc32c, the store marked complete, and,
-    with `teacher_dirs` (on an undamaged cache), `verify_against_teachers` within `max_kl` (mean KL, nats) and
+    with `teacher_dirs` (on an undamaged cache): first that they are the teachers the cache records (weights
+    sha256, `teachers_match`; no number is computed with others), then `verify_against_teachers` within `max_kl`
+    (mean KL, nats), `max_error` (max |log-prob error|, nats; None: `max_logprob_error` of the cache) and
     `MAX_DRAWS_Z`. A damaged cache's report names each problem and the `bbl cache repair` command.
 
     Raises:
@@ -56,6 +69,10 @@ def verify_cache(path, *, teacher_dirs=(), sample: int = 16, max_kl: float = DEF
         report.fail(f"bad: {path}: not marked complete; re-run dump-logits to finish it")
     if not teacher_dirs or problems:
         return report
+    mismatch = teachers_match(reader.attrs.get("teachers") or [], teacher_dirs)
+    if mismatch:
+        report.fail(f"bad: {path}: {mismatch}")
+        return report
     r = report.fidelity = verify_against_teachers(reader, list(teacher_dirs), sample=sample)
     for line in r.pop("problems", []):
         report.fail(f"bad: {path}: {line}")
@@ -69,6 +86,10 @@ def verify_cache(path, *, teacher_dirs=(), sample: int = 16, max_kl: float = DEF
             f"mass defect mean {r['mean_mass_defect']:.2e} (max {r['max_mass_defect']:.2e})")
         if r["mean_kl"] > max_kl:
             report.fail(f"bad: {path}: mean KL {r['mean_kl']:.2e} nats exceeds --max-kl {max_kl:g}")
+        tolerance = max_logprob_error(reader.attrs) if max_error is None else max_error
+        if r["max_abs_logprob_error"] > tolerance:
+            report.fail(f"bad: {path}: max |log-prob error| {r['max_abs_logprob_error']:.2e} nats exceeds "
+                        f"--max-logprob-error {tolerance:g}")
     if "kd_mask_errors" in r:
         report.info.append(f"kd_mask over {r['windows_checked']} windows: the {reader.kd_fraction:g} of positions of "
                            f"highest teacher entropy, {r['kd_mask_errors']} position(s) otherwise")

@@ -63,7 +63,10 @@ def _max_kl_option() -> list[click.Option]:
     from bbl.cache.verify import DEFAULT_MAX_KL  # bbl.cache imports zarr and numpy: only when verify runs
 
     return [click.Option(["--max-kl"], type=NonNegativeFloat, default=DEFAULT_MAX_KL, show_default=True,
-                         help="Fail above this mean KL (nats).")]
+                         help="Fail above this mean KL (nats)."),
+            click.Option(["--max-logprob-error"], type=NonNegativeFloat, default=None,
+                         help="Fail above this max |stored - recomputed| log-prob (nats)  [default: 0.05 for a "
+                              "float32 dump, 0.3 for bf16/fp16]")]
 
 
 @cache.command("verify", positional="--cache", late_options=_max_kl_option)
@@ -71,14 +74,16 @@ def _max_kl_option() -> list[click.Option]:
 @click.option("--teacher", "teachers", type=PathArg, multiple=True,
               help="Recompute a sample of windows with these teachers and compare.")
 @click.option("--sample", type=Positive, default=16, show_default=True, help="Windows to recompute.")
-def cache_verify_cmd(path, teachers, sample, max_kl):
-    """Every chunk present and passing its crc32c; with --teacher, the stored targets against a recomputation.
+def cache_verify_cmd(path, teachers, sample, max_kl, max_logprob_error):
+    """Every chunk present and passing its crc32c; with --teacher, first that they are the cache's teachers (by
+    weights sha256), then the stored targets against a recomputation.
 
     Exits 1 naming each missing, corrupt or unfinished chunk (fix: `bbl cache repair`).
     """
     from bbl.cache.verify import verify_cache
 
-    report = verify_cache(path, teacher_dirs=list(teachers), sample=sample, max_kl=max_kl)
+    report = verify_cache(path, teacher_dirs=list(teachers), sample=sample, max_kl=max_kl,
+                          max_error=max_logprob_error)
     for line in report.problems:
         click.echo(line, err=True)
     for line in report.info:
@@ -98,7 +103,9 @@ def cache_verify_cmd(path, teachers, sample, max_kl):
 def cache_repair_cmd(path, teachers, data, device, device_map):
     """Recompute exactly the missing, corrupt or unfinished chunks of a cache; an intact cache is left untouched."""
     from bbl.cache.repair import repair_cache
+    from bbl.runtime import check_device
 
-    r = repair_cache(path, list(teachers), data_dir=data, device=device, device_map=device_map, log=click.echo)
+    r = repair_cache(path, list(teachers), data_dir=data, device=check_device(device), device_map=device_map,
+                     log=click.echo)
     if r["repaired"]:
         click.echo(f"repaired {len(r['repaired'])} chunk(s) of {path}; `bbl cache verify --cache {path}` passes")

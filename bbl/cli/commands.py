@@ -19,12 +19,17 @@ from bbl.cli.params import (
     OneLineErrors,
     PathArg,
     Positive,
+    Seed,
     apply_sets,
     config_options,
     default_data,
     set_option,
 )
-from bbl.errors import BblError
+from bbl.errors import UsageError, as_usage_error
+
+MAX_VOCAB = 2**24
+"""`bbl prepare --vocab-size` at most: 16.7M ids (the largest real vocabularies hold about 256k); the BPE trainer
+aborts the process (a Rust allocation failure, no Python error) on sizes near 1e11."""
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120,
@@ -38,8 +43,9 @@ def main():
 @click.option("--train-dir", type=PathArg, required=True, help="BabyLM train dir with *.train files (babylm_10M/).")
 @click.option("--dev-dir", type=PathArg, required=True, help="BabyLM dev dir with *.dev files (babylm_dev/).")
 @click.option("--out", type=PathArg, required=True, help="Output dir for cleaned text, tokenizer, streams.")
-@click.option("--vocab-size", type=click.IntRange(min=259), default=16000, show_default=True,
-              help="BPE vocabulary size (>= 260: the 256 byte tokens and 4 specials; 259 with --no-mask-token).")
+@click.option("--vocab-size", type=click.IntRange(min=259, max=MAX_VOCAB), default=16000, show_default=True,
+              help="BPE vocabulary size (>= 260: the 256 byte tokens and 4 specials; 259 with --no-mask-token; at "
+                   f"most {MAX_VOCAB:,}, past which the BPE trainer cannot allocate its tables).")
 @click.option("--mask-token/--no-mask-token", default=True, show_default=True,
               help="Reserve the special <mask> (id 3) that masked-LM phases need (training.objective_schedule, "
                    "AntLM); --no-mask-token gives Baby Llama's exact three specials <pad> <s> </s>.")
@@ -172,7 +178,7 @@ def _dump_targets(settings: dict, overrides, cross_tokenizer: bool) -> str:
             targets = parse_overrides([item], {"dump": DumpConfig})["dump"]["targets"]
     if cross_tokenizer:
         if targets not in ("topk", "cross_tokenizer") or settings.get("num_samples"):
-            raise click.UsageError("--cross-tokenizer stores top-k targets (it is --targets cross_tokenizer); drop "
+            raise UsageError("--cross-tokenizer stores top-k targets (it is --targets cross_tokenizer); drop "
                                    "--targets/--samples")
         targets = "cross_tokenizer"
     return targets
@@ -212,7 +218,7 @@ def dump_logits_cmd(ctx, teachers, data, cache_path, device, device_map, overrid
 
     from bbl.cache.compute.registry import operations_of
     from bbl.cache.dump import dump_logits
-    from bbl.runtime import default_device
+    from bbl.runtime import check_device
 
     targets = _dump_targets(settings, overrides, cross_tokenizer)
     cls = operations_of(targets).config_class
@@ -220,11 +226,12 @@ def dump_logits_cmd(ctx, teachers, data, cache_path, device, device_map, overrid
     for name in [n for n in settings if n not in fields]:  # another kind's own option
         if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
             flag = next(o for p in ctx.command.params if p.name == name for o in p.opts)
-            raise click.UsageError(f"{flag} does not apply to --targets {targets}; drop it")
+            raise UsageError(f"{flag} does not apply to --targets {targets}; drop it")
         del settings[name]
     settings = apply_sets(ctx, {**settings, "targets": targets}, overrides, "dump", cls)
-    config = cls(**settings)
-    dump_logits(list(teachers), data, cache_path, config, device=device or default_device(), device_map=device_map,
+    with as_usage_error():
+        config = cls(**settings)
+    dump_logits(list(teachers), data, cache_path, config, device=check_device(device), device_map=device_map,
                 overwrite=overwrite, log=click.echo)
 
 
@@ -286,7 +293,7 @@ def distill_cmd(config, data, out, overrides, resume, overwrite, caches, teacher
 @click.option("--max-pairs", type=Positive, default=None, help="Score only the first N items of each task file.")
 @click.option("--seq-len", type=Positive, default=128, show_default=True, help="Dev window length for perplexity.")
 @click.option("--dev-windows", type=Positive, default=8192, show_default=True, help="Dev subset size (as in training).")
-@click.option("--data-seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--data-seed", type=Seed, default=0, show_default=True,
               help="Seed of the dev subset, as the models' training.data_seed (else training.seed) picked it.")
 @click.option("--device", default=None, help="cpu or cuda (default: cuda if available).")
 @set_option("eval", "EvalConfig", "eval.data_seed=1")
@@ -301,18 +308,22 @@ def eval_cmd(ctx, model_dirs, ensembles, tasks, suite, eval_data, revision_name,
     from bbl.evaluate.report import written_files
     from bbl.evaluate.run import EvalConfig, run_eval
     from bbl.evaluate.tasks import in_layout, resolve_task_data
-    from bbl.runtime import default_device
+    from bbl.runtime import check_device
 
     if not model_dirs and not ensembles:
-        raise BblError("no model: pass MODEL_DIR ... and/or --ensemble DIR,DIR")
+        raise UsageError("no model: pass MODEL_DIR ... and/or --ensemble DIR,DIR")
     s = apply_sets(ctx, {"tasks": tasks, "suite": suite, "pair_scoring": pair_scoring, "revision": revision_name,
                          "blimp_dir": blimp_dir, "supplement_dir": supplement_dir, "batch_size": batch_size,
                          "max_pairs": max_pairs, "seq_len": seq_len, "dev_windows": dev_windows,
                          "data_seed": data_seed, "device": device}, overrides, "eval", EvalConfig,
                    options={"data_dirs": "task_data", "revision": "revision_name"})
+    device = check_device(s["device"])
     names = _task_names(s["tasks"]) if s["tasks"] else None
     given = {**_given_task_data(task_data), **{k: Path(v) for k, v in (s.get("data_dirs") or {}).items()}}
-    asked = EvalConfig(tasks=names, suite=s["suite"], data_dirs=given)  # the task list and suite these options mean
+    with as_usage_error():
+        asked = EvalConfig(tasks=names, suite=s["suite"], data_dirs=given, revision=s["revision"],
+                           batch_size=s["batch_size"], max_pairs=s["max_pairs"], seq_len=s["seq_len"],
+                           dev_windows=s["dev_windows"], pair_scoring=s["pair_scoring"])  # what the options mean
     locate = in_layout(eval_data, asked.suite) if eval_data else default_data
     paths, fallbacks = resolve_task_data(asked.tasks, asked.suite, locate,
                                          given={**given, "blimp": s["blimp_dir"], "supplement": s["supplement_dir"]})
@@ -324,7 +335,7 @@ def eval_cmd(ctx, model_dirs, ensembles, tasks, suite, eval_data, revision_name,
                         blimp_dir=paths.get("blimp", s["blimp_dir"]),
                         supplement_dir=paths.get("supplement", s["supplement_dir"]), fallbacks=fallbacks,
                         batch_size=s["batch_size"], max_pairs=s["max_pairs"], seq_len=s["seq_len"],
-                        dev_windows=s["dev_windows"], data_seed=s["data_seed"], device=s["device"] or default_device())
+                        dev_windows=s["dev_windows"], data_seed=s["data_seed"], device=device)
     results = run_eval(list(model_dirs), ensembles=[[Path(p) for p in e.split(",")] for e in ensembles],
                        config=config, data_dir=data, out=out, overwrite=overwrite, log=click.echo)
     click.echo((Path(out) / "results.md").read_text())
@@ -337,7 +348,7 @@ def _given_task_data(specs) -> dict[str, Path]:
     for spec in specs:
         task, sep, path = spec.partition("=")
         if not sep or not path:
-            raise BblError(f"--task-data {spec}: use TASK=PATH, e.g. --task-data ewok=data/ewok_fast/ewok_fast.zip")
+            raise UsageError(f"--task-data {spec}: use TASK=PATH, e.g. --task-data ewok=data/ewok_fast/ewok_fast.zip")
         given[task.strip()] = Path(path)
     return given
 
@@ -378,7 +389,7 @@ def _task_data(specs, suite: str, tasks=None) -> dict[str, Path]:
                    "--data (deprecated; --data is a prepared dir in every command).")
 @click.option("--out", type=PathArg, default=Path("results"), show_default=True,
               help="Output dir: pipeline/<model>/main/finetune/<task>/predictions.json, finetune.md, finetune.json.")
-@click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True,
+@click.option("--seed", type=Seed, default=42, show_default=True,
               help="Seeds the head, dropout and data order (the pipeline's default 42).")
 @click.option("--read", type=click.Choice(["last", "first"]), default="last", show_default=True,
               help="Position the head reads: the last real token, or the first (what eval_finetuning.sh runs).")
@@ -400,12 +411,13 @@ def finetune_cmd(ctx, model_dir, task_data, out, overrides, overwrite, **setting
     from bbl.finetune.data import FINETUNE_TASKS
     from bbl.finetune.recipe import FinetuneConfig
     from bbl.finetune.run import run_finetune
-    from bbl.runtime import default_device
+    from bbl.runtime import check_device
 
     settings["tasks"] = [t.strip() for spec in settings["tasks"] for t in spec.split(",") if t.strip()]
     s = apply_sets(ctx, settings, overrides, "finetune", FinetuneConfig)
     names = [n for t in s["tasks"] for n in (FINETUNE_TASKS if t == "all" else (t,))]
-    config = FinetuneConfig(**{**s, "tasks": list(dict.fromkeys(names)), "device": s["device"] or default_device()})
+    with as_usage_error():
+        config = FinetuneConfig(**{**s, "tasks": list(dict.fromkeys(names)), "device": check_device(s["device"])})
     run_finetune(model_dir, config, data_dir=task_data or default_data("glue_filtered"), out=out, overwrite=overwrite,
                  log=click.echo)
     click.echo((Path(out) / "finetune.md").read_text())
@@ -474,7 +486,7 @@ def study_cmd(config, data, workdir, cache_path, teachers, seeds, arm_specs, ove
 @click.option("--study-name", default="bbl-sweep", show_default=True, help="The study's name in the storage.")
 @click.option("--pruner", default="hyperband", show_default=True,
               help="hyperband, median, none, or threshold:NATS (prune a trial whose dev CE passes NATS).")
-@click.option("--sampler-seed", "seed", type=click.IntRange(min=0), default=None,
+@click.option("--sampler-seed", "seed", type=Seed, default=None,
               help="TPE sampler seed (default: random). Was --seed (deprecated; --seed is a run's training seed).")
 @click.option("--heartbeat", "heartbeat_s", type=Positive, default=10, show_default=True,
               help="Seconds between trial heartbeats; a trial silent for twice this long (killed) is retried once.")
@@ -488,10 +500,11 @@ def sweep_cmd(config, data, space, trials, workdir, cache_path, teachers, overri
     """
     from bbl.study.sweep import SweepConfig, run_sweep
 
-    run_sweep(SweepConfig(config=config, data_dir=data, space=space, trials=trials, workdir=workdir,
-                          overrides=list(overrides), cache=cache_path, teachers=list(teachers), storage=storage,
-                          study_name=study_name, pruner=pruner, seed=seed, heartbeat_s=heartbeat_s),
-              log=click.echo)
+    with as_usage_error():
+        sweep = SweepConfig(config=config, data_dir=data, space=space, trials=trials, workdir=workdir,
+                            overrides=list(overrides), cache=cache_path, teachers=list(teachers), storage=storage,
+                            study_name=study_name, pruner=pruner, seed=seed, heartbeat_s=heartbeat_s)
+    run_sweep(sweep, log=click.echo)
 
 
 def _preset_option() -> list[click.Option]:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import click
 
-from bbl.cli.params import PathArg
+from bbl.cli.params import BblCommand, PathArg
 
 
-@click.command("export")
+@click.command("export", cls=BblCommand)
 @click.argument("run_dir", type=PathArg)
 @click.option("--out", type=PathArg, required=True, help="The git repository to write (a new or empty dir).")
 @click.option("--repo-id", default=None, metavar="ORG/NAME", help="The Hub repo, named in the card and the commands.")
@@ -19,11 +19,11 @@ from bbl.cli.params import PathArg
 def export_cmd(run_dir, out, repo_id, results_dirs, license_, overwrite):
     """Write RUN_DIR as a git repo in the Hugging Face Hub layout: main = the final model, a branch per
     chck_{N}M word checkpoint, a model card from the ledger; print the commands to publish it."""
-    from bbl.errors import BblError
+    from bbl.errors import UsageError
     from bbl.hub.export import export_run, publish_commands
 
     if repo_id is not None and repo_id.count("/") != 1:
-        raise BblError(f"--repo-id {repo_id}: use ORG/NAME, e.g. my-lab/babylm-distilled")
+        raise UsageError(f"--repo-id {repo_id}: use ORG/NAME, e.g. my-lab/babylm-distilled")
     result = export_run(run_dir, out, results_dirs=results_dirs, repo_id=repo_id, license=license_,
                         overwrite=overwrite, log=click.echo)
     click.echo(f"exported {run_dir} to {out}: {len(result.revisions)} revision(s) "

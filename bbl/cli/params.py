@@ -2,8 +2,10 @@
 class (old option spellings kept as deprecated aliases, options derived from a config dataclass when first
 needed), `--set` for a config's fields, and the group that turns every error into one `error: ...` line.
 
-Exit status: 2 for a usage error (click's convention: an unknown option, a missing or malformed value), 1 for
-input bbl itself refuses (`BblError`: a value out of its setting's range, a file that is not what it should be).
+Exit status, one rule: 2 for every usage error (click's convention: an unknown option, a missing or malformed
+value; and bbl's own `UsageError`: a value out of its setting's range, a bad `--set`, an unknown name, which
+`BblCommand` raises as click's `UsageError`), 1 for a failure of the work (`BblError`: a file, model, cache or
+output dir that is not what it should be).
 Nothing here imports torch or numpy: `bbl --help` stays light (docs/architecture.md).
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import click
 
 from bbl import RENAMED_OPTIONS
-from bbl.errors import BblError
+from bbl.errors import BblError, UsageError
 
 PathArg = click.Path(path_type=Path)
 
@@ -37,8 +39,15 @@ class _CacheLocation(click.ParamType):
 
 
 CacheArg = _CacheLocation()
-Positive = click.IntRange(min=1)
-"""Counts (windows, batches, pairs, processes): an integer >= 1."""
+INT64_MAX = 2**63 - 1
+SEED_MAX = 2**32 - 1
+"""The largest seed numpy's legacy seeding (which the Trainer's `set_seed` calls) and torch accept alike."""
+Positive = click.IntRange(min=1, max=INT64_MAX)
+"""Counts (windows, batches, pairs, processes): an integer >= 1 (and one torch and numpy can hold)."""
+Seed = click.IntRange(min=0, max=SEED_MAX)
+"""A seed: 0 to 2**32 - 1 (numpy's range; torch takes it too)."""
+Int64 = click.IntRange(min=-INT64_MAX - 1, max=INT64_MAX)
+"""Any integer setting (its range is the config's to check): one that fits an int64."""
 
 
 class _FiniteFloatRange(click.FloatRange):
@@ -103,6 +112,13 @@ class BblCommand(click.Command):
     def parse_args(self, ctx, args):
         return super().parse_args(ctx, self._respell(ctx, list(args)))
 
+    def invoke(self, ctx):
+        """Run the command; bbl's `UsageError` leaves as click's, so it exits 2 naming `--help` like click's own."""
+        try:
+            return super().invoke(ctx)
+        except UsageError as e:
+            raise click.UsageError(str(e), ctx) from None
+
     def _respell(self, ctx, args: list[str]) -> list[str]:
         """`args` with each old spelling replaced by its new one (and a bare operand of a command that used to
         take it positionally prefixed by its option), one `warning:` line for each old form used."""
@@ -139,14 +155,22 @@ class BblCommand(click.Command):
         return out
 
 
+def _short_path(path) -> str:
+    """A path for an error line: one longer than 120 characters shown by its start and end."""
+    text = str(path)
+    return text if len(text) <= 120 else f"{text[:60]}...{text[-40:]} ({len(text)} characters)"
+
+
 def _warn(message: str) -> None:
     click.echo(f"warning: {message}", err=True)
 
 
 class OneLineErrors(click.Group):
     """Turns a BblError anywhere below into one line `error: ...` and exit status 1, and click's usage errors (a
-    bad option value, a missing option) into one line naming the option and `--help`, with click's exit status 2;
-    nothing has been written by then. Its commands are `BblCommand`s."""
+    bad option value, a missing option; bbl's `UsageError` becomes one in `BblCommand`) into one line naming the
+    option and `--help`, with click's exit status 2; nothing has been written by then. An `OSError` no check turned
+    into a BblError first (a path the file system refuses) is one line and exit 1 too, never a traceback. Its
+    commands are `BblCommand`s."""
 
     command_class = BblCommand
 
@@ -155,6 +179,10 @@ class OneLineErrors(click.Group):
             return super().invoke(ctx)
         except BblError as e:
             click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except OSError as e:  # a path the file system refuses where no check named it first: still one line
+            where = f"{_short_path(e.filename)}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or e}; check the path (and the disk), or choose another", err=True)
             sys.exit(1)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
@@ -214,7 +242,7 @@ def config_options(cls, *, flags: dict[str, str] | None = None, skip: tuple[str,
         elif typing.get_origin(hint) is typing.Literal:
             kind = click.Choice(typing.get_args(hint))
         else:
-            kind = {int: click.INT, float: FiniteFloat, str: click.STRING, bool: click.BOOL, Path: PathArg}[hint]
+            kind = {int: Seed if f.name.endswith("seed") else Int64, float: FiniteFloat, str: click.STRING, bool: click.BOOL, Path: PathArg}[hint]
         default = None if f.default is dataclasses.MISSING else f.default
         flag = flags.get(f.name, "--" + f.name.replace("_", "-"))
         if hint is bool:  # a switch, as click spells one: --delta-ids (off by default)
@@ -238,7 +266,7 @@ def apply_sets(ctx: click.Context, settings: dict, overrides, section: str, cls,
     Args:
         options: {field: the option that also sets it} where the option's parameter name differs from the field.
     Raises:
-        BblError: a malformed or unknown key, a value of the wrong type, or a field also given as its option.
+        UsageError: a malformed or unknown key, a value of the wrong type, or a field also given as its option.
     """
     from bbl.config import parse_overrides
 
@@ -247,7 +275,7 @@ def apply_sets(ctx: click.Context, settings: dict, overrides, section: str, cls,
         param = (options or {}).get(key, key)
         if ctx.get_parameter_source(param) is click.core.ParameterSource.COMMANDLINE:
             flag = next((o for p in ctx.command.params if p.name == param for o in p.opts), param)
-            raise BblError(f"--set {section}.{key} and {flag} both set {section}.{key}; pass one")
+            raise UsageError(f"--set {section}.{key} and {flag} both set {section}.{key}; pass one")
     return {**settings, **values}
 
 

@@ -24,7 +24,7 @@ from bbl.config import Config, DistillConfig, kd_temperature, parse_cache_spec
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
 from bbl.distill.trainer import CacheTerm, DistillTrainer
-from bbl.errors import BblError
+from bbl.errors import BblError, UsageError
 from bbl.losses.readings import get_reading
 from bbl.models.build import check_model_dir
 from bbl.models.teachers import load_teachers
@@ -52,11 +52,13 @@ def distill(cfg: Config, data_dir: Path, out: Path, *, cache_path=None, teacher_
     """
     specs = cache_specs(cache_path)
     if bool(specs) == bool(teacher_dirs):
-        raise BblError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
-    check_run_out(Path(out), resume=resume, overwrite=overwrite)  # before the cache scan or the teachers load
+        raise UsageError("pass exactly one of --cache (cached distillation) or --teacher ... (online reference)")
+    check_run_out(Path(out), resume=resume, overwrite=overwrite,  # before the cache scan or the teachers load
+                  kind="student_distilled")
     data = PreparedData(data_dir)
     if specs:
         cfg, sources = check_caches(cfg, data, specs)
+        cfg = cached_train_windows(cfg, sources[0].reader, log=log)  # every cache holds the same windows
         d = cfg.distill
         for source in sources:  # decode every chunk once (crc32c) so damage stops the run before its first step
             damaged = source.reader.scan()
@@ -206,8 +208,9 @@ def check_same_windows(sources: list[CacheSource]) -> None:
 def _cache_provenance(source: CacheSource) -> dict:
     """What the run's ledger records of a cache."""
     r = source.reader
-    return {"cache": str(source.location), "cache_temperature": r.temperature, "cache_top_k": r.top_k,
-            "cache_targets": r.targets, "cache_num_samples": r.num_samples}
+    return {"cache": str(source.location), "train_windows": r.num_windows,
+            "cache_window_selection": r.attrs.get("window_selection"), "cache_temperature": r.temperature,
+            "cache_top_k": r.top_k, "cache_targets": r.targets, "cache_num_samples": r.num_samples}
 
 
 def _prepare_reading(source: CacheSource, data: PreparedData) -> tuple[dict | None, dict]:
@@ -278,6 +281,21 @@ def _check_mlm_kd_reading(cfg: Config, reading) -> None:
     if cfg.distill.mlm_kd and reading.coarse_targets is None:
         raise BblError(f"distill.mlm_kd: kd_variant={reading.name} has no row-wise (k+1)-outcome form; set "
                        f"distill.mlm_kd=false")
+
+
+def cached_train_windows(cfg: Config, reader, *, log=print) -> Config:
+    """`cfg` with `training.max_train_windows` saying what a cached distillation trains on: the cache's windows
+    (null when it holds every window, else their count), whatever the config asked; a `note:` line when that
+    differs, so the run's recorded config never names windows it did not see."""
+    dumped = (reader.attrs.get("window_selection") or {}).get("max_windows")
+    trained = None if dumped is None else reader.num_windows
+    asked = cfg.training.max_train_windows
+    if asked == trained:
+        return cfg
+    log(f"note: training.max_train_windows {asked}: the cache {reader.path} holds {reader.num_windows} windows "
+        f"({'every window' if dumped is None else f'dumped with --max-windows {dumped}'}), which a cached "
+        f"distillation trains on; recorded as training.max_train_windows={trained}")
+    return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, max_train_windows=trained))
 
 
 def _check_mlm_kd(cfg: Config, *, cached: bool) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bbl.data.prepared import PreparedData
-from bbl.data.tokenizer import tokenizer_fingerprint
+from bbl.data.tokenizer import check_same_tokenizer, tokenizer_fingerprint
 from bbl.data.windows import select_dev_windows
 from bbl.errors import BblError, check_options_at_least_one
 from bbl.evaluate.predictions import check_revision, predictions_dir, write_predictions
@@ -201,9 +201,10 @@ def evaluate_models(models, tokenizer, config: EvalConfig, *, data: PreparedData
 
 def run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), config: EvalConfig | None = None,
              data_dir=None, out: Path, overwrite: bool = False, progress: bool = True, log=print) -> list[dict]:
-    """`_run_eval` into `out` once it is claimed (`bbl.outputs`): new, empty or a results dir; a finished
-    evaluation (results.json) is replaced only with `overwrite` (its results.json/md and plot; per-model files are
-    rewritten by name); one writer at a time.
+    """`_run_eval` into `out` once it is claimed (`bbl.outputs`): new, empty or a results dir (a killed
+    evaluation's per-model JSONs included: a re-run continues it); a finished evaluation (results.json) is replaced
+    only with `overwrite` (the files earlier evaluations wrote, as the dir's manifest lists them); one writer at a
+    time.
 
     Raises:
         BblError: an --out that is a file, under a file, not a results dir, unwritable or held by another run; a
@@ -220,8 +221,8 @@ def _run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), confi
     `out/pipeline/<model>/`, then `results.md`, `blimp.png` and `results.json`; returns the results.
 
     Raises:
-        BblError: missing or bad task data, bad model dirs, ensemble members with different tokenizers (all
-            checked before anything is written).
+        BblError: missing or bad task data, bad model dirs, ensemble members with different tokenizers, a model
+            whose tokenizer is not --data's when perplexity is asked (all checked before anything is written).
     """
     config = config or EvalConfig()
     jobs = job_names([[Path(d)] for d in model_dirs] + [[Path(m) for m in members] for members in ensembles],
@@ -235,6 +236,13 @@ def _run_eval(model_dirs: list[Path], *, ensembles: list[list[Path]] = (), confi
     data = PreparedData(data_dir) if data_dir else None
     if "perplexity" in config.tasks and data is None:
         raise BblError("--tasks perplexity needs --data PREPARED_DIR (the dev windows to score)")
+    if "perplexity" in config.tasks:  # the dev windows are token ids of --data's tokenizer: only its models read them
+        for members, _ in jobs:
+            check_same_tokenizer(tokenizer_fingerprint(members[0]), data.tokenizer_fingerprint(),
+                                 subject=f"{members[0]}: model", reference=f"--data {data.path}'s",
+                                 fix="pass the --data prepared with the model's tokenizer, or leave perplexity out of "
+                                     "--tasks (compare models of other tokenizers by bits per byte, each on its own "
+                                     "prepared dir)")
     for task in (t for t in ZERO_SHOT if t in config.tasks):
         check_task_data(task, config.task_path(task), scoring=config.pair_scoring)
     loaded: dict[str, tuple] = {}  # every model (ensemble members too) loads before anything is scored or written

@@ -153,6 +153,11 @@ def _run_finetune(model_dir: Path, config: FinetuneConfig, *, data_dir: Path, ou
         train_file, valid_file = train_valid_files(data_dir, task)
         data[task] = (read_examples(train_file, task, limit=config.max_train_examples),
                       read_examples(valid_file, task, limit=config.max_valid_examples))
+    for task in config.tasks:  # the Trainer's own check comes after the task's work dir is written
+        recipe, examples = config.recipe(task), len(data[task][0][0])
+        if total_steps(examples, recipe.batch_size, recipe.epochs) < 1:
+            raise BblError(f"--tasks {task}: {examples} training example(s) do not fill one batch of "
+                           f"{recipe.batch_size}; use more examples (--max-train-examples) or a smaller --batch-size")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     if tokenizer.pad_token_id is None:
         raise BblError(f"{model_dir}: its tokenizer has no pad token; batches of uneven inputs need one "

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bbl.config import ModelConfig
 from bbl.data.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS
-from bbl.errors import BblError
+from bbl.errors import BblError, UsageError
 from bbl.io import load_json
 
 PAD_ID, BOS_ID, EOS_ID = (SPECIAL_TOKENS.index(t) for t in (PAD, BOS, EOS))
@@ -143,17 +143,65 @@ def check_seq_len(seq_len: int, positions: int, *, option: str, subject) -> None
     """Refuse windows longer than a model's positions.
 
     Raises:
-        BblError: "{option} {seq_len} exceeds the {positions} positions of {subject}; use {option} <= {positions}".
+        UsageError: "{option} {seq_len} exceeds the {positions} positions of {subject}; use {option} <= {positions}".
     """
     if seq_len > positions:
-        raise BblError(f"{option} {seq_len} exceeds the {positions} positions of {subject}; "
+        raise UsageError(f"{option} {seq_len} exceeds the {positions} positions of {subject}; "
                        f"use {option} <= {positions}")
+
+
+def weight_files(model_dir: Path, *, fix: str) -> list[Path]:
+    """The weight files `from_pretrained` reads from a model dir: the shards its safetensors index names, else
+    `model.safetensors`, else `pytorch_model*.bin`.
+
+    Raises:
+        BblError: no weights at all, or a damaged index.
+    """
+    d = Path(model_dir)
+    index = d / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = (load_json(index, fix=fix) or {}).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise BblError(f"{index}: names no weight files (no weight_map); {fix}")
+        return sorted({d / str(name) for name in weight_map.values()})
+    if (d / "model.safetensors").exists():
+        return [d / "model.safetensors"]
+    bins = sorted(d.glob("pytorch_model*.bin"))
+    if not bins:
+        raise BblError(f"{d}: no weights (model.safetensors or pytorch_model.bin); {fix}")
+    return bins
+
+
+def check_weights(model_dir: Path, *, fix: str = "save the model again or restore its weights") -> None:
+    """Before a model is loaded, trained or published: every weight file is there, and a safetensors file's header
+    parses and covers the file (`safetensors.safe_open`, which reads the header only: an empty or truncated file
+    fails here in a line, not as a traceback deep in `from_pretrained`).
+
+    Raises:
+        BblError: naming the file and `fix`.
+    """
+    for file in weight_files(model_dir, fix=fix):
+        if not file.is_file():
+            raise BblError(f"{file}: missing (the model's weights); {fix}")
+        if file.stat().st_size == 0:
+            raise BblError(f"{file}: empty (0 bytes, the model's weights); {fix}")
+        if file.suffix != ".safetensors":
+            continue
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(file), "pt") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error type from Rust
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise BblError(f"{file}: not loadable weights ({reason}); {fix}") from None
 
 
 def check_model_dir(model_dir: Path, *, seq_len: int | None = None, option: str = "--seq-len",
                     written_by: str = "bbl or save_pretrained") -> dict:
-    """Before anything is loaded or written: a model dir (config.json) holding its tokenizer (tokenizer.json),
-    whose positions hold `seq_len` tokens when given. Returns its config.json as a dict.
+    """Before anything is loaded or written: a model dir (config.json) holding its tokenizer (tokenizer.json) and
+    weights that load (`check_weights`), whose positions hold `seq_len` tokens when given. Returns its config.json
+    as a dict.
 
     Raises:
         BblError: naming the dir (or `option`) and the fix.
@@ -167,6 +215,7 @@ def check_model_dir(model_dir: Path, *, seq_len: int | None = None, option: str 
     config = load_json(d / "config.json", fix=fix)
     for name in HF_METADATA:  # what from_pretrained reads besides: damaged, it fails inside transformers
         load_json(d / name, fix=fix)
+    check_weights(d, fix=fix)
     if seq_len is not None:
         try:
             positions = max_positions(config)

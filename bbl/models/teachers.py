@@ -60,6 +60,35 @@ def teacher_logits(model, input_ids, vocab_size: int | None = None, attention_ma
     return model(input_ids=input_ids, attention_mask=attention_mask).logits[..., :vocab_size]
 
 
+def weights_sha256(model_dir: Path) -> dict[str, str]:
+    """{weight file name: sha256} of a model dir (its *.safetensors, else *.bin): a teacher's identity as a cache
+    records it (`teachers[i].weights_sha256`)."""
+    d = Path(model_dir)
+    return {w.name: sha256_file(w) for w in sorted(d.glob("*.safetensors")) or sorted(d.glob("*.bin"))}
+
+
+def teachers_match(recorded: list[dict], teacher_dirs) -> str | None:
+    """Whether `teacher_dirs` are exactly the teachers a cache records (`recorded`: its `teachers` attribute), by
+    their weights' sha256, in any order; read before any teacher is loaded. Returns None when they are, else a
+    sentence naming what differs and the teachers to pass (a cache recording no hashes is not compared: None)."""
+    if not recorded or any(not isinstance(r, dict) or not r.get("weights_sha256") for r in recorded):
+        return None
+
+    def key(hashes: dict) -> tuple:
+        return tuple(sorted(hashes.values()))
+
+    want = sorted(key(r["weights_sha256"]) for r in recorded)
+    given = {str(d): key(weights_sha256(d)) for d in teacher_dirs}
+    if sorted(given.values()) == want:
+        return None
+    strangers = [d for d, k in given.items() if k not in want]
+    names = " ".join(f"--teacher {r.get('path')}" for r in recorded)
+    what = (f"{', '.join(strangers)} {'is' if len(strangers) == 1 else 'are'} not among them" if strangers else
+            f"{len(given)} given, {len(recorded)} recorded")
+    return (f"the given teachers are not the ones the cache was dumped with (weights sha256: {what}); pass the "
+            f"cache's own teachers: {names}")
+
+
 def load_teachers(teacher_dirs: list[Path], device: str, *, seq_len: int | None = None, dtype: str = "fp32",
                   device_map: str | None = None):
     """Load teacher checkpoints (eval mode, in `dtype`: fp32, bf16 or fp16) and their provenance (path,
@@ -99,10 +128,9 @@ def load_teachers(teacher_dirs: list[Path], device: str, *, seq_len: int | None 
                            f"outputs cannot be predicted; pass the tokenizer the model was trained with")
         if seq_len is not None:
             check_seq_len(seq_len, max_positions(model), option="--seq-len", subject=f"teacher {d}")
-        weights = sorted(d.glob("*.safetensors")) or sorted(d.glob("*.bin"))
         info = {"path": str(d.resolve()), "architecture": model.config.model_type,
                 "parameters": count_parameters(model), "tokenizer_fingerprint": fp,
-                "weights_sha256": {w.name: sha256_file(w) for w in weights}}
+                "weights_sha256": weights_sha256(d)}
         if model.config.vocab_size != vocab:  # recorded only when padded, so other caches keep their attributes
             info.update(vocab_size=vocab, output_size=int(model.config.vocab_size))
         if not (d / "bbl_run.json").is_file():  # a pretrained model bbl did not train (the ledger counts it apart)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bbl.cache.store import cache_location
 from bbl.config import parse_cache_spec
-from bbl.errors import BblError
+from bbl.errors import UsageError
 
 ARM_HELP = ("NAME:OPTIONS, OPTIONS among --set SECTION.KEY=VALUE, --cache PATH[:KEY=VALUE,...] (repeat it to "
             "distil from several caches, as `bbl distill`), --online, --baseline; e.g. --arm 'renorm:--set "
@@ -45,7 +45,7 @@ def parse_arm(spec: str, *, default_cache: Path | None) -> Arm:
     """
     name, sep, rest = spec.partition(":")
     if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise BblError(f"--arm {spec!r}: use {ARM_HELP}")
+        raise UsageError(f"--arm {spec!r}: use {ARM_HELP}")
     arm = Arm(name, "cached", [default_cache] if default_cache is not None else [])
     own = []
     tokens = shlex.split(rest)
@@ -63,11 +63,11 @@ def parse_arm(spec: str, *, default_cache: Path | None) -> Arm:
             arm.mode = token[2:]
             i += 1
         else:
-            raise BblError(f"--arm {spec!r}: unexpected {token!r}; use {ARM_HELP}")
+            raise UsageError(f"--arm {spec!r}: unexpected {token!r}; use {ARM_HELP}")
     if own:
         arm.caches = own
     if arm.mode == "cached" and not arm.caches:
-        raise BblError(f"--arm {spec!r}: a cached arm needs a cache; give the study --cache or the arm --cache PATH")
+        raise UsageError(f"--arm {spec!r}: a cached arm needs a cache; give the study --cache or the arm --cache PATH")
     return arm
 
 

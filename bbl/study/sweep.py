@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 import typing
 import warnings
@@ -28,7 +29,7 @@ from pathlib import Path
 import yaml
 
 from bbl.config import SECTIONS, Config, load_config
-from bbl.errors import BblError
+from bbl.errors import BblError, UsageError
 from bbl.io import atomic_save_figure, atomic_write_json, atomic_write_text, parse_yaml
 from bbl.outputs import check_output, make_output_dir
 
@@ -141,7 +142,7 @@ def make_pruner(spec: str):
     passes X nats at any evaluation).
 
     Raises:
-        BblError: an unknown spec.
+        UsageError: an unknown spec (or a threshold that is not a finite number).
     """
     import optuna
 
@@ -153,10 +154,12 @@ def make_pruner(spec: str):
         return optuna.pruners.NopPruner()
     if spec.startswith("threshold:"):
         try:
-            return optuna.pruners.ThresholdPruner(upper=float(spec.split(":", 1)[1]))
+            upper = float(spec.split(":", 1)[1])
+            if math.isfinite(upper):
+                return optuna.pruners.ThresholdPruner(upper=upper)
         except ValueError:
             pass
-    raise BblError(f"--pruner {spec!r}: use {', '.join(PRUNERS)} or threshold:NATS")
+    raise UsageError(f"--pruner {spec!r}: use {', '.join(PRUNERS)} or threshold:NATS")
 
 
 @dataclass
@@ -247,10 +250,46 @@ def _open_study(sweep: SweepConfig, attempts: int = 5):
             study.sampler = optuna.samplers.TPESampler(
                 seed=sampler_seed(sweep.seed, len(study.get_trials(deepcopy=False))))
             return study
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as e:
             if attempt == attempts - 1:
-                raise
+                reason = str(getattr(e, "orig", None) or e).splitlines()[0]
+                raise BblError(f"--storage {sweep.storage or 'sqlite in --workdir'}: cannot open the study's database "
+                               f"({reason}); check the database is reachable and writable") from None
             time.sleep(0.5 * (attempt + 1))
+
+
+def check_storage(url: str) -> None:
+    """Refuse a `--storage` URL before anything is written: one SQLAlchemy cannot parse or has no driver for (a
+    usage error), or a SQLite file in a place that is no directory or not writable.
+
+    Raises:
+        UsageError: a malformed URL or an unknown database kind.
+        BblError: a SQLite database whose dir is missing or read-only.
+    """
+    import sqlalchemy.engine
+    import sqlalchemy.exc
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+        dialect = parsed.get_dialect()
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"--storage {url}: not a database URL SQLAlchemy can open ({reason}); use e.g. "
+                         f"sqlite:////abs/path/sweep.db or postgresql://user@host/db") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        raise BblError(f"--storage {url}: the {parsed.get_backend_name()} driver is not installed ({e}); install "
+                       f"that module or use a sqlite:/// URL") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        folder = Path(parsed.database).parent
+        try:
+            usable = folder.is_dir() and os.access(folder, os.W_OK)
+        except OSError:
+            usable = False
+        if not usable:
+            raise BblError(f"--storage {url}: cannot write the database there ({folder} is not a writable "
+                           f"directory); create it or choose another --storage")
 
 
 def _finished(study) -> list:
@@ -318,13 +357,19 @@ def run_sweep(sweep: SweepConfig, *, log=print) -> dict:
 
     from bbl.data.prepared import PreparedData
 
-    params = load_space(sweep.space)
     make_pruner(sweep.pruner)
+    params = load_space(sweep.space)
+    if sweep.storage:
+        check_storage(sweep.storage)
     PreparedData(sweep.data_dir)
     check_space(sweep, params)
-    workdir = make_output_dir(sweep.workdir, option="--workdir")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = _open_study(sweep)
+    if sweep.storage:  # another machine's database: reached before this worker's workdir is created
+        study = _open_study(sweep)
+        workdir = make_output_dir(sweep.workdir, option="--workdir")
+    else:
+        workdir = make_output_dir(sweep.workdir, option="--workdir")
+        study = _open_study(sweep)
     settings = {"config": sweep.config, "overrides": list(sweep.overrides), "space": [dataclasses.asdict(p) for p in
                                                                                          params],
                 "mode": sweep.mode, "cache": None if sweep.cache is None else str(sweep.cache),

@@ -22,7 +22,7 @@ import numpy as np
 from bbl.config import parse_word_checkpoints
 from bbl.data.tokenizer import save_hf_tokenizer
 from bbl.data.words import checkpoint_name, span_words, window_words, words_per_step
-from bbl.errors import BblError
+from bbl.errors import BblError, UsageError
 from bbl.io import load_json
 from bbl.runtime import world_size
 from bbl.train.batching import epoch_order, resolve_batch
@@ -83,15 +83,25 @@ def planned_steps(cfg, rows: int, world: int = 1) -> int:
     return math.ceil(cfg.training.epochs * per_epoch)
 
 
+MAX_PLANNED_STEPS = 10**7
+"""The most optimizer steps a run may plan: the plan holds the words and rows seen at every step (two int64 arrays),
+and the paper's longest run takes about 20,000 steps; a larger count is a typo (`training.epochs=1e16`)."""
+
+
 def plan_words(cfg, data, dataset, *, teachers=(), world: int | None = None) -> WordPlan:
     """The run's plan (see the module docstring).
 
     Raises:
         BblError: word checkpoints or a word budget asked of data prepared without word counts.
+        UsageError: more than `MAX_PLANNED_STEPS` optimizer steps (training.epochs or training.max_steps).
     """
     t = cfg.training
     world = world or world_size()
     rows, steps = len(dataset), planned_steps(cfg, len(dataset), world)
+    if steps > MAX_PLANNED_STEPS:
+        what = f"training.max_steps {t.max_steps}" if t.max_steps else f"training.epochs {t.epochs:g}"
+        raise UsageError(f"{what}: the run would take {steps:,} optimizer steps over its {rows:,} windows, more than "
+                         f"bbl plans ({MAX_PLANNED_STEPS:,}); lower it")
     try:
         word_starts = data.word_starts("train")
         words = window_words(word_starts, t.seq_len, row_windows(dataset))

@@ -8,16 +8,17 @@ Run under `torchrun --nproc_per_node N` for DDP with the same global batch.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from bbl import __version__
 from bbl.config import Config
 from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import check_same_tokenizer, save_hf_tokenizer, tokenizer_fingerprint
-from bbl.errors import BblError
-from bbl.io import atomic_write_json, parse_yaml
+from bbl.errors import BblError, UsageError
+from bbl.io import atomic_write_json, atomic_write_text, load_json, parse_yaml
 from bbl.models.build import check_seq_len
-from bbl.outputs import check_output, claim_output
+from bbl.outputs import check_output, claim_output, run_finished
 from bbl.runtime import finish_distributed, is_main_process, world_size
 from bbl.train.batching import load_windows, resolve_batch
 from bbl.train.checkpoints import resume_checkpoint
@@ -27,6 +28,7 @@ from bbl.train.trainer import make_window_trainer, run_callbacks, training_argum
 
 RUN_FILE = "bbl_run.json"
 CONFIG_FILE = "bbl_config.yaml"
+METRICS_FILE = "metrics.jsonl"
 
 
 def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData, log=print) -> str | None:
@@ -56,6 +58,33 @@ def _check_out_dir(out: Path, cfg: Config, resume: bool, data: PreparedData, log
             raise BblError(f"{saved}: --resume with a different config ({', '.join(diff)}); "
                            f"use the original config or another --out")
     return last
+
+
+def checkpoint_step(checkpoint) -> int:
+    """The optimizer step a Trainer checkpoint dir was saved at (0 for None: a run from its first step)."""
+    if checkpoint is None:
+        return 0
+    from bbl.train.checkpoints import STATE_FILE
+
+    state = load_json(Path(checkpoint) / STATE_FILE) or {}
+    return int(state.get("global_step") or 0)
+
+
+def trim_metrics(file: Path, step: int) -> None:
+    """Keep in a run's metrics.jsonl only what the run it continues logged up to `step` (its checkpoint): a resumed
+    run logs the steps after it again, a run from step 0 starts an empty file, and a segment's summary line
+    (train_runtime, train_loss) goes, so the file reads as one uninterrupted run's."""
+    if not file.is_file():
+        return
+    kept = []
+    for line in file.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line a kill cut short
+        if isinstance(row, dict) and (row.get("step") or 0) <= step and "train_runtime" not in row and step > 0:
+            kept.append(line)
+    atomic_write_text(file, "".join(line + "\n" for line in kept))
 
 
 def check_config_data(cfg: Config, data: PreparedData) -> int | None:
@@ -88,17 +117,18 @@ def _phased(cfg: Config, data: PreparedData, train, mask_token_id: int, *, cache
                          mlm_kd_targets=cached and cfg.distill.mlm_kd)
 
 
-def check_run_out(out: Path, *, resume: bool, overwrite: bool) -> str:
-    """`bbl.outputs.check_output` for a training run's --out: refuses a dir that is not a bbl model run, and a
-    finished run unless `resume` (continue it) or `overwrite` (replace its own files); creates nothing.
+def check_run_out(out: Path, *, resume: bool, overwrite: bool, kind: str = "model") -> str:
+    """`bbl.outputs.check_output` for a training run's --out: refuses a dir that is not a bbl model run of `kind`
+    (teacher, student_baseline, student_distilled, sweep_trial; a run of another kind whatever `overwrite` says),
+    and a finished run unless `resume` (continue it) or `overwrite` (replace its own files); creates nothing.
 
     Raises:
         BblError: --resume with --overwrite; see `check_output`.
     """
     if resume and overwrite:
-        raise BblError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
+        raise UsageError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
                        "--overwrite replaces it; pass one")
-    return check_output(out, "model", overwrite=overwrite, finished_ok=resume)
+    return check_output(out, kind, overwrite=overwrite, finished_ok=resume)
 
 
 def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, overwrite: bool = False,
@@ -119,10 +149,10 @@ def train_lm(cfg: Config, data_dir: Path, out: Path, *, resume: bool = False, ov
             that is not a model run, a finished run without --resume or --overwrite, an --out held by another run.
     """
     out = Path(out)
-    check_run_out(out, resume=resume, overwrite=overwrite)
+    check_run_out(out, resume=resume, overwrite=overwrite, kind=kind)
     data = PreparedData(data_dir, check_hashes=True)
     mask_token_id = check_config_data(cfg, data)
-    with claim_output(out, "model", overwrite=overwrite, finished_ok=resume, lock=is_main_process(), log=log):
+    with claim_output(out, kind, overwrite=overwrite, finished_ok=resume, lock=is_main_process(), log=log):
         return _train(cfg, data, data_dir, out, resume=resume, kind=kind, mask_token_id=mask_token_id,
                       train_dataset=train_dataset, trainer_base=trainer_base, trainer_kwargs=trainer_kwargs,
                       callbacks=callbacks, provenance=provenance, log=log)
@@ -137,6 +167,9 @@ def _train(cfg: Config, data: PreparedData, data_dir: Path, out: Path, *, resume
 
     phases, vocab = cfg.training.phases, data.vocab_size
     resume_from = _check_out_dir(out, cfg, resume, data, log)
+    if resume and run_finished(out):  # the same config (checked above): a finished run has nothing to continue
+        log(f"{out}: the run finished (its {RUN_FILE} says complete); nothing to resume, left as it is")
+        return out
     args = training_arguments(cfg, out)
     train, dev = load_windows(cfg, data)
     if train_dataset is not None:
@@ -149,6 +182,7 @@ def _train(cfg: Config, data: PreparedData, data_dir: Path, out: Path, *, resume
     if is_main_process():
         cfg.save(out / CONFIG_FILE)
         (out / RUN_FILE).unlink(missing_ok=True)
+        trim_metrics(out / METRICS_FILE, checkpoint_step(resume_from))
 
     tokenizer = AutoTokenizer.from_pretrained(str(data.tokenizer_dir))
     model = build_model(cfg.model, vocab, seed=cfg.training.seed)

@@ -172,7 +172,7 @@ def run_callbacks(out: Path, cfg: Config):
 
         def on_log(self, args, state, control, logs=None, **kw):
             if state.is_world_process_zero and logs:
-                with open(out / "metrics.jsonl", "a") as f:
+                with open(out / "metrics.jsonl", "a") as f:  # trimmed to the resumed step first (train.recipe)
                     f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, "time": time.time(),
                                         **logs}) + "\n")
 
