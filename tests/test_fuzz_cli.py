@@ -25,7 +25,7 @@ from .helpers import run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = 30
+EXAMPLES = 60
 """Examples drawn per command (each a CliRunner call: most are refused in milliseconds)."""
 
 

@@ -127,9 +127,9 @@ def _teach(prepared, out, *extra):
     return run(["train-teacher", "llama-tiny", "--data", prepared, "--out", out, *TRAIN, *extra])
 
 
-@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "run-before-manifests"])
-@pytest.mark.parametrize("first, then", [("teacher", "train-student"), ("teacher", "distill"),
-                                          ("distilled", "train-student"), ("baseline", "train-teacher")])
+@pytest.mark.parametrize("first, then, manifest", [
+    ("teacher", "train-student", True), ("teacher", "train-student", False), ("teacher", "distill", True),
+    ("distilled", "train-student", True), ("baseline", "train-teacher", False)])  # False: a run before manifests
 def test_overwrite_never_replaces_a_run_of_another_kind(first, then, manifest, prepared, trained_cache, tmp_path):
     teachers, cache = trained_cache
     out = tmp_path / "run"
