@@ -168,7 +168,7 @@ SET_SECTIONS = {"train-teacher": "training", "train-student": "training", "disti
 
 
 def _set_keys(command: str) -> list[str]:
-    from bbl.cache.format import DumpConfig
+    from bbl.cache.dump_config import DumpConfig
     from bbl.config import SECTIONS
     from bbl.evaluate.run import EvalConfig
     from bbl.finetune.recipe import FinetuneConfig
