@@ -898,7 +898,7 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             sparse_targets_pairs, sparse_targets_runs, antlm_study, antlm_pairs,
                             antlm_supplement_runs, antlm_curves, antlm_entity_tracking, tuned_baseline,
                             tuned_baseline_pairs, finetune, readme_summary, divergence_steps, divergence_steps_rerun,
-                            chunked_loss_step, targets_bench,
+                            chunked_loss_step, cache_dump, cache_layouts, targets_bench,
                             fault_injection, paper_estimate, babyllama2_estimate,
                             vocab_cache_bytes, vocab_cache_throughput,
                             equal_bytes, equal_bytes_first_run, storage_study_teacher,
