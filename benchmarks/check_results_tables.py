@@ -904,7 +904,7 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
                             cross_tokenizer_alignment, tokenizer_alignment_qwen, dump_shapes,
-                            cross_tokenizer_8b)}
+                            cross_tokenizer_8b, cross_tokenizer_alm)}
 
 
 # ---- reading the documents ----
