@@ -651,6 +651,26 @@ def vocab_cache_throughput():
     return header, rows
 
 
+TEACHER_DTYPE = "docs/results/benchmarks/teacher-dtype-2026-12-07.json"
+
+
+def teacher_dtype():
+    """bench_teacher_dtype.py: how far bf16 teachers move the cache's top-k targets from fp32's, and the dump's
+    wall time (median of the repetitions, fp32's repetitions run before bf16's in the same process)."""
+    r = load(TEACHER_DTYPE)["results"]["bf16"]
+    header = ["", "bf16 vs fp32"]
+    rows = [["top-64 ids both keep", f"{100 * r['ids_in_common']:.2f}%"],
+            ["positions with the same top-64 set",
+             f"{100 * r['positions_same_topk']:.1f}% (the rest swap a near-tie at the boundary)"],
+            ["max / mean |Δ log p| on the ids both keep",
+             f"{r['max_abs_logprob_error']:.3f} / {r['mean_abs_logprob_error']:.4f} nats"],
+            ["KL(fp32 ‖ bf16) of the 65-outcome coarsening, same-set positions: mean / max",
+             f"{_sci(r['mean_kl_same_topk'])} / {_sci(r['max_kl_same_topk'])} nats"],
+            ["dump wall time (median of 3)",
+             f"{r['dump_s']:.2f} s vs {r['fp32_dump_s']:.2f} s fp32 ({r['dump_s'] / r['fp32_dump_s']:.2f}x)"]]
+    return header, rows
+
+
 ESTIMATE_HEADER = ["stage", "FLOPs", "estimate on one H100", "memory (weights + AdamW state, fp32 master)"]
 
 
@@ -900,7 +920,7 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             tuned_baseline_pairs, finetune, readme_summary, divergence_steps, divergence_steps_rerun,
                             chunked_loss_step, cache_dump, cache_layouts, targets_bench,
                             fault_injection, paper_estimate, babyllama2_estimate,
-                            vocab_cache_bytes, vocab_cache_throughput,
+                            vocab_cache_bytes, vocab_cache_throughput, teacher_dtype,
                             equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
                             cross_tokenizer_alignment, tokenizer_alignment_qwen, dump_shapes,
