@@ -671,6 +671,22 @@ def teacher_dtype():
     return header, rows
 
 
+EVAL_BENCH = "docs/results/benchmarks/eval-2026-12-07.json"
+EVAL_MODELS = {"student/distilled": "student (distilled)", "teachers/gpt2": "teacher gpt2",
+               "teachers/llama": "teacher llama"}
+
+
+def eval_speed():
+    """bench_eval.py: BLiMP pairs/s per model (median of the repetitions) and each against the student's, the
+    models run one after another in one process."""
+    m = load(EVAL_BENCH)["models"]
+    base = m["student/distilled"]["pairs_per_s"]
+    header = ["model", "parameters", "pairs/s", "÷ student's"]
+    rows = [[label, f"{m[k]['parameters'] / 1e6:.2f}M", f"{m[k]['pairs_per_s']:,.0f}",
+             f"{m[k]['pairs_per_s'] / base:.2f}"] for k, label in EVAL_MODELS.items()]
+    return header, rows
+
+
 ESTIMATE_HEADER = ["stage", "FLOPs", "estimate on one H100", "memory (weights + AdamW state, fp32 master)"]
 
 
@@ -920,7 +936,7 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             tuned_baseline_pairs, finetune, readme_summary, divergence_steps, divergence_steps_rerun,
                             chunked_loss_step, cache_dump, cache_layouts, targets_bench,
                             fault_injection, paper_estimate, babyllama2_estimate,
-                            vocab_cache_bytes, vocab_cache_throughput, teacher_dtype,
+                            vocab_cache_bytes, vocab_cache_throughput, teacher_dtype, eval_speed,
                             equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
                             cross_tokenizer_alignment, tokenizer_alignment_qwen, dump_shapes,
