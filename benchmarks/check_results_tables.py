@@ -929,6 +929,21 @@ def dump_shapes():
     return header, rows
 
 
+OBJECT_STORE = "docs/results/benchmarks/object-store-2026-12-07.json"
+
+
+def object_store():
+    """bench_object_store.py: shuffled reads and a dump, local disk against s3:// on a local moto server, medians
+    of the repetitions run side by side in one process."""
+    b = load(OBJECT_STORE)
+    w, ratio = b["windows_per_s"], b["s3_over_local"]
+    header = ["", "local disk (windows/s)", "S3, moto on localhost (windows/s)", "S3 ÷ local"]
+    rows = [["shuffled read (`CacheDataset`, chunk = 256 windows)", f"{w['read_local']:,.0f}", f"{w['read_s3']:,.0f}",
+             f"{ratio['read']:.3f}"],
+            ["dump (the demo's 2 CPU teachers)", f"{w['dump_local']:,.1f}", f"{w['dump_s3']:,.1f}", f"{ratio['dump']:.3f}"]]
+    return header, rows
+
+
 CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
     f.__name__: f for f in (cpu_study, cpu_study_runs, cpu_study_pairs, cpu_study_stages, sparse_targets,
                             sparse_targets_pairs, sparse_targets_runs, antlm_study, antlm_pairs,
@@ -940,7 +955,7 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
                             cross_tokenizer_alignment, tokenizer_alignment_qwen, dump_shapes,
-                            cross_tokenizer_8b, cross_tokenizer_alm)}
+                            cross_tokenizer_8b, cross_tokenizer_alm, object_store)}
 
 
 # ---- reading the documents ----
