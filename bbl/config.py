@@ -246,6 +246,12 @@ class TrainingConfig:
     the LM head keeps its causal meaning across phases) or own (the masked position itself, as BERT). The AntLM
     paper does not say which its BabyLlama used."""
 
+    torch_compile: bool = False
+    """Compile the model with `torch.compile` through the Trainer (transformers `TrainingArguments.torch_compile`,
+    which hands accelerate a `TorchDynamoPlugin`; default backend inductor). The forward up to the last hidden state
+    is compiled; bbl's chunked head, CE and KD stay eager. The first steps pay the compilation (tens of seconds on
+    a CPU). Measured for the study student on a 2-core CPU: BENCHMARKS.md, "torch.compile"."""
+
     window_offset: WindowOffset = "fixed"
     """Where each epoch cuts the train windows. fixed: window n is tokens [n*S, (n+1)*S) in every epoch (Baby
     Llama's). random: BabyLlama-2's (`BabylmDataset(random_chunk=True)`, src/babyllama2/babylm_dataset.py of

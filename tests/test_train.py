@@ -244,3 +244,22 @@ def test_a_checkpoint_is_complete_only_when_its_last_file_is_written(tmp_path):
     assert resume_checkpoint(ckpts, log=quiet) == sharded
     assert sorted(p.name for p in (tmp_path / "run" / "partial-checkpoints").iterdir()) == [
         "checkpoint-2", "checkpoint-3", "checkpoint-4", "checkpoint-5", "checkpoint-7", "checkpoint-7-1"]
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_to_the_eager_runs_dev_ce(prepared, tmp_path):
+    """`training.torch_compile` reaches the Trainer and changes no number beyond float reordering: the same steps
+    give the eager run's dev CE, and the saved weights carry the model's own names (no `_orig_mod.` prefix)."""
+    from torch._dynamo.utils import counters  # what dynamo captured, as its own tests read it
+
+    overrides = ["training.max_steps=6", "training.eval_every_steps=6", "training.logging_steps=2"]
+    counters.clear()
+    eager = train_lm(load_config(PRESET, overrides), prepared, tmp_path / "eager", log=quiet)
+    assert counters["stats"]["unique_graphs"] == 0
+    compiled = train_lm(load_config(PRESET, overrides + ["training.torch_compile=true"]), prepared,
+                        tmp_path / "compiled", log=quiet)
+    assert counters["stats"]["unique_graphs"] >= 1  # the model ran compiled
+    runs = [json.loads((out / "bbl_run.json").read_text()) for out in (eager, compiled)]
+    assert runs[1]["config"]["training"]["torch_compile"] is True
+    assert abs(runs[0]["best_eval_loss"] - runs[1]["best_eval_loss"]) < 1e-3, runs
+    assert set(load_file(compiled / "model.safetensors")) == set(load_file(eager / "model.safetensors"))

@@ -160,6 +160,7 @@ def training_arguments(cfg: Config, out: Path):
         ddp_backend=None if torch.cuda.is_available() or world_size() == 1 else "gloo",
         dataloader_num_workers=t.dataloader_workers,
         remove_unused_columns=False,
+        torch_compile=t.torch_compile,
         disable_tqdm=not is_main_process(),
         **precision_flags(t.precision),
         **step_kw,
