@@ -154,23 +154,34 @@ def judge(ref: dict, data: Path, workdir: Path, case: dict) -> dict:
     return record(case)
 
 
-def random_kills(data: Path, root: Path, ref: dict, wall: float, n: int, rng: random.Random) -> list[dict]:
+def random_kills(data: Path, root: Path, ref: dict, wall: float, n: int, rng: random.Random,
+                 not_kills: list) -> list[dict]:
+    """`n` kills, each at U(1 s, wall). A run that finishes before its kill time (the machine was quieter than when
+    `wall` was measured) is no kill: it goes to `not_kills` (not counted) and the case draws again, from U(1 s, that run's
+    own wall time) from then on, so every counted case is killed mid-run."""
     cases = []
     for i in range(n):
         workdir = root / f"kill-{i}"
-        at = rng.uniform(1.0, wall)
-        proc = start(pipeline_argv(data, workdir))
-        try:
-            proc.wait(timeout=at)
-        except subprocess.TimeoutExpired:
-            pass
-        ran_out = proc.poll() is not None
-        kill_group(proc)
+        while True:
+            at = rng.uniform(1.0, wall)
+            t0 = time.perf_counter()
+            proc = start(pipeline_argv(data, workdir))
+            try:
+                proc.wait(timeout=at)
+            except subprocess.TimeoutExpired:
+                pass
+            ran_out = proc.poll() is not None
+            kill_group(proc)
+            if not ran_out:
+                break
+            wall = min(wall, time.perf_counter() - t0)
+            not_kills.append(record({"kind": "random", "not_a_kill": True, "at_s": round(at, 1),
+                                     "finished_in_s": round(wall, 1)}))
+            shutil.rmtree(workdir, ignore_errors=True)
         state = json.loads((workdir / "pipeline_state.json").read_text()) if (
             workdir / "pipeline_state.json").is_file() else {}
         stage = next((k for k, v in state.get("stages", {}).items() if "seconds" not in v), "(between stages)")
-        cases.append(judge(ref, data, workdir, {"kind": "random", "at_s": round(at, 1), "stage": stage,
-                                                "finished_before_kill": ran_out}))
+        cases.append(judge(ref, data, workdir, {"kind": "random", "at_s": round(at, 1), "stage": stage}))
         shutil.rmtree(workdir, ignore_errors=True)
     return cases
 
@@ -468,9 +479,9 @@ def main() -> int:
     wall = reference_wall(ref_dir, time.time() - t_ref)
     ref = outcome(ref_dir)
     log(f"reference: {wall:.1f}s, {len(ref['chunks'])} cache files, dev CE {ref['dev_ce']}")
-    cases = []
+    cases, not_kills = [], []
     if "random" in parts:
-        cases += random_kills(args.data, root, ref, wall, args.kills, rng)
+        cases += random_kills(args.data, root, ref, wall, args.kills, rng, not_kills)
     if "writes" in parts:
         cases += durable_write_kills(args.data, root, ref)
     if "eval" in parts:
@@ -490,7 +501,7 @@ def main() -> int:
     report = {"machine": f"{os.cpu_count()} CPU cores", "date": time.strftime("%Y-%m-%d"),
               "command": " ".join(["python", "benchmarks/fault_injection.py", *sys.argv[1:]]),
               "reference_wall_s": round(wall, 1), "seconds": round(time.time() - t0, 1), "summary": summary,
-              "cases": cases}
+              "cases": cases, "not_kills": not_kills}
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
