@@ -53,6 +53,9 @@ class CacheWriter:
         self.num_chunks = -(-num_windows // chunk_windows)
         self.chunk_windows = chunk_windows
         existing = open_group(path, "r+") if group_exists(path) else None
+        specs = kind.array_specs(attrs, num_windows, chunk_windows)
+        if existing is not None and create and _interrupted_creation(existing, set(specs) | {"chunk_done"}):
+            overwrite = True  # a dump killed while it created this store: nothing of it was written yet
         if existing is not None and not overwrite:
             old = existing.attrs.get("settings")
             if old != json.loads(json.dumps(self.settings)):
@@ -67,7 +70,6 @@ class CacheWriter:
                     del existing[name]
                 existing.attrs.put({})
             self.group = existing if existing is not None else open_group(path, "w")
-            specs = kind.array_specs(attrs, num_windows, chunk_windows)
             for name, (shape, chunks, dtype, fill, shuffle) in specs.items():
                 with numcodecs_quiet():
                     self.group.create_array(name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill,
@@ -75,8 +77,10 @@ class CacheWriter:
                                             compressors=compressors(name, codec, shuffle=shuffle))
             self.group.create_array("chunk_done", shape=(self.num_chunks,), chunks=(1,), dtype=bool,
                                     fill_value=False, compressors=None)
-            self.group.attrs.update({**attrs, "format_version": FORMAT_VERSION, "settings": self.settings,
-                                     "chunk_windows": chunk_windows, "complete": False})
+            # one write of zarr.json (`attrs.update` writes it once per key, so a kill could leave some keys and
+            # not `settings`); until it lands the store reads as an interrupted creation (`_interrupted_creation`)
+            self.group.update_attributes({**attrs, "format_version": FORMAT_VERSION, "settings": self.settings,
+                                          "chunk_windows": chunk_windows, "complete": False})
 
     def done_chunks(self) -> np.ndarray:
         """(num_chunks,) bool: which chunks are durably written."""
@@ -115,7 +119,14 @@ class CacheWriter:
         done = self.done_chunks()
         if not done.all():
             raise BblError(f"{self.path}: {int((~done).sum())} chunk(s) not written; re-run dump-logits to resume")
-        self.group.attrs.update({**(extra_attrs or {}), "complete": True})
+        self.group.update_attributes({**(extra_attrs or {}), "complete": True})  # one write: see __init__
+
+
+def _interrupted_creation(group, names: set[str]) -> bool:
+    """Whether `group` is a store whose creation by `CacheWriter` was cut short: the attributes, written last, are
+    still empty and every array in it is one of the cache's own `names` (a foreign store has attributes or arrays
+    of its own). Such a store holds no chunk yet and is created again."""
+    return not dict(group.attrs) and set(group.keys()) <= names
 
 
 def _diff(old, new) -> str:
