@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import re
+import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -930,6 +931,7 @@ def dump_shapes():
 
 
 OBJECT_STORE = "docs/results/benchmarks/object-store-2026-12-07.json"
+TORCH_COMPILE = "docs/results/benchmarks/torch-compile-2026-12-07.json"
 
 
 def object_store():
@@ -944,6 +946,20 @@ def object_store():
     return header, rows
 
 
+def torch_compile():
+    """bench_torch_compile.py: the study student's distillation eager and with `training.torch_compile`, alternated,
+    medians of the repetitions."""
+    b = load(TORCH_COMPILE)
+    header = ["", "eager", "`training.torch_compile=true`", "eager ÷ compiled"]
+    rows = [["steady step (s, after the first 24 steps)", f"{b['eager_steady_s_per_step']:.3f}",
+             f"{b['compiled_steady_s_per_step']:.3f}", f"{b['steady_step_speedup']:.2f}"],
+            ["whole 96-step run, compilation included (s)", f"{b['eager_wall_s']:.1f}", f"{b['compiled_wall_s']:.1f}",
+             f"{b['whole_run_speedup']:.2f}"],
+            ["dev CE after 96 steps (nats)", f"{statistics.median(r['dev_ce'] for r in b['runs'] if not r['compiled']):.5f}",
+             f"{statistics.median(r['dev_ce'] for r in b['runs'] if r['compiled']):.5f}", ""]]
+    return header, rows
+
+
 CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
     f.__name__: f for f in (cpu_study, cpu_study_runs, cpu_study_pairs, cpu_study_stages, sparse_targets,
                             sparse_targets_pairs, sparse_targets_runs, antlm_study, antlm_pairs,
@@ -955,7 +971,7 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
                             cross_tokenizer_alignment, tokenizer_alignment_qwen, dump_shapes,
-                            cross_tokenizer_8b, cross_tokenizer_alm, object_store)}
+                            cross_tokenizer_8b, cross_tokenizer_alm, object_store, torch_compile)}
 
 
 # ---- reading the documents ----
