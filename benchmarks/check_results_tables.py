@@ -351,6 +351,45 @@ def tuned_baseline_pairs():
     return header, rows
 
 
+TUNED = "docs/results/tuned-baseline/study.json"
+TUNED_ARMS = {"baseline": "preset baseline (plain CE)", "swept-baseline": "swept baseline",
+              "cached": "preset distilled (T = 1, alpha 0.5, forward KL)", "swept-distilled": "swept distilled",
+              "swept-distilled-fkl": "swept distilled, forward KL in place of its divergence"}
+
+
+def tuned_both_swept():
+    """The 5-seed study of part 3: every arm's mean ± std and its paired Δ against the preset baseline."""
+    s = load(TUNED)
+    header = ["arm", "best dev CE (nats)", "Δ dev CE vs preset baseline [95% CI]", "BLiMP fast (%)",
+              "supplement fast (%)", "wall per run (s)"]
+    rows = [[label, ms(runs(s, arm, "best_dev_ce")),
+             "" if arm == "baseline" else ci(runs(s, arm, "best_dev_ce"), runs(s, "baseline", "best_dev_ce")),
+             ms(runs(s, arm, "blimp"), 100, 1), ms(runs(s, arm, "supplement"), 100, 1),
+             f"{mean(runs(s, arm, 'seconds')):.0f}"]
+            for arm, label in TUNED_ARMS.items()]
+    return header, rows
+
+
+def tuned_both_swept_pairs():
+    """The comparisons the page states, paired by seed."""
+    s = load(TUNED)
+    header = ["comparison", "dev CE (nats) [95% CI]", "per seed (dev CE)", "BLiMP fast (points)",
+              "supplement fast (points)"]
+    pairs = [("swept-distilled", "swept-baseline", "swept distilled − swept baseline (BabyLlama-2's claim)"),
+             ("cached", "baseline", "preset distilled − preset baseline"),
+             ("cached", "swept-baseline", "preset distilled − swept baseline"),
+             ("swept-baseline", "baseline", "swept baseline − preset baseline"),
+             ("swept-distilled", "cached", "swept distilled − preset distilled"),
+             ("swept-distilled-fkl", "swept-distilled", "forward KL − the swept divergence (swept settings)")]
+    rows = []
+    for a, b, label in pairs:
+        ce_a, ce_b = runs(s, a, "best_dev_ce"), runs(s, b, "best_dev_ce")
+        rows.append([label, ci(ce_a, ce_b), ", ".join(f"{x - y:+.3f}" for x, y in zip(ce_a, ce_b, strict=True)),
+                     ci(runs(s, a, "blimp"), runs(s, b, "blimp"), 100, 1),
+                     ci(runs(s, a, "supplement"), runs(s, b, "supplement"), 100, 1)])
+    return header, rows
+
+
 def _majority(t: dict) -> tuple[float, float]:
     """(% of the most frequent valid label, F1 of always answering 1 in %)."""
     counts = {int(k): v for k, v in t["valid_label_counts"].items()}
@@ -429,6 +468,7 @@ def readme_summary():
 DIVERGENCES = "docs/results/divergences/step-ratios.json"
 TARGETS_BENCH = "docs/results/sparse-targets/targets-bench.json"
 FAULT_RUNS = [f"docs/results/fault-injection/run{i}.json" for i in (1, 2, 3)]
+FAULT_RUNS_42 = [f"docs/results/fault-injection/run{i}.json" for i in (4, 5)]
 
 
 def divergence_steps():
@@ -531,6 +571,43 @@ def _fault_cell(run: dict, kind: str, detail) -> str:
     assert sum(counts.values()) == len(cases), kind
     text = ", ".join(f"{n} {v}" for v, n in counts.items())
     return text + (detail(cases) if detail and set(counts) == {"survived"} else "")
+
+
+def _counts(cases: list[dict]) -> str:
+    n = {v: sum(c["verdict"] == v for c in cases) for v in ("survived", "lost", "stuck")}
+    return ", ".join(f"{k} {v}" for k, v in n.items() if v or k == "survived")
+
+
+def fault_injection_42():
+    """Runs 4 and 5 (issue 42): random kills over the whole tiny pipeline, eval included, and the eval kill."""
+    r4, r5 = (load(p) for p in FAULT_RUNS_42)
+    header = ["case", "run 4", "run 5"]
+
+    def random(r):
+        cs = [c for c in r["cases"] if c["kind"] == "random"]
+        stuck = [c["stage"] for c in cs if c["verdict"] == "stuck"]
+        return f"{len(cs)} kills: {_counts(cs)}" + (f" (at {', '.join(stuck)})" if stuck else "")
+
+    def stages(r):
+        cs = [c for c in r["cases"] if c["kind"] == "random"]
+        order = ["prepare", "teacher-gpt2", "teacher-llama", "dump-logits", "distill", "baseline", "eval",
+                 "(between stages)"]
+        order += sorted({c["stage"] for c in cs} - set(order))
+        n = {s: sum(c["stage"] == s for c in cs) for s in order}
+        return ", ".join(f"{s} {k}" for s, k in n.items() if k)
+
+    def evals(r):
+        cs = [c for c in r["cases"] if c["kind"] == "eval-kill"]
+        return f"{_counts(cs)} ({', '.join(c['rerun'] for c in cs)})" if cs else "not run"
+
+    rows = [["random kill of `bbl pipeline --preset tiny` at U(1 s, straight wall time), then re-run until it "
+             "finishes (3 tries): cache chunks byte-equal, every dev CE and eval number equal", random(r4), random(r5)],
+            ["the stage each kill hit", stages(r4), stages(r5)],
+            ["runs that finished before their kill time (no kill: drawn again, not counted)",
+             str(len(r4["not_kills"])), str(len(r5["not_kills"]))],
+            ["`bbl eval` killed once its first model's JSON exists, re-run as it was / with `--overwrite`",
+             evals(r4), evals(r5)]]
+    return header, rows
 
 
 def fault_injection():
@@ -964,9 +1041,9 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
     f.__name__: f for f in (cpu_study, cpu_study_runs, cpu_study_pairs, cpu_study_stages, sparse_targets,
                             sparse_targets_pairs, sparse_targets_runs, antlm_study, antlm_pairs,
                             antlm_supplement_runs, antlm_curves, antlm_entity_tracking, tuned_baseline,
-                            tuned_baseline_pairs, finetune, readme_summary, divergence_steps, divergence_steps_rerun,
+                            tuned_baseline_pairs, tuned_both_swept, tuned_both_swept_pairs, finetune, readme_summary, divergence_steps, divergence_steps_rerun,
                             chunked_loss_step, cache_dump, cache_layouts, targets_bench,
-                            fault_injection, paper_estimate, babyllama2_estimate,
+                            fault_injection, fault_injection_42, paper_estimate, babyllama2_estimate,
                             vocab_cache_bytes, vocab_cache_throughput, teacher_dtype, eval_speed,
                             equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,

@@ -14,6 +14,8 @@ result that differs or with a user's files gone) or got *stuck* (could not finis
    equality.
 2b. `bbl eval` of the reference's models killed once its first model's JSON exists, then re-run as it was and
    again with --overwrite: both finish, with the numbers of an uninterrupted eval.
+2c. `bbl dump-logits` (the pipeline's own command) killed 0-80 ms after its store appears, while it creates its
+   arrays and attributes (--kills times), then re-run: it must finish with the reference's chunk files.
 3. a sweep worker killed during its second trial, a fine-tuning killed in its second task: re-runs finish, no
    trial stays running, no finished trial's settings are proposed again, the first task is not redone, no
    temporary dir is left.
@@ -22,7 +24,7 @@ result that differs or with a user's files gone) or got *stuck* (could not finis
 
     python benchmarks/fault_injection.py --kills 10 --json docs/results/fault-injection.json
 
-Parts (--only): random, writes, eval, sweep, finetune, writers, bad.
+Parts (--only): random, writes, eval, dump-create, sweep, finetune, writers, bad.
 
 Takes ~25 min on 2 CPU cores at --kills 10 (each tiny pipeline run is ~1.5 min). The slow test tier runs a
 smaller version (tests/test_fault_injection.py).
@@ -235,6 +237,46 @@ def durable_write_kills(data: Path, root: Path, ref: dict) -> list[dict]:
     for c in cases:
         c.update(verdict=verdict, reruns=reruns, **({"error": error} if error else {}))
         record(c)
+    return cases
+
+
+def _cache_files(cache: Path) -> dict:
+    return {str(q.relative_to(cache)): hashlib.sha256(q.read_bytes()).hexdigest()
+            for q in sorted(cache.rglob("*")) if q.is_file() and q.relative_to(cache) != Path("zarr.json")}
+
+
+def dump_create_kills(data: Path, root: Path, ref_dir: Path, n: int, rng: random.Random) -> list[dict]:
+    """The pipeline's own `bbl dump-logits` (on the reference's teachers) SIGKILLed U(0, 80 ms) after its store
+    appears, while it creates its arrays and attributes (run 4 found a kill there stranded every re-run), then
+    re-run as it was: it must finish with the reference's chunk files."""
+    sys.path.insert(0, str(REPO))
+    from bbl.pipeline import build_stages
+
+    stage = next(s for s in build_stages("tiny", data, ref_dir) if s.key == "dump-logits")
+    want = _cache_files(ref_dir / "cache" / "ensemble.zarr")
+    cases = []
+    for i in range(n):
+        cache = root / f"dump-create-{i}.zarr"
+        shutil.rmtree(cache, ignore_errors=True)
+        at = stage.argv.index("--cache")
+        cmd = [*stage.argv[:at + 1], cache, *stage.argv[at + 2:]]
+        delay = rng.uniform(0.0, 0.08)
+        proc = start(cmd)
+        while not cache.exists() and proc.poll() is None:
+            time.sleep(0.001)
+        time.sleep(delay)
+        finished = proc.poll() is not None
+        kill_group(proc)
+        left = sorted(q.name for q in cache.iterdir()) if cache.is_dir() else []
+        r = bbl(cmd)
+        case = {"kind": "dump-create", "delay_s": round(delay, 4), "finished_before_kill": finished,
+                "left_behind": left, "exit": r.returncode}
+        if r.returncode != 0:
+            case.update(verdict="stuck", error=(r.stderr.strip().splitlines() or ["?"])[-1])
+        else:
+            case["verdict"] = "survived" if _cache_files(cache) == want else "lost"
+        cases.append(record(case))
+        shutil.rmtree(cache, ignore_errors=True)
     return cases
 
 
@@ -457,7 +499,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--kills", type=int, default=10, help="random kills of the tiny pipeline")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--only", default="random,writes,eval,sweep,finetune,writers,bad",
+    ap.add_argument("--only", default="random,writes,eval,dump-create,sweep,finetune,writers,bad",
                     help="comma-separated parts to run")
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temporary dir, removed at the end")
     ap.add_argument("--json", type=Path, default=None)
@@ -486,6 +528,8 @@ def main() -> int:
         cases += durable_write_kills(args.data, root, ref)
     if "eval" in parts:
         cases += eval_kill(args.data, root, ref_dir)
+    if "dump-create" in parts:
+        cases += dump_create_kills(args.data, root, ref_dir, args.kills, rng)
     if "sweep" in parts:
         cases.append(sweep_kill(args.data, root, ref_dir))
     if "finetune" in parts:
