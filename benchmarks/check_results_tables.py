@@ -607,6 +607,10 @@ def fault_injection_42():
              str(len(r4["not_kills"])), str(len(r5["not_kills"]))],
             ["`bbl eval` killed once its first model's JSON exists, re-run as it was / with `--overwrite`",
              evals(r4), evals(r5)]]
+    old, new = (load(f"docs/results/fault-injection/{f}.json") for f in ("run6-old-code", "run6"))
+    rows.append(["the pipeline's `bbl dump-logits` killed U(0, 80 ms) after its store appears, re-run as it was "
+                 "(run 6, `--only dump-create --kills 10 --seed 6`)",
+                 f"on the code of run 4: {_counts(old['cases'])}", f"on the fixed code: {_counts(new['cases'])}"])
     return header, rows
 
 
