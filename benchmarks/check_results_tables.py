@@ -970,14 +970,15 @@ def cross_tokenizer_bench():
 
 
 CROSS_RERUN = "docs/results/benchmarks/cross-tokenizer-2026-12-07.json"
+CROSS_QUIET = "docs/results/benchmarks/cross-tokenizer-2026-12-07-quiet.json"
 CROSS_MODES = {"same": "same-tokenizer top-k (`topk_tail`)", "exact_match": "cross, `exact_match`",
                "uld": "cross, `uld`", "gold": "cross, `gold`", "alm": "cross, `alm`"}
 
 
-def cross_tokenizer_alm():
+def cross_tokenizer_alm(path: str = CROSS_RERUN):
     """bench_cross_tokenizer.py with the alm mode: every reading's step and peak RSS against the same-tokenizer
     step and against exact-match KL, measured side by side in one run."""
-    b = load(CROSS_RERUN)
+    b = load(path)
     step, rss = b["step_seconds"], b["peak_rss_mib"]
     header = ["distillation reading", "step (ms)", "÷ same-tokenizer", "÷ exact_match", "peak RSS (MiB)",
               "÷ same-tokenizer", "÷ exact_match"]
@@ -985,6 +986,11 @@ def cross_tokenizer_alm():
              f"{rss[m]['peak']:.0f}", f"{rss[m]['peak'] / rss['same']['peak']:.2f}",
              f"{rss[m]['peak'] / rss['exact_match']['peak']:.2f}"] for m, label in CROSS_MODES.items() if m in step]
     return header, rows
+
+
+def cross_tokenizer_alm_quiet():
+    """The same command on the quiet VM (nothing else running)."""
+    return cross_tokenizer_alm(CROSS_QUIET)
 
 
 def cross_tokenizer_8b():
@@ -1052,7 +1058,7 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
                             cross_tokenizer_alignment, tokenizer_alignment_qwen, dump_shapes,
-                            cross_tokenizer_8b, cross_tokenizer_alm, object_store, torch_compile)}
+                            cross_tokenizer_8b, cross_tokenizer_alm, cross_tokenizer_alm_quiet, object_store, torch_compile)}
 
 
 # ---- reading the documents ----
