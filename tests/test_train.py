@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -247,6 +248,8 @@ def test_a_checkpoint_is_complete_only_when_its_last_file_is_written(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")),
+                    reason="inductor compiles C++ on a CPU: no C++ compiler on this machine")
 def test_torch_compile_trains_to_the_eager_runs_dev_ce(prepared, tmp_path):
     """`training.torch_compile` reaches the Trainer and changes no number beyond float reordering: the same steps
     give the eager run's dev CE, and the saved weights carry the model's own names (no `_orig_mod.` prefix)."""
