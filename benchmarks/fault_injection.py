@@ -90,12 +90,22 @@ def bbl(argv: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
 # what a finished tiny pipeline holds, to compare runs
 
 
+def cache_files(cache: Path) -> dict:
+    """sha256 of every file of a cache store, the root's zarr.json aside (it holds timings)."""
+    return {str(q.relative_to(cache)): hashlib.sha256(q.read_bytes()).hexdigest()
+            for q in sorted(cache.rglob("*")) if q.is_file() and q.relative_to(cache) != Path("zarr.json")}
+
+
+def with_option(argv: list, option: str, value) -> list:
+    """`argv` with the value after `option` replaced by `value`."""
+    at = argv.index(option)
+    return [*argv[:at + 1], value, *argv[at + 2:]]
+
+
 def outcome(workdir: Path) -> dict:
-    """The cache's chunk files (sha256 of each, the root's zarr.json aside: it holds timings), each model's best
-    dev CE and every number of the evaluation (`eval_numbers`), of a finished tiny pipeline."""
-    cache = workdir / "cache" / "ensemble.zarr"
-    chunks = {str(p.relative_to(cache)): hashlib.sha256(p.read_bytes()).hexdigest()
-              for p in sorted(cache.rglob("*")) if p.is_file() and p.relative_to(cache) != Path("zarr.json")}
+    """The cache's files (`cache_files`), each model's best dev CE and every number of the evaluation
+    (`eval_numbers`), of a finished tiny pipeline."""
+    chunks = cache_files(workdir / "cache" / "ensemble.zarr")
     ce = {}
     for run in sorted(workdir.glob("teachers/*/bbl_run.json")) + sorted(workdir.glob("student/*/bbl_run.json")):
         ce[run.parent.name] = json.loads(run.read_text())["best_eval_loss"]
@@ -240,11 +250,6 @@ def durable_write_kills(data: Path, root: Path, ref: dict) -> list[dict]:
     return cases
 
 
-def _cache_files(cache: Path) -> dict:
-    return {str(q.relative_to(cache)): hashlib.sha256(q.read_bytes()).hexdigest()
-            for q in sorted(cache.rglob("*")) if q.is_file() and q.relative_to(cache) != Path("zarr.json")}
-
-
 def dump_create_kills(data: Path, root: Path, ref_dir: Path, n: int, rng: random.Random) -> list[dict]:
     """The pipeline's own `bbl dump-logits` (on the reference's teachers) SIGKILLed U(0, 80 ms) after its store
     appears, while it creates its arrays and attributes (run 4 found a kill there stranded every re-run), then
@@ -253,13 +258,12 @@ def dump_create_kills(data: Path, root: Path, ref_dir: Path, n: int, rng: random
     from bbl.pipeline import build_stages
 
     stage = next(s for s in build_stages("tiny", data, ref_dir) if s.key == "dump-logits")
-    want = _cache_files(ref_dir / "cache" / "ensemble.zarr")
+    want = cache_files(ref_dir / "cache" / "ensemble.zarr")
     cases = []
     for i in range(n):
         cache = root / f"dump-create-{i}.zarr"
         shutil.rmtree(cache, ignore_errors=True)
-        at = stage.argv.index("--cache")
-        cmd = [*stage.argv[:at + 1], cache, *stage.argv[at + 2:]]
+        cmd = with_option(stage.argv, "--cache", cache)
         delay = rng.uniform(0.0, 0.08)
         proc = start(cmd)
         while not cache.exists() and proc.poll() is None:
@@ -274,7 +278,7 @@ def dump_create_kills(data: Path, root: Path, ref_dir: Path, n: int, rng: random
         if r.returncode != 0:
             case.update(verdict="stuck", error=(r.stderr.strip().splitlines() or ["?"])[-1])
         else:
-            case["verdict"] = "survived" if _cache_files(cache) == want else "lost"
+            case["verdict"] = "survived" if cache_files(cache) == want else "lost"
         cases.append(record(case))
         shutil.rmtree(cache, ignore_errors=True)
     return cases
@@ -293,8 +297,7 @@ def eval_kill(data: Path, root: Path, ref_dir: Path) -> list[dict]:
     for rerun in ("same command", "--overwrite"):
         out = root / f"eval-kill-{rerun.strip('-').replace(' ', '-')}"
         shutil.rmtree(out, ignore_errors=True)
-        at = stage.argv.index("--out")
-        cmd = [*stage.argv[:at + 1], out, *stage.argv[at + 2:]]
+        cmd = with_option(stage.argv, "--out", out)
         hit = kill_when(cmd, lambda: _partial_eval(out))  # noqa: B023
         r = bbl([*cmd, *(["--overwrite"] if rerun == "--overwrite" else [])])
         case = {"kind": "eval-kill", "rerun": rerun, "landed_after_first_model": hit, "exit": r.returncode}
