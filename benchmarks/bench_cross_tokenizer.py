@@ -14,8 +14,8 @@ with SentencePiece-style spaces, trained here on the same text. Which side holds
 the "foreign" tokenizer does not change what is measured: one teacher forward over the text of a window plus its
 left context, the alignment, and what is stored. Steps: the study's student (`--student`) at the same vocabulary
 size, one optimizer step each, from the same-tokenizer cache (topk_tail, `chunked_head_loss`) and from the
-cross-tokenizer cache (exact_match / uld / gold, `cross_tokenizer_head_loss`; alm, `alm_head_loss`, whose chunked
-path projects the head twice), modes interleaved per repetition. Peak RSS: each mode in its own child process, the
+cross-tokenizer cache (exact_match / uld / gold, `cross_tokenizer_head_loss`; alm, `alm_head_loss`, which projects
+chunks of whole windows once each), modes interleaved per repetition. Peak RSS: each mode in its own child process, the
 peak during its steps. Medians over --reps. Also the stored bytes of ALM's arrays per teacher and per student token.
 """
 

@@ -141,9 +141,11 @@ def _random_rows(b=3, s=12, seed=0):
     return {k: torch.from_numpy(np.stack([i[k] for i in items])) for k in items[0]}
 
 
-@pytest.mark.parametrize("settings, reduction", [(PAPER, "token_mean"), (ALMSettings(5.0, 0.0, True), "babyllama"),
-                                                 (ALMSettings(100.0, 0.3, False), "token_mean")])
-def test_the_chunked_alm_loss_equals_the_full_logits_one_with_its_gradients(settings, reduction):
+@pytest.mark.parametrize("settings, reduction, chunk_rows", [
+    (PAPER, "token_mean", 5), (ALMSettings(5.0, 0.0, True), "babyllama", 5),
+    (ALMSettings(100.0, 0.3, False), "token_mean", 5), (PAPER, "token_mean", 24), (PAPER, "babyllama", 30)])
+def test_the_chunked_alm_loss_equals_the_full_logits_one_with_its_gradients(settings, reduction, chunk_rows):
+    """chunk_rows 5 < S = 12: one window per chunk; 24 and 30: two (the normaliser spans chunks)."""
     import torch.nn.functional as F
 
     targets = _random_rows()
@@ -156,7 +158,7 @@ def test_the_chunked_alm_loss_equals_the_full_logits_one_with_its_gradients(sett
     labels[0, 3] = -100
     boundary = torch.rand(v, generator=g) < 0.3
     loss, ce, kd = alm_head_loss(hidden, weight, labels, targets, boundary=boundary, settings=settings,
-                                 ce_weight=0.3, kd_weight=0.7, reduction=reduction, chunk_rows=5)
+                                 ce_weight=0.3, kd_weight=0.7, reduction=reduction, chunk_rows=chunk_rows)
     grads = torch.autograd.grad(loss, (hidden, weight))
     logits = hidden @ weight.T
     ref_ce = F.cross_entropy(logits[:, :-1].reshape(-1, v), labels[:, 1:].reshape(-1), ignore_index=-100)
@@ -172,6 +174,37 @@ def test_the_chunked_alm_loss_equals_the_full_logits_one_with_its_gradients(sett
         assert float(alm_head_loss(hidden, weight, labels, targets, boundary=boundary, settings=settings,
                                    ce_weight=0.3, kd_weight=0.7, reduction=reduction)[0]) == \
             pytest.approx(float(ref), rel=1e-10)
+
+
+def test_the_chunked_alm_loss_projects_the_head_once_per_chunk_of_whole_windows():
+    """One (rows, V) projection per chunk, in the forward with its gradients (issue 41: the earlier two-pass form
+    projected every chunk twice, 1.33x exact-match KL's step); chunk_rows 30 at S = 12 is two windows a chunk."""
+    from torch.overrides import TorchFunctionMode
+
+    class CountVocabProjections(TorchFunctionMode):
+        def __init__(self, vocab):
+            super().__init__()
+            self.vocab, self.count = vocab, 0
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in (torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__) and out.shape[-1] == self.vocab:
+                self.count += 1
+            return out
+
+    targets = _random_rows()
+    g = torch.Generator().manual_seed(2)
+    b, s, h, v = 3, 12, 8, 30
+    hidden = torch.randn(b, s, h, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(v, h, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, v, (b, s), generator=g)
+    boundary = torch.rand(v, generator=g) < 0.3
+    with CountVocabProjections(v) as mode:
+        loss, _, _ = alm_head_loss(hidden, weight, labels, targets, boundary=boundary, settings=PAPER,
+                                   ce_weight=0.5, kd_weight=0.5, chunk_rows=30)
+        loss.backward()
+    assert mode.count == 2  # windows 0-1, then window 2
+    assert hidden.grad is not None and bool(hidden.grad.abs().sum() > 0)
 
 
 def test_the_boundary_ids_start_with_a_space_newline_or_tab_or_are_special():

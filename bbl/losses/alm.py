@@ -210,15 +210,16 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
     """L = ce_weight * CE + kd_weight * ALM from the student's last hidden states, without its (B, S, V) logits: the
     values and gradients of `alm_loss` on the full logits (and of HF's mean CE).
 
-    A group's log-likelihood spans positions that may sit in different row chunks, so the chunks are passed
-    twice: first (no autograd) for each position's token and boundary log-probs and the CE, from which the (B, S)
-    group terms and their gradients g_tok, g_bnd w.r.t. those log-probs follow by autograd; then again for each
-    chunk's logit gradient by the chain rule, in closed form (p = softmax(z), q = the softmax of z over the
-    boundary ids, 0 elsewhere; w_ce' = ce_weight / the labelled positions):
+    The rows are projected in chunks of whole windows, once each: a group never crosses a window (`alm_groups`
+    works along each row), and the reduction's normaliser (the batch's group count, or B) follows from the cache's
+    targets alone, so a chunk's group terms and their gradients g_tok, g_bnd w.r.t. its positions' token and
+    boundary log-probs are final within the chunk. Its logits' gradient then follows in closed form by the chain
+    rule (p = softmax(z), q = the softmax of z over the boundary ids, 0 elsewhere; w_ce' = ce_weight / the
+    labelled positions):
 
         dL/dz = w_ce' (p - e_label) + kd_weight [g_tok (e_next - p) + g_bnd (q - p)]
 
-    Two projections per chunk instead of one, and no autograd graph over (rows, V).
+    No autograd graph over (rows, V) is kept.
 
     Args:
         hidden: (B, S, H) float final hidden states; weight: (V, H) LM head; labels: (B, S) HF causal-LM labels
@@ -226,7 +227,8 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
         targets: the batch's `TARGET_KEYS`, each (B, S).
         boundary: (V,) bool, the student's boundary ids. settings: `ALMSettings`.
         ce_weight, kd_weight: the weights of the mean CE and of the reduced ALM term.
-        reduction: as `reduce_groups`. chunk_rows: rows projected at once (default as `bbl.losses.chunked_rows`).
+        reduction: as `reduce_groups`. chunk_rows: rows projected at once (default as `bbl.losses.chunked_rows`),
+            rounded down to whole windows, at least one (a window longer than it is a chunk of its own).
     Returns:
         (loss, ce, kd): fp32 scalars (fp64 for fp64 inputs); `loss` differentiable w.r.t. hidden and weight.
     Raises:
@@ -244,58 +246,57 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
     next_ids = targets["alm_next_ids"].long().reshape(n)
     mask = boundary.to(hidden.device)
     rows = chunk_rows or default_chunk_rows(weight.shape[0], budget_elements=ROW_BUDGET)
+    rows = max(1, rows // s) * s
     ce_scale = ce_weight / n_valid
-
+    if reduction == "babyllama":
+        normaliser = b
+    else:
+        group_end, _ = alm_groups(targets["alm_start"].long(), targets["alm_teacher_boundary"].double(),
+                                  settings.gamma)
+        normaliser = max(int(group_end.sum()), 1)
     safe_target = target.clamp_min(0)
-    labelled = (target != IGNORE_INDEX).to(hidden.dtype)
+    labelled = (target != IGNORE_INDEX)
 
     def passes(hid, w, want_grad: bool):
-        token = torch.empty(n, dtype=torch.float64, device=hid.device)
-        mass = torch.empty_like(token)
-
-        def measure(r0, r1, logits):
-            log_z = torch.logsumexp(logits, dim=-1)
-            label_logprob = logits.gather(-1, safe_target[r0:r1, None]).squeeze(-1) - log_z
-            token[r0:r1] = logits.gather(-1, next_ids[r0:r1, None]).squeeze(-1) - log_z
-            mass[r0:r1] = torch.logsumexp(logits.masked_fill(~mask, float("-inf")), dim=-1) - log_z
-            return -(label_logprob * labelled[r0:r1].to(logits.dtype)).sum(), None, None
-
-        with torch.no_grad():
-            ce_sum, _, _, _ = project_chunks(hid, w, rows, measure, want_grad=False)
-        with torch.enable_grad():
-            token.requires_grad_(want_grad)
-            mass.requires_grad_(want_grad)
-            losses, _, _ = alm_group_losses(token.view(b, s), mass.view(b, s), targets, settings)
-            kd = reduce_groups(losses, b, reduction)
-            if want_grad and losses.numel():
-                d_token, d_mass = torch.autograd.grad(kd, (token, mass), allow_unused=True)
-            else:
-                d_token = d_mass = None
-        kd = kd.detach().to(ce_sum.dtype)
-        loss = ce_scale * ce_sum + kd_weight * kd
-        if not want_grad:
-            return loss, ce_sum, kd, None, None
-        d_token = torch.zeros_like(token) if d_token is None else d_token
-        d_mass = torch.zeros_like(mass) if d_mass is None else d_mass
         dtype = compute_dtype(hid.dtype)
-        g_ce = (ce_scale * labelled).to(dtype)
-        g_tok, g_bnd = (kd_weight * d_token).to(dtype), (kd_weight * d_mass).to(dtype)
-        log_boundary = (mass.detach()).to(dtype)  # lse over the boundary ids - lse over all, per row
+        g_ce = ce_scale * labelled.to(dtype)
 
-        def differentiate(r0, r1, logits):
+        def step(r0, r1, logits):
+            w0, w1 = r0 // s, r1 // s
             log_z = torch.logsumexp(logits, dim=-1, keepdim=True)
+            label_logprob = logits.gather(-1, safe_target[r0:r1, None]).squeeze(-1) - log_z.squeeze(-1)
+            ce = -(label_logprob * labelled[r0:r1].to(logits.dtype)).sum()
+            log_boundary = torch.logsumexp(logits.masked_fill(~mask, float("-inf")), dim=-1) - log_z.squeeze(-1)
+            token = (logits.gather(-1, next_ids[r0:r1, None]).squeeze(-1) - log_z.squeeze(-1)).double()
+            mass = log_boundary.double()
+            with torch.enable_grad():
+                token.requires_grad_(want_grad)
+                mass.requires_grad_(want_grad)
+                chunk = {k: targets[k][w0:w1] for k in TARGET_KEYS}
+                losses, _, _ = alm_group_losses(token.view(-1, s), mass.view(-1, s), chunk, settings)
+                kd = losses.sum() / normaliser
+                if want_grad and losses.numel():
+                    d_token, d_mass = torch.autograd.grad(kd, (token, mass), allow_unused=True)
+                else:
+                    d_token = d_mass = None
+            kd = kd.detach().to(dtype)
+            if not want_grad:
+                return ce, kd, None
+            g_tok = torch.zeros_like(token) if d_token is None else d_token
+            g_bnd = torch.zeros_like(mass) if d_mass is None else d_mass
+            g_tok, g_bnd = (kd_weight * g_tok).to(dtype), (kd_weight * g_bnd).to(dtype)
             dz = torch.exp(logits - log_z)  # p, becoming the gradient in place
-            dz.mul_((g_ce[r0:r1] - g_tok[r0:r1] - g_bnd[r0:r1]).unsqueeze(-1))
-            at = g_bnd[r0:r1] != 0
+            dz.mul_((g_ce[r0:r1] - g_tok - g_bnd).unsqueeze(-1))
+            at = g_bnd != 0
             if bool(at.any()):  # q at the rows that end a group: exp(z - lse over the boundary ids) on the ids
-                q = torch.exp(logits[at] - (log_z[at] + log_boundary[r0:r1][at].unsqueeze(-1)))
-                dz[at] += q.masked_fill_(~mask, 0.0) * g_bnd[r0:r1][at].unsqueeze(-1)
+                q = torch.exp(logits[at] - (log_z[at] + log_boundary[at].unsqueeze(-1)))
+                dz[at] += q.masked_fill_(~mask, 0.0) * g_bnd[at].unsqueeze(-1)
             dz.scatter_add_(-1, safe_target[r0:r1, None], -g_ce[r0:r1, None])
-            dz.scatter_add_(-1, next_ids[r0:r1, None], g_tok[r0:r1, None])
-            return log_z.new_zeros(()), None, dz
+            dz.scatter_add_(-1, next_ids[r0:r1, None], g_tok[:, None])
+            return ce, kd, dz
 
-        _, _, grad_hidden, grad_weight = project_chunks(hid, w, rows, differentiate, want_grad=True)
-        return loss, ce_sum, kd, grad_hidden, grad_weight
+        ce_sum, kd, grad_hidden, grad_weight = project_chunks(hid, w, rows, step, want_grad=want_grad)
+        return ce_scale * ce_sum + kd_weight * kd, ce_sum, kd, grad_hidden, grad_weight
 
     flat = hidden.reshape(n, h)
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
