@@ -207,6 +207,36 @@ def test_the_chunked_alm_loss_projects_the_head_once_per_chunk_of_whole_windows(
     assert hidden.grad is not None and bool(hidden.grad.abs().sum() > 0)
 
 
+@pytest.mark.parametrize("gap", [4.0, 60.0, 110.0])
+def test_the_chunked_alm_loss_keeps_a_tiny_boundary_mass_exact_in_float32(gap):
+    """The chunked path sums the boundary ids' probabilities; where that sum is below sqrt(float32's tiny) it takes
+    the logsumexp instead, so values and gradients stay those of the full-logits loss, finite. A boundary logit gap
+    of 60 nats (mass ~1e-26) is still summed; at 110 every boundary probability underflows to 0 in float32."""
+    import torch.nn.functional as F
+
+    targets = _random_rows()
+    g = torch.Generator().manual_seed(3)
+    b, s, h, v = 3, 12, 8, 30
+    boundary = torch.rand(v, generator=g) < 0.3
+    hidden = torch.randn(b, s, h, generator=g)
+    hidden[..., 0] = 1.0
+    weight = torch.randn(v, h, generator=g)
+    weight[boundary, 0] = -gap
+    hidden.requires_grad_(), weight.requires_grad_()
+    labels = torch.randint(0, v, (b, s), generator=g)
+    loss, _, kd = alm_head_loss(hidden, weight, labels, targets, boundary=boundary, settings=PAPER,
+                                ce_weight=0.5, kd_weight=0.5, chunk_rows=12)
+    grads = torch.autograd.grad(loss, (hidden, weight))
+    logits = hidden @ weight.T
+    ref = 0.5 * F.cross_entropy(logits[:, :-1].reshape(-1, v), labels[:, 1:].reshape(-1)) + \
+        0.5 * alm_loss(logits, targets, boundary, PAPER).float()
+    ref_grads = torch.autograd.grad(ref, (hidden, weight))
+    assert math.isfinite(float(kd)) and float(loss) == pytest.approx(float(ref), rel=1e-5)
+    for got, want in zip(grads, ref_grads, strict=True):
+        assert bool(torch.isfinite(got).all())
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
 def test_the_boundary_ids_start_with_a_space_newline_or_tab_or_are_special():
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 

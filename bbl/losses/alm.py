@@ -219,7 +219,10 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
 
         dL/dz = w_ce' (p - e_label) + kd_weight [g_tok (e_next - p) + g_bnd (q - p)]
 
-    No autograd graph over (rows, V) is kept.
+    The boundary mass is Σ_{v in B} p_v from the same p that becomes dz (one matrix-vector product), and q = p /
+    that mass on the ids; where the mass is below sqrt(the dtype's smallest normal), whose terms may be subnormal,
+    the logsumexp over the boundary logits and q from the logits instead, as `student_alm_logprobs`. No autograd
+    graph over (rows, V) is kept: per chunk one projection, one logsumexp, one exp and one (rows, V) factor.
 
     Args:
         hidden: (B, S, H) float final hidden states; weight: (V, H) LM head; labels: (B, S) HF causal-LM labels
@@ -260,13 +263,20 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
     def passes(hid, w, want_grad: bool):
         dtype = compute_dtype(hid.dtype)
         g_ce = ce_scale * labelled.to(dtype)
+        low_mass = torch.finfo(dtype).tiny ** 0.5
 
         def step(r0, r1, logits):
             w0, w1 = r0 // s, r1 // s
             log_z = torch.logsumexp(logits, dim=-1, keepdim=True)
             label_logprob = logits.gather(-1, safe_target[r0:r1, None]).squeeze(-1) - log_z.squeeze(-1)
             ce = -(label_logprob * labelled[r0:r1].to(logits.dtype)).sum()
-            log_boundary = torch.logsumexp(logits.masked_fill(~mask, float("-inf")), dim=-1) - log_z.squeeze(-1)
+            dz = torch.exp(logits - log_z)  # p, becoming the gradient in place
+            boundary_p = dz @ mask.to(dz.dtype)
+            log_boundary = torch.log(boundary_p)
+            low = boundary_p < low_mass  # a sum of terms that may be subnormal: the exact logsumexp there
+            if bool(low.any()):
+                log_boundary[low] = torch.logsumexp(logits[low].masked_fill(~mask, float("-inf")), dim=-1) \
+                    - log_z[low, 0]
             token = (logits.gather(-1, next_ids[r0:r1, None]).squeeze(-1) - log_z.squeeze(-1)).double()
             mass = log_boundary.double()
             with torch.enable_grad():
@@ -285,10 +295,12 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
             g_tok = torch.zeros_like(token) if d_token is None else d_token
             g_bnd = torch.zeros_like(mass) if d_mass is None else d_mass
             g_tok, g_bnd = (kd_weight * g_tok).to(dtype), (kd_weight * g_bnd).to(dtype)
-            dz = torch.exp(logits - log_z)  # p, becoming the gradient in place
-            dz.mul_((g_ce[r0:r1] - g_tok - g_bnd).unsqueeze(-1))
-            at = g_bnd != 0
-            if bool(at.any()):  # q at the rows that end a group: exp(z - lse over the boundary ids) on the ids
+            # g_bnd (q - p) with q = p / boundary_p on the boundary ids: one (rows, V) factor for every term in p
+            per_boundary_id = torch.where(low, 0.0, g_bnd / boundary_p)
+            dz.mul_(torch.addcmul((g_ce[r0:r1] - g_tok - g_bnd).unsqueeze(-1), per_boundary_id.unsqueeze(-1),
+                                  mask.to(dz.dtype)))
+            at = low & (g_bnd != 0)
+            if bool(at.any()):  # q from the logits where the boundary mass is too small for p / boundary_p
                 q = torch.exp(logits[at] - (log_z[at] + log_boundary[at].unsqueeze(-1)))
                 dz[at] += q.masked_fill_(~mask, 0.0) * g_bnd[at].unsqueeze(-1)
             dz.scatter_add_(-1, safe_target[r0:r1, None], -g_ce[r0:r1, None])
