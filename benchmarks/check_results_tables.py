@@ -993,6 +993,14 @@ def cross_tokenizer_alm_quiet():
     return cross_tokenizer_alm(CROSS_QUIET)
 
 
+CROSS_ALM_ONE_PASS = "docs/results/benchmarks/cross-tokenizer-2026-12-07-alm1pass.json"
+
+
+def cross_tokenizer_alm_one_pass():
+    """The same command after ALM's chunked loss projects each chunk once (issue 41)."""
+    return cross_tokenizer_alm(CROSS_ALM_ONE_PASS)
+
+
 def cross_tokenizer_8b():
     e = load(CROSS)["estimate_8b"]
     header = ["teacher tokens", "forward FLOPs", "minutes at 400 TFLOP/s", "bf16 weights", "B / student token",
@@ -1058,7 +1066,8 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
                             cross_tokenizer_alignment, tokenizer_alignment_qwen, dump_shapes,
-                            cross_tokenizer_8b, cross_tokenizer_alm, cross_tokenizer_alm_quiet, object_store, torch_compile)}
+                            cross_tokenizer_8b, cross_tokenizer_alm, cross_tokenizer_alm_quiet, cross_tokenizer_alm_one_pass,
+                            object_store, torch_compile)}
 
 
 # ---- reading the documents ----
