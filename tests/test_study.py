@@ -11,7 +11,7 @@ import pytest
 from bbl.errors import BblError
 from bbl.study.arms import parse_arm
 from bbl.study.run import job_envs, run_study
-from bbl.study.stats import mean_std, paired_interval, t975
+from bbl.study.stats import mean_std, paired_interval, paired_ratio_interval, t975
 
 from .conftest import WORDS
 
@@ -28,6 +28,24 @@ def test_paired_interval_on_hand_made_numbers():
     assert t975(40) == pytest.approx(2.0211, abs=1e-4) and t975(1000) == pytest.approx(1.9623, abs=1e-4)
     with pytest.raises(ValueError):
         paired_interval([1.0], [1.0, 2.0])
+
+
+def test_the_ratio_interval_is_fiellers():
+    # a denominator without spread: the interval is the numerator's t-interval divided by it
+    r = paired_ratio_interval([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
+    half = 4.303 / math.sqrt(3)
+    assert r["ratio"] == 1.0 and r["ci95"] == pytest.approx([(2.0 - half) / 2, (2.0 + half) / 2])
+    # at each end the paired differences x - R y sit exactly at their t-interval's edge (Fieller's definition)
+    x, y = [0.05, 0.02, 0.06, 0.03, 0.04], [0.06, 0.05, 0.08, 0.04, 0.07]
+    r = paired_ratio_interval(x, y)
+    lo, hi = r["ci95"]
+    assert lo < r["ratio"] < hi and r["ratio"] == pytest.approx(0.2 / 0.3)
+    for end, edge in ((lo, 0), (hi, 1)):
+        assert paired_interval(x, [end * v for v in y])["ci95"][edge] == pytest.approx(0.0, abs=1e-12)
+    # a denominator whose own interval holds 0: unbounded, None
+    assert paired_ratio_interval([0.1, 0.2, 0.1], [0.1, -0.1, 0.05])["ci95"] is None
+    with pytest.raises(ValueError):
+        paired_ratio_interval([1.0], [0.0])
 
 
 def test_arm_specs_parse_or_fail_with_the_syntax():

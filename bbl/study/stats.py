@@ -55,3 +55,42 @@ def paired_interval(a: list[float], b: list[float]) -> dict:
         half = t975(n - 1) * std / math.sqrt(n)
         ci = [mean - half, mean + half]
     return {"n": n, "mean": mean, "std": std, "ci95": ci}
+
+
+def paired_ratio_interval(x: list[float], y: list[float]) -> dict:
+    """The ratio of two paired means, mean(x) / mean(y), with its 95% Fieller interval: every R for which the
+    paired differences x_i - R y_i have a mean inside their own t-interval around 0, i.e. the R with
+    (x̄ - R ȳ)² <= t² (s_xx - 2 R s_xy + R² s_yy) / n (Fieller 1954, "Some problems in interval estimation", J. R.
+    Stat. Soc. B 16; paired form as Franz 2007, "Ratios: a short guide to confidence limits and proper use",
+    arXiv 0710.2024, Section 3). Used for the share of a KD gain an arm keeps: x = baseline - arm, y = baseline -
+    same-tokenizer KD, per seed; both uncertainties count, where dividing by mean(y) as exact would hide y's.
+
+    Args:
+        x, y: per-seed values of the numerator and the denominator, paired by position.
+    Returns:
+        {"n", "ratio", "ci95": [lo, hi] or None}: None when n < 2 or the denominator's own interval contains 0
+        (the set is then unbounded).
+    Raises:
+        ValueError: x and y differ in length, or are empty, or mean(y) is 0.
+    """
+    if len(x) != len(y) or not x:
+        raise ValueError(f"paired samples need equal, non-zero lengths, got {len(x)} and {len(y)}")
+    n = len(x)
+    mx, my = sum(x) / n, sum(y) / n
+    if my == 0:
+        raise ValueError("the denominator's mean is 0: the ratio is undefined")
+    out = {"n": n, "ratio": mx / my, "ci95": None}
+    if n < 2:
+        return out
+    sxx = sum((v - mx) ** 2 for v in x) / (n - 1)
+    syy = sum((v - my) ** 2 for v in y) / (n - 1)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / (n - 1)
+    q = t975(n - 1) ** 2 / n
+    a = my * my - q * syy  # R² coefficient; > 0 exactly when y's own interval excludes 0
+    if a <= 0:
+        return out
+    b = mx * my - q * sxy
+    c = mx * mx - q * sxx
+    root = math.sqrt(max(b * b - a * c, 0.0))
+    out["ci95"] = [(b - root) / a, (b + root) / a]
+    return out
