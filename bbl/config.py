@@ -40,6 +40,8 @@ Objective = typing.Literal["clm", "mlm"]
 """A training phase's objective: clm (causal mask, next-token CE) or mlm (bidirectional mask, CE on masked tokens)."""
 MLMTarget = typing.Literal["previous", "own"]
 ULDForm = typing.Literal["boizard", "tempered"]
+ALMWeighting = typing.Literal["alpha", "gradmag"]
+"""How `kd_variant: alm` weighs CE and ALM (`distill.alm_weighting`): fixed alpha, or by inverse gradient norms."""
 """How `kd_variant: uld` weighs and tempers ULD (`distill.uld_form`): as its source runs it, or bbl's earlier form."""
 WindowOffset = typing.Literal["fixed", "random"]
 """Where an epoch cuts the train windows (`training.window_offset`; `bbl.data.windows`)."""
@@ -451,6 +453,12 @@ class DistillConfig:
     alm_debias: bool = True
     """`kd_variant: alm`: add each side's log-mass on its boundary ids (space, newline, tab, special) after a group
     to the group's log-likelihood (outcome chunk debiasing, Section 3.1; tokenkit `append_space`); on in the paper."""
+    alm_weighting: ALMWeighting = "alpha"
+    """`kd_variant: alm`: alpha (L = alpha*CE + (1-alpha)*ALM) or gradmag (each term weighted by the inverse norm of
+    its gradient at the final hidden states, the weights summing to 1, alpha unused: GradMag, Section 3.3, as
+    tokenkit's examples train [sft, alm_unconstrained] with `approx_gradmag_preserve_mag`, whose norms are the
+    last block's parameters'). At the paper's tau = 100 ALM's gradient is about 1% of CE's, so with alpha the CE
+    decides (docs/results/cross-tokenizer.md). gradmag needs training.loss_impl=chunked and one --cache."""
     caches: list[dict] | None = None
     """Per-cache settings of a run that distils from several caches (`bbl distill --cache A --cache B:KEY=VALUE,...`,
     whose specs fill it): one mapping per --cache, in order, of `weight` (w_c >= 0 in L = alpha*CE + (1-alpha) *

@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bbl.study.stats import mean_std, paired_interval  # noqa: E402  (pure Python: no torch)
+from bbl.study.stats import mean_std, paired_interval, paired_ratio_interval  # noqa: E402  (pure Python: no torch)
 
 MARK = re.compile(r"<!--\s*(.*?)\s*-->")
 NUMBER = re.compile(r"[-+]?\d[\d,]*\.?\d*")
@@ -871,22 +871,72 @@ def _gain_kept(s: dict, arm: str) -> str:
     return f"{100 * (1 - diff['mean'] / gain):.0f}% [{100 * (1 - hi / gain):.0f}%, {100 * (1 - lo / gain):.0f}%]"
 
 
-def cross_tokenizer_study():
-    s, bpb = load(EQUAL), load(CROSS_BPB)
+def _cross_study(study: str, bits_per_byte: str, arms: tuple, labels: dict, gain_kept: Callable, kept: str):
+    """The cross-tokenizer study table: every arm's dev CE, its paired differences to plain training and to the
+    same-tokenizer KD arm, the share of that gain it keeps (`gain_kept`), bits per byte, BLiMP and supplement."""
+    s, bpb = load(study), load(bits_per_byte)
     header = ["arm", "KD from", "best dev CE (nats)", "Δ vs baseline [95% CI]", "Δ vs same-tokenizer KD [95% CI]",
-              "same-tokenizer gain kept", "dev bits per byte", "BLiMP fast (%)", "supplement fast (%)"]
+              kept, "dev bits per byte", "BLiMP fast (%)", "supplement fast (%)"]
     base = runs(s, "baseline", "best_dev_ce")
     same = runs(s, "cached", "best_dev_ce")
-    label = {"baseline": "none (CE only)", "cached": "top-64, the student's tokenizer (its own teacher)",
-             "xtok-exact": "exact-match KL", "xtok-uld": "ULD", "xtok-gold": "GOLD (exact-match KL + ULD)"}
     rows = []
-    for arm in ("baseline", "cached", *CROSS_ARMS):
+    for arm in ("baseline", "cached", *arms):
         dev = runs(s, arm, "best_dev_ce")
-        rows.append([arm, label[arm], ms(dev), "" if arm == "baseline" else ci(dev, base),
-                     ci(dev, same) if arm in CROSS_ARMS else "", _gain_kept(s, arm) if arm in CROSS_ARMS else "",
+        cross = arm in arms
+        rows.append([arm, labels[arm], ms(dev), "" if arm == "baseline" else ci(dev, base),
+                     ci(dev, same) if cross else "", gain_kept(s, arm) if cross else "",
                      ms(bpb["students"][arm], digits=4), ms(runs(s, arm, "blimp"), 100, 1),
                      ms(runs(s, arm, "supplement"), 100, 1)])
     return header, rows
+
+
+def cross_tokenizer_study():
+    labels = {"baseline": "none (CE only)", "cached": "top-64, the student's tokenizer (its own teacher)",
+              "xtok-exact": "exact-match KL", "xtok-uld": "ULD", "xtok-gold": "GOLD (exact-match KL + ULD)"}
+    return _cross_study(EQUAL, CROSS_BPB, CROSS_ARMS, labels, _gain_kept, "same-tokenizer gain kept")
+
+
+CROSS5 = "docs/results/cross-tokenizer/study.json"
+CROSS5_BPB = "docs/results/cross-tokenizer/bits-per-byte-5seeds.json"
+CROSS5_ARMS = ("xtok-exact", "xtok-gold", "xtok-uld", "xtok-alm", "two-teacher")
+CROSS5_LABELS = {"baseline": "none (CE only)", "cached": "top-64, the student's tokenizer (its own teacher)",
+                 "xtok-exact": "exact-match KL", "xtok-gold": "GOLD (exact-match KL + ULD)",
+                 "xtok-uld": "ULD (CE + 1.5 ULD, T = 1)", "xtok-alm": "ALM (paper's settings)",
+                 "two-teacher": "both teachers: top-64 + exact-match KL"}
+
+
+def _gain_kept_fieller(s: dict, arm: str) -> str:
+    """(baseline - arm) / (baseline - cached) over paired seeds, with Fieller's 95% interval
+    (`paired_ratio_interval`): the share of the same-tokenizer KD gain that `arm` keeps."""
+    base, same, dev = (runs(s, a, "best_dev_ce") for a in ("baseline", "cached", arm))
+    r = paired_ratio_interval([b - d for b, d in zip(base, dev, strict=True)],
+                              [b - c for b, c in zip(base, same, strict=True)])
+    if r["ci95"] is None:
+        return f"{100 * r['ratio']:.0f}% [unbounded]"
+    lo, hi = r["ci95"]
+    return f"{100 * r['ratio']:.0f}% [{100 * lo:.0f}%, {100 * hi:.0f}%]"
+
+
+def cross_tokenizer_study_5seeds():
+    return _cross_study(CROSS5, CROSS5_BPB, CROSS5_ARMS, CROSS5_LABELS, _gain_kept_fieller,
+                        "same-tokenizer gain kept [95% Fieller]")
+
+
+def cross_tokenizer_study_5seeds_pairs():
+    """Paired differences between the cross-tokenizer arms themselves (which loss beats which)."""
+    s = load(CROSS5)
+    header = ["a − b (dev CE, nats)", "mean [95% CI]", "seeds with a < b"]
+    pairs = [("xtok-alm", "xtok-exact"), ("xtok-gold", "xtok-exact"), ("xtok-uld", "xtok-exact"),
+             ("xtok-alm", "xtok-gold"), ("two-teacher", "cached"), ("two-teacher", "xtok-exact")]
+    rows = []
+    for a, b in pairs:
+        x, y = runs(s, a, "best_dev_ce"), runs(s, b, "best_dev_ce")
+        rows.append([f"{a} − {b}", ci(x, y), f"{sum(u < v for u, v in zip(x, y, strict=True))} of {len(x)}"])
+    return header, rows
+
+
+def cross_tokenizer_teachers_5seeds():
+    return cross_tokenizer_teachers(CROSS5_BPB)
 
 
 ALIGNMENT_PAIRS = {"tok-unigram": "Unigram, 4,096 ids, Metaspace, the same text (the study's teacher)",
@@ -920,8 +970,9 @@ def tokenizer_alignment_qwen():
     return header, rows
 
 
-def cross_tokenizer_teachers():
-    bpb = load(CROSS_BPB)
+def cross_tokenizer_teachers(bits_per_byte: str = CROSS_BPB):
+    """Each teacher's dev CE on its own tokens and its dev bits per byte (`bbl eval --tasks perplexity`)."""
+    bpb = load(bits_per_byte)
     header = ["teacher", "tokenizer", "dev CE (nats / own token)", "dev bits per byte"]
     rows = [[name, t["tokenizer"], f"{t['mean_ce']:.3f}", f"{t['bits_per_byte']:.4f}"]
             for name, t in bpb["teachers"].items()]
@@ -1067,6 +1118,8 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
                             cross_tokenizer_alignment, tokenizer_alignment_qwen, dump_shapes,
                             cross_tokenizer_8b, cross_tokenizer_alm, cross_tokenizer_alm_quiet, cross_tokenizer_alm_one_pass,
+                            cross_tokenizer_study_5seeds, cross_tokenizer_study_5seeds_pairs,
+                            cross_tokenizer_teachers_5seeds,
                             object_store, torch_compile)}
 
 

@@ -19,6 +19,7 @@ from bbl.data.prepared import PreparedData
 from bbl.data.tokenizer import load_tokenizer
 from bbl.errors import BblError
 from bbl.losses.alm import (
+    GRADMAG_EPSILON,
     ALMSettings,
     alm_group_losses,
     alm_groups,
@@ -237,6 +238,41 @@ def test_the_chunked_alm_loss_keeps_a_tiny_boundary_mass_exact_in_float32(gap):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
+def test_gradmag_weighs_ce_and_alm_by_the_inverse_norms_of_their_hidden_state_gradients():
+    """distill.alm_weighting=gradmag: L = (CE / ‖∇_h CE‖ + ALM / ‖∇_h ALM‖) / (1 / ‖∇_h CE‖ + 1 / ‖∇_h ALM‖), the
+    weights held constant; its value and gradients from full logits by autograd, each term's norm over all hidden
+    states. ce_weight and kd_weight do not enter."""
+    import torch.nn.functional as F
+
+    settings = ALMSettings(100.0, 0.1, True, gradmag=True)
+    targets = _random_rows()
+    g = torch.Generator().manual_seed(4)
+    b, s, h, v = 3, 12, 8, 30
+    hidden = torch.randn(b, s, h, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(v, h, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, v, (b, s), generator=g)
+    boundary = torch.rand(v, generator=g) < 0.3
+    loss, ce, kd = alm_head_loss(hidden, weight, labels, targets, boundary=boundary, settings=settings,
+                                 ce_weight=0.9, kd_weight=0.1, chunk_rows=24)
+    grads = torch.autograd.grad(loss, (hidden, weight))
+    logits = hidden @ weight.T
+    ref_ce = F.cross_entropy(logits[:, :-1].reshape(-1, v), labels[:, 1:].reshape(-1))
+    ref_kd = alm_loss(logits, targets, boundary, settings)
+    norms = [float(torch.autograd.grad(t, hidden, retain_graph=True)[0].detach().norm()) for t in (ref_ce, ref_kd)]
+    assert norms[1] < norms[0] / 10  # at tau = 100 ALM's pull is a small fraction of CE's
+    inv = [1 / (n + GRADMAG_EPSILON) for n in norms]
+    w_ce, w_kd = inv[0] / sum(inv), inv[1] / sum(inv)
+    ref = w_ce * ref_ce + w_kd * ref_kd
+    ref_grads = torch.autograd.grad(ref, (hidden, weight))
+    assert float(ce) == pytest.approx(float(ref_ce), rel=1e-10) and float(kd) == pytest.approx(float(ref_kd), rel=1e-10)
+    assert float(loss) == pytest.approx(float(ref), rel=1e-10)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
+    with torch.no_grad():  # without autograd the same weighted value
+        assert float(alm_head_loss(hidden, weight, labels, targets, boundary=boundary, settings=settings,
+                                   ce_weight=0.9, kd_weight=0.1)[0]) == pytest.approx(float(ref), rel=1e-10)
+
+
 def test_the_boundary_ids_start_with_a_space_newline_or_tab_or_are_special():
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
@@ -331,6 +367,23 @@ def test_a_tiny_distillation_trains_with_alm_from_a_cross_tokenizer_cache(alm_ca
         kd[impl] = [r["kd_loss"] for r in _metrics(out)]
         assert len(kd[impl]) == 3 and all(np.isfinite(kd[impl])) and min(kd[impl]) > 0
     assert kd["hf"] == pytest.approx(kd["chunked"], rel=1e-4)  # the chunked path trains as the full-logits one
+
+
+def test_gradmag_trains_from_the_cache_and_is_refused_on_the_full_logits_path(alm_cache, prepared, tmp_path):
+    from bbl.config import load_config
+    from bbl.distill.recipe import distill
+
+    sets = ["training.max_train_windows=null", "training.max_steps=2", "training.logging_steps=1",
+            "distill.kd_variant=alm", "distill.alm_weighting=gradmag"]
+    out = distill(load_config("student-tiny", sets), prepared, tmp_path / "gradmag", cache_path=alm_cache, log=quiet)
+    run = json.loads((out / "bbl_run.json").read_text())
+    assert run["complete"] and run["alm_weighting"] == "gradmag"
+    assert all(np.isfinite(r["loss"]) for r in _metrics(out))
+    with pytest.raises(BblError) as e:
+        distill(load_config("student-tiny", [*sets, "training.loss_impl=hf"]), prepared, tmp_path / "hf",
+                cache_path=alm_cache, log=quiet)
+    assert "loss_impl=chunked" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "hf").exists()
 
 
 def test_a_cache_from_before_alm_reads_as_before_and_alm_is_refused_in_one_line(alm_cache, prepared, tmp_path):

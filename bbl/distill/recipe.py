@@ -257,6 +257,7 @@ def check_distill_inputs(cfg: Config, data: PreparedData, *, reader=None, teache
         dump = f"dump a cache with --targets {' or '.join(kinds)}" if kinds else "no cache kind is read that way"
         raise BblError(f"{reader.path}: {problem}, or {dump}")
     _check_mlm_kd_reading(cfg, reading)
+    _check_alm_weighting(cfg)
     if reader.kd_fraction < 1 and d.kd_variant == "topk_renorm":
         raise BblError(f"{reader.path}: holds targets at {reader.kd_fraction:g} of the positions (--kd-fraction), "
                        f"which distill.kd_variant=topk_renorm cannot leave out; set distill.kd_variant=topk_tail")
@@ -296,6 +297,15 @@ def cached_train_windows(cfg: Config, reader, *, log=print) -> Config:
         f"({'every window' if dumped is None else f'dumped with --max-windows {dumped}'}), which a cached "
         f"distillation trains on; recorded as training.max_train_windows={trained}")
     return dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, max_train_windows=trained))
+
+
+def _check_alm_weighting(cfg: Config) -> None:
+    """Refuse `distill.alm_weighting=gradmag` on the full-logits reference path, which does not compute the terms'
+    gradient norms (ALM with several caches is refused with every reading that weighs CE and KD its own way)."""
+    d = cfg.distill
+    if d.kd_variant == "alm" and d.alm_weighting == "gradmag" and cfg.training.loss_impl != "chunked":
+        raise BblError("distill.alm_weighting=gradmag needs training.loss_impl=chunked (its gradient norms come from "
+                       "the chunked loss), or set distill.alm_weighting=alpha")
 
 
 def _check_mlm_kd(cfg: Config, *, cached: bool) -> None:

@@ -36,6 +36,8 @@ from bbl.losses.chunked import (
 from bbl.losses.chunked_rows import ROW_BUDGET
 from bbl.losses.coarse import compute_dtype
 
+GRADMAG_EPSILON = 1e-8
+"""Added to each gradient norm before its inverse is taken (tokenkit `multitask.compute_inv_global_grad_norm`)."""
 ALM_EPSILON = 1e-6
 """ε subtracted after dividing a log-likelihood by τ, so log(1 - e^b) stays finite at a log-likelihood of 0
 (tokenkit `compute_alm_loss(..., epsilon=1e-6)`, losses.py:232, 266-267)."""
@@ -52,11 +54,14 @@ class ALMSettings:
         gamma: γ in [0, 1): a chunk ends a group when the teacher's boundary mass after it is > γ; 0 = no merging
             (`distill.alm_gamma`).
         debias: add each side's boundary log-mass after a group to its log-likelihood (`distill.alm_debias`).
+        gradmag: weigh CE and ALM by the inverse norms of their gradients instead of fixed weights
+            (`distill.alm_weighting: gradmag`; `alm_head_loss`).
     """
 
     temperature: float
     gamma: float
     debias: bool
+    gradmag: bool = False
 
     def __post_init__(self):
         if not self.temperature > 0:
@@ -66,7 +71,8 @@ class ALMSettings:
 
     @classmethod
     def from_config(cls, distill) -> ALMSettings:
-        return cls(temperature=distill.alm_temperature, gamma=distill.alm_gamma, debias=distill.alm_debias)
+        return cls(temperature=distill.alm_temperature, gamma=distill.alm_gamma, debias=distill.alm_debias,
+                   gradmag=distill.alm_weighting == "gradmag")
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -229,7 +235,11 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
             (the CE's; ALM scores the window's own tokens, `alm_next_ids`).
         targets: the batch's `TARGET_KEYS`, each (B, S).
         boundary: (V,) bool, the student's boundary ids. settings: `ALMSettings`.
-        ce_weight, kd_weight: the weights of the mean CE and of the reduced ALM term.
+        ce_weight, kd_weight: the weights of the mean CE and of the reduced ALM term; unused with
+            `settings.gradmag`, where they are 1 / ‖∇_h CE‖ and 1 / ‖∇_h ALM‖ over the batch's hidden states,
+            normalised to sum to 1 (GradMag, Minixhofer et al. 2025 Section 3.3; tokenkit
+            `approx_gradmag_preserve_mag`, which takes the norms over the last block's parameters). Each term then
+            takes its own pass over the chunks (two projections).
         reduction: as `reduce_groups`. chunk_rows: rows projected at once (default as `bbl.losses.chunked_rows`),
             rounded down to whole windows, at least one (a window longer than it is a chunk of its own).
     Returns:
@@ -250,7 +260,6 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
     mask = boundary.to(hidden.device)
     rows = chunk_rows or default_chunk_rows(weight.shape[0], budget_elements=ROW_BUDGET)
     rows = max(1, rows // s) * s
-    ce_scale = ce_weight / n_valid
     if reduction == "babyllama":
         normaliser = b
     else:
@@ -260,8 +269,9 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
     safe_target = target.clamp_min(0)
     labelled = (target != IGNORE_INDEX)
 
-    def passes(hid, w, want_grad: bool):
+    def passes(hid, w, want_grad: bool, ce_weight: float, kd_weight: float):
         dtype = compute_dtype(hid.dtype)
+        ce_scale = ce_weight / n_valid
         g_ce = ce_scale * labelled.to(dtype)
         low_mass = torch.finfo(dtype).tiny ** 0.5
 
@@ -310,9 +320,21 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
         ce_sum, kd, grad_hidden, grad_weight = project_chunks(hid, w, rows, step, want_grad=want_grad)
         return ce_scale * ce_sum + kd_weight * kd, ce_sum, kd, grad_hidden, grad_weight
 
+    def gradmag(hid, w, want_grad: bool):
+        """GradMag: each term alone, then L = Σ_i L_i / ‖∇_h L_i‖ / Σ_i 1 / ‖∇_h L_i‖ (weights without gradient)."""
+        _, ce_sum, kd, h_ce, w_ce = passes(hid, w, True, 1.0, 0.0)
+        _, _, _, h_kd, w_kd = passes(hid, w, True, 0.0, 1.0)
+        inv = [1.0 / (float(torch.linalg.vector_norm(g.double())) + GRADMAG_EPSILON) for g in (h_ce, h_kd)]
+        a, c = inv[0] / sum(inv), inv[1] / sum(inv)
+        loss = a * ce_sum / n_valid + c * kd
+        if not want_grad:
+            return loss, ce_sum, kd, None, None
+        return loss, ce_sum, kd, (a * h_ce + c * h_kd).to(hid.dtype), (a * w_ce + c * w_kd).to(w.dtype)
+
     flat = hidden.reshape(n, h)
+    run = gradmag if settings.gradmag else lambda hid, w, g: passes(hid, w, g, ce_weight, kd_weight)
     if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-        loss, ce_sum, kd = GradientsInForward.apply(lambda hid, w: passes(hid, w, True), flat, weight)
+        loss, ce_sum, kd = GradientsInForward.apply(lambda hid, w: run(hid, w, True), flat, weight)
     else:
-        loss, ce_sum, kd, _, _ = passes(flat, weight, False)
+        loss, ce_sum, kd, _, _ = run(flat, weight, False)
     return loss, (ce_sum / n_valid).detach(), kd.detach()

@@ -280,7 +280,8 @@ def _prepare_alm(static: dict, distill, vocab_size: int) -> tuple[dict, dict]:
                        f"cache with this prepared dir")
     settings = ALMSettings.from_config(distill)
     return ({"alm": settings, "student_boundary": torch.from_numpy(boundary)},
-            {"alm_temperature": settings.temperature, "alm_gamma": settings.gamma, "alm_debias": settings.debias})
+            {"alm_temperature": settings.temperature, "alm_gamma": settings.gamma, "alm_debias": settings.debias,
+             "alm_weighting": distill.alm_weighting})
 
 
 def _alm_cache_problem(attrs: dict, distill) -> str | None:
