@@ -898,10 +898,11 @@ def cross_tokenizer_study():
 
 CROSS5 = "docs/results/cross-tokenizer/study.json"
 CROSS5_BPB = "docs/results/cross-tokenizer/bits-per-byte-5seeds.json"
-CROSS5_ARMS = ("xtok-exact", "xtok-gold", "xtok-uld", "xtok-alm", "two-teacher")
+CROSS5_ARMS = ("xtok-exact", "xtok-gold", "xtok-uld", "xtok-alm", "xtok-alm-gradmag", "two-teacher")
 CROSS5_LABELS = {"baseline": "none (CE only)", "cached": "top-64, the student's tokenizer (its own teacher)",
                  "xtok-exact": "exact-match KL", "xtok-gold": "GOLD (exact-match KL + ULD)",
-                 "xtok-uld": "ULD (CE + 1.5 ULD, T = 1)", "xtok-alm": "ALM (paper's settings)",
+                 "xtok-uld": "ULD (CE + 1.5 ULD, T = 1)", "xtok-alm": "ALM (paper's settings), alpha 0.5",
+                 "xtok-alm-gradmag": "ALM (paper's settings), GradMag weighting",
                  "two-teacher": "both teachers: top-64 + exact-match KL"}
 
 
@@ -926,8 +927,9 @@ def cross_tokenizer_study_5seeds_pairs():
     """Paired differences between the cross-tokenizer arms themselves (which loss beats which)."""
     s = load(CROSS5)
     header = ["a − b (dev CE, nats)", "mean [95% CI]", "seeds with a < b"]
-    pairs = [("xtok-alm", "xtok-exact"), ("xtok-gold", "xtok-exact"), ("xtok-uld", "xtok-exact"),
-             ("xtok-alm", "xtok-gold"), ("two-teacher", "cached"), ("two-teacher", "xtok-exact")]
+    pairs = [("xtok-alm", "baseline"), ("xtok-alm-gradmag", "xtok-alm"), ("xtok-alm-gradmag", "xtok-exact"),
+             ("xtok-gold", "xtok-exact"), ("xtok-uld", "xtok-exact"), ("two-teacher", "cached"),
+             ("two-teacher", "xtok-exact")]
     rows = []
     for a, b in pairs:
         x, y = runs(s, a, "best_dev_ce"), runs(s, b, "best_dev_ce")

@@ -1,7 +1,9 @@
 #!/bin/bash
 # The cross-tokenizer study of issue 41, part 2: its arms added to the BabyLlama-2 comparison's study
 # (tuned-baseline/part3.sh, same workdir, 5 seeds), whose `baseline` (plain) and `cached` (same-tokenizer top-64)
-# runs it shares; then the dev bits per byte of every run of its arms and of both teachers.
+# runs it shares; then the dev bits per byte of every run of its arms and of both teachers. The xtok-alm-gradmag arm
+# (ALM with distill.alm_weighting=gradmag) was added after the first five arms had run: the study was re-run with it
+# (finished runs are kept), and the bits per byte evaluated again for every run.
 # Needs part 1 (study-part1.sh: the bpe-no-prefix teacher and its cross-tokenizer cache).
 set -e
 R=/work/main/docs/results
@@ -11,11 +13,12 @@ bash $R/tuned-baseline/part3.sh \
   --arm "xtok-gold:--cache $X --set distill.kd_variant=gold" \
   --arm "xtok-uld:--cache $X --set distill.kd_variant=uld" \
   --arm "xtok-alm:--cache $X --set distill.kd_variant=alm" \
+  --arm "xtok-alm-gradmag:--cache $X --set distill.kd_variant=alm --set distill.alm_weighting=gradmag" \
   --arm "two-teacher:--cache cache/llama-t1.zarr --cache $X"
 cd /work/studies/bl2
 export OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1
 mkdir -p bpb-links  # bbl eval refuses two model dirs of one name (seed0, ...): give each run a distinct one
-for a in baseline cached xtok-exact xtok-gold xtok-uld xtok-alm two-teacher; do
+for a in baseline cached xtok-exact xtok-gold xtok-uld xtok-alm xtok-alm-gradmag two-teacher; do
   for d in study/runs/$a/seed*; do ln -sfn "$(realpath $d)" "bpb-links/$a-$(basename $d)"; done
 done
 bbl eval bpb-links/* --data prepared --tasks perplexity --dev-windows 512 --out bpb-students --overwrite
