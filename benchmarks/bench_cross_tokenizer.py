@@ -15,7 +15,8 @@ the "foreign" tokenizer does not change what is measured: one teacher forward ov
 left context, the alignment, and what is stored. Steps: the study's student (`--student`) at the same vocabulary
 size, one optimizer step each, from the same-tokenizer cache (topk_tail, `chunked_head_loss`) and from the
 cross-tokenizer cache (exact_match / uld / gold, `cross_tokenizer_head_loss`; alm, `alm_head_loss`, which projects
-chunks of whole windows once each), modes interleaved per repetition. Peak RSS: each mode in its own child process, the
+chunks of whole windows once each; alm_gradmag, the same with `distill.alm_weighting=gradmag`, twice), modes
+interleaved per repetition. Peak RSS: each mode in its own child process, the
 peak during its steps. Medians over --reps. Also the stored bytes of ALM's arrays per teacher and per student token.
 """
 
@@ -38,7 +39,7 @@ from report_json import emit
 
 from bbl.cache.kinds.cross_tokenizer import DEFAULT_CONTEXT_TOKENS
 
-STEP_MODES = ("same", "exact_match", "uld", "gold", "alm")
+STEP_MODES = ("same", "exact_match", "uld", "gold", "alm", "alm_gradmag")
 ALPHA, TEMPERATURE = 0.5, 1.0
 
 
@@ -120,12 +121,12 @@ def step_setup(args, mode: str, tmp: Path):
             return chunked_head_loss(hidden, model.get_output_embeddings().weight, batch["labels"], kd=kd,
                                      alpha=ALPHA, temperature=TEMPERATURE)[0]
         return model, opt, data, loss_fn
-    if mode == "alm":  # what the alm reading runs with loss_impl: chunked, at the paper's settings
+    if mode in ("alm", "alm_gradmag"):  # what the alm reading runs with loss_impl: chunked, the paper's settings
         from bbl.config import DistillConfig
         from bbl.losses.alm import ALMSettings, alm_head_loss
 
         boundary = torch.from_numpy(reader.read_static("student_boundary").astype(bool))
-        alm = ALMSettings.from_config(DistillConfig())
+        alm = ALMSettings.from_config(DistillConfig(alm_weighting="gradmag" if mode == "alm_gradmag" else "alpha"))
 
         def alm_fn(batch):
             hidden = forward_without_logits(model, batch["input_ids"]).hidden_states[-1]

@@ -1026,7 +1026,8 @@ def cross_tokenizer_bench():
 CROSS_RERUN = "docs/results/benchmarks/cross-tokenizer-2026-12-07.json"
 CROSS_QUIET = "docs/results/benchmarks/cross-tokenizer-2026-12-07-quiet.json"
 CROSS_MODES = {"same": "same-tokenizer top-k (`topk_tail`)", "exact_match": "cross, `exact_match`",
-               "uld": "cross, `uld`", "gold": "cross, `gold`", "alm": "cross, `alm`"}
+               "uld": "cross, `uld`", "gold": "cross, `gold`", "alm": "cross, `alm`",
+               "alm_gradmag": "cross, `alm`, `alm_weighting=gradmag`"}
 
 
 def cross_tokenizer_alm(path: str = CROSS_RERUN):
