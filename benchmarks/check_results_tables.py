@@ -1056,6 +1056,14 @@ def cross_tokenizer_alm_one_pass():
     return cross_tokenizer_alm(CROSS_ALM_ONE_PASS)
 
 
+CROSS_GRADMAG = "docs/results/benchmarks/cross-tokenizer-2026-12-07-gradmag.json"
+
+
+def cross_tokenizer_alm_gradmag():
+    """The same command with the alm_gradmag mode (ALM with distill.alm_weighting=gradmag) beside the others."""
+    return cross_tokenizer_alm(CROSS_GRADMAG)
+
+
 def cross_tokenizer_8b():
     e = load(CROSS)["estimate_8b"]
     header = ["teacher tokens", "forward FLOPs", "minutes at 400 TFLOP/s", "bf16 weights", "B / student token",
@@ -1121,7 +1129,7 @@ CHECKS: dict[str, Callable[[], tuple[list[str], list[list]]]] = {
                             equal_bytes, equal_bytes_first_run, storage_study_teacher,
                             cross_tokenizer_bench, cross_tokenizer_study, cross_tokenizer_teachers,
                             cross_tokenizer_alignment, tokenizer_alignment_qwen, dump_shapes,
-                            cross_tokenizer_8b, cross_tokenizer_alm, cross_tokenizer_alm_quiet, cross_tokenizer_alm_one_pass,
+                            cross_tokenizer_8b, cross_tokenizer_alm, cross_tokenizer_alm_quiet, cross_tokenizer_alm_one_pass, cross_tokenizer_alm_gradmag,
                             cross_tokenizer_study_5seeds, cross_tokenizer_study_5seeds_pairs,
                             cross_tokenizer_teachers_5seeds,
                             object_store, torch_compile)}
