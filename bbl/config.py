@@ -40,9 +40,9 @@ Objective = typing.Literal["clm", "mlm"]
 """A training phase's objective: clm (causal mask, next-token CE) or mlm (bidirectional mask, CE on masked tokens)."""
 MLMTarget = typing.Literal["previous", "own"]
 ULDForm = typing.Literal["boizard", "tempered"]
+"""How `kd_variant: uld` weighs and tempers ULD (`distill.uld_form`): as its source runs it, or bbl's earlier form."""
 ALMWeighting = typing.Literal["alpha", "gradmag"]
 """How `kd_variant: alm` weighs CE and ALM (`distill.alm_weighting`): fixed alpha, or by inverse gradient norms."""
-"""How `kd_variant: uld` weighs and tempers ULD (`distill.uld_form`): as its source runs it, or bbl's earlier form."""
 WindowOffset = typing.Literal["fixed", "random"]
 """Where an epoch cuts the train windows (`training.window_offset`; `bbl.data.windows`)."""
 
@@ -457,7 +457,7 @@ class DistillConfig:
     """`kd_variant: alm`: alpha (L = alpha*CE + (1-alpha)*ALM) or gradmag (each term weighted by the inverse norm of
     its gradient at the final hidden states, the weights summing to 1, alpha unused: GradMag, Section 3.3, as
     tokenkit's examples train [sft, alm_unconstrained] with `approx_gradmag_preserve_mag`, whose norms are the
-    last block's parameters'). At the paper's tau = 100 ALM's gradient is about 1% of CE's, so with alpha the CE
+    last block's parameters). At the paper's tau = 100 ALM's gradient is about 1% of CE's, so with alpha the CE
     decides (docs/results/cross-tokenizer.md). gradmag needs training.loss_impl=chunked and one --cache."""
     caches: list[dict] | None = None
     """Per-cache settings of a run that distils from several caches (`bbl distill --cache A --cache B:KEY=VALUE,...`,

@@ -142,6 +142,17 @@ def _random_rows(b=3, s=12, seed=0):
     return {k: torch.from_numpy(np.stack([i[k] for i in items])) for k in items[0]}
 
 
+def _head_inputs(seed: int):
+    """(hidden (3, 12, 8), weight (30, 8), both float64 with gradients; labels (3, 12); boundary (30,) bool) for
+    the chunked-loss tests: `_random_rows`' shapes."""
+    g = torch.Generator().manual_seed(seed)
+    b, s, h, v = 3, 12, 8, 30
+    hidden = torch.randn(b, s, h, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(v, h, generator=g, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, v, (b, s), generator=g)
+    return hidden, weight, labels, torch.rand(v, generator=g) < 0.3
+
+
 @pytest.mark.parametrize("settings, reduction, chunk_rows", [
     (PAPER, "token_mean", 5), (ALMSettings(5.0, 0.0, True), "babyllama", 5),
     (ALMSettings(100.0, 0.3, False), "token_mean", 5), (PAPER, "token_mean", 24), (PAPER, "babyllama", 30)])
@@ -151,13 +162,9 @@ def test_the_chunked_alm_loss_equals_the_full_logits_one_with_its_gradients(sett
 
     targets = _random_rows()
     assert int((targets["alm_start"] >= 0).sum()) >= 6
-    g = torch.Generator().manual_seed(1)
-    b, s, h, v = 3, 12, 8, 30
-    hidden = torch.randn(b, s, h, generator=g, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(v, h, generator=g, dtype=torch.float64, requires_grad=True)
-    labels = torch.randint(0, v, (b, s), generator=g)
+    hidden, weight, labels, boundary = _head_inputs(1)
+    v = weight.shape[0]
     labels[0, 3] = -100
-    boundary = torch.rand(v, generator=g) < 0.3
     loss, ce, kd = alm_head_loss(hidden, weight, labels, targets, boundary=boundary, settings=settings,
                                  ce_weight=0.3, kd_weight=0.7, reduction=reduction, chunk_rows=chunk_rows)
     grads = torch.autograd.grad(loss, (hidden, weight))
@@ -194,12 +201,8 @@ def test_the_chunked_alm_loss_projects_the_head_once_per_chunk_of_whole_windows(
             return out
 
     targets = _random_rows()
-    g = torch.Generator().manual_seed(2)
-    b, s, h, v = 3, 12, 8, 30
-    hidden = torch.randn(b, s, h, generator=g, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(v, h, generator=g, dtype=torch.float64, requires_grad=True)
-    labels = torch.randint(0, v, (b, s), generator=g)
-    boundary = torch.rand(v, generator=g) < 0.3
+    hidden, weight, labels, boundary = _head_inputs(2)
+    v = weight.shape[0]
     with CountVocabProjections(v) as mode:
         loss, _, _ = alm_head_loss(hidden, weight, labels, targets, boundary=boundary, settings=PAPER,
                                    ce_weight=0.5, kd_weight=0.5, chunk_rows=30)
@@ -246,12 +249,8 @@ def test_gradmag_weighs_ce_and_alm_by_the_inverse_norms_of_their_hidden_state_gr
 
     settings = ALMSettings(100.0, 0.1, True, gradmag=True)
     targets = _random_rows()
-    g = torch.Generator().manual_seed(4)
-    b, s, h, v = 3, 12, 8, 30
-    hidden = torch.randn(b, s, h, generator=g, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(v, h, generator=g, dtype=torch.float64, requires_grad=True)
-    labels = torch.randint(0, v, (b, s), generator=g)
-    boundary = torch.rand(v, generator=g) < 0.3
+    hidden, weight, labels, boundary = _head_inputs(4)
+    v = weight.shape[0]
     loss, ce, kd = alm_head_loss(hidden, weight, labels, targets, boundary=boundary, settings=settings,
                                  ce_weight=0.9, kd_weight=0.1, chunk_rows=24)
     grads = torch.autograd.grad(loss, (hidden, weight))

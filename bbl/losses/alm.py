@@ -274,6 +274,7 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
         ce_scale = ce_weight / n_valid
         g_ce = ce_scale * labelled.to(dtype)
         low_mass = torch.finfo(dtype).tiny ** 0.5
+        mask_f = mask.to(dtype)
 
         def step(r0, r1, logits):
             w0, w1 = r0 // s, r1 // s
@@ -281,7 +282,7 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
             label_logprob = logits.gather(-1, safe_target[r0:r1, None]).squeeze(-1) - log_z.squeeze(-1)
             ce = -(label_logprob * labelled[r0:r1].to(logits.dtype)).sum()
             dz = torch.exp(logits - log_z)  # p, becoming the gradient in place
-            boundary_p = dz @ mask.to(dz.dtype)
+            boundary_p = dz @ mask_f
             log_boundary = torch.log(boundary_p)
             low = boundary_p < low_mass  # a sum of terms that may be subnormal: the exact logsumexp there
             if bool(low.any()):
@@ -307,8 +308,7 @@ def alm_head_loss(hidden, weight, labels, targets: dict, *, boundary, settings: 
             g_tok, g_bnd = (kd_weight * g_tok).to(dtype), (kd_weight * g_bnd).to(dtype)
             # g_bnd (q - p) with q = p / boundary_p on the boundary ids: one (rows, V) factor for every term in p
             per_boundary_id = torch.where(low, 0.0, g_bnd / boundary_p)
-            dz.mul_(torch.addcmul((g_ce[r0:r1] - g_tok - g_bnd).unsqueeze(-1), per_boundary_id.unsqueeze(-1),
-                                  mask.to(dz.dtype)))
+            dz.mul_(torch.addcmul((g_ce[r0:r1] - g_tok - g_bnd).unsqueeze(-1), per_boundary_id.unsqueeze(-1), mask_f))
             at = low & (g_bnd != 0)
             if bool(at.any()):  # q from the logits where the boundary mass is too small for p / boundary_p
                 q = torch.exp(logits[at] - (log_z[at] + log_boundary[at].unsqueeze(-1)))
