@@ -27,7 +27,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from bbl.config import DistillConfig
-    from bbl.losses.alm import alm_groups, student_alm_logprobs
+    from bbl.losses.alm import ALMSettings, alm_group_losses, alm_groups, student_alm_logprobs
     from bbl.models.build import forward_without_logits
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -41,25 +41,23 @@ def main() -> None:
     boundary = torch.from_numpy(reader.read_static("student_boundary").astype(bool))
     newline = Tokenizer.from_file(str(args.workdir / "prepared" / "tokenizer" / "tokenizer.json")).token_to_id("Ċ")
     model = AutoModelForCausalLM.from_pretrained(args.workdir / "study" / "runs" / args.run).float().eval()
-    gamma = DistillConfig().alm_gamma
+    paper = ALMSettings.from_config(DistillConfig())
+    settings = ALMSettings(paper.temperature, paper.gamma, debias=False)
     parts = {"ends_on_newline": [], "other": []}
     for b in data:
         with torch.no_grad():
             hidden = forward_without_logits(model, b["input_ids"]).hidden_states[-1]
             token, mass = student_alm_logprobs(hidden @ model.get_output_embeddings().weight.T,
                                                b["alm_next_ids"].long(), boundary)
-        t_boundary, t_token = b["alm_teacher_boundary"].double(), b["alm_teacher_logprob"].double()
-        group_end, group_start = alm_groups(b["alm_start"].long(), t_boundary, gamma)
-        zero = torch.zeros(len(token), 1, dtype=torch.float64)
-        s_cum, t_cum = torch.cat([zero, token.double().cumsum(1)], 1), torch.cat([zero, t_token.cumsum(1)], 1)
-        r, e = group_end.nonzero(as_tuple=True)
-        s0 = group_start[r, e]
-        values = torch.stack([t_cum[r, e + 1] - t_cum[r, s0 + 1], s_cum[r, e] - s_cum[r, s0], t_boundary[r, e],
-                              mass.double()[r, e]], 1)
+        t_boundary = b["alm_teacher_boundary"].double()
+        group_end, _ = alm_groups(b["alm_start"].long(), t_boundary, settings.gamma)
+        _, teacher_ll, student_ll = alm_group_losses(token, mass, b, settings)  # LT, LS: debias off
+        r, e = group_end.nonzero(as_tuple=True)  # the groups in alm_group_losses' row-major order
+        values = torch.stack([teacher_ll, student_ll, t_boundary[r, e], mass.double()[r, e]], 1)
         on_newline = b["input_ids"][r, e] == newline
         parts["ends_on_newline"].append(values[on_newline])
         parts["other"].append(values[~on_newline])
-    out = {"run": args.run, "cache": args.cache, "batches": args.batches, "batch_size": 32, "gamma": gamma}
+    out = {"run": args.run, "cache": args.cache, "batches": args.batches, "batch_size": 32, "gamma": settings.gamma}
     for name, chunks in parts.items():
         v = torch.cat(chunks)
         out[name] = {"groups": len(v), **dict(zip(("LT", "LS", "DT", "DS"), v.mean(0).tolist(), strict=True))}

@@ -1,7 +1,7 @@
 """Part 2 of issue 41's cross-tokenizer study: keep the study's own outputs and the bits per byte.
 
 Copies from the work dir of study-part2.sh: study.json and study.md (what `bbl study` wrote: every arm and seed,
-the BabyLlama-2 comparison's five arms and this study's five) and bits-per-byte-5seeds.json (`bbl eval --tasks
+the BabyLlama-2 comparison's five arms and this study's six) and bits-per-byte-5seeds.json (`bbl eval --tasks
 perplexity` of every run of the arms that read a teacher of either tokenizer, and of both teachers). Writes
 study-part2.json: the study's starts (the first was cut by the end of a session; the re-run kept its finished
 runs), its end, the wall time and peak RSS of its last run (/usr/bin/time), and both teachers' weights checked
@@ -11,23 +11,13 @@ against the hashes parts 1 recorded.
 """
 
 import json
-import re
 import shutil
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tuned-baseline"))
-from record_part1 import sha256  # noqa: E402  (the same hashing as that study)
-
-
-def last_time_v(log: Path) -> dict:
-    """Wall seconds and peak RSS (MiB) of the last `/usr/bin/time -v` block in a log written by several runs."""
-    text = log.read_text(errors="replace")
-    walls = re.findall(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
-    rss = re.findall(r"Maximum resident set size \(kbytes\): (\d+)", text)
-    parts = [float(p) for p in walls[-1].split(":")]
-    return {"wall_s": sum(p * 60 ** i for i, p in enumerate(reversed(parts))), "peak_rss_mib": round(int(rss[-1]) / 1024)}
+from record_part1 import sha256, time_v  # noqa: E402  (the same hashing and /usr/bin/time parsing as that study)
 
 
 def main(work: Path) -> dict:
@@ -45,7 +35,7 @@ def main(work: Path) -> dict:
     return {"part": 2, "what": "the cross-tokenizer arms added to the BabyLlama-2 comparison's bbl study (5 seeds, "
                                "2 jobs), then dev bits per byte",
             "started": [s for s in starts if s >= "2026-12-07T08:30"], "done": (work / "study.done").read_text().split()[-1],
-            "study_last_run": last_time_v(work / "logs" / "study.log"), "teachers": teachers}
+            "study_last_run": time_v(work / "logs" / "study.log", block=-1), "teachers": teachers}
 
 
 if __name__ == "__main__":

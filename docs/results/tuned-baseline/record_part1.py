@@ -23,16 +23,17 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def time_v(log: Path) -> dict:
-    """Wall seconds and peak RSS (MiB) from the `/usr/bin/time -v` block at the end of a log."""
+def time_v(log: Path, block: int = 0) -> dict:
+    """Wall seconds and peak RSS (MiB) from a `/usr/bin/time -v` block of a log: the first (`block` 0), or e.g. the
+    last (-1) of a log that several runs appended to; None for what the log lacks."""
     text = log.read_text(errors="replace")
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    walls = re.findall(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", text)
+    rss = re.findall(r"Maximum resident set size \(kbytes\): (\d+)", text)
     seconds = None
-    if wall:
-        parts = [float(p) for p in wall.group(1).split(":")]
+    if walls:
+        parts = [float(p) for p in walls[block].split(":")]
         seconds = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
-    return {"wall_s": seconds, "peak_rss_mib": round(int(rss.group(1)) / 1024) if rss else None}
+    return {"wall_s": seconds, "peak_rss_mib": round(int(rss[block]) / 1024) if rss else None}
 
 
 def main(work: Path) -> dict:
